@@ -1,1 +1,3 @@
-//! Rotor
+//! Rotor (work in progress skeleton).
+pub mod http;
+pub mod transport;
