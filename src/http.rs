@@ -152,7 +152,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
 fn body_kind(headers: &[(String, Vec<u8>)]) -> Result<BodyKind, HttpError> {
     let mut length: Option<usize> = None;
     for (_, v) in headers.iter().filter(|(n, _)| n == "content-length") {
-        let text = std::str::from_utf8(v).map_err(|_| HttpError::BadRequest("bad Content-Length"))?;
+        let text =
+            std::str::from_utf8(v).map_err(|_| HttpError::BadRequest("bad Content-Length"))?;
         // A list like "5, 5" is legal only when all members agree; we accept a single value only.
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(HttpError::BadRequest("bad Content-Length"));
@@ -219,14 +220,18 @@ impl ChunkedDecoder {
                     if self.body.len() + size > limit {
                         return Err(HttpError::BodyTooLarge);
                     }
-                    self.state = if size == 0 { ChunkState::Trailer } else { ChunkState::Data(size) };
+                    self.state =
+                        if size == 0 { ChunkState::Trailer } else { ChunkState::Data(size) };
                 }
                 ChunkState::Data(left) => {
                     let take = left.min(input.len() - pos);
                     self.body.extend_from_slice(&input[pos..pos + take]);
                     pos += take;
-                    self.state =
-                        if take == left { ChunkState::DataEnd } else { ChunkState::Data(left - take) };
+                    self.state = if take == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
                 }
                 ChunkState::DataEnd => {
                     if input.len() - pos < 2 {
@@ -402,7 +407,8 @@ mod tests {
             let err = parse(c).expect_err(c);
             assert_eq!(err.status(), 400, "{c}");
         }
-        let err = parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err();
+        let err =
+            parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err();
         assert_eq!(err.status(), 501);
     }
 
@@ -416,7 +422,8 @@ mod tests {
     fn keep_alive_rules() {
         let (h, _) = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive());
-        let (h, _) = parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let (h, _) =
+            parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap().unwrap();
         assert!(!h.keep_alive());
     }
 

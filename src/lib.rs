@@ -1,3 +1,67 @@
-//! Rotor (work in progress skeleton).
+//! Rotor: a thread-per-core, Centrifugo-compatible real-time messaging server.
+//!
+//! # Shards and ownership
+//!
+//! Every shard is one glommio executor (io_uring) on one core. A shard owns the connections it
+//! accepted and never shares them; other shards reach its state only through one message type,
+//! [`shard::msg::ShardMsg`], sent over bounded lock-free single-producer rings (glommio channel
+//! meshes: a *main* lane and a *reply* lane, so answers never queue behind fan-out).
+//!
+//! | State | Owner |
+//! |---|---|
+//! | a connection, its session, its outbound queue | the shard that accepted it |
+//! | channel → local subscribers ([`hub::Hub`]) | every shard, for its own connections |
+//! | a channel's interest set (which shards have subscribers), stream position and history | the channel's **home shard**, `fnv1a(name) % shards` ([`shard::id::home_of`]) |
+//! | configuration | an immutable `Arc<Config>` cloned into every shard |
+//! | payloads that cross cores | immutable `Arc<Publication>` (one allocation for all shards) |
+//!
+//! Connections are spread over shards by the kernel (`SO_REUSEPORT`, the default), or, with
+//! `runtime.placement = "round_robin"`, shard 0 accepts and hands the k-th connection to shard
+//! k mod n, which tests use to put clients on chosen shards.
+//!
+//! # Life of a publication
+//!
+//! 1. A backend POSTs `/api/publish` on a connection that shard A owns. [`server`] parses the head
+//!    with httparse, reads the body, and [`api`] checks the API key and decodes the request.
+//! 2. A validates the channel against the namespaces ([`channel`]) and calls
+//!    `Shard::start_publish`, which parks the request in A's pending table and sends
+//!    `ShardMsg::Publish` to the channel's home shard H (handled inline when H = A).
+//! 3. H orders the publication: with history on, the memory engine ([`broker::memory`]) assigns
+//!    the next offset in the channel's epoch and keeps it in the history ring. H answers
+//!    `PublishDone` on the reply lane; A resumes the HTTP request and writes `{"result":{...}}`.
+//! 4. H sends one `ShardMsg::Deliver` carrying the same `Arc<Publication>` to every shard in the
+//!    channel's interest set (itself included, inline). Interest is kept by `Interest` messages
+//!    that shards send on their first local subscribe and last local unsubscribe of a channel.
+//! 5. Each receiving shard encodes the push once (`{"push":{"channel":..,"pub":{..}}}`), builds
+//!    the whole unmasked WebSocket frame once, and queues that shared frame on every local
+//!    subscriber, each queue bounded in bytes by `client.queue_max_size` (overflow → disconnect
+//!    3008 slow). Queuing wakes the connection's writer task.
+//! 6. The pump handles every message already waiting in a lane before yielding, so writers run
+//!    once per burst: a writer takes its whole queue, merges consecutive frames into one frame
+//!    (newline-joined JSON) and writes it with a single call. A lone frame is written as is,
+//!    without a copy.
+//!
+//! Cross-shard sends never wait: a full lane spills into a per-peer FIFO that a forwarder task
+//! drains in order; past `shard::SPILL_MAX` queued messages deliveries are dropped and counted
+//! (clients recover by offset), requests are still queued.
+//!
+//! # Modules
+//!
+//! Sans-IO (no sockets, testable without a reactor): [`protocol`], [`http`],
+//! [`transport::websocket`], [`hub`], [`broker`], [`channel`], [`auth`], [`config`], and the
+//! state machines in [`client`] and [`shard`]. Glommio lives in [`server`] and [`runtime`].
+
+pub mod api;
+pub mod auth;
+pub mod broker;
+pub mod channel;
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod http;
+pub mod hub;
+pub mod protocol;
+pub mod runtime;
+pub mod server;
+pub mod shard;
 pub mod transport;

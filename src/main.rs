@@ -1,1 +1,139 @@
-fn main() {}
+//! The `rotor` binary: CLI verbs, configuration loading, and running the server.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use mimalloc::MiMalloc;
+use rotor::cli::{self, TokenKind};
+use rotor::config::Config;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> ExitCode {
+    let args = cli::parse();
+    match &args.command {
+        None => serve(&args.serve),
+        Some(cmd) => {
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            let mut out = std::io::stdout().lock();
+            match cli::run_tool_with(cmd, &env, &verify_token, &mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let _ = out.flush();
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `checktoken` / `checksubtoken`: verify with the configured keys and show the claims.
+fn verify_token(cfg: &Config, kind: TokenKind, token: &str) -> Result<String, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match kind {
+        TokenKind::Connection => {
+            let v = rotor::auth::TokenVerifier::for_connections(&cfg.client)
+                .map_err(|e| e.to_string())?;
+            let c = v.verify_connection(token, now).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "valid connection token for user {:?}; exp: {}; channels: {:?}",
+                c.user,
+                c.exp.map_or("none".to_string(), |e| e.to_string()),
+                c.channels
+            ))
+        }
+        TokenKind::Subscription => {
+            let v = rotor::auth::TokenVerifier::for_subscriptions(&cfg.client)
+                .map_err(|e| e.to_string())?;
+            let c = v.verify_subscription(token, now).map_err(|e| e.to_string())?;
+            Ok(format!(
+                "valid subscription token for user {:?} and channel {:?}; exp: {}",
+                c.user,
+                c.channel,
+                c.exp.map_or("none".to_string(), |e| e.to_string())
+            ))
+        }
+    }
+}
+
+fn serve(args: &cli::ServeArgs) -> ExitCode {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let loaded = match cli::load_config(args, &env) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cfg = loaded.config;
+    init_logging(&cfg);
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    for k in &loaded.unknown_keys {
+        tracing::warn!("unknown configuration key: {k}");
+    }
+    if loaded.file.is_none() {
+        embedded_defaults(&mut cfg);
+    }
+    match rotor::runtime::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let level = match cfg.log.level.as_str() {
+        "none" => "off",
+        other => other,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROTOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// No config file: make the server usable for this run and say how to use it.
+fn embedded_defaults(cfg: &mut Config) {
+    use base64::Engine;
+    use rand::RngCore;
+    let random = |n: usize| {
+        let mut bytes = vec![0u8; n];
+        rand::rng().fill_bytes(&mut bytes);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    if cfg.client.token.hmac_secret_key.is_empty() {
+        cfg.client.token.hmac_secret_key = random(32);
+    }
+    if cfg.http_api.key.is_empty() && !cfg.http_api.insecure {
+        cfg.http_api.key = random(24);
+    }
+    cfg.channel.without_namespace.allow_subscribe_for_client = true;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let token = rotor::auth::encode_hs256(
+        &cfg.client.token.hmac_secret_key,
+        &serde_json::json!({"sub": "demo", "iat": now, "exp": now + 86_400}),
+    )
+    .unwrap_or_default();
+    let port = cfg.http_server.port;
+    println!("No configuration file found: running with embedded defaults for this run only.");
+    println!("  client.token.hmac_secret_key: {}", cfg.client.token.hmac_secret_key);
+    println!("  http_api.key:                 {}", cfg.http_api.key);
+    println!("  channels without namespace: clients may subscribe");
+    println!("A token for user \"demo\" (valid 24h):\n  {token}");
+    println!("Connect: ws://localhost:{port}/connection/websocket");
+    println!(
+        "Publish: curl -s -X POST http://localhost:{port}/api/publish -H 'X-API-Key: {}' -d '{{\"channel\":\"news\",\"data\":{{\"text\":\"hello\"}}}}'",
+        cfg.http_api.key
+    );
+    println!("Write a config with: rotor genconfig");
+}

@@ -290,8 +290,11 @@ mod tests {
 
     #[test]
     fn protobuf_is_negotiated_by_subprotocol_or_query() {
-        let up = check_upgrade(&head("Sec-WebSocket-Protocol: centrifuge-protobuf\r\n"), &OriginPolicy::default())
-            .unwrap();
+        let up = check_upgrade(
+            &head("Sec-WebSocket-Protocol: centrifuge-protobuf\r\n"),
+            &OriginPolicy::default(),
+        )
+        .unwrap();
         assert_eq!((up.format, up.subprotocol), (Format::Protobuf, Some("centrifuge-protobuf")));
     }
 
@@ -354,7 +357,9 @@ mod tests {
         let mut ctx = context(65536, 4096);
         let (mut input, mut output) = (wire_bytes[..4].to_vec(), Vec::new());
         let r = ctx.read(&mut Wire { input: &mut input, output: &mut output });
-        assert!(matches!(r, Err(tungstenite::Error::Io(ref e)) if e.kind() == io::ErrorKind::WouldBlock));
+        assert!(
+            matches!(r, Err(tungstenite::Error::Io(ref e)) if e.kind() == io::ErrorKind::WouldBlock)
+        );
         input.extend_from_slice(&wire_bytes[4..]);
         let msg = ctx.read(&mut Wire { input: &mut input, output: &mut output }).unwrap();
         assert_eq!(msg, Message::text("hello"));

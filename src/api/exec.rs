@@ -1,0 +1,270 @@
+//! Server API execution over HTTP: authentication, routing by method, and the publish path.
+//!
+//! Owns: turning an authenticated API request into shard work and the answer into JSON. The
+//! publish itself is ordered by the channel's home shard (`Shard::start_publish`); this module
+//! only validates, parks the request and encodes the result. It must not touch connections.
+
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+use crate::api::types::{
+    self, ApiError, ApiMethod, BroadcastRequest, PublishPayload, PublishRequest, PublishResult,
+};
+use crate::client::{data_format_ok, history_policy};
+use crate::http::{self, Head};
+use crate::protocol::{Publication, RawJson};
+use crate::server::Reply;
+use crate::shard::msg::RequestId;
+use crate::shard::{PendingAnswer, ShardRef};
+
+/// Whether the request carries the configured API key (spec §3.1): `X-API-Key`, else
+/// `Authorization: apikey <key>`, else `?api_key=`. An empty configured key refuses everything.
+pub fn authorized(head: &Head, key: &str, insecure: bool) -> bool {
+    if insecure {
+        return true;
+    }
+    if key.is_empty() {
+        return false;
+    }
+    let matches = |candidate: &[u8]| bool::from(candidate.ct_eq(key.as_bytes()));
+    if let Some(v) = head.header("x-api-key") {
+        if matches(v) {
+            return true;
+        }
+    } else if let Some(v) = head.header_str("authorization") {
+        let mut parts = v.split_whitespace();
+        if let (Some(scheme), Some(value), None) = (parts.next(), parts.next(), parts.next()) {
+            if scheme.eq_ignore_ascii_case("apikey") && matches(value.as_bytes()) {
+                return true;
+            }
+        }
+    }
+    head.query_param("api_key").is_some_and(|q| matches(q.as_bytes()))
+}
+
+/// Handles `POST {prefix}` (legacy) and `POST {prefix}/<method>`.
+pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<u8>) -> Reply {
+    let cfg = shard.borrow().cfg.clone();
+    if head.method != "POST" {
+        let mut r = Reply::json(405, http::json_error_body("method not allowed"));
+        r.headers.push(("Allow", "POST".to_string()));
+        return r;
+    }
+    if !authorized(head, &cfg.http_api.key, cfg.http_api.insecure) {
+        return Reply { status: 401, content_type: "", headers: Vec::new(), body: Vec::new() };
+    }
+    if method.is_empty() {
+        return legacy(shard, &body).await;
+    }
+    let Some(api_method) = ApiMethod::from_path_segment(method) else {
+        return Reply::json(404, http::json_error_body("unknown method"));
+    };
+    let transport_errors = cfg.http_api.error_mode == "transport"
+        || head.header("x-centrifugo-error-mode").is_some_and(|v| v == b"transport");
+    let mut out = Vec::new();
+    match run(shard, api_method, &body).await {
+        Ok(result) => types::encode_result_response(&result, &mut out),
+        Err(Failure::Undecodable) => return Reply::json(400, http::json_error_body("bad request")),
+        Err(Failure::Unsupported) => {
+            return Reply::json(404, http::json_error_body("method not implemented by rotor yet"))
+        }
+        Err(Failure::Api(e)) if transport_errors => {
+            types::encode_error_object(&e, &mut out);
+            return Reply::json(e.http_status(), out);
+        }
+        Err(Failure::Api(e)) => types::encode_error_response(&e, &mut out),
+    }
+    Reply::json(200, out)
+}
+
+/// Why a method produced no `result`.
+enum Failure {
+    /// The body is not valid JSON for the method → HTTP 400.
+    Undecodable,
+    /// A Centrifugo method Rotor does not implement yet.
+    Unsupported,
+    /// A logical API error → `{"error":{...}}`.
+    Api(ApiError),
+}
+
+/// Runs one method; `Ok` is the encoded result object (what goes under `"result"`).
+async fn run(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::new();
+    match method {
+        ApiMethod::Publish => {
+            let req = PublishRequest::decode(body).map_err(|_| Failure::Undecodable)?;
+            publish(shard, req).await.map_err(Failure::Api)?.encode(&mut out);
+        }
+        ApiMethod::Broadcast => {
+            let req = BroadcastRequest::decode(body).map_err(|_| Failure::Undecodable)?;
+            let results = broadcast(shard, req).await.map_err(Failure::Api)?;
+            out.extend_from_slice(b"{\"responses\":[");
+            for (i, r) in results.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                types::encode_publish_response(r, &mut out);
+            }
+            out.extend_from_slice(b"]}");
+        }
+        _ => return Err(Failure::Unsupported),
+    }
+    Ok(out)
+}
+
+/// The legacy multi-command route (spec §3.5): a JSON stream of `{"id","method","params"}`.
+async fn legacy(shard: &ShardRef, body: &[u8]) -> Reply {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Reply::json(400, http::json_error_body("empty body"));
+    }
+    let commands = match types::decode_legacy(body) {
+        Ok(c) => c,
+        Err(_) => return Reply::json(400, http::json_error_body("bad request")),
+    };
+    let mut replies = Vec::with_capacity(commands.len());
+    for cmd in commands {
+        let outcome = match cmd.method {
+            None => Err(types::API_ERROR_NOT_FOUND),
+            Some(method) => match run(shard, method, cmd.params.get().as_bytes()).await {
+                Ok(result) => Ok(result),
+                Err(Failure::Undecodable) => Err(types::API_ERROR_BAD_REQUEST),
+                Err(Failure::Unsupported) => Err(types::API_ERROR_NOT_FOUND),
+                Err(Failure::Api(e)) => Err(e),
+            },
+        };
+        replies.push(types::LegacyReply { id: cmd.id, outcome });
+    }
+    let mut out = Vec::new();
+    types::encode_legacy_replies(&replies, &mut out);
+    Reply::json(200, out)
+}
+
+/// Validates a publish and hands it to the channel's home shard; returns the parked request.
+fn start_publish(
+    shard: &ShardRef,
+    channel: &str,
+    req: &PublishRequest,
+) -> Result<RequestId, ApiError> {
+    let mut s = shard.borrow_mut();
+    if channel.is_empty() {
+        return Err(types::API_ERROR_BAD_REQUEST);
+    }
+    let namespaces = Arc::clone(&s.namespaces);
+    let resolved = namespaces.resolve(channel).map_err(|e| match e {
+        crate::channel::ChannelError::UnknownChannel => types::API_ERROR_UNKNOWN_CHANNEL,
+        _ => types::API_ERROR_BAD_REQUEST,
+    })?;
+    let data = match req.payload()? {
+        Some(PublishPayload::Json(json)) => json,
+        None => RawJson::default(),
+        // Non-JSON bytes can only reach Protobuf connections, which arrive with issue 5.
+        Some(PublishPayload::Binary(_)) => return Err(types::API_ERROR_BAD_REQUEST),
+    };
+    let format = if resolved.options.publication_data_format.is_empty() {
+        s.cfg.channel.publication_data_format.as_str()
+    } else {
+        resolved.options.publication_data_format.as_str()
+    };
+    if !data_format_ok(format, data.as_bytes()) {
+        return Err(types::API_ERROR_BAD_REQUEST);
+    }
+    let history = history_policy(resolved.options, req.skip_history);
+    let publication = Publication { data, tags: req.tags.clone(), ..Publication::default() };
+    Ok(s.start_publish(Arc::from(channel), publication, history))
+}
+
+async fn finish(shard: &ShardRef, req: RequestId) -> Result<PublishResult, ApiError> {
+    match PendingAnswer::new(shard.clone(), req).await {
+        Some(Some(p)) => Ok(PublishResult { offset: p.offset, epoch: p.epoch }),
+        Some(None) => Ok(PublishResult::default()),
+        None => Err(types::API_ERROR_INTERNAL),
+    }
+}
+
+/// `publish`: one channel.
+pub async fn publish(shard: &ShardRef, req: PublishRequest) -> Result<PublishResult, ApiError> {
+    let id = start_publish(shard, &req.channel, &req)?;
+    finish(shard, id).await
+}
+
+/// `broadcast`: every channel is handed to its home shard first, then the answers are collected
+/// in channel order, so the publishes proceed concurrently across shards.
+pub async fn broadcast(
+    shard: &ShardRef,
+    req: BroadcastRequest,
+) -> Result<Vec<Result<PublishResult, ApiError>>, ApiError> {
+    if req.channels.is_empty() {
+        return Err(types::API_ERROR_BAD_REQUEST);
+    }
+    let single = PublishRequest {
+        channel: String::new(),
+        data: req.data,
+        b64data: req.b64data,
+        skip_history: req.skip_history,
+        tags: req.tags,
+        idempotency_key: req.idempotency_key,
+        delta: req.delta,
+        version: req.version,
+        version_epoch: req.version_epoch,
+    };
+    // A bad b64data is a request-level error, not a per-channel one.
+    single.payload()?;
+    let started: Vec<Result<RequestId, ApiError>> =
+        req.channels.iter().map(|ch| start_publish(shard, ch, &single)).collect();
+    let mut results = Vec::with_capacity(started.len());
+    for s in started {
+        results.push(match s {
+            Ok(id) => finish(shard, id).await,
+            Err(e) => Err(e),
+        });
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(extra: &str) -> Head {
+        let text = format!("POST /api/publish{extra}");
+        http::parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn api_key_sources_in_spec_order() {
+        let k = "secret";
+        assert!(authorized(&head(" HTTP/1.1\r\nHost: x\r\nX-API-Key: secret\r\n\r\n"), k, false));
+        assert!(!authorized(&head(" HTTP/1.1\r\nHost: x\r\nX-API-Key: nope\r\n\r\n"), k, false));
+        assert!(authorized(
+            &head(" HTTP/1.1\r\nHost: x\r\nAuthorization: ApiKey secret\r\n\r\n"),
+            k,
+            false
+        ));
+        assert!(!authorized(
+            &head(" HTTP/1.1\r\nHost: x\r\nAuthorization: apikey secret extra\r\n\r\n"),
+            k,
+            false
+        ));
+        assert!(!authorized(
+            &head(" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\n\r\n"),
+            k,
+            false
+        ));
+        assert!(authorized(&head("?api_key=secret HTTP/1.1\r\nHost: x\r\n\r\n"), k, false));
+        assert!(
+            authorized(
+                &head("?api_key=secret HTTP/1.1\r\nHost: x\r\nX-API-Key: wrong\r\n\r\n"),
+                k,
+                false
+            ),
+            "query key is the last resort"
+        );
+        assert!(!authorized(&head(" HTTP/1.1\r\nHost: x\r\n\r\n"), k, false));
+        assert!(
+            !authorized(&head(" HTTP/1.1\r\nHost: x\r\nX-API-Key: \r\n\r\n"), "", false),
+            "empty key refuses"
+        );
+        assert!(authorized(&head(" HTTP/1.1\r\nHost: x\r\n\r\n"), "", true), "insecure");
+    }
+}

@@ -1,0 +1,344 @@
+//! JWT verification for connection and subscription tokens (spec §4).
+//!
+//! Owns: which algorithms are enabled by which configured key, signature checks
+//! (with HMAC key rotation), `exp`/`nbf`/`aud`/`iss` checks against a caller-supplied
+//! clock, and the expiry arithmetic callers apply to verified claims.
+//! Must not: touch sockets or config loading, read the wall clock (every check takes
+//! `now_unix` so it is testable and shard-local), resolve channels (the caller maps
+//! claim channels through `crate::channel`), or decide protocol replies beyond the
+//! documented mapping of [`TokenError`] to codes.
+//!
+//! Signatures are checked with `jsonwebtoken`'s crypto layer; header and claim
+//! decoding are done here so that `info`/`meta`/`data` reach clients byte-exact and so
+//! that time checks use our clock with no leeway, as upstream does.
+
+mod claims;
+#[cfg(test)]
+mod test_keys;
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde::Deserialize;
+
+use crate::config;
+
+pub use claims::{
+    ConnectionClaims, RawBytes, ServerSideSub, SubscribeOverrides, SubscriptionClaims,
+};
+
+/// Longest connection or subscription lifetime we honour; later expiries are clamped.
+pub const MAX_TTL_SECS: i64 = 365 * 24 * 60 * 60;
+
+/// A token configuration we cannot run with. Names the offending config key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthConfigError {
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("{key}: not supported by Rotor yet")]
+    Unsupported { key: String },
+}
+
+/// Why a token was refused.
+///
+/// Reply mapping (spec §4.4): `Invalid` → disconnect 3500 at connect/refresh/
+/// sub_refresh, error 103 at subscribe; `Expired` → error 109 at connect/subscribe
+/// (and sub_refresh, project decision Q1), disconnect 3005 at connection refresh;
+/// `BadConnectionInfo` → error 100.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("invalid token: {0}")]
+    Invalid(Cow<'static, str>),
+    #[error("token expired")]
+    Expired,
+    /// A connection token's `b64info` is not valid base64; upstream treats this as
+    /// an internal error rather than an invalid token.
+    #[error("bad base64 in connection token b64info")]
+    BadConnectionInfo,
+}
+
+/// Failure to produce a token with [`encode_hs256`].
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode token: {0}")]
+pub struct EncodeError(#[from] jsonwebtoken::errors::Error);
+
+/// When a verified connection or subscription must be re-validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// No expiry: no `exp`, or `expire_at` ≤ 0.
+    Never,
+    /// Unix seconds, in the future, at most [`MAX_TTL_SECS`] from now.
+    At(i64),
+    /// The computed expiry is not in the future → error 110.
+    AlreadyExpired,
+}
+
+impl Expiry {
+    /// Seconds left (`ConnectResult.ttl` / `SubscribeResult.ttl`), if it expires.
+    pub fn ttl(self, now_unix: i64) -> Option<i64> {
+        match self {
+            Expiry::At(at) => Some(at - now_unix),
+            Expiry::Never | Expiry::AlreadyExpired => None,
+        }
+    }
+}
+
+/// Expiry of a connection per spec §4.2/§4.4: `expire_at` wins over `exp`
+/// (`expire_at` ≤ 0 = never expires, `exp` still having been checked).
+pub fn connection_expiry(claims: &ConnectionClaims, now_unix: i64) -> Expiry {
+    expiry(claims.exp, claims.expire_at, now_unix)
+}
+
+/// Expiry of a token subscription; same rules as [`connection_expiry`].
+pub fn subscription_expiry(claims: &SubscriptionClaims, now_unix: i64) -> Expiry {
+    expiry(claims.exp, claims.expire_at, now_unix)
+}
+
+fn expiry(exp: Option<i64>, expire_at: Option<i64>, now_unix: i64) -> Expiry {
+    let at = match (expire_at, exp) {
+        (Some(at), _) if at <= 0 => return Expiry::Never,
+        (Some(at), _) | (None, Some(at)) => at,
+        (None, None) => return Expiry::Never,
+    };
+    if at <= now_unix {
+        Expiry::AlreadyExpired
+    } else {
+        Expiry::At(at.min(now_unix.saturating_add(MAX_TTL_SECS)))
+    }
+}
+
+/// Signs `claims` with HS256; for tests and the `gentoken`-style CLI helpers.
+pub fn encode_hs256(secret: &str, claims: &serde_json::Value) -> Result<String, EncodeError> {
+    let header = jsonwebtoken::Header::new(Algorithm::HS256);
+    Ok(jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes()))?)
+}
+
+/// Previous HMAC key accepted during a rotation window.
+#[derive(Clone, Debug)]
+struct PreviousHmac {
+    key: DecodingKey,
+    /// Unix seconds; 0 = no limit.
+    valid_until: i64,
+}
+
+/// Verifies tokens for one token configuration. Build once per shard; immutable.
+#[derive(Clone, Debug)]
+pub struct TokenVerifier {
+    hmac: Option<DecodingKey>,
+    hmac_previous: Option<PreviousHmac>,
+    rsa: Option<DecodingKey>,
+    ecdsa: Option<DecodingKey>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    user_id_claim: Option<String>,
+    skip_signature_verify: bool,
+}
+
+impl TokenVerifier {
+    /// Verifier for `client.token` (config keys in errors are named under it).
+    pub fn new(
+        token: &config::Token,
+        skip_signature_verify: bool,
+    ) -> Result<Self, AuthConfigError> {
+        Self::with_section(token, skip_signature_verify, "client.token")
+    }
+
+    /// Verifier for connection tokens from the `client` section.
+    pub fn for_connections(client: &config::Client) -> Result<Self, AuthConfigError> {
+        Self::new(&client.token, client.insecure_skip_token_signature_verify)
+    }
+
+    /// Verifier for subscription tokens: `client.subscription_token` when enabled,
+    /// otherwise the connection token keys verify both kinds (spec §4.1).
+    pub fn for_subscriptions(client: &config::Client) -> Result<Self, AuthConfigError> {
+        let skip = client.insecure_skip_token_signature_verify;
+        if client.subscription_token.enabled {
+            Self::with_section(&client.subscription_token.token, skip, "client.subscription_token")
+        } else {
+            Self::new(&client.token, skip)
+        }
+    }
+
+    /// `section` is the config path of `token`, used only to name keys in errors.
+    pub fn with_section(
+        token: &config::Token,
+        skip_signature_verify: bool,
+        section: &str,
+    ) -> Result<Self, AuthConfigError> {
+        let key = |name: &str| format!("{section}.{name}");
+        for (name, value) in [
+            ("jwks_public_endpoint", &token.jwks_public_endpoint),
+            ("audience_regex", &token.audience_regex),
+            ("issuer_regex", &token.issuer_regex),
+        ] {
+            if !value.is_empty() {
+                return Err(AuthConfigError::Unsupported { key: key(name) });
+            }
+        }
+        if !token.user_id_claim.is_empty()
+            && !token.user_id_claim.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+        {
+            return Err(AuthConfigError::Invalid {
+                key: key("user_id_claim"),
+                reason: "must match ^[a-zA-Z_]+$".into(),
+            });
+        }
+        let pem =
+            |name: &str,
+             value: &str,
+             parse: fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>| {
+                if value.is_empty() {
+                    return Ok(None);
+                }
+                parse(value.as_bytes()).map(Some).map_err(|e| AuthConfigError::Invalid {
+                    key: key(name),
+                    reason: format!("not a usable PEM public key: {e}"),
+                })
+            };
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Ok(TokenVerifier {
+            hmac: non_empty(&token.hmac_secret_key).map(|s| DecodingKey::from_secret(s.as_bytes())),
+            hmac_previous: non_empty(&token.hmac_previous_secret_key).map(|s| PreviousHmac {
+                key: DecodingKey::from_secret(s.as_bytes()),
+                valid_until: token.hmac_previous_secret_key_valid_until,
+            }),
+            rsa: pem("rsa_public_key", &token.rsa_public_key, DecodingKey::from_rsa_pem)?,
+            ecdsa: pem("ecdsa_public_key", &token.ecdsa_public_key, DecodingKey::from_ec_pem)?,
+            audience: non_empty(&token.audience),
+            issuer: non_empty(&token.issuer),
+            user_id_claim: non_empty(&token.user_id_claim),
+            skip_signature_verify,
+        })
+    }
+
+    /// Verifies a connection token at time `now_unix`.
+    pub fn verify_connection(
+        &self,
+        jwt: &str,
+        now_unix: i64,
+    ) -> Result<ConnectionClaims, TokenError> {
+        let payload = self.verified_payload(jwt, now_unix)?;
+        let map = claims::ClaimMap::parse(&payload)?;
+        let claims = map.connection(self.user_id_claim.as_deref())?;
+        self.check_standard(&map, now_unix)?;
+        Ok(claims)
+    }
+
+    /// Verifies a subscription token at time `now_unix`. The caller still compares
+    /// `user`, `channel` and `client` with the subscribing connection.
+    pub fn verify_subscription(
+        &self,
+        jwt: &str,
+        now_unix: i64,
+    ) -> Result<SubscriptionClaims, TokenError> {
+        let payload = self.verified_payload(jwt, now_unix)?;
+        let map = claims::ClaimMap::parse(&payload)?;
+        let claims = map.subscription(self.user_id_claim.as_deref())?;
+        self.check_standard(&map, now_unix)?;
+        Ok(claims)
+    }
+
+    /// Time first, then audience and issuer: a token that is both expired and
+    /// mis-addressed reports expiry, as upstream does.
+    fn check_standard(&self, map: &claims::ClaimMap<'_>, now_unix: i64) -> Result<(), TokenError> {
+        let std = map.standard()?;
+        if std.exp.is_some_and(|exp| exp <= now_unix) || std.nbf.is_some_and(|nbf| nbf > now_unix) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(aud) = &self.audience {
+            if !std.aud.iter().any(|a| a == aud) {
+                return Err(TokenError::Invalid("audience mismatch".into()));
+            }
+        }
+        if let Some(iss) = &self.issuer {
+            if std.iss.as_deref() != Some(iss.as_str()) {
+                return Err(TokenError::Invalid("issuer mismatch".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Splits the token, checks its header and signature, and returns the decoded
+    /// claims text.
+    fn verified_payload(&self, jwt: &str, now_unix: i64) -> Result<String, TokenError> {
+        let mut parts = jwt.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Invalid("not three dot-separated parts".into()));
+        };
+        let alg = parse_alg(header)?;
+        if !self.skip_signature_verify {
+            let message = &jwt[..header.len() + 1 + payload.len()];
+            self.check_signature(alg, message, signature, now_unix)?;
+        }
+        let bytes =
+            b64url(payload).ok_or(TokenError::Invalid("payload is not base64url".into()))?;
+        String::from_utf8(bytes).map_err(|_| TokenError::Invalid("payload is not UTF-8".into()))
+    }
+
+    fn check_signature(
+        &self,
+        alg: Algorithm,
+        message: &str,
+        signature: &str,
+        now_unix: i64,
+    ) -> Result<(), TokenError> {
+        let key = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => self.hmac.as_ref(),
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => self.rsa.as_ref(),
+            Algorithm::ES256 | Algorithm::ES384 => self.ecdsa.as_ref(),
+            _ => None,
+        };
+        let previous = self
+            .hmac_previous
+            .as_ref()
+            .filter(|p| p.valid_until == 0 || now_unix < p.valid_until)
+            .filter(|_| matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512));
+        if key.is_none() && previous.is_none() {
+            return Err(TokenError::Invalid("algorithm not enabled".into()));
+        }
+        let verifies = |key: &DecodingKey| {
+            // `Err` covers undecodable signatures and key/algorithm mismatches
+            // (e.g. a P-256 key with an ES384 token): all mean "not signed by us".
+            jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg).unwrap_or(false)
+        };
+        if key.is_some_and(verifies) || previous.is_some_and(|p| verifies(&p.key)) {
+            Ok(())
+        } else {
+            Err(TokenError::Invalid("bad signature".into()))
+        }
+    }
+}
+
+/// The algorithms a key type can enable; anything else (`none`, PS*, EdDSA, ES512,
+/// unknown names) is refused before any key is consulted.
+fn parse_alg(header_b64: &str) -> Result<Algorithm, TokenError> {
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+    }
+    let bytes = b64url(header_b64).ok_or(TokenError::Invalid("header is not base64url".into()))?;
+    let header: Header = serde_json::from_slice(&bytes)
+        .map_err(|_| TokenError::Invalid("header is not a JSON object with `alg`".into()))?;
+    match header.alg.as_str() {
+        "HS256" => Ok(Algorithm::HS256),
+        "HS384" => Ok(Algorithm::HS384),
+        "HS512" => Ok(Algorithm::HS512),
+        "RS256" => Ok(Algorithm::RS256),
+        "RS384" => Ok(Algorithm::RS384),
+        "RS512" => Ok(Algorithm::RS512),
+        "ES256" => Ok(Algorithm::ES256),
+        "ES384" => Ok(Algorithm::ES384),
+        _ => Err(TokenError::Invalid("unsupported algorithm".into())),
+    }
+}
+
+/// JWT segments are unpadded base64url (RFC 7515).
+fn b64url(segment: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! Memory engine: per-channel stream position (offset, epoch) and history ring.
+//!
+//! Owns: the stream of every channel whose home is this shard. One instance per shard, used only
+//! by that shard's home-channel handling, so there is no locking and publish order is simply the
+//! order in which the home shard handles `Publish` messages.
+//!
+//! Must not: deliver anything (delivery is `shard`'s job) or know about connections.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::protocol::Publication;
+
+/// Length of a generated epoch (Centrifugo uses 8 ASCII letters).
+const EPOCH_LEN: usize = 8;
+
+/// History settings of one publish, resolved by the publisher's shard from namespace options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// Most publications kept (`history_size`); 0 = no history.
+    pub size: usize,
+    /// How long publications are kept after the last publish (`history_ttl`).
+    pub ttl: Duration,
+}
+
+impl HistoryPolicy {
+    /// Whether this publish goes into a stream (assigns an offset).
+    pub fn enabled(&self) -> bool {
+        self.size > 0 && !self.ttl.is_zero()
+    }
+}
+
+/// Position of a stream: the offset of its newest publication and its epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Top offset (0 before the first publication of an epoch).
+    pub offset: u64,
+    /// Stream identity; a new epoch invalidates saved offsets.
+    pub epoch: String,
+}
+
+/// A channel's stream: position plus the retained publications, oldest first.
+#[derive(Debug)]
+pub struct Stream {
+    position: Position,
+    entries: VecDeque<Entry>,
+    /// When the retained publications expire (`history_ttl` after the last publish), in ms.
+    expire_at_ms: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    publication: Arc<Publication>,
+}
+
+/// A fresh random epoch of ASCII letters.
+pub fn new_epoch() -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut rng = rand::rng();
+    (0..EPOCH_LEN).map(|_| char::from(LETTERS[rng.random_range(0..LETTERS.len())])).collect()
+}
+
+impl Default for Stream {
+    fn default() -> Self {
+        Stream {
+            position: Position { offset: 0, epoch: new_epoch() },
+            entries: VecDeque::new(),
+            expire_at_ms: 0,
+        }
+    }
+}
+
+impl Stream {
+    /// Current position.
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// Appends a publication: assigns the next offset, stores it, trims by size and age.
+    /// Returns the stored publication (with its offset) to be delivered.
+    pub fn append(
+        &mut self,
+        mut publication: Publication,
+        policy: HistoryPolicy,
+        now_ms: u64,
+    ) -> Arc<Publication> {
+        self.expire(now_ms);
+        self.position.offset += 1;
+        publication.offset = self.position.offset;
+        let publication = Arc::new(publication);
+        self.entries.push_back(Entry { publication: Arc::clone(&publication) });
+        while self.entries.len() > policy.size {
+            self.entries.pop_front();
+        }
+        let ttl_ms = u64::try_from(policy.ttl.as_millis()).unwrap_or(u64::MAX);
+        self.expire_at_ms = now_ms.saturating_add(ttl_ms);
+        publication
+    }
+
+    /// Drops retained publications once `history_ttl` has passed since the last publish; the
+    /// position (offset and epoch) survives, as in Centrifugo.
+    pub fn expire(&mut self, now_ms: u64) {
+        if now_ms >= self.expire_at_ms {
+            self.entries.clear();
+        }
+    }
+
+    /// Retained publications, oldest first.
+    pub fn publications(&self) -> impl Iterator<Item = &Arc<Publication>> {
+        self.entries.iter().map(|e| &e.publication)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::RawJson;
+
+    fn publication(n: u32) -> Publication {
+        Publication {
+            data: RawJson::from_value_str(&format!("{{\"n\":{n}}}")).unwrap(),
+            ..Publication::default()
+        }
+    }
+
+    #[test]
+    fn offsets_grow_and_ring_keeps_newest() {
+        let policy = HistoryPolicy { size: 3, ttl: Duration::from_secs(60) };
+        let mut s = Stream::default();
+        let epoch = s.position().epoch.clone();
+        assert_eq!(epoch.len(), EPOCH_LEN);
+        for n in 1..=5 {
+            let p = s.append(publication(n), policy, 1_000);
+            assert_eq!(p.offset, u64::from(n));
+        }
+        assert_eq!(s.position(), &Position { offset: 5, epoch });
+        let kept: Vec<u64> = s.publications().map(|p| p.offset).collect();
+        assert_eq!(kept, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn ttl_expires_publications_but_keeps_position() {
+        let policy = HistoryPolicy { size: 10, ttl: Duration::from_secs(1) };
+        let mut s = Stream::default();
+        s.append(publication(1), policy, 0);
+        s.expire(999);
+        assert_eq!(s.publications().count(), 1);
+        s.expire(1_000);
+        assert_eq!(s.publications().count(), 0);
+        assert_eq!(s.position().offset, 1);
+        assert_eq!(s.append(publication(2), policy, 2_000).offset, 2);
+    }
+
+    #[test]
+    fn epochs_differ_between_streams() {
+        assert_ne!(Stream::default().position().epoch, Stream::default().position().epoch);
+    }
+}

@@ -1,0 +1,50 @@
+//! Channels: names, namespaces and client-side permissions (spec §5).
+//!
+//! Owns the pure, configuration-derived rules: which options a channel name maps to
+//! (`name`) and whether a connection may subscribe, publish, or read presence and
+//! history (`permission`). Must not hold runtime channel state (subscribers,
+//! history, home shards), verify tokens, or do I/O.
+
+mod name;
+mod permission;
+
+pub use name::{Namespaces, Resolved};
+pub use permission::{check_history, check_presence, check_publish, check_subscribe, Subject};
+
+/// A channel configuration we cannot run with. Names the offending config key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChannelConfigError {
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("{key}: not supported by Rotor yet")]
+    Unsupported { key: String },
+}
+
+/// Refusal of a channel operation; [`ChannelError::code`] is the protocol error code.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChannelError {
+    #[error("unknown channel")]
+    UnknownChannel,
+    #[error("bad request")]
+    BadRequest,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("not available")]
+    NotAvailable,
+}
+
+impl ChannelError {
+    /// Protocol error code (spec §2.12). Local numbers until `protocol::codes` exists
+    /// to import them from.
+    pub fn code(self) -> u32 {
+        match self {
+            ChannelError::UnknownChannel => 102,
+            ChannelError::PermissionDenied => 103,
+            ChannelError::BadRequest => 107,
+            ChannelError::NotAvailable => 108,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

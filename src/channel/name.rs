@@ -1,0 +1,142 @@
+//! Channel name grammar and namespace resolution (spec §5.1/§5.2).
+//!
+//! Owns: the immutable namespace table built from `config::Channel`, name validation
+//! (length, ASCII), and splitting a name into private prefix, namespace and
+//! user-limited part. Must not decide permissions (see `permission.rs`) or hold any
+//! per-channel runtime state.
+
+use std::collections::HashMap;
+
+use crate::config::{self, ChannelOptions};
+
+use super::{ChannelConfigError, ChannelError};
+
+/// Namespace table and name grammar for one server. Built once, shared read-only.
+#[derive(Clone, Debug)]
+pub struct Namespaces {
+    without_namespace: ChannelOptions,
+    by_name: HashMap<String, ChannelOptions>,
+    max_length: usize,
+    private_prefix: String,
+    namespace_boundary: String,
+    user_boundary: String,
+    user_separator: String,
+}
+
+/// A channel name resolved against the namespace table.
+#[derive(Clone, Debug)]
+pub struct Resolved<'a> {
+    pub options: &'a ChannelOptions,
+    /// `None` for channels using `channel.without_namespace`.
+    pub namespace: Option<&'a str>,
+    /// Starts with `channel.private_prefix` (`$`): subscribe needs a token.
+    pub private: bool,
+    /// Users listed after the last `channel.user_boundary` (`#`), split by
+    /// `channel.user_separator`, empty ids dropped. `Some` whenever the name contains
+    /// the boundary, even with an empty list (then nobody matches).
+    pub user_limited: Option<Vec<&'a str>>,
+}
+
+impl Resolved<'_> {
+    /// `user` appears in the channel's user list.
+    pub fn user_listed(&self, user: &str) -> bool {
+        self.user_limited.as_ref().is_some_and(|users| users.contains(&user))
+    }
+}
+
+fn valid_namespace_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Namespaces {
+    pub fn new(cfg: &config::Channel) -> Result<Self, ChannelConfigError> {
+        for (key, value) in [
+            ("channel.private_prefix", &cfg.private_prefix),
+            ("channel.namespace_boundary", &cfg.namespace_boundary),
+            ("channel.user_boundary", &cfg.user_boundary),
+            ("channel.user_separator", &cfg.user_separator),
+        ] {
+            if value.is_empty() {
+                return Err(ChannelConfigError::Invalid {
+                    key: key.into(),
+                    reason: "must not be empty".into(),
+                });
+            }
+        }
+        // No regex engine is linked yet; refusing the key beats silently admitting
+        // channels the operator meant to reject.
+        if !cfg.without_namespace.channel_regex.is_empty() {
+            return Err(ChannelConfigError::Unsupported {
+                key: "channel.without_namespace.channel_regex".into(),
+            });
+        }
+        let mut by_name = HashMap::with_capacity(cfg.namespaces.len());
+        for (i, ns) in cfg.namespaces.iter().enumerate() {
+            let key = |field: &str| format!("channel.namespaces[{i}].{field}");
+            if !valid_namespace_name(&ns.name) {
+                return Err(ChannelConfigError::Invalid {
+                    key: key("name"),
+                    reason: format!("{:?} must match ^[-a-zA-Z0-9_.]{{2,}}$", ns.name),
+                });
+            }
+            if !ns.options.channel_regex.is_empty() {
+                return Err(ChannelConfigError::Unsupported { key: key("channel_regex") });
+            }
+            if by_name.insert(ns.name.clone(), ns.options.clone()).is_some() {
+                return Err(ChannelConfigError::Invalid {
+                    key: key("name"),
+                    reason: format!("namespace {:?} is defined twice", ns.name),
+                });
+            }
+        }
+        Ok(Namespaces {
+            without_namespace: cfg.without_namespace.clone(),
+            by_name,
+            max_length: cfg.max_length,
+            private_prefix: cfg.private_prefix.clone(),
+            namespace_boundary: cfg.namespace_boundary.clone(),
+            user_boundary: cfg.user_boundary.clone(),
+            user_separator: cfg.user_separator.clone(),
+        })
+    }
+
+    /// Resolves `channel` to its options. An empty name is `BadRequest` here; the
+    /// client protocol layer treats it as a protocol violation (3501) before calling.
+    pub fn resolve<'a>(&'a self, channel: &'a str) -> Result<Resolved<'a>, ChannelError> {
+        if channel.is_empty() || (self.max_length > 0 && channel.len() > self.max_length) {
+            return Err(ChannelError::BadRequest);
+        }
+        // Without `channel_regex` support every namespace takes the ASCII rule.
+        if !channel.is_ascii() {
+            return Err(ChannelError::BadRequest);
+        }
+        let (private, rest) = match channel.strip_prefix(self.private_prefix.as_str()) {
+            Some(rest) => (true, rest),
+            None => (false, channel),
+        };
+        // An empty namespace part (`:x`) falls back to the default options, as upstream.
+        let (namespace, options) = match rest.split_once(self.namespace_boundary.as_str()) {
+            Some((name, _)) if !name.is_empty() => match self.by_name.get_key_value(name) {
+                Some((name, options)) => (Some(name.as_str()), options),
+                None => return Err(ChannelError::UnknownChannel),
+            },
+            _ => (None, &self.without_namespace),
+        };
+        let user_limited = channel.rfind(self.user_boundary.as_str()).map(|at| {
+            channel[at + self.user_boundary.len()..]
+                .split(self.user_separator.as_str())
+                .filter(|user| !user.is_empty())
+                .collect()
+        });
+        Ok(Resolved { options, namespace, private, user_limited })
+    }
+
+    /// Options of a namespace by name (`None` = `without_namespace`).
+    pub fn options(&self, namespace: Option<&str>) -> Option<&ChannelOptions> {
+        match namespace {
+            None => Some(&self.without_namespace),
+            Some(name) => self.by_name.get(name),
+        }
+    }
+}

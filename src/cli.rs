@@ -1,0 +1,799 @@
+//! Command line: Centrifugo's verbs and flags (spec §8.5, §8.1, §4.7) for the `rotor` binary.
+//!
+//! Owns argument parsing, applying flags on top of the loaded config, and the offline tool
+//! verbs (genconfig, checkconfig, defaultconfig, gentoken, gensubtoken, version). Must not
+//! start the server or verify tokens itself: the root command is run by `main`, and
+//! `checktoken`/`checksubtoken` call a verifier supplied by the caller ([`run_tool_with`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand};
+use rand::RngCore;
+use serde_json::{json, Map, Value};
+
+use crate::config::{self, Config, ConfigError, Format, Loaded, Token};
+
+/// The Centrifugo release whose behaviour Rotor follows.
+pub const CENTRIFUGO_COMPAT_VERSION: &str = "6.9.1";
+
+/// Default TTL of tokens made by `gentoken`/`gensubtoken`: one week, in seconds.
+pub const DEFAULT_TOKEN_TTL_SECONDS: i64 = 604_800;
+
+/// Random bytes in generated secrets (HMAC key, API key, admin secret).
+const SECRET_BYTES: usize = 64;
+/// Random bytes in the generated admin password.
+const PASSWORD_BYTES: usize = 16;
+
+/// Parsed command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rotor",
+    about = "Thread-per-core, Centrifugo-compatible real-time messaging server",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Options of the root command (run the server).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// A tool verb; `None` = run the server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags of the root command. Every field is `None` unless given, so only given flags
+/// override env and file (precedence: flags > env > file > defaults).
+#[derive(Clone, Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Config file (.json, .yaml, .yml, .toml); default config.json, which may be absent.
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// http_server.port
+    #[arg(short = 'p', long = "port", visible_alias = "http_server.port")]
+    pub port: Option<u16>,
+    /// http_server.address
+    #[arg(short = 'a', long = "address", visible_alias = "http_server.address")]
+    pub address: Option<String>,
+    /// http_server.internal_address
+    #[arg(long = "http_server.internal_address")]
+    pub internal_address: Option<String>,
+    /// http_server.internal_port
+    #[arg(long = "http_server.internal_port")]
+    pub internal_port: Option<u16>,
+    /// runtime.shards (0 = one per core)
+    #[arg(long = "shards", visible_alias = "runtime.shards")]
+    pub shards: Option<usize>,
+    /// engine.type
+    #[arg(long = "engine.type")]
+    pub engine_type: Option<String>,
+    /// log.level (none, trace, debug, info, warn, error)
+    #[arg(long = "log.level")]
+    pub log_level: Option<String>,
+    /// log.file
+    #[arg(long = "log.file")]
+    pub log_file: Option<String>,
+    /// client.insecure
+    #[arg(long = "client.insecure", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub client_insecure: Option<bool>,
+    /// http_api.insecure
+    #[arg(long = "http_api.insecure", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub http_api_insecure: Option<bool>,
+    /// http_api.external
+    #[arg(long = "http_api.external", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub http_api_external: Option<bool>,
+    /// health.enabled
+    #[arg(long = "health.enabled", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub health_enabled: Option<bool>,
+    /// admin.enabled
+    #[arg(long = "admin.enabled", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub admin_enabled: Option<bool>,
+    /// admin.insecure
+    #[arg(long = "admin.insecure", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub admin_insecure: Option<bool>,
+    /// admin.external
+    #[arg(long = "admin.external", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub admin_external: Option<bool>,
+    /// prometheus.enabled
+    #[arg(long = "prometheus.enabled", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub prometheus_enabled: Option<bool>,
+}
+
+/// Boolean flag values follow Go's `ParseBool` like Centrifugo's flags.
+fn go_bool(text: &str) -> Result<bool, String> {
+    config::parse_go_bool(text).ok_or_else(|| format!("invalid boolean {text:?}"))
+}
+
+/// Tool verbs.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Print the version.
+    Version,
+    /// Write a minimal config with random secrets (refuses to overwrite).
+    Genconfig {
+        /// Output file; the extension picks JSON, YAML or TOML.
+        #[arg(short = 'c', long = "config", default_value = config::DEFAULT_CONFIG_FILE)]
+        config: PathBuf,
+    },
+    /// Load and validate a config file.
+    Checkconfig {
+        /// Config file (must exist).
+        #[arg(short = 'c', long = "config", default_value = config::DEFAULT_CONFIG_FILE)]
+        config: PathBuf,
+        /// Also fail on unknown keys.
+        #[arg(short = 's', long = "strict")]
+        strict: bool,
+    },
+    /// Print or write the full config with defaults.
+    Defaultconfig {
+        /// Output file; the extension picks JSON, YAML or TOML.
+        #[arg(short = 'c', long = "config", default_value = config::DEFAULT_CONFIG_FILE)]
+        config: PathBuf,
+        /// Print to stdout instead of writing the file.
+        #[arg(short = 'd', long = "dry-run")]
+        dry_run: bool,
+    },
+    /// Make an HS256 connection token with client.token.hmac_secret_key.
+    Gentoken {
+        /// Config file; default config.json, which may be absent (env is used too).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// User id ("" = anonymous).
+        #[arg(short = 'u', long = "user", default_value = "")]
+        user: String,
+        /// Lifetime in seconds; -1 = no expiration.
+        #[arg(short = 't', long = "ttl", default_value_t = DEFAULT_TOKEN_TTL_SECONDS,
+              allow_negative_numbers = true)]
+        ttl: i64,
+        /// Print only the token.
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+    },
+    /// Make an HS256 subscription token.
+    Gensubtoken {
+        /// Config file; default config.json, which may be absent (env is used too).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// User id ("" = anonymous).
+        #[arg(short = 'u', long = "user", default_value = "")]
+        user: String,
+        /// Channel.
+        #[arg(short = 's', long = "channel")]
+        channel: String,
+        /// Lifetime in seconds; -1 = no expiration.
+        #[arg(short = 't', long = "ttl", default_value_t = DEFAULT_TOKEN_TTL_SECONDS,
+              allow_negative_numbers = true)]
+        ttl: i64,
+        /// Print only the token.
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
+    },
+    /// Verify a connection token and print its claims.
+    Checktoken {
+        /// Config file; default config.json, which may be absent (env is used too).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// The JWT.
+        token: String,
+    },
+    /// Verify a subscription token and print its claims.
+    Checksubtoken {
+        /// Config file; default config.json, which may be absent (env is used too).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// The JWT.
+        token: String,
+    },
+}
+
+/// Which verifier `checktoken`/`checksubtoken` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Connection token (`client.token`).
+    Connection,
+    /// Subscription token (`client.subscription_token` when enabled, else `client.token`).
+    Subscription,
+}
+
+/// Verifies a token against the loaded config; `Ok` holds the text to print (for example
+/// the claims), `Err` the reason the token is invalid.
+pub type TokenVerifier<'a> = &'a dyn Fn(&Config, TokenKind, &str) -> Result<String, String>;
+
+/// Errors of the tool verbs; `main` prints them and exits non-zero.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// Loading or validating the config failed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `genconfig`/`defaultconfig` would overwrite a file.
+    #[error("{path}: file already exists, refusing to overwrite")]
+    Exists {
+        /// The target.
+        path: PathBuf,
+    },
+    /// Writing the target file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The target.
+        path: PathBuf,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// Writing to the output stream failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The output extension is not json, yaml, yml or toml.
+    #[error("{path}: unsupported format (use .json, .yaml, .yml or .toml)")]
+    Format {
+        /// The target.
+        path: PathBuf,
+    },
+    /// Serializing a config failed.
+    #[error("cannot serialize config: {0}")]
+    Serialize(String),
+    /// `gentoken`/`gensubtoken` has no HMAC secret to sign with.
+    #[error("{key} is not set: HMAC secret required to generate tokens")]
+    MissingSecret {
+        /// The config key that must be set.
+        key: &'static str,
+    },
+    /// Signing failed.
+    #[error("cannot sign token: {0}")]
+    Sign(String),
+    /// `checkconfig --strict` found unknown keys.
+    #[error("unknown config keys: {}", .0.join(", "))]
+    UnknownKeys(Vec<String>),
+    /// `checktoken`/`checksubtoken` rejected the token.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// `checktoken`/`checksubtoken` was run through [`run_tool`], which has no verifier.
+    #[error("{0} needs a token verifier (use run_tool_with)")]
+    VerifierRequired(&'static str),
+}
+
+/// Parses `std::env::args()`; exits with usage on error (clap's behaviour).
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+/// `Rotor v<crate version> (Centrifugo-compatible 6.9.1)`.
+pub fn version_line() -> String {
+    format!(
+        "Rotor v{} (Centrifugo-compatible {CENTRIFUGO_COMPAT_VERSION})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Applies the given root-command flags on top of `config`.
+pub fn apply_flags(args: &ServeArgs, config: &mut Config) {
+    fn set<T: Clone>(flag: &Option<T>, target: &mut T) {
+        if let Some(value) = flag {
+            *target = value.clone();
+        }
+    }
+    set(&args.port, &mut config.http_server.port);
+    set(&args.address, &mut config.http_server.address);
+    set(&args.internal_address, &mut config.http_server.internal_address);
+    set(&args.internal_port, &mut config.http_server.internal_port);
+    set(&args.shards, &mut config.runtime.shards);
+    set(&args.engine_type, &mut config.engine.type_);
+    set(&args.log_level, &mut config.log.level);
+    set(&args.log_file, &mut config.log.file);
+    set(&args.client_insecure, &mut config.client.insecure);
+    set(&args.http_api_insecure, &mut config.http_api.insecure);
+    set(&args.http_api_external, &mut config.http_api.external);
+    set(&args.health_enabled, &mut config.health.enabled);
+    set(&args.admin_enabled, &mut config.admin.enabled);
+    set(&args.admin_insecure, &mut config.admin.insecure);
+    set(&args.admin_external, &mut config.admin.external);
+    set(&args.prometheus_enabled, &mut config.prometheus.enabled);
+}
+
+/// The root command's config: file (`-c`, default config.json which may be absent) ←
+/// env ← flags, then validated. `env` is normally `std::env::vars().collect()`.
+pub fn load_config(args: &ServeArgs, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
+    let mut loaded = config::load(args.config.as_deref(), env)?;
+    apply_flags(args, &mut loaded.config);
+    config::validate(&loaded.config)?;
+    Ok(loaded)
+}
+
+/// Runs a tool verb with the process environment. `checktoken`/`checksubtoken` return
+/// [`CliError::VerifierRequired`] here; use [`run_tool_with`] to supply a verifier.
+pub fn run_tool(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let no_verifier = |_: &Config, kind: TokenKind, _: &str| -> Result<String, String> {
+        Err(match kind {
+            TokenKind::Connection => "checktoken",
+            TokenKind::Subscription => "checksubtoken",
+        }
+        .to_owned())
+    };
+    match cmd {
+        Command::Checktoken { .. } => Err(CliError::VerifierRequired("checktoken")),
+        Command::Checksubtoken { .. } => Err(CliError::VerifierRequired("checksubtoken")),
+        _ => run_tool_with(cmd, &env, &no_verifier, out),
+    }
+}
+
+/// Runs a tool verb with an explicit environment and token verifier (testable; `main`
+/// passes `std::env::vars()` and the auth module's verifier).
+pub fn run_tool_with(
+    cmd: &Command,
+    env: &[(String, String)],
+    verify: TokenVerifier<'_>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match cmd {
+        Command::Version => writeln!(out, "{}", version_line())?,
+        Command::Genconfig { config } => genconfig(config)?,
+        Command::Checkconfig { config, strict } => {
+            let loaded = config::load(Some(config), env)?;
+            for warning in &loaded.warnings {
+                writeln!(out, "warning: {warning}")?;
+            }
+            config::validate(&loaded.config)?;
+            if *strict && !loaded.unknown_keys.is_empty() {
+                return Err(CliError::UnknownKeys(loaded.unknown_keys));
+            }
+        }
+        Command::Defaultconfig { config, dry_run } => {
+            let text = render(config, &Config::default().to_value())?;
+            if *dry_run {
+                out.write_all(text.as_bytes())?;
+            } else {
+                write_new_file(config, &text, 0o644)?;
+            }
+        }
+        Command::Gentoken { config, user, ttl, quiet } => {
+            let loaded = config::load(config.as_deref(), env)?;
+            let token = &loaded.config.client.token;
+            let jwt = sign(token, "client.token.hmac_secret_key", user, None, *ttl)?;
+            print_token(out, &jwt, &describe(user, None, *ttl), *quiet)?;
+        }
+        Command::Gensubtoken { config, user, channel, ttl, quiet } => {
+            let loaded = config::load(config.as_deref(), env)?;
+            let sub = &loaded.config.client.subscription_token;
+            let (token, key) = if sub.enabled {
+                (&sub.token, "client.subscription_token.hmac_secret_key")
+            } else {
+                (&loaded.config.client.token, "client.token.hmac_secret_key")
+            };
+            let jwt = sign(token, key, user, Some(channel), *ttl)?;
+            print_token(out, &jwt, &describe(user, Some(channel), *ttl), *quiet)?;
+        }
+        Command::Checktoken { config, token } | Command::Checksubtoken { config, token } => {
+            let kind = if matches!(cmd, Command::Checktoken { .. }) {
+                TokenKind::Connection
+            } else {
+                TokenKind::Subscription
+            };
+            let loaded = config::load(config.as_deref(), env)?;
+            let text = verify(&loaded.config, kind, token).map_err(CliError::InvalidToken)?;
+            writeln!(out, "{text}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `genconfig`: the §8.4 minimal config with fresh random secrets, mode 0600.
+fn genconfig(path: &Path) -> Result<(), CliError> {
+    let minimal = json!({
+        "client": {
+            "token": {"hmac_secret_key": random_secret(SECRET_BYTES)},
+            "allowed_origins": [],
+        },
+        "admin": {
+            "enabled": false,
+            "password": random_secret(PASSWORD_BYTES),
+            "secret": random_secret(SECRET_BYTES),
+        },
+        "http_api": {"key": random_secret(SECRET_BYTES)},
+    });
+    let text = render(path, &minimal)?;
+    write_new_file(path, &text, 0o600)
+}
+
+/// `n` random bytes, base64url without padding.
+fn random_secret(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Serializes `value` in the format picked by `path`'s extension.
+fn render(path: &Path, value: &Value) -> Result<String, CliError> {
+    let format =
+        Format::from_path(path).ok_or_else(|| CliError::Format { path: path.to_path_buf() })?;
+    let text = match format {
+        Format::Json => {
+            serde_json::to_string_pretty(value).map(|s| s + "\n").map_err(|e| e.to_string())
+        }
+        Format::Yaml => serde_yaml::to_string(value).map_err(|e| e.to_string()),
+        Format::Toml => toml::to_string(value).map_err(|e| e.to_string()),
+    };
+    text.map_err(CliError::Serialize)
+}
+
+/// Creates `path` (never overwriting) with the given Unix mode and writes `text`.
+fn write_new_file(path: &Path, text: &str, mode: u32) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path);
+    let mut file = match file {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CliError::Exists { path: path.to_path_buf() })
+        }
+        Err(source) => return Err(CliError::Write { path: path.to_path_buf(), source }),
+    };
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| CliError::Write { path: path.to_path_buf(), source })
+}
+
+/// Signs an HS256 token: user claim (`sub` or `user_id_claim`), `iat`, `exp` when
+/// `ttl > 0`, and `channel` for subscription tokens.
+fn sign(
+    token: &Token,
+    key: &'static str,
+    user: &str,
+    channel: Option<&str>,
+    ttl: i64,
+) -> Result<String, CliError> {
+    if token.hmac_secret_key.is_empty() {
+        return Err(CliError::MissingSecret { key });
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let mut claims = Map::new();
+    let user_claim =
+        if token.user_id_claim.is_empty() { "sub" } else { token.user_id_claim.as_str() };
+    claims.insert(user_claim.to_owned(), Value::from(user));
+    if let Some(channel) = channel {
+        claims.insert("channel".to_owned(), Value::from(channel));
+    }
+    claims.insert("iat".to_owned(), Value::from(now));
+    if ttl > 0 {
+        claims.insert("exp".to_owned(), Value::from(now.saturating_add(ttl)));
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(token.hmac_secret_key.as_bytes()),
+    )
+    .map_err(|e| CliError::Sign(e.to_string()))
+}
+
+/// `user "u" and channel "c" with expiration TTL 168h0m0s` (Centrifugo's wording).
+fn describe(user: &str, channel: Option<&str>, ttl: i64) -> String {
+    let mut text =
+        if user.is_empty() { "anonymous user".to_owned() } else { format!("user {user:?}") };
+    if let Some(channel) = channel {
+        text.push_str(&format!(" and channel {channel:?}"));
+    }
+    match u64::try_from(ttl) {
+        Ok(secs) if secs > 0 => text.push_str(&format!(
+            " with expiration TTL {}",
+            config::duration::format(Duration::from_secs(secs))
+        )),
+        _ => text.push_str(" without expiration"),
+    }
+    text
+}
+
+fn print_token(out: &mut dyn Write, jwt: &str, what: &str, quiet: bool) -> std::io::Result<()> {
+    if quiet {
+        writeln!(out, "{jwt}")
+    } else {
+        writeln!(out, "HMAC SHA-256 JWT for {what}:\n{jwt}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::temp_path;
+
+    fn parse_args(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("rotor").chain(args.iter().copied())).unwrap()
+    }
+
+    fn run(cmd: &Command, env: &[(String, String)]) -> Result<String, CliError> {
+        let mut out = Vec::new();
+        let no_verify = |_: &Config, _: TokenKind, _: &str| -> Result<String, String> {
+            Err("no verifier in this test".to_owned())
+        };
+        run_tool_with(cmd, env, &no_verify, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn secret_env(key: &str, value: &str) -> Vec<(String, String)> {
+        vec![(key.to_owned(), value.to_owned())]
+    }
+
+    fn decode(token: &str, secret: &str) -> Value {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+            &validation,
+        )
+        .unwrap()
+        .claims
+    }
+
+    #[test]
+    fn root_flags_override_config() {
+        let cli = parse_args(&[
+            "-c",
+            "x.json",
+            "-p",
+            "9000",
+            "-a",
+            "127.0.0.1",
+            "--shards",
+            "3",
+            "--client.insecure",
+            "--http_api.insecure=false",
+            "--log.level",
+            "debug",
+            "--health.enabled",
+            "--admin.enabled=t",
+            "--prometheus.enabled",
+        ]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.config.as_deref(), Some(Path::new("x.json")));
+        let mut c = Config::default();
+        c.http_api.insecure = true;
+        apply_flags(&cli.serve, &mut c);
+        assert_eq!(c.http_server.port, 9000);
+        assert_eq!(c.http_server.address, "127.0.0.1");
+        assert_eq!(c.runtime.shards, 3);
+        assert!(c.client.insecure);
+        assert!(!c.http_api.insecure);
+        assert_eq!(c.log.level, "debug");
+        assert!(c.health.enabled && c.admin.enabled && c.prometheus.enabled);
+    }
+
+    #[test]
+    fn centrifugo_long_flag_names_are_accepted() {
+        let cli = parse_args(&["--http_server.port", "7000", "--http_server.address", "0.0.0.0"]);
+        let mut c = Config::default();
+        apply_flags(&cli.serve, &mut c);
+        assert_eq!(c.http_server.port, 7000);
+        assert_eq!(c.http_server.address, "0.0.0.0");
+    }
+
+    #[test]
+    fn absent_flags_leave_config_alone() {
+        let cli = parse_args(&[]);
+        let mut c = Config::default();
+        c.client.insecure = true;
+        c.http_server.port = 1234;
+        apply_flags(&cli.serve, &mut c);
+        assert!(c.client.insecure);
+        assert_eq!(c.http_server.port, 1234);
+    }
+
+    #[test]
+    fn flags_beat_env_and_file() {
+        let path = temp_path("json");
+        std::fs::write(&path, r#"{"http_server": {"port": 1111}, "log": {"level": "warn"}}"#)
+            .unwrap();
+        let p = path.to_str().unwrap();
+        let cli = parse_args(&["-c", p, "-p", "3333"]);
+        let env = secret_env("ROTOR_HTTP_SERVER_PORT", "2222");
+        let loaded = load_config(&cli.serve, &env).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(loaded.config.http_server.port, 3333);
+        assert_eq!(loaded.config.log.level, "warn");
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = parse_args(&["gentoken", "-u", "42", "-t", "-1", "-q"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Gentoken { ref user, ttl: -1, quiet: true, config: None }) if user == "42"
+        ));
+        let cli = parse_args(&["gensubtoken", "-u", "1", "-s", "news"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Gensubtoken { ttl: DEFAULT_TOKEN_TTL_SECONDS, ref channel, .. }) if channel == "news"
+        ));
+        let cli = parse_args(&["checkconfig", "-c", "a.yaml", "-s"]);
+        assert!(matches!(cli.command, Some(Command::Checkconfig { strict: true, .. })));
+        let cli = parse_args(&["defaultconfig", "-d"]);
+        assert!(matches!(cli.command, Some(Command::Defaultconfig { dry_run: true, .. })));
+        let cli = parse_args(&["checktoken", "abc.def.ghi"]);
+        assert!(
+            matches!(cli.command, Some(Command::Checktoken { ref token, .. }) if token == "abc.def.ghi")
+        );
+        assert!(Cli::try_parse_from(["rotor", "--bogus"]).is_err());
+    }
+
+    #[test]
+    fn version_prints_rotor_and_centrifugo_versions() {
+        let text = run(&Command::Version, &[]).unwrap();
+        assert_eq!(
+            text,
+            format!("Rotor v{} (Centrifugo-compatible 6.9.1)\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[test]
+    fn genconfig_writes_loadable_config_with_random_secrets_and_refuses_overwrite() {
+        use std::os::unix::fs::PermissionsExt;
+        for ext in ["json", "yaml", "toml"] {
+            let path = temp_path(ext);
+            let cmd = Command::Genconfig { config: path.clone() };
+            run(&cmd, &[]).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+
+            let loaded = config::load(Some(&path), &[]).unwrap();
+            assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+            let c = &loaded.config;
+            let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            assert_eq!(engine.decode(&c.client.token.hmac_secret_key).unwrap().len(), 64);
+            assert_eq!(engine.decode(&c.http_api.key).unwrap().len(), 64);
+            assert_eq!(engine.decode(&c.admin.secret).unwrap().len(), 64);
+            assert_eq!(engine.decode(&c.admin.password).unwrap().len(), 16);
+            assert_ne!(c.http_api.key, c.client.token.hmac_secret_key);
+            assert!(!c.admin.enabled);
+            config::validate(c).unwrap();
+
+            let before = std::fs::read_to_string(&path).unwrap();
+            let err = run(&cmd, &[]).unwrap_err();
+            assert!(matches!(err, CliError::Exists { .. }), "{err}");
+            assert!(err.to_string().contains(&path.display().to_string()));
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn defaultconfig_dry_run_prints_the_defaults() {
+        for ext in ["json", "yaml", "toml"] {
+            let path = temp_path(ext);
+            let text =
+                run(&Command::Defaultconfig { config: path.clone(), dry_run: true }, &[]).unwrap();
+            assert!(!path.exists(), "dry run must not write");
+            let value = config::parse_file_text(&path, &text).unwrap();
+            let c: Config = serde_json::from_value(value).unwrap();
+            assert_eq!(c, Config::default());
+        }
+        let path = temp_path("json");
+        run(&Command::Defaultconfig { config: path.clone(), dry_run: false }, &[]).unwrap();
+        assert_eq!(config::load(Some(&path), &[]).unwrap().config, Config::default());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn checkconfig_reports_errors_and_strict_unknown_keys() {
+        let path = temp_path("json");
+        std::fs::write(&path, r#"{"client": {"tokn": {}, "channel_limit": 5}}"#).unwrap();
+        let lenient = Command::Checkconfig { config: path.clone(), strict: false };
+        let text = run(&lenient, &[]).unwrap();
+        assert!(text.contains("client.tokn"), "{text}");
+        let strict = Command::Checkconfig { config: path.clone(), strict: true };
+        let err = run(&strict, &[]).unwrap_err();
+        assert!(
+            matches!(err, CliError::UnknownKeys(ref keys) if keys == &["client.tokn"]),
+            "{err}"
+        );
+
+        std::fs::write(&path, r#"{"client": {"ping_interval": "1s", "pong_timeout": "2s"}}"#)
+            .unwrap();
+        let err = run(&lenient, &[]).unwrap_err();
+        assert!(err.to_string().contains("client.ping_interval"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+
+        let err = run(&lenient, &[]).unwrap_err();
+        assert!(matches!(err, CliError::Config(ConfigError::NotFound { .. })), "{err}");
+    }
+
+    #[test]
+    fn gentoken_signs_with_the_hmac_secret() {
+        let env = secret_env("ROTOR_CLIENT_TOKEN_HMAC_SECRET_KEY", "test-secret");
+        let cmd = Command::Gentoken { config: None, user: "alice".into(), ttl: 3600, quiet: false };
+        let text = run(&cmd, &env).unwrap();
+        let (head, token) = text.trim_end().split_once('\n').unwrap();
+        assert_eq!(head, "HMAC SHA-256 JWT for user \"alice\" with expiration TTL 1h0m0s:");
+        let claims = decode(token, "test-secret");
+        assert_eq!(claims["sub"], "alice");
+        let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+        assert_eq!(exp - iat, 3600);
+
+        let quiet = Command::Gentoken { config: None, user: "bob".into(), ttl: -1, quiet: true };
+        let token = run(&quiet, &env).unwrap();
+        let claims = decode(token.trim_end(), "test-secret");
+        assert_eq!(claims["sub"], "bob");
+        assert!(claims.get("exp").is_none());
+        assert!(!token.contains("HMAC"));
+    }
+
+    #[test]
+    fn gentoken_default_ttl_is_one_week_and_honours_user_id_claim() {
+        let env = vec![
+            ("ROTOR_CLIENT_TOKEN_HMAC_SECRET_KEY".to_owned(), "k".to_owned()),
+            ("ROTOR_CLIENT_TOKEN_USER_ID_CLAIM".to_owned(), "user_id".to_owned()),
+        ];
+        let cli = parse_args(&["gentoken", "-u", "7"]);
+        let text = run(&cli.command.unwrap(), &env).unwrap();
+        assert!(text.contains("with expiration TTL 168h0m0s:"), "{text}");
+        let claims = decode(text.trim_end().rsplit('\n').next().unwrap(), "k");
+        assert_eq!(claims["user_id"], "7");
+        assert!(claims.get("sub").is_none());
+        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 604_800);
+    }
+
+    #[test]
+    fn gentoken_without_secret_names_the_key() {
+        let cmd = Command::Gentoken { config: None, user: "u".into(), ttl: 60, quiet: true };
+        let err = run(&cmd, &[]).unwrap_err();
+        assert!(err.to_string().contains("client.token.hmac_secret_key"), "{err}");
+    }
+
+    #[test]
+    fn gensubtoken_uses_subscription_keys_when_enabled() {
+        let cmd = Command::Gensubtoken {
+            config: None,
+            user: "u1".into(),
+            channel: "news".into(),
+            ttl: 60,
+            quiet: true,
+        };
+        let plain = secret_env("ROTOR_CLIENT_TOKEN_HMAC_SECRET_KEY", "main");
+        let claims = decode(run(&cmd, &plain).unwrap().trim_end(), "main");
+        assert_eq!(
+            (claims["sub"].as_str(), claims["channel"].as_str()),
+            (Some("u1"), Some("news"))
+        );
+
+        let separate = vec![
+            ("ROTOR_CLIENT_TOKEN_HMAC_SECRET_KEY".to_owned(), "main".to_owned()),
+            ("ROTOR_CLIENT_SUBSCRIPTION_TOKEN_ENABLED".to_owned(), "true".to_owned()),
+            ("ROTOR_CLIENT_SUBSCRIPTION_TOKEN_HMAC_SECRET_KEY".to_owned(), "subs".to_owned()),
+        ];
+        let claims = decode(run(&cmd, &separate).unwrap().trim_end(), "subs");
+        assert_eq!(claims["channel"], "news");
+
+        let missing = secret_env("ROTOR_CLIENT_SUBSCRIPTION_TOKEN_ENABLED", "1");
+        let err = run(&cmd, &missing).unwrap_err();
+        assert!(err.to_string().contains("client.subscription_token.hmac_secret_key"), "{err}");
+    }
+
+    #[test]
+    fn checktoken_delegates_to_the_verifier() {
+        let cmd = Command::Checksubtoken { config: None, token: "t0k".into() };
+        let verify = |c: &Config, kind: TokenKind, token: &str| -> Result<String, String> {
+            assert_eq!(c.client.token.hmac_secret_key, "s");
+            if token == "t0k" {
+                Ok(format!("valid {kind:?} token"))
+            } else {
+                Err("bad signature".to_owned())
+            }
+        };
+        let env = secret_env("ROTOR_CLIENT_TOKEN_HMAC_SECRET_KEY", "s");
+        let mut out = Vec::new();
+        run_tool_with(&cmd, &env, &verify, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "valid Subscription token\n");
+        let bad = Command::Checktoken { config: None, token: "x".into() };
+        let err = run_tool_with(&bad, &env, &verify, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.to_string(), "invalid token: bad signature");
+        let err = run_tool(&bad, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, CliError::VerifierRequired("checktoken")));
+    }
+}

@@ -1,0 +1,925 @@
+//! Client sessions: the per-connection protocol state machine and outbound queue.
+//!
+//! Owns: a connection's session (connect state, user, subscriptions), its bounded outbound queue
+//! and its timers (stale, ping, pong, expiry). Handlers are methods on `Shard` because a command
+//! touches the connection and the shard's hub together; they run to completion without I/O and
+//! leave their effects in queues. The socket loops in `server` do the reading and writing.
+//!
+//! Must not: perform I/O, block, or keep a reference into another shard's state.
+
+use std::cmp::Ordering;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::auth::TokenError;
+use crate::broker::memory::HistoryPolicy;
+use crate::channel::{self, ChannelError, Subject};
+use crate::hub::ConnKey;
+use crate::protocol::codes;
+use crate::protocol::{
+    json, ClientInfo, Command, ConnectRequest, ConnectResult, Disconnect, ProtocolError,
+    Publication, PublishRequest, RefreshResult, ReplyBody, Request, SubscribeRequest,
+    SubscribeResult,
+};
+use crate::shard::id::home_of;
+use crate::shard::msg::{Lane, RequestId, ShardMsg};
+use crate::shard::{after, Shard};
+use crate::transport::websocket::{self, Format, OpCode};
+
+/// Version string in `ConnectResult.version`.
+pub const SERVER_VERSION: &str = concat!("rotor ", env!("CARGO_PKG_VERSION"));
+
+/// Room reserved in front of an encoded payload for the largest WebSocket header, so a frame is
+/// built without copying the payload.
+const HEADER_ROOM: usize = 10;
+
+/// One item of a connection's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// A complete text/binary data frame whose payload starts at `header`; consecutive data
+    /// items are merged into one frame (newline-joined) at flush time.
+    Data {
+        /// Whole frame, shared by every subscriber that gets the same bytes.
+        frame: Bytes,
+        /// Length of the frame header.
+        header: u8,
+    },
+    /// A control frame (close, pong) written as is.
+    Control(Bytes),
+}
+
+impl Out {
+    /// Encodes a JSON payload straight into a text frame.
+    pub fn json(encode: impl FnOnce(&mut Vec<u8>)) -> Out {
+        let mut buf = vec![0u8; HEADER_ROOM];
+        encode(&mut buf);
+        let len = buf.len() - HEADER_ROOM;
+        let header = websocket::header_len(len);
+        let mut head = Vec::with_capacity(header);
+        websocket::write_header(&mut head, OpCode::Text, len);
+        let start = HEADER_ROOM - header;
+        buf[start..HEADER_ROOM].copy_from_slice(&head);
+        let frame = Bytes::from(buf).slice(start..);
+        Out::Data { frame, header: header as u8 }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Out::Data { frame, .. } => frame.len(),
+            Out::Control(b) => b.len(),
+        }
+    }
+}
+
+/// What a writer flushes in one write.
+#[derive(Debug)]
+pub enum Batch {
+    /// A single queued frame, written without copying.
+    One(Bytes),
+    /// Several frames joined into one buffer.
+    Many(Vec<u8>),
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum State {
+    /// Transport open, waiting for `connect`.
+    Connecting,
+    /// Authenticated.
+    Connected(Session),
+}
+
+/// An authenticated session.
+#[derive(Debug)]
+pub struct Session {
+    /// Client id sent in `ConnectResult.client`.
+    pub client: Arc<str>,
+    /// User id (empty = anonymous).
+    pub user: Arc<str>,
+    /// `info` claim, attached to the client's publications.
+    pub conn_info: Option<crate::protocol::RawJson>,
+    /// Channels this connection is subscribed to.
+    pub subs: HashSet<Arc<str>>,
+    /// Unix seconds when the connection expires, if it does.
+    pub expire_at: Option<i64>,
+}
+
+/// A connection owned by this shard.
+#[derive(Debug)]
+pub struct Conn {
+    /// Slot generation (see [`ConnKey`]).
+    pub generation: u32,
+    /// Wire format.
+    pub format: Format,
+    /// Protocol state.
+    pub state: State,
+    /// Frames waiting for the writer.
+    pub queue: VecDeque<Out>,
+    /// Bytes in `queue`, bounded by `client.queue_max_size`.
+    pub queued_bytes: usize,
+    /// The writer task, parked while the queue is empty.
+    pub writer: Option<Waker>,
+    /// The reader task, parked until the connection closes.
+    pub reader: Option<Waker>,
+    /// Set once the server decided to close; the close frame is the last queued item.
+    pub closing: Option<Disconnect>,
+    /// A ping was sent and its pong has not arrived.
+    pub awaiting_pong: bool,
+    /// The reader task has finished; the writer stops once the queue is empty.
+    pub reading_done: bool,
+}
+
+impl Conn {
+    /// A fresh connection waiting for `connect`.
+    pub fn new(generation: u32, format: Format) -> Conn {
+        Conn {
+            generation,
+            format,
+            state: State::Connecting,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            writer: None,
+            reader: None,
+            closing: None,
+            awaiting_pong: false,
+            reading_done: false,
+        }
+    }
+
+    /// Takes everything queued as one write. Consecutive data frames become a single frame with
+    /// newline-joined payloads (what SDKs expect from a batching server).
+    pub fn take_batch(&mut self) -> Option<Batch> {
+        if self.queue.len() <= 1 {
+            let out = self.queue.pop_front()?;
+            self.queued_bytes = 0;
+            return Some(Batch::One(match out {
+                Out::Data { frame, .. } => frame,
+                Out::Control(b) => b,
+            }));
+        }
+        let mut buf = Vec::with_capacity(self.queued_bytes + 16);
+        let mut run: Vec<(Bytes, u8)> = Vec::new();
+        let flush_run = |run: &mut Vec<(Bytes, u8)>, buf: &mut Vec<u8>| {
+            match run.len() {
+                0 => {}
+                1 => buf.extend_from_slice(&run[0].0),
+                _ => {
+                    let len: usize =
+                        run.iter().map(|(f, h)| f.len() - usize::from(*h)).sum::<usize>()
+                            + run.len()
+                            - 1;
+                    websocket::write_header(buf, OpCode::Text, len);
+                    for (i, (f, h)) in run.iter().enumerate() {
+                        if i > 0 {
+                            buf.push(b'\n');
+                        }
+                        buf.extend_from_slice(&f[usize::from(*h)..]);
+                    }
+                }
+            }
+            run.clear();
+        };
+        for out in self.queue.drain(..) {
+            match out {
+                Out::Data { frame, header } => run.push((frame, header)),
+                Out::Control(b) => {
+                    flush_run(&mut run, &mut buf);
+                    buf.extend_from_slice(&b);
+                }
+            }
+        }
+        flush_run(&mut run, &mut buf);
+        self.queued_bytes = 0;
+        Some(Batch::Many(buf))
+    }
+
+    fn session(&self) -> Option<&Session> {
+        match &self.state {
+            State::Connected(s) => Some(s),
+            State::Connecting => None,
+        }
+    }
+}
+
+/// What a timer entry checks when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// No `connect` within `client.stale_close_delay` → 3502.
+    Stale,
+    /// Time to send a ping.
+    Ping,
+    /// The pong for the last ping is due → 3012 if missing.
+    Pong,
+    /// The connection's expiry plus `client.expired_close_delay` → 3005 unless refreshed.
+    Expire,
+}
+
+/// A connection timer in the shard's heap (earliest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    /// When it fires.
+    pub at: Instant,
+    /// Connection it belongs to.
+    pub key: ConnKey,
+    /// What to check.
+    pub kind: TimerKind,
+}
+
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.at.cmp(&self.at)
+    }
+}
+
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What the reader must do after a command was handled.
+#[derive(Debug)]
+pub enum Step {
+    /// Continue with the next command.
+    Next,
+    /// The connection is closing; stop handling commands.
+    Stop,
+    /// Wait for a publish to be ordered by the channel's home shard, then reply to `id`.
+    AwaitPublish {
+        /// Command id to answer.
+        id: u32,
+        /// Parked request.
+        req: RequestId,
+    },
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Shard {
+    /// Registers a connection's first timers.
+    pub fn start_conn_timers(&mut self, key: ConnKey) {
+        let stale = self.cfg.client.stale_close_delay;
+        if !stale.is_zero() {
+            self.timers.push(Timer { at: after(stale), key, kind: TimerKind::Stale });
+        }
+    }
+
+    /// Queues a frame for a connection; overflowing `client.queue_max_size` disconnects it with
+    /// 3008 (slow) instead, dropping what it had not read yet.
+    pub fn enqueue(&mut self, key: ConnKey, out: Out) {
+        let max = self.cfg.client.queue_max_size;
+        let Some(conn) = self.conn_mut(key) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        if conn.queued_bytes + out.len() > max {
+            self.stats.slow_disconnects += 1;
+            self.disconnect(key, codes::DISCONNECT_SLOW);
+            return;
+        }
+        conn.queued_bytes += out.len();
+        conn.queue.push_back(out);
+        if let Some(w) = conn.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a control frame produced by tungstenite (pong, close reply). It is written even
+    /// while a client-initiated close is in progress, and never counts as slow.
+    pub fn enqueue_control(&mut self, key: ConnKey, frame: Bytes) {
+        let Some(conn) = self.conn_mut(key) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        conn.queued_bytes += frame.len();
+        conn.queue.push_back(Out::Control(frame));
+        if let Some(w) = conn.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Marks a connection whose socket failed: no close frame can be sent, both tasks stop.
+    pub fn abort(&mut self, key: ConnKey, d: Disconnect) {
+        self.drop_subscriptions(key);
+        let Some(conn) = self.conn_mut(key) else { return };
+        conn.closing.get_or_insert(d);
+        conn.queue.clear();
+        conn.queued_bytes = 0;
+        if let Some(w) = conn.reader.take() {
+            w.wake();
+        }
+    }
+
+    fn reply(&mut self, key: ConnKey, id: u32, body: &ReplyBody) {
+        self.enqueue(key, Out::json(|buf| json::encode_reply(id, body, buf)));
+    }
+
+    fn reply_error(&mut self, key: ConnKey, id: u32, err: ProtocolError) {
+        self.reply(key, id, &ReplyBody::Error(err));
+    }
+
+    /// Closes a connection from the server side: unsubscribes it everywhere, drops unsent frames,
+    /// queues the close frame and wakes both socket tasks.
+    pub fn disconnect(&mut self, key: ConnKey, d: Disconnect) {
+        self.drop_subscriptions(key);
+        let Some(conn) = self.conn_mut(key) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        let close = websocket::close_frame(d.code, &d.reason);
+        conn.closing = Some(d);
+        conn.queue.clear();
+        conn.queued_bytes = close.len();
+        conn.queue.push_back(Out::Control(close));
+        if let Some(w) = conn.writer.take() {
+            w.wake();
+        }
+        if let Some(w) = conn.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Removes a connection's subscriptions from the hub (telling home shards when this shard's
+    /// last subscriber of a channel leaves).
+    pub fn drop_subscriptions(&mut self, key: ConnKey) {
+        let Some(conn) = self.conn_mut(key) else { return };
+        let subs = match &mut conn.state {
+            State::Connected(s) => std::mem::take(&mut s.subs),
+            State::Connecting => return,
+        };
+        for channel in subs {
+            self.unsubscribe_local(key, &channel);
+        }
+    }
+
+    fn subscribe_local(&mut self, key: ConnKey, channel: &Arc<str>) {
+        if self.hub.add(channel, key) {
+            let home = home_of(channel, self.count);
+            let msg = ShardMsg::Interest {
+                channel: Arc::clone(channel),
+                shard: self.id,
+                subscribed: true,
+            };
+            self.send(Lane::Main, home, msg);
+        }
+    }
+
+    fn unsubscribe_local(&mut self, key: ConnKey, channel: &Arc<str>) {
+        if self.hub.remove(channel, key) {
+            let home = home_of(channel, self.count);
+            let msg = ShardMsg::Interest {
+                channel: Arc::clone(channel),
+                shard: self.id,
+                subscribed: false,
+            };
+            self.send(Lane::Main, home, msg);
+        }
+    }
+
+    /// Forgets a connection whose socket tasks have finished.
+    pub fn remove_conn(&mut self, key: ConnKey) {
+        self.drop_subscriptions(key);
+        if self.conn_mut(key).is_some() {
+            self.conns.remove(key.slot as usize);
+        }
+    }
+
+    /// Fires due timers; returns when the next one is due.
+    pub fn run_timers(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(t) = self.timers.peek().copied() {
+            if t.at > now {
+                return Some(t.at);
+            }
+            self.timers.pop();
+            self.fire(t, now);
+        }
+        None
+    }
+
+    fn fire(&mut self, t: Timer, now: Instant) {
+        let ping = self.cfg.client.ping_interval;
+        let pong = self.cfg.client.pong_timeout;
+        let expired_delay = self.cfg.client.expired_close_delay;
+        let ping_frame = self.ping_frame.clone();
+        let Some(conn) = self.conn_mut(t.key) else { return };
+        if conn.closing.is_some() {
+            return;
+        }
+        match t.kind {
+            TimerKind::Stale => {
+                if matches!(conn.state, State::Connecting) {
+                    self.disconnect(t.key, codes::DISCONNECT_STALE);
+                }
+            }
+            TimerKind::Ping => {
+                conn.awaiting_pong = !pong.is_zero();
+                self.enqueue(t.key, Out::Data { frame: ping_frame, header: 2 });
+                self.timers.push(Timer { at: now + ping, key: t.key, kind: TimerKind::Ping });
+                if !pong.is_zero() {
+                    self.timers.push(Timer { at: now + pong, key: t.key, kind: TimerKind::Pong });
+                }
+            }
+            TimerKind::Pong => {
+                if conn.awaiting_pong {
+                    self.disconnect(t.key, codes::DISCONNECT_NO_PONG);
+                }
+            }
+            TimerKind::Expire => {
+                let deadline = conn.session().and_then(|s| s.expire_at);
+                if let Some(at) = deadline {
+                    let close_at = at.saturating_add(expired_delay.as_secs() as i64);
+                    if unix_now() >= close_at {
+                        self.disconnect(t.key, codes::DISCONNECT_EXPIRED);
+                    } else {
+                        let wait = Duration::from_secs((close_at - unix_now()).max(1) as u64);
+                        self.timers.push(Timer {
+                            at: now + wait,
+                            key: t.key,
+                            kind: TimerKind::Expire,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one decoded command from a connection.
+    pub fn client_command(&mut self, key: ConnKey, cmd: Command) -> Step {
+        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
+        if conn.closing.is_some() {
+            return Step::Stop;
+        }
+        let connected = matches!(conn.state, State::Connected(_));
+        let id = cmd.id;
+        let needs_id = !matches!(cmd.request, Request::Pong | Request::Send(_));
+        if needs_id && id == 0 {
+            return self.bad_request(key);
+        }
+        match cmd.request {
+            Request::Connect(req) if !connected => self.connect(key, id, req),
+            Request::Connect(_) => self.bad_request(key),
+            _ if !connected => self.bad_request(key),
+            Request::Pong => {
+                let Some(conn) = self.conn_mut(key) else { return Step::Stop };
+                if !conn.awaiting_pong {
+                    return self.bad_request(key);
+                }
+                conn.awaiting_pong = false;
+                Step::Next
+            }
+            Request::Ping => self.bad_request(key),
+            Request::Send(_) => {
+                self.disconnect(key, codes::DISCONNECT_NOT_AVAILABLE);
+                Step::Stop
+            }
+            Request::Subscribe(req) => self.subscribe(key, id, req),
+            Request::Unsubscribe(req) => {
+                if req.channel.is_empty() {
+                    return self.bad_request(key);
+                }
+                let channel: Arc<str> = Arc::from(req.channel.as_str());
+                let removed = match self.conn_mut(key).map(|c| &mut c.state) {
+                    Some(State::Connected(s)) => s.subs.remove(&channel),
+                    _ => false,
+                };
+                if removed {
+                    self.unsubscribe_local(key, &channel);
+                }
+                self.reply(key, id, &ReplyBody::Unsubscribe);
+                Step::Next
+            }
+            Request::Publish(req) => self.client_publish(key, id, req),
+            Request::Refresh(req) => self.refresh(key, id, &req.token),
+            Request::Presence(r) | Request::PresenceStats(r) => {
+                if r.channel.is_empty() {
+                    return self.bad_request(key);
+                }
+                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
+                Step::Next
+            }
+            Request::History(r) => {
+                if r.channel.is_empty() {
+                    return self.bad_request(key);
+                }
+                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
+                Step::Next
+            }
+            Request::SubRefresh(r) => {
+                if r.channel.is_empty() {
+                    return self.bad_request(key);
+                }
+                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
+                Step::Next
+            }
+            Request::Rpc(_) => {
+                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
+                Step::Next
+            }
+        }
+    }
+
+    fn bad_request(&mut self, key: ConnKey) -> Step {
+        self.disconnect(key, codes::DISCONNECT_BAD_REQUEST);
+        Step::Stop
+    }
+
+    fn connect(&mut self, key: ConnKey, id: u32, req: ConnectRequest) -> Step {
+        let client_cfg = &self.cfg.client;
+        let insecure = client_cfg.insecure;
+        let now = unix_now();
+        let (user, conn_info, channels, expire_at) = if req.token.is_empty() {
+            if !(insecure || client_cfg.allow_anonymous_connect_without_token) {
+                return self.bad_request(key);
+            }
+            (String::new(), None, Vec::new(), None)
+        } else {
+            match self.verifier.verify_connection(&req.token, now) {
+                Ok(claims) => {
+                    let expiry = if insecure {
+                        None
+                    } else {
+                        claims.expire_at.or(claims.exp).filter(|&e| e != 0)
+                    };
+                    if let Some(at) = expiry {
+                        if at <= now {
+                            self.reply_error(key, id, codes::ERROR_EXPIRED);
+                            return Step::Next;
+                        }
+                    }
+                    if claims.user.is_empty() && client_cfg.disallow_anonymous_connection_tokens {
+                        self.disconnect(key, codes::DISCONNECT_PERMISSION_DENIED);
+                        return Step::Stop;
+                    }
+                    (
+                        claims.user,
+                        claims.info.map(crate::protocol::RawJson),
+                        claims.channels,
+                        expiry,
+                    )
+                }
+                Err(TokenError::Expired) if !insecure => {
+                    self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
+                    return Step::Next;
+                }
+                Err(TokenError::Expired) => (String::new(), None, Vec::new(), None),
+                Err(TokenError::BadConnectionInfo) => {
+                    self.reply_error(key, id, codes::ERROR_INTERNAL);
+                    return Step::Next;
+                }
+                Err(TokenError::Invalid(_)) => {
+                    self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
+                    return Step::Stop;
+                }
+            }
+        };
+        // Server-side subscriptions from the token: every channel must resolve (else 102).
+        let mut server_subs: Vec<Arc<str>> = Vec::new();
+        for ch in &channels {
+            if let Err(e) = self.namespaces.resolve(ch) {
+                self.reply_error(key, id, channel_error(e));
+                return Step::Next;
+            }
+            server_subs.push(Arc::from(ch.as_str()));
+        }
+        let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string().as_str());
+        let ping = self.cfg.client.ping_interval;
+        let pong = self.cfg.client.pong_timeout;
+        let mut result = ConnectResult {
+            client: client.to_string(),
+            version: SERVER_VERSION.to_string(),
+            ping: u32::try_from(ping.as_secs()).unwrap_or(u32::MAX),
+            pong: !ping.is_zero() && !pong.is_zero(),
+            ..ConnectResult::default()
+        };
+        if let Some(at) = expire_at {
+            result.expires = true;
+            result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);
+        }
+        for ch in &server_subs {
+            result.subs.push((ch.to_string(), SubscribeResult::default()));
+        }
+        let session = Session {
+            client,
+            user: Arc::from(user.as_str()),
+            conn_info,
+            subs: server_subs.iter().cloned().collect(),
+            expire_at,
+        };
+        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
+        conn.state = State::Connected(session);
+        self.reply(key, id, &ReplyBody::Connect(result));
+        for ch in &server_subs {
+            self.subscribe_local(key, ch);
+        }
+        if !ping.is_zero() {
+            // First ping at a random moment in [interval/2, interval] so pings of connections
+            // accepted together do not all fire in the same tick.
+            let half = ping / 2;
+            let jitter =
+                Duration::from_millis(rand::rng().random_range(0..=half.as_millis() as u64));
+            self.timers.push(Timer { at: after(half + jitter), key, kind: TimerKind::Ping });
+        }
+        if let Some(at) = expire_at {
+            let wait =
+                Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_close_delay;
+            self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
+        }
+        Step::Next
+    }
+
+    fn refresh(&mut self, key: ConnKey, id: u32, token: &str) -> Step {
+        if token.is_empty() {
+            return self.bad_request(key);
+        }
+        let now = unix_now();
+        let claims = match self.verifier.verify_connection(token, now) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => {
+                self.disconnect(key, codes::DISCONNECT_EXPIRED);
+                return Step::Stop;
+            }
+            Err(TokenError::BadConnectionInfo) => {
+                self.reply_error(key, id, codes::ERROR_INTERNAL);
+                return Step::Next;
+            }
+            Err(TokenError::Invalid(_)) => {
+                self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
+                return Step::Stop;
+            }
+        };
+        let expiry = claims.expire_at.or(claims.exp).filter(|&e| e != 0);
+        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
+        let State::Connected(session) = &mut conn.state else { return Step::Stop };
+        if *session.user != *claims.user {
+            self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
+            return Step::Stop;
+        }
+        if let Some(at) = expiry {
+            if at <= now {
+                self.reply_error(key, id, codes::ERROR_EXPIRED);
+                return Step::Next;
+            }
+        }
+        session.expire_at = expiry;
+        if let Some(info) = claims.info {
+            session.conn_info = Some(crate::protocol::RawJson(info));
+        }
+        let body = match expiry {
+            Some(at) => ReplyBody::Refresh(RefreshResult {
+                expires: true,
+                ttl: u32::try_from(at - now).unwrap_or(u32::MAX),
+                ..RefreshResult::default()
+            }),
+            None => ReplyBody::Refresh(RefreshResult::default()),
+        };
+        self.reply(key, id, &body);
+        Step::Next
+    }
+
+    fn subscribe(&mut self, key: ConnKey, id: u32, req: SubscribeRequest) -> Step {
+        if req.channel.is_empty() {
+            return self.bad_request(key);
+        }
+        if !req.delta.is_empty() && req.delta != "fossil" {
+            return self.bad_request(key);
+        }
+        let channel_limit = self.cfg.client.channel_limit;
+        let insecure = self.cfg.client.insecure;
+        let namespaces = Arc::clone(&self.namespaces);
+        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
+        let Some(session) = conn.session() else { return Step::Stop };
+        let channel: Arc<str> = Arc::from(req.channel.as_str());
+        if session.subs.contains(&channel) {
+            self.reply_error(key, id, codes::ERROR_ALREADY_SUBSCRIBED);
+            return Step::Next;
+        }
+        if channel_limit > 0 && session.subs.len() >= channel_limit {
+            self.reply_error(key, id, codes::ERROR_LIMIT_EXCEEDED);
+            return Step::Next;
+        }
+        let user = Arc::clone(&session.user);
+        let client = Arc::clone(&session.client);
+        let resolved = match namespaces.resolve(&channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reply_error(key, id, channel_error(e));
+                return Step::Next;
+            }
+        };
+        if req.type_ != 0 {
+            self.reply_error(
+                key,
+                id,
+                if req.type_ == 4 {
+                    codes::ERROR_NOT_AVAILABLE
+                } else {
+                    codes::ERROR_PERMISSION_DENIED
+                },
+            );
+            return Step::Next;
+        }
+        if req.has_tf {
+            self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
+            return Step::Next;
+        }
+        let has_token = !req.token.is_empty();
+        if has_token {
+            match self.sub_verifier.verify_subscription(&req.token, unix_now()) {
+                Ok(claims) => {
+                    let client_ok =
+                        claims.client.as_deref().is_none_or(|c| c.is_empty() || *c == *client);
+                    if *claims.user != *user || *claims.channel != *channel || !client_ok {
+                        self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
+                        return Step::Stop;
+                    }
+                }
+                Err(TokenError::Expired) => {
+                    self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
+                    return Step::Next;
+                }
+                Err(TokenError::Invalid(_) | TokenError::BadConnectionInfo) => {
+                    self.reply_error(key, id, codes::ERROR_PERMISSION_DENIED);
+                    return Step::Next;
+                }
+            }
+        }
+        let who = Subject { user: &user, insecure };
+        if let Err(e) = channel::check_subscribe(&resolved, &who, has_token) {
+            self.reply_error(key, id, channel_error(e));
+            return Step::Next;
+        }
+        if let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) {
+            s.subs.insert(Arc::clone(&channel));
+        }
+        // The reply is queued before the connection joins the hub, so no publication of this
+        // channel can reach the client ahead of its subscribe reply.
+        self.reply(key, id, &ReplyBody::Subscribe(SubscribeResult::default()));
+        self.subscribe_local(key, &channel);
+        Step::Next
+    }
+
+    fn client_publish(&mut self, key: ConnKey, id: u32, req: PublishRequest) -> Step {
+        if req.channel.is_empty() {
+            return self.bad_request(key);
+        }
+        let insecure = self.cfg.client.insecure;
+        let namespaces = Arc::clone(&self.namespaces);
+        let global_format = self.cfg.channel.publication_data_format.clone();
+        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
+        let Some(session) = conn.session() else { return Step::Stop };
+        let channel: Arc<str> = Arc::from(req.channel.as_str());
+        let subscribed = session.subs.contains(&channel);
+        let info = ClientInfo {
+            user: session.user.to_string(),
+            client: session.client.to_string(),
+            conn_info: session.conn_info.clone(),
+            chan_info: None,
+        };
+        let user = Arc::clone(&session.user);
+        let resolved = match namespaces.resolve(&channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reply_error(key, id, channel_error(e));
+                return Step::Next;
+            }
+        };
+        let who = Subject { user: &user, insecure };
+        if let Err(e) = channel::check_publish(&resolved, &who, subscribed) {
+            self.reply_error(key, id, channel_error(e));
+            return Step::Next;
+        }
+        let format = if resolved.options.publication_data_format.is_empty() {
+            global_format.as_str()
+        } else {
+            resolved.options.publication_data_format.as_str()
+        };
+        if !data_format_ok(format, req.data.as_bytes()) {
+            self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
+            return Step::Next;
+        }
+        let history = history_policy(resolved.options, false);
+        let publication =
+            Publication { data: req.data, info: Some(info), ..Publication::default() };
+        let req = self.start_publish(channel, publication, history);
+        Step::AwaitPublish { id, req }
+    }
+
+    /// Answers a client publish once the home shard has ordered it.
+    pub fn finish_client_publish(&mut self, key: ConnKey, id: u32) {
+        self.reply(key, id, &ReplyBody::Publish);
+    }
+
+    /// Answers a client publish whose home-shard answer was lost (only on shutdown).
+    pub fn fail_client_publish(&mut self, key: ConnKey, id: u32) {
+        self.reply_error(key, id, codes::ERROR_INTERNAL);
+    }
+}
+
+/// Maps a channel-check failure to the client protocol error.
+pub fn channel_error(e: ChannelError) -> ProtocolError {
+    match e {
+        ChannelError::UnknownChannel => codes::ERROR_UNKNOWN_CHANNEL,
+        ChannelError::BadRequest => codes::ERROR_BAD_REQUEST,
+        ChannelError::PermissionDenied => codes::ERROR_PERMISSION_DENIED,
+        ChannelError::NotAvailable => codes::ERROR_NOT_AVAILABLE,
+    }
+}
+
+/// History settings of a namespace; `skip` for API publishes with `skip_history`.
+pub fn history_policy(options: &crate::config::ChannelOptions, skip: bool) -> HistoryPolicy {
+    if skip {
+        return HistoryPolicy::default();
+    }
+    HistoryPolicy { size: options.history_size, ttl: options.history_ttl }
+}
+
+/// `publication_data_format` check (spec §5.3): `""` rejects empty data, `json` needs valid JSON
+/// (always true for JSON-decoded payloads), `json_object` an object, `binary` anything.
+pub fn data_format_ok(format: &str, data: &[u8]) -> bool {
+    match format {
+        "binary" => true,
+        "json_object" => data.trim_ascii_start().first() == Some(&b'{'),
+        "json" => !data.is_empty(),
+        _ => !data.is_empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(payload: &str) -> Out {
+        Out::json(|b| b.extend_from_slice(payload.as_bytes()))
+    }
+
+    #[test]
+    fn json_out_builds_a_complete_text_frame() {
+        let Out::Data { frame, header } = data("{\"a\":1}") else { panic!() };
+        assert_eq!(header, 2);
+        assert_eq!(&frame[..], b"\x81\x07{\"a\":1}");
+        let big = "x".repeat(300);
+        let Out::Data { frame, header } = data(&big) else { panic!() };
+        assert_eq!(header, 4);
+        assert_eq!(frame.len(), 304);
+    }
+
+    #[test]
+    fn batch_joins_data_frames_with_newlines_and_keeps_control_frames_apart() {
+        let mut c = Conn::new(1, Format::Json);
+        for p in ["{\"a\":1}", "{}", "{\"b\":2}"] {
+            let o = data(p);
+            c.queued_bytes += o.len();
+            c.queue.push_back(o);
+        }
+        c.queue.push_back(Out::Control(websocket::close_frame(3001, "shutdown")));
+        let Some(Batch::Many(buf)) = c.take_batch() else { panic!() };
+        let joined = b"{\"a\":1}\n{}\n{\"b\":2}";
+        let mut expect = vec![0x81, joined.len() as u8];
+        expect.extend_from_slice(joined);
+        expect.extend_from_slice(&websocket::close_frame(3001, "shutdown"));
+        assert_eq!(buf, expect);
+        assert!(c.take_batch().is_none());
+        assert_eq!(c.queued_bytes, 0);
+    }
+
+    #[test]
+    fn single_item_is_written_without_copy() {
+        let mut c = Conn::new(1, Format::Json);
+        let o = data("{}");
+        let Out::Data { frame, .. } = o.clone() else { panic!() };
+        c.queue.push_back(o);
+        let Some(Batch::One(b)) = c.take_batch() else { panic!() };
+        assert_eq!(b.as_ptr(), frame.as_ptr(), "same allocation");
+    }
+
+    #[test]
+    fn data_formats() {
+        assert!(!data_format_ok("", b""));
+        assert!(data_format_ok("", b"1"));
+        assert!(data_format_ok("json_object", b" {}"));
+        assert!(!data_format_ok("json_object", b"[1]"));
+        assert!(data_format_ok("binary", b""));
+    }
+
+    #[test]
+    fn timers_pop_earliest_first() {
+        let now = Instant::now();
+        let key = ConnKey { slot: 0, generation: 0 };
+        let mut heap = std::collections::BinaryHeap::new();
+        for s in [3u64, 1, 2] {
+            heap.push(Timer { at: now + Duration::from_secs(s), key, kind: TimerKind::Ping });
+        }
+        let order: Vec<u64> =
+            std::iter::from_fn(|| heap.pop()).map(|t| (t.at - now).as_secs()).collect();
+        assert_eq!(order, vec![1, 2, 3]);
+    }
+}

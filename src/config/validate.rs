@@ -1,0 +1,201 @@
+//! Startup validation: semantic checks that a well-typed config can still fail. Every error
+//! names the offending key path. Must not mutate the config or apply defaults.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{ChannelOptions, Config, ConfigError};
+
+/// Hard cap on shards: shard ids travel as small integers and per-shard meshes are O(n²).
+pub const SHARDS_MAX: usize = 256;
+
+const LOG_LEVELS: &[&str] = &["none", "trace", "debug", "info", "warn", "error"];
+const RECOVERY_MODES: &[&str] = &["", "stream", "cache"];
+const DATA_FORMATS: &[&str] = &["", "json", "json_object", "binary"];
+const DELTA_TYPES: &[&str] = &["fossil"];
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// Checks the whole config; returns the first problem found.
+///
+/// Not checked here: that `channel_regex` (and token `*_regex`) compile — the crate has no
+/// regex engine yet; whoever adds one must add that check.
+pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    let client = &config.client;
+    if !client.ping_interval.is_zero()
+        && !client.pong_timeout.is_zero()
+        && client.ping_interval <= client.pong_timeout
+    {
+        return Err(invalid(
+            "client.ping_interval",
+            format!(
+                "must be greater than client.pong_timeout ({} <= {})",
+                super::duration::format(client.ping_interval),
+                super::duration::format(client.pong_timeout)
+            ),
+        ));
+    }
+    if client.queue_max_size == 0 {
+        return Err(invalid("client.queue_max_size", "must be greater than 0"));
+    }
+    if config.websocket.message_size_limit == 0 {
+        return Err(invalid("websocket.message_size_limit", "must be greater than 0"));
+    }
+    check_prefix("http_api.handler_prefix", &config.http_api.handler_prefix)?;
+    check_prefix("websocket.handler_prefix", &config.websocket.handler_prefix)?;
+    check_prefix("health.handler_prefix", &config.health.handler_prefix)?;
+    check_prefix("prometheus.handler_prefix", &config.prometheus.handler_prefix)?;
+    if !config.admin.handler_prefix.is_empty() {
+        check_prefix("admin.handler_prefix", &config.admin.handler_prefix)?;
+    }
+    if !LOG_LEVELS.contains(&config.log.level.as_str()) {
+        return Err(invalid(
+            "log.level",
+            format!("unknown level {:?} (one of {})", config.log.level, LOG_LEVELS.join(", ")),
+        ));
+    }
+    if config.engine.type_ != "memory" {
+        return Err(invalid(
+            "engine.type",
+            format!("{:?} is not supported by rotor yet (only \"memory\")", config.engine.type_),
+        ));
+    }
+    if config.runtime.shards > SHARDS_MAX {
+        return Err(invalid("runtime.shards", format!("must be at most {SHARDS_MAX}")));
+    }
+    if config.runtime.lane_capacity == 0 {
+        return Err(invalid("runtime.lane_capacity", "must be greater than 0"));
+    }
+
+    let channel = &config.channel;
+    check_data_format("channel.publication_data_format", &channel.publication_data_format)?;
+    if channel.namespace_boundary.is_empty() {
+        return Err(invalid("channel.namespace_boundary", "must not be empty"));
+    }
+    check_options(
+        "channel.without_namespace",
+        &channel.without_namespace,
+        channel.history_meta_ttl,
+    )?;
+
+    let mut seen = HashSet::new();
+    for (index, namespace) in channel.namespaces.iter().enumerate() {
+        if !valid_namespace_name(&namespace.name) {
+            return Err(invalid(
+                format!("channel.namespaces[{index}].name"),
+                format!(
+                    "invalid namespace name {:?} (must match ^[-a-zA-Z0-9_.]{{2,}}$)",
+                    namespace.name
+                ),
+            ));
+        }
+        if !seen.insert(namespace.name.as_str()) {
+            return Err(invalid(
+                format!("channel.namespaces[{index}].name"),
+                format!("duplicate namespace name {:?}", namespace.name),
+            ));
+        }
+        check_options(
+            &format!("channel.namespaces[{index}]"),
+            &namespace.options,
+            channel.history_meta_ttl,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_prefix(key: &str, prefix: &str) -> Result<(), ConfigError> {
+    if prefix.starts_with('/') {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{prefix:?} must start with \"/\"")))
+    }
+}
+
+fn check_data_format(key: &str, format: &str) -> Result<(), ConfigError> {
+    if DATA_FORMATS.contains(&format) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("unknown format {format:?} (one of \"\", json, json_object, binary)"),
+        ))
+    }
+}
+
+fn valid_namespace_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn check_options(
+    base: &str,
+    options: &ChannelOptions,
+    global_meta_ttl: Duration,
+) -> Result<(), ConfigError> {
+    let key = |name: &str| format!("{base}.{name}");
+    let has_size = options.history_size > 0;
+    let has_ttl = !options.history_ttl.is_zero();
+    if has_size && !has_ttl {
+        return Err(invalid(key("history_ttl"), "must be set when history_size is set"));
+    }
+    if has_ttl && !has_size {
+        return Err(invalid(key("history_size"), "must be set when history_ttl is set"));
+    }
+    for (name, ttl) in
+        [("history_ttl", options.history_ttl), ("history_meta_ttl", options.history_meta_ttl)]
+    {
+        if ttl.subsec_nanos() != 0 {
+            return Err(invalid(key(name), "must be a whole number of seconds"));
+        }
+    }
+    let meta_ttl =
+        if options.history_meta_ttl.is_zero() { global_meta_ttl } else { options.history_meta_ttl };
+    if options.history_ttl > meta_ttl {
+        return Err(invalid(
+            key("history_ttl"),
+            format!(
+                "{} exceeds history_meta_ttl {}",
+                super::duration::format(options.history_ttl),
+                super::duration::format(meta_ttl)
+            ),
+        ));
+    }
+    if options.force_recovery && !has_size {
+        return Err(invalid(
+            key("force_recovery"),
+            "requires history (history_size and history_ttl)",
+        ));
+    }
+    if options.allow_recovery && !has_size {
+        return Err(invalid(
+            key("allow_recovery"),
+            "requires history (history_size and history_ttl)",
+        ));
+    }
+    if !RECOVERY_MODES.contains(&options.force_recovery_mode.as_str()) {
+        return Err(invalid(
+            key("force_recovery_mode"),
+            format!("unknown mode {:?} (one of \"\", stream, cache)", options.force_recovery_mode),
+        ));
+    }
+    if options.auto_cache_recover
+        && !(options.force_recovery && options.force_recovery_mode == "cache")
+    {
+        return Err(invalid(
+            key("auto_cache_recover"),
+            "requires force_recovery with force_recovery_mode \"cache\"",
+        ));
+    }
+    if let Some(bad) =
+        options.allowed_delta_types.iter().find(|t| !DELTA_TYPES.contains(&t.as_str()))
+    {
+        return Err(invalid(
+            key("allowed_delta_types"),
+            format!("unknown delta type {bad:?} (only \"fossil\")"),
+        ));
+    }
+    check_data_format(&key("publication_data_format"), &options.publication_data_format)
+}

@@ -1,0 +1,359 @@
+//! Boot and shutdown: one pinned glommio executor per shard, the cross-shard meshes, listeners,
+//! the control plane from the supervisor thread, and signals.
+//!
+//! Owns: threads and their lifecycle. The supervisor (the main thread) never touches shard state;
+//! it talks to shards only through bounded crossbeam control channels, each paired with a waker
+//! so an idle shard sleeps in io_uring instead of polling.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::auth::TokenVerifier;
+use crate::channel::Namespaces;
+use crate::config::{self, Config};
+use crate::protocol::codes;
+use crate::server::{self, Env};
+use crate::shard::id::{ShardId, SHARDS_MAX};
+use crate::shard::msg::{Lane, ShardMsg};
+use crate::shard::{Shard, ShardRef};
+use crate::transport::websocket::OriginPolicy;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Configuration rejected at start.
+    #[error("{0}")]
+    Config(String),
+    /// Binding or creating executors failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Messages from the supervisor to a shard.
+#[derive(Debug, Clone, Copy)]
+pub enum Control {
+    /// Stop accepting, disconnect clients with 3001, drain, exit.
+    Shutdown,
+}
+
+/// What a shard reports back while starting.
+enum Boot {
+    Listening,
+    Failed(ShardId, String),
+}
+
+/// Supervisor → shard control channel with a waker so the shard's control task can sleep.
+#[derive(Clone)]
+struct ControlTx {
+    tx: Sender<Control>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+struct ControlRx {
+    rx: Receiver<Control>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+fn control_channel() -> (ControlTx, ControlRx) {
+    let (tx, rx) = bounded(8);
+    let waker = Arc::new(Mutex::new(None));
+    (ControlTx { tx, waker: Arc::clone(&waker) }, ControlRx { rx, waker })
+}
+
+impl ControlTx {
+    fn send(&self, c: Control) {
+        let _ = self.tx.try_send(c);
+        if let Some(w) = self.waker.lock().ok().and_then(|mut g| g.take()) {
+            w.wake();
+        }
+    }
+}
+
+impl ControlRx {
+    async fn recv(&self) -> Option<Control> {
+        std::future::poll_fn(|cx| {
+            match self.rx.try_recv() {
+                Ok(c) => return Poll::Ready(Some(c)),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Poll::Ready(None),
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+            if let Ok(mut g) = self.waker.lock() {
+                *g = Some(cx.waker().clone());
+            }
+            // Re-check after registering so a send between the two steps is not missed.
+            match self.rx.try_recv() {
+                Ok(c) => Poll::Ready(Some(c)),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => Poll::Ready(None),
+                Err(crossbeam_channel::TryRecvError::Empty) => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// Number of shards to run for this configuration.
+pub fn shard_count(cfg: &Config) -> usize {
+    let n = if cfg.runtime.shards == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.runtime.shards
+    };
+    n.clamp(1, SHARDS_MAX)
+}
+
+fn listen_addr(cfg: &Config) -> Result<SocketAddr, RunError> {
+    let ip: IpAddr = if cfg.http_server.address.is_empty() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        cfg.http_server.address.parse().map_err(|_| {
+            RunError::Config(format!(
+                "http_server.address: not an IP address: {:?}",
+                cfg.http_server.address
+            ))
+        })?
+    };
+    Ok(SocketAddr::new(ip, cfg.http_server.port))
+}
+
+/// Binds (without listening) a SO_REUSEPORT socket to learn a free port when port 0 is asked for;
+/// held until every shard listens so the port cannot be taken in between.
+fn reserve_port(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), RunError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let io = |e: std::io::Error| RunError::Io(format!("reserving a port on {addr}: {e}"));
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(io)?;
+    sock.set_reuse_port(true).map_err(io)?;
+    sock.bind(&addr.into()).map_err(io)?;
+    let local = sock
+        .local_addr()
+        .map_err(io)?
+        .as_socket()
+        .ok_or_else(|| RunError::Io("no socket address".into()))?;
+    Ok((sock, local))
+}
+
+/// A running server: its address and how to stop it.
+pub struct Running {
+    /// Address every shard listens on.
+    pub addr: SocketAddr,
+    controls: Vec<ControlTx>,
+    handles: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Running {
+    /// Asks every shard to shut down and waits for them.
+    pub fn shutdown(self) {
+        for c in &self.controls {
+            c.send(Control::Shutdown);
+        }
+        self.wait();
+    }
+
+    /// Waits until every shard has exited.
+    pub fn wait(self) {
+        for h in self.handles {
+            if let Err(e) = h.join() {
+                tracing::error!(error = %e, "shard exited with an error");
+            }
+        }
+    }
+
+    /// Starts shutdown without waiting.
+    pub fn request_shutdown(&self) {
+        for c in &self.controls {
+            c.send(Control::Shutdown);
+        }
+    }
+}
+
+/// Starts all shards and returns once every one of them listens.
+pub fn start(cfg: Config) -> Result<Running, RunError> {
+    config::validate(&cfg).map_err(|e| RunError::Config(e.to_string()))?;
+    let namespaces =
+        Arc::new(Namespaces::new(&cfg.channel).map_err(|e| RunError::Config(e.to_string()))?);
+    let verifier = Arc::new(
+        TokenVerifier::for_connections(&cfg.client).map_err(|e| RunError::Config(e.to_string()))?,
+    );
+    let sub_verifier = Arc::new(
+        TokenVerifier::for_subscriptions(&cfg.client)
+            .map_err(|e| RunError::Config(e.to_string()))?,
+    );
+    let origins = OriginPolicy::new(&cfg.client.allowed_origins)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let count = shard_count(&cfg);
+    let round_robin = cfg.runtime.placement == config::Placement::RoundRobin;
+    let mut addr = listen_addr(&cfg)?;
+    let reservation = if addr.port() == 0 && !round_robin {
+        let (sock, local) = reserve_port(addr)?;
+        addr = local;
+        Some(sock)
+    } else {
+        None
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = cfg.runtime.pin_cpus && count <= cpus;
+    let cfg = Arc::new(cfg);
+    let main_mesh = MeshBuilder::<ShardMsg, _>::full(count, cfg.runtime.lane_capacity.max(1));
+    let reply_mesh = MeshBuilder::<ShardMsg, _>::full(count, cfg.runtime.lane_capacity.max(1));
+    let (boot_tx, boot_rx) = bounded::<Boot>(count);
+    // Round-robin placement: shard 0 binds first and tells the others nothing (they get sockets
+    // through the mesh); the bound address is reported through this channel.
+    let (addr_tx, addr_rx) = bounded::<SocketAddr>(1);
+    let mut controls = Vec::with_capacity(count);
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let (ctl_tx, ctl_rx) = control_channel();
+        controls.push(ctl_tx);
+        let placement = if pin { Placement::Fixed(i % cpus) } else { Placement::Unbound };
+        let (cfg, namespaces, origins) =
+            (Arc::clone(&cfg), Arc::clone(&namespaces), origins.clone());
+        let verifiers = (Arc::clone(&verifier), Arc::clone(&sub_verifier));
+        let (main_mesh, reply_mesh, boot_tx, addr_tx) =
+            (main_mesh.clone(), reply_mesh.clone(), boot_tx.clone(), addr_tx.clone());
+        let id = ShardId(i as u16);
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("rotor-shard-{i}"))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let shard: ShardRef = Rc::new(RefCell::new(Shard::new(
+                    id,
+                    count,
+                    cfg.clone(),
+                    namespaces,
+                    verifiers,
+                )));
+                let env = Rc::new(Env { origins });
+                let ready = join_meshes(&shard, &env, main_mesh, reply_mesh).await;
+                if let Err(e) = ready {
+                    let _ = boot_tx.send(Boot::Failed(id, e));
+                    return;
+                }
+                let listener = if !round_robin || id.0 == 0 {
+                    match TcpListener::bind(addr) {
+                        Ok(l) => Some(l),
+                        Err(e) => {
+                            let _ = boot_tx.send(Boot::Failed(id, format!("binding {addr}: {e}")));
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
+                if let Some(l) = &listener {
+                    if let Ok(local) = l.local_addr() {
+                        let _ = addr_tx.try_send(local);
+                    }
+                }
+                glommio::spawn_local(server::timers(shard.clone())).detach();
+                if let Some(l) = listener {
+                    if round_robin {
+                        glommio::spawn_local(server::accept_round_robin(
+                            shard.clone(),
+                            env.clone(),
+                            l,
+                        ))
+                        .detach();
+                    } else {
+                        glommio::spawn_local(server::accept_loop(shard.clone(), env.clone(), l))
+                            .detach();
+                    }
+                }
+                let _ = boot_tx.send(Boot::Listening);
+                if let Some(Control::Shutdown) = ctl_rx.recv().await {
+                    drain(&shard).await;
+                }
+            })
+            .map_err(|e| RunError::Io(format!("starting shard {i}: {e}")))?;
+        handles.push(handle);
+    }
+    drop(boot_tx);
+    for _ in 0..count {
+        match boot_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Boot::Listening) => {}
+            Ok(Boot::Failed(id, e)) => {
+                let running = Running { addr, controls, handles };
+                running.request_shutdown();
+                return Err(RunError::Io(format!("shard {id}: {e}")));
+            }
+            Err(_) => return Err(RunError::Io("shards did not start within 30s".into())),
+        }
+    }
+    if round_robin {
+        if let Ok(local) = addr_rx.try_recv() {
+            addr = local;
+        }
+    }
+    drop(reservation);
+    Ok(Running { addr, controls, handles })
+}
+
+async fn join_meshes(
+    shard: &ShardRef,
+    env: &Rc<Env>,
+    main_mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    reply_mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+) -> Result<(), String> {
+    let id = shard.borrow().id;
+    for (lane, mesh) in [(Lane::Main, main_mesh), (Lane::Reply, reply_mesh)] {
+        let (senders, receivers) =
+            mesh.join().await.map_err(|_| "joining the shard mesh failed".to_string())?;
+        if senders.peer_id() != id.index() {
+            return Err(format!("mesh peer id {} does not match shard id {id}", senders.peer_id()));
+        }
+        let senders = Rc::new(senders);
+        let count = shard.borrow().count;
+        for peer in (0..count).filter(|&p| p != id.index()) {
+            glommio::spawn_local(server::forwarder(shard.clone(), senders.clone(), lane, peer))
+                .detach();
+        }
+        shard.borrow_mut().senders[lane as usize] = Some(senders);
+        server::spawn_pumps(shard, env, receivers);
+    }
+    Ok(())
+}
+
+/// Shutdown of one shard: stop accepting, close every client with 3001, and wait (bounded by
+/// `shutdown.timeout`) until their close handshakes are done.
+async fn drain(shard: &ShardRef) {
+    let timeout = {
+        let mut s = shard.borrow_mut();
+        s.begin_shutdown();
+        let keys: Vec<_> = s
+            .conns
+            .iter()
+            .map(|(slot, c)| crate::hub::ConnKey { slot: slot as u32, generation: c.generation })
+            .collect();
+        for key in keys {
+            s.disconnect(key, codes::DISCONNECT_SHUTDOWN);
+        }
+        s.cfg.shutdown.timeout
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    while !shard.borrow().conns.is_empty() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+pub fn run(cfg: Config) -> Result<(), RunError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| RunError::Io(format!("installing signal handlers: {e}")))?;
+    let running = start(cfg)?;
+    println!("rotor listening on {}", running.addr);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down");
+    }
+    running.shutdown();
+    Ok(())
+}

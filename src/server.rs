@@ -1,0 +1,533 @@
+//! Socket loops of one shard: accepting, HTTP/1.1 keep-alive, WebSocket reader and writer, the
+//! connection timers, and the cross-shard pump.
+//!
+//! Owns: the glommio sockets and tasks. All protocol decisions are made by `client`, `api` and
+//! `shard` on `&mut Shard`; this module only moves bytes and wakes tasks. It never holds a shard
+//! borrow across `.await`.
+
+use std::borrow::Cow;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::or;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures_lite::StreamExt;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::timer::sleep;
+use tungstenite::Message;
+
+use crate::api;
+use crate::client::{Batch, Conn, Step};
+use crate::http::{self, BodyKind, ChunkedDecoder, Head, HttpError};
+use crate::hub::ConnKey;
+use crate::protocol::{codes, json, Disconnect};
+use crate::shard::id::ShardId;
+use crate::shard::msg::{Lane, ShardMsg};
+use crate::shard::{shutdown_signal, PendingAnswer, ShardRef};
+use crate::transport::websocket::{self, OriginPolicy, Wire};
+
+/// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
+const HTTP_IDLE: Duration = Duration::from_secs(60);
+/// Largest HTTP API request body.
+pub const API_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// How long we wait for the client's close frame after sending ours (RFC 6455 §7.1.1).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// Bytes read from a WebSocket per syscall.
+const WS_READ_CHUNK: usize = 4096;
+/// WebSocket close for an inbound message over `websocket.message_size_limit` (RFC 6455 1009).
+const CLOSE_MESSAGE_TOO_BIG: Disconnect =
+    Disconnect { code: 1009, reason: Cow::Borrowed("message too big") };
+/// WebSocket close for a frame-level protocol violation (RFC 6455 1002).
+const CLOSE_PROTOCOL_ERROR: Disconnect =
+    Disconnect { code: 1002, reason: Cow::Borrowed("protocol error") };
+/// Timer task resolution.
+const TIMER_TICK: Duration = Duration::from_millis(250);
+
+/// Everything a shard's connection tasks need besides the shard state.
+pub struct Env {
+    /// Compiled `client.allowed_origins`.
+    pub origins: OriginPolicy,
+}
+
+/// Serves one accepted TCP connection: HTTP requests until it upgrades to WebSocket or closes.
+pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(HTTP_IDLE));
+    let shard_id = shard.borrow().id;
+    let mut stream = stream;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let head = match read_head(&mut stream, &mut buf).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                let body = http::json_error_body(&e.to_string());
+                let resp = http::response(
+                    e.status(),
+                    "application/json",
+                    &shard_header(shard_id),
+                    &body,
+                    false,
+                );
+                let _ = stream.write_all(&resp).await;
+                return;
+            }
+        };
+        let cfg = shard.borrow().cfg.clone();
+        if !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix {
+            match websocket::check_upgrade(&head, &env.origins) {
+                Ok(up) => {
+                    serve_websocket(shard, stream, up, buf).await;
+                }
+                Err(e) => {
+                    let body = http::json_error_body(&e.to_string());
+                    let resp = http::response(
+                        e.status(),
+                        "application/json",
+                        &shard_header(shard_id),
+                        &body,
+                        false,
+                    );
+                    let _ = stream.write_all(&resp).await;
+                }
+            }
+            return;
+        }
+        let body = match read_body(&mut stream, &mut buf, &head).await {
+            Ok(b) => b,
+            Err(e) => {
+                let body = http::json_error_body(&e.to_string());
+                let resp = http::response(
+                    e.status(),
+                    "application/json",
+                    &shard_header(shard_id),
+                    &body,
+                    false,
+                );
+                let _ = stream.write_all(&resp).await;
+                return;
+            }
+        };
+        let keep_alive = head.keep_alive() && !shard.borrow().shutting_down;
+        let reply = route(&shard, &head, body).await;
+        let mut extra = shard_header(shard_id).to_vec();
+        extra.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        let resp =
+            http::response(reply.status, reply.content_type, &extra, &reply.body, keep_alive);
+        if stream.write_all(&resp).await.is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+fn shard_header(id: ShardId) -> [(&'static str, &'static str); 1] {
+    // Shard ids are small; the static strings avoid an allocation per response.
+    const IDS: [&str; 16] =
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15"];
+    [("x-rotor-shard", IDS.get(id.index()).copied().unwrap_or("16+"))]
+}
+
+/// An HTTP answer produced by a route.
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Content-Type (empty for none).
+    pub content_type: &'static str,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A JSON reply.
+    pub fn json(status: u16, body: Vec<u8>) -> Reply {
+        Reply { status, content_type: "application/json", headers: Vec::new(), body }
+    }
+}
+
+async fn route(shard: &ShardRef, head: &Head, body: Vec<u8>) -> Reply {
+    let cfg = shard.borrow().cfg.clone();
+    if cfg.health.enabled && head.path == cfg.health.handler_prefix {
+        return Reply::json(200, b"{}".to_vec());
+    }
+    if !cfg.http_api.disabled {
+        let prefix = cfg.http_api.handler_prefix.trim_end_matches('/');
+        if head.path == prefix || head.path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
+        {
+            let method = head.path[prefix.len()..].trim_start_matches('/');
+            return api::handle_http(shard, head, method, body).await;
+        }
+    }
+    Reply::json(404, http::json_error_body("not found"))
+}
+
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Head>, HttpError> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if !buf.is_empty() {
+            if let Some((head, used)) = http::parse_head(buf)? {
+                buf.drain(..used);
+                return Ok(Some(head));
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &Head,
+) -> Result<Vec<u8>, HttpError> {
+    let mut chunk = [0u8; 8192];
+    match head.body {
+        BodyKind::Empty => Ok(Vec::new()),
+        BodyKind::Length(n) => {
+            if n > API_BODY_MAX_BYTES {
+                return Err(HttpError::BodyTooLarge);
+            }
+            while buf.len() < n {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => {
+                        return Err(HttpError::BadRequest("body shorter than Content-Length"))
+                    }
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            Ok(buf.drain(..n).collect())
+        }
+        BodyKind::Chunked => {
+            let mut dec = ChunkedDecoder::default();
+            loop {
+                let used = dec.feed(buf, API_BODY_MAX_BYTES)?;
+                buf.drain(..used);
+                if dec.finished() {
+                    return Ok(dec.into_body());
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return Err(HttpError::BadRequest("truncated chunked body")),
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+        }
+    }
+}
+
+async fn serve_websocket(
+    shard: ShardRef,
+    mut stream: TcpStream,
+    up: websocket::Upgrade,
+    leftover: Vec<u8>,
+) {
+    let (shard_id, cfg) = {
+        let s = shard.borrow();
+        (s.id, s.cfg.clone())
+    };
+    if stream.write_all(&websocket::switching_protocols(&up, shard_id.index())).await.is_err() {
+        return;
+    }
+    let _ = stream.set_read_timeout(None);
+    let write_timeout = cfg.websocket.write_timeout;
+    let _ = stream.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
+    let key = {
+        let mut s = shard.borrow_mut();
+        let key = s.insert_conn(|g| Conn::new(g, up.format));
+        s.start_conn_timers(key);
+        key
+    };
+    let (reader, writer) = futures_lite::io::split(stream);
+    let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
+    read_loop(
+        &shard,
+        key,
+        reader,
+        leftover,
+        cfg.websocket.message_size_limit,
+        cfg.websocket.read_buffer_size,
+    )
+    .await;
+    {
+        // The reader is done (client closed, error, or close handshake over): let the writer
+        // finish what is queued and stop.
+        let mut s = shard.borrow_mut();
+        if let Some(c) = s.conn_mut(key) {
+            c.reading_done = true;
+            if let Some(w) = c.writer.take() {
+                w.wake();
+            }
+        }
+    }
+    let _ = or(writer_task, async {
+        sleep(CLOSE_WAIT).await;
+    })
+    .await;
+    shard.borrow_mut().remove_conn(key);
+}
+
+/// Resolves `CLOSE_WAIT` after the server decided to close this connection.
+async fn closed_then_wait(shard: &ShardRef, key: ConnKey) {
+    poll_fn(|cx| {
+        let mut s = shard.borrow_mut();
+        match s.conn_mut(key) {
+            None => Poll::Ready(()),
+            Some(c) if c.closing.is_some() => Poll::Ready(()),
+            Some(c) => {
+                c.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    sleep(CLOSE_WAIT).await;
+}
+
+async fn read_loop(
+    shard: &ShardRef,
+    key: ConnKey,
+    mut reader: ReadHalf<TcpStream>,
+    leftover: Vec<u8>,
+    message_size_limit: usize,
+    read_buffer_size: usize,
+) {
+    let mut ctx = websocket::context(
+        message_size_limit,
+        if read_buffer_size == 0 { WS_READ_CHUNK } else { read_buffer_size },
+    );
+    let mut input = leftover;
+    let mut output = Vec::new();
+    let mut chunk = vec![0u8; WS_READ_CHUNK];
+    let mut stop_commands = false;
+    loop {
+        // Parse everything buffered first (the upgrade request may have carried frames).
+        loop {
+            let msg = ctx.read(&mut Wire { input: &mut input, output: &mut output });
+            if !output.is_empty() {
+                let bytes = bytes::Bytes::from(std::mem::take(&mut output));
+                shard.borrow_mut().enqueue_control(key, bytes);
+            }
+            match msg {
+                Ok(Message::Text(text)) => {
+                    if !stop_commands && !handle_frame(shard, key, text.as_bytes()).await {
+                        stop_commands = true;
+                    }
+                }
+                Ok(Message::Binary(_)) => {
+                    // Protobuf framing arrives with the protobuf codec; a JSON connection sending
+                    // binary frames is a protocol violation.
+                    shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST);
+                    stop_commands = true;
+                }
+                Ok(Message::Close(_)) => return,
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    break
+                }
+                Err(tungstenite::Error::Capacity(_)) => {
+                    shard.borrow_mut().disconnect(key, CLOSE_MESSAGE_TOO_BIG);
+                    stop_commands = true;
+                    input.clear();
+                    break;
+                }
+                Err(tungstenite::Error::Protocol(_)) | Err(tungstenite::Error::Utf8(_)) => {
+                    shard.borrow_mut().disconnect(key, CLOSE_PROTOCOL_ERROR);
+                    stop_commands = true;
+                    input.clear();
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        let read = or(async { Some(reader.read(&mut chunk).await) }, async {
+            closed_then_wait(shard, key).await;
+            None
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => input.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    }
+}
+
+/// Handles one text frame; returns false once the connection stops taking commands.
+async fn handle_frame(shard: &ShardRef, key: ConnKey, frame: &[u8]) -> bool {
+    let commands = match json::decode_frame(frame) {
+        Ok(c) => c,
+        Err(_) => {
+            shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST);
+            return false;
+        }
+    };
+    for cmd in commands {
+        let step = shard.borrow_mut().client_command(key, cmd);
+        match step {
+            Step::Next => {}
+            Step::Stop => return false,
+            Step::AwaitPublish { id, req } => {
+                let answer = PendingAnswer::new(shard.clone(), req).await;
+                let mut s = shard.borrow_mut();
+                match answer {
+                    Some(_) => s.finish_client_publish(key, id),
+                    None => s.fail_client_publish(key, id),
+                }
+            }
+        }
+    }
+    true
+}
+
+async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<TcpStream>) {
+    loop {
+        let batch = poll_fn(|cx| {
+            let mut s = shard.borrow_mut();
+            let Some(c) = s.conn_mut(key) else { return Poll::Ready(None) };
+            if let Some(b) = c.take_batch() {
+                return Poll::Ready(Some(b));
+            }
+            if c.closing.is_some() || c.reading_done {
+                return Poll::Ready(None);
+            }
+            c.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some(batch) = batch else { break };
+        let result = match &batch {
+            Batch::One(b) => writer.write_all(b).await,
+            Batch::Many(v) => writer.write_all(v).await,
+        };
+        if result.is_err() {
+            // Write failed or timed out (`websocket.write_timeout`): the peer is gone or stuck.
+            shard.borrow_mut().abort(key, codes::DISCONNECT_WRITE_ERROR);
+            break;
+        }
+    }
+    let _ = writer.flush().await;
+}
+
+/// Fires connection timers (stale, ping, pong, expiry) for the shard.
+pub async fn timers(shard: ShardRef) {
+    loop {
+        let next = shard.borrow_mut().run_timers(Instant::now());
+        let wait = next
+            .map_or(TIMER_TICK, |at| at.saturating_duration_since(Instant::now()).min(TIMER_TICK));
+        sleep(wait.max(Duration::from_millis(5))).await;
+        if shard.borrow().shutting_down && shard.borrow().conns.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Accepts connections on a `SO_REUSEPORT` listener of this shard until shutdown.
+pub async fn accept_loop(shard: ShardRef, env: Rc<Env>, listener: TcpListener) {
+    loop {
+        let accepted = or(async { Some(listener.accept().await) }, async {
+            shutdown_signal(&shard).await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Typically EMFILE: back off instead of spinning on the error.
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Shard 0's acceptor for round-robin placement: the k-th connection goes to shard k mod n.
+pub async fn accept_round_robin(shard: ShardRef, env: Rc<Env>, listener: TcpListener) {
+    let mut next: usize = 0;
+    loop {
+        let accepted = or(async { Some(listener.shared_accept().await) }, async {
+            shutdown_signal(&shard).await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                let count = shard.borrow().count;
+                let target = ShardId((next % count) as u16);
+                next = next.wrapping_add(1);
+                if target == shard.borrow().id {
+                    let stream = stream.bind_to_executor();
+                    glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream))
+                        .detach();
+                } else {
+                    shard.borrow_mut().send(Lane::Main, target, ShardMsg::Accepted(stream));
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "accept failed");
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Drains one peer's lane into this shard: handles every message already queued before yielding,
+/// so the writers woken by a burst of deliveries flush once for the whole burst.
+pub async fn pump(
+    shard: ShardRef,
+    env: Rc<Env>,
+    mut rx: glommio::channels::shared_channel::ConnectedReceiver<ShardMsg>,
+) {
+    while let Some(msg) = rx.next().await {
+        let mut batch = vec![msg];
+        while let Some(Some(more)) = futures_lite::future::poll_once(rx.next()).await {
+            batch.push(more);
+        }
+        for msg in batch {
+            let accepted = shard.borrow_mut().handle(msg);
+            if let Some(stream) = accepted {
+                let stream = stream.bind_to_executor();
+                glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream)).detach();
+            }
+        }
+    }
+}
+
+/// Starts pumps for every peer of a lane.
+pub fn spawn_pumps(shard: &ShardRef, env: &Rc<Env>, mut receivers: Receivers<ShardMsg>) {
+    for (_, rx) in receivers.streams() {
+        glommio::spawn_local(pump(shard.clone(), env.clone(), rx)).detach();
+    }
+}
+
+/// Moves spilled messages into a full lane in FIFO order, waiting for room.
+pub async fn forwarder(shard: ShardRef, senders: Rc<Senders<ShardMsg>>, lane: Lane, peer: usize) {
+    loop {
+        let msg = poll_fn(|cx| {
+            let mut s = shard.borrow_mut();
+            let spill = &mut s.spill[lane as usize][peer];
+            match spill.queue.pop_front() {
+                Some(m) => {
+                    spill.in_flight = true;
+                    Poll::Ready(m)
+                }
+                None => {
+                    spill.in_flight = false;
+                    spill.waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        if senders.send_to(peer, msg).await.is_err() {
+            return;
+        }
+    }
+}

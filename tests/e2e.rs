@@ -1,0 +1,434 @@
+//! End-to-end tests against the real binary: 3 shards, round-robin placement (the k-th accepted
+//! TCP connection lands on shard k mod 3, reported in the `x-rotor-shard` response header).
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn publish_via_api_on_shard0_reaches_subscribers_on_shards_1_and_2_once_in_order() {
+    let server = Server::start(base_config());
+    // Connection order decides placement: API on shard 0, subscribers on 1 and 2.
+    let mut api = server.http();
+    let health = api.post("/health", &[], "");
+    assert_eq!((health.status, health.header("x-rotor-shard")), (200, Some("0")));
+    let mut a = server.ws();
+    let mut b = server.ws();
+    assert_eq!((a.shard.as_str(), b.shard.as_str()), ("1", "2"));
+    // Home on shard 2: the publish crosses 0 → 2, deliveries go 2 → 1 and 2 → 2 (inline).
+    let channel = channel_homed_at("news", 2, 3);
+    for c in [&mut a, &mut b] {
+        let reply = c.handshake(&token("u1"));
+        assert!(reply["connect"]["client"].as_str().is_some_and(|s| !s.is_empty()), "{reply}");
+        assert_eq!(c.subscribe(&channel), json!({"id": 2, "subscribe": {}}));
+    }
+    for n in 0..50 {
+        let r = api
+            .api("publish", json!({"channel": channel, "data": {"n": n, "text": "héllo \"q\""}}));
+        assert_eq!((r.status, r.json()), (200, json!({"result": {}})));
+    }
+    for c in [&mut a, &mut b] {
+        for n in 0..50 {
+            let push = c.next_json();
+            assert_eq!(
+                push,
+                json!({"push": {"channel": channel, "pub": {"data": {"n": n, "text": "héllo \"q\""}}}})
+            );
+        }
+        c.expect_silence(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn publish_result_carries_offset_and_epoch_when_history_is_on() {
+    let server = Server::start(base_config());
+    let mut api = server.http();
+    let mut sub = server.ws();
+    sub.handshake(&token("u"));
+    sub.subscribe("hist:a");
+    let first = api.api("publish", json!({"channel": "hist:a", "data": {"x": 1}})).json();
+    let second = api.api("publish", json!({"channel": "hist:a", "data": {"x": 2}})).json();
+    assert_eq!(first["result"]["offset"], 1);
+    assert_eq!(second["result"]["offset"], 2);
+    let epoch = first["result"]["epoch"].as_str().unwrap();
+    assert_eq!(epoch.len(), 8);
+    assert_eq!(second["result"]["epoch"], epoch);
+    assert_eq!(sub.next_json()["push"]["pub"], json!({"data": {"x": 1}, "offset": 1}));
+    assert_eq!(sub.next_json()["push"]["pub"], json!({"data": {"x": 2}, "offset": 2}));
+}
+
+#[test]
+fn broadcast_reaches_200_clients_exactly_once() {
+    let server = Server::start(base_config());
+    let mut clients: Vec<Client> = (0..200).map(|_| server.ws()).collect();
+    let tok = token("many");
+    for c in &mut clients {
+        let id = c.command(json!({"connect": {"token": tok}}));
+        assert_eq!(id, 1);
+    }
+    for c in &mut clients {
+        assert!(c.next_json()["connect"].is_object());
+        c.command(json!({"subscribe": {"channel": "room"}}));
+    }
+    for c in &mut clients {
+        assert_eq!(c.next_json(), json!({"id": 2, "subscribe": {}}));
+    }
+    let mut api = server.http();
+    let r =
+        api.api("broadcast", json!({"channels": ["room", "chat:empty"], "data": {"all": true}}));
+    assert_eq!(r.json(), json!({"result": {"responses": [{"result": {}}, {"result": {}}]}}));
+    let mut shards = std::collections::BTreeMap::new();
+    for c in &mut clients {
+        assert_eq!(
+            c.next_json(),
+            json!({"push": {"channel": "room", "pub": {"data": {"all": true}}}})
+        );
+        *shards.entry(c.shard.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(shards.len(), 3, "clients spread over all shards: {shards:?}");
+    for c in clients.iter_mut().take(20) {
+        c.expect_silence(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn slow_reader_is_disconnected_with_3008_while_others_keep_receiving() {
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({"client": {"queue_max_size": 262144}, "websocket": {"write_timeout": "20s"}}),
+    );
+    let server = Server::start(cfg);
+    // The slow client's socket has a tiny receive buffer so the server's queue fills quickly.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut slow = Client::over(stream, server.port, "/connection/websocket", &[]).unwrap();
+    slow.handshake(&token("slow"));
+    slow.subscribe("chat:flood");
+    let mut fast = server.ws();
+    fast.handshake(&token("fast"));
+    fast.subscribe("chat:flood");
+    let payload = "x".repeat(32 * 1024);
+    let total = 400;
+    let reader = std::thread::spawn(move || {
+        for n in 0..total {
+            let push = fast.next_json();
+            assert_eq!(
+                push["push"]["pub"]["data"]["n"], n,
+                "fast client got every publication in order"
+            );
+        }
+        fast
+    });
+    let mut api = server.http();
+    for n in 0..total {
+        let r =
+            api.api("publish", json!({"channel": "chat:flood", "data": {"n": n, "p": payload}}));
+        assert_eq!(r.status, 200);
+    }
+    let mut fast = reader.join().unwrap();
+    let started = Instant::now();
+    let (code, reason) = slow.expect_close();
+    assert_eq!((code, reason.as_str()), (3008, "slow"));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The fast client is still served.
+    api.api("publish", json!({"channel": "chat:flood", "data": {"after": true}}));
+    assert_eq!(fast.next_json()["push"]["pub"]["data"], json!({"after": true}));
+}
+
+#[test]
+fn client_publish_permissions_and_subscribe_errors() {
+    let server = Server::start(base_config());
+    let mut c = server.ws();
+    c.handshake(&token("u"));
+    // Publish allowed for subscribers of chat:, the publication carries the publisher's info.
+    c.subscribe("chat:x");
+    let id = c.command(json!({"publish": {"channel": "chat:x", "data": {"m": 1}}}));
+    let mut got = [c.next_json(), c.next_json()];
+    got.sort_by_key(|v| v.get("id").is_some());
+    assert_eq!(got[0]["push"]["pub"]["data"], json!({"m": 1}));
+    assert_eq!(got[0]["push"]["pub"]["info"]["user"], "u");
+    assert_eq!(got[1], json!({"id": id, "publish": {}}));
+    // Not allowed in ro: → 103.
+    c.subscribe("ro:x");
+    let id = c.command(json!({"publish": {"channel": "ro:x", "data": {"m": 1}}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 103, "message": "permission denied"}})
+    );
+    // Unknown namespace → 102; already subscribed → 105.
+    let id = c.command(json!({"subscribe": {"channel": "nope:x"}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 102, "message": "unknown channel"}})
+    );
+    let id = c.command(json!({"subscribe": {"channel": "chat:x"}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 105, "message": "already subscribed"}})
+    );
+    // Unsubscribe is always a success.
+    let id = c.command(json!({"unsubscribe": {"channel": "never"}}));
+    assert_eq!(c.next_json(), json!({"id": id, "unsubscribe": {}}));
+}
+
+#[test]
+fn malformed_json_disconnects_with_3501_while_other_clients_keep_working() {
+    let server = Server::start(base_config());
+    let mut good = server.ws();
+    good.handshake(&token("good"));
+    good.subscribe("chat:ok");
+    let mut bad = server.ws();
+    bad.handshake(&token("bad"));
+    bad.send_text("{\"id\":2,\"subscribe\":");
+    assert_eq!(bad.expect_close(), (3501, "bad request".to_string()));
+    let mut api = server.http();
+    api.api("publish", json!({"channel": "chat:ok", "data": {"still": "fine"}}));
+    assert_eq!(good.next_json()["push"]["pub"]["data"], json!({"still": "fine"}));
+}
+
+#[test]
+fn protocol_violations_close_with_3501() {
+    let server = Server::start(base_config());
+    // A command before connect.
+    let mut c = server.ws();
+    c.command(json!({"subscribe": {"channel": "x"}}));
+    assert_eq!(c.expect_close().0, 3501);
+    // Missing credentials entirely.
+    let mut c = server.ws();
+    c.command(json!({"connect": {}}));
+    assert_eq!(c.expect_close().0, 3501);
+    // A pong with no ping outstanding.
+    let mut c = server.ws();
+    c.handshake(&token("u"));
+    c.send_text("{}");
+    assert_eq!(c.expect_close().0, 3501);
+    // `send` has no handler in OSS → 3508.
+    let mut c = server.ws();
+    c.handshake(&token("u"));
+    c.send_text(r#"{"send":{"data":{}}}"#);
+    assert_eq!(c.expect_close(), (3508, "not available".to_string()));
+}
+
+#[test]
+fn oversized_frame_is_closed_with_1009() {
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"websocket": {"message_size_limit": 1024}}));
+    let server = Server::start(cfg);
+    let mut c = server.ws();
+    c.handshake(&token("u"));
+    c.send_text(&format!(
+        r#"{{"id":2,"publish":{{"channel":"chat:a","data":"{}"}}}}"#,
+        "x".repeat(2048)
+    ));
+    assert_eq!(c.expect_close().0, 1009);
+}
+
+#[test]
+fn bad_and_expired_tokens() {
+    let server = Server::start(base_config());
+    let mut c = server.ws();
+    let forged =
+        rotor::auth::encode_hs256("other-secret", &json!({"sub": "u", "exp": now() + 60})).unwrap();
+    c.command(json!({"connect": {"token": forged}}));
+    assert_eq!(c.expect_close(), (3500, "invalid token".to_string()));
+    let mut c = server.ws();
+    let id = c
+        .command(json!({"connect": {"token": token_with(json!({"sub": "u", "exp": now() - 10}))}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 109, "message": "token expired"}})
+    );
+    // A token with exp is reported as expiring, with a ttl.
+    let mut c = server.ws();
+    let reply = c.handshake(&token_with(json!({"sub": "u", "exp": now() + 100})));
+    assert_eq!(reply["connect"]["expires"], true);
+    let ttl = reply["connect"]["ttl"].as_u64().unwrap();
+    assert!((95..=100).contains(&ttl), "{ttl}");
+    assert_eq!(
+        (reply["connect"]["ping"].as_u64(), reply["connect"]["pong"].as_bool()),
+        (Some(25), Some(true))
+    );
+}
+
+#[test]
+fn channels_claim_subscribes_on_connect() {
+    let server = Server::start(base_config());
+    let mut c = server.ws();
+    let reply = c.handshake(&token_with(json!({"sub": "u", "channels": ["chat:server-side"]})));
+    assert_eq!(reply["connect"]["subs"], json!({"chat:server-side": {}}));
+    server.http().api("publish", json!({"channel": "chat:server-side", "data": {"s": 1}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"push": {"channel": "chat:server-side", "pub": {"data": {"s": 1}}}})
+    );
+    // Unknown namespace in the claim → connect error 102.
+    let mut c = server.ws();
+    let id = c.command(
+        json!({"connect": {"token": token_with(json!({"sub": "u", "channels": ["zzz:a"]}))}}),
+    );
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 102, "message": "unknown channel"}})
+    );
+}
+
+#[test]
+fn ping_pong_and_stale_timeouts() {
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({"client": {"ping_interval": "1s", "pong_timeout": "500ms", "stale_close_delay": "1s"}}),
+    );
+    let server = Server::start(cfg);
+    // Never connects → 3502 stale.
+    let mut stale = server.ws();
+    assert_eq!(stale.expect_close(), (3502, "stale".to_string()));
+    // Answers pings → stays connected across several intervals.
+    let mut good = server.ws();
+    let reply = good.handshake(&token("u"));
+    assert_eq!(reply["connect"]["ping"], 1);
+    let mut silent = server.ws();
+    silent.handshake(&token("u"));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut pings = 0;
+    good.ws.get_ref().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    while Instant::now() < deadline {
+        match good.ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                assert_eq!(t.as_str(), "{}");
+                pings += 1;
+                good.send_text("{}");
+            }
+            Err(tungstenite::Error::Io(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pings >= 2, "pings seen: {pings}");
+    // Never answers → 3012 no pong.
+    assert_eq!(silent.expect_close(), (3012, "no pong".to_string()));
+}
+
+#[test]
+fn origin_check_uses_allowed_origins() {
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"allowed_origins": ["https://*.example.com"]}}));
+    let server = Server::start(cfg);
+    assert!(Client::try_connect(
+        server.port,
+        "/connection/websocket",
+        &[("Origin", "https://app.example.com")]
+    )
+    .is_ok());
+    let err = Client::try_connect(
+        server.port,
+        "/connection/websocket",
+        &[("Origin", "https://evil.test")],
+    )
+    .err()
+    .unwrap();
+    match err {
+        tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+#[test]
+fn http_api_errors() {
+    let server = Server::start(base_config());
+    let mut http = server.http();
+    let r = http.post("/api/publish", &[("X-API-Key", "wrong")], r#"{"channel":"a","data":{}}"#);
+    assert_eq!(r.status, 401);
+    let r = http.post(
+        "/api/publish",
+        &[("Authorization", "apikey test-api-key")],
+        r#"{"channel":"a","data":{}}"#,
+    );
+    assert_eq!((r.status, r.json()), (200, json!({"result": {}})));
+    let r = http.api("frobnicate", json!({}));
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].is_string());
+    let r = http.api("publish", json!({"channel": "nope:a", "data": {}}));
+    assert_eq!(r.json(), json!({"error": {"code": 102, "message": "unknown channel"}}));
+    let r = http.api("publish", json!({"channel": "", "data": {}}));
+    assert_eq!(r.json()["error"]["code"], 107);
+    let r = http.api("publish", json!({"channel": "a"}));
+    assert_eq!(r.json()["error"]["code"], 107, "empty data is rejected by default");
+    let r = http.post("/api/publish", &[("X-API-Key", API_KEY)], "{not json");
+    assert_eq!(r.status, 400);
+    let r = http.post(
+        "/api/publish",
+        &[("X-API-Key", API_KEY), ("X-Centrifugo-Error-Mode", "transport")],
+        r#"{"channel":"nope:a","data":{}}"#,
+    );
+    assert_eq!((r.status, r.json()), (404, json!({"code": 102, "message": "unknown channel"})));
+    // Legacy route: newline-delimited commands and replies.
+    let r = http.post(
+        "/api",
+        &[("Authorization", "apikey test-api-key")],
+        "{\"id\":1,\"method\":\"publish\",\"params\":{\"channel\":\"a\",\"data\":{}}}\n{\"method\":\"broadcast\",\"params\":{\"channels\":[\"a\"],\"data\":{}}}",
+    );
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        lines,
+        vec![json!({"id": 1, "result": {}}), json!({"result": {"responses": [{"result": {}}]}})]
+    );
+    // Wrong method.
+    let r = http.raw(b"GET /api/publish HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn broken_http_heads_get_400_and_unknown_paths_404() {
+    let server = Server::start(base_config());
+    for head in [
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabc",
+        "GET / HTTP/1.1\r\nHost: x\r\n bad-fold: y\r\n\r\n",
+        "NOT HTTP AT ALL\r\n\r\n",
+    ] {
+        let mut http = server.http();
+        let r = http.raw(head.as_bytes());
+        assert_eq!(r.status, 400, "{head:?}");
+        assert!(r.json()["error"].is_string());
+    }
+    let mut http = server.http();
+    let r = http.raw(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, r.json()), (404, json!({"error": "not found"})));
+    // Chunked API bodies work.
+    let body = r#"{"channel":"a","data":{"c":1}}"#;
+    let req = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let r = http.raw(req.as_bytes());
+    assert_eq!((r.status, r.json()), (200, json!({"result": {}})));
+}
+
+#[test]
+fn sigterm_sends_3001_to_clients_and_exits_zero() {
+    let mut server = Server::start(base_config());
+    let mut clients: Vec<Client> = (0..3).map(|_| server.ws()).collect();
+    for c in &mut clients {
+        c.handshake(&token("u"));
+    }
+    let status = std::thread::scope(|s| {
+        let waiter = s.spawn(|| clients.iter_mut().map(|c| c.expect_close()).collect::<Vec<_>>());
+        let status = server.terminate();
+        let closes = waiter.join().unwrap();
+        assert!(closes.iter().all(|c| *c == (3001, "shutdown".to_string())), "{closes:?}");
+        status
+    });
+    assert!(status.success(), "{status:?}");
+}
