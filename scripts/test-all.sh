@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The project's whole test command: Rust formatting, lints, build and tests, then the
+# Node compatibility suite (the official centrifuge JS SDK against the built binary).
+# Stops at the first failing step; the last lines printed are a test runner's summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo build
+cargo test
+
+cd tests/compat
+npm ci --no-audit --no-fund
+export ROTOR_BIN="$PWD/../../target/debug/rotor"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -ge 20 ]; then
+  npm test
+else
+  # Node < 20 has no --test-concurrency; this suite is a single file, so plain
+  # `node --test` runs it the same way.
+  node --test
+fi
