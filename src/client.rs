@@ -19,7 +19,7 @@ use rand::Rng;
 use crate::auth::TokenError;
 use crate::broker::memory::HistoryPolicy;
 use crate::channel::{self, ChannelError, Subject};
-use crate::hub::ConnKey;
+use crate::hub::{Begin, ConnKey};
 use crate::protocol::codes;
 use crate::protocol::{
     json, ClientInfo, Command, ConnectRequest, ConnectResult, Disconnect, ProtocolError,
@@ -249,12 +249,37 @@ pub enum Step {
     Next,
     /// The connection is closing; stop handling commands.
     Stop,
+    /// Wait until the home shards of `channels` acknowledged this shard's interest, then call
+    /// `Shard::complete_subscriptions` with `then`.
+    AwaitInterest {
+        /// Channels whose registration is awaited.
+        channels: Vec<Arc<str>>,
+        /// The reply to send once they are registered.
+        then: Then,
+    },
     /// Wait for a publish to be ordered by the channel's home shard, then reply to `id`.
     AwaitPublish {
         /// Command id to answer.
         id: u32,
         /// Parked request.
         req: RequestId,
+    },
+}
+
+/// A reply held back until subscriptions are registered with their home shards.
+#[derive(Debug)]
+pub enum Then {
+    /// Answer a `subscribe` command.
+    Subscribe {
+        /// Command id.
+        id: u32,
+    },
+    /// Answer `connect` (token `channels` are subscribed server-side).
+    Connect {
+        /// Command id.
+        id: u32,
+        /// The connect result.
+        result: Box<ConnectResult>,
     },
 }
 
@@ -361,27 +386,65 @@ impl Shard {
         }
     }
 
-    fn subscribe_local(&mut self, key: ConnKey, channel: &Arc<str>) {
-        if self.hub.add(channel, key) {
+    /// Starts subscribing a connection to a channel on this shard: the first local subscriber
+    /// asks the home shard to record this shard (see `hub`).
+    fn begin_subscription(&mut self, channel: &Arc<str>) {
+        if let Begin::Request(generation) = self.hub.begin(channel) {
             let home = home_of(channel, self.count);
             let msg = ShardMsg::Interest {
                 channel: Arc::clone(channel),
                 shard: self.id,
                 subscribed: true,
+                ack: Some(generation),
             };
             self.send(Lane::Main, home, msg);
         }
     }
 
+    /// Finishes subscriptions whose registration was awaited, then sends the held reply. A
+    /// connection that closed (or dropped the channel) meanwhile gives its place up instead.
+    pub fn complete_subscriptions(&mut self, key: ConnKey, channels: &[Arc<str>], then: Then) {
+        let live: Vec<bool> = {
+            let subs = match self.conn_mut(key) {
+                Some(c) if c.closing.is_none() => c.session().map(|s| &s.subs),
+                _ => None,
+            };
+            channels.iter().map(|ch| subs.is_some_and(|s| s.contains(ch))).collect()
+        };
+        let alive = self.conn_mut(key).is_some_and(|c| c.closing.is_none());
+        if alive {
+            match then {
+                Then::Subscribe { id } => {
+                    self.reply(key, id, &ReplyBody::Subscribe(SubscribeResult::default()))
+                }
+                Then::Connect { id, result } => self.reply(key, id, &ReplyBody::Connect(*result)),
+            }
+        }
+        // The reply is queued before the connection joins the hub, so no publication of these
+        // channels can reach the client ahead of it.
+        for (ch, live) in channels.iter().zip(live) {
+            if live {
+                self.hub.finish(ch, key);
+            } else if self.hub.abandon(ch) {
+                self.interest_off(ch);
+            }
+        }
+    }
+
+    fn interest_off(&mut self, channel: &Arc<str>) {
+        let home = home_of(channel, self.count);
+        let msg = ShardMsg::Interest {
+            channel: Arc::clone(channel),
+            shard: self.id,
+            subscribed: false,
+            ack: None,
+        };
+        self.send(Lane::Main, home, msg);
+    }
+
     fn unsubscribe_local(&mut self, key: ConnKey, channel: &Arc<str>) {
         if self.hub.remove(channel, key) {
-            let home = home_of(channel, self.count);
-            let msg = ShardMsg::Interest {
-                channel: Arc::clone(channel),
-                shard: self.id,
-                subscribed: false,
-            };
-            self.send(Lane::Main, home, msg);
+            self.interest_off(channel);
         }
     }
 
@@ -616,9 +679,8 @@ impl Shard {
         };
         let Some(conn) = self.conn_mut(key) else { return Step::Stop };
         conn.state = State::Connected(session);
-        self.reply(key, id, &ReplyBody::Connect(result));
         for ch in &server_subs {
-            self.subscribe_local(key, ch);
+            self.begin_subscription(ch);
         }
         if !ping.is_zero() {
             // First ping at a random moment in [interval/2, interval] so pings of connections
@@ -633,7 +695,10 @@ impl Shard {
                 Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_close_delay;
             self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
         }
-        Step::Next
+        Step::AwaitInterest {
+            channels: server_subs,
+            then: Then::Connect { id, result: Box::new(result) },
+        }
     }
 
     fn refresh(&mut self, key: ConnKey, id: u32, token: &str) -> Step {
@@ -760,11 +825,8 @@ impl Shard {
         if let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) {
             s.subs.insert(Arc::clone(&channel));
         }
-        // The reply is queued before the connection joins the hub, so no publication of this
-        // channel can reach the client ahead of its subscribe reply.
-        self.reply(key, id, &ReplyBody::Subscribe(SubscribeResult::default()));
-        self.subscribe_local(key, &channel);
-        Step::Next
+        self.begin_subscription(&channel);
+        Step::AwaitInterest { channels: vec![channel], then: Then::Subscribe { id } }
     }
 
     fn client_publish(&mut self, key: ConnKey, id: u32, req: PublishRequest) -> Step {

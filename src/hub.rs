@@ -1,11 +1,21 @@
-//! Shard-local subscriber index: channel → connections on this shard subscribed to it.
+//! Shard-local subscriber index: channel → connections on this shard subscribed to it, plus
+//! whether the channel's home shard has acknowledged that this shard is interested.
 //!
 //! Owns: only the index. Every shard has its own hub for its own connections; nothing here is
 //! shared. Must not hold connection state (that is `client::Conn`) or channel-global state (that
 //! is the home shard's).
+//!
+//! Why acknowledgements: a subscribe reply promises the client every publication made after it.
+//! The home shard only delivers to shards in its interest set, so the first local subscriber of a
+//! channel waits until the home shard has recorded this shard (an `Interest` request answered on
+//! the reply lane) before its reply is queued. Subscribers that are still waiting are counted in
+//! `pending`, so the channel is not given up (interest off) while one of them is in flight.
+//! Each registration has a generation; an acknowledgement for an older registration of the same
+//! channel (subscribe, unsubscribe, subscribe again) is ignored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Waker;
 
 /// A connection slot on this shard plus a generation, so a stale key never reaches a newer
 /// connection that reused the slot.
@@ -17,38 +27,117 @@ pub struct ConnKey {
     pub generation: u32,
 }
 
-/// channel → local subscribers.
+#[derive(Debug, Default)]
+struct Entry {
+    keys: Vec<ConnKey>,
+    pending: u32,
+    requested: bool,
+    registered: bool,
+    generation: u64,
+    waiters: Vec<Waker>,
+}
+
+/// What a subscriber must do after [`Hub::begin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    /// The home shard already knows this shard: complete at once.
+    Registered,
+    /// First interest in the channel: send an `Interest` request with this generation, then wait.
+    Request(u64),
+    /// A request is already in flight: wait for its acknowledgement.
+    Wait,
+}
+
+/// channel → local subscribers and registration state.
 #[derive(Debug, Default)]
 pub struct Hub {
-    channels: HashMap<Arc<str>, Vec<ConnKey>>,
+    channels: HashMap<Arc<str>, Entry>,
+    next_generation: u64,
 }
 
 impl Hub {
-    /// Adds a subscriber; returns true when it is the channel's first local subscriber.
-    pub fn add(&mut self, channel: &Arc<str>, key: ConnKey) -> bool {
-        let subs = self.channels.entry(Arc::clone(channel)).or_default();
-        subs.push(key);
-        subs.len() == 1
-    }
-
-    /// Removes a subscriber; returns true when the channel has no local subscriber left.
-    pub fn remove(&mut self, channel: &str, key: ConnKey) -> bool {
-        let Some(subs) = self.channels.get_mut(channel) else { return false };
-        let Some(pos) = subs.iter().position(|k| *k == key) else { return false };
-        subs.swap_remove(pos);
-        if subs.is_empty() {
-            self.channels.remove(channel);
-            return true;
+    /// Starts a subscription of one connection; it counts as pending until [`Hub::finish`] or
+    /// [`Hub::abandon`].
+    pub fn begin(&mut self, channel: &Arc<str>) -> Begin {
+        let next = &mut self.next_generation;
+        let entry = self.channels.entry(Arc::clone(channel)).or_insert_with(|| {
+            *next += 1;
+            Entry { generation: *next, ..Entry::default() }
+        });
+        entry.pending += 1;
+        if entry.registered {
+            Begin::Registered
+        } else if !entry.requested {
+            entry.requested = true;
+            Begin::Request(entry.generation)
+        } else {
+            Begin::Wait
         }
-        false
     }
 
-    /// Local subscribers of a channel.
+    /// The home shard acknowledged registration `generation` of `channel`.
+    pub fn acknowledged(&mut self, channel: &str, generation: u64) {
+        if let Some(e) = self.channels.get_mut(channel).filter(|e| e.generation == generation) {
+            e.registered = true;
+            for w in e.waiters.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Whether `channel` is registered; otherwise remembers `waker` for the acknowledgement.
+    pub fn poll_registered(&mut self, channel: &str, waker: &Waker) -> bool {
+        match self.channels.get_mut(channel) {
+            Some(e) if e.registered => true,
+            Some(e) => {
+                if !e.waiters.iter().any(|w| w.will_wake(waker)) {
+                    e.waiters.push(waker.clone());
+                }
+                false
+            }
+            // Cannot happen while a subscriber is pending; treat as done so nobody hangs.
+            None => true,
+        }
+    }
+
+    /// A pending subscriber becomes a live one: deliveries reach it from now on.
+    pub fn finish(&mut self, channel: &str, key: ConnKey) {
+        if let Some(e) = self.channels.get_mut(channel) {
+            e.pending = e.pending.saturating_sub(1);
+            e.keys.push(key);
+        }
+    }
+
+    /// A pending subscriber gave up. Returns true when the channel has nobody left on this shard
+    /// (the caller sends interest off).
+    pub fn abandon(&mut self, channel: &str) -> bool {
+        let Some(e) = self.channels.get_mut(channel) else { return false };
+        e.pending = e.pending.saturating_sub(1);
+        self.release_if_empty(channel)
+    }
+
+    /// Removes a live subscriber. Returns true when the channel has nobody left on this shard.
+    pub fn remove(&mut self, channel: &str, key: ConnKey) -> bool {
+        let Some(e) = self.channels.get_mut(channel) else { return false };
+        let Some(pos) = e.keys.iter().position(|k| *k == key) else { return false };
+        e.keys.swap_remove(pos);
+        self.release_if_empty(channel)
+    }
+
+    fn release_if_empty(&mut self, channel: &str) -> bool {
+        let empty = self.channels.get(channel).is_some_and(|e| e.keys.is_empty() && e.pending == 0);
+        if empty {
+            self.channels.remove(channel);
+        }
+        empty
+    }
+
+    /// Live local subscribers of a channel.
     pub fn subscribers(&self, channel: &str) -> &[ConnKey] {
-        self.channels.get(channel).map_or(&[], Vec::as_slice)
+        self.channels.get(channel).map_or(&[], |e| e.keys.as_slice())
     }
 
-    /// Number of channels with local subscribers.
+    /// Number of channels with local subscribers (live or pending).
     pub fn channel_count(&self) -> usize {
         self.channels.len()
     }
@@ -60,24 +149,83 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashMap};
 
+    fn key(slot: u32) -> ConnKey {
+        ConnKey { slot, generation: 0 }
+    }
+
+    #[test]
+    fn first_subscriber_requests_others_wait_until_acknowledged() {
+        let mut hub = Hub::default();
+        let ch: Arc<str> = Arc::from("c");
+        let Begin::Request(generation) = hub.begin(&ch) else { panic!() };
+        assert_eq!(hub.begin(&ch), Begin::Wait);
+        assert!(hub.subscribers("c").is_empty(), "pending subscribers get no deliveries");
+        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(cx.waker().clone())
+        }));
+        assert!(!hub.poll_registered("c", &waker));
+        hub.acknowledged("c", generation);
+        assert!(hub.poll_registered("c", &waker));
+        hub.finish("c", key(1));
+        hub.finish("c", key(2));
+        assert_eq!(hub.begin(&ch), Begin::Registered);
+        hub.finish("c", key(3));
+        assert_eq!(hub.subscribers("c").len(), 3);
+    }
+
+    #[test]
+    fn stale_acknowledgement_is_ignored_after_resubscribe() {
+        let mut hub = Hub::default();
+        let ch: Arc<str> = Arc::from("c");
+        let Begin::Request(old) = hub.begin(&ch) else { panic!() };
+        assert!(hub.abandon("c"), "last pending subscriber left: interest off");
+        let Begin::Request(new) = hub.begin(&ch) else { panic!() };
+        assert_ne!(old, new);
+        hub.acknowledged("c", old);
+        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(cx.waker().clone())
+        }));
+        assert!(!hub.poll_registered("c", &waker), "old ack must not register the new generation");
+        hub.acknowledged("c", new);
+        assert!(hub.poll_registered("c", &waker));
+    }
+
+    #[test]
+    fn channel_is_kept_while_a_subscriber_is_pending() {
+        let mut hub = Hub::default();
+        let ch: Arc<str> = Arc::from("c");
+        let Begin::Request(g) = hub.begin(&ch) else { panic!() };
+        hub.acknowledged("c", g);
+        hub.finish("c", key(1));
+        assert_eq!(hub.begin(&ch), Begin::Registered);
+        assert!(!hub.remove("c", key(1)), "a pending subscriber still needs the channel");
+        hub.finish("c", key(2));
+        assert!(hub.remove("c", key(2)));
+        assert_eq!(hub.channel_count(), 0);
+    }
+
     proptest! {
         #[test]
-        fn hub_matches_a_plain_model(ops in proptest::collection::vec((any::<bool>(), 0u8..4, 0u32..6), 0..300)) {
+        fn live_subscribers_match_a_plain_model(ops in proptest::collection::vec((any::<bool>(), 0u8..4, 0u32..6), 0..300)) {
             let mut hub = Hub::default();
             let mut model: HashMap<String, BTreeSet<u32>> = HashMap::new();
             for (add, ch, slot) in ops {
                 let name: Arc<str> = Arc::from(format!("c{ch}"));
-                let key = ConnKey { slot, generation: 0 };
                 let set = model.entry(name.to_string()).or_default();
                 if add {
                     if set.contains(&slot) { continue; }
                     let first = set.is_empty();
                     set.insert(slot);
-                    prop_assert_eq!(hub.add(&name, key), first);
+                    match hub.begin(&name) {
+                        Begin::Request(g) => { prop_assert!(first); hub.acknowledged(&name, g); }
+                        Begin::Registered => prop_assert!(!first),
+                        Begin::Wait => prop_assert!(false, "no request is left in flight in this model"),
+                    }
+                    hub.finish(&name, key(slot));
                 } else {
                     let present = set.remove(&slot);
                     let last = present && set.is_empty();
-                    prop_assert_eq!(hub.remove(&name, key), last);
+                    prop_assert_eq!(hub.remove(&name, key(slot)), last);
                 }
                 let mut got: Vec<u32> = hub.subscribers(&name).iter().map(|k| k.slot).collect();
                 got.sort_unstable();

@@ -26,7 +26,7 @@ use crate::hub::ConnKey;
 use crate::protocol::{codes, json, Disconnect};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Lane, ShardMsg};
-use crate::shard::{shutdown_signal, PendingAnswer, ShardRef};
+use crate::shard::{interest_registered, shutdown_signal, PendingAnswer, ShardRef};
 use crate::transport::websocket::{self, OriginPolicy, Wire};
 
 /// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
@@ -370,6 +370,10 @@ async fn handle_frame(shard: &ShardRef, key: ConnKey, frame: &[u8]) -> bool {
         match step {
             Step::Next => {}
             Step::Stop => return false,
+            Step::AwaitInterest { channels, then } => {
+                interest_registered(shard, &channels).await;
+                shard.borrow_mut().complete_subscriptions(key, &channels, then);
+            }
             Step::AwaitPublish { id, req } => {
                 let answer = PendingAnswer::new(shard.clone(), req).await;
                 let mut s = shard.borrow_mut();

@@ -432,3 +432,25 @@ fn sigterm_sends_3001_to_clients_and_exits_zero() {
     });
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_publication_made_right_after_subscribe_success_is_delivered() {
+    let server = Server::start(base_config());
+    let mut api = server.http();
+    let mut sub = server.ws();
+    assert_eq!(sub.shard, "1");
+    sub.handshake(&token("u"));
+    // Fresh channels homed on shard 2: subscriber (1), publisher (0) and home (2) all differ, so
+    // the subscribe's interest and the publish race on different lanes into the home shard.
+    let channels: Vec<String> =
+        (0..100).map(|i| format!("race{i}-")).map(|p| channel_homed_at(&p, 2, 3)).collect();
+    for (n, ch) in channels.iter().enumerate() {
+        assert_eq!(sub.subscribe(ch)["subscribe"], json!({}));
+        assert_eq!(api.api("publish", json!({"channel": ch, "data": {"n": n}})).status, 200);
+        assert_eq!(
+            sub.next_json(),
+            json!({"push": {"channel": ch, "pub": {"data": {"n": n}}}}),
+            "publication {n} after subscribe success"
+        );
+    }
+}

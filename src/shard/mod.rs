@@ -213,10 +213,17 @@ impl Shard {
                 self.send(Lane::Reply, origin, ShardMsg::PublishDone { req, position });
             }
             ShardMsg::PublishDone { req, position } => self.answer(req, position),
-            ShardMsg::Interest { channel, shard, subscribed } => {
+            ShardMsg::Interest { channel, shard, subscribed, ack } => {
                 let entry = self.home.entry(Arc::clone(&channel)).or_default();
                 if subscribed {
                     entry.interest.insert(shard);
+                    if let Some(generation) = ack {
+                        self.send(
+                            Lane::Reply,
+                            shard,
+                            ShardMsg::InterestAcked { channel, generation },
+                        );
+                    }
                 } else {
                     entry.interest.remove(shard);
                     if entry.interest.is_empty() && entry.stream.is_none() {
@@ -224,8 +231,11 @@ impl Shard {
                     }
                 }
             }
+            ShardMsg::InterestAcked { channel, generation } => {
+                self.hub.acknowledged(&channel, generation);
+            }
             ShardMsg::Deliver { channel, publication } => {
-                self.deliver_local(&channel, &publication)
+                self.deliver_local(&channel, &publication);
             }
             ShardMsg::Accepted(stream) => return Some(stream),
         }
@@ -376,6 +386,23 @@ impl Drop for PendingAnswer {
             }
         }
     }
+}
+
+/// Resolves once the home shards of all `channels` have acknowledged this shard's interest.
+pub async fn interest_registered(shard: &ShardRef, channels: &[Arc<str>]) {
+    std::future::poll_fn(|cx| {
+        let mut s = shard.borrow_mut();
+        let mut ready = true;
+        for ch in channels {
+            ready &= s.hub.poll_registered(ch, cx.waker());
+        }
+        if ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Resolves when shutdown has begun on this shard.

@@ -68,6 +68,17 @@ pub enum ShardMsg {
         shard: ShardId,
         /// true = has subscribers now.
         subscribed: bool,
+        /// For `subscribed`: the registration generation to acknowledge with `InterestAcked`.
+        ack: Option<u64>,
+    },
+    /// Home → subscribing shard (reply lane): the interest with this generation is recorded, so
+    /// every publication ordered from now on is delivered to that shard; waiting subscribe
+    /// replies can go out.
+    InterestAcked {
+        /// Channel name.
+        channel: Arc<str>,
+        /// Registration generation from `Interest::ack`.
+        generation: u64,
     },
     /// Home → interested shard: deliver to local subscribers. Dropped (and counted) when the
     /// destination lane's spill queue is over its cap; clients recover by offset.
