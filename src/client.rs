@@ -29,7 +29,7 @@ use crate::protocol::{
 use crate::shard::id::home_of;
 use crate::shard::msg::{Lane, RequestId, ShardMsg};
 use crate::shard::{after, Shard};
-use crate::transport::websocket::{self, Format, OpCode};
+use crate::transport::websocket::{self, OpCode};
 
 /// Version string in `ConnectResult.version`.
 pub const SERVER_VERSION: &str = concat!("rotor ", env!("CARGO_PKG_VERSION"));
@@ -114,8 +114,8 @@ pub struct Session {
 pub struct Conn {
     /// Slot generation (see [`ConnKey`]).
     pub generation: u32,
-    /// Wire format.
-    pub format: Format,
+    /// `?cf_ws_frame_ping_pong=true`: WebSocket ping frames instead of protocol pings.
+    pub native_ping: bool,
     /// Protocol state.
     pub state: State,
     /// Frames waiting for the writer.
@@ -136,10 +136,10 @@ pub struct Conn {
 
 impl Conn {
     /// A fresh connection waiting for `connect`.
-    pub fn new(generation: u32, format: Format) -> Conn {
+    pub fn new(generation: u32, native_ping: bool) -> Conn {
         Conn {
             generation,
-            format,
+            native_ping,
             state: State::Connecting,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -448,6 +448,13 @@ impl Shard {
         }
     }
 
+    /// A WebSocket pong frame arrived (native ping mode).
+    pub fn native_pong(&mut self, key: ConnKey) {
+        if let Some(c) = self.conn_mut(key).filter(|c| c.native_ping) {
+            c.awaiting_pong = false;
+        }
+    }
+
     /// Forgets a connection whose socket tasks have finished.
     pub fn remove_conn(&mut self, key: ConnKey) {
         self.drop_subscriptions(key);
@@ -485,7 +492,12 @@ impl Shard {
             }
             TimerKind::Ping => {
                 conn.awaiting_pong = !pong.is_zero();
-                self.enqueue(t.key, Out::Data { frame: ping_frame, header: 2 });
+                let out = if conn.native_ping {
+                    Out::Control(websocket::frame(OpCode::Ping, b""))
+                } else {
+                    Out::Data { frame: ping_frame, header: 2 }
+                };
+                self.enqueue(t.key, out);
                 self.timers.push(Timer { at: now + ping, key: t.key, kind: TimerKind::Ping });
                 if !pong.is_zero() {
                     self.timers.push(Timer { at: now + pong, key: t.key, kind: TimerKind::Pong });
@@ -656,11 +668,13 @@ impl Shard {
         let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string().as_str());
         let ping = self.cfg.client.ping_interval;
         let pong = self.cfg.client.pong_timeout;
+        // With native WebSocket pings the protocol advertises no app-level ping at all.
+        let app_ping = !self.conn_mut(key).is_some_and(|c| c.native_ping);
         let mut result = ConnectResult {
             client: client.to_string(),
             version: SERVER_VERSION.to_string(),
-            ping: u32::try_from(ping.as_secs()).unwrap_or(u32::MAX),
-            pong: !ping.is_zero() && !pong.is_zero(),
+            ping: if app_ping { u32::try_from(ping.as_secs()).unwrap_or(u32::MAX) } else { 0 },
+            pong: app_ping && !ping.is_zero() && !pong.is_zero(),
             ..ConnectResult::default()
         };
         if let Some(at) = expire_at {
@@ -936,7 +950,7 @@ mod tests {
 
     #[test]
     fn batch_joins_data_frames_with_newlines_and_keeps_control_frames_apart() {
-        let mut c = Conn::new(1, Format::Json);
+        let mut c = Conn::new(1, false);
         for p in ["{\"a\":1}", "{}", "{\"b\":2}"] {
             let o = data(p);
             c.queued_bytes += o.len();
@@ -955,7 +969,7 @@ mod tests {
 
     #[test]
     fn single_item_is_written_without_copy() {
-        let mut c = Conn::new(1, Format::Json);
+        let mut c = Conn::new(1, false);
         let o = data("{}");
         let Out::Data { frame, .. } = o.clone() else { panic!() };
         c.queue.push_back(o);

@@ -38,7 +38,7 @@ fn verify_token(cfg: &Config, kind: TokenKind, token: &str) -> Result<String, St
         TokenKind::Connection => {
             let v = rotor::auth::TokenVerifier::for_connections(&cfg.client)
                 .map_err(|e| e.to_string())?;
-            let c = v.verify_connection(token, now).map_err(|e| e.to_string())?;
+            let c = v.verify_connection(token, now).map_err(token_error)?;
             Ok(format!(
                 "valid connection token for user {:?}; exp: {}; channels: {:?}",
                 c.user,
@@ -49,7 +49,7 @@ fn verify_token(cfg: &Config, kind: TokenKind, token: &str) -> Result<String, St
         TokenKind::Subscription => {
             let v = rotor::auth::TokenVerifier::for_subscriptions(&cfg.client)
                 .map_err(|e| e.to_string())?;
-            let c = v.verify_subscription(token, now).map_err(|e| e.to_string())?;
+            let c = v.verify_subscription(token, now).map_err(token_error)?;
             Ok(format!(
                 "valid subscription token for user {:?} and channel {:?}; exp: {}",
                 c.user,
@@ -57,6 +57,14 @@ fn verify_token(cfg: &Config, kind: TokenKind, token: &str) -> Result<String, St
                 c.exp.map_or("none".to_string(), |e| e.to_string())
             ))
         }
+    }
+}
+
+/// The reason alone: the CLI already says "invalid token".
+fn token_error(e: rotor::auth::TokenError) -> String {
+    match e {
+        rotor::auth::TokenError::Invalid(reason) => reason.into_owned(),
+        other => other.to_string(),
     }
 }
 

@@ -238,7 +238,7 @@ async fn serve_websocket(
     let _ = stream.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
     let key = {
         let mut s = shard.borrow_mut();
-        let key = s.insert_conn(|g| Conn::new(g, up.format));
+        let key = s.insert_conn(|g| Conn::new(g, up.frame_ping_pong));
         s.start_conn_timers(key);
         key
     };
@@ -325,6 +325,7 @@ async fn read_loop(
                     stop_commands = true;
                 }
                 Ok(Message::Close(_)) => return,
+                Ok(Message::Pong(_)) => shard.borrow_mut().native_pong(key),
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     break

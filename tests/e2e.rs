@@ -454,3 +454,49 @@ fn a_publication_made_right_after_subscribe_success_is_delivered() {
         );
     }
 }
+
+#[test]
+fn native_ping_frames_with_cf_ws_frame_ping_pong() {
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"ping_interval": "1s", "pong_timeout": "500ms"}}));
+    let server = Server::start(cfg);
+    let mut c =
+        Client::connect(server.port, "/connection/websocket?cf_ws_frame_ping_pong=true", &[]);
+    let reply = c.handshake(&token("u"));
+    assert_eq!(reply["connect"].get("ping"), None, "no app-level ping advertised: {reply}");
+    assert_eq!(reply["connect"].get("pong"), None);
+    // tungstenite answers ping frames with pong frames while reading; the connection must
+    // survive several intervals and never see a `{}` protocol ping.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    c.ws.get_ref().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut ping_frames = 0;
+    while Instant::now() < deadline {
+        match c.ws.read() {
+            Ok(tungstenite::Message::Ping(_)) => ping_frames += 1,
+            Err(tungstenite::Error::Io(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let _ = c.ws.flush();
+    }
+    assert!(ping_frames >= 2, "ping frames: {ping_frames}");
+}
+
+#[test]
+fn protobuf_upgrade_is_refused_with_a_clear_400() {
+    let server = Server::start(base_config());
+    let err = Client::try_connect(
+        server.port,
+        "/connection/websocket",
+        &[("Sec-WebSocket-Protocol", "centrifuge-protobuf")],
+    )
+    .err()
+    .unwrap();
+    match err {
+        tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 400);
+            let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+            assert!(body.contains("protobuf"), "{body}");
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+}

@@ -22,10 +22,10 @@ use crate::http::Head;
 pub enum OpCode {
     /// UTF-8 text (JSON protocol).
     Text = 0x1,
-    /// Binary (Protobuf protocol).
-    Binary = 0x2,
     /// Connection close.
     Close = 0x8,
+    /// Native ping (`?cf_ws_frame_ping_pong=true`).
+    Ping = 0x9,
 }
 
 /// Length of the header of an unmasked server frame carrying `len` payload bytes.
@@ -93,22 +93,11 @@ impl UpgradeError {
     }
 }
 
-/// Wire format negotiated for a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Newline-delimited JSON in text frames.
-    Json,
-    /// Varint-delimited Protobuf in binary frames.
-    Protobuf,
-}
-
 /// What a valid upgrade request asks for.
 #[derive(Debug, Clone)]
 pub struct Upgrade {
     /// `Sec-WebSocket-Accept` value.
     pub accept: String,
-    /// Negotiated format.
-    pub format: Format,
     /// Subprotocol to echo, if the client offered one of ours.
     pub subprotocol: Option<&'static str>,
     /// `?cf_ws_frame_ping_pong=true`: native ping frames instead of protocol pings.
@@ -136,18 +125,13 @@ pub fn check_upgrade(head: &Head, origins: &OriginPolicy) -> Result<Upgrade, Upg
     let offered_protobuf = head.header_has_token("sec-websocket-protocol", "centrifuge-protobuf");
     let offered_json = head.header_has_token("sec-websocket-protocol", "centrifuge-json");
     let query_format = head.query_param("format").or_else(|| head.query_param("cf_protocol"));
-    let protobuf = offered_protobuf || query_format.as_deref() == Some("protobuf");
-    let subprotocol = if offered_protobuf {
-        Some("centrifuge-protobuf")
-    } else if offered_json {
-        Some("centrifuge-json")
-    } else {
-        None
-    };
+    if offered_protobuf || query_format.as_deref() == Some("protobuf") {
+        // Answering a Protobuf client in JSON would fail in confusing ways; say so up front.
+        return Err(UpgradeError::BadRequest("the protobuf format is not supported by rotor yet"));
+    }
     Ok(Upgrade {
         accept: tungstenite::handshake::derive_accept_key(key),
-        format: if protobuf { Format::Protobuf } else { Format::Json },
-        subprotocol,
+        subprotocol: offered_json.then_some("centrifuge-json"),
         frame_ping_pong: head.query_param("cf_ws_frame_ping_pong").as_deref() == Some("true"),
     })
 }
@@ -284,18 +268,26 @@ mod tests {
     fn accept_key_matches_rfc_example() {
         let up = check_upgrade(&head(""), &OriginPolicy::default()).unwrap();
         assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(up.format, Format::Json);
         assert!(up.subprotocol.is_none());
-    }
-
-    #[test]
-    fn protobuf_is_negotiated_by_subprotocol_or_query() {
+        assert!(!up.frame_ping_pong);
         let up = check_upgrade(
-            &head("Sec-WebSocket-Protocol: centrifuge-protobuf\r\n"),
+            &head("Sec-WebSocket-Protocol: centrifuge-json\r\n"),
             &OriginPolicy::default(),
         )
         .unwrap();
-        assert_eq!((up.format, up.subprotocol), (Format::Protobuf, Some("centrifuge-protobuf")));
+        assert_eq!(up.subprotocol, Some("centrifuge-json"));
+    }
+
+    #[test]
+    fn protobuf_is_refused_until_the_codec_exists() {
+        let err = check_upgrade(
+            &head("Sec-WebSocket-Protocol: centrifuge-protobuf\r\n"),
+            &OriginPolicy::default(),
+        );
+        assert_eq!(err.unwrap_err().status(), 400);
+        let mut h = head("");
+        h.query = "cf_protocol=protobuf".into();
+        assert_eq!(check_upgrade(&h, &OriginPolicy::default()).unwrap_err().status(), 400);
     }
 
     #[test]
