@@ -500,3 +500,72 @@ fn protobuf_upgrade_is_refused_with_a_clear_400() {
         other => panic!("expected 400, got {other:?}"),
     }
 }
+
+#[test]
+fn anonymous_and_insecure_connections() {
+    // Without a token and without permission: 3501 (spec §4.6).
+    let server = Server::start(base_config());
+    let mut c = server.ws();
+    c.command(json!({"connect": {}}));
+    assert_eq!(c.expect_close(), (3501, "bad request".to_string()));
+    drop(server);
+
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"allow_anonymous_connect_without_token": true}}));
+    let server = Server::start(cfg);
+    let mut c = server.ws();
+    let id = c.command(json!({"connect": {}}));
+    let reply = c.next_json();
+    assert_eq!(reply["id"], id);
+    assert!(reply["connect"]["client"].is_string());
+    // Anonymous users need allow_subscribe_for_anonymous as well.
+    let id = c.command(json!({"subscribe": {"channel": "chat:a"}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 103, "message": "permission denied"}}),
+        "anonymous users also need allow_subscribe_for_anonymous"
+    );
+    drop(server);
+
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"insecure": true}}));
+    let server = Server::start(cfg);
+    let mut c = server.ws();
+    c.command(json!({"connect": {}}));
+    assert!(c.next_json()["connect"].is_object());
+    assert_eq!(c.subscribe("ro:anything")["subscribe"], json!({}), "insecure allows every channel");
+    let id = c.command(json!({"publish": {"channel": "ro:anything", "data": {"x": 1}}}));
+    let mut got = [c.next_json(), c.next_json()];
+    got.sort_by_key(|v| v.get("id").is_some());
+    assert_eq!(got[1], json!({"id": id, "publish": {}}));
+}
+
+#[test]
+fn connection_expires_with_3005_unless_refreshed() {
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"expired_close_delay": "1s"}}));
+    let server = Server::start(cfg);
+    let mut lapsing = server.ws();
+    let reply = lapsing.handshake(&token_with(json!({"sub": "u", "exp": now() + 2})));
+    assert_eq!(reply["connect"]["expires"], true);
+    let mut refreshed = server.ws();
+    refreshed.handshake(&token_with(json!({"sub": "u", "exp": now() + 2})));
+    let id = refreshed.command(
+        json!({"refresh": {"token": token_with(json!({"sub": "u", "exp": now() + 600}))}}),
+    );
+    let reply = refreshed.next_json();
+    assert_eq!(
+        (reply["id"].as_u64(), reply["refresh"]["expires"].as_bool()),
+        (Some(u64::from(id)), Some(true))
+    );
+    assert!(reply["refresh"]["ttl"].as_u64().unwrap() > 590);
+    // A refresh token for another user is rejected with 3500.
+    let mut other = server.ws();
+    other.handshake(&token("u"));
+    other.command(json!({"refresh": {"token": token("someone-else")}}));
+    assert_eq!(other.expect_close(), (3500, "invalid token".to_string()));
+    let started = Instant::now();
+    assert_eq!(lapsing.expect_close(), (3005, "connection expired".to_string()));
+    assert!(started.elapsed() < Duration::from_secs(6));
+    refreshed.expect_silence(Duration::from_millis(500));
+}
