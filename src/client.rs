@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng;
 
-use crate::auth::TokenError;
+use crate::auth::{self, Expiry, TokenError};
 use crate::broker::memory::HistoryPolicy;
 use crate::channel::{self, ChannelError, Subject};
 use crate::hub::{Begin, ConnKey};
@@ -619,17 +619,15 @@ impl Shard {
         } else {
             match self.verifier.verify_connection(&req.token, now) {
                 Ok(claims) => {
-                    let expiry = if insecure {
-                        None
-                    } else {
-                        claims.expire_at.or(claims.exp).filter(|&e| e != 0)
-                    };
-                    if let Some(at) = expiry {
-                        if at <= now {
+                    let expiry = match auth::connection_expiry(&claims, now) {
+                        _ if insecure => None,
+                        Expiry::Never => None,
+                        Expiry::At(at) => Some(at),
+                        Expiry::AlreadyExpired => {
                             self.reply_error(key, id, codes::ERROR_EXPIRED);
                             return Step::Next;
                         }
-                    }
+                    };
                     if claims.user.is_empty() && client_cfg.disallow_anonymous_connection_tokens {
                         self.disconnect(key, codes::DISCONNECT_PERMISSION_DENIED);
                         return Step::Stop;
@@ -735,19 +733,20 @@ impl Shard {
                 return Step::Stop;
             }
         };
-        let expiry = claims.expire_at.or(claims.exp).filter(|&e| e != 0);
         let Some(conn) = self.conn_mut(key) else { return Step::Stop };
         let State::Connected(session) = &mut conn.state else { return Step::Stop };
         if *session.user != *claims.user {
             self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
             return Step::Stop;
         }
-        if let Some(at) = expiry {
-            if at <= now {
+        let expiry = match auth::connection_expiry(&claims, now) {
+            Expiry::Never => None,
+            Expiry::At(at) => Some(at),
+            Expiry::AlreadyExpired => {
                 self.reply_error(key, id, codes::ERROR_EXPIRED);
                 return Step::Next;
             }
-        }
+        };
         session.expire_at = expiry;
         if let Some(info) = claims.info {
             session.conn_info = Some(crate::protocol::RawJson(info));

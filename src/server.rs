@@ -64,15 +64,8 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(e) => {
-                let body = http::json_error_body(&e.to_string());
-                let resp = http::response(
-                    e.status(),
-                    "application/json",
-                    &shard_header(shard_id),
-                    &body,
-                    false,
-                );
-                let _ = stream.write_all(&resp).await;
+                let _ =
+                    stream.write_all(&error_response(shard_id, e.status(), &e.to_string())).await;
                 return;
             }
         };
@@ -83,15 +76,9 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
                     serve_websocket(shard, stream, up, buf).await;
                 }
                 Err(e) => {
-                    let body = http::json_error_body(&e.to_string());
-                    let resp = http::response(
-                        e.status(),
-                        "application/json",
-                        &shard_header(shard_id),
-                        &body,
-                        false,
-                    );
-                    let _ = stream.write_all(&resp).await;
+                    let _ = stream
+                        .write_all(&error_response(shard_id, e.status(), &e.to_string()))
+                        .await;
                 }
             }
             return;
@@ -99,15 +86,8 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         let body = match read_body(&mut stream, &mut buf, &head).await {
             Ok(b) => b,
             Err(e) => {
-                let body = http::json_error_body(&e.to_string());
-                let resp = http::response(
-                    e.status(),
-                    "application/json",
-                    &shard_header(shard_id),
-                    &body,
-                    false,
-                );
-                let _ = stream.write_all(&resp).await;
+                let _ =
+                    stream.write_all(&error_response(shard_id, e.status(), &e.to_string())).await;
                 return;
             }
         };
@@ -121,6 +101,12 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             return;
         }
     }
+}
+
+/// A JSON error answer that closes the connection.
+fn error_response(shard_id: ShardId, status: u16, message: &str) -> Vec<u8> {
+    let body = http::json_error_body(message);
+    http::response(status, "application/json", &shard_header(shard_id), &body, false)
 }
 
 fn shard_header(id: ShardId) -> [(&'static str, &'static str); 1] {
