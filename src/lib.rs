@@ -64,4 +64,5 @@ pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod shard;
+pub mod systemd;
 pub mod transport;

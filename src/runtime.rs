@@ -25,6 +25,7 @@ use crate::server::{self, Env};
 use crate::shard::id::{ShardId, SHARDS_MAX};
 use crate::shard::msg::{Lane, ShardMsg};
 use crate::shard::{Shard, ShardRef};
+use crate::systemd;
 use crate::transport::websocket::OriginPolicy;
 
 /// Why the server could not start or stopped abnormally.
@@ -145,6 +146,8 @@ fn reserve_port(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), RunEr
 pub struct Running {
     /// Address every shard listens on.
     pub addr: SocketAddr,
+    /// One heartbeat counter per shard (see `Shard::heartbeat`).
+    pub heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
     controls: Vec<ControlTx>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -210,6 +213,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     let (addr_tx, addr_rx) = bounded::<SocketAddr>(1);
     let mut controls = Vec::with_capacity(count);
     let mut handles = Vec::with_capacity(count);
+    let heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>> =
+        (0..count).map(|_| Arc::default()).collect();
     for i in 0..count {
         let (ctl_tx, ctl_rx) = control_channel();
         controls.push(ctl_tx);
@@ -217,6 +222,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         let (cfg, namespaces, origins) =
             (Arc::clone(&cfg), Arc::clone(&namespaces), origins.clone());
         let verifiers = (Arc::clone(&verifier), Arc::clone(&sub_verifier));
+        let heartbeat = Arc::clone(&heartbeats[i]);
         let (main_mesh, reply_mesh, boot_tx, addr_tx) =
             (main_mesh.clone(), reply_mesh.clone(), boot_tx.clone(), addr_tx.clone());
         let id = ShardId(i as u16);
@@ -224,13 +230,9 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
             .name(&format!("rotor-shard-{i}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
-                let shard: ShardRef = Rc::new(RefCell::new(Shard::new(
-                    id,
-                    count,
-                    cfg.clone(),
-                    namespaces,
-                    verifiers,
-                )));
+                let mut state = Shard::new(id, count, cfg.clone(), namespaces, verifiers);
+                state.heartbeat = heartbeat;
+                let shard: ShardRef = Rc::new(RefCell::new(state));
                 let env = Rc::new(Env { origins });
                 let ready = join_meshes(&shard, &env, main_mesh, reply_mesh).await;
                 if let Err(e) = ready {
@@ -280,7 +282,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         match boot_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Boot::Listening) => {}
             Ok(Boot::Failed(id, e)) => {
-                let running = Running { addr, controls, handles };
+                let running = Running { addr, heartbeats, controls, handles };
                 running.request_shutdown();
                 return Err(RunError::Io(format!("shard {id}: {e}")));
             }
@@ -293,7 +295,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         }
     }
     drop(reservation);
-    Ok(Running { addr, controls, handles })
+    Ok(Running { addr, heartbeats, controls, handles })
 }
 
 async fn join_meshes(
@@ -343,17 +345,66 @@ async fn drain(shard: &ShardRef) {
     }
 }
 
-/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully. Tells systemd (when
+/// `$NOTIFY_SOCKET` is set) READY=1 once every shard listens and STOPPING=1 when draining starts,
+/// and pings its watchdog while every shard's heartbeat moves.
 pub fn run(cfg: Config) -> Result<(), RunError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| RunError::Io(format!("installing signal handlers: {e}")))?;
+    let limits = systemd::Limits::read();
+    tracing::info!(
+        nofile = ?limits.nofile,
+        memlock_bytes = ?limits.memlock_bytes,
+        somaxconn = ?limits.somaxconn,
+        "effective limits (None = unlimited or unknown)"
+    );
+    for w in limits.warnings(shard_count(&cfg), cfg.client.connection_limit) {
+        tracing::warn!("{w}");
+    }
     let running = start(cfg)?;
     println!("rotor listening on {}", running.addr);
     let _ = std::io::Write::flush(&mut std::io::stdout());
+    let notifier = Arc::new(systemd::Notifier::from_env());
+    notifier.notify(&format!("READY=1\nSTATUS=listening on {}", running.addr));
+    let (stop_tx, stop_rx) = bounded::<()>(1);
+    let watchdog = systemd::watchdog_interval().filter(|_| notifier.enabled()).map(|every| {
+        let (notifier, beats) = (Arc::clone(&notifier), running.heartbeats.clone());
+        std::thread::spawn(move || watchdog_loop(&notifier, &beats, every, &stop_rx))
+    });
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down");
     }
+    notifier.notify("STOPPING=1");
+    drop(stop_tx);
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
     running.shutdown();
     Ok(())
+}
+
+/// Sends WATCHDOG=1 every `every` as long as all shard heartbeats advanced since the last one.
+fn watchdog_loop(
+    notifier: &systemd::Notifier,
+    beats: &[Arc<std::sync::atomic::AtomicU64>],
+    every: Duration,
+    stop: &Receiver<()>,
+) {
+    use std::sync::atomic::Ordering;
+    let read = || beats.iter().map(|b| b.load(Ordering::Relaxed)).collect::<Vec<_>>();
+    let mut last = read();
+    loop {
+        match stop.recv_timeout(every) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let now = read();
+        if now.iter().zip(&last).all(|(n, l)| n != l) {
+            notifier.notify("WATCHDOG=1");
+        } else {
+            tracing::error!("a shard stopped ticking; withholding the systemd watchdog ping");
+        }
+        last = now;
+    }
 }

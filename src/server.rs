@@ -406,7 +406,11 @@ async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<TcpStre
 /// Fires connection timers (stale, ping, pong, expiry) for the shard.
 pub async fn timers(shard: ShardRef) {
     loop {
-        let next = shard.borrow_mut().run_timers(Instant::now());
+        let next = {
+            let mut s = shard.borrow_mut();
+            s.heartbeat.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            s.run_timers(Instant::now())
+        };
         let wait = next
             .map_or(TIMER_TICK, |at| at.saturating_duration_since(Instant::now()).min(TIMER_TICK));
         sleep(wait.max(Duration::from_millis(5))).await;

@@ -122,6 +122,9 @@ pub struct Shard {
     pub stats: Stats,
     /// The JSON ping `{}` as a shared frame.
     pub ping_frame: Bytes,
+    /// Bumped by the timer task on every tick; the supervisor's systemd watchdog only pings
+    /// while every shard's counter moves (a stuck shard stops the pings).
+    pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -159,6 +162,7 @@ impl Shard {
             shutdown_wakers: Vec::new(),
             stats: Stats::default(),
             ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
+            heartbeat: Arc::default(),
         }
     }
 

@@ -58,12 +58,18 @@ pub fn merge(base: &mut Value, patch: Value) {
 
 impl Server {
     pub fn start(config: Value) -> Server {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Starts rotor with extra environment variables.
+    pub fn start_with_env(config: Value, env: &[(&str, &str)]) -> Server {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let path = std::env::temp_dir().join(format!("rotor-test-{}-{n}.json", std::process::id()));
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rotor"))
             .arg("-c")
             .arg(&path)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
