@@ -215,14 +215,14 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     let mut handles = Vec::with_capacity(count);
     let heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>> =
         (0..count).map(|_| Arc::default()).collect();
-    for i in 0..count {
+    for (i, beat) in heartbeats.iter().enumerate() {
         let (ctl_tx, ctl_rx) = control_channel();
         controls.push(ctl_tx);
         let placement = if pin { Placement::Fixed(i % cpus) } else { Placement::Unbound };
         let (cfg, namespaces, origins) =
             (Arc::clone(&cfg), Arc::clone(&namespaces), origins.clone());
         let verifiers = (Arc::clone(&verifier), Arc::clone(&sub_verifier));
-        let heartbeat = Arc::clone(&heartbeats[i]);
+        let heartbeat = Arc::clone(beat);
         let (main_mesh, reply_mesh, boot_tx, addr_tx) =
             (main_mesh.clone(), reply_mesh.clone(), boot_tx.clone(), addr_tx.clone());
         let id = ShardId(i as u16);
