@@ -318,20 +318,6 @@ impl Shard {
         }
     }
 
-    /// Queues a control frame produced by tungstenite (pong, close reply). It is written even
-    /// while a client-initiated close is in progress, and never counts as slow.
-    pub fn enqueue_control(&mut self, key: ConnKey, frame: Bytes) {
-        let Some(conn) = self.conn_mut(key) else { return };
-        if conn.closing.is_some() {
-            return;
-        }
-        conn.queued_bytes += frame.len();
-        conn.queue.push_back(Out::Control(frame));
-        if let Some(w) = conn.writer.take() {
-            w.wake();
-        }
-    }
-
     /// Marks a connection whose socket failed: no close frame can be sent, both tasks stop.
     pub fn abort(&mut self, key: ConnKey, d: Disconnect) {
         self.drop_subscriptions(key);
@@ -404,25 +390,23 @@ impl Shard {
     /// Finishes subscriptions whose registration was awaited, then sends the held reply. A
     /// connection that closed (or dropped the channel) meanwhile gives its place up instead.
     pub fn complete_subscriptions(&mut self, key: ConnKey, channels: &[Arc<str>], then: Then) {
-        let live: Vec<bool> = {
-            let subs = match self.conn_mut(key) {
-                Some(c) if c.closing.is_none() => c.session().map(|s| &s.subs),
-                _ => None,
-            };
-            channels.iter().map(|ch| subs.is_some_and(|s| s.contains(ch))).collect()
-        };
-        let alive = self.conn_mut(key).is_some_and(|c| c.closing.is_none());
-        if alive {
+        if self.conn_mut(key).is_some_and(|c| c.closing.is_none()) {
             match then {
                 Then::Subscribe { id } => {
-                    self.reply(key, id, &ReplyBody::Subscribe(SubscribeResult::default()))
+                    self.reply(key, id, &ReplyBody::Subscribe(SubscribeResult::default()));
                 }
                 Then::Connect { id, result } => self.reply(key, id, &ReplyBody::Connect(*result)),
             }
         }
+        // Liveness is decided after queuing the reply: the reply itself can overflow the queue
+        // and disconnect the client (3008), and a closed connection must not join the hub.
         // The reply is queued before the connection joins the hub, so no publication of these
         // channels can reach the client ahead of it.
-        for (ch, live) in channels.iter().zip(live) {
+        for ch in channels {
+            let live = match self.conn_mut(key) {
+                Some(c) if c.closing.is_none() => c.session().is_some_and(|s| s.subs.contains(ch)),
+                _ => false,
+            };
             if live {
                 self.hub.finish(ch, key);
             } else if self.hub.abandon(ch) {
@@ -661,7 +645,10 @@ impl Shard {
                 self.reply_error(key, id, channel_error(e));
                 return Step::Next;
             }
-            server_subs.push(Arc::from(ch.as_str()));
+            // A channel listed twice is one subscription (the hub counts each begin).
+            if !server_subs.iter().any(|s| **s == **ch) {
+                server_subs.push(Arc::from(ch.as_str()));
+            }
         }
         let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string().as_str());
         let ping = self.cfg.client.ping_interval;
@@ -750,6 +737,13 @@ impl Shard {
         session.expire_at = expiry;
         if let Some(info) = claims.info {
             session.conn_info = Some(crate::protocol::RawJson(info));
+        }
+        if let Some(at) = expiry {
+            // The Expire timer re-checks `expire_at` when it fires, so an extra one is harmless
+            // and covers a refresh that adds or shortens the expiry.
+            let wait =
+                Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_close_delay;
+            self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
         }
         let body = match expiry {
             Some(at) => ReplyBody::Refresh(RefreshResult {
@@ -983,6 +977,56 @@ mod tests {
         assert!(data_format_ok("json_object", b" {}"));
         assert!(!data_format_ok("json_object", b"[1]"));
         assert!(data_format_ok("binary", b""));
+    }
+
+    fn test_shard(queue_max_size: usize) -> Shard {
+        let mut cfg = crate::config::Config::default();
+        cfg.client.token.hmac_secret_key = "k".into();
+        cfg.client.queue_max_size = queue_max_size;
+        let v = Arc::new(crate::auth::TokenVerifier::for_connections(&cfg.client).unwrap());
+        let ns = Arc::new(crate::channel::Namespaces::new(&cfg.channel).unwrap());
+        Shard::new(crate::shard::id::ShardId(0), 1, Arc::new(cfg), ns, (v.clone(), v))
+    }
+
+    fn connected(shard: &mut Shard, channel: &Arc<str>) -> ConnKey {
+        shard.insert_conn(|g| {
+            let mut c = Conn::new(g, false);
+            c.state = State::Connected(Session {
+                client: Arc::from("c"),
+                user: Arc::from("u"),
+                conn_info: None,
+                subs: HashSet::from([Arc::clone(channel)]),
+                expire_at: None,
+            });
+            c
+        })
+    }
+
+    #[test]
+    fn a_client_dropped_by_its_own_subscribe_reply_does_not_stay_in_the_hub() {
+        // The queue holds less than a subscribe reply frame, so queuing the reply disconnects
+        // the client with 3008; it must not join the hub afterwards.
+        let mut shard = test_shard(4);
+        let ch: Arc<str> = Arc::from("news");
+        let key = connected(&mut shard, &ch);
+        shard.begin_subscription(&ch);
+        shard.complete_subscriptions(key, std::slice::from_ref(&ch), Then::Subscribe { id: 1 });
+        assert_eq!(shard.conn_mut(key).unwrap().closing.as_ref().map(|d| d.code), Some(3008));
+        assert!(shard.hub.subscribers("news").is_empty());
+        shard.remove_conn(key);
+        assert_eq!(shard.hub.channel_count(), 0, "nothing left behind");
+    }
+
+    #[test]
+    fn subscribe_completion_joins_the_hub_after_the_reply() {
+        let mut shard = test_shard(1 << 20);
+        let ch: Arc<str> = Arc::from("news");
+        let key = connected(&mut shard, &ch);
+        shard.begin_subscription(&ch);
+        shard.complete_subscriptions(key, std::slice::from_ref(&ch), Then::Subscribe { id: 7 });
+        assert_eq!(shard.hub.subscribers("news"), &[key]);
+        let Some(Batch::One(frame)) = shard.conn_mut(key).unwrap().take_batch() else { panic!() };
+        assert_eq!(&frame[2..], br#"{"id":7,"subscribe":{}}"#);
     }
 
     #[test]

@@ -182,11 +182,18 @@ fn body_kind(headers: &[(String, Vec<u8>)]) -> Result<BodyKind, HttpError> {
     Err(HttpError::NotImplemented)
 }
 
-/// Incremental decoder for `Transfer-Encoding: chunked` bodies.
+/// Longest chunk-size line (size plus extensions) or trailer line we wait for.
+pub const CHUNK_LINE_MAX_BYTES: usize = 4096;
+/// Most trailer bytes after the last chunk.
+pub const TRAILERS_MAX_BYTES: usize = 8192;
+
+/// Incremental decoder for `Transfer-Encoding: chunked` bodies. Everything it buffers is bounded:
+/// decoded data by the caller's limit, size and trailer lines by the constants above.
 #[derive(Debug, Default)]
 pub struct ChunkedDecoder {
     state: ChunkState,
     body: Vec<u8>,
+    trailer_bytes: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -206,7 +213,9 @@ impl ChunkedDecoder {
         while pos < input.len() {
             match self.state {
                 ChunkState::Size => {
-                    let Some(end) = find_crlf(&input[pos..]) else { return Ok(pos) };
+                    let Some(end) = find_crlf(&input[pos..]) else {
+                        return line_pending(input.len() - pos, pos);
+                    };
                     let line = &input[pos..pos + end];
                     let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
                     let size_text = std::str::from_utf8(size_text)
@@ -244,7 +253,13 @@ impl ChunkedDecoder {
                     self.state = ChunkState::Size;
                 }
                 ChunkState::Trailer => {
-                    let Some(end) = find_crlf(&input[pos..]) else { return Ok(pos) };
+                    let Some(end) = find_crlf(&input[pos..]) else {
+                        return line_pending(input.len() - pos, pos);
+                    };
+                    self.trailer_bytes += end + 2;
+                    if self.trailer_bytes > TRAILERS_MAX_BYTES {
+                        return Err(HttpError::HeadTooLarge);
+                    }
                     pos += end + 2;
                     if end == 0 {
                         self.state = ChunkState::Done;
@@ -266,6 +281,14 @@ impl ChunkedDecoder {
     pub fn into_body(self) -> Vec<u8> {
         self.body
     }
+}
+
+/// An incomplete size or trailer line: wait for more bytes unless it is already too long.
+fn line_pending(buffered: usize, consumed: usize) -> Result<usize, HttpError> {
+    if buffered > CHUNK_LINE_MAX_BYTES {
+        return Err(HttpError::BadRequest("chunk line too long"));
+    }
+    Ok(consumed)
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
@@ -441,6 +464,16 @@ mod tests {
             assert!(d.finished());
             assert_eq!(d.into_body(), b"Wikipedia");
         }
+    }
+
+    #[test]
+    fn chunk_lines_and_trailers_are_bounded() {
+        let mut d = ChunkedDecoder::default();
+        let endless_size_line = format!("1;{}", "x".repeat(CHUNK_LINE_MAX_BYTES));
+        assert_eq!(d.feed(endless_size_line.as_bytes(), 1024).unwrap_err().status(), 400);
+        let mut d = ChunkedDecoder::default();
+        let trailers = format!("0\r\n{}", "X-T: v\r\n".repeat(TRAILERS_MAX_BYTES / 8 + 1));
+        assert_eq!(d.feed(trailers.as_bytes(), 1024).unwrap_err(), HttpError::HeadTooLarge);
     }
 
     #[test]

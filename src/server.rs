@@ -20,7 +20,7 @@ use glommio::timer::sleep;
 use tungstenite::Message;
 
 use crate::api;
-use crate::client::{Batch, Conn, Step};
+use crate::client::{Batch, Conn, Out, Step};
 use crate::http::{self, BodyKind, ChunkedDecoder, Head, HttpError};
 use crate::hub::ConnKey;
 use crate::protocol::{codes, json, Disconnect};
@@ -40,9 +40,14 @@ const WS_READ_CHUNK: usize = 4096;
 /// WebSocket close for an inbound message over `websocket.message_size_limit` (RFC 6455 1009).
 const CLOSE_MESSAGE_TOO_BIG: Disconnect =
     Disconnect { code: 1009, reason: Cow::Borrowed("message too big") };
+/// WebSocket close for a text frame that is not UTF-8 (RFC 6455 1007).
+const CLOSE_INVALID_PAYLOAD: Disconnect =
+    Disconnect { code: 1007, reason: Cow::Borrowed("invalid utf-8") };
 /// WebSocket close for a frame-level protocol violation (RFC 6455 1002).
 const CLOSE_PROTOCOL_ERROR: Disconnect =
     Disconnect { code: 1002, reason: Cow::Borrowed("protocol error") };
+/// Most lane messages handled before the pump yields.
+const PUMP_BATCH_MAX: usize = 256;
 /// Timer task resolution.
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
@@ -83,6 +88,12 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             }
             return;
         }
+        if head.body != BodyKind::Empty
+            && head.header_has_token("expect", "100-continue")
+            && buf.is_empty()
+        {
+            let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        }
         let body = match read_body(&mut stream, &mut buf, &head).await {
             Ok(b) => b,
             Err(e) => {
@@ -95,6 +106,10 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         let reply = route(&shard, &head, body).await;
         let mut extra = shard_header(shard_id).to_vec();
         extra.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
+        if head.minor_version == 0 && keep_alive {
+            // HTTP/1.0 closes unless the response says otherwise.
+            extra.push(("Connection", "keep-alive"));
+        }
         let resp =
             http::response(reply.status, reply.content_type, &extra, &reply.body, keep_alive);
         if stream.write_all(&resp).await.is_err() || !keep_alive {
@@ -296,7 +311,7 @@ async fn read_loop(
             let msg = ctx.read(&mut Wire { input: &mut input, output: &mut output });
             if !output.is_empty() {
                 let bytes = bytes::Bytes::from(std::mem::take(&mut output));
-                shard.borrow_mut().enqueue_control(key, bytes);
+                shard.borrow_mut().enqueue(key, Out::Control(bytes));
             }
             match msg {
                 Ok(Message::Text(text)) => {
@@ -310,7 +325,16 @@ async fn read_loop(
                     shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST);
                     stop_commands = true;
                 }
-                Ok(Message::Close(_)) => return,
+                Ok(Message::Close(_)) => {
+                    // tungstenite queues its Close reply internally; flush it so the client
+                    // sees a clean close handshake.
+                    let _ = ctx.flush(&mut Wire { input: &mut input, output: &mut output });
+                    if !output.is_empty() {
+                        let bytes = bytes::Bytes::from(std::mem::take(&mut output));
+                        shard.borrow_mut().enqueue(key, Out::Control(bytes));
+                    }
+                    return;
+                }
                 Ok(Message::Pong(_)) => shard.borrow_mut().native_pong(key),
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -322,7 +346,13 @@ async fn read_loop(
                     input.clear();
                     break;
                 }
-                Err(tungstenite::Error::Protocol(_)) | Err(tungstenite::Error::Utf8(_)) => {
+                Err(tungstenite::Error::Utf8(_)) => {
+                    shard.borrow_mut().disconnect(key, CLOSE_INVALID_PAYLOAD);
+                    stop_commands = true;
+                    input.clear();
+                    break;
+                }
+                Err(tungstenite::Error::Protocol(_)) => {
                     shard.borrow_mut().disconnect(key, CLOSE_PROTOCOL_ERROR);
                     stop_commands = true;
                     input.clear();
@@ -482,8 +512,11 @@ pub async fn pump(
 ) {
     while let Some(msg) = rx.next().await {
         let mut batch = vec![msg];
-        while let Some(Some(more)) = futures_lite::future::poll_once(rx.next()).await {
-            batch.push(more);
+        while batch.len() < PUMP_BATCH_MAX {
+            match futures_lite::future::poll_once(rx.next()).await {
+                Some(Some(more)) => batch.push(more),
+                _ => break,
+            }
         }
         for msg in batch {
             let accepted = shard.borrow_mut().handle(msg);
@@ -492,6 +525,8 @@ pub async fn pump(
                 glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream)).detach();
             }
         }
+        // A peer that keeps its ring full must not starve this shard's writers and timers.
+        glommio::yield_if_needed().await;
     }
 }
 
@@ -521,7 +556,18 @@ pub async fn forwarder(shard: ShardRef, senders: Rc<Senders<ShardMsg>>, lane: La
             }
         })
         .await;
-        if senders.send_to(peer, msg).await.is_err() {
+        if let Err(e) = senders.send_to(peer, msg).await {
+            // The peer stopped reading (shutdown): fail this and everything spilled behind it.
+            let mut s = shard.borrow_mut();
+            if let glommio::GlommioError::Closed(glommio::ResourceType::Channel(back)) = e {
+                s.undeliverable(back);
+            }
+            let spill = &mut s.spill[lane as usize][peer];
+            spill.in_flight = false;
+            let rest: Vec<ShardMsg> = spill.queue.drain(..).collect();
+            for m in rest {
+                s.undeliverable(m);
+            }
             return;
         }
     }

@@ -569,3 +569,50 @@ fn connection_expires_with_3005_unless_refreshed() {
     assert!(started.elapsed() < Duration::from_secs(6));
     refreshed.expect_silence(Duration::from_millis(500));
 }
+
+#[test]
+fn a_client_close_is_echoed_with_a_close_frame() {
+    let server = Server::start(base_config());
+    let mut c = server.ws();
+    c.handshake(&token("u"));
+    c.ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .unwrap();
+    // tungstenite reports ConnectionClosed only after the peer's Close arrived: a clean close.
+    loop {
+        match c.ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("no clean close handshake: {e}"),
+        }
+    }
+}
+
+#[test]
+fn duplicate_token_channels_are_one_subscription() {
+    let server = Server::start(base_config());
+    let mut c = server.ws();
+    let reply = c.handshake(&token_with(json!({"sub": "u", "channels": ["chat:dup", "chat:dup"]})));
+    assert_eq!(reply["connect"]["subs"], json!({"chat:dup": {}}));
+    server.http().api("publish", json!({"channel": "chat:dup", "data": {"once": true}}));
+    assert_eq!(c.next_json()["push"]["pub"]["data"], json!({"once": true}));
+    c.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn a_refresh_that_adds_an_expiry_is_enforced() {
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"expired_close_delay": "1s"}}));
+    let server = Server::start(cfg);
+    let never = token_with(json!({"sub": "u"}));
+    let mut c = server.ws();
+    assert_eq!(c.handshake(&never)["connect"].get("expires"), None);
+    let id =
+        c.command(json!({"refresh": {"token": token_with(json!({"sub": "u", "exp": now() + 1}))}}));
+    assert_eq!(c.next_json()["id"], id);
+    let started = Instant::now();
+    assert_eq!(c.expect_close(), (3005, "connection expired".to_string()));
+    assert!(started.elapsed() < Duration::from_secs(6));
+}

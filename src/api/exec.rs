@@ -55,6 +55,9 @@ pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<
         return Reply { status: 401, content_type: "", headers: Vec::new(), body: Vec::new() };
     }
     if method.is_empty() {
+        if shard.borrow().shutting_down {
+            return Reply::json(503, http::json_error_body("shutting down"));
+        }
         return legacy(shard, &body).await;
     }
     let Some(api_method) = ApiMethod::from_path_segment(method) else {

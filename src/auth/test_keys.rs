@@ -1,59 +1,10 @@
-//! Fixed key pairs for the `auth` tests only (generated with openssl for this project).
+//! Fixed key pairs for the `auth` tests and the JWT bench (generated with openssl for this
+//! project); the PEM files live in `testdata/`.
 
-pub const RSA_PRIVATE_PEM: &str = "\
------BEGIN PRIVATE KEY-----
-MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQChWdzMEV2bI7Dc
-yAvkfEtgz3TOv5spwtqJlDqEoTFNMj5C4Wi4Ltpg0rAHpPhcN+BXxhYn1YnsyqD3
-vrve+weiG52ODWGEevOR9pqq6SMj4IlcYVMUq8QSgr236G8xkf1mL54vYMG0qWcP
-xWFRxpC28fFK7CNVhsGYVNm1ROTGkPBv0SdqLUJNJhqSxM2Ag+IbyzZB9rH62+dy
-0KLZyy5omt4tXBsaPhtc+7m5jikNK6foAFfJgUtmWVp7dUsJy88tT1GcugiUxkPo
-D6OrrEbK8NqNw9V/Jdn3ZtQPFHTo0P6+iVUNjOB7HcjNtg4nBQkZmLf+VTlGdxRV
-BrZGFDVfAgMBAAECggEAFWh+bscZE+YC5/BU/55sQ+6SsYHjvQFBDMMRlppql7ME
-ZsxQoCt7RyB9Qa5mU5oIVq0OMH/ZOoVSITz54WaORziByaDF4RWNLr85G1culeqL
-Xyn8o3/81nXpZTbeVgXoSMAlrWSZnvZhGcsXFAoUFmn4mXfGYmksU6Fid3YqIpxP
-PvRZtk7rWvUCM/NpPb2DiYwQ78EVckX2e/83hpLlXDy9T+YDYN15DhEuqvclAI++
-SRLFXstP+/swiYs7Meh2IdYPHkwpE1DJkw9UJcLL+i+QXF7Yy7sNnB7DSS4uLpSK
-GYBBCTm5IQZlZRinAgCMzstCavxsWEL63qc49BKCsQKBgQDjDzjGP2xIogl8wjhm
-uiTU6xJ910LG7f99Wid8TeakbKRey/P2fCZJRLcL8JUJQo14hVmvhlnfAlN6gTuK
-WMW45azTy2OVOOzria7jo3lUWWS5MBvaDGfyXbtbONatgI9YGEpH1ePUQV/Ae4Jz
-i5fMTR0mypjmDXGEWd++em8fjwKBgQC16p/O8i4TtlFiRbupnXiNtgo2Uw+8utPi
-QkxlxrAQL1Vpj55sVpYfctXE/prEroZBJLTdLgKk3RtOm6eeH83H5oE9YGzUQ1B6
-vrXMM/qL9iz6KvBTz8c99Xva0QvLAYv0GzA2Z8It9QM/4CXLE46ZZM5ReIr1VNzm
-tXqAlQilMQKBgQCBCfyNBixG1venVEVzdCRMcM/Qfo5vuYAyQBMinK8QEMIVMbmT
-AhlMGGYivfYlDhKSRM6kZykaCRtiCqHIzQyJONXQg80zV+elMFkY+6WPX0JT0Fhz
-wgss/UHl5NZ0QhS0zxEf5BmXXhPJsyd+/P0m2UhQ7GCalVdHDUCP4srWVwKBgF7i
-dN5VFVF0y/gtFRgAKawIokT5iADRlciy+fQv8Q9QEQXRQjmR5BWdKQDqJ8GkoiQC
-SFABOqHRLfgPWhswzX2RriFcVQdV4PlU1bAgAHPWQFlv4hBlFLAthZ95X+RP9zao
-o7oM3oxn+nzrperJVZyOpsp5zEjwLZQsXiwJEAxRAoGBAIrJbHekNQB5uf0yWBXk
-qL4ri6GsXLNzMGInWzrUii/DvCE0eSTmCp8UfS7710htZGHj75YQ1Uv77UWhK5F5
-DnevfAJa0thipT2w7zPbMml/vMJ44HWET/GqJth+a3UpNYzaNbegNMtfyq3yyTjV
-j8P4PkIb9769dDaxsOy8guPh
------END PRIVATE KEY-----
-";
+pub const RSA_PRIVATE_PEM: &str = include_str!("testdata/rsa_private.pem");
 
-pub const RSA_PUBLIC_PEM: &str = "\
------BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAoVnczBFdmyOw3MgL5HxL
-YM90zr+bKcLaiZQ6hKExTTI+QuFouC7aYNKwB6T4XDfgV8YWJ9WJ7Mqg97673vsH
-ohudjg1hhHrzkfaaqukjI+CJXGFTFKvEEoK9t+hvMZH9Zi+eL2DBtKlnD8VhUcaQ
-tvHxSuwjVYbBmFTZtUTkxpDwb9Enai1CTSYaksTNgIPiG8s2Qfax+tvnctCi2csu
-aJreLVwbGj4bXPu5uY4pDSun6ABXyYFLZllae3VLCcvPLU9RnLoIlMZD6A+jq6xG
-yvDajcPVfyXZ92bUDxR06ND+volVDYzgex3IzbYOJwUJGZi3/lU5RncUVQa2RhQ1
-XwIDAQAB
------END PUBLIC KEY-----
-";
+pub const RSA_PUBLIC_PEM: &str = include_str!("testdata/rsa_public.pem");
 
-pub const EC_PRIVATE_PEM: &str = "\
------BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPNHO3Lw9poUsnEDP
-cnJj4S02udVhiMaGYML98pdWf8ehRANCAASLy3p6uAYYjZk5zc9Y917UyV7/iWv9
-lmDzR3pjndkZdWysMheMshG3a5U8flJs7w/iiLZrp4M6atc2b7Ta7jMc
------END PRIVATE KEY-----
-";
+pub const EC_PRIVATE_PEM: &str = include_str!("testdata/ec_private.pem");
 
-pub const EC_PUBLIC_PEM: &str = "\
------BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEi8t6ergGGI2ZOc3PWPde1Mle/4lr
-/ZZg80d6Y53ZGXVsrDIXjLIRt2uVPH5SbO8P4oi2a6eDOmrXNm+02u4zHA==
------END PUBLIC KEY-----
-";
+pub const EC_PUBLIC_PEM: &str = include_str!("testdata/ec_public.pem");

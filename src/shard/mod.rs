@@ -193,7 +193,10 @@ impl Shard {
                 match senders.try_send_to(to.index(), msg) {
                     Ok(()) => return,
                     Err(GlommioError::WouldBlock(ResourceType::Channel(back))) => msg = back,
-                    // Closed: the peer is shutting down and will read nothing more.
+                    Err(GlommioError::Closed(ResourceType::Channel(back))) => {
+                        self.undeliverable(back);
+                        return;
+                    }
                     Err(_) => return,
                 }
             }
@@ -295,6 +298,25 @@ impl Shard {
         };
         self.send(Lane::Main, home, msg);
         req
+    }
+
+    /// A message whose destination shard has stopped reading (only during shutdown): fail what
+    /// this shard waits for instead of waiting forever.
+    pub fn undeliverable(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish { origin, req, .. } if origin == self.id => {
+                // Removing the slot makes the parked request resolve as lost (error 100).
+                if let Some(p) = self.pending.try_remove(req as usize) {
+                    if let Some(w) = p.waker {
+                        w.wake();
+                    }
+                }
+            }
+            ShardMsg::Interest { channel, ack: Some(generation), .. } => {
+                self.hub.acknowledged(&channel, generation);
+            }
+            _ => {}
+        }
     }
 
     fn answer(&mut self, req: RequestId, position: Option<Published>) {
@@ -416,7 +438,10 @@ pub fn shutdown_signal(shard: &ShardRef) -> impl Future<Output = ()> + '_ {
         if s.shutting_down {
             Poll::Ready(())
         } else {
-            s.shutdown_wakers.push(cx.waker().clone());
+            // The accept loops poll this on every accept; keep one waker per task.
+            if !s.shutdown_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                s.shutdown_wakers.push(cx.waker().clone());
+            }
             Poll::Pending
         }
     })

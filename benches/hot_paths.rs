@@ -1,0 +1,137 @@
+//! Criterion benches for the per-message hot paths: JWT verification, channel → home shard,
+//! push encoding, and one shard's local fan-out to 10K subscribers (encode once, queue the same
+//! frame on every connection, every writer takes its batch). Run: `cargo bench --bench hot_paths`.
+//! Compare lines within one run; the machines are shared and absolute numbers are noisy.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rotor::auth::TokenVerifier;
+use rotor::channel::Namespaces;
+use rotor::client::{Conn, Session, State};
+use rotor::config::Config;
+use rotor::hub::Begin;
+use rotor::protocol::{json, Publication, RawJson};
+use rotor::shard::id::{home_of, ShardId};
+use rotor::shard::Shard;
+use serde_json::json;
+
+const SECRET: &str = "bench-secret";
+const RSA_PRIVATE_PEM: &str = include_str!("../src/auth/testdata/rsa_private.pem");
+const RSA_PUBLIC_PEM: &str = include_str!("../src/auth/testdata/rsa_public.pem");
+
+fn claims() -> serde_json::Value {
+    json!({"sub": "42", "exp": 4_102_444_800u64, "info": {"name": "bench"}})
+}
+
+fn jwt(c: &mut Criterion) {
+    let mut cfg = Config::default();
+    cfg.client.token.hmac_secret_key = SECRET.into();
+    let hs = TokenVerifier::for_connections(&cfg.client).unwrap();
+    let hs_token = rotor::auth::encode_hs256(SECRET, &claims()).unwrap();
+    let mut rs_cfg = Config::default();
+    rs_cfg.client.token.rsa_public_key = RSA_PUBLIC_PEM.into();
+    let rs = TokenVerifier::for_connections(&rs_cfg.client).unwrap();
+    let rs_token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims(),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let mut g = c.benchmark_group("jwt_verify");
+    g.bench_function("hs256", |b| {
+        b.iter(|| hs.verify_connection(black_box(&hs_token), 1_800_000_000).is_ok())
+    });
+    g.bench_function("rs256", |b| {
+        b.iter(|| rs.verify_connection(black_box(&rs_token), 1_800_000_000).is_ok())
+    });
+    g.finish();
+}
+
+fn hashing(c: &mut Criterion) {
+    c.bench_function("home_of/chat:room-12345 over 16 shards", |b| {
+        b.iter(|| home_of(black_box("chat:room-12345"), 16))
+    });
+}
+
+fn publication() -> Publication {
+    Publication {
+        data: RawJson::from_value_str(&format!(r#"{{"text":"{}"}}"#, "x".repeat(80))).unwrap(),
+        offset: 12345,
+        ..Publication::default()
+    }
+}
+
+fn encode(c: &mut Criterion) {
+    let p = publication();
+    c.bench_function("encode/publication push 100 B", |b| {
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            json::encode_publication_push(black_box("chat:room-1"), &p, &mut out);
+            out.len()
+        })
+    });
+}
+
+/// A shard with `n` connected subscribers of `channel`, as the pump would see it.
+fn shard_with_subscribers(n: usize, channel: &str) -> Shard {
+    let mut cfg = Config::default();
+    cfg.client.token.hmac_secret_key = SECRET.into();
+    let verifier = Arc::new(TokenVerifier::for_connections(&cfg.client).unwrap());
+    let namespaces = Arc::new(Namespaces::new(&cfg.channel).unwrap());
+    let mut shard =
+        Shard::new(ShardId(0), 1, Arc::new(cfg), namespaces, (verifier.clone(), verifier));
+    let ch: Arc<str> = Arc::from(channel);
+    for i in 0..n {
+        let key = shard.insert_conn(|g| {
+            let mut conn = Conn::new(g, false);
+            conn.state = State::Connected(Session {
+                client: Arc::from(format!("client-{i}").as_str()),
+                user: Arc::from("u"),
+                conn_info: None,
+                subs: HashSet::from([Arc::clone(&ch)]),
+                expire_at: None,
+            });
+            conn
+        });
+        if let Begin::Request(generation) = shard.hub.begin(&ch) {
+            shard.hub.acknowledged(&ch, generation);
+        }
+        shard.hub.finish(&ch, key);
+    }
+    shard
+}
+
+fn fanout(c: &mut Criterion) {
+    let n = 10_000;
+    let mut shard = shard_with_subscribers(n, "news");
+    let keys: Vec<_> = shard.hub.subscribers("news").to_vec();
+    let p = publication();
+    let mut g = c.benchmark_group("fanout");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("local 10K subscribers: encode once, enqueue, take batches", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                shard.deliver_local("news", &p);
+                let mut frames = 0;
+                for k in &keys {
+                    if let Some(rotor::client::Batch::One(_)) =
+                        shard.conn_mut(*k).and_then(Conn::take_batch)
+                    {
+                        frames += 1;
+                    }
+                }
+                assert_eq!(frames, n, "every subscriber got exactly one frame");
+                frames
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, jwt, hashing, encode, fanout);
+criterion_main!(benches);
