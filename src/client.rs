@@ -623,11 +623,10 @@ impl Shard {
                         expiry,
                     )
                 }
-                Err(TokenError::Expired) if !insecure => {
+                Err(TokenError::Expired) => {
                     self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
                     return Step::Next;
                 }
-                Err(TokenError::Expired) => (String::new(), None, Vec::new(), None),
                 Err(TokenError::BadConnectionInfo) => {
                     self.reply_error(key, id, codes::ERROR_INTERNAL);
                     return Step::Next;

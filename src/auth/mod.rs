@@ -133,6 +133,8 @@ pub struct TokenVerifier {
     issuer: Option<String>,
     user_id_claim: Option<String>,
     skip_signature_verify: bool,
+    /// `client.insecure`: token expiry is ignored for connection tokens (spec §4.6).
+    ignore_expiry: bool,
 }
 
 impl TokenVerifier {
@@ -146,7 +148,9 @@ impl TokenVerifier {
 
     /// Verifier for connection tokens from the `client` section.
     pub fn for_connections(client: &config::Client) -> Result<Self, AuthConfigError> {
-        Self::new(&client.token, client.insecure_skip_token_signature_verify)
+        let mut v = Self::new(&client.token, client.insecure_skip_token_signature_verify)?;
+        v.ignore_expiry = client.insecure;
+        Ok(v)
     }
 
     /// Verifier for subscription tokens: `client.subscription_token` when enabled,
@@ -209,6 +213,7 @@ impl TokenVerifier {
             issuer: non_empty(&token.issuer),
             user_id_claim: non_empty(&token.user_id_claim),
             skip_signature_verify,
+            ignore_expiry: false,
         })
     }
 
@@ -243,7 +248,9 @@ impl TokenVerifier {
     /// mis-addressed reports expiry, as upstream does.
     fn check_standard(&self, map: &claims::ClaimMap<'_>, now_unix: i64) -> Result<(), TokenError> {
         let std = map.standard()?;
-        if std.exp.is_some_and(|exp| exp <= now_unix) || std.nbf.is_some_and(|nbf| nbf > now_unix) {
+        let expired =
+            std.exp.is_some_and(|exp| exp <= now_unix) || std.nbf.is_some_and(|nbf| nbf > now_unix);
+        if expired && !self.ignore_expiry {
             return Err(TokenError::Expired);
         }
         if let Some(aud) = &self.audience {

@@ -462,3 +462,18 @@ fn encode_hs256_round_trips() {
     .unwrap()
     .contains("HS256"));
 }
+
+#[test]
+fn insecure_connection_verifier_ignores_expiry_but_keeps_claims() {
+    let mut client = config::Client::default();
+    client.token.hmac_secret_key = "secret".into();
+    client.insecure = true;
+    let v = TokenVerifier::for_connections(&client).unwrap();
+    let t = encode_hs256("secret", &serde_json::json!({"sub": "42", "exp": 10, "channels": ["a"]}))
+        .unwrap();
+    let claims = v.verify_connection(&t, 1_000).unwrap();
+    assert_eq!((claims.user.as_str(), claims.channels.len()), ("42", 1));
+    client.insecure = false;
+    let strict = TokenVerifier::for_connections(&client).unwrap();
+    assert!(matches!(strict.verify_connection(&t, 1_000), Err(TokenError::Expired)));
+}
