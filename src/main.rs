@@ -11,6 +11,14 @@ use rotor::config::Config;
 static GLOBAL: MiMalloc = MiMalloc;
 
 fn main() -> ExitCode {
+    // A panic kills only the executor thread it happens on; a shard that silently vanished would
+    // leave its channels and connections dead while the process looks healthy. Abort instead,
+    // so the service manager restarts a whole, consistent server.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let args = cli::parse();
     match &args.command {
         None => serve(&args.serve),

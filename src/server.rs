@@ -35,8 +35,12 @@ const HTTP_IDLE: Duration = Duration::from_secs(60);
 pub const API_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How long we wait for the client's close frame after sending ours (RFC 6455 §7.1.1).
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
-/// Bytes read from a WebSocket per syscall.
-const WS_READ_CHUNK: usize = 4096;
+/// Inline read buffer of an idle WebSocket connection (most client frames fit).
+const WS_IDLE_READ: usize = 256;
+/// Heap read buffer used while a connection streams more than `WS_IDLE_READ` per read.
+const WS_BURST_READ: usize = 8192;
+/// tungstenite's frame-parsing chunk when `websocket.read_buffer_size` is 0.
+const WS_PARSE_CHUNK: usize = 512;
 /// WebSocket close for an inbound message over `websocket.message_size_limit` (RFC 6455 1009).
 const CLOSE_MESSAGE_TOO_BIG: Disconnect =
     Disconnect { code: 1009, reason: Cow::Borrowed("message too big") };
@@ -78,7 +82,12 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         if !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix {
             match websocket::check_upgrade(&head, &env.origins) {
                 Ok(up) => {
-                    serve_websocket(shard, stream, up, buf).await;
+                    // Keep only the bytes that followed the upgrade request: neither the HTTP
+                    // buffer nor the parsed head live on with the connection.
+                    let leftover = buf.as_slice().to_vec();
+                    drop(buf);
+                    drop(head);
+                    Box::pin(serve_websocket(shard, stream, up, leftover)).await;
                 }
                 Err(e) => {
                     let _ = stream
@@ -103,7 +112,8 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             }
         };
         let keep_alive = head.keep_alive() && !shard.borrow().shutting_down;
-        let reply = route(&shard, &head, body).await;
+        // Boxed: API request state is allocated per request, not carried by every connection.
+        let reply = Box::pin(route(&shard, &head, body)).await;
         let mut extra = shard_header(shard_id).to_vec();
         extra.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
         if head.minor_version == 0 && keep_alive {
@@ -166,8 +176,17 @@ async fn route(shard: &ShardRef, head: &Head, body: Vec<u8>) -> Reply {
     Reply::json(404, http::json_error_body("not found"))
 }
 
+/// Reads more bytes straight into `buf`'s spare room (no scratch array in the future: every
+/// connection task would carry it for its whole life). Returns 0 at EOF or on error.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, room: usize) -> usize {
+    let len = buf.len();
+    buf.resize(len + room, 0);
+    let n = stream.read(&mut buf[len..]).await.unwrap_or(0);
+    buf.truncate(len + n);
+    n
+}
+
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Head>, HttpError> {
-    let mut chunk = [0u8; 4096];
     loop {
         if !buf.is_empty() {
             if let Some((head, used)) = http::parse_head(buf)? {
@@ -175,9 +194,8 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<H
                 return Ok(Some(head));
             }
         }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        if read_more(stream, buf, 2048).await == 0 {
+            return Ok(None);
         }
     }
 }
@@ -187,7 +205,6 @@ async fn read_body(
     buf: &mut Vec<u8>,
     head: &Head,
 ) -> Result<Vec<u8>, HttpError> {
-    let mut chunk = [0u8; 8192];
     match head.body {
         BodyKind::Empty => Ok(Vec::new()),
         BodyKind::Length(n) => {
@@ -195,11 +212,9 @@ async fn read_body(
                 return Err(HttpError::BodyTooLarge);
             }
             while buf.len() < n {
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => {
-                        return Err(HttpError::BadRequest("body shorter than Content-Length"))
-                    }
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                let room = (n - buf.len()).min(64 * 1024);
+                if read_more(stream, buf, room).await == 0 {
+                    return Err(HttpError::BadRequest("body shorter than Content-Length"));
                 }
             }
             Ok(buf.drain(..n).collect())
@@ -212,9 +227,8 @@ async fn read_body(
                 if dec.finished() {
                     return Ok(dec.into_body());
                 }
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return Err(HttpError::BadRequest("truncated chunked body")),
-                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                if read_more(stream, buf, 8192).await == 0 {
+                    return Err(HttpError::BadRequest("truncated chunked body"));
                 }
             }
         }
@@ -299,15 +313,25 @@ async fn read_loop(
 ) {
     let mut ctx = websocket::context(
         message_size_limit,
-        if read_buffer_size == 0 { WS_READ_CHUNK } else { read_buffer_size },
+        if read_buffer_size == 0 { WS_PARSE_CHUNK } else { read_buffer_size },
     );
     let mut input = leftover;
     let mut output = Vec::new();
-    let mut chunk = vec![0u8; WS_READ_CHUNK];
+    // Idle connections wait on a small inline buffer; a heap buffer is used only while a read
+    // fills the small one (a burst or a large message) and is dropped again afterwards.
+    let mut small = [0u8; WS_IDLE_READ];
+    let mut big: Vec<u8> = Vec::new();
     let mut stop_commands = false;
+    // Set after tungstenite reported a fatal frame error: its parser state is then undefined
+    // (feeding it more bytes can trip its internal assertions), so the rest of the stream is
+    // only drained until the client closes or the close wait ends.
+    let mut fatal = false;
     loop {
+        if fatal {
+            input.clear();
+        }
         // Parse everything buffered first (the upgrade request may have carried frames).
-        loop {
+        while !fatal {
             let msg = ctx.read(&mut Wire { input: &mut input, output: &mut output });
             if !output.is_empty() {
                 let bytes = bytes::Bytes::from(std::mem::take(&mut output));
@@ -343,32 +367,44 @@ async fn read_loop(
                 Err(tungstenite::Error::Capacity(_)) => {
                     shard.borrow_mut().disconnect(key, CLOSE_MESSAGE_TOO_BIG);
                     stop_commands = true;
-                    input.clear();
-                    break;
+                    fatal = true;
                 }
                 Err(tungstenite::Error::Utf8(_)) => {
                     shard.borrow_mut().disconnect(key, CLOSE_INVALID_PAYLOAD);
                     stop_commands = true;
-                    input.clear();
-                    break;
+                    fatal = true;
                 }
                 Err(tungstenite::Error::Protocol(_)) => {
                     shard.borrow_mut().disconnect(key, CLOSE_PROTOCOL_ERROR);
                     stop_commands = true;
-                    input.clear();
-                    break;
+                    fatal = true;
                 }
                 Err(_) => return,
             }
         }
-        let read = or(async { Some(reader.read(&mut chunk).await) }, async {
+        if input.is_empty() && input.capacity() > WS_IDLE_READ {
+            input = Vec::new();
+        }
+        let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
+        let read = or(async { Some(reader.read(buf).await) }, async {
             closed_then_wait(shard, key).await;
             None
         })
         .await;
-        match read {
-            Some(Ok(n)) if n > 0 => input.extend_from_slice(&chunk[..n]),
+        let n = match read {
+            Some(Ok(n)) if n > 0 => n,
             _ => return,
+        };
+        if big.is_empty() {
+            input.extend_from_slice(&small[..n]);
+            if n == WS_IDLE_READ {
+                big = vec![0u8; WS_BURST_READ];
+            }
+        } else {
+            input.extend_from_slice(&big[..n]);
+            if n < WS_IDLE_READ {
+                big = Vec::new();
+            }
         }
     }
 }
