@@ -9,6 +9,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo build
 cargo test
+# Benchmarks must keep compiling (they run by hand: see README).
+cargo bench --no-run
 
 cd tests/compat
 npm ci --no-audit --no-fund
