@@ -37,7 +37,9 @@ impl ProtocolSpec {
         match self {
             ProtocolSpec::CentrifugoJson { ws_path, hmac_secret, .. } => Box::new(CentrifugoJson {
                 ws_path: ws_path.clone(),
-                key: hmac_secret.as_ref().map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
+                key: hmac_secret
+                    .as_ref()
+                    .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
             }),
         }
     }
@@ -132,7 +134,8 @@ impl ClientProtocol for CentrifugoJson {
             }
             None => String::new(),
         };
-        let connect = serde_json::json!({"id": 1, "connect": {"token": token, "name": "rotor-loadtest"}});
+        let connect =
+            serde_json::json!({"id": 1, "connect": {"token": token, "name": "rotor-loadtest"}});
         let subscribe = serde_json::json!({"id": 2, "subscribe": {"channel": channel}});
         Ok(vec![format!("{connect}\n{subscribe}")])
     }
@@ -294,7 +297,11 @@ mod tests {
         let p = proto();
         let mut s = Session::default();
         let mut out = Inbound::default();
-        p.on_text(&mut s, "{\"id\":1,\"connect\":{\"client\":\"x\"}}\n{\"id\":2,\"subscribe\":{}}", &mut out);
+        p.on_text(
+            &mut s,
+            "{\"id\":1,\"connect\":{\"client\":\"x\"}}\n{\"id\":2,\"subscribe\":{}}",
+            &mut out,
+        );
         assert!(out.ready && s.ready);
         let mut out = Inbound::default();
         let push = r#"{"push":{"channel":"bench","pub":{"data":{"ts":9,"seq":0,"pad":""}}}}"#;
@@ -302,7 +309,11 @@ mod tests {
         assert_eq!(out.delivered_ts, vec![9, 9]);
         assert_eq!(out.replies, vec!["{}".to_owned()]);
         let mut out = Inbound::default();
-        p.on_text(&mut s, r#"{"id":2,"error":{"code":103,"message":"permission denied"}}"#, &mut out);
+        p.on_text(
+            &mut s,
+            r#"{"id":2,"error":{"code":103,"message":"permission denied"}}"#,
+            &mut out,
+        );
         assert!(out.error.is_some());
     }
 

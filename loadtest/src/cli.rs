@@ -158,6 +158,9 @@ pub struct RunArgs {
     /// Write SVG plots (latency CDF, deliveries/s) into this directory.
     #[arg(long)]
     pub plots: Option<PathBuf>,
+    /// Exit non-zero unless the numbers are sane (used by scripts/loadtest-smoke.sh).
+    #[arg(long)]
+    pub assert_sane: bool,
     /// Free-form label stored in the result.
     #[arg(long, default_value = "")]
     pub label: String,

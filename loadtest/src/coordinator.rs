@@ -46,6 +46,13 @@ pub fn main(args: &RunArgs) -> Result<()> {
         crate::plots::write_all(dir, &result)?;
         eprintln!("plots written to {}", dir.display());
     }
+    if args.assert_sane {
+        let problems = result.problems();
+        if !problems.is_empty() {
+            return Err(Error::Server(format!("insane numbers: {}", problems.join("; "))));
+        }
+        eprintln!("sanity checks passed");
+    }
     Ok(())
 }
 
@@ -84,7 +91,9 @@ fn progress(len: u64, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len}")
+    {
         bar.set_style(style);
     }
     bar.set_message(what.to_owned());
@@ -142,6 +151,10 @@ fn cpu_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64
     Some(b?.cpu_us.saturating_sub(a?.cpu_us))
 }
 
+fn stat_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64> {
+    Some(b?.stat_cpu_us.saturating_sub(a?.stat_cpu_us))
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -171,7 +184,12 @@ fn run_target(args: &RunArgs, kind: TargetKind, started: Instant) -> Result<Metr
     Ok(m)
 }
 
-fn scenario(args: &RunArgs, server: &mut dyn Target, m: &mut Metrics, deadline: Instant) -> Result<()> {
+fn scenario(
+    args: &RunArgs,
+    server: &mut dyn Target,
+    m: &mut Metrics,
+    deadline: Instant,
+) -> Result<()> {
     let pid = server.pid();
     let before = sample(pid);
     let tcp_before = procfs::tcp_mem_kb();
@@ -196,6 +214,8 @@ fn scenario(args: &RunArgs, server: &mut dyn Target, m: &mut Metrics, deadline: 
     m.connect_latency = Some(hist::percentiles(&connected.latency));
     if storm {
         m.cpu_us_per_connect = cpu_delta(cpu0, cpu1).map(|c| c as f64 / connected.ok.max(1) as f64);
+        m.server_cpu_us = cpu_delta(cpu0, cpu1);
+        m.server_cpu_us_stat = stat_delta(cpu0, cpu1);
     }
     if connected.ok == 0 {
         workers.shutdown();
@@ -213,11 +233,15 @@ fn scenario(args: &RunArgs, server: &mut dyn Target, m: &mut Metrics, deadline: 
                 let until = (Instant::now() + hold).min(deadline);
                 while Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(250).min(until - Instant::now()));
-                    bar.set_position(hold.as_secs().saturating_sub((until - Instant::now()).as_secs()));
+                    bar.set_position(
+                        hold.as_secs().saturating_sub((until - Instant::now()).as_secs()),
+                    );
                 }
                 bar.finish_and_clear();
                 let c1 = sample(pid);
                 m.hold_seconds = Some(args.duration);
+                m.server_cpu_us = cpu_delta(c0, c1);
+                m.server_cpu_us_stat = stat_delta(c0, c1);
                 m.cpu_us_per_conn_second = cpu_delta(c0, c1)
                     .map(|c| c as f64 / (connected.ok as f64 * args.duration.max(1e-9)));
             }
@@ -230,15 +254,37 @@ fn scenario(args: &RunArgs, server: &mut dyn Target, m: &mut Metrics, deadline: 
             let mut publisher = server.publisher();
             let subs = subscribers_per_channel(args.connections, channels, connected.ok);
             // Warm-up: a short burst not counted, then counters reset.
-            let warm = publish_phase(publisher.as_mut(), args, channels, args.rate.min(1000.0) * 0.5, 0.5, deadline, "warm-up")?;
-            drain(&mut workers, expected(&warm.per_channel, &subs), Duration::from_secs(3), deadline)?;
+            let warm = publish_phase(
+                publisher.as_mut(),
+                args,
+                channels,
+                args.rate.min(1000.0) * 0.5,
+                0.5,
+                deadline,
+                "warm-up",
+            )?;
+            drain(
+                &mut workers,
+                expected(&warm.per_channel, &subs),
+                Duration::from_secs(3),
+                deadline,
+            )?;
             workers.report(true, deadline)?;
             let c0 = sample(pid);
-            let phase = publish_phase(publisher.as_mut(), args, channels, args.rate, args.duration, deadline, "publishing")?;
+            let phase = publish_phase(
+                publisher.as_mut(),
+                args,
+                channels,
+                args.rate,
+                args.duration,
+                deadline,
+                "publishing",
+            )?;
             let want = expected(&phase.per_channel, &subs);
             let reports = drain(&mut workers, want, Duration::from_secs(5), deadline)?;
             let c1 = sample(pid);
             fill_delivery(m, &reports, &phase, want, cpu_delta(c0, c1))?;
+            m.server_cpu_us_stat = stat_delta(c0, c1);
             m.closes = merge_closes(&reports);
         }
         Scenario::SlowConsumer => {
@@ -246,21 +292,51 @@ fn scenario(args: &RunArgs, server: &mut dyn Target, m: &mut Metrics, deadline: 
             record_memory(m, before, after, tcp_before, connected.ok);
             let mut publisher = server.publisher();
             let slow_n = (0..args.connections).filter(|i| i % slow_every.unwrap_or(1) == 0).count();
-            let warm = publish_phase(publisher.as_mut(), args, 1, args.rate.min(1000.0) * 0.5, 0.5, deadline, "warm-up")?;
+            let warm = publish_phase(
+                publisher.as_mut(),
+                args,
+                1,
+                args.rate.min(1000.0) * 0.5,
+                0.5,
+                deadline,
+                "warm-up",
+            )?;
             drain(&mut workers, warm.sent * connected.ok as u64, Duration::from_secs(3), deadline)?;
             workers.report(true, deadline)?;
             // Phase A: everybody reads.
             let c0 = sample(pid);
-            let a = publish_phase(publisher.as_mut(), args, 1, args.rate, args.duration, deadline, "baseline")?;
-            let ra = drain(&mut workers, a.sent * connected.ok as u64, Duration::from_secs(5), deadline)?;
+            let a = publish_phase(
+                publisher.as_mut(),
+                args,
+                1,
+                args.rate,
+                args.duration,
+                deadline,
+                "baseline",
+            )?;
+            let ra = drain(
+                &mut workers,
+                a.sent * connected.ok as u64,
+                Duration::from_secs(5),
+                deadline,
+            )?;
             let c1 = sample(pid);
             fill_delivery(m, &ra, &a, a.sent * connected.ok as u64, cpu_delta(c0, c1))?;
+            m.server_cpu_us_stat = stat_delta(c0, c1);
             let baseline = merged_latency(&ra)?;
             workers.report(true, deadline)?;
             // Phase B: slow clients stop reading.
             workers.send_all(&Command::SlowStart)?;
             let rss_b0 = sample(pid);
-            let b = publish_phase(publisher.as_mut(), args, 1, args.rate, args.duration, deadline, "slow phase")?;
+            let b = publish_phase(
+                publisher.as_mut(),
+                args,
+                1,
+                args.rate,
+                args.duration,
+                deadline,
+                "slow phase",
+            )?;
             let healthy = connected.ok.saturating_sub(slow_n) as u64;
             let rb = drain(&mut workers, b.sent * healthy, Duration::from_secs(5), deadline)?;
             let during = merged_latency(&rb)?;
@@ -281,12 +357,21 @@ fn scenario(args: &RunArgs, server: &mut dyn Target, m: &mut Metrics, deadline: 
                 healthy_deliveries,
                 healthy_expected: b.sent * healthy,
                 slow_disconnected_3008: slow_3008,
+                slow_disconnected_any: closes
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("slow:") && !k.ends_with("worker-exit"))
+                    .map(|(_, v)| *v)
+                    .sum(),
                 slow_closed_other: closes
                     .iter()
                     .filter(|(k, _)| k.starts_with("slow:") && *k != "slow:3008")
                     .map(|(_, v)| *v)
                     .sum(),
-                healthy_closed: closes.iter().filter(|(k, _)| k.starts_with("ok:")).map(|(_, v)| *v).sum(),
+                healthy_closed: closes
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("ok:"))
+                    .map(|(_, v)| *v)
+                    .sum(),
                 rss_growth_kb: match (rss_b0, rss_b1) {
                     (Some(x), Some(y)) => Some(y.rss_kb as i64 - x.rss_kb as i64),
                     _ => None,
@@ -372,10 +457,8 @@ fn fill_delivery(
     m.expected_deliveries = Some(want);
     m.deliveries_per_sec = Some(deliveries as f64 / secs(phase.elapsed).max(1e-6));
     m.latency = Some(hist::percentiles(&h));
-    m.latency_cdf = h
-        .iter_quantiles(1)
-        .map(|v| (v.quantile_iterated_to(), v.value_iterated_to()))
-        .collect();
+    m.latency_cdf =
+        h.iter_quantiles(1).map(|v| (v.quantile_iterated_to(), v.value_iterated_to())).collect();
     let start_s = phase.start_ns / 1_000_000_000;
     m.per_second = per_second
         .into_iter()
@@ -469,7 +552,12 @@ fn publish_phase(
 
 /// Polls the workers until `want` deliveries arrived or counts stop moving for a second;
 /// returns the last reports (counters not reset).
-fn drain(workers: &mut Workers, want: u64, limit: Duration, deadline: Instant) -> Result<Vec<WorkerReport>> {
+fn drain(
+    workers: &mut Workers,
+    want: u64,
+    limit: Duration,
+    deadline: Instant,
+) -> Result<Vec<WorkerReport>> {
     let until = (Instant::now() + limit).min(deadline);
     let mut last = 0;
     let mut still = Instant::now();
@@ -532,7 +620,11 @@ impl Workers {
                 clients: count,
                 protocol: protocol.clone(),
                 channels,
-                connect_concurrency: if storm { args.storm_concurrency } else { args.connect_concurrency },
+                connect_concurrency: if storm {
+                    args.storm_concurrency
+                } else {
+                    args.connect_concurrency
+                },
                 connect_timeout_ms: args.connect_timeout_ms,
                 slow_every,
                 slow_rcvbuf: slow_every.map(|_| 4096),
@@ -546,8 +638,14 @@ impl Workers {
                 .stderr(Stdio::inherit())
                 .spawn()
                 .context("spawning a worker")?;
-            let mut stdin = child.stdin.take().ok_or_else(|| Error::Worker { worker: k, msg: "no stdin".into() })?;
-            let stdout = child.stdout.take().ok_or_else(|| Error::Worker { worker: k, msg: "no stdout".into() })?;
+            let mut stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| Error::Worker { worker: k, msg: "no stdin".into() })?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| Error::Worker { worker: k, msg: "no stdout".into() })?;
             let line = serde_json::to_string(&spec).context("encoding worker spec")?;
             writeln!(stdin, "{line}").context("sending worker spec")?;
             let tx = tx.clone();
@@ -584,7 +682,9 @@ impl Workers {
         let left = until.saturating_duration_since(Instant::now());
         match self.rx.recv_timeout(left) {
             Ok((k, Msg::Event(ev))) => Ok((k, ev)),
-            Ok((k, Msg::Gone)) => Err(Error::Worker { worker: k, msg: "exited unexpectedly".into() }),
+            Ok((k, Msg::Gone)) => {
+                Err(Error::Worker { worker: k, msg: "exited unexpectedly".into() })
+            }
             Err(_) => Err(Error::Timeout("waiting for workers".into())),
         }
     }

@@ -62,8 +62,10 @@ fn latency_cdf(path: &Path, result: &RunResult) -> Result<()> {
 }
 
 fn deliveries(path: &Path, result: &RunResult) -> Result<()> {
-    let max_x = result.runs.iter().flat_map(|r| r.per_second.iter().map(|p| p.0)).max().unwrap_or(1).max(1);
-    let max_y = result.runs.iter().flat_map(|r| r.per_second.iter().map(|p| p.1)).max().unwrap_or(1).max(1);
+    let max_x =
+        result.runs.iter().flat_map(|r| r.per_second.iter().map(|p| p.0)).max().unwrap_or(1).max(1);
+    let max_y =
+        result.runs.iter().flat_map(|r| r.per_second.iter().map(|p| p.1)).max().unwrap_or(1).max(1);
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)

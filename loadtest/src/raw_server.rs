@@ -283,7 +283,12 @@ pub fn parse_client_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     Some((opcode, data, at + len))
 }
 
-async fn websocket(state: Rc<State>, mut read: OwnedReadHalf, write: OwnedWriteHalf, mut buf: Vec<u8>) {
+async fn websocket(
+    state: Rc<State>,
+    mut read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    mut buf: Vec<u8>,
+) {
     let conn = Rc::new(Conn {
         write,
         backlog: RefCell::new(Vec::new()),
@@ -302,7 +307,9 @@ async fn websocket(state: Rc<State>, mut read: OwnedReadHalf, write: OwnedWriteH
                     let text = String::from_utf8_lossy(&data);
                     let mut replies = Vec::new();
                     for line in text.split('\n').filter(|l| !l.is_empty()) {
-                        let Ok(cmd) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+                        let Ok(cmd) = serde_json::from_str::<serde_json::Value>(line) else {
+                            continue;
+                        };
                         let id = cmd["id"].as_u64().unwrap_or(0);
                         if cmd.get("connect").is_some() {
                             replies.push(format!(

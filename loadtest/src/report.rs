@@ -24,8 +24,10 @@ pub struct SlowMetrics {
     pub healthy_deliveries: u64,
     /// What they should have received.
     pub healthy_expected: u64,
-    /// Slow clients closed with 3008 (slow).
+    /// Slow clients closed with a 3008 (slow) close frame.
     pub slow_disconnected_3008: u64,
+    /// Slow clients whose connection the server ended in any way (close frame, EOF, reset).
+    pub slow_disconnected_any: u64,
     /// Slow clients that ended any other way (other close code, EOF, reset).
     pub slow_closed_other: u64,
     /// Healthy clients that lost their connection.
@@ -89,8 +91,10 @@ pub struct Metrics {
     pub latency_cdf: Vec<(f64, u64)>,
     /// Deliveries per second over the phase: (second, count).
     pub per_second: Vec<(u64, u64)>,
-    /// Server CPU over the measured phase.
+    /// Server CPU over the measured phase (schedstat ns sum).
     pub server_cpu_us: Option<u64>,
+    /// The same from utime+stime ticks (cross-check, tick resolution).
+    pub server_cpu_us_stat: Option<u64>,
     /// Server CPU per delivered message.
     pub cpu_us_per_delivery: Option<f64>,
     /// Server CPU use over the phase, percent of one core.
@@ -196,8 +200,14 @@ pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
                     (s.healthy_expected > 0)
                         .then(|| s.healthy_deliveries as f64 * 100.0 / s.healthy_expected as f64),
                 ));
-                f.push(("slow clients disconnected with 3008", Some(s.slow_disconnected_3008 as f64)));
-                f.push(("slow clients ended otherwise", Some(s.slow_closed_other as f64)));
+                f.push((
+                    "slow clients disconnected by the server",
+                    Some(s.slow_disconnected_any as f64),
+                ));
+                f.push((
+                    "… of them with a 3008 close frame",
+                    Some(s.slow_disconnected_3008 as f64),
+                ));
                 f.push(("healthy clients closed", Some(s.healthy_closed as f64)));
             }
         }
@@ -244,6 +254,48 @@ impl RunResult {
             runs,
             ratios_vs_raw: ratios,
         }
+    }
+
+    /// Sanity checks of every run: empty when the numbers look plausible.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &self.runs {
+            let mut bad = |what: String| out.push(format!("{}: {what}", m.target));
+            if m.connected == 0 || m.connected < m.connections {
+                bad(format!("only {}/{} clients connected", m.connected, m.connections));
+            }
+            match self.scenario {
+                Scenario::Idle => {
+                    if !m.rss_per_conn_kb.is_some_and(|v| v > 0.0) {
+                        bad(format!("RSS per connection {:?} is not > 0", m.rss_per_conn_kb));
+                    }
+                }
+                Scenario::ConnectStorm => {
+                    if !m.connect_rate.is_some_and(|v| v > 0.0) {
+                        bad(format!("connect rate {:?} is not > 0", m.connect_rate));
+                    }
+                }
+                Scenario::Broadcast | Scenario::FanoutMany | Scenario::SlowConsumer => {
+                    if m.deliveries.unwrap_or(0) == 0 {
+                        bad(format!("deliveries {:?} not > 0", m.deliveries));
+                    }
+                    let p50 = m.latency.map_or(0, |p| p.p50_us);
+                    if p50 == 0 || p50 >= 1_000_000 {
+                        bad(format!("latency p50 {p50} µs not in (0, 1 s)"));
+                    }
+                    if m.server_cpu_us.is_some() && !m.cpu_us_per_delivery.is_some_and(|v| v > 0.0)
+                    {
+                        bad("server CPU per delivery is not > 0".into());
+                    }
+                    if let Some(s) = &m.slow {
+                        if s.healthy_deliveries == 0 {
+                            bad("healthy clients got nothing in the slow phase".into());
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The Markdown table.
@@ -317,7 +369,7 @@ impl RunResult {
 fn fmt(v: f64) -> String {
     if v == 0.0 {
         "0".into()
-    } else if v.abs() >= 1000.0 {
+    } else if v.abs() >= 1000.0 || (v.fract() == 0.0 && v.abs() < 1e15) {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")

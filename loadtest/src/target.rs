@@ -154,10 +154,9 @@ fn spawn_and_wait(
         match rx.recv_timeout(left.max(Duration::from_millis(1))) {
             Ok(line) => {
                 if let Some(rest) = line.trim().strip_prefix(prefix) {
-                    let addr: SocketAddr = rest
-                        .trim()
-                        .parse()
-                        .map_err(|_| Error::Server(format!("{name}: unparsable address in {line:?}")))?;
+                    let addr: SocketAddr = rest.trim().parse().map_err(|_| {
+                        Error::Server(format!("{name}: unparsable address in {line:?}"))
+                    })?;
                     return Ok((child, addr, log, stdin));
                 }
             }
@@ -182,6 +181,7 @@ fn drain(
 ) {
     for line in BufReader::new(pipe).lines() {
         let Ok(line) = line else { break };
+        let line = strip_ansi(&line);
         if let Ok(mut t) = tail.lock() {
             if t.len() >= 40 {
                 t.pop_front();
@@ -198,6 +198,35 @@ fn drain(
             }
         }
         let _ = lines_out.send(line);
+    }
+}
+
+/// Removes ANSI colour sequences (`ESC [ … letter`) from a log line.
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_colours() {
+        assert_eq!(
+            super::strip_ansi("\u{1b}[2mT\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x"),
+            "T  WARN x"
+        );
     }
 }
 
@@ -285,7 +314,8 @@ pub fn start_rotor(opts: &RotorOptions) -> Result<Spawned> {
 /// Starts the raw floor server (this binary's `raw-server` subcommand).
 pub fn start_raw(self_exe: &Path, max_seconds: u64) -> Result<Spawned> {
     let mut cmd = Command::new(self_exe);
-    cmd.args(["raw-server", "--listen", "127.0.0.1:0", "--max-seconds"]).arg(max_seconds.to_string());
+    cmd.args(["raw-server", "--listen", "127.0.0.1:0", "--max-seconds"])
+        .arg(max_seconds.to_string());
     let (child, addr, log, stdin) = spawn_and_wait("raw", cmd, "raw-server listening on ", true)?;
     Ok(Spawned {
         name: "raw".into(),

@@ -315,7 +315,7 @@ async fn read_loop(
                     break f.map(|f| u16::from(f.code).to_string()).unwrap_or_else(|| "close".into());
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => break reason("error", e).chars().take(40).collect(),
+                Some(Err(e)) => break reason("error", e),
                 None => break "eof".to_owned(),
             },
             r = mode.changed() => if r.is_err() { break "worker-exit".to_owned() },
