@@ -143,12 +143,12 @@ pub struct RunArgs {
     /// First source address octet: worker k binds to 127.0.0.(base+k); 0 disables binding.
     #[arg(long, default_value_t = 2)]
     pub source_base: u8,
-    /// CPUs (comma-separated) for the server processes the harness starts.
-    #[arg(long, value_delimiter = ',')]
-    pub server_cpus: Vec<usize>,
-    /// CPUs (comma-separated) for the worker processes.
-    #[arg(long, value_delimiter = ',')]
-    pub client_cpus: Vec<usize>,
+    /// CPUs for the server processes the harness starts (`0-3,8`).
+    #[arg(long, value_parser = parse_cpu_list, default_value = "")]
+    pub server_cpus: CpuList,
+    /// CPUs for the worker processes (`4-7`).
+    #[arg(long, value_parser = parse_cpu_list, default_value = "")]
+    pub client_cpus: CpuList,
     /// Hard bound on the whole run in seconds (workers and raw server exit by themselves too).
     #[arg(long, default_value_t = 900)]
     pub max_runtime: u64,
@@ -170,5 +170,47 @@ impl RunArgs {
     /// Workers to use.
     pub fn worker_count(&self) -> usize {
         self.workers.unwrap_or_else(|| self.connections.div_ceil(18_000)).max(1)
+    }
+}
+
+/// A list of CPU numbers (empty = no affinity change).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Parses `0-3,8,10-11` (empty string = empty list).
+pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |s: &str| s.trim().parse::<usize>().map_err(|_| format!("bad CPU number {s:?}"));
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b || b >= 1024 {
+                    return Err(format!("bad CPU range {part:?}"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    Ok(CpuList(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5").unwrap().0, vec![0, 1, 2, 5]);
+        assert!(parse_cpu_list("").unwrap().0.is_empty());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+    }
+
+    #[test]
+    fn default_workers() {
+        let cli = Cli::parse_from(["rotor-loadtest", "--connections", "100000"]);
+        assert_eq!(cli.run.worker_count(), 6);
     }
 }

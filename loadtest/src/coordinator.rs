@@ -119,7 +119,7 @@ fn with_affinity<T>(cpus: &[usize], f: impl FnOnce() -> Result<T>) -> Result<T> 
 
 fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
     let exe = std::env::current_exe().context("locating own executable")?;
-    with_affinity(&args.server_cpus, || -> Result<Box<dyn Target>> {
+    with_affinity(&args.server_cpus.0, || -> Result<Box<dyn Target>> {
         Ok(match kind {
             TargetKind::Raw => Box::new(target::start_raw(&exe, args.max_runtime)?),
             TargetKind::Rotor => match args.addr {
@@ -197,7 +197,7 @@ fn scenario(
     let slow_every = (args.scenario == Scenario::SlowConsumer)
         .then(|| ((1.0 / args.slow_fraction).round() as usize).max(1));
     let channels = if args.scenario == Scenario::FanoutMany { args.channels.max(1) } else { 1 };
-    let mut workers = with_affinity(&args.client_cpus, || {
+    let mut workers = with_affinity(&args.client_cpus.0, || {
         Workers::spawn(args, server.addr(), server.protocol(), channels, slow_every)
     })?;
     let storm = args.scenario == Scenario::ConnectStorm;
