@@ -98,7 +98,7 @@ pub trait ClientProtocol {
 }
 
 /// Publishing side, used by the coordinator.
-pub trait Publisher {
+pub trait Publisher: Send {
     /// Publishes `payload` (a JSON object) to `channel`; returns when the server accepted it.
     fn publish(&mut self, channel: &str, payload: &str) -> Result<()>;
 }

@@ -95,6 +95,9 @@ pub struct RunArgs {
     /// Payload size in bytes (JSON object with the send timestamp, padded).
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
+    /// Concurrent publisher connections (each its own thread and keep-alive connection).
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
     /// Channels for fanout-many.
     #[arg(long, default_value_t = 100)]
     pub channels: usize,

@@ -251,11 +251,12 @@ fn scenario(
         Scenario::Broadcast | Scenario::FanoutMany => {
             let after = sample(pid);
             record_memory(m, before, after, tcp_before, connected.ok);
-            let mut publisher = server.publisher();
+            let mut publisher: Vec<Box<dyn Publisher>> =
+                (0..args.publishers.max(1)).map(|_| server.publisher()).collect();
             let subs = subscribers_per_channel(args.connections, channels, connected.ok);
             // Warm-up: a short burst not counted, then counters reset.
             let warm = publish_phase(
-                publisher.as_mut(),
+                &mut publisher,
                 args,
                 channels,
                 args.rate.min(1000.0) * 0.5,
@@ -272,7 +273,7 @@ fn scenario(
             workers.report(true, deadline)?;
             let c0 = sample(pid);
             let phase = publish_phase(
-                publisher.as_mut(),
+                &mut publisher,
                 args,
                 channels,
                 args.rate,
@@ -290,10 +291,11 @@ fn scenario(
         Scenario::SlowConsumer => {
             let after = sample(pid);
             record_memory(m, before, after, tcp_before, connected.ok);
-            let mut publisher = server.publisher();
+            let mut publisher: Vec<Box<dyn Publisher>> =
+                (0..args.publishers.max(1)).map(|_| server.publisher()).collect();
             let slow_n = (0..args.connections).filter(|i| i % slow_every.unwrap_or(1) == 0).count();
             let warm = publish_phase(
-                publisher.as_mut(),
+                &mut publisher,
                 args,
                 1,
                 args.rate.min(1000.0) * 0.5,
@@ -306,7 +308,7 @@ fn scenario(
             // Phase A: everybody reads.
             let c0 = sample(pid);
             let a = publish_phase(
-                publisher.as_mut(),
+                &mut publisher,
                 args,
                 1,
                 args.rate,
@@ -329,7 +331,7 @@ fn scenario(
             workers.send_all(&Command::SlowStart)?;
             let rss_b0 = sample(pid);
             let b = publish_phase(
-                publisher.as_mut(),
+                &mut publisher,
                 args,
                 1,
                 args.rate,
@@ -451,6 +453,7 @@ fn fill_delivery(
     let deliveries: u64 = reports.iter().map(|r| r.deliveries + r.slow_deliveries).sum();
     m.publishes = Some(phase.sent);
     m.publish_errors = Some(phase.errors);
+    m.publish_skipped = Some(phase.skipped);
     m.publish_rate = Some(phase.sent as f64 / secs(phase.elapsed).max(1e-6));
     m.publish_api_latency = Some(hist::percentiles(&phase.api_latency));
     m.deliveries = Some(deliveries);
@@ -481,13 +484,29 @@ struct PhaseStats {
     elapsed: Duration,
     start_ns: u64,
     api_latency: hdrhistogram::Histogram<u64>,
+    skipped: u64,
+}
+
+impl PhaseStats {
+    fn empty(channels: usize, start_ns: u64) -> Self {
+        Self {
+            sent: 0,
+            errors: 0,
+            per_channel: vec![0; channels],
+            elapsed: Duration::ZERO,
+            start_ns,
+            api_latency: hist::new(),
+            skipped: 0,
+        }
+    }
 }
 
 /// Publishes at `rate` for `duration` seconds: at most `rate × duration` publishes and never
-/// past `duration + 2 s` (or the run deadline). Ticks that fall more than a second behind are
-/// skipped rather than bunched.
+/// past `duration + 2 s` (or the run deadline). Tick `i` is due at `i / rate` and is sent by
+/// publisher `i % K` (each its own keep-alive connection and thread), so a slow API answer
+/// does not hold back the schedule; ticks more than a second late are skipped, not bunched.
 fn publish_phase(
-    publisher: &mut dyn Publisher,
+    publishers: &mut [Box<dyn Publisher>],
     args: &RunArgs,
     channels: usize,
     rate: f64,
@@ -499,55 +518,80 @@ fn publish_phase(
     let start = Instant::now();
     let stop = (start + Duration::from_secs_f64(duration + 2.0)).min(deadline);
     let bar = progress(max, what);
-    let mut st = PhaseStats {
-        sent: 0,
-        errors: 0,
-        per_channel: vec![0; channels],
-        elapsed: Duration::ZERO,
-        start_ns: crate::clock::now_ns(),
-        api_latency: hist::new(),
-    };
-    let mut last_error = String::new();
-    let mut tick: u64 = 0;
-    while tick < max {
-        let due = start + Duration::from_secs_f64(tick as f64 / rate);
-        let now = Instant::now();
-        if now >= stop {
-            break;
-        }
-        if due > now {
-            std::thread::sleep(due - now);
-        } else if now - due > Duration::from_secs(1) {
-            tick += 1;
-            continue;
-        }
-        let ch = (tick as usize) % channels;
-        let t = crate::clock::now_ns();
-        let body = crate::payload::build(t, tick, args.payload_bytes);
-        match publisher.publish(&channel_name(ch, channels), &body) {
-            Ok(()) => {
-                st.sent += 1;
-                st.per_channel[ch] += 1;
-                st.api_latency.saturating_record(((crate::clock::now_ns() - t) / 1000).max(1));
-            }
-            Err(e) => {
-                st.errors += 1;
-                last_error = e.to_string();
-                if st.sent == 0 && st.errors >= 10 {
-                    bar.finish_and_clear();
-                    return Err(Error::Server(format!("publishing fails: {last_error}")));
-                }
-            }
-        }
-        tick += 1;
-        bar.set_position(tick);
-    }
-    st.elapsed = start.elapsed().max(Duration::from_secs_f64(duration));
+    let k = publishers.len().max(1) as u64;
+    let start_ns = crate::clock::now_ns();
+    let results: Vec<Result<PhaseStats>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = publishers
+            .iter_mut()
+            .enumerate()
+            .map(|(j, publisher)| {
+                let bar = bar.clone();
+                scope.spawn(move || {
+                    let mut st = PhaseStats::empty(channels, start_ns);
+                    let mut last_error = String::new();
+                    let mut tick = j as u64;
+                    while tick < max {
+                        let due = start + Duration::from_secs_f64(tick as f64 / rate);
+                        let now = Instant::now();
+                        if now >= stop {
+                            break;
+                        }
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        } else if now - due > Duration::from_secs(1) {
+                            st.skipped += 1;
+                            tick += k;
+                            continue;
+                        }
+                        let ch = (tick as usize) % channels;
+                        let t = crate::clock::now_ns();
+                        let body = crate::payload::build(t, tick, args.payload_bytes);
+                        match publisher.publish(&channel_name(ch, channels), &body) {
+                            Ok(()) => {
+                                st.sent += 1;
+                                st.per_channel[ch] += 1;
+                                let us = (crate::clock::now_ns().saturating_sub(t) / 1000).max(1);
+                                st.api_latency.saturating_record(us);
+                            }
+                            Err(e) => {
+                                st.errors += 1;
+                                last_error = e.to_string();
+                                if st.sent == 0 && st.errors >= 10 {
+                                    return Err(Error::Server(format!(
+                                        "publishing fails: {last_error}"
+                                    )));
+                                }
+                            }
+                        }
+                        tick += k;
+                        bar.inc(1);
+                    }
+                    if st.errors > 0 {
+                        eprintln!("{what}: {} publish errors, last: {last_error}", st.errors);
+                    }
+                    Ok(st)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Server("publisher panicked".into()))))
+            .collect()
+    });
     bar.finish_and_clear();
-    if st.errors > 0 {
-        eprintln!("{what}: {} publish errors, last: {last_error}", st.errors);
+    let mut total = PhaseStats::empty(channels, start_ns);
+    for r in results {
+        let st = r?;
+        total.sent += st.sent;
+        total.errors += st.errors;
+        total.skipped += st.skipped;
+        for (a, b) in total.per_channel.iter_mut().zip(&st.per_channel) {
+            *a += b;
+        }
+        hist::merge(&mut total.api_latency, &st.api_latency)?;
     }
-    Ok(st)
+    total.elapsed = start.elapsed().max(Duration::from_secs_f64(duration));
+    Ok(total)
 }
 
 /// Polls the workers until `want` deliveries arrived or counts stop moving for a second;

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub publishes: Option<u64>,
     /// Publishes that failed.
     pub publish_errors: Option<u64>,
+    /// Publish ticks skipped because the publishers fell more than 1 s behind.
+    pub publish_skipped: Option<u64>,
     /// Achieved publish rate.
     pub publish_rate: Option<f64>,
     /// HTTP API round trip of a publish.
@@ -179,6 +181,7 @@ pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
         Scenario::Broadcast | Scenario::FanoutMany | Scenario::SlowConsumer => {
             f.push(("server RSS per conn (KB)", m.rss_per_conn_kb));
             f.push(("publishes/s achieved", m.publish_rate));
+            f.push(("publish API p50 (ms)", m.publish_api_latency.map(|p| ms(p.p50_us))));
             f.push(("deliveries/s", m.deliveries_per_sec));
             f.push((
                 "delivered / expected (%)",
