@@ -1,0 +1,826 @@
+//! The coordinator: starts the target (and the raw floor with `--compare raw`), spawns the
+//! worker processes, runs the scenario's phases, measures the server through procfs, and hands
+//! the numbers to [`crate::report`]. Every wait is bounded and every send loop is bounded in
+//! count and time; the run ends by itself within `--max-runtime`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::net::Ipv4Addr;
+use std::process::{Child, ChildStdin, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+use crate::adapter::{channel_name, ProtocolSpec, Publisher};
+use crate::cli::{Compare, RunArgs, Scenario, TargetKind};
+use crate::error::{Context, Error, Result};
+use crate::hist::{self, Percentiles};
+use crate::procfs;
+use crate::proto::{Command, ConnectReport, Event, WorkerReport, WorkerSpec};
+use crate::report::{self, Metrics, SlowMetrics};
+use crate::target::{self, External, RotorOptions, Target};
+
+/// Entry point of a coordinator run.
+pub fn main(args: &RunArgs) -> Result<()> {
+    validate(args)?;
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    if args.compare == Some(Compare::Raw) && args.target != TargetKind::Raw {
+        runs.push(run_target(args, TargetKind::Raw, started)?);
+    }
+    runs.push(run_target(args, args.target, started)?);
+    let result = report::RunResult::new(args, runs);
+    println!("{}", result.markdown());
+    if let Some(path) = &args.out {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).context(format!("creating {}", dir.display()))?;
+        }
+        let text = serde_json::to_string_pretty(&result).context("encoding result")?;
+        std::fs::write(path, text).context(format!("writing {}", path.display()))?;
+        eprintln!("result written to {}", path.display());
+    }
+    if let Some(dir) = &args.plots {
+        crate::plots::write_all(dir, &result)?;
+        eprintln!("plots written to {}", dir.display());
+    }
+    if args.assert_sane {
+        let problems = result.problems();
+        if !problems.is_empty() {
+            return Err(Error::Server(format!("insane numbers: {}", problems.join("; "))));
+        }
+        eprintln!("sanity checks passed");
+    }
+    Ok(())
+}
+
+fn validate(args: &RunArgs) -> Result<()> {
+    if args.connections == 0 {
+        return Err(Error::Args("--connections must be > 0".into()));
+    }
+    if !(args.rate > 0.0 && args.rate <= 1_000_000.0) {
+        return Err(Error::Args("--rate must be in (0, 1e6]".into()));
+    }
+    if !(args.duration > 0.0 && args.duration <= 3600.0) {
+        return Err(Error::Args("--duration must be in (0, 3600]".into()));
+    }
+    if !(args.slow_fraction > 0.0 && args.slow_fraction <= 1.0) {
+        return Err(Error::Args("--slow-fraction must be in (0, 1]".into()));
+    }
+    if let Some(addr) = args.addr {
+        if !addr.ip().is_loopback() {
+            return Err(Error::Args(format!("--addr {addr} is not in 127.0.0.0/8")));
+        }
+    }
+    let per_worker = args.connections.div_ceil(args.worker_count());
+    if per_worker > 19_500 {
+        return Err(Error::Args(format!(
+            "{per_worker} connections per worker exceed one process's file limit; raise --workers"
+        )));
+    }
+    if args.source_base != 0 && usize::from(args.source_base) + args.worker_count() > 255 {
+        return Err(Error::Args("too many workers for 127.0.0.x source addresses".into()));
+    }
+    Ok(())
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stdout().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>12} [{elapsed_precise}] {wide_bar} {pos}/{len}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Runs `f` with this process's CPU affinity set to `cpus` (children inherit it), then restores.
+fn with_affinity<T>(cpus: &[usize], f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if cpus.is_empty() {
+        return f();
+    }
+    let me = Pid::from_raw(0);
+    let saved = sched_getaffinity(me).context("sched_getaffinity")?;
+    let mut set = CpuSet::new();
+    for &c in cpus {
+        set.set(c).context(format!("CPU {c}"))?;
+    }
+    sched_setaffinity(me, &set).context("sched_setaffinity")?;
+    let r = f();
+    sched_setaffinity(me, &saved).context("restoring affinity")?;
+    r
+}
+
+fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
+    let exe = std::env::current_exe().context("locating own executable")?;
+    with_affinity(&args.server_cpus.0, || -> Result<Box<dyn Target>> {
+        Ok(match kind {
+            TargetKind::Raw => Box::new(target::start_raw(&exe, args.max_runtime)?),
+            TargetKind::Rotor => match args.addr {
+                Some(addr) => Box::new(External {
+                    addr,
+                    pid: args.server_pid,
+                    protocol: ProtocolSpec::CentrifugoJson {
+                        ws_path: "/connection/websocket".into(),
+                        hmac_secret: args.hmac_secret.clone(),
+                        api_key: args.api_key.clone(),
+                    },
+                }),
+                None => Box::new(target::start_rotor(&RotorOptions {
+                    bin: args.rotor_bin.clone(),
+                    shards: args.shards,
+                    queue_max_size: args.queue_max_size,
+                    log_level: args.server_log_level.clone(),
+                })?),
+            },
+        })
+    })
+}
+
+fn sample(pid: Option<u32>) -> Option<procfs::Sample> {
+    pid.and_then(|p| procfs::sample(p).ok())
+}
+
+fn cpu_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64> {
+    Some(b?.cpu_us.saturating_sub(a?.cpu_us))
+}
+
+fn stat_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64> {
+    Some(b?.stat_cpu_us.saturating_sub(a?.stat_cpu_us))
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn run_target(args: &RunArgs, kind: TargetKind, started: Instant) -> Result<Metrics> {
+    let deadline = started + Duration::from_secs(args.max_runtime);
+    let mut server = start_target(args, kind)?;
+    eprintln!(
+        "== {} ({}) at {}, pid {:?}: {:?}, {} connections, {} workers",
+        server.name(),
+        match kind {
+            TargetKind::Rotor => "target",
+            TargetKind::Raw => "floor",
+        },
+        server.addr(),
+        server.pid(),
+        args.scenario,
+        args.connections,
+        args.worker_count()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut m = Metrics::new(server.name(), args);
+    let result = scenario(args, server.as_mut(), &mut m, deadline);
+    m.server_log = server.warnings();
+    server.stop()?;
+    result?;
+    Ok(m)
+}
+
+fn scenario(
+    args: &RunArgs,
+    server: &mut dyn Target,
+    m: &mut Metrics,
+    deadline: Instant,
+) -> Result<()> {
+    let pid = server.pid();
+    let before = sample(pid);
+    let tcp_before = procfs::tcp_mem_kb();
+    m.rss_before_kb = before.map(|s| s.rss_kb);
+    let slow_every = (args.scenario == Scenario::SlowConsumer)
+        .then(|| ((1.0 / args.slow_fraction).round() as usize).max(1));
+    let channels = if args.scenario == Scenario::FanoutMany { args.channels.max(1) } else { 1 };
+    let mut workers = with_affinity(&args.client_cpus.0, || {
+        Workers::spawn(args, server.addr(), server.protocol(), channels, slow_every)
+    })?;
+    let storm = args.scenario == Scenario::ConnectStorm;
+    let cpu0 = sample(pid);
+    let t0 = Instant::now();
+    let connected = workers.connect(args.connections, deadline)?;
+    let connect_wall = t0.elapsed();
+    let cpu1 = sample(pid);
+    m.connected = connected.ok;
+    m.connect_failed = connected.failed;
+    m.connect_errors = connected.errors.clone();
+    m.connect_seconds = Some(secs(connect_wall));
+    m.connect_rate = Some(connected.ok as f64 / secs(connect_wall).max(1e-6));
+    m.connect_latency = Some(hist::percentiles(&connected.latency));
+    if storm {
+        m.cpu_us_per_connect = cpu_delta(cpu0, cpu1).map(|c| c as f64 / connected.ok.max(1) as f64);
+        m.server_cpu_us = cpu_delta(cpu0, cpu1);
+        m.server_cpu_us_stat = stat_delta(cpu0, cpu1);
+    }
+    if connected.ok == 0 {
+        workers.shutdown();
+        return Err(Error::Server(format!("no client connected: {:?}", connected.errors)));
+    }
+    match args.scenario {
+        Scenario::Idle | Scenario::ConnectStorm => {
+            std::thread::sleep(Duration::from_secs(1));
+            let after = sample(pid);
+            record_memory(m, before, after, tcp_before, connected.ok);
+            if args.scenario == Scenario::Idle {
+                let c0 = sample(pid);
+                let hold = Duration::from_secs_f64(args.duration);
+                let bar = progress(hold.as_secs(), "holding");
+                let until = (Instant::now() + hold).min(deadline);
+                while Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(250).min(until - Instant::now()));
+                    bar.set_position(
+                        hold.as_secs().saturating_sub((until - Instant::now()).as_secs()),
+                    );
+                }
+                bar.finish_and_clear();
+                let c1 = sample(pid);
+                m.hold_seconds = Some(args.duration);
+                m.server_cpu_us = cpu_delta(c0, c1);
+                m.server_cpu_us_stat = stat_delta(c0, c1);
+                m.cpu_us_per_conn_second = cpu_delta(c0, c1)
+                    .map(|c| c as f64 / (connected.ok as f64 * args.duration.max(1e-9)));
+            }
+            let reports = workers.report(false, deadline)?;
+            m.closes = merge_closes(&reports);
+        }
+        Scenario::Broadcast | Scenario::FanoutMany => {
+            let after = sample(pid);
+            record_memory(m, before, after, tcp_before, connected.ok);
+            let mut publisher: Vec<Box<dyn Publisher>> =
+                (0..args.publishers.max(1)).map(|_| server.publisher()).collect();
+            let subs = subscribers_per_channel(args.connections, channels, connected.ok);
+            // Warm-up: a short burst not counted, then counters reset.
+            let warm = publish_phase(
+                &mut publisher,
+                args,
+                channels,
+                args.rate.min(1000.0) * 0.5,
+                0.5,
+                deadline,
+                "warm-up",
+            )?;
+            drain(
+                &mut workers,
+                expected(&warm.per_channel, &subs),
+                Duration::from_secs(3),
+                deadline,
+            )?;
+            workers.report(true, deadline)?;
+            let c0 = sample(pid);
+            let phase = publish_phase(
+                &mut publisher,
+                args,
+                channels,
+                args.rate,
+                args.duration,
+                deadline,
+                "publishing",
+            )?;
+            let want = expected(&phase.per_channel, &subs);
+            let reports = drain(&mut workers, want, Duration::from_secs(5), deadline)?;
+            let c1 = sample(pid);
+            fill_delivery(m, &reports, &phase, want, cpu_delta(c0, c1))?;
+            m.server_cpu_us_stat = stat_delta(c0, c1);
+            m.closes = merge_closes(&reports);
+        }
+        Scenario::SlowConsumer => {
+            let after = sample(pid);
+            record_memory(m, before, after, tcp_before, connected.ok);
+            let mut publisher: Vec<Box<dyn Publisher>> =
+                (0..args.publishers.max(1)).map(|_| server.publisher()).collect();
+            let slow_n = (0..args.connections).filter(|i| i % slow_every.unwrap_or(1) == 0).count();
+            let warm = publish_phase(
+                &mut publisher,
+                args,
+                1,
+                args.rate.min(1000.0) * 0.5,
+                0.5,
+                deadline,
+                "warm-up",
+            )?;
+            drain(&mut workers, warm.sent * connected.ok as u64, Duration::from_secs(3), deadline)?;
+            workers.report(true, deadline)?;
+            // Phase A: everybody reads.
+            let c0 = sample(pid);
+            let a = publish_phase(
+                &mut publisher,
+                args,
+                1,
+                args.rate,
+                args.duration,
+                deadline,
+                "baseline",
+            )?;
+            let ra = drain(
+                &mut workers,
+                a.sent * connected.ok as u64,
+                Duration::from_secs(5),
+                deadline,
+            )?;
+            let c1 = sample(pid);
+            fill_delivery(m, &ra, &a, a.sent * connected.ok as u64, cpu_delta(c0, c1))?;
+            m.server_cpu_us_stat = stat_delta(c0, c1);
+            let baseline = merged_latency(&ra)?;
+            workers.report(true, deadline)?;
+            // Phase B: slow clients stop reading.
+            workers.send_all(&Command::SlowStart)?;
+            let rss_b0 = sample(pid);
+            let b = publish_phase(
+                &mut publisher,
+                args,
+                1,
+                args.rate,
+                args.duration,
+                deadline,
+                "slow phase",
+            )?;
+            let healthy = connected.ok.saturating_sub(slow_n) as u64;
+            let rb = drain(&mut workers, b.sent * healthy, Duration::from_secs(5), deadline)?;
+            let during = merged_latency(&rb)?;
+            let rss_b1 = sample(pid);
+            std::thread::sleep(Duration::from_secs_f64(args.slow_grace.clamp(0.0, 60.0)));
+            workers.send_all(&Command::SlowResume)?;
+            std::thread::sleep(Duration::from_secs(2));
+            let rc = workers.report(false, deadline)?;
+            let closes = merge_closes(&rc);
+            let slow_3008 = closes.get("slow:3008").copied().unwrap_or(0);
+            let healthy_deliveries: u64 = rb.iter().map(|r| r.deliveries).sum();
+            m.slow = Some(SlowMetrics {
+                slow_clients: slow_n,
+                baseline,
+                during,
+                p99_change_percent: (baseline.p99_us > 0)
+                    .then(|| (during.p99_us as f64 / baseline.p99_us as f64 - 1.0) * 100.0),
+                healthy_deliveries,
+                healthy_expected: b.sent * healthy,
+                slow_disconnected_3008: slow_3008,
+                slow_disconnected_any: closes
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("slow:") && !k.ends_with("worker-exit"))
+                    .map(|(_, v)| *v)
+                    .sum(),
+                slow_closed_other: closes
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("slow:") && *k != "slow:3008")
+                    .map(|(_, v)| *v)
+                    .sum(),
+                healthy_closed: closes
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("ok:"))
+                    .map(|(_, v)| *v)
+                    .sum(),
+                rss_growth_kb: match (rss_b0, rss_b1) {
+                    (Some(x), Some(y)) => Some(y.rss_kb as i64 - x.rss_kb as i64),
+                    _ => None,
+                },
+            });
+            m.closes = closes;
+        }
+    }
+    workers.shutdown();
+    Ok(())
+}
+
+fn record_memory(
+    m: &mut Metrics,
+    before: Option<procfs::Sample>,
+    after: Option<procfs::Sample>,
+    tcp_before: Option<u64>,
+    n: usize,
+) {
+    m.rss_after_kb = after.map(|s| s.rss_kb);
+    if let (Some(b), Some(a)) = (before, after) {
+        m.rss_per_conn_kb = Some((a.rss_kb as f64 - b.rss_kb as f64) / n.max(1) as f64);
+    }
+    if let (Some(b), Some(a)) = (tcp_before, procfs::tcp_mem_kb()) {
+        m.tcp_buffers_per_conn_kb = Some((a as f64 - b as f64) / n.max(1) as f64);
+    }
+}
+
+/// Subscribers per channel, scaled by the share of clients that connected.
+fn subscribers_per_channel(n: usize, channels: usize, connected: usize) -> Vec<f64> {
+    let mut v = vec![0.0; channels];
+    for i in 0..n {
+        v[i % channels] += 1.0;
+    }
+    let scale = connected as f64 / n as f64;
+    v.iter().map(|x| x * scale).collect()
+}
+
+fn expected(per_channel: &[u64], subs: &[f64]) -> u64 {
+    per_channel.iter().zip(subs).map(|(p, s)| *p as f64 * s).sum::<f64>().round() as u64
+}
+
+fn merged_latency(reports: &[WorkerReport]) -> Result<Percentiles> {
+    let mut h = hist::new();
+    for r in reports {
+        hist::merge(&mut h, &hist::decode(&r.latency_hist)?)?;
+    }
+    Ok(hist::percentiles(&h))
+}
+
+fn merge_closes(reports: &[WorkerReport]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for r in reports {
+        for (k, v) in &r.closes {
+            *out.entry(k.clone()).or_default() += v;
+        }
+    }
+    out
+}
+
+fn fill_delivery(
+    m: &mut Metrics,
+    reports: &[WorkerReport],
+    phase: &PhaseStats,
+    want: u64,
+    cpu_us: Option<u64>,
+) -> Result<()> {
+    let mut h = hist::new();
+    let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
+    for r in reports {
+        hist::merge(&mut h, &hist::decode(&r.latency_hist)?)?;
+        for (s, c) in &r.per_second {
+            *per_second.entry(*s).or_default() += c;
+        }
+        m.bad_frames += r.bad_frames;
+    }
+    let deliveries: u64 = reports.iter().map(|r| r.deliveries + r.slow_deliveries).sum();
+    m.publishes = Some(phase.sent);
+    m.publish_errors = Some(phase.errors);
+    m.publish_skipped = Some(phase.skipped);
+    m.publish_rate = Some(phase.sent as f64 / secs(phase.elapsed).max(1e-6));
+    m.publish_api_latency = Some(hist::percentiles(&phase.api_latency));
+    m.deliveries = Some(deliveries);
+    m.expected_deliveries = Some(want);
+    m.deliveries_per_sec = Some(deliveries as f64 / secs(phase.elapsed).max(1e-6));
+    m.latency = Some(hist::percentiles(&h));
+    m.latency_cdf =
+        h.iter_quantiles(1).map(|v| (v.quantile_iterated_to(), v.value_iterated_to())).collect();
+    let start_s = phase.start_ns / 1_000_000_000;
+    m.per_second = per_second
+        .into_iter()
+        .filter(|(s, _)| *s >= start_s)
+        .map(|(s, c)| (s - start_s, c))
+        .collect();
+    m.server_cpu_us = cpu_us;
+    if let Some(c) = cpu_us {
+        m.cpu_us_per_delivery = (deliveries > 0).then(|| c as f64 / deliveries as f64);
+        m.server_cpu_percent = Some(c as f64 / 1e4 / secs(phase.elapsed).max(1e-6));
+    }
+    Ok(())
+}
+
+/// Result of one publish phase.
+struct PhaseStats {
+    sent: u64,
+    errors: u64,
+    per_channel: Vec<u64>,
+    elapsed: Duration,
+    start_ns: u64,
+    api_latency: hdrhistogram::Histogram<u64>,
+    skipped: u64,
+}
+
+impl PhaseStats {
+    fn empty(channels: usize, start_ns: u64) -> Self {
+        Self {
+            sent: 0,
+            errors: 0,
+            per_channel: vec![0; channels],
+            elapsed: Duration::ZERO,
+            start_ns,
+            api_latency: hist::new(),
+            skipped: 0,
+        }
+    }
+}
+
+/// Publishes at `rate` for `duration` seconds: at most `rate × duration` publishes and never
+/// past `duration + 2 s` (or the run deadline). Tick `i` is due at `i / rate` and is sent by
+/// publisher `i % K` (each its own keep-alive connection and thread), so a slow API answer
+/// does not hold back the schedule; ticks more than a second late are skipped, not bunched.
+fn publish_phase(
+    publishers: &mut [Box<dyn Publisher>],
+    args: &RunArgs,
+    channels: usize,
+    rate: f64,
+    duration: f64,
+    deadline: Instant,
+    what: &str,
+) -> Result<PhaseStats> {
+    let max = (rate * duration).ceil().max(1.0) as u64;
+    let start = Instant::now();
+    let stop = (start + Duration::from_secs_f64(duration + 2.0)).min(deadline);
+    let bar = progress(max, what);
+    let k = publishers.len().max(1) as u64;
+    let start_ns = crate::clock::now_ns();
+    let results: Vec<Result<PhaseStats>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = publishers
+            .iter_mut()
+            .enumerate()
+            .map(|(j, publisher)| {
+                let bar = bar.clone();
+                scope.spawn(move || {
+                    let mut st = PhaseStats::empty(channels, start_ns);
+                    let mut last_error = String::new();
+                    let mut tick = j as u64;
+                    while tick < max {
+                        let due = start + Duration::from_secs_f64(tick as f64 / rate);
+                        let now = Instant::now();
+                        if now >= stop {
+                            break;
+                        }
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        } else if now - due > Duration::from_secs(1) {
+                            st.skipped += 1;
+                            tick += k;
+                            continue;
+                        }
+                        let ch = (tick as usize) % channels;
+                        let t = crate::clock::now_ns();
+                        let body = crate::payload::build(t, tick, args.payload_bytes);
+                        match publisher.publish(&channel_name(ch, channels), &body) {
+                            Ok(()) => {
+                                st.sent += 1;
+                                st.per_channel[ch] += 1;
+                                let us = (crate::clock::now_ns().saturating_sub(t) / 1000).max(1);
+                                st.api_latency.saturating_record(us);
+                            }
+                            Err(e) => {
+                                st.errors += 1;
+                                last_error = e.to_string();
+                                if st.sent == 0 && st.errors >= 10 {
+                                    return Err(Error::Server(format!(
+                                        "publishing fails: {last_error}"
+                                    )));
+                                }
+                            }
+                        }
+                        tick += k;
+                        bar.inc(1);
+                    }
+                    if st.errors > 0 {
+                        eprintln!("{what}: {} publish errors, last: {last_error}", st.errors);
+                    }
+                    Ok(st)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Server("publisher panicked".into()))))
+            .collect()
+    });
+    bar.finish_and_clear();
+    let mut total = PhaseStats::empty(channels, start_ns);
+    for r in results {
+        let st = r?;
+        total.sent += st.sent;
+        total.errors += st.errors;
+        total.skipped += st.skipped;
+        for (a, b) in total.per_channel.iter_mut().zip(&st.per_channel) {
+            *a += b;
+        }
+        hist::merge(&mut total.api_latency, &st.api_latency)?;
+    }
+    total.elapsed = start.elapsed().max(Duration::from_secs_f64(duration));
+    Ok(total)
+}
+
+/// Polls the workers until `want` deliveries arrived or counts stop moving for a second;
+/// returns the last reports (counters not reset).
+fn drain(
+    workers: &mut Workers,
+    want: u64,
+    limit: Duration,
+    deadline: Instant,
+) -> Result<Vec<WorkerReport>> {
+    let until = (Instant::now() + limit).min(deadline);
+    let mut last = 0;
+    let mut still = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let reports = workers.report(false, deadline)?;
+        let got: u64 = reports.iter().map(|r| r.deliveries + r.slow_deliveries).sum();
+        if got != last {
+            last = got;
+            still = Instant::now();
+        }
+        if got >= want || Instant::now() >= until || still.elapsed() >= Duration::from_secs(1) {
+            return Ok(reports);
+        }
+    }
+}
+
+/// Merged connect outcome of all workers.
+struct Connected {
+    ok: usize,
+    failed: usize,
+    errors: BTreeMap<String, u64>,
+    latency: hdrhistogram::Histogram<u64>,
+}
+
+enum Msg {
+    Event(Event),
+    Gone,
+}
+
+/// The worker processes of one target run.
+struct Workers {
+    children: Vec<Child>,
+    stdins: Vec<ChildStdin>,
+    rx: mpsc::Receiver<(usize, Msg)>,
+}
+
+impl Workers {
+    fn spawn(
+        args: &RunArgs,
+        addr: std::net::SocketAddr,
+        protocol: ProtocolSpec,
+        channels: usize,
+        slow_every: Option<usize>,
+    ) -> Result<Self> {
+        let exe = std::env::current_exe().context("locating own executable")?;
+        let w = args.worker_count();
+        let (tx, rx) = mpsc::channel();
+        let mut me = Workers { children: Vec::new(), stdins: Vec::new(), rx };
+        let storm = args.scenario == Scenario::ConnectStorm;
+        let mut first = 0;
+        for k in 0..w {
+            let count = args.connections / w + usize::from(k < args.connections % w);
+            let spec = WorkerSpec {
+                worker: k,
+                addr,
+                source_ip: (args.source_base != 0)
+                    .then(|| Ipv4Addr::new(127, 0, 0, args.source_base.saturating_add(k as u8))),
+                first_client: first,
+                clients: count,
+                protocol: protocol.clone(),
+                channels,
+                connect_concurrency: if storm {
+                    args.storm_concurrency
+                } else {
+                    args.connect_concurrency
+                },
+                connect_timeout_ms: args.connect_timeout_ms,
+                slow_every,
+                slow_rcvbuf: slow_every.map(|_| 4096),
+                max_lifetime_s: args.max_runtime,
+            };
+            first += count;
+            let mut child = Process::new(&exe)
+                .arg("worker")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("spawning a worker")?;
+            let mut stdin = child
+                .stdin
+                .take()
+                .ok_or_else(|| Error::Worker { worker: k, msg: "no stdin".into() })?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| Error::Worker { worker: k, msg: "no stdout".into() })?;
+            let line = serde_json::to_string(&spec).context("encoding worker spec")?;
+            writeln!(stdin, "{line}").context("sending worker spec")?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    match serde_json::from_str::<Event>(&line) {
+                        Ok(ev) => {
+                            if tx.send((k, Msg::Event(ev))).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => eprintln!("worker {k}: {line}"),
+                    }
+                }
+                let _ = tx.send((k, Msg::Gone));
+            });
+            me.children.push(child);
+            me.stdins.push(stdin);
+        }
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut ready = vec![false; w];
+        while ready.iter().any(|r| !r) {
+            match me.next(until)? {
+                (k, Event::Ready { .. }) => ready[k] = true,
+                (_, other) => log_event(&other),
+            }
+        }
+        Ok(me)
+    }
+
+    /// Next event from any worker before `until`.
+    fn next(&mut self, until: Instant) -> Result<(usize, Event)> {
+        let left = until.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok((k, Msg::Event(ev))) => Ok((k, ev)),
+            Ok((k, Msg::Gone)) => {
+                Err(Error::Worker { worker: k, msg: "exited unexpectedly".into() })
+            }
+            Err(_) => Err(Error::Timeout("waiting for workers".into())),
+        }
+    }
+
+    fn send_all(&mut self, cmd: &Command) -> Result<()> {
+        let line = serde_json::to_string(cmd).context("encoding command")?;
+        for (k, stdin) in self.stdins.iter_mut().enumerate() {
+            writeln!(stdin, "{line}")
+                .and_then(|()| stdin.flush())
+                .map_err(|e| Error::Worker { worker: k, msg: format!("sending command: {e}") })?;
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, n: usize, deadline: Instant) -> Result<Connected> {
+        self.send_all(&Command::Connect)?;
+        let bar = progress(n as u64, "connecting");
+        let w = self.children.len();
+        let mut done = vec![0usize; w];
+        let mut reports: Vec<Option<ConnectReport>> = vec![None; w];
+        while reports.iter().any(Option::is_none) {
+            match self.next(deadline)? {
+                (k, Event::Progress { done: d }) => {
+                    done[k] = d;
+                    bar.set_position(done.iter().sum::<usize>() as u64);
+                }
+                (k, Event::Connected(r)) => {
+                    done[k] = r.ok + r.failed;
+                    bar.set_position(done.iter().sum::<usize>() as u64);
+                    reports[k] = Some(r);
+                }
+                (_, other) => log_event(&other),
+            }
+        }
+        bar.finish_and_clear();
+        let mut out = Connected { ok: 0, failed: 0, errors: BTreeMap::new(), latency: hist::new() };
+        for r in reports.into_iter().flatten() {
+            out.ok += r.ok;
+            out.failed += r.failed;
+            for (e, c) in r.errors {
+                *out.errors.entry(e).or_default() += c;
+            }
+            hist::merge(&mut out.latency, &hist::decode(&r.latency_hist)?)?;
+        }
+        Ok(out)
+    }
+
+    fn report(&mut self, reset: bool, deadline: Instant) -> Result<Vec<WorkerReport>> {
+        self.send_all(&Command::Report { reset })?;
+        let until = (Instant::now() + Duration::from_secs(30)).min(deadline);
+        let mut reports: Vec<Option<WorkerReport>> = vec![None; self.children.len()];
+        while reports.iter().any(Option::is_none) {
+            match self.next(until)? {
+                (k, Event::Report(r)) => reports[k] = Some(r),
+                (_, other) => log_event(&other),
+            }
+        }
+        Ok(reports.into_iter().flatten().collect())
+    }
+
+    /// Asks every worker to exit, waits a little, then kills (by its own PID) whoever remains.
+    fn shutdown(&mut self) {
+        let _ = self.send_all(&Command::Shutdown);
+        self.stdins.clear();
+        let until = Instant::now() + Duration::from_secs(10);
+        for child in &mut self.children {
+            while Instant::now() < until {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn log_event(ev: &Event) {
+    if let Event::Log { msg } = ev {
+        eprintln!("{msg}");
+    }
+}

@@ -1,0 +1,397 @@
+//! Results: the per-target [`Metrics`], the whole [`RunResult`] written as JSON, and the
+//! Markdown table printed to stdout, with target/raw ratios when `--compare raw` ran both.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::cli::{RunArgs, Scenario};
+use crate::hist::Percentiles;
+use crate::target::ServerLog;
+
+/// Slow-consumer specifics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SlowMetrics {
+    /// Clients that stopped reading.
+    pub slow_clients: usize,
+    /// Healthy clients' latency with everybody reading.
+    pub baseline: Percentiles,
+    /// Healthy clients' latency while the slow ones did not read.
+    pub during: Percentiles,
+    /// p99 change of healthy clients, percent.
+    pub p99_change_percent: Option<f64>,
+    /// Deliveries to healthy clients during the slow phase.
+    pub healthy_deliveries: u64,
+    /// What they should have received.
+    pub healthy_expected: u64,
+    /// Slow clients closed with a 3008 (slow) close frame.
+    pub slow_disconnected_3008: u64,
+    /// Slow clients whose connection the server ended in any way (close frame, EOF, reset).
+    pub slow_disconnected_any: u64,
+    /// Slow clients that ended any other way (other close code, EOF, reset).
+    pub slow_closed_other: u64,
+    /// Healthy clients that lost their connection.
+    pub healthy_closed: u64,
+    /// Server RSS change across the slow phase, KiB.
+    pub rss_growth_kb: Option<i64>,
+}
+
+/// Everything measured for one target in one run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Metrics {
+    /// `rotor`, `raw`, `external`.
+    pub target: String,
+    /// Clients requested.
+    pub connections: usize,
+    /// Worker processes.
+    pub workers: usize,
+    /// Clients connected and subscribed.
+    pub connected: usize,
+    /// Clients that failed.
+    pub connect_failed: usize,
+    /// Failure reasons.
+    pub connect_errors: BTreeMap<String, u64>,
+    /// Wall time to connect everybody.
+    pub connect_seconds: Option<f64>,
+    /// Completed connect+subscribe per second.
+    pub connect_rate: Option<f64>,
+    /// Connect→subscribed latency.
+    pub connect_latency: Option<Percentiles>,
+    /// Server CPU per completed connect (connect-storm).
+    pub cpu_us_per_connect: Option<f64>,
+    /// Server RSS before clients connected.
+    pub rss_before_kb: Option<u64>,
+    /// Server RSS with all clients connected.
+    pub rss_after_kb: Option<u64>,
+    /// (after − before) / connected.
+    pub rss_per_conn_kb: Option<f64>,
+    /// Host-wide TCP buffer memory growth per connection (both ends on loopback).
+    pub tcp_buffers_per_conn_kb: Option<f64>,
+    /// Idle hold time.
+    pub hold_seconds: Option<f64>,
+    /// Server CPU per connection-second while idle.
+    pub cpu_us_per_conn_second: Option<f64>,
+    /// Publishes accepted in the measured phase.
+    pub publishes: Option<u64>,
+    /// Publishes that failed.
+    pub publish_errors: Option<u64>,
+    /// Publish ticks skipped because the publishers fell more than 1 s behind.
+    pub publish_skipped: Option<u64>,
+    /// Achieved publish rate.
+    pub publish_rate: Option<f64>,
+    /// HTTP API round trip of a publish.
+    pub publish_api_latency: Option<Percentiles>,
+    /// Publications received by clients.
+    pub deliveries: Option<u64>,
+    /// Publications that should have been received.
+    pub expected_deliveries: Option<u64>,
+    /// Deliveries per second of the publish phase.
+    pub deliveries_per_sec: Option<f64>,
+    /// Publish→receive latency.
+    pub latency: Option<Percentiles>,
+    /// Latency CDF: (quantile, µs).
+    pub latency_cdf: Vec<(f64, u64)>,
+    /// Deliveries per second over the phase: (second, count).
+    pub per_second: Vec<(u64, u64)>,
+    /// Server CPU over the measured phase (schedstat ns sum).
+    pub server_cpu_us: Option<u64>,
+    /// The same from utime+stime ticks (cross-check, tick resolution).
+    pub server_cpu_us_stat: Option<u64>,
+    /// Server CPU per delivered message.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// Server CPU use over the phase, percent of one core.
+    pub server_cpu_percent: Option<f64>,
+    /// Slow-consumer results.
+    pub slow: Option<SlowMetrics>,
+    /// How client connections ended.
+    pub closes: BTreeMap<String, u64>,
+    /// Frames the clients did not understand.
+    pub bad_frames: u64,
+    /// Server warnings and errors.
+    pub server_log: ServerLog,
+}
+
+impl Metrics {
+    /// Empty metrics for `target`.
+    pub fn new(target: &str, args: &RunArgs) -> Self {
+        Self {
+            target: target.to_owned(),
+            connections: args.connections,
+            workers: args.worker_count(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The JSON result file.
+#[derive(Debug, Serialize)]
+pub struct RunResult {
+    /// Free-form label.
+    pub label: String,
+    /// Scenario.
+    pub scenario: Scenario,
+    /// The exact options.
+    pub args: RunArgs,
+    /// The command line.
+    pub command: String,
+    /// Online CPUs of the host.
+    pub host_cpus: usize,
+    /// One entry per target (raw first when compared).
+    pub runs: Vec<Metrics>,
+    /// Figure name → target / raw.
+    pub ratios_vs_raw: BTreeMap<String, f64>,
+}
+
+/// One row of the table: name, unit, value per run.
+type Figure = (&'static str, Option<f64>);
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// The headline figures of a scenario for one run.
+pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
+    let mut f: Vec<Figure> = vec![
+        ("connected", Some(m.connected as f64)),
+        ("connect failures", Some(m.connect_failed as f64)),
+    ];
+    let lat = |p: Option<Percentiles>| -> Vec<Figure> {
+        vec![
+            ("latency p50 (ms)", p.map(|p| ms(p.p50_us))),
+            ("latency p90 (ms)", p.map(|p| ms(p.p90_us))),
+            ("latency p99 (ms)", p.map(|p| ms(p.p99_us))),
+            ("latency p99.9 (ms)", p.map(|p| ms(p.p999_us))),
+        ]
+    };
+    match scenario {
+        Scenario::Idle => {
+            f.push(("time to connect all (s)", m.connect_seconds));
+            f.push(("server RSS per conn (KB)", m.rss_per_conn_kb));
+            f.push(("kernel TCP buffers per conn (KB, both ends)", m.tcp_buffers_per_conn_kb));
+            f.push(("server CPU per conn-second (µs)", m.cpu_us_per_conn_second));
+        }
+        Scenario::ConnectStorm => {
+            f.push(("connect+subscribe per second", m.connect_rate));
+            f.push(("time to connect all (s)", m.connect_seconds));
+            f.push(("connect→subscribed p50 (ms)", m.connect_latency.map(|p| ms(p.p50_us))));
+            f.push(("connect→subscribed p99 (ms)", m.connect_latency.map(|p| ms(p.p99_us))));
+            f.push(("server CPU per connect (µs)", m.cpu_us_per_connect));
+            f.push(("server RSS per conn (KB)", m.rss_per_conn_kb));
+        }
+        Scenario::Broadcast | Scenario::FanoutMany | Scenario::SlowConsumer => {
+            f.push(("server RSS per conn (KB)", m.rss_per_conn_kb));
+            f.push(("publishes/s achieved", m.publish_rate));
+            f.push(("publish API p50 (ms)", m.publish_api_latency.map(|p| ms(p.p50_us))));
+            f.push(("deliveries/s", m.deliveries_per_sec));
+            f.push((
+                "delivered / expected (%)",
+                match (m.deliveries, m.expected_deliveries) {
+                    (Some(d), Some(e)) if e > 0 => Some(d as f64 * 100.0 / e as f64),
+                    _ => None,
+                },
+            ));
+            f.extend(lat(m.latency));
+            f.push(("server CPU per delivery (µs)", m.cpu_us_per_delivery));
+            f.push(("server CPU (% of one core)", m.server_cpu_percent));
+            if let Some(s) = &m.slow {
+                f.push(("slow clients", Some(s.slow_clients as f64)));
+                f.push(("healthy p99 baseline (ms)", Some(ms(s.baseline.p99_us))));
+                f.push(("healthy p99 with slow clients (ms)", Some(ms(s.during.p99_us))));
+                f.push(("healthy p99 change (%)", s.p99_change_percent));
+                f.push((
+                    "healthy delivered / expected in slow phase (%)",
+                    (s.healthy_expected > 0)
+                        .then(|| s.healthy_deliveries as f64 * 100.0 / s.healthy_expected as f64),
+                ));
+                f.push((
+                    "slow clients disconnected by the server",
+                    Some(s.slow_disconnected_any as f64),
+                ));
+                f.push((
+                    "… of them with a 3008 close frame",
+                    Some(s.slow_disconnected_3008 as f64),
+                ));
+                f.push(("healthy clients closed", Some(s.healthy_closed as f64)));
+            }
+        }
+    }
+    f
+}
+
+/// Figures for which a target/raw ratio is meaningful.
+const RATIO_FIGURES: &[&str] = &[
+    "server RSS per conn (KB)",
+    "server CPU per conn-second (µs)",
+    "server CPU per delivery (µs)",
+    "server CPU per connect (µs)",
+    "latency p50 (ms)",
+    "latency p99 (ms)",
+    "latency p99.9 (ms)",
+    "deliveries/s",
+    "connect+subscribe per second",
+];
+
+impl RunResult {
+    /// Assembles the result and the ratios (last run / raw run).
+    pub fn new(args: &RunArgs, runs: Vec<Metrics>) -> Self {
+        let mut ratios = BTreeMap::new();
+        if let (Some(raw), Some(tgt)) = (runs.iter().find(|m| m.target == "raw"), runs.last()) {
+            if tgt.target != "raw" {
+                let fr = figures(args.scenario, raw);
+                let ft = figures(args.scenario, tgt);
+                for ((name, r), (_, t)) in fr.iter().zip(ft.iter()) {
+                    if let (Some(r), Some(t)) = (r, t) {
+                        if RATIO_FIGURES.contains(name) && *r != 0.0 {
+                            ratios.insert((*name).to_owned(), t / r);
+                        }
+                    }
+                }
+            }
+        }
+        Self {
+            label: args.label.clone(),
+            scenario: args.scenario,
+            args: args.clone(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            host_cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            runs,
+            ratios_vs_raw: ratios,
+        }
+    }
+
+    /// Sanity checks of every run: empty when the numbers look plausible.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in &self.runs {
+            let mut bad = |what: String| out.push(format!("{}: {what}", m.target));
+            if m.connected == 0 || m.connected < m.connections {
+                bad(format!("only {}/{} clients connected", m.connected, m.connections));
+            }
+            match self.scenario {
+                Scenario::Idle => {
+                    if !m.rss_per_conn_kb.is_some_and(|v| v > 0.0) {
+                        bad(format!("RSS per connection {:?} is not > 0", m.rss_per_conn_kb));
+                    }
+                }
+                Scenario::ConnectStorm => {
+                    if !m.connect_rate.is_some_and(|v| v > 0.0) {
+                        bad(format!("connect rate {:?} is not > 0", m.connect_rate));
+                    }
+                }
+                Scenario::Broadcast | Scenario::FanoutMany | Scenario::SlowConsumer => {
+                    if m.deliveries.unwrap_or(0) == 0 {
+                        bad(format!("deliveries {:?} not > 0", m.deliveries));
+                    }
+                    let p50 = m.latency.map_or(0, |p| p.p50_us);
+                    if p50 == 0 || p50 >= 1_000_000 {
+                        bad(format!("latency p50 {p50} µs not in (0, 1 s)"));
+                    }
+                    if m.server_cpu_us.is_some() && !m.cpu_us_per_delivery.is_some_and(|v| v > 0.0)
+                    {
+                        bad("server CPU per delivery is not > 0".into());
+                    }
+                    if let Some(s) = &m.slow {
+                        if s.healthy_deliveries == 0 {
+                            bad("healthy clients got nothing in the slow phase".into());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The Markdown table.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "### {:?}: {} connections, {} worker(s), rate {}/s, payload {} B, duration {} s\n\n",
+            self.scenario,
+            self.args.connections,
+            self.args.worker_count(),
+            self.args.rate,
+            self.args.payload_bytes,
+            self.args.duration
+        );
+        let compared = !self.ratios_vs_raw.is_empty();
+        out.push_str("| metric |");
+        for r in &self.runs {
+            out.push_str(&format!(" {} |", r.target));
+        }
+        if compared {
+            out.push_str(" ratio vs raw |");
+        }
+        out.push_str("\n|---|");
+        for _ in &self.runs {
+            out.push_str("---:|");
+        }
+        if compared {
+            out.push_str("---:|");
+        }
+        out.push('\n');
+        let all: Vec<Vec<Figure>> = self.runs.iter().map(|m| figures(self.scenario, m)).collect();
+        let rows = all.iter().map(Vec::len).max().unwrap_or(0);
+        for i in 0..rows {
+            let Some(name) = all.iter().find_map(|f| f.get(i).map(|x| x.0)) else { continue };
+            out.push_str(&format!("| {name} |"));
+            for f in &all {
+                match f.get(i).and_then(|x| x.1) {
+                    Some(v) => out.push_str(&format!(" {} |", fmt(v))),
+                    None => out.push_str(" – |"),
+                }
+            }
+            if compared {
+                match self.ratios_vs_raw.get(name) {
+                    Some(r) => out.push_str(&format!(" {r:.2}× |")),
+                    None => out.push_str(" |"),
+                }
+            }
+            out.push('\n');
+        }
+        for r in &self.runs {
+            if !r.connect_errors.is_empty() {
+                out.push_str(&format!("\n{} connect errors: {:?}\n", r.target, r.connect_errors));
+            }
+            if r.server_log.warn_lines > 0 {
+                out.push_str(&format!(
+                    "\n{} logged {} warning/error lines; last: {:?}\n",
+                    r.target,
+                    r.server_log.warn_lines,
+                    r.server_log.last.last()
+                ));
+            }
+            let unusual: BTreeMap<_, _> =
+                r.closes.iter().filter(|(k, _)| !k.ends_with("worker-exit")).collect();
+            if !unusual.is_empty() {
+                out.push_str(&format!("\n{} connection ends: {:?}\n", r.target, unusual));
+            }
+        }
+        out
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1000.0 || (v.fract() == 0.0 && v.abs() < 1e15) {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 0.1 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_format() {
+        assert_eq!(fmt(12345.6), "12346");
+        assert_eq!(fmt(12.34), "12.3");
+        assert_eq!(fmt(1.234), "1.23");
+        assert_eq!(fmt(0.01234), "0.0123");
+    }
+}

@@ -1,0 +1,345 @@
+//! Worker process (`rotor-loadtest worker`, hidden): drives one share of the clients on a
+//! single-threaded tokio runtime. Reads a [`WorkerSpec`] and then [`Command`]s as JSON lines on
+//! stdin, answers with [`Event`]s on stdout. Client sockets bind to the worker's own source
+//! address with `IP_BIND_ADDRESS_NO_PORT`, so each worker gets its own ~28K ephemeral ports.
+//! The worker exits on `Shutdown`, stdin EOF, or when `max_lifetime_s` has passed.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use nix::sys::socket::{setsockopt, sockopt};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::adapter::{channel_name, ClientProtocol, Inbound, Session};
+use crate::error::{Context, Error, Result};
+use crate::hist;
+use crate::proto::{Command, ConnectReport, Event, WorkerReport, WorkerSpec};
+
+/// Writes one event line to stdout.
+fn emit(event: &Event) {
+    let mut out = std::io::stdout().lock();
+    if let Ok(line) = serde_json::to_string(event) {
+        // The coordinator going away closes the pipe; the lifetime bound ends us then.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// Entry point of the `worker` subcommand.
+pub fn main() -> Result<()> {
+    let stdin = std::io::stdin();
+    let mut first = String::new();
+    stdin.lock().read_line(&mut first).context("reading the worker spec")?;
+    let spec: WorkerSpec = serde_json::from_str(&first).context("parsing the worker spec")?;
+    if !spec.addr.ip().is_loopback() {
+        return Err(Error::Args(format!("refusing non-loopback target {}", spec.addr)));
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<Option<Command>>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<Command>(&line) {
+                Ok(cmd) => {
+                    if tx.send(Some(cmd)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => emit(&Event::Log { msg: format!("bad command {line:?}: {e}") }),
+            }
+        }
+        let _ = tx.send(None);
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, run(spec, rx))
+}
+
+/// Whether client sockets are currently being read by slow consumer candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    Slow,
+}
+
+struct Stats {
+    hist: Histogram<u64>,
+    deliveries: u64,
+    slow_deliveries: u64,
+    per_second: HashMap<u64, u64>,
+    closes: BTreeMap<String, u64>,
+    open: usize,
+    bad_frames: u64,
+}
+
+struct Ctx {
+    spec: WorkerSpec,
+    protocol: Box<dyn ClientProtocol>,
+    stats: RefCell<Stats>,
+    mode: watch::Sender<Mode>,
+}
+
+async fn run(spec: WorkerSpec, mut rx: mpsc::UnboundedReceiver<Option<Command>>) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(spec.max_lifetime_s);
+    let (mode, _) = watch::channel(Mode::Normal);
+    let ctx = Rc::new(Ctx {
+        protocol: spec.protocol.client(),
+        stats: RefCell::new(Stats {
+            hist: hist::new(),
+            deliveries: 0,
+            slow_deliveries: 0,
+            per_second: HashMap::new(),
+            closes: BTreeMap::new(),
+            open: 0,
+            bad_frames: 0,
+        }),
+        mode,
+        spec,
+    });
+    emit(&Event::Ready { worker: ctx.spec.worker });
+    let mut connecting = false;
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => match cmd.flatten() {
+                Some(Command::Connect) if !connecting => {
+                    connecting = true;
+                    tokio::task::spawn_local(connect_all(Rc::clone(&ctx)));
+                }
+                Some(Command::Connect) => {}
+                Some(Command::Report { reset }) => emit(&Event::Report(report(&ctx, reset)?)),
+                Some(Command::SlowStart) => { ctx.mode.send_replace(Mode::Slow); }
+                Some(Command::SlowResume) => { ctx.mode.send_replace(Mode::Normal); }
+                Some(Command::Shutdown) | None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                emit(&Event::Log { msg: format!("worker {} reached its lifetime bound", ctx.spec.worker) });
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report(ctx: &Ctx, reset: bool) -> Result<WorkerReport> {
+    let mut s = ctx.stats.borrow_mut();
+    let mut per_second: Vec<(u64, u64)> = s.per_second.iter().map(|(k, v)| (*k, *v)).collect();
+    per_second.sort_unstable();
+    let r = WorkerReport {
+        deliveries: s.deliveries,
+        slow_deliveries: s.slow_deliveries,
+        latency_hist: hist::encode(&s.hist)?,
+        per_second,
+        closes: s.closes.clone(),
+        open: s.open,
+        bad_frames: s.bad_frames,
+    };
+    if reset {
+        s.hist.reset();
+        s.deliveries = 0;
+        s.slow_deliveries = 0;
+        s.per_second.clear();
+    }
+    Ok(r)
+}
+
+enum Opened {
+    Ok(Box<WebSocketStream<TcpStream>>, Session, Duration),
+    Failed(String),
+}
+
+async fn connect_all(ctx: Rc<Ctx>) {
+    let started = Instant::now();
+    let sem = Rc::new(Semaphore::new(ctx.spec.connect_concurrency.max(1)));
+    let (tx, mut rx) = mpsc::unbounded_channel::<std::result::Result<Duration, String>>();
+    for k in 0..ctx.spec.clients {
+        let (ctx, sem, tx) = (Rc::clone(&ctx), Rc::clone(&sem), tx.clone());
+        tokio::task::spawn_local(async move {
+            let client = ctx.spec.first_client + k;
+            let opened = {
+                let Ok(_permit) = sem.acquire().await else { return };
+                let t0 = Instant::now();
+                let limit = Duration::from_millis(ctx.spec.connect_timeout_ms);
+                match tokio::time::timeout(limit, open(&ctx, client)).await {
+                    Ok(Ok((ws, session))) => Opened::Ok(Box::new(ws), session, t0.elapsed()),
+                    Ok(Err(e)) => Opened::Failed(e),
+                    Err(_) => Opened::Failed("timeout".into()),
+                }
+            };
+            match opened {
+                Opened::Ok(ws, session, took) => {
+                    let _ = tx.send(Ok(took));
+                    ctx.stats.borrow_mut().open += 1;
+                    read_loop(&ctx, client, *ws, session).await;
+                    ctx.stats.borrow_mut().open -= 1;
+                }
+                Opened::Failed(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut rep = ConnectReport::default();
+    let mut lat = hist::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Some(Ok(took)) => {
+                    rep.ok += 1;
+                    lat.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1));
+                }
+                Some(Err(e)) => {
+                    rep.failed += 1;
+                    *rep.errors.entry(e).or_default() += 1;
+                }
+                None => break,
+            },
+            _ = tick.tick() => emit(&Event::Progress { done: rep.ok + rep.failed }),
+        }
+        if rep.ok + rep.failed == ctx.spec.clients {
+            break;
+        }
+    }
+    rep.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    rep.latency_hist = hist::encode(&lat).unwrap_or_default();
+    emit(&Event::Connected(rep));
+}
+
+fn is_slow(spec: &WorkerSpec, client: usize) -> bool {
+    spec.slow_every.is_some_and(|e| e > 0 && client % e == 0)
+}
+
+/// Short, countable failure reason.
+fn reason(prefix: &str, e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let short: String = text.chars().take(80).collect();
+    format!("{prefix}: {short}")
+}
+
+async fn tcp_connect(spec: &WorkerSpec, client: usize) -> std::io::Result<TcpStream> {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    sock.set_tcp_nodelay(true)?;
+    if let Some(ip) = spec.source_ip {
+        setsockopt(&sock, sockopt::IpBindAddressNoPort, &true).map_err(std::io::Error::from)?;
+        sock.bind(&SocketAddr::new(ip.into(), 0).into())?;
+    }
+    if let Some(size) = spec.slow_rcvbuf.filter(|_| is_slow(spec, client)) {
+        sock.set_recv_buffer_size(size)?;
+    }
+    let std: std::net::TcpStream = sock.into();
+    TcpSocket::from_std_stream(std).connect(spec.addr).await
+}
+
+async fn open(
+    ctx: &Ctx,
+    client: usize,
+) -> std::result::Result<(WebSocketStream<TcpStream>, Session), String> {
+    let spec = &ctx.spec;
+    let stream = tcp_connect(spec, client).await.map_err(|e| reason("tcp", e))?;
+    let url = format!("ws://{}{}", spec.addr, ctx.protocol.ws_path());
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(url, stream).await.map_err(|e| reason("upgrade", e))?;
+    let channel = channel_name(client, spec.channels);
+    for frame in ctx.protocol.open_frames(client, &channel).map_err(|e| reason("open", e))? {
+        ws.send(Message::text(frame)).await.map_err(|e| reason("send", e))?;
+    }
+    let mut session = Session::default();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let mut inbound = Inbound::default();
+                ctx.protocol.on_text(&mut session, t.as_str(), &mut inbound);
+                if let Some(err) = inbound.error {
+                    return Err(reason("rejected", err));
+                }
+                for r in inbound.replies {
+                    ws.send(Message::text(r)).await.map_err(|e| reason("send", e))?;
+                }
+                if inbound.ready {
+                    return Ok((ws, session));
+                }
+            }
+            Some(Ok(Message::Close(f))) => {
+                return Err(format!("closed: {}", f.map(|f| u16::from(f.code)).unwrap_or(0)))
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(reason("read", e)),
+            None => return Err("eof".into()),
+        }
+    }
+}
+
+async fn read_loop(
+    ctx: &Ctx,
+    client: usize,
+    mut ws: WebSocketStream<TcpStream>,
+    mut session: Session,
+) {
+    let slow = is_slow(&ctx.spec, client);
+    let mut mode = ctx.mode.subscribe();
+    let tag = if slow { "slow" } else { "ok" };
+    let end = loop {
+        if slow && *mode.borrow_and_update() == Mode::Slow {
+            if mode.changed().await.is_err() {
+                break "worker-exit".to_owned();
+            }
+            continue;
+        }
+        tokio::select! {
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let mut inbound = Inbound::default();
+                    ctx.protocol.on_text(&mut session, t.as_str(), &mut inbound);
+                    record(ctx, slow, &inbound);
+                    for r in inbound.replies {
+                        if ws.send(Message::text(r)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    break f.map(|f| u16::from(f.code).to_string()).unwrap_or_else(|| "close".into());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break reason("error", e),
+                None => break "eof".to_owned(),
+            },
+            r = mode.changed() => if r.is_err() { break "worker-exit".to_owned() },
+        }
+    };
+    *ctx.stats.borrow_mut().closes.entry(format!("{tag}:{end}")).or_default() += 1;
+}
+
+fn record(ctx: &Ctx, slow: bool, inbound: &Inbound) {
+    let mut s = ctx.stats.borrow_mut();
+    s.bad_frames += inbound.unknown;
+    if inbound.delivered_ts.is_empty() {
+        return;
+    }
+    let now = crate::clock::now_ns();
+    let n = inbound.delivered_ts.len() as u64;
+    if slow {
+        s.slow_deliveries += n;
+    } else {
+        s.deliveries += n;
+        for ts in &inbound.delivered_ts {
+            let us = now.saturating_sub(*ts) / 1000;
+            s.hist.saturating_record(us.max(1));
+        }
+    }
+    *s.per_second.entry(now / 1_000_000_000).or_default() += n;
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Smoke test of the load-test harness: builds rotor and rotor-loadtest (debug), runs every
+# scenario against rotor (and broadcast against the raw floor too) with at most 200
+# connections for a few seconds each, and lets the harness assert sane numbers
+# (--assert-sane: everybody connected, deliveries > 0, 0 < latency p50 < 1 s, RSS per
+# connection > 0, connect rate > 0). Prints "N passed, M failed" (scenarios) last and exits
+# non-zero when any failed. Only processes the harness starts are stopped (by their PIDs).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build -j 2 -p rotor -p rotor-loadtest || { echo "0 passed, 1 failed"; exit 1; }
+
+LT=target/debug/rotor-loadtest
+OUT="${LOADTEST_SMOKE_OUT:-target/loadtest-smoke}"
+mkdir -p "$OUT"
+COMMON=(--rotor-bin target/debug/rotor --shards 2 --assert-sane --max-runtime 60)
+
+passed=0
+failed=0
+run() {
+  local name="$1"
+  shift
+  echo "--- $name"
+  if timeout 90 "$LT" "${COMMON[@]}" --out "$OUT/$name.json" "$@"; then
+    passed=$((passed + 1))
+  else
+    echo "FAILED: $name"
+    failed=$((failed + 1))
+  fi
+}
+
+run idle --scenario idle --connections 200 --duration 2
+run broadcast --scenario broadcast --connections 200 --duration 3 --rate 50 --compare raw \
+  --plots "$OUT/plots"
+run fanout-many --scenario fanout-many --connections 200 --channels 10 --duration 3 --rate 50
+run connect-storm --scenario connect-storm --connections 200
+# Large payloads so the slow clients overflow the kernel buffers within the phase.
+run slow-consumer --scenario slow-consumer --connections 50 --slow-fraction 0.1 --duration 3 \
+  --rate 100 --payload-bytes 16000 --queue-max-size 65536
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
