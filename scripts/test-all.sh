@@ -11,6 +11,10 @@ cargo build
 cargo test
 # Benchmarks must keep compiling (they run by hand: see README).
 cargo bench --no-run
+# The load-test harness: fmt/clippy for its crate, then a short run of every scenario.
+cargo clippy -p rotor-loadtest --all-targets -- -D warnings
+cargo test -p rotor-loadtest
+bash scripts/loadtest-smoke.sh
 
 cd tests/compat
 npm ci --no-audit --no-fund
