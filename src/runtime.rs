@@ -229,6 +229,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("rotor-shard-{i}"))
             .io_memory(1 << 20)
+            .ring_depth(cfg.runtime.ring_depth)
             .spin_before_park(cfg.runtime.spin_before_park)
             .spawn(move || async move {
                 let mut state = Shard::new(id, count, cfg.clone(), namespaces, verifiers);

@@ -577,6 +577,10 @@ section! {
         /// How long an idle shard spins before parking in io_uring; 0 = park at once. Spinning
         /// cuts cross-shard wake-up latency (see tuning.md) at the cost of idle CPU.
         spin_before_park: Duration [GoDuration] = Duration::ZERO,
+        /// io_uring submission queue entries per shard. The kernel sizes its table of pending
+        /// polls (one per idle connection) from the ring, so a deep ring keeps cancellations
+        /// cheap with many connections (see tuning.md).
+        ring_depth: usize [Plain] = 4096,
     }
 }
 

@@ -23,6 +23,13 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 /// Not checked here: that `channel_regex` (and token `*_regex`) compile — the crate has no
 /// regex engine yet; whoever adds one must add that check.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
+    let depth = config.runtime.ring_depth;
+    if !(8..=32_768).contains(&depth) || !depth.is_power_of_two() {
+        return Err(ConfigError::Invalid {
+            key: "runtime.ring_depth".into(),
+            message: format!("must be a power of two between 8 and 32768, got {depth}"),
+        });
+    }
     let client = &config.client;
     if !client.ping_interval.is_zero()
         && !client.pong_timeout.is_zero()
