@@ -345,6 +345,14 @@ async fn drain(shard: &ShardRef) {
     while !shard.borrow().conns.is_empty() && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
+    let s = shard.borrow();
+    tracing::info!(
+        shard = %s.id,
+        publications_delivered = s.stats.messages_sent,
+        deliveries_dropped = s.stats.deliveries_dropped,
+        slow_disconnects = s.stats.slow_disconnects,
+        "shard stopped"
+    );
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully. Tells systemd (when
