@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of the load-test harness: builds rotor and rotor-loadtest (debug), runs every
 # scenario against rotor (and broadcast against the raw floor too) with at most 200
-# connections for a few seconds each, and lets the harness assert sane numbers
+# connections for a few seconds each, plus a short broadcast against each peer target
+# (nats-server over WebSocket, installed from Debian when missing and we are root; the
+# socket.io 4 server in loadtest/peers, skipped with the reason printed if `npm ci` fails), and lets the harness assert sane numbers
 # (--assert-sane: everybody connected, deliveries > 0, 0 < latency p50 < 1 s, RSS per
 # connection > 0, connect rate > 0). Prints "N passed, M failed" (scenarios) last and exits
 # non-zero when any failed. Only processes the harness starts are stopped (by their PIDs).
@@ -37,6 +39,28 @@ run connect-storm --scenario connect-storm --connections 200
 # Large payloads so the slow clients overflow the kernel buffers within the phase.
 run slow-consumer --scenario slow-consumer --connections 50 --slow-fraction 0.1 --duration 3 \
   --rate 100 --payload-bytes 16000 --queue-max-size 65536
+
+# Peer targets: nats-server (Debian package) and the socket.io 4 server (npm ci in loadtest/peers).
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ] && [ "$(id -u)" -eq 0 ]; then
+  echo "--- installing nats-server from Debian"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server >/dev/null 2>&1; } ||
+    echo "apt-get install nats-server failed"
+fi
+run broadcast-nats --target nats --scenario broadcast --connections 200 --duration 3 --rate 50
+
+socketio_ok=1
+if [ ! -d loadtest/peers/node_modules ]; then
+  if ! npm_log=$(cd loadtest/peers && timeout 300 npm ci --no-audit --no-fund 2>&1); then
+    socketio_ok=0
+    echo "--- broadcast-socketio SKIPPED: npm ci in loadtest/peers failed:"
+    printf '%s\n' "$npm_log" | tail -5
+  fi
+fi
+if [ "$socketio_ok" -eq 1 ]; then
+  run broadcast-socketio --target socketio --scenario broadcast --connections 200 --duration 3 \
+    --rate 50
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

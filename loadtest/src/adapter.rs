@@ -4,9 +4,13 @@
 //!
 //! Rotor and the `raw` floor server both speak the Centrifugo JSON protocol
 //! ([`CentrifugoJson`]) and take publishes on `POST /api/publish` ([`HttpApiPublisher`]).
-//! Adding a peer (`nats` over WebSocket, `socketio`) means one new `ProtocolSpec` variant, a
-//! `ClientProtocol` that frames its connect/subscribe and recognises its deliveries, and a
-//! `Publisher` speaking its publish path; scenarios and measurement stay as they are.
+//! The peers: `nats-server` speaks the NATS client protocol in binary WebSocket frames
+//! ([`NatsWs`]) and takes `PUB` on its plain TCP port ([`NatsPublisher`]); the socket.io 4
+//! server in `loadtest/peers` speaks Engine.IO v4 / Socket.IO packets in text frames
+//! ([`SocketIo`]) and takes `POST /publish` ([`HttpApiPublisher::with_path`]).
+//! Adding a peer means one new `ProtocolSpec` variant, a `ClientProtocol` that frames its
+//! connect/subscribe and recognises its deliveries, and a `Publisher` speaking its publish
+//! path; scenarios and measurement stay as they are.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -29,6 +33,13 @@ pub enum ProtocolSpec {
         /// API key for `/api/publish`.
         api_key: String,
     },
+    /// NATS client protocol over WebSocket (binary frames); `PUB` over plain TCP.
+    NatsWs {
+        /// The server's plain TCP client port, for the publisher.
+        publish_addr: SocketAddr,
+    },
+    /// Socket.IO 4 (Engine.IO v4) over WebSocket; `POST /publish` on the same port.
+    SocketIo,
 }
 
 impl ProtocolSpec {
@@ -41,6 +52,8 @@ impl ProtocolSpec {
                     .as_ref()
                     .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
             }),
+            ProtocolSpec::NatsWs { .. } => Box::new(NatsWs),
+            ProtocolSpec::SocketIo => Box::new(SocketIo),
         }
     }
 
@@ -50,6 +63,8 @@ impl ProtocolSpec {
             ProtocolSpec::CentrifugoJson { api_key, .. } => {
                 Box::new(HttpApiPublisher::new(addr, api_key.clone()))
             }
+            ProtocolSpec::NatsWs { publish_addr } => Box::new(NatsPublisher::new(*publish_addr)),
+            ProtocolSpec::SocketIo => Box::new(HttpApiPublisher::with_path(addr, "/publish")),
         }
     }
 }
@@ -63,15 +78,24 @@ pub fn channel_name(i: usize, channels: usize) -> String {
     }
 }
 
-/// What one inbound text frame meant for a connection.
+/// A WebSocket data frame to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Text frame.
+    Text(String),
+    /// Binary frame.
+    Binary(Vec<u8>),
+}
+
+/// What one inbound data frame meant for a connection.
 #[derive(Debug, Default)]
 pub struct Inbound {
     /// The connection is now connected and subscribed.
     pub ready: bool,
     /// Send timestamps of the publications delivered in this frame.
     pub delivered_ts: Vec<u64>,
-    /// Frames to send back (pongs).
-    pub replies: Vec<String>,
+    /// Frames to send back (pongs, and the next opening command of stepwise handshakes).
+    pub replies: Vec<Frame>,
     /// The server rejected connect or subscribe.
     pub error: Option<String>,
     /// Parts of the frame that were not understood.
@@ -81,20 +105,32 @@ pub struct Inbound {
 /// Per-connection protocol state the adapter keeps between frames.
 #[derive(Debug, Default)]
 pub struct Session {
-    /// Replies to the opening commands seen so far.
+    /// The channel this connection subscribes to.
+    pub channel: String,
+    /// Replies to the opening commands seen so far (or the handshake step reached).
     pub replies_seen: u32,
     /// connect and subscribe both answered.
     pub ready: bool,
+    /// Unparsed tail of a byte-stream protocol (NATS lines split across frames).
+    pub buf: Vec<u8>,
+}
+
+impl Session {
+    /// A fresh session for a client subscribing to `channel`.
+    pub fn new(channel: &str) -> Self {
+        Self { channel: channel.to_owned(), ..Self::default() }
+    }
 }
 
 /// Client side of a target's protocol, run once per connection inside a worker.
 pub trait ClientProtocol {
-    /// WebSocket path to upgrade on.
+    /// WebSocket path (with query) to upgrade on.
     fn ws_path(&self) -> &str;
-    /// Text frames to send right after the upgrade (connect, subscribe).
-    fn open_frames(&self, client: usize, channel: &str) -> Result<Vec<String>>;
-    /// Interprets one inbound text frame.
-    fn on_text(&self, session: &mut Session, text: &str, out: &mut Inbound);
+    /// Frames to send right after the upgrade (connect, subscribe); protocols whose server
+    /// speaks first return none and answer its greeting in [`ClientProtocol::on_frame`].
+    fn open_frames(&self, client: usize, channel: &str) -> Result<Vec<Frame>>;
+    /// Interprets one inbound data frame (text or binary payload bytes).
+    fn on_frame(&self, session: &mut Session, data: &[u8], out: &mut Inbound);
 }
 
 /// Publishing side, used by the coordinator.
@@ -121,7 +157,7 @@ impl ClientProtocol for CentrifugoJson {
         &self.ws_path
     }
 
-    fn open_frames(&self, client: usize, channel: &str) -> Result<Vec<String>> {
+    fn open_frames(&self, client: usize, channel: &str) -> Result<Vec<Frame>> {
         let token = match &self.key {
             Some(key) => {
                 let now = std::time::SystemTime::now()
@@ -137,10 +173,14 @@ impl ClientProtocol for CentrifugoJson {
         let connect =
             serde_json::json!({"id": 1, "connect": {"token": token, "name": "rotor-loadtest"}});
         let subscribe = serde_json::json!({"id": 2, "subscribe": {"channel": channel}});
-        Ok(vec![format!("{connect}\n{subscribe}")])
+        Ok(vec![Frame::Text(format!("{connect}\n{subscribe}"))])
     }
 
-    fn on_text(&self, session: &mut Session, text: &str, out: &mut Inbound) {
+    fn on_frame(&self, session: &mut Session, data: &[u8], out: &mut Inbound) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            out.unknown += 1;
+            return;
+        };
         for line in text.split('\n').filter(|l| !l.is_empty()) {
             if line.starts_with("{\"push\"") {
                 if line.contains("\"pub\":") {
@@ -151,7 +191,7 @@ impl ClientProtocol for CentrifugoJson {
                 }
                 // Other pushes (unsubscribe, disconnect, …) carry nothing to time.
             } else if line == "{}" {
-                out.replies.push("{}".to_owned());
+                out.replies.push(Frame::Text("{}".to_owned()));
             } else if line.starts_with("{\"id\":") {
                 if line.contains("\"error\":") {
                     out.error = Some(line.to_owned());
@@ -169,9 +209,11 @@ impl ClientProtocol for CentrifugoJson {
     }
 }
 
-/// `POST /api/publish` over one keep-alive HTTP/1.1 connection, reconnecting once on failure.
+/// `POST /api/publish` (or another path) over one keep-alive HTTP/1.1 connection,
+/// reconnecting once on failure. Expects 200 with a body starting `{"result"`.
 pub struct HttpApiPublisher {
     addr: SocketAddr,
+    path: &'static str,
     api_key: String,
     conn: Option<BufReader<TcpStream>>,
     body: Vec<u8>,
@@ -180,7 +222,12 @@ pub struct HttpApiPublisher {
 impl HttpApiPublisher {
     /// A publisher for the server at `addr`.
     pub fn new(addr: SocketAddr, api_key: String) -> Self {
-        Self { addr, api_key, conn: None, body: Vec::new() }
+        Self { addr, path: "/api/publish", api_key, conn: None, body: Vec::new() }
+    }
+
+    /// A publisher posting the same body to `path`, without an API key.
+    pub fn with_path(addr: SocketAddr, path: &'static str) -> Self {
+        Self { addr, path, api_key: String::new(), conn: None, body: Vec::new() }
     }
 
     fn connection(&mut self) -> Result<&mut BufReader<TcpStream>> {
@@ -243,8 +290,9 @@ impl Publisher for HttpApiPublisher {
         self.body.extend_from_slice(payload.as_bytes());
         self.body.push(b'}');
         let mut request = format!(
-            "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
              X-API-Key: {}\r\nContent-Length: {}\r\n\r\n",
+            self.path,
             self.addr,
             self.api_key,
             self.body.len()
@@ -268,6 +316,258 @@ impl Publisher for HttpApiPublisher {
     }
 }
 
+/// The NATS subject of a channel: `:` becomes `.`, anything NATS cannot carry in a subject
+/// token (whitespace, wildcards) becomes `_`.
+pub fn nats_subject(channel: &str) -> String {
+    channel
+        .chars()
+        .map(|c| match c {
+            ':' => '.',
+            c if c.is_whitespace() || c == '*' || c == '>' => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// Position of the first `\r\n` in `buf`.
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// NATS client protocol inside binary WebSocket frames. The server speaks first (`INFO`); the
+/// answer is `CONNECT` + `SUB` + `PING` in one frame, and the `PONG` to that `PING` means the
+/// subscription is in place (the server handles a connection's commands in order). Frames may
+/// split or batch protocol lines, so inbound bytes are parsed as one stream.
+pub struct NatsWs;
+
+impl NatsWs {
+    /// Largest unparsed tail kept before the stream is declared broken.
+    const MAX_BUF: usize = 8 << 20;
+}
+
+impl ClientProtocol for NatsWs {
+    fn ws_path(&self) -> &str {
+        "/"
+    }
+
+    fn open_frames(&self, _client: usize, _channel: &str) -> Result<Vec<Frame>> {
+        Ok(Vec::new())
+    }
+
+    fn on_frame(&self, session: &mut Session, data: &[u8], out: &mut Inbound) {
+        session.buf.extend_from_slice(data);
+        let mut at = 0;
+        while let Some(eol) = find_crlf(&session.buf[at..]) {
+            let line = &session.buf[at..at + eol];
+            let next = at + eol + 2;
+            if let Some(rest) = line.strip_prefix(b"MSG ") {
+                // MSG <subject> <sid> [reply-to] <#bytes>
+                let Some(len) = std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|r| r.split_ascii_whitespace().last())
+                    .and_then(|n| n.parse::<usize>().ok())
+                else {
+                    out.unknown += 1;
+                    at = next;
+                    continue;
+                };
+                if session.buf.len() < next + len + 2 {
+                    break; // payload not complete yet
+                }
+                let payload = &session.buf[next..next + len];
+                match std::str::from_utf8(payload).ok().and_then(crate::payload::extract_ts) {
+                    Some(ts) => out.delivered_ts.push(ts),
+                    None => out.unknown += 1,
+                }
+                at = next + len + 2;
+                continue;
+            }
+            if line == b"PING" {
+                out.replies.push(Frame::Binary(b"PONG\r\n".to_vec()));
+            } else if line == b"PONG" {
+                if !session.ready {
+                    session.ready = true;
+                    out.ready = true;
+                }
+            } else if line.starts_with(b"INFO ") {
+                if session.replies_seen == 0 {
+                    session.replies_seen = 1;
+                    let subject = nats_subject(&session.channel);
+                    let open = format!(
+                        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"name\":\"rotor-loadtest\"}}\r\n\
+                         SUB {subject} 1\r\nPING\r\n"
+                    );
+                    out.replies.push(Frame::Binary(open.into_bytes()));
+                }
+            } else if line.starts_with(b"-ERR") {
+                out.error = Some(String::from_utf8_lossy(line).into_owned());
+            } else if line != b"+OK" {
+                out.unknown += 1;
+            }
+            at = next;
+        }
+        session.buf.drain(..at);
+        if session.buf.len() > Self::MAX_BUF {
+            out.error = Some("NATS stream: unterminated line".into());
+            session.buf.clear();
+        }
+    }
+}
+
+/// Socket.IO 4 over Engine.IO v4, WebSocket transport only. The server speaks first with the
+/// open packet `0{…}`; the client connects the default namespace (`40`), waits for `40{…}`,
+/// emits `subscribe` with its channel and is ready when the server emits `subscribed` back.
+/// Engine.IO pings (`2`) are answered with pongs (`3`); deliveries are `42["pub",<data>]`.
+pub struct SocketIo;
+
+impl ClientProtocol for SocketIo {
+    fn ws_path(&self) -> &str {
+        "/socket.io/?EIO=4&transport=websocket"
+    }
+
+    fn open_frames(&self, _client: usize, _channel: &str) -> Result<Vec<Frame>> {
+        Ok(Vec::new())
+    }
+
+    fn on_frame(&self, session: &mut Session, data: &[u8], out: &mut Inbound) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            out.unknown += 1;
+            return;
+        };
+        if let Some(event) = text.strip_prefix("42") {
+            if event.starts_with("[\"pub\",") {
+                match crate::payload::extract_ts(event) {
+                    Some(ts) => out.delivered_ts.push(ts),
+                    None => out.unknown += 1,
+                }
+            } else if event.starts_with("[\"subscribed\"") {
+                if !session.ready {
+                    session.ready = true;
+                    out.ready = true;
+                }
+            } else {
+                out.unknown += 1;
+            }
+        } else if text == "2" {
+            out.replies.push(Frame::Text("3".to_owned()));
+        } else if text.starts_with("0{") {
+            if text.contains("\"pingInterval\"") && session.replies_seen == 0 {
+                session.replies_seen = 1;
+                out.replies.push(Frame::Text("40".to_owned()));
+            } else {
+                out.unknown += 1;
+            }
+        } else if text.starts_with("40") {
+            if session.replies_seen == 1 {
+                session.replies_seen = 2;
+                let sub = serde_json::json!(["subscribe", session.channel]);
+                out.replies.push(Frame::Text(format!("42{sub}")));
+            }
+        } else if let Some(err) = text.strip_prefix("44") {
+            out.error = Some(format!("connect_error {err}"));
+        } else if text.starts_with('1') || text.starts_with("41") {
+            out.error = Some(format!("closed by server: {text}"));
+        } else {
+            out.unknown += 1;
+        }
+    }
+}
+
+/// `PUB` over one plain TCP connection to nats-server, each followed by `PING` and a wait for
+/// the `PONG`, so a publish returns once the server has handed the message to its
+/// subscribers' outbound buffers (and the round trip is measured like an HTTP publish).
+pub struct NatsPublisher {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+    out: Vec<u8>,
+    line: Vec<u8>,
+}
+
+impl NatsPublisher {
+    /// A publisher for the NATS client port at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, conn: None, out: Vec::new(), line: Vec::new() }
+    }
+
+    fn read_line(conn: &mut BufReader<TcpStream>, line: &mut Vec<u8>) -> Result<()> {
+        line.clear();
+        let n = (&mut *conn)
+            .take(64 * 1024)
+            .read_until(b'\n', line)
+            .context("reading from nats-server")?;
+        if n == 0 || !line.ends_with(b"\r\n") {
+            return Err(Error::Server("nats-server closed the publisher connection".into()));
+        }
+        line.truncate(line.len() - 2);
+        Ok(())
+    }
+
+    fn connection(&mut self) -> Result<&mut BufReader<TcpStream>> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
+                .context(format!("connecting to nats-server at {}", self.addr))?;
+            s.set_nodelay(true).context("TCP_NODELAY")?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).context("read timeout")?;
+            s.set_write_timeout(Some(Duration::from_secs(10))).context("write timeout")?;
+            let mut conn = BufReader::new(s);
+            Self::read_line(&mut conn, &mut self.line)?;
+            if !self.line.starts_with(b"INFO ") {
+                return Err(Error::Server(format!(
+                    "nats-server greeted with {:?}",
+                    String::from_utf8_lossy(&self.line)
+                )));
+            }
+            conn.get_mut()
+                .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"name\":\"rotor-loadtest-pub\"}\r\n")
+                .context("sending CONNECT")?;
+            self.conn = Some(conn);
+        }
+        self.conn.as_mut().ok_or_else(|| Error::Server("no NATS connection".into()))
+    }
+
+    fn publish_once(&mut self) -> Result<()> {
+        let mut line = std::mem::take(&mut self.line);
+        let out = std::mem::take(&mut self.out);
+        let r = (|| {
+            let conn = self.connection()?;
+            conn.get_mut().write_all(&out).context("sending PUB")?;
+            // Bounded: the server answers our PING after at most a few PINGs of its own.
+            for _ in 0..16 {
+                Self::read_line(conn, &mut line)?;
+                match line.as_slice() {
+                    b"PONG" => return Ok(()),
+                    b"PING" => conn.get_mut().write_all(b"PONG\r\n").context("sending PONG")?,
+                    l if l.starts_with(b"-ERR") => {
+                        return Err(Error::Server(String::from_utf8_lossy(l).into_owned()))
+                    }
+                    _ => {}
+                }
+            }
+            Err(Error::Server("nats-server did not answer PING".into()))
+        })();
+        self.line = line;
+        self.out = out;
+        r
+    }
+}
+
+impl Publisher for NatsPublisher {
+    fn publish(&mut self, channel: &str, payload: &str) -> Result<()> {
+        self.out.clear();
+        let subject = nats_subject(channel);
+        write!(self.out, "PUB {subject} {}\r\n", payload.len()).context("encoding PUB")?;
+        self.out.extend_from_slice(payload.as_bytes());
+        self.out.extend_from_slice(b"\r\nPING\r\n");
+        match self.publish_once() {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.conn = None;
+                self.publish_once()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,8 +585,9 @@ mod tests {
     fn open_frames_are_connect_then_subscribe() {
         let frames = proto().open_frames(5, "bench").unwrap();
         assert_eq!(frames.len(), 1);
+        let Frame::Text(text) = &frames[0] else { panic!("binary open frame") };
         let lines: Vec<serde_json::Value> =
-            frames[0].split('\n').map(|l| serde_json::from_str(l).unwrap()).collect();
+            text.split('\n').map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["id"], 1);
         assert!(lines[0]["connect"]["token"].as_str().unwrap().split('.').count() == 3);
         assert_eq!(lines[1]["subscribe"]["channel"], "bench");
@@ -295,26 +596,108 @@ mod tests {
     #[test]
     fn replies_pings_and_pushes() {
         let p = proto();
-        let mut s = Session::default();
+        let mut s = Session::new("bench");
         let mut out = Inbound::default();
-        p.on_text(
+        p.on_frame(
             &mut s,
-            "{\"id\":1,\"connect\":{\"client\":\"x\"}}\n{\"id\":2,\"subscribe\":{}}",
+            b"{\"id\":1,\"connect\":{\"client\":\"x\"}}\n{\"id\":2,\"subscribe\":{}}",
             &mut out,
         );
         assert!(out.ready && s.ready);
         let mut out = Inbound::default();
         let push = r#"{"push":{"channel":"bench","pub":{"data":{"ts":9,"seq":0,"pad":""}}}}"#;
-        p.on_text(&mut s, &format!("{push}\n{push}\n{{}}"), &mut out);
+        p.on_frame(&mut s, format!("{push}\n{push}\n{{}}").as_bytes(), &mut out);
         assert_eq!(out.delivered_ts, vec![9, 9]);
-        assert_eq!(out.replies, vec!["{}".to_owned()]);
+        assert_eq!(out.replies, vec![Frame::Text("{}".to_owned())]);
         let mut out = Inbound::default();
-        p.on_text(
+        p.on_frame(
             &mut s,
-            r#"{"id":2,"error":{"code":103,"message":"permission denied"}}"#,
+            br#"{"id":2,"error":{"code":103,"message":"permission denied"}}"#,
             &mut out,
         );
         assert!(out.error.is_some());
+    }
+
+    fn nats() -> Box<dyn ClientProtocol> {
+        ProtocolSpec::NatsWs { publish_addr: "127.0.0.1:4222".parse().unwrap() }.client()
+    }
+
+    #[test]
+    fn nats_handshake_answers_info_and_waits_for_pong() {
+        let p = nats();
+        assert!(p.open_frames(0, "bench:x").unwrap().is_empty());
+        let mut s = Session::new("bench:x");
+        let mut out = Inbound::default();
+        // INFO split over two frames.
+        p.on_frame(&mut s, b"INFO {\"server_id\":\"x\",", &mut out);
+        assert!(out.replies.is_empty());
+        p.on_frame(&mut s, b"\"max_payload\":1048576}\r\n", &mut out);
+        let [Frame::Binary(open)] = out.replies.as_slice() else { panic!("{:?}", out.replies) };
+        let open = String::from_utf8(open.clone()).unwrap();
+        assert!(open.starts_with("CONNECT {\"verbose\":false,\"pedantic\":false"));
+        assert!(open.contains("\r\nSUB bench.x 1\r\nPING\r\n"));
+        assert!(!out.ready);
+        let mut out = Inbound::default();
+        p.on_frame(&mut s, b"PONG\r\n", &mut out);
+        assert!(out.ready && s.ready);
+    }
+
+    #[test]
+    fn nats_msgs_split_and_batched() {
+        let p = nats();
+        let mut s = Session::new("bench");
+        s.ready = true;
+        let payload = crate::payload::build(77, 1, 100);
+        let msg = format!("MSG bench 1 {}\r\n{payload}\r\n", payload.len());
+        let stream = format!("{msg}PING\r\n{msg}{msg}").into_bytes();
+        let mut out = Inbound::default();
+        // Every split point of the stream must give the same result.
+        for cut in [1, 5, 20, msg.len() - 1, msg.len(), msg.len() + 3, stream.len() - 2] {
+            let mut s2 = Session::new("bench");
+            let mut o = Inbound::default();
+            p.on_frame(&mut s2, &stream[..cut], &mut o);
+            p.on_frame(&mut s2, &stream[cut..], &mut o);
+            assert_eq!(o.delivered_ts, vec![77, 77, 77], "cut at {cut}");
+            assert_eq!(o.replies, vec![Frame::Binary(b"PONG\r\n".to_vec())]);
+            assert_eq!(o.unknown, 0);
+            assert!(s2.buf.is_empty());
+        }
+        p.on_frame(&mut s, b"-ERR 'Slow Consumer'\r\n", &mut out);
+        assert!(out.error.is_some());
+    }
+
+    #[test]
+    fn socketio_handshake_pings_and_events() {
+        let p = ProtocolSpec::SocketIo.client();
+        assert!(p.ws_path().starts_with("/socket.io/?EIO=4&transport=websocket"));
+        let mut s = Session::new("bench3");
+        let mut out = Inbound::default();
+        p.on_frame(
+            &mut s,
+            br#"0{"sid":"a","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
+            &mut out,
+        );
+        assert_eq!(out.replies, vec![Frame::Text("40".into())]);
+        let mut out = Inbound::default();
+        p.on_frame(&mut s, br#"40{"sid":"b"}"#, &mut out);
+        assert_eq!(out.replies, vec![Frame::Text(r#"42["subscribe","bench3"]"#.into())]);
+        let mut out = Inbound::default();
+        p.on_frame(&mut s, br#"42["subscribed","bench3"]"#, &mut out);
+        assert!(out.ready && s.ready);
+        let mut out = Inbound::default();
+        p.on_frame(&mut s, b"2", &mut out);
+        p.on_frame(&mut s, br#"42["pub",{"ts":5,"seq":1,"pad":"xx"}]"#, &mut out);
+        assert_eq!(out.replies, vec![Frame::Text("3".into())]);
+        assert_eq!(out.delivered_ts, vec![5]);
+        let mut out = Inbound::default();
+        p.on_frame(&mut s, br#"44{"message":"nope"}"#, &mut out);
+        assert!(out.error.is_some());
+    }
+
+    #[test]
+    fn subjects() {
+        assert_eq!(nats_subject("news:sport"), "news.sport");
+        assert_eq!(nats_subject("a b*>"), "a_b__");
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub enum TargetKind {
     Rotor,
     /// The raw single-threaded fan-out floor inside this binary.
     Raw,
+    /// `nats-server` (started from `--nats-bin`), clients over its WebSocket listener.
+    Nats,
+    /// The socket.io 4 server in `--peers-dir` (started with `--node-bin`).
+    Socketio,
 }
 
 /// What to measure.
@@ -66,9 +70,25 @@ pub enum Scenario {
 
 /// Baseline to run back to back with the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Compare {
     /// The raw floor server.
     Raw,
+    /// nats-server over WebSocket.
+    Nats,
+    /// The socket.io 4 Node server.
+    Socketio,
+}
+
+impl Compare {
+    /// The target this baseline runs as.
+    pub fn kind(self) -> TargetKind {
+        match self {
+            Compare::Raw => TargetKind::Raw,
+            Compare::Nats => TargetKind::Nats,
+            Compare::Socketio => TargetKind::Socketio,
+        }
+    }
 }
 
 /// Coordinator options.
@@ -116,9 +136,10 @@ pub struct RunArgs {
     /// Bound on one connect+subscribe, milliseconds.
     #[arg(long, default_value_t = 15_000)]
     pub connect_timeout_ms: u64,
-    /// Baseline to run back to back with identical parameters.
-    #[arg(long, value_enum)]
-    pub compare: Option<Compare>,
+    /// Baselines to run back to back with identical parameters, before the target
+    /// (`--compare raw,nats,socketio`; repeatable).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub compare: Vec<Compare>,
     /// Rotor binary to start.
     #[arg(long, default_value = "target/release/rotor")]
     pub rotor_bin: PathBuf,
@@ -128,6 +149,16 @@ pub struct RunArgs {
     /// Rotor `client.queue_max_size` in bytes.
     #[arg(long, default_value_t = 1_048_576)]
     pub queue_max_size: usize,
+    /// nats-server binary (`--target nats`, `--compare nats`); PATH, then /usr/sbin.
+    #[arg(long, default_value = "nats-server")]
+    pub nats_bin: PathBuf,
+    /// Node.js binary for the socket.io server.
+    #[arg(long, default_value = "node")]
+    pub node_bin: PathBuf,
+    /// Folder with `socketio-server.mjs` and its package.json (`npm ci` runs there when
+    /// node_modules is missing); default `loadtest/peers`, else the one next to this crate.
+    #[arg(long)]
+    pub peers_dir: Option<PathBuf>,
     /// Rotor `log.level`.
     #[arg(long, default_value = "warn")]
     pub server_log_level: String,
@@ -209,6 +240,16 @@ mod tests {
         assert!(parse_cpu_list("").unwrap().0.is_empty());
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());
+    }
+
+    #[test]
+    fn compare_lists() {
+        let cli =
+            Cli::parse_from(["rotor-loadtest", "--compare", "raw,nats", "--compare", "socketio"]);
+        assert_eq!(cli.run.compare, vec![Compare::Raw, Compare::Nats, Compare::Socketio]);
+        let cli = Cli::parse_from(["rotor-loadtest", "--target", "nats"]);
+        assert!(cli.run.compare.is_empty());
+        assert_eq!(cli.run.target, TargetKind::Nats);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 use crate::adapter::{channel_name, ProtocolSpec, Publisher};
-use crate::cli::{Compare, RunArgs, Scenario, TargetKind};
+use crate::cli::{RunArgs, Scenario, TargetKind};
 use crate::error::{Context, Error, Result};
 use crate::hist::{self, Percentiles};
 use crate::procfs;
@@ -28,8 +28,15 @@ pub fn main(args: &RunArgs) -> Result<()> {
     validate(args)?;
     let started = Instant::now();
     let mut runs = Vec::new();
-    if args.compare == Some(Compare::Raw) && args.target != TargetKind::Raw {
-        runs.push(run_target(args, TargetKind::Raw, started)?);
+    // Baselines first (in the order given, each once, never the target itself), target last.
+    let mut baselines: Vec<TargetKind> = Vec::new();
+    for kind in args.compare.iter().map(|c| c.kind()) {
+        if kind != args.target && !baselines.contains(&kind) {
+            baselines.push(kind);
+        }
+    }
+    for kind in baselines {
+        runs.push(run_target(args, kind, started)?);
     }
     runs.push(run_target(args, args.target, started)?);
     let result = report::RunResult::new(args, runs);
@@ -122,6 +129,12 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
     with_affinity(&args.server_cpus.0, || -> Result<Box<dyn Target>> {
         Ok(match kind {
             TargetKind::Raw => Box::new(target::start_raw(&exe, args.max_runtime)?),
+            TargetKind::Nats => Box::new(target::start_nats(&args.nats_bin, args.max_runtime)?),
+            TargetKind::Socketio => Box::new(target::start_socketio(
+                &args.node_bin,
+                &target::peers_dir(args.peers_dir.as_deref()),
+                args.max_runtime,
+            )?),
             TargetKind::Rotor => match args.addr {
                 Some(addr) => Box::new(External {
                     addr,
@@ -166,8 +179,9 @@ fn run_target(args: &RunArgs, kind: TargetKind, started: Instant) -> Result<Metr
         "== {} ({}) at {}, pid {:?}: {:?}, {} connections, {} workers",
         server.name(),
         match kind {
-            TargetKind::Rotor => "target",
+            _ if kind == args.target => "target",
             TargetKind::Raw => "floor",
+            _ => "peer",
         },
         server.addr(),
         server.pid(),

@@ -1,5 +1,6 @@
 //! Results: the per-target [`Metrics`], the whole [`RunResult`] written as JSON, and the
-//! Markdown table printed to stdout, with target/raw ratios when `--compare raw` ran both.
+//! Markdown table printed to stdout, with target/baseline ratios for every `--compare`
+//! baseline (raw floor, nats, socketio) that ran.
 
 use std::collections::BTreeMap;
 
@@ -140,6 +141,8 @@ pub struct RunResult {
     pub runs: Vec<Metrics>,
     /// Figure name → target / raw.
     pub ratios_vs_raw: BTreeMap<String, f64>,
+    /// Baseline name → figure name → target / baseline (every baseline that ran).
+    pub ratios: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 /// One row of the table: name, unit, value per run.
@@ -192,6 +195,10 @@ pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
             ));
             f.extend(lat(m.latency));
             f.push(("server CPU per delivery (µs)", m.cpu_us_per_delivery));
+            f.push((
+                "deliveries per server CPU-second",
+                m.cpu_us_per_delivery.filter(|c| *c > 0.0).map(|c| 1e6 / c),
+            ));
             f.push(("server CPU (% of one core)", m.server_cpu_percent));
             if let Some(s) = &m.slow {
                 f.push(("slow clients", Some(s.slow_clients as f64)));
@@ -223,6 +230,7 @@ const RATIO_FIGURES: &[&str] = &[
     "server RSS per conn (KB)",
     "server CPU per conn-second (µs)",
     "server CPU per delivery (µs)",
+    "deliveries per server CPU-second",
     "server CPU per connect (µs)",
     "latency p50 (ms)",
     "latency p99 (ms)",
@@ -232,20 +240,23 @@ const RATIO_FIGURES: &[&str] = &[
 ];
 
 impl RunResult {
-    /// Assembles the result and the ratios (last run / raw run).
+    /// Assembles the result and the ratios (last run = target / each earlier run).
     pub fn new(args: &RunArgs, runs: Vec<Metrics>) -> Self {
         let mut ratios = BTreeMap::new();
-        if let (Some(raw), Some(tgt)) = (runs.iter().find(|m| m.target == "raw"), runs.last()) {
-            if tgt.target != "raw" {
-                let fr = figures(args.scenario, raw);
-                let ft = figures(args.scenario, tgt);
-                for ((name, r), (_, t)) in fr.iter().zip(ft.iter()) {
-                    if let (Some(r), Some(t)) = (r, t) {
-                        if RATIO_FIGURES.contains(name) && *r != 0.0 {
-                            ratios.insert((*name).to_owned(), t / r);
+        if let Some((tgt, baselines)) = runs.split_last() {
+            let ft = figures(args.scenario, tgt);
+            for base in baselines.iter().filter(|b| b.target != tgt.target) {
+                let fb = figures(args.scenario, base);
+                let mut r = BTreeMap::new();
+                for (name, t) in &ft {
+                    let b = fb.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v);
+                    if let (Some(t), Some(b)) = (t, b) {
+                        if RATIO_FIGURES.contains(name) && b != 0.0 {
+                            r.insert((*name).to_owned(), t / b);
                         }
                     }
                 }
+                ratios.insert(base.target.clone(), r);
             }
         }
         Self {
@@ -255,7 +266,8 @@ impl RunResult {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             host_cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             runs,
-            ratios_vs_raw: ratios,
+            ratios_vs_raw: ratios.get("raw").cloned().unwrap_or_default(),
+            ratios,
         }
     }
 
@@ -312,19 +324,23 @@ impl RunResult {
             self.args.payload_bytes,
             self.args.duration
         );
-        let compared = !self.ratios_vs_raw.is_empty();
+        let target = self.runs.last().map_or("target", |m| m.target.as_str());
+        // Ratio columns in run order (raw first when it ran).
+        let bases: Vec<&str> = self
+            .runs
+            .iter()
+            .map(|m| m.target.as_str())
+            .filter(|b| self.ratios.contains_key(*b))
+            .collect();
         out.push_str("| metric |");
         for r in &self.runs {
             out.push_str(&format!(" {} |", r.target));
         }
-        if compared {
-            out.push_str(" ratio vs raw |");
+        for b in &bases {
+            out.push_str(&format!(" {target} / {b} |"));
         }
         out.push_str("\n|---|");
-        for _ in &self.runs {
-            out.push_str("---:|");
-        }
-        if compared {
+        for _ in 0..self.runs.len() + bases.len() {
             out.push_str("---:|");
         }
         out.push('\n');
@@ -339,8 +355,8 @@ impl RunResult {
                     None => out.push_str(" – |"),
                 }
             }
-            if compared {
-                match self.ratios_vs_raw.get(name) {
+            for b in &bases {
+                match self.ratios.get(*b).and_then(|r| r.get(name)) {
                     Some(r) => out.push_str(&format!(" {r:.2}× |")),
                     None => out.push_str(" |"),
                 }

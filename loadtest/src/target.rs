@@ -1,7 +1,9 @@
 //! Servers under test. A [`Target`] is a running server the harness can address, measure (its
 //! PID for procfs) and stop. [`Spawned`] covers every server the harness starts itself — Rotor
-//! with a generated config, the `raw` floor server, and later `nats-server` or a socket.io Node
-//! server — and only ever signals the PID it spawned. [`External`] wraps `--addr` and
+//! with a generated config, the `raw` floor server, `nats-server` with a generated config
+//! (under coreutils `timeout`, so it cannot outlive `--max-runtime` even if the harness is
+//! killed; the measured PID is nats-server's own) and the socket.io Node server in
+//! `loadtest/peers` — and only ever signals the PID it spawned. [`External`] wraps `--addr` and
 //! `--server-pid` for a server somebody else runs.
 
 use std::collections::VecDeque;
@@ -59,6 +61,8 @@ pub struct ServerLog {
 pub struct Spawned {
     name: String,
     child: Option<Child>,
+    /// The PID to measure when it is not the child's own (a server run under a wrapper).
+    measured: Option<u32>,
     addr: SocketAddr,
     protocol: ProtocolSpec,
     log: Arc<Mutex<ServerLog>>,
@@ -83,7 +87,7 @@ impl Target for Spawned {
         self.addr
     }
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.measured.or_else(|| self.child.as_ref().map(Child::id))
     }
     fn protocol(&self) -> ProtocolSpec {
         self.protocol.clone()
@@ -128,9 +132,28 @@ type Started = (Child, SocketAddr, Arc<Mutex<ServerLog>>, Option<ChildStdin>);
 /// Spawns `cmd`, waits for a stdout line `<prefix><addr>`, keeps draining both pipes.
 fn spawn_and_wait(
     name: &str,
-    mut cmd: Command,
+    cmd: Command,
     prefix: &'static str,
     keep_stdin: bool,
+) -> Result<Started> {
+    spawn_until(name, cmd, keep_stdin, false, |line| {
+        let rest = line.trim().strip_prefix(prefix)?;
+        Some(
+            rest.trim()
+                .parse()
+                .map_err(|_| Error::Server(format!("{name}: unparsable address in {line:?}"))),
+        )
+    })
+}
+
+/// Spawns `cmd` and waits until `ready` recognises an output line (stdout, and stderr too when
+/// `stderr_too`), which yields the server's address; keeps draining both pipes.
+fn spawn_until(
+    name: &str,
+    mut cmd: Command,
+    keep_stdin: bool,
+    stderr_too: bool,
+    mut ready: impl FnMut(&str) -> Option<Result<SocketAddr>>,
 ) -> Result<Started> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.stdin(if keep_stdin { Stdio::piped() } else { Stdio::null() });
@@ -139,27 +162,28 @@ fn spawn_and_wait(
     let (tx, rx) = mpsc::channel::<String>();
     let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
     if let Some(out) = child.stdout.take() {
-        let (tail, log) = (Arc::clone(&tail), Arc::clone(&log));
+        let (tail, log, tx) = (Arc::clone(&tail), Arc::clone(&log), tx.clone());
         std::thread::spawn(move || drain(out, &tx, &tail, &log));
     }
     if let Some(err) = child.stderr.take() {
         let (tail, log) = (Arc::clone(&tail), Arc::clone(&log));
         let (dummy, _) = mpsc::channel();
-        std::thread::spawn(move || drain(err, &dummy, &tail, &log));
+        let lines_out = if stderr_too { tx } else { dummy };
+        std::thread::spawn(move || drain(err, &lines_out, &tail, &log));
     }
     let stdin = child.stdin.take();
     let until = Instant::now() + START_TIMEOUT;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left.max(Duration::from_millis(1))) {
-            Ok(line) => {
-                if let Some(rest) = line.trim().strip_prefix(prefix) {
-                    let addr: SocketAddr = rest.trim().parse().map_err(|_| {
-                        Error::Server(format!("{name}: unparsable address in {line:?}"))
-                    })?;
-                    return Ok((child, addr, log, stdin));
+            Ok(line) => match ready(&line) {
+                Some(Ok(addr)) => return Ok((child, addr, log, stdin)),
+                Some(Err(e)) => {
+                    let _ = stop_child(&mut child, name);
+                    return Err(e);
                 }
-            }
+                None => {}
+            },
             Err(_) => {
                 let _ = stop_child(&mut child, name);
                 let lines: Vec<String> =
@@ -188,7 +212,8 @@ fn drain(
             }
             t.push_back(line.clone());
         }
-        if line.contains("WARN") || line.contains("ERROR") {
+        // Rotor/tracing spell WARN/ERROR, nats-server [WRN]/[ERR] (and [FTL]).
+        if ["WARN", "ERROR", "[WRN]", "[ERR]", "[FTL]"].iter().any(|w| line.contains(w)) {
             if let Ok(mut l) = log.lock() {
                 l.warn_lines += 1;
                 if l.last.len() >= 20 {
@@ -299,6 +324,7 @@ pub fn start_rotor(opts: &RotorOptions) -> Result<Spawned> {
     Ok(Spawned {
         name: "rotor".into(),
         child: Some(child),
+        measured: None,
         addr,
         protocol: ProtocolSpec::CentrifugoJson {
             ws_path: "/connection/websocket".into(),
@@ -320,12 +346,194 @@ pub fn start_raw(self_exe: &Path, max_seconds: u64) -> Result<Spawned> {
     Ok(Spawned {
         name: "raw".into(),
         child: Some(child),
+        measured: None,
         addr,
         protocol: ProtocolSpec::CentrifugoJson {
             ws_path: "/connection/websocket".into(),
             hmac_secret: None,
             api_key: String::new(),
         },
+        log,
+        _stdin: stdin,
+        _dir: None,
+    })
+}
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr().context("local address")?.port())
+}
+
+/// `name` as given when it contains a `/`; otherwise the first match on PATH, then in
+/// /usr/sbin and /usr/local/sbin (Debian installs nats-server in /usr/sbin).
+fn find_binary(name: &Path) -> Result<PathBuf> {
+    if name.components().count() > 1 {
+        return if name.exists() {
+            Ok(name.to_owned())
+        } else {
+            Err(Error::Args(format!("{} not found", name.display())))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Args(format!("{} not found on PATH or in /usr/sbin", name.display())))
+}
+
+/// The PID of a child of `parent` (found through /proc/*/stat), waiting up to `wait`.
+fn child_pid(parent: u32, wait: Duration) -> Option<u32> {
+    let until = Instant::now() + wait;
+    loop {
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+                // Fields after the parenthesised command: state, ppid, …
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if ppid == Some(parent) {
+                    return Some(pid);
+                }
+            }
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The nats-server config the harness generates: client port and WebSocket listener on
+/// loopback, everything else at the server's defaults (max_pending 64 MiB, write deadline,
+/// ping interval 2 min, max_connections 64K).
+pub fn nats_config(client_port: u16, ws_port: u16) -> String {
+    format!(
+        "# generated by rotor-loadtest\n\
+         listen: \"127.0.0.1:{client_port}\"\n\
+         websocket {{\n  host: 127.0.0.1\n  port: {ws_port}\n  no_tls: true\n}}\n"
+    )
+}
+
+/// Starts nats-server with a generated config on free loopback ports. It runs under
+/// `timeout` so it ends after `max_seconds` even if the harness dies; the measured PID is
+/// nats-server's own, the stop signal goes to `timeout` (which passes it on).
+pub fn start_nats(bin: &Path, max_seconds: u64) -> Result<Spawned> {
+    let bin = find_binary(bin)?;
+    let dir = temp_dir("nats")?;
+    let path = dir.0.join("nats.conf");
+    let client_port = free_port()?;
+    let ws_port = loop {
+        let p = free_port()?;
+        if p != client_port {
+            break p;
+        }
+    };
+    std::fs::write(&path, nats_config(client_port, ws_port))
+        .context(format!("writing {}", path.display()))?;
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=10", &max_seconds.max(1).to_string()]).arg(&bin).arg("-c").arg(&path);
+    let ws_addr = SocketAddr::from(([127, 0, 0, 1], ws_port));
+    let (mut child, addr, log, _) = spawn_until("nats", cmd, false, true, |line| {
+        if line.contains("[FTL]") {
+            return Some(Err(Error::Server(format!("nats-server: {line}"))));
+        }
+        line.contains("Server is ready").then_some(Ok(ws_addr))
+    })?;
+    let Some(measured) = child_pid(child.id(), Duration::from_secs(2)) else {
+        let _ = stop_child(&mut child, "nats");
+        return Err(Error::Server("nats-server PID not found under timeout".into()));
+    };
+    Ok(Spawned {
+        name: "nats".into(),
+        child: Some(child),
+        measured: Some(measured),
+        addr,
+        protocol: ProtocolSpec::NatsWs {
+            publish_addr: SocketAddr::from(([127, 0, 0, 1], client_port)),
+        },
+        log,
+        _stdin: None,
+        _dir: Some(dir),
+    })
+}
+
+/// Runs `npm ci` in `dir` when its node_modules is missing (bounded to 5 minutes).
+pub fn ensure_node_modules(dir: &Path) -> Result<()> {
+    if dir.join("node_modules").is_dir() {
+        return Ok(());
+    }
+    eprintln!("running npm ci in {}", dir.display());
+    let mut child = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting npm ci")?;
+    let until = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for npm ci")? {
+            return if status.success() {
+                Ok(())
+            } else {
+                Err(Error::Server(format!("npm ci in {} failed: {status}", dir.display())))
+            };
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Timeout("npm ci".into()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The peers folder: `given`, else `loadtest/peers` under the working directory, else the one
+/// next to this crate's sources.
+pub fn peers_dir(given: Option<&Path>) -> PathBuf {
+    if let Some(d) = given {
+        return d.to_owned();
+    }
+    let local = PathBuf::from("loadtest/peers");
+    if local.join("socketio-server.mjs").is_file() {
+        return local;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers"))
+}
+
+/// Starts the socket.io 4 server (`node socketio-server.mjs 0 <max_seconds>`) on a free
+/// loopback port; it exits by itself on stdin EOF or after `max_seconds`.
+pub fn start_socketio(node: &Path, dir: &Path, max_seconds: u64) -> Result<Spawned> {
+    let script = std::fs::canonicalize(dir.join("socketio-server.mjs")).map_err(|e| {
+        Error::Args(format!(
+            "socketio-server.mjs not found in {} ({e}); pass --peers-dir",
+            dir.display()
+        ))
+    })?;
+    ensure_node_modules(dir)?;
+    let mut cmd = Command::new(node);
+    cmd.arg(&script).arg("0").arg(max_seconds.to_string()).current_dir(dir);
+    let (child, addr, log, stdin) = spawn_until("socketio", cmd, true, false, |line| {
+        let port = line.trim().strip_prefix("listening ")?;
+        Some(
+            port.parse::<u16>()
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                .map_err(|_| Error::Server(format!("socketio: bad listening line {line:?}"))),
+        )
+    })?;
+    Ok(Spawned {
+        name: "socketio".into(),
+        child: Some(child),
+        measured: None,
+        addr,
+        protocol: ProtocolSpec::SocketIo,
         log,
         _stdin: stdin,
         _dir: None,

@@ -20,10 +20,26 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::adapter::{channel_name, ClientProtocol, Inbound, Session};
+use crate::adapter::{channel_name, ClientProtocol, Frame, Inbound, Session};
 use crate::error::{Context, Error, Result};
 use crate::hist;
 use crate::proto::{Command, ConnectReport, Event, WorkerReport, WorkerSpec};
+
+fn message(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(t) => Message::text(t),
+        Frame::Binary(b) => Message::binary(b),
+    }
+}
+
+/// The payload bytes of a data frame (`None` for control frames).
+fn data(m: &Message) -> Option<&[u8]> {
+    match m {
+        Message::Text(t) => Some(t.as_bytes()),
+        Message::Binary(b) => Some(b),
+        _ => None,
+    }
+}
 
 /// Writes one event line to stdout.
 fn emit(event: &Event) {
@@ -255,19 +271,19 @@ async fn open(
         tokio_tungstenite::client_async(url, stream).await.map_err(|e| reason("upgrade", e))?;
     let channel = channel_name(client, spec.channels);
     for frame in ctx.protocol.open_frames(client, &channel).map_err(|e| reason("open", e))? {
-        ws.send(Message::text(frame)).await.map_err(|e| reason("send", e))?;
+        ws.send(message(frame)).await.map_err(|e| reason("send", e))?;
     }
-    let mut session = Session::default();
+    let mut session = Session::new(&channel);
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) => {
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                 let mut inbound = Inbound::default();
-                ctx.protocol.on_text(&mut session, t.as_str(), &mut inbound);
+                ctx.protocol.on_frame(&mut session, data(&m).unwrap_or_default(), &mut inbound);
                 if let Some(err) = inbound.error {
                     return Err(reason("rejected", err));
                 }
                 for r in inbound.replies {
-                    ws.send(Message::text(r)).await.map_err(|e| reason("send", e))?;
+                    ws.send(message(r)).await.map_err(|e| reason("send", e))?;
                 }
                 if inbound.ready {
                     return Ok((ws, session));
@@ -301,12 +317,12 @@ async fn read_loop(
         }
         tokio::select! {
             m = ws.next() => match m {
-                Some(Ok(Message::Text(t))) => {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                     let mut inbound = Inbound::default();
-                    ctx.protocol.on_text(&mut session, t.as_str(), &mut inbound);
+                    ctx.protocol.on_frame(&mut session, data(&m).unwrap_or_default(), &mut inbound);
                     record(ctx, slow, &inbound);
                     for r in inbound.replies {
-                        if ws.send(Message::text(r)).await.is_err() {
+                        if ws.send(message(r)).await.is_err() {
                             break;
                         }
                     }
