@@ -82,12 +82,11 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         if !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix {
             match websocket::check_upgrade(&head, &env.origins) {
                 Ok(up) => {
-                    // Keep only the bytes that followed the upgrade request: neither the HTTP
-                    // buffer nor the parsed head live on with the connection.
+                    // The WebSocket phase runs in a task of its own, so this HTTP future (its
+                    // buffers, head and request state) is freed instead of living as long as
+                    // the connection. Only the bytes after the upgrade request go along.
                     let leftover = buf.as_slice().to_vec();
-                    drop(buf);
-                    drop(head);
-                    Box::pin(serve_websocket(shard, stream, up, leftover)).await;
+                    glommio::spawn_local(serve_websocket(shard, stream, up, leftover)).detach();
                 }
                 Err(e) => {
                     let _ = stream
@@ -339,7 +338,10 @@ async fn read_loop(
             }
             match msg {
                 Ok(Message::Text(text)) => {
-                    if !stop_commands && !handle_frame(shard, key, text.as_bytes()).await {
+                    // Boxed: command handling state exists only while a frame is processed,
+                    // not in every idle connection's reader.
+                    if !stop_commands && !Box::pin(handle_frame(shard, key, text.as_bytes())).await
+                    {
                         stop_commands = true;
                     }
                 }
