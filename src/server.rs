@@ -6,7 +6,7 @@
 //! borrow across `.await`.
 
 use std::borrow::Cow;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -488,57 +488,61 @@ pub async fn timers(shard: ShardRef) {
     }
 }
 
-/// Accepts connections on a `SO_REUSEPORT` listener of this shard until shutdown.
-pub async fn accept_loop(shard: ShardRef, env: Rc<Env>, listener: TcpListener) {
+/// Runs `accept` until shutdown, handing each accepted socket to `serve`. Accept errors (typically
+/// EMFILE) back off briefly instead of spinning.
+async fn accept_until_shutdown<T, A, F>(shard: &ShardRef, mut accept: A, mut serve: impl FnMut(T))
+where
+    A: FnMut() -> F,
+    F: Future<Output = glommio::Result<T, ()>>,
+{
     loop {
-        let accepted = or(async { Some(listener.accept().await) }, async {
-            shutdown_signal(&shard).await;
+        let accepted = or(async { Some(accept().await) }, async {
+            shutdown_signal(shard).await;
             None
         })
         .await;
         match accepted {
             None => return,
-            Some(Ok(stream)) => {
-                glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream)).detach();
-            }
+            Some(Ok(stream)) => serve(stream),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "accept failed");
-                // Typically EMFILE: back off instead of spinning on the error.
                 sleep(Duration::from_millis(20)).await;
             }
         }
     }
 }
 
+/// Accepts connections on a `SO_REUSEPORT` listener of this shard until shutdown.
+pub async fn accept_loop(shard: ShardRef, env: Rc<Env>, listener: TcpListener) {
+    accept_until_shutdown(
+        &shard,
+        || listener.accept(),
+        |stream| {
+            glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream)).detach();
+        },
+    )
+    .await;
+}
+
 /// Shard 0's acceptor for round-robin placement: the k-th connection goes to shard k mod n.
 pub async fn accept_round_robin(shard: ShardRef, env: Rc<Env>, listener: TcpListener) {
     let mut next: usize = 0;
-    loop {
-        let accepted = or(async { Some(listener.shared_accept().await) }, async {
-            shutdown_signal(&shard).await;
-            None
-        })
-        .await;
-        match accepted {
-            None => return,
-            Some(Ok(stream)) => {
-                let count = shard.borrow().count;
-                let target = ShardId((next % count) as u16);
-                next = next.wrapping_add(1);
-                if target == shard.borrow().id {
-                    let stream = stream.bind_to_executor();
-                    glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream))
-                        .detach();
-                } else {
-                    shard.borrow_mut().send(Lane::Main, target, ShardMsg::Accepted(stream));
-                }
+    accept_until_shutdown(
+        &shard,
+        || listener.shared_accept(),
+        |stream| {
+            let count = shard.borrow().count;
+            let target = ShardId((next % count) as u16);
+            next = next.wrapping_add(1);
+            if target == shard.borrow().id {
+                let stream = stream.bind_to_executor();
+                glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream)).detach();
+            } else {
+                shard.borrow_mut().send(Lane::Main, target, ShardMsg::Accepted(stream));
             }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
-                sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+        },
+    )
+    .await;
 }
 
 /// Drains one peer's lane into this shard: handles every message already queued before yielding,
