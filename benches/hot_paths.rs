@@ -3,7 +3,6 @@
 //! frame on every connection, every writer takes its batch). Run: `cargo bench --bench hot_paths`.
 //! Compare lines within one run; the machines are shared and absolute numbers are noisy.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -91,7 +90,7 @@ fn shard_with_subscribers(n: usize, channel: &str) -> Shard {
                 client: Arc::from(format!("client-{i}").as_str()),
                 user: Arc::from("u"),
                 conn_info: None,
-                subs: HashSet::from([Arc::clone(&ch)]),
+                subs: vec![Arc::clone(&ch)],
                 expire_at: None,
             });
             conn

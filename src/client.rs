@@ -8,7 +8,7 @@
 //! Must not: perform I/O, block, or keep a reference into another shard's state.
 
 use std::cmp::Ordering;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -104,7 +104,9 @@ pub struct Session {
     /// `info` claim, attached to the client's publications.
     pub conn_info: Option<crate::protocol::RawJson>,
     /// Channels this connection is subscribed to.
-    pub subs: HashSet<Arc<str>>,
+    /// A list, not a set: most connections hold one or a few channels, a set allocates buckets
+    /// even for one, and `client.channel_limit` (128) bounds the linear search.
+    pub subs: Vec<Arc<str>>,
     /// Unix seconds when the connection expires, if it does.
     pub expire_at: Option<i64>,
 }
@@ -547,7 +549,13 @@ impl Shard {
                 }
                 let channel: Arc<str> = Arc::from(req.channel.as_str());
                 let removed = match self.conn_mut(key).map(|c| &mut c.state) {
-                    Some(State::Connected(s)) => s.subs.remove(&channel),
+                    Some(State::Connected(s)) => match s.subs.iter().position(|c| *c == channel) {
+                        Some(i) => {
+                            s.subs.swap_remove(i);
+                            true
+                        }
+                        None => false,
+                    },
                     _ => false,
                 };
                 if removed {
@@ -829,7 +837,7 @@ impl Shard {
             return Step::Next;
         }
         if let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) {
-            s.subs.insert(Arc::clone(&channel));
+            s.subs.push(Arc::clone(&channel));
         }
         self.begin_subscription(&channel);
         Step::AwaitInterest { channels: vec![channel], then: Then::Subscribe { id } }
@@ -994,7 +1002,7 @@ mod tests {
                 client: Arc::from("c"),
                 user: Arc::from("u"),
                 conn_info: None,
-                subs: HashSet::from([Arc::clone(channel)]),
+                subs: vec![Arc::clone(channel)],
                 expire_at: None,
             });
             c

@@ -40,7 +40,7 @@ const WS_IDLE_READ: usize = 256;
 /// Heap read buffer used while a connection streams more than `WS_IDLE_READ` per read.
 const WS_BURST_READ: usize = 8192;
 /// tungstenite's frame-parsing chunk when `websocket.read_buffer_size` is 0.
-const WS_PARSE_CHUNK: usize = 512;
+const WS_PARSE_CHUNK: usize = 256;
 /// WebSocket close for an inbound message over `websocket.message_size_limit` (RFC 6455 1009).
 const CLOSE_MESSAGE_TOO_BIG: Disconnect =
     Disconnect { code: 1009, reason: Cow::Borrowed("message too big") };
@@ -384,7 +384,8 @@ async fn read_loop(
                 Err(_) => return,
             }
         }
-        if input.is_empty() && input.capacity() > WS_IDLE_READ {
+        if input.is_empty() && input.capacity() > 0 {
+            // Idle connections keep no input buffer; the next read allocates a fitting one.
             input = Vec::new();
         }
         let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };

@@ -210,7 +210,7 @@ impl OriginPolicy {
 /// tungstenite settings for client frames: small read chunks keep idle connections cheap.
 pub fn context(message_size_limit: usize, read_buffer_size: usize) -> WebSocketContext {
     let config = WebSocketConfig::default()
-        .read_buffer_size(read_buffer_size.max(512))
+        .read_buffer_size(read_buffer_size.max(256))
         .write_buffer_size(0)
         .max_message_size(Some(message_size_limit))
         .max_frame_size(Some(message_size_limit));
