@@ -680,7 +680,7 @@ impl Shard {
             client,
             user: Arc::from(user.as_str()),
             conn_info,
-            subs: server_subs.iter().cloned().collect(),
+            subs: server_subs.clone(),
             expire_at,
         };
         let Some(conn) = self.conn_mut(key) else { return Step::Stop };
