@@ -102,14 +102,7 @@ async fn run(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<Vec<u8>
         ApiMethod::Broadcast => {
             let req = BroadcastRequest::decode(body).map_err(|_| Failure::Undecodable)?;
             let results = broadcast(shard, req).await.map_err(Failure::Api)?;
-            out.extend_from_slice(b"{\"responses\":[");
-            for (i, r) in results.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                types::encode_publish_response(r, &mut out);
-            }
-            out.extend_from_slice(b"]}");
+            types::encode_broadcast_result(&results, &mut out);
         }
         _ => return Err(Failure::Unsupported),
     }

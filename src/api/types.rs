@@ -291,17 +291,17 @@ pub fn encode_publish_response(r: &Result<PublishResult, ApiError>, out: &mut Ve
     }
 }
 
-/// Appends a broadcast response: `{"result":{"responses":[<publish response>, ...]}}` in
-/// channel order.
-pub fn encode_broadcast_response(rs: &[Result<PublishResult, ApiError>], out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"result\":{\"responses\":[");
+/// Appends a broadcast result object `{"responses":[<publish response>, ...]}` in channel order
+/// (wrap it with [`encode_result_response`]; the legacy route embeds it as is).
+pub fn encode_broadcast_result(rs: &[Result<PublishResult, ApiError>], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"responses\":[");
     for (i, r) in rs.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         encode_publish_response(r, out);
     }
-    out.extend_from_slice(b"]}}");
+    out.extend_from_slice(b"]}");
 }
 
 /// Server API methods: per-method path segments (`/api/<name>`) and the legacy enum (§3.5).
@@ -629,18 +629,20 @@ mod tests {
         let mut out = Vec::new();
         encode_publish_response(&Err(API_ERROR_UNKNOWN_CHANNEL), &mut out);
         assert_eq!(s(out), r#"{"error":{"code":102,"message":"unknown channel"}}"#);
-        let mut out = Vec::new();
-        encode_broadcast_response(
+        let mut result = Vec::new();
+        encode_broadcast_result(
             &[Ok(with_history), Err(API_ERROR_INTERNAL), Ok(PublishResult::default())],
-            &mut out,
+            &mut result,
         );
+        let mut out = Vec::new();
+        encode_result_response(&result, &mut out);
         assert_eq!(
             s(out),
             r#"{"result":{"responses":[{"result":{"offset":5,"epoch":"aBcD"}},{"error":{"code":100,"message":"internal server error"}},{"result":{}}]}}"#
         );
         let mut out = Vec::new();
-        encode_broadcast_response(&[], &mut out);
-        assert_eq!(s(out), r#"{"result":{"responses":[]}}"#);
+        encode_broadcast_result(&[], &mut out);
+        assert_eq!(s(out), r#"{"responses":[]}"#);
         let mut out = Vec::new();
         encode_error_response(&API_ERROR_BAD_REQUEST, &mut out);
         assert_eq!(s(out), r#"{"error":{"code":107,"message":"bad request"}}"#);
