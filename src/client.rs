@@ -924,7 +924,7 @@ pub fn data_format_ok(format: &str, data: &[u8]) -> bool {
     match format {
         "binary" => true,
         "json_object" => data.trim_ascii_start().first() == Some(&b'{'),
-        "json" => !data.is_empty(),
+        // `""` and `json`: payloads were decoded as JSON already, so only emptiness is left.
         _ => !data.is_empty(),
     }
 }
