@@ -8,11 +8,12 @@ use std::sync::Arc;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rotor::auth::TokenVerifier;
 use rotor::channel::Namespaces;
-use rotor::client::{Conn, Session, State};
+use rotor::client::{Conn, Session, State, Sub, SubFlags};
 use rotor::config::Config;
 use rotor::hub::Begin;
 use rotor::protocol::{json, Publication, RawJson};
 use rotor::shard::id::{home_of, ShardId};
+use rotor::shard::msg::Event;
 use rotor::shard::Shard;
 use serde_json::json;
 
@@ -90,7 +91,7 @@ fn shard_with_subscribers(n: usize, channel: &str) -> Shard {
                 client: Arc::from(format!("client-{i}").as_str()),
                 user: Arc::from("u"),
                 conn_info: None,
-                subs: vec![Arc::clone(&ch)],
+                subs: vec![Sub::new(Arc::clone(&ch), SubFlags::default())],
                 expire_at: None,
             });
             conn
@@ -107,14 +108,14 @@ fn fanout(c: &mut Criterion) {
     let n = 10_000;
     let mut shard = shard_with_subscribers(n, "news");
     let keys: Vec<_> = shard.hub.subscribers("news").to_vec();
-    let p = publication();
+    let event = Event::Pub(Arc::new(publication()));
     let mut g = c.benchmark_group("fanout");
     g.throughput(Throughput::Elements(n as u64));
     g.bench_function("local 10K subscribers: encode once, enqueue, take batches", |b| {
         b.iter_batched(
             || (),
             |()| {
-                shard.deliver_local("news", &p);
+                shard.deliver_local("news", &event);
                 let mut frames = 0;
                 for k in &keys {
                     if let Some(rotor::client::Batch::One(_)) =

@@ -1,9 +1,10 @@
 //! Shard-local subscriber index: channel → connections on this shard subscribed to it, plus
 //! whether the channel's home shard has acknowledged that this shard is interested.
 //!
-//! Owns: only the index. Every shard has its own hub for its own connections; nothing here is
-//! shared. Must not hold connection state (that is `client::Conn`) or channel-global state (that
-//! is the home shard's).
+//! Owns: only the index, and the events kept for subscribers whose subscribe reply is still
+//! being prepared (so nothing published meanwhile is lost or reordered). Every shard has its own
+//! hub for its own connections; nothing here is shared. Must not hold connection state (that is
+//! `client::Conn`) or channel-global state (that is the home shard's).
 //!
 //! Why acknowledgements: a subscribe reply promises the client every publication made after it.
 //! The home shard only delivers to shards in its interest set, so the first local subscriber of a
@@ -17,6 +18,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Waker;
 
+use crate::shard::msg::Event;
+
 /// A connection slot on this shard plus a generation, so a stale key never reaches a newer
 /// connection that reused the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,9 +30,23 @@ pub struct ConnKey {
     pub generation: u32,
 }
 
+/// A subscriber whose subscribe reply waits for the home shard's answer: events of the channel
+/// are kept for it and handed over, merged by offset, once the reply is written.
+#[derive(Debug)]
+struct Buffering {
+    key: ConnKey,
+    join_leave: bool,
+    events: Vec<Event>,
+}
+
 #[derive(Debug, Default)]
 struct Entry {
     keys: Vec<ConnKey>,
+    /// Live subscribers that receive join/leave pushes (a subset of `keys`).
+    join_leave: Vec<ConnKey>,
+    buffering: Vec<Buffering>,
+    /// Offset of the last publication delivered here (0 = none yet), to notice a dropped one.
+    last_offset: u64,
     pending: u32,
     requested: bool,
     registered: bool,
@@ -102,10 +119,69 @@ impl Hub {
 
     /// A pending subscriber becomes a live one: deliveries reach it from now on.
     pub fn finish(&mut self, channel: &str, key: ConnKey) {
+        self.finish_with(channel, key, false);
+    }
+
+    /// [`Hub::finish`], also receiving join/leave pushes when `join_leave`.
+    pub fn finish_with(&mut self, channel: &str, key: ConnKey, join_leave: bool) {
         if let Some(e) = self.channels.get_mut(channel) {
             e.pending = e.pending.saturating_sub(1);
             e.keys.push(key);
+            if join_leave {
+                e.join_leave.push(key);
+            }
         }
+    }
+
+    /// A pending subscriber starts keeping the channel's events while its reply is prepared.
+    pub fn start_buffering(&mut self, channel: &str, key: ConnKey, join_leave: bool) {
+        if let Some(e) = self.channels.get_mut(channel) {
+            e.pending = e.pending.saturating_sub(1);
+            e.buffering.push(Buffering { key, join_leave, events: Vec::new() });
+        }
+    }
+
+    /// Ends buffering for `key`: returns the kept events, or `None` when it was not buffering
+    /// (it unsubscribed meanwhile). The caller then makes it live ([`Hub::go_live`]) or releases
+    /// it ([`Hub::remove`]).
+    pub fn take_buffered(&mut self, channel: &str, key: ConnKey) -> Option<Vec<Event>> {
+        let e = self.channels.get_mut(channel)?;
+        let pos = e.buffering.iter().position(|b| b.key == key)?;
+        Some(e.buffering.swap_remove(pos).events)
+    }
+
+    /// Adds a live subscriber directly (after buffering).
+    pub fn go_live(&mut self, channel: &str, key: ConnKey, join_leave: bool) {
+        if let Some(e) = self.channels.get_mut(channel) {
+            e.keys.push(key);
+            if join_leave {
+                e.join_leave.push(key);
+            }
+        }
+    }
+
+    /// Records an event for the buffering subscribers of `channel` and, for a publication with
+    /// an offset, returns true when an earlier one never arrived here (a dropped delivery).
+    pub fn observe(&mut self, channel: &str, event: &Event) -> bool {
+        let Some(e) = self.channels.get_mut(channel) else { return false };
+        for b in &mut e.buffering {
+            if b.join_leave || matches!(event, Event::Pub(_)) {
+                b.events.push(event.clone());
+            }
+        }
+        match event {
+            Event::Pub(p) if p.offset > 0 => {
+                let gap = e.last_offset > 0 && p.offset > e.last_offset + 1;
+                e.last_offset = e.last_offset.max(p.offset);
+                gap
+            }
+            _ => false,
+        }
+    }
+
+    /// Live subscribers that receive join/leave pushes.
+    pub fn join_leave_subscribers(&self, channel: &str) -> &[ConnKey] {
+        self.channels.get(channel).map_or(&[], |e| e.join_leave.as_slice())
     }
 
     /// A pending subscriber gave up. Returns true when the channel has nobody left on this shard
@@ -116,16 +192,28 @@ impl Hub {
         self.release_if_empty(channel)
     }
 
-    /// Removes a live subscriber. Returns true when the channel has nobody left on this shard.
+    /// Removes a live or buffering subscriber. Returns true when the channel has nobody left on
+    /// this shard.
     pub fn remove(&mut self, channel: &str, key: ConnKey) -> bool {
         let Some(e) = self.channels.get_mut(channel) else { return false };
-        let Some(pos) = e.keys.iter().position(|k| *k == key) else { return false };
-        e.keys.swap_remove(pos);
+        if let Some(pos) = e.join_leave.iter().position(|k| *k == key) {
+            e.join_leave.swap_remove(pos);
+        }
+        if let Some(pos) = e.keys.iter().position(|k| *k == key) {
+            e.keys.swap_remove(pos);
+        } else if let Some(pos) = e.buffering.iter().position(|b| b.key == key) {
+            e.buffering.swap_remove(pos);
+        } else {
+            return false;
+        }
         self.release_if_empty(channel)
     }
 
     fn release_if_empty(&mut self, channel: &str) -> bool {
-        let empty = self.channels.get(channel).is_some_and(|e| e.keys.is_empty() && e.pending == 0);
+        let empty = self
+            .channels
+            .get(channel)
+            .is_some_and(|e| e.keys.is_empty() && e.buffering.is_empty() && e.pending == 0);
         if empty {
             self.channels.remove(channel);
         }
@@ -140,6 +228,11 @@ impl Hub {
     /// Number of channels with local subscribers (live or pending).
     pub fn channel_count(&self) -> usize {
         self.channels.len()
+    }
+
+    /// Channels with live local subscribers and their counts.
+    pub fn counts(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
+        self.channels.iter().filter(|(_, e)| !e.keys.is_empty()).map(|(c, e)| (c, e.keys.len()))
     }
 }
 

@@ -60,6 +60,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod node;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

@@ -373,6 +373,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         tracing::warn!("{w}");
     }
     let running = start(cfg)?;
+    crate::node::init(running.addr.port());
     println!("rotor listening on {}", running.addr);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let notifier = Arc::new(systemd::Notifier::from_env());

@@ -430,13 +430,9 @@ async fn handle_frame(shard: &ShardRef, key: ConnKey, frame: &[u8]) -> bool {
                 interest_registered(shard, &channels).await;
                 shard.borrow_mut().complete_subscriptions(key, &channels, then);
             }
-            Step::AwaitPublish { id, req } => {
+            Step::AwaitAnswer { req, then } => {
                 let answer = PendingAnswer::new(shard.clone(), req).await;
-                let mut s = shard.borrow_mut();
-                match answer {
-                    Some(_) => s.finish_client_publish(key, id),
-                    None => s.fail_client_publish(key, id),
-                }
+                shard.borrow_mut().resume(key, then, answer);
             }
         }
     }

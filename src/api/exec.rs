@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
+use crate::api::query;
 use crate::api::types::{
     self, ApiError, ApiMethod, BroadcastRequest, PublishPayload, PublishRequest, PublishResult,
 };
@@ -15,7 +16,7 @@ use crate::client::{data_format_ok, history_policy};
 use crate::http::{self, Head};
 use crate::protocol::{Publication, RawJson};
 use crate::server::Reply;
-use crate::shard::msg::RequestId;
+use crate::shard::msg::{Answer, Call, PublishCall, RequestId};
 use crate::shard::{PendingAnswer, ShardRef};
 
 /// Whether the request carries the configured API key (spec §3.1): `X-API-Key`, else
@@ -81,8 +82,8 @@ pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<
     Reply::json(200, out)
 }
 
-/// Why a method produced no `result`.
-enum Failure {
+/// Why a method produced no `result` (shared with [`super::query`]).
+pub enum Failure {
     /// The body is not valid JSON for the method → HTTP 400.
     Undecodable,
     /// A Centrifugo method Rotor does not implement yet.
@@ -104,9 +105,121 @@ async fn run(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<Vec<u8>
             let results = broadcast(shard, req).await.map_err(Failure::Api)?;
             types::encode_broadcast_result(&results, &mut out);
         }
+        ApiMethod::Presence => return query::presence(shard, body, false).await,
+        ApiMethod::PresenceStats => return query::presence(shard, body, true).await,
+        ApiMethod::History => return query::history(shard, body).await,
+        ApiMethod::HistoryRemove => return query::history_remove(shard, body).await,
+        ApiMethod::Channels => return query::channels(shard, body).await,
+        ApiMethod::Info => return query::info(shard, body).await,
+        ApiMethod::Rpc => return query::rpc(body),
+        ApiMethod::Batch => return Box::pin(batch(shard, body)).await,
         _ => return Err(Failure::Unsupported),
     }
     Ok(out)
+}
+
+/// `batch` (spec §3.3): `{"commands":[{"<method>":{..}}, ..],"parallel":bool}` answered with
+/// `{"replies":[{"<method>":{..}} | {"error":{..}}, ..]}` in command order.
+async fn batch(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct BatchBody<'a> {
+        #[serde(borrow)]
+        commands: Vec<Option<std::collections::BTreeMap<String, &'a serde_json::value::RawValue>>>,
+        parallel: bool,
+    }
+    if !crate::protocol::json::starts_object(body) {
+        return Err(Failure::Undecodable);
+    }
+    let req: BatchBody<'_> = serde_json::from_slice(body).map_err(|_| Failure::Undecodable)?;
+    // Each command: its method (when known) and params.
+    let commands: Vec<Result<(ApiMethod, &[u8]), ApiError>> = req
+        .commands
+        .iter()
+        .map(|c| {
+            let c = c.as_ref().ok_or(types::API_ERROR_BAD_REQUEST)?;
+            c.iter()
+                .find_map(|(name, params)| {
+                    ApiMethod::from_path_segment(name)
+                        .filter(|m| *m != ApiMethod::Batch)
+                        .map(|m| (m, params.get().as_bytes()))
+                })
+                .ok_or(types::API_ERROR_NOT_FOUND)
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(commands.len());
+    if req.parallel {
+        let futures: Vec<_> = commands.into_iter().map(|c| Box::pin(batch_one(shard, c))).collect();
+        replies = join_all(futures).await;
+    } else {
+        for c in commands {
+            replies.push(batch_one(shard, c).await);
+        }
+    }
+    let mut out = b"{\"replies\":[".to_vec();
+    for (i, (method, r)) in replies.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        match (method, r) {
+            (Some(m), Ok(result)) => {
+                crate::protocol::json::write_json_string(&mut out, m.name());
+                out.push(b':');
+                out.extend_from_slice(result);
+            }
+            (_, Err(e)) => {
+                out.extend_from_slice(b"\"error\":");
+                types::encode_error_object(e, &mut out);
+            }
+            (None, Ok(_)) => {}
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+/// One batch command: its method (for the reply key) and outcome.
+async fn batch_one(
+    shard: &ShardRef,
+    c: Result<(ApiMethod, &[u8]), ApiError>,
+) -> (Option<ApiMethod>, Result<Vec<u8>, ApiError>) {
+    match c {
+        Err(e) => (None, Err(e)),
+        Ok((m, params)) => {
+            let r = match run(shard, m, params).await {
+                Ok(result) => Ok(result),
+                Err(Failure::Undecodable) => Err(types::API_ERROR_BAD_REQUEST),
+                Err(Failure::Unsupported) => Err(types::API_ERROR_NOT_FOUND),
+                Err(Failure::Api(e)) => Err(e),
+            };
+            (Some(m), r)
+        }
+    }
+}
+
+/// Polls every future until all are done; results in input order.
+async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut results: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (f, slot) in futures.iter_mut().zip(results.iter_mut()) {
+            if slot.is_none() {
+                match std::pin::Pin::new(f).poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
 }
 
 /// The legacy multi-command route (spec §3.5): a JSON stream of `{"id","method","params"}`.
@@ -167,14 +280,24 @@ fn start_publish(
     }
     let history = history_policy(resolved.options, req.skip_history);
     let publication = Publication { data, tags: req.tags.clone(), ..Publication::default() };
-    Ok(s.start_publish(Arc::from(channel), publication, history))
+    let channel: Arc<str> = Arc::from(channel);
+    let call = Call::Publish(PublishCall {
+        channel: Arc::clone(&channel),
+        publication,
+        history,
+        idempotency_key: Some(req.idempotency_key.clone()).filter(|k| !k.is_empty()),
+        // Versions are compared against the stream, so they need history (spec §3.3).
+        version: (req.version > 0 && history.enabled())
+            .then(|| (req.version, req.version_epoch.clone())),
+    });
+    Ok(s.call_home(&channel, call))
 }
 
 async fn finish(shard: &ShardRef, req: RequestId) -> Result<PublishResult, ApiError> {
     match PendingAnswer::new(shard.clone(), req).await {
-        Some(Some(p)) => Ok(PublishResult { offset: p.offset, epoch: p.epoch }),
-        Some(None) => Ok(PublishResult::default()),
-        None => Err(types::API_ERROR_INTERNAL),
+        Some(Answer::Published(Some(p))) => Ok(PublishResult { offset: p.offset, epoch: p.epoch }),
+        Some(Answer::Published(None)) => Ok(PublishResult::default()),
+        _ => Err(types::API_ERROR_INTERNAL),
     }
 }
 

@@ -42,6 +42,26 @@ pub struct Position {
     pub epoch: String,
 }
 
+/// What a history read asks for (spec §6.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Most publications to return; `None` = every retained one. `Some(0)` returns only the
+    /// position.
+    pub limit: Option<usize>,
+    /// Only publications after (or, reversed, before) this offset of this epoch.
+    pub since: Option<Position>,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// Why a history read failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HistoryError {
+    /// `since.epoch` names another stream (error 112).
+    #[error("unrecoverable position")]
+    UnrecoverablePosition,
+}
+
 /// A channel's stream: position plus the retained publications, oldest first.
 #[derive(Debug)]
 pub struct Stream {
@@ -112,6 +132,42 @@ impl Stream {
     pub fn publications(&self) -> impl Iterator<Item = &Arc<Publication>> {
         self.entries.iter().map(|e| &e.publication)
     }
+
+    /// Reads retained publications per `query` (spec §6.2); the position to report alongside is
+    /// [`Stream::position`], the stream top, never the page position.
+    pub fn read(
+        &mut self,
+        query: &HistoryQuery,
+        now_ms: u64,
+    ) -> Result<Vec<Arc<Publication>>, HistoryError> {
+        self.expire(now_ms);
+        if let Some(since) = &query.since {
+            if !since.epoch.is_empty() && since.epoch != self.position.epoch {
+                return Err(HistoryError::UnrecoverablePosition);
+            }
+        }
+        let limit = query.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let all = self.entries.iter().map(|e| &e.publication);
+        let picked: Vec<Arc<Publication>> = match (&query.since, query.reverse) {
+            (None, false) => all.take(limit).cloned().collect(),
+            (None, true) => all.rev().take(limit).cloned().collect(),
+            (Some(since), false) => {
+                all.filter(|p| p.offset > since.offset).take(limit).cloned().collect()
+            }
+            (Some(since), true) => {
+                all.rev().filter(|p| p.offset < since.offset).take(limit).cloned().collect()
+            }
+        };
+        Ok(picked)
+    }
+
+    /// Drops every retained publication; the position stays (API `history_remove`).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +208,40 @@ mod tests {
         assert_eq!(s.publications().count(), 0);
         assert_eq!(s.position().offset, 1);
         assert_eq!(s.append(publication(2), policy, 2_000).offset, 2);
+    }
+
+    fn offsets(r: Result<Vec<Arc<Publication>>, HistoryError>) -> Vec<u64> {
+        r.unwrap().iter().map(|p| p.offset).collect()
+    }
+
+    #[test]
+    fn history_queries_follow_the_spec_table() {
+        let policy = HistoryPolicy { size: 10, ttl: Duration::from_secs(60) };
+        let mut s = Stream::default();
+        for n in 1..=5 {
+            s.append(publication(n), policy, 0);
+        }
+        let epoch = s.position().epoch.clone();
+        let q = |limit: Option<usize>, since: Option<u64>, reverse: bool| HistoryQuery {
+            limit,
+            since: since.map(|offset| Position { offset, epoch: epoch.clone() }),
+            reverse,
+        };
+        assert!(offsets(s.read(&q(Some(0), None, false), 1)).is_empty());
+        assert_eq!(offsets(s.read(&q(None, None, false), 1)), vec![1, 2, 3, 4, 5]);
+        assert_eq!(offsets(s.read(&q(Some(2), None, false), 1)), vec![1, 2]);
+        assert_eq!(offsets(s.read(&q(Some(2), None, true), 1)), vec![5, 4]);
+        assert_eq!(offsets(s.read(&q(Some(10), Some(3), false), 1)), vec![4, 5]);
+        assert_eq!(offsets(s.read(&q(Some(10), Some(3), true), 1)), vec![2, 1]);
+        let other = HistoryQuery {
+            limit: Some(10),
+            since: Some(Position { offset: 1, epoch: "other".into() }),
+            reverse: false,
+        };
+        assert_eq!(s.read(&other, 1), Err(HistoryError::UnrecoverablePosition));
+        s.clear();
+        assert!(offsets(s.read(&q(None, None, false), 1)).is_empty());
+        assert_eq!(s.position().offset, 5, "history_remove keeps the position");
     }
 
     #[test]

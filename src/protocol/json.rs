@@ -832,6 +832,17 @@ pub fn encode_reply(id: u32, body: &ReplyBody, out: &mut Vec<u8>) {
     o.close();
 }
 
+/// Appends only the result object of a reply body: what the server API sends under `"result"`
+/// for the methods whose results have the client protocol's shape (history, presence).
+pub fn encode_result_object(body: &ReplyBody, out: &mut Vec<u8>) {
+    let start = out.len();
+    encode_reply(0, body, out);
+    // `{"<kind>":<object>}` with no id: keep `<object>` (kind names contain no ':').
+    let skip = out[start..].iter().position(|&b| b == b':').map_or(0, |i| i + 1);
+    out.truncate(out.len() - 1);
+    out.drain(start..start + skip);
+}
+
 /// How a push is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushFraming {

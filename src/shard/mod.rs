@@ -31,14 +31,17 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
 use slab::Slab;
 
-use crate::broker::memory::{HistoryPolicy, Stream};
+use crate::broker::memory::Stream;
 use crate::channel::Namespaces;
 use crate::client::{Conn, Timer};
 use crate::config::Config;
 use crate::hub::{ConnKey, Hub};
-use crate::protocol::{json, Publication};
+use crate::protocol::{json, ClientInfo};
 use crate::shard::id::{home_of, ShardId, ShardSet};
-use crate::shard::msg::{Lane, Published, RequestId, ShardMsg};
+use crate::shard::msg::{
+    Answer, Call, Cast, Event, Lane, PublishCall, Published, RequestId, ShardCounts, ShardMsg,
+    SubscribeCall,
+};
 use crate::transport::websocket;
 
 /// Most messages waiting for one peer lane before deliveries are dropped (and counted).
@@ -47,13 +50,35 @@ pub const SPILL_MAX: usize = 65_536;
 /// The shard state shared by the tasks of one executor.
 pub type ShardRef = Rc<RefCell<Shard>>;
 
+/// How long an API `idempotency_key` result is remembered (spec §6.7).
+pub const IDEMPOTENCY_TTL_MS: u64 = 5 * 60 * 1000;
+
 /// Channel state kept by the channel's home shard.
 #[derive(Debug, Default)]
 pub struct HomeChannel {
     /// Shards with at least one local subscriber.
     pub interest: ShardSet,
-    /// Stream position and history (memory engine), created on the first stored publication.
+    /// Stream position and history (memory engine), created on the first stored publication
+    /// or the first positioned subscription.
     pub stream: Option<Stream>,
+    /// client id → presence entry.
+    pub presence: HashMap<Arc<str>, Arc<ClientInfo>>,
+    /// API idempotency keys → (first result, expiry in ms).
+    pub idempotency: HashMap<String, (Option<Published>, u64)>,
+    /// Last published `version` and its `version_epoch`.
+    pub version: Option<(u64, String)>,
+}
+
+impl HomeChannel {
+    /// Nothing worth keeping: no subscribers anywhere, no stream, no presence, no remembered
+    /// publish results.
+    fn is_idle(&self) -> bool {
+        self.interest.is_empty()
+            && self.stream.is_none()
+            && self.presence.is_empty()
+            && self.idempotency.is_empty()
+            && self.version.is_none()
+    }
 }
 
 /// Messages waiting for a peer lane that was full.
@@ -71,7 +96,7 @@ pub struct Spill {
 /// A request parked until another shard answers.
 #[derive(Debug, Default)]
 pub struct Pending {
-    answer: Option<Option<Published>>,
+    answer: Option<Answer>,
     waker: Option<Waker>,
 }
 
@@ -215,11 +240,12 @@ impl Shard {
     /// which owns spawning connection tasks.
     pub fn handle(&mut self, msg: ShardMsg) -> Option<glommio::net::AcceptedTcpStream> {
         match msg {
-            ShardMsg::Publish { origin, req, channel, publication, history } => {
-                let position = self.publish_home(&channel, *publication, history);
-                self.send(Lane::Reply, origin, ShardMsg::PublishDone { req, position });
+            ShardMsg::Call { origin, req, call } => {
+                let answer = self.serve(*call);
+                self.send(Lane::Reply, origin, ShardMsg::Answer { req, answer: Box::new(answer) });
             }
-            ShardMsg::PublishDone { req, position } => self.answer(req, position),
+            ShardMsg::Answer { req, answer } => self.answer(req, *answer),
+            ShardMsg::Cast(cast) => self.cast(*cast),
             ShardMsg::Interest { channel, shard, subscribed, ack } => {
                 let entry = self.home.entry(Arc::clone(&channel)).or_default();
                 if subscribed {
@@ -233,78 +259,190 @@ impl Shard {
                     }
                 } else {
                     entry.interest.remove(shard);
-                    if entry.interest.is_empty() && entry.stream.is_none() {
-                        self.home.remove(&channel);
-                    }
+                    self.forget_if_idle(&channel);
                 }
             }
             ShardMsg::InterestAcked { channel, generation } => {
                 self.hub.acknowledged(&channel, generation);
             }
-            ShardMsg::Deliver { channel, publication } => {
-                self.deliver_local(&channel, &publication);
-            }
+            ShardMsg::Deliver { channel, event } => self.deliver_local(&channel, &event),
             ShardMsg::Accepted(stream) => return Some(stream),
         }
         None
     }
 
-    /// Home-shard half of a publish: assign a position (when history is on) and hand one shared
-    /// publication to every interested shard, this one included.
-    fn publish_home(
-        &mut self,
-        channel: &Arc<str>,
-        publication: Publication,
-        history: HistoryPolicy,
-    ) -> Option<Published> {
-        let entry = self.home.entry(Arc::clone(channel)).or_default();
+    fn forget_if_idle(&mut self, channel: &str) {
+        if self.home.get(channel).is_some_and(HomeChannel::is_idle) {
+            self.home.remove(channel);
+        }
+    }
+
+    /// Runs a request addressed to this shard and returns its answer.
+    fn serve(&mut self, call: Call) -> Answer {
+        let now = now_ms();
+        match call {
+            Call::Publish(p) => Answer::Published(self.publish_home(p)),
+            Call::Subscribe(sub) => self.subscribe_home(sub),
+            Call::History { channel, policy, query } => {
+                if !policy.enabled() {
+                    return Answer::History(Ok((Vec::new(), Default::default())));
+                }
+                let entry = self.home.entry(channel).or_default();
+                let stream = entry.stream.get_or_insert_with(Stream::default);
+                let read = stream.read(&query, now).map(|p| (p, stream.position().clone()));
+                Answer::History(read)
+            }
+            Call::HistoryRemove { channel } => {
+                if let Some(stream) = self.home.get_mut(&channel).and_then(|e| e.stream.as_mut()) {
+                    stream.clear();
+                }
+                Answer::Done
+            }
+            Call::Presence { channel } => Answer::Presence(
+                self.home
+                    .get(&channel)
+                    .map(|e| e.presence.values().cloned().collect())
+                    .unwrap_or_default(),
+            ),
+            Call::Channels { pattern } => Answer::Channels(
+                self.hub
+                    .counts()
+                    .filter(|(c, _)| pattern.as_ref().is_none_or(|p| p.is_match(c.as_ref())))
+                    .map(|(c, n)| (Arc::clone(c), u32::try_from(n).unwrap_or(u32::MAX)))
+                    .collect(),
+            ),
+            Call::Info => Answer::Info(Box::new(self.counts())),
+        }
+    }
+
+    /// This shard's share of API `info`.
+    fn counts(&self) -> ShardCounts {
+        let mut users: Vec<Arc<str>> = Vec::new();
+        let mut counts = ShardCounts::default();
+        for (_, c) in &self.conns {
+            if let crate::client::State::Connected(s) = &c.state {
+                counts.clients += 1;
+                counts.subs += s.subs.len() as u64;
+                users.push(Arc::clone(&s.user));
+            }
+        }
+        users.sort_unstable();
+        users.dedup();
+        counts.users = users;
+        counts.channels = self.home.values().filter(|e| !e.interest.is_empty()).count() as u64;
+        counts
+    }
+
+    /// Home-shard half of a subscription: presence, join, and the stream position.
+    fn subscribe_home(&mut self, sub: SubscribeCall) -> Answer {
+        let now = now_ms();
+        let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
+        if sub.presence {
+            entry.presence.insert(Arc::from(sub.info.client.as_str()), Arc::clone(&sub.info));
+        }
+        let mut top = None;
+        let mut read = Ok(Vec::new());
+        if let Some((policy, query)) = &sub.position {
+            if policy.enabled() {
+                let stream = entry.stream.get_or_insert_with(Stream::default);
+                if let Some(q) = query {
+                    read = stream.read(q, now);
+                }
+                top = Some(stream.position().clone());
+            }
+        }
+        if sub.join {
+            self.emit(&sub.channel, Event::Join(sub.info));
+        }
+        Answer::Subscribed { top, read }
+    }
+
+    fn cast(&mut self, cast: Cast) {
+        match cast {
+            Cast::Unsubscribed { channel, client, leave } => {
+                if let Some(e) = self.home.get_mut(&channel) {
+                    e.presence.remove(&client);
+                }
+                if let Some(info) = leave {
+                    self.emit(&channel, Event::Leave(info));
+                }
+                self.forget_if_idle(&channel);
+            }
+        }
+    }
+
+    /// Hands an event to every shard with subscribers of a channel homed here.
+    fn emit(&mut self, channel: &Arc<str>, event: Event) {
+        let Some(targets) = self.home.get(channel).map(|e| e.interest) else { return };
+        for shard in targets.iter() {
+            let msg = ShardMsg::Deliver { channel: Arc::clone(channel), event: event.clone() };
+            self.send(Lane::Main, shard, msg);
+        }
+    }
+
+    /// Home-shard half of a publish: apply idempotency and version rules, assign a position
+    /// (when history is on) and hand one shared publication to every interested shard.
+    fn publish_home(&mut self, call: PublishCall) -> Option<Published> {
+        let PublishCall { channel, publication, history, idempotency_key, version } = call;
+        let now = now_ms();
+        let entry = self.home.entry(Arc::clone(&channel)).or_default();
+        entry.idempotency.retain(|_, (_, expire)| *expire > now);
+        if let Some(first) = idempotency_key.as_ref().and_then(|k| entry.idempotency.get(k)) {
+            return first.0.clone();
+        }
+        let top = |e: &HomeChannel| {
+            e.stream.as_ref().map(|s| Published {
+                offset: s.position().offset,
+                epoch: s.position().epoch.clone(),
+            })
+        };
+        if let Some((v, epoch)) = &version {
+            if let Some((stored, stored_epoch)) = &entry.version {
+                if *v <= *stored && (epoch.is_empty() || epoch == stored_epoch) {
+                    return top(entry);
+                }
+            }
+            entry.version = Some((*v, epoch.clone()));
+        }
         let (publication, position) = if history.enabled() {
             let stream = entry.stream.get_or_insert_with(Stream::default);
-            let stored = stream.append(publication, history, now_ms());
-            let pos = stream.position();
-            (stored, Some(Published { offset: pos.offset, epoch: pos.epoch.clone() }))
+            let stored = stream.append(publication, history, now);
+            (stored, top(entry))
         } else {
             (Arc::new(publication), None)
         };
-        let targets = entry.interest;
-        if targets.is_empty() && entry.stream.is_none() {
-            self.home.remove(channel);
+        if let Some(k) = idempotency_key {
+            entry.idempotency.insert(k, (position.clone(), now + IDEMPOTENCY_TTL_MS));
         }
-        for shard in targets.iter() {
-            let msg = ShardMsg::Deliver {
-                channel: Arc::clone(channel),
-                publication: Arc::clone(&publication),
-            };
-            self.send(Lane::Main, shard, msg);
-        }
+        self.emit(&channel, Event::Pub(publication));
+        self.forget_if_idle(&channel);
         position
     }
 
-    /// Starts a publish from this shard: returns the parked request to await.
-    pub fn start_publish(
-        &mut self,
-        channel: Arc<str>,
-        publication: Publication,
-        history: HistoryPolicy,
-    ) -> RequestId {
+    /// Sends a request to shard `to` (inline when it is this shard) and parks it; await the
+    /// answer with [`PendingAnswer`].
+    pub fn call(&mut self, to: ShardId, call: Call) -> RequestId {
         let req = self.pending.insert(Pending::default()) as RequestId;
-        let home = home_of(&channel, self.count);
-        let msg = ShardMsg::Publish {
-            origin: self.id,
-            req,
-            channel,
-            publication: Box::new(publication),
-            history,
-        };
-        self.send(Lane::Main, home, msg);
+        let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
+        self.send(Lane::Main, to, msg);
         req
+    }
+
+    /// Sends a request to the home shard of `channel`.
+    pub fn call_home(&mut self, channel: &str, call: Call) -> RequestId {
+        self.call(home_of(channel, self.count), call)
+    }
+
+    /// Sends the same request to every shard; the answers come back in shard order.
+    pub fn call_all(&mut self, make: impl Fn() -> Call) -> Vec<RequestId> {
+        (0..self.count).map(|i| self.call(ShardId(i as u16), make())).collect()
     }
 
     /// A message whose destination shard has stopped reading (only during shutdown): fail what
     /// this shard waits for instead of waiting forever.
     pub fn undeliverable(&mut self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Publish { origin, req, .. } if origin == self.id => {
+            ShardMsg::Call { origin, req, .. } if origin == self.id => {
                 // Removing the slot makes the parked request resolve as lost (error 100).
                 if let Some(p) = self.pending.try_remove(req as usize) {
                     if let Some(w) = p.waker {
@@ -319,25 +457,36 @@ impl Shard {
         }
     }
 
-    fn answer(&mut self, req: RequestId, position: Option<Published>) {
+    fn answer(&mut self, req: RequestId, answer: Answer) {
         // A missing slot means the requester went away (connection closed); nothing to do.
         if let Some(p) = self.pending.get_mut(req as usize) {
-            p.answer = Some(position);
+            p.answer = Some(answer);
             if let Some(w) = p.waker.take() {
                 w.wake();
             }
         }
     }
 
-    /// Delivers a publication to this shard's subscribers of `channel`: encoded once, the same
+    /// Delivers an event to this shard's subscribers of `channel`: encoded once, the same
     /// frame queued to each, each writer woken (it flushes everything queued in one write).
-    pub fn deliver_local(&mut self, channel: &str, publication: &Publication) {
-        let subscribers = self.hub.subscribers(channel);
+    /// Subscribers still waiting for their subscribe reply keep the event instead.
+    pub fn deliver_local(&mut self, channel: &str, event: &Event) {
+        if self.hub.observe(channel, event) {
+            // A delivery to this shard was dropped: positioned subscribers cannot trust their
+            // stream anymore and must recover.
+            self.insufficient_state(channel);
+        }
+        let subscribers = match event {
+            Event::Pub(_) => self.hub.subscribers(channel),
+            Event::Join(_) | Event::Leave(_) => self.hub.join_leave_subscribers(channel),
+        };
         if subscribers.is_empty() {
             return;
         }
-        let out = crate::client::Out::json(|buf| {
-            json::encode_publication_push(channel, publication, buf)
+        let out = crate::client::Out::json(|buf| match event {
+            Event::Pub(p) => json::encode_publication_push(channel, p, buf),
+            Event::Join(info) => json::encode_join_push(channel, info, buf),
+            Event::Leave(info) => json::encode_leave_push(channel, info, buf),
         });
         // Cloning the key list keeps the hub borrow apart from the connection mutations below
         // (a slow client is unsubscribed from the hub while we iterate).
@@ -372,9 +521,8 @@ impl PendingAnswer {
 }
 
 impl Future for PendingAnswer {
-    /// `None` when the request was lost (only on shutdown); `Some(None)` for a publish without
-    /// history.
-    type Output = Option<Option<Published>>;
+    /// `None` when the request was lost (only on shutdown).
+    type Output = Option<Answer>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let req = self.req as usize;

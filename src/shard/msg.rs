@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use glommio::net::AcceptedTcpStream;
 
-use crate::broker::memory::HistoryPolicy;
-use crate::protocol::Publication;
+use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery, Position};
+use crate::protocol::{ClientInfo, Publication};
 use crate::shard::id::ShardId;
 
 /// Identifies a parked request on its origin shard (a slot in `Shard::pending`).
@@ -33,34 +33,162 @@ pub struct Published {
     pub epoch: String,
 }
 
+/// Something that happened in a channel, handed by the home shard to every interested shard.
+/// Behind `Arc`: one allocation is read by every shard.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A publication (with its offset when the channel keeps history).
+    Pub(Arc<Publication>),
+    /// A client subscribed (channels with `join_leave`).
+    Join(Arc<ClientInfo>),
+    /// A client unsubscribed or disconnected.
+    Leave(Arc<ClientInfo>),
+}
+
+/// A publish handed to the channel's home shard.
+#[derive(Debug)]
+pub struct PublishCall {
+    /// Channel name.
+    pub channel: Arc<str>,
+    /// The publication without offset.
+    pub publication: Publication,
+    /// Whether and how to keep it in history.
+    pub history: HistoryPolicy,
+    /// API `idempotency_key`: a repeat within 5 minutes returns the first result.
+    pub idempotency_key: Option<String>,
+    /// API `version` and `version_epoch`: skip when not newer than the stored version.
+    pub version: Option<(u64, String)>,
+}
+
+/// A subscription that needs the home shard: presence, join/leave, or a stream position.
+#[derive(Debug)]
+pub struct SubscribeCall {
+    /// Channel name.
+    pub channel: Arc<str>,
+    /// The subscriber, as presence and join/leave show it.
+    pub info: Arc<ClientInfo>,
+    /// Add `info` to the channel's presence.
+    pub presence: bool,
+    /// Emit a join event to the channel's join/leave receivers.
+    pub join: bool,
+    /// Report the stream top (and read this history for recovery); the policy creates the
+    /// stream meta when the channel was never published to.
+    pub position: Option<(HistoryPolicy, Option<HistoryQuery>)>,
+}
+
+/// A request to another shard (or this one, handled inline), answered with [`Answer`].
+#[derive(Debug)]
+pub enum Call {
+    /// To the channel's home: order (and store) a publication, deliver it, answer `Published`.
+    Publish(PublishCall),
+    /// To the channel's home: register a subscriber, answer `Subscribed`.
+    Subscribe(SubscribeCall),
+    /// To the channel's home: read history, answer `History`.
+    History {
+        /// Channel name.
+        channel: Arc<str>,
+        /// The namespace's history settings (a read creates the stream meta).
+        policy: HistoryPolicy,
+        /// What to read.
+        query: HistoryQuery,
+    },
+    /// To the channel's home: drop stored publications, keep the position; answer `Done`.
+    HistoryRemove {
+        /// Channel name.
+        channel: Arc<str>,
+    },
+    /// To the channel's home: answer `Presence`.
+    Presence {
+        /// Channel name.
+        channel: Arc<str>,
+    },
+    /// To every shard: local subscriber counts of the channels matching a glob; answer
+    /// `Channels`.
+    Channels {
+        /// gobwas-style glob, `None` = every channel.
+        pattern: Option<Arc<globset::GlobMatcher>>,
+    },
+    /// To every shard: local counts for API `info`; answer `Info`.
+    Info,
+}
+
+/// Counts one shard contributes to API `info`.
+#[derive(Debug, Default, Clone)]
+pub struct ShardCounts {
+    /// Connections that completed `connect`.
+    pub clients: u64,
+    /// Distinct users of those connections on this shard.
+    pub users: Vec<Arc<str>>,
+    /// Subscriptions of those connections.
+    pub subs: u64,
+    /// Channels homed here with at least one subscriber anywhere (each channel counted once in
+    /// the process).
+    pub channels: u64,
+}
+
+/// The answer to a [`Call`].
+#[derive(Debug)]
+pub enum Answer {
+    /// The publication is ordered and handed to delivery; the position when history is on.
+    Published(Option<Published>),
+    /// The subscriber is registered; the stream top and the history read, when asked.
+    Subscribed {
+        /// Stream top (positioned subscriptions).
+        top: Option<Position>,
+        /// Publications read for recovery.
+        read: Result<Vec<Arc<Publication>>, HistoryError>,
+    },
+    /// A history page and the stream top.
+    History(Result<(Vec<Arc<Publication>>, Position), HistoryError>),
+    /// Presence entries of a channel.
+    Presence(Vec<Arc<ClientInfo>>),
+    /// Local channel → subscriber counts.
+    Channels(Vec<(Arc<str>, u32)>),
+    /// Local counts for `info`.
+    Info(Box<ShardCounts>),
+    /// Done, nothing to report.
+    Done,
+}
+
+/// A one-way message to a channel's home shard.
+#[derive(Debug)]
+pub enum Cast {
+    /// A subscriber left: drop its presence entry and emit `leave` when asked.
+    Unsubscribed {
+        /// Channel name.
+        channel: Arc<str>,
+        /// Client id (the presence key).
+        client: Arc<str>,
+        /// Emit a leave event with this info.
+        leave: Option<Arc<ClientInfo>>,
+    },
+}
+
 /// A message between shards.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Origin shard → channel's home: order (and store) this publication, deliver it to every
-    /// interested shard, answer with `PublishDone`. A drop (only possible on shutdown) leaves the
-    /// origin's request to time out with an internal error.
-    Publish {
+    /// Origin → target: a request. A drop (only possible on shutdown) fails the origin's parked
+    /// request with an internal error.
+    Call {
         /// Shard waiting for the answer.
         origin: ShardId,
         /// Parked request on the origin.
         req: RequestId,
-        /// Channel name.
-        channel: Arc<str>,
-        /// The publication without offset.
-        publication: Box<Publication>,
-        /// Whether and how to keep it in history.
-        history: HistoryPolicy,
+        /// What to do.
+        call: Box<Call>,
     },
-    /// Home → origin (reply lane): the publication is ordered and handed to delivery.
-    /// `None` when the channel keeps no history.
-    PublishDone {
+    /// Target → origin (reply lane): the answer to a `Call`.
+    Answer {
         /// Parked request on the origin.
         req: RequestId,
-        /// Stream position, when history is on.
-        position: Option<Published>,
+        /// The answer.
+        answer: Box<Answer>,
     },
+    /// Any shard → channel's home, no answer.
+    Cast(Box<Cast>),
     /// Any shard → channel's home: this shard now has (or no longer has) local subscribers.
-    /// Sent on the 0→1 and 1→0 transitions only; lanes are FIFO per pair so on/off never reorder.
+    /// Sent on the 0→1 and 1→0 transitions only; lanes are FIFO per pair so on/off never reorder,
+    /// and a `Call` sent after it on the same lane is handled after it.
     Interest {
         /// Channel name.
         channel: Arc<str>,
@@ -80,13 +208,14 @@ pub enum ShardMsg {
         /// Registration generation from `Interest::ack`.
         generation: u64,
     },
-    /// Home → interested shard: deliver to local subscribers. Dropped (and counted) when the
-    /// destination lane's spill queue is over its cap; clients recover by offset.
+    /// Home → interested shard: hand an event to local subscribers. Dropped (and counted) when
+    /// the destination lane's spill queue is over its cap; positioned subscribers notice the gap
+    /// and recover by offset.
     Deliver {
         /// Channel name.
         channel: Arc<str>,
-        /// One shared immutable publication for every shard.
-        publication: Arc<Publication>,
+        /// One shared immutable event for every shard.
+        event: Event,
     },
     /// Accepting shard → chosen shard (round-robin placement): a connection to serve.
     Accepted(AcceptedTcpStream),

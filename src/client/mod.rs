@@ -7,6 +7,9 @@
 //!
 //! Must not: perform I/O, block, or keep a reference into another shard's state.
 
+pub mod query;
+pub mod subscribe;
+
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,13 +26,13 @@ use crate::hub::{Begin, ConnKey};
 use crate::protocol::codes;
 use crate::protocol::{
     json, ClientInfo, Command, ConnectRequest, ConnectResult, Disconnect, ProtocolError,
-    Publication, PublishRequest, RefreshResult, ReplyBody, Request, SubscribeRequest,
-    SubscribeResult,
+    Publication, PublishRequest, RefreshResult, ReplyBody, Request, SubscribeResult,
 };
 use crate::shard::id::home_of;
-use crate::shard::msg::{Lane, RequestId, ShardMsg};
+use crate::shard::msg::{Answer, Call, Lane, PublishCall, RequestId, ShardMsg};
 use crate::shard::{after, Shard};
 use crate::transport::websocket::{self, OpCode};
+pub use subscribe::{Sub, SubFlags};
 
 /// Version string in `ConnectResult.version`.
 pub const SERVER_VERSION: &str = concat!("rotor ", env!("CARGO_PKG_VERSION"));
@@ -106,9 +109,37 @@ pub struct Session {
     /// Channels this connection is subscribed to.
     /// A list, not a set: most connections hold one or a few channels, a set allocates buckets
     /// even for one, and `client.channel_limit` (128) bounds the linear search.
-    pub subs: Vec<Arc<str>>,
+    pub subs: Vec<Sub>,
     /// Unix seconds when the connection expires, if it does.
     pub expire_at: Option<i64>,
+}
+
+impl Session {
+    /// The subscription to `channel`, if any.
+    pub fn sub(&self, channel: &str) -> Option<&Sub> {
+        self.subs.iter().find(|s| *s.channel == *channel)
+    }
+
+    /// Whether the connection is subscribed to `channel`.
+    pub fn has_sub(&self, channel: &str) -> bool {
+        self.sub(channel).is_some()
+    }
+
+    /// Removes and returns the subscription to `channel`.
+    pub fn remove_sub(&mut self, channel: &str) -> Option<Sub> {
+        let i = self.subs.iter().position(|s| *s.channel == *channel)?;
+        Some(self.subs.swap_remove(i))
+    }
+
+    /// This client as presence and join/leave show it, with a subscription's channel info.
+    pub fn info(&self, chan_info: Option<crate::protocol::RawJson>) -> ClientInfo {
+        ClientInfo {
+            user: self.user.to_string(),
+            client: self.client.to_string(),
+            conn_info: self.conn_info.clone(),
+            chan_info,
+        }
+    }
 }
 
 /// A connection owned by this shard.
@@ -200,7 +231,7 @@ impl Conn {
         Some(Batch::Many(buf))
     }
 
-    fn session(&self) -> Option<&Session> {
+    pub(crate) fn session(&self) -> Option<&Session> {
         match &self.state {
             State::Connected(s) => Some(s),
             State::Connecting => None,
@@ -219,6 +250,8 @@ pub enum TimerKind {
     Pong,
     /// The connection's expiry plus `client.expired_close_delay` → 3005 unless refreshed.
     Expire,
+    /// A subscription's expiry plus `client.expired_sub_close_delay` → 2501 / 3006.
+    SubExpire,
 }
 
 /// A connection timer in the shard's heap (earliest first).
@@ -259,12 +292,36 @@ pub enum Step {
         /// The reply to send once they are registered.
         then: Then,
     },
-    /// Wait for a publish to be ordered by the channel's home shard, then reply to `id`.
-    AwaitPublish {
-        /// Command id to answer.
-        id: u32,
+    /// Wait for another shard's answer to `req`, then call `Shard::resume` with `then`.
+    AwaitAnswer {
         /// Parked request.
         req: RequestId,
+        /// What to do with the answer.
+        then: Resume,
+    },
+}
+
+/// What a command does once its cross-shard answer is in.
+#[derive(Debug)]
+pub enum Resume {
+    /// Reply to a `publish`.
+    Publish {
+        /// Command id.
+        id: u32,
+    },
+    /// Finish a subscription that needed the home shard (see `subscribe`).
+    Subscribe(Box<subscribe::PendingSub>),
+    /// Reply to a `history`.
+    History {
+        /// Command id.
+        id: u32,
+    },
+    /// Reply to a `presence` (`stats`: `presence_stats`).
+    Presence {
+        /// Command id.
+        id: u32,
+        /// Answer with counts only.
+        stats: bool,
     },
 }
 
@@ -275,6 +332,8 @@ pub enum Then {
     Subscribe {
         /// Command id.
         id: u32,
+        /// The result (token `data`, expiry).
+        result: Box<SubscribeResult>,
     },
     /// Answer `connect` (token `channels` are subscribed server-side).
     Connect {
@@ -285,7 +344,7 @@ pub enum Then {
     },
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -332,11 +391,11 @@ impl Shard {
         }
     }
 
-    fn reply(&mut self, key: ConnKey, id: u32, body: &ReplyBody) {
+    pub(crate) fn reply(&mut self, key: ConnKey, id: u32, body: &ReplyBody) {
         self.enqueue(key, Out::json(|buf| json::encode_reply(id, body, buf)));
     }
 
-    fn reply_error(&mut self, key: ConnKey, id: u32, err: ProtocolError) {
+    pub(crate) fn reply_error(&mut self, key: ConnKey, id: u32, err: ProtocolError) {
         self.reply(key, id, &ReplyBody::Error(err));
     }
 
@@ -362,21 +421,21 @@ impl Shard {
     }
 
     /// Removes a connection's subscriptions from the hub (telling home shards when this shard's
-    /// last subscriber of a channel leaves).
+    /// last subscriber of a channel leaves, and about presence and leave).
     pub fn drop_subscriptions(&mut self, key: ConnKey) {
         let Some(conn) = self.conn_mut(key) else { return };
         let subs = match &mut conn.state {
             State::Connected(s) => std::mem::take(&mut s.subs),
             State::Connecting => return,
         };
-        for channel in subs {
-            self.unsubscribe_local(key, &channel);
+        for sub in subs {
+            self.unsubscribed(key, sub);
         }
     }
 
     /// Starts subscribing a connection to a channel on this shard: the first local subscriber
     /// asks the home shard to record this shard (see `hub`).
-    fn begin_subscription(&mut self, channel: &Arc<str>) {
+    pub(crate) fn begin_subscription(&mut self, channel: &Arc<str>) {
         if let Begin::Request(generation) = self.hub.begin(channel) {
             let home = home_of(channel, self.count);
             let msg = ShardMsg::Interest {
@@ -394,8 +453,8 @@ impl Shard {
     pub fn complete_subscriptions(&mut self, key: ConnKey, channels: &[Arc<str>], then: Then) {
         if self.conn_mut(key).is_some_and(|c| c.closing.is_none()) {
             match then {
-                Then::Subscribe { id } => {
-                    self.reply(key, id, &ReplyBody::Subscribe(SubscribeResult::default()));
+                Then::Subscribe { id, result } => {
+                    self.reply(key, id, &ReplyBody::Subscribe(*result));
                 }
                 Then::Connect { id, result } => self.reply(key, id, &ReplyBody::Connect(*result)),
             }
@@ -406,7 +465,7 @@ impl Shard {
         // channels can reach the client ahead of it.
         for ch in channels {
             let live = match self.conn_mut(key) {
-                Some(c) if c.closing.is_none() => c.session().is_some_and(|s| s.subs.contains(ch)),
+                Some(c) if c.closing.is_none() => c.session().is_some_and(|s| s.has_sub(ch)),
                 _ => false,
             };
             if live {
@@ -417,7 +476,7 @@ impl Shard {
         }
     }
 
-    fn interest_off(&mut self, channel: &Arc<str>) {
+    pub(crate) fn interest_off(&mut self, channel: &Arc<str>) {
         let home = home_of(channel, self.count);
         let msg = ShardMsg::Interest {
             channel: Arc::clone(channel),
@@ -426,12 +485,6 @@ impl Shard {
             ack: None,
         };
         self.send(Lane::Main, home, msg);
-    }
-
-    fn unsubscribe_local(&mut self, key: ConnKey, channel: &Arc<str>) {
-        if self.hub.remove(channel, key) {
-            self.interest_off(channel);
-        }
     }
 
     /// A WebSocket pong frame arrived (native ping mode).
@@ -494,6 +547,7 @@ impl Shard {
                     self.disconnect(t.key, codes::DISCONNECT_NO_PONG);
                 }
             }
+            TimerKind::SubExpire => self.expire_subs(t.key),
             TimerKind::Expire => {
                 let deadline = conn.session().and_then(|s| s.expire_at);
                 if let Some(at) = deadline {
@@ -547,54 +601,31 @@ impl Shard {
                 if req.channel.is_empty() {
                     return self.bad_request(key);
                 }
-                let channel: Arc<str> = Arc::from(req.channel.as_str());
                 let removed = match self.conn_mut(key).map(|c| &mut c.state) {
-                    Some(State::Connected(s)) => match s.subs.iter().position(|c| *c == channel) {
-                        Some(i) => {
-                            s.subs.swap_remove(i);
-                            true
-                        }
-                        None => false,
-                    },
-                    _ => false,
+                    Some(State::Connected(s)) => s.remove_sub(&req.channel),
+                    _ => None,
                 };
-                if removed {
-                    self.unsubscribe_local(key, &channel);
+                if let Some(sub) = removed {
+                    self.unsubscribed(key, sub);
                 }
                 self.reply(key, id, &ReplyBody::Unsubscribe);
                 Step::Next
             }
             Request::Publish(req) => self.client_publish(key, id, req),
             Request::Refresh(req) => self.refresh(key, id, &req.token),
-            Request::Presence(r) | Request::PresenceStats(r) => {
-                if r.channel.is_empty() {
-                    return self.bad_request(key);
-                }
-                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
-                Step::Next
-            }
-            Request::History(r) => {
-                if r.channel.is_empty() {
-                    return self.bad_request(key);
-                }
-                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
-                Step::Next
-            }
-            Request::SubRefresh(r) => {
-                if r.channel.is_empty() {
-                    return self.bad_request(key);
-                }
-                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
-                Step::Next
-            }
+            Request::Presence(r) => self.client_presence(key, id, &r.channel, false),
+            Request::PresenceStats(r) => self.client_presence(key, id, &r.channel, true),
+            Request::History(r) => self.client_history(key, id, r),
+            Request::SubRefresh(r) => self.sub_refresh(key, id, r),
             Request::Rpc(_) => {
-                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
+                // No RPC extension or proxy exists, which upstream answers with 104.
+                self.reply_error(key, id, codes::ERROR_METHOD_NOT_FOUND);
                 Step::Next
             }
         }
     }
 
-    fn bad_request(&mut self, key: ConnKey) -> Step {
+    pub(crate) fn bad_request(&mut self, key: ConnKey) -> Step {
         self.disconnect(key, codes::DISCONNECT_BAD_REQUEST);
         Step::Stop
     }
@@ -680,7 +711,7 @@ impl Shard {
             client,
             user: Arc::from(user.as_str()),
             conn_info,
-            subs: server_subs.clone(),
+            subs: server_subs.iter().map(|c| Sub::server_side(Arc::clone(c))).collect(),
             expire_at,
         };
         let Some(conn) = self.conn_mut(key) else { return Step::Stop };
@@ -764,85 +795,6 @@ impl Shard {
         Step::Next
     }
 
-    fn subscribe(&mut self, key: ConnKey, id: u32, req: SubscribeRequest) -> Step {
-        if req.channel.is_empty() {
-            return self.bad_request(key);
-        }
-        if !req.delta.is_empty() && req.delta != "fossil" {
-            return self.bad_request(key);
-        }
-        let channel_limit = self.cfg.client.channel_limit;
-        let insecure = self.cfg.client.insecure;
-        let namespaces = Arc::clone(&self.namespaces);
-        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
-        let Some(session) = conn.session() else { return Step::Stop };
-        let channel: Arc<str> = Arc::from(req.channel.as_str());
-        if session.subs.contains(&channel) {
-            self.reply_error(key, id, codes::ERROR_ALREADY_SUBSCRIBED);
-            return Step::Next;
-        }
-        if channel_limit > 0 && session.subs.len() >= channel_limit {
-            self.reply_error(key, id, codes::ERROR_LIMIT_EXCEEDED);
-            return Step::Next;
-        }
-        let user = Arc::clone(&session.user);
-        let client = Arc::clone(&session.client);
-        let resolved = match namespaces.resolve(&channel) {
-            Ok(r) => r,
-            Err(e) => {
-                self.reply_error(key, id, channel_error(e));
-                return Step::Next;
-            }
-        };
-        if req.type_ != 0 {
-            self.reply_error(
-                key,
-                id,
-                if req.type_ == 4 {
-                    codes::ERROR_NOT_AVAILABLE
-                } else {
-                    codes::ERROR_PERMISSION_DENIED
-                },
-            );
-            return Step::Next;
-        }
-        if req.has_tf {
-            self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
-            return Step::Next;
-        }
-        let has_token = !req.token.is_empty();
-        if has_token {
-            match self.sub_verifier.verify_subscription(&req.token, unix_now()) {
-                Ok(claims) => {
-                    let client_ok =
-                        claims.client.as_deref().is_none_or(|c| c.is_empty() || *c == *client);
-                    if *claims.user != *user || *claims.channel != *channel || !client_ok {
-                        self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
-                        return Step::Stop;
-                    }
-                }
-                Err(TokenError::Expired) => {
-                    self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
-                    return Step::Next;
-                }
-                Err(TokenError::Invalid(_) | TokenError::BadConnectionInfo) => {
-                    self.reply_error(key, id, codes::ERROR_PERMISSION_DENIED);
-                    return Step::Next;
-                }
-            }
-        }
-        let who = Subject { user: &user, insecure };
-        if let Err(e) = channel::check_subscribe(&resolved, &who, has_token) {
-            self.reply_error(key, id, channel_error(e));
-            return Step::Next;
-        }
-        if let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) {
-            s.subs.push(Arc::clone(&channel));
-        }
-        self.begin_subscription(&channel);
-        Step::AwaitInterest { channels: vec![channel], then: Then::Subscribe { id } }
-    }
-
     fn client_publish(&mut self, key: ConnKey, id: u32, req: PublishRequest) -> Step {
         if req.channel.is_empty() {
             return self.bad_request(key);
@@ -853,7 +805,7 @@ impl Shard {
         let Some(conn) = self.conn_mut(key) else { return Step::Stop };
         let Some(session) = conn.session() else { return Step::Stop };
         let channel: Arc<str> = Arc::from(req.channel.as_str());
-        let subscribed = session.subs.contains(&channel);
+        let subscribed = session.has_sub(&channel);
         let info = ClientInfo {
             user: session.user.to_string(),
             client: session.client.to_string(),
@@ -885,18 +837,28 @@ impl Shard {
         let history = history_policy(resolved.options, false);
         let publication =
             Publication { data: req.data, info: Some(info), ..Publication::default() };
-        let req = self.start_publish(channel, publication, history);
-        Step::AwaitPublish { id, req }
+        let call = Call::Publish(PublishCall {
+            channel: Arc::clone(&channel),
+            publication,
+            history,
+            idempotency_key: None,
+            version: None,
+        });
+        let req = self.call_home(&channel, call);
+        Step::AwaitAnswer { req, then: Resume::Publish { id } }
     }
 
-    /// Answers a client publish once the home shard has ordered it.
-    pub fn finish_client_publish(&mut self, key: ConnKey, id: u32) {
-        self.reply(key, id, &ReplyBody::Publish);
-    }
-
-    /// Answers a client publish whose home-shard answer was lost (only on shutdown).
-    pub fn fail_client_publish(&mut self, key: ConnKey, id: u32) {
-        self.reply_error(key, id, codes::ERROR_INTERNAL);
+    /// Continues a command once its cross-shard answer is in (`None`: lost on shutdown).
+    pub fn resume(&mut self, key: ConnKey, then: Resume, answer: Option<Answer>) {
+        match then {
+            Resume::Publish { id } => match answer {
+                Some(Answer::Published(_)) => self.reply(key, id, &ReplyBody::Publish),
+                _ => self.reply_error(key, id, codes::ERROR_INTERNAL),
+            },
+            Resume::Subscribe(pending) => self.finish_subscribe(key, *pending, answer),
+            Resume::History { id } => self.finish_history(key, id, answer),
+            Resume::Presence { id, stats } => self.finish_presence(key, id, stats, answer),
+        }
     }
 }
 
@@ -1002,7 +964,7 @@ mod tests {
                 client: Arc::from("c"),
                 user: Arc::from("u"),
                 conn_info: None,
-                subs: vec![Arc::clone(channel)],
+                subs: vec![Sub::new(Arc::clone(channel), SubFlags::default())],
                 expire_at: None,
             });
             c
@@ -1017,7 +979,11 @@ mod tests {
         let ch: Arc<str> = Arc::from("news");
         let key = connected(&mut shard, &ch);
         shard.begin_subscription(&ch);
-        shard.complete_subscriptions(key, std::slice::from_ref(&ch), Then::Subscribe { id: 1 });
+        shard.complete_subscriptions(
+            key,
+            std::slice::from_ref(&ch),
+            Then::Subscribe { id: 1, result: Box::default() },
+        );
         assert_eq!(shard.conn_mut(key).unwrap().closing.as_ref().map(|d| d.code), Some(3008));
         assert!(shard.hub.subscribers("news").is_empty());
         shard.remove_conn(key);
@@ -1030,7 +996,11 @@ mod tests {
         let ch: Arc<str> = Arc::from("news");
         let key = connected(&mut shard, &ch);
         shard.begin_subscription(&ch);
-        shard.complete_subscriptions(key, std::slice::from_ref(&ch), Then::Subscribe { id: 7 });
+        shard.complete_subscriptions(
+            key,
+            std::slice::from_ref(&ch),
+            Then::Subscribe { id: 7, result: Box::default() },
+        );
         assert_eq!(shard.hub.subscribers("news"), &[key]);
         let Some(Batch::One(frame)) = shard.conn_mut(key).unwrap().take_batch() else { panic!() };
         assert_eq!(&frame[2..], br#"{"id":7,"subscribe":{}}"#);

@@ -1,0 +1,571 @@
+//! Subscriptions of one connection: the `subscribe`, `unsubscribe` and `sub_refresh` commands,
+//! the options a subscription gets (presence, join/leave, positioning, recovery), and recovery
+//! itself (spec §5.4, §6.3–6.5, §7).
+//!
+//! Owns: a connection's [`Sub`] entries and the shard-local half of a subscription. What is
+//! channel-global (presence, the stream, join/leave fan-out) is asked of the channel's home shard
+//! with one `Call::Subscribe`; until it answers, the hub keeps the channel's events for this
+//! subscriber, so the reply goes out first and nothing published meanwhile is lost or doubled.
+//!
+//! Must not: read another shard's state, or write a publication of a channel to a client before
+//! that client's subscribe reply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{channel_error, history_policy, unix_now, Resume, Step, Then, Timer, TimerKind};
+use crate::auth::{self, Expiry, SubscribeOverrides, TokenError};
+use crate::broker::memory::{HistoryQuery, Position};
+use crate::channel::{self, Resolved, Subject};
+use crate::client::State;
+use crate::hub::ConnKey;
+use crate::protocol::{
+    codes, json, Publication, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
+    SubscribeRequest, SubscribeResult,
+};
+use crate::shard::msg::{Answer, Call, Cast, Event, SubscribeCall};
+use crate::shard::{after, Shard};
+
+/// `SubscribeRequest.flag` bit: answer 112 instead of `recovered: false`.
+const FLAG_REJECT_UNRECOVERED: i64 = 2;
+
+/// What a subscription does, decided once at subscribe time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubFlags(u8);
+
+impl SubFlags {
+    /// The subscriber tracks its stream position (offset and epoch).
+    pub const POSITIONED: u8 = 1;
+    /// The subscriber may recover missed publications on resubscribe.
+    pub const RECOVERABLE: u8 = 1 << 1;
+    /// Made by the server (token `channels`/`subs`, API `subscribe`): failures disconnect.
+    pub const SERVER_SIDE: u8 = 1 << 2;
+    /// The subscriber is in the channel's presence.
+    pub const PRESENCE: u8 = 1 << 3;
+    /// Joining and leaving emit join/leave events.
+    pub const JOIN_LEAVE: u8 = 1 << 4;
+    /// The subscriber receives join/leave pushes.
+    pub const PUSH_JOIN_LEAVE: u8 = 1 << 5;
+    /// Recovery in cache mode (latest publication only).
+    pub const CACHE: u8 = 1 << 6;
+
+    /// Whether `flag` is set.
+    pub fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.0 |= flag;
+        }
+    }
+
+    /// Whether the home shard must take part (presence, join/leave or a stream position).
+    fn needs_home(self) -> bool {
+        self.has(Self::PRESENCE | Self::JOIN_LEAVE | Self::POSITIONED)
+    }
+}
+
+/// One subscription of a connection.
+#[derive(Debug)]
+pub struct Sub {
+    /// Channel name.
+    pub channel: Arc<str>,
+    /// Behaviour.
+    pub flags: SubFlags,
+    /// Rarely set fields, boxed so that a plain subscription stays small (idle memory).
+    pub extra: Option<Box<SubExtra>>,
+}
+
+/// The less common parts of a subscription.
+#[derive(Debug, Default)]
+pub struct SubExtra {
+    /// `chan_info` from the subscription token.
+    pub chan_info: Option<RawJson>,
+    /// Unix seconds when the subscription expires (token `exp`/`expire_at`).
+    pub expire_at: Option<i64>,
+}
+
+impl Sub {
+    /// A subscription with `flags` and nothing else.
+    pub fn new(channel: Arc<str>, flags: SubFlags) -> Sub {
+        Sub { channel, flags, extra: None }
+    }
+
+    /// A server-side subscription with namespace defaults and no position.
+    pub fn server_side(channel: Arc<str>) -> Sub {
+        Sub::new(channel, SubFlags(SubFlags::SERVER_SIDE))
+    }
+
+    /// `chan_info`, if any.
+    pub fn chan_info(&self) -> Option<RawJson> {
+        self.extra.as_ref().and_then(|e| e.chan_info.clone())
+    }
+
+    /// Expiry, if any.
+    pub fn expire_at(&self) -> Option<i64> {
+        self.extra.as_ref().and_then(|e| e.expire_at)
+    }
+}
+
+/// A subscribe reply waiting for the home shard.
+#[derive(Debug)]
+pub struct PendingSub {
+    id: u32,
+    channel: Arc<str>,
+    flags: SubFlags,
+    /// The client asked to recover from this position.
+    recover: Option<Position>,
+    reject_unrecovered: bool,
+    /// Fields known before the home shard answers (token data, expiry).
+    result: SubscribeResult,
+}
+
+/// Options of a subscription per spec §5.4: namespace defaults, token overrides, then what the
+/// client asked for where it is allowed to.
+pub fn sub_flags(
+    r: &Resolved<'_>,
+    overrides: &SubscribeOverrides,
+    req: &SubscribeRequest,
+    who: &Subject<'_>,
+) -> SubFlags {
+    let o = r.options;
+    let history_on = o.history_size > 0 && !o.history_ttl.is_zero();
+    let may_history = channel::check_history(r, who, true).is_ok();
+    let may_presence = channel::check_presence(r, who, true).is_ok();
+    let presence = overrides.presence.unwrap_or(o.presence);
+    let join_leave = overrides.join_leave.unwrap_or(o.join_leave);
+    let push_join_leave = overrides.force_push_join_leave.unwrap_or(o.force_push_join_leave)
+        || (req.join_leave && join_leave && may_presence);
+    let recoverable = history_on
+        && (overrides.force_recovery.unwrap_or(o.force_recovery)
+            || (req.recoverable && (o.allow_recovery || may_history)));
+    let positioned = history_on
+        && (recoverable
+            || overrides.force_positioning.unwrap_or(o.force_positioning)
+            || (req.positioned && (o.allow_positioning || may_history)));
+    let mut f = SubFlags::default();
+    f.set(SubFlags::PRESENCE, presence);
+    f.set(SubFlags::JOIN_LEAVE, join_leave);
+    f.set(SubFlags::PUSH_JOIN_LEAVE, push_join_leave);
+    f.set(SubFlags::RECOVERABLE, recoverable);
+    f.set(SubFlags::POSITIONED, positioned);
+    f.set(SubFlags::CACHE, o.force_recovery_mode == "cache");
+    f
+}
+
+impl Shard {
+    /// `subscribe` (spec §2.11, §5.4).
+    pub(super) fn subscribe(&mut self, key: ConnKey, id: u32, req: SubscribeRequest) -> Step {
+        if req.channel.is_empty() {
+            return self.bad_request(key);
+        }
+        if !req.delta.is_empty() && req.delta != "fossil" {
+            return self.bad_request(key);
+        }
+        let channel_limit = self.cfg.client.channel_limit;
+        let insecure = self.cfg.client.insecure;
+        let namespaces = Arc::clone(&self.namespaces);
+        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
+        let Some(session) = conn.session() else { return Step::Stop };
+        let channel: Arc<str> = Arc::from(req.channel.as_str());
+        if session.has_sub(&channel) {
+            self.reply_error(key, id, codes::ERROR_ALREADY_SUBSCRIBED);
+            return Step::Next;
+        }
+        if channel_limit > 0 && session.subs.len() >= channel_limit {
+            self.reply_error(key, id, codes::ERROR_LIMIT_EXCEEDED);
+            return Step::Next;
+        }
+        let user = Arc::clone(&session.user);
+        let client = Arc::clone(&session.client);
+        let resolved = match namespaces.resolve(&channel) {
+            Ok(r) => r,
+            Err(e) => {
+                self.reply_error(key, id, channel_error(e));
+                return Step::Next;
+            }
+        };
+        if req.type_ != 0 {
+            let err = if req.type_ == 4 {
+                codes::ERROR_NOT_AVAILABLE
+            } else {
+                codes::ERROR_PERMISSION_DENIED
+            };
+            self.reply_error(key, id, err);
+            return Step::Next;
+        }
+        if req.has_tf {
+            self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
+            return Step::Next;
+        }
+        let now = unix_now();
+        let mut result = SubscribeResult::default();
+        let mut extra = SubExtra::default();
+        let mut overrides = SubscribeOverrides::default();
+        let has_token = !req.token.is_empty();
+        if has_token {
+            match self.sub_verifier.verify_subscription(&req.token, now) {
+                Ok(claims) => {
+                    let client_ok =
+                        claims.client.as_deref().is_none_or(|c| c.is_empty() || *c == *client);
+                    if *claims.user != *user || *claims.channel != *channel || !client_ok {
+                        self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
+                        return Step::Stop;
+                    }
+                    match auth::subscription_expiry(&claims, now) {
+                        Expiry::Never => {}
+                        Expiry::At(at) => {
+                            result.expires = true;
+                            result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);
+                            extra.expire_at = Some(at);
+                        }
+                        Expiry::AlreadyExpired => {
+                            self.reply_error(key, id, codes::ERROR_EXPIRED);
+                            return Step::Next;
+                        }
+                    }
+                    result.data = claims.data.map(RawJson);
+                    extra.chan_info = claims.info.map(RawJson);
+                    overrides = claims.overrides;
+                }
+                Err(TokenError::Expired) => {
+                    self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
+                    return Step::Next;
+                }
+                Err(TokenError::Invalid(_) | TokenError::BadConnectionInfo) => {
+                    self.reply_error(key, id, codes::ERROR_PERMISSION_DENIED);
+                    return Step::Next;
+                }
+            }
+        }
+        let who = Subject { user: &user, insecure };
+        if let Err(e) = channel::check_subscribe(&resolved, &who, has_token) {
+            self.reply_error(key, id, channel_error(e));
+            return Step::Next;
+        }
+        let flags = sub_flags(&resolved, &overrides, &req, &who);
+        let history = history_policy(resolved.options, false);
+        let recovery_limit = self.cfg.client.recovery_max_publication_limit;
+        // `delta: "fossil"` is accepted but not negotiated (`SubscribeResult.delta` stays
+        // false) until the delta encoder exists; SDKs then simply receive full payloads.
+        let expire_at = extra.expire_at;
+        let has_extra = extra.chan_info.is_some() || extra.expire_at.is_some();
+        let sub =
+            Sub { channel: Arc::clone(&channel), flags, extra: has_extra.then(|| Box::new(extra)) };
+        let chan_info = sub.chan_info();
+        let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
+            return Step::Stop;
+        };
+        session.subs.push(sub);
+        let info = Arc::new(session.info(chan_info));
+        if let Some(at) = expire_at {
+            self.arm_sub_expiry(key, at, now);
+        }
+        self.begin_subscription(&channel);
+        if !flags.needs_home() {
+            return Step::AwaitInterest {
+                channels: vec![channel],
+                then: Then::Subscribe { id, result: Box::new(result) },
+            };
+        }
+        self.hub.start_buffering(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
+        let recover = (req.recover && flags.has(SubFlags::RECOVERABLE))
+            .then(|| Position { offset: req.offset, epoch: req.epoch.clone() });
+        let query = recover.as_ref().map(|from| {
+            if flags.has(SubFlags::CACHE) {
+                HistoryQuery { limit: Some(1), since: None, reverse: true }
+            } else {
+                HistoryQuery {
+                    limit: (recovery_limit > 0).then_some(recovery_limit),
+                    since: Some(from.clone()),
+                    reverse: false,
+                }
+            }
+        });
+        let call = Call::Subscribe(SubscribeCall {
+            channel: Arc::clone(&channel),
+            info,
+            presence: flags.has(SubFlags::PRESENCE),
+            join: flags.has(SubFlags::JOIN_LEAVE),
+            position: flags.has(SubFlags::POSITIONED).then_some((history, query)),
+        });
+        let req_id = self.call_home(&channel, call);
+        let pending = PendingSub {
+            id,
+            channel,
+            flags,
+            recover,
+            reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
+            result,
+        };
+        Step::AwaitAnswer { req: req_id, then: Resume::Subscribe(Box::new(pending)) }
+    }
+
+    /// Second half of a subscription that needed the home shard: decide recovery (spec §6.4,
+    /// §6.5), write the reply, then hand over the events kept meanwhile, merged by offset.
+    pub(super) fn finish_subscribe(
+        &mut self,
+        key: ConnKey,
+        pending: PendingSub,
+        answer: Option<Answer>,
+    ) {
+        let PendingSub { id, channel, flags, recover, reject_unrecovered, mut result } = pending;
+        // `None`: the subscription was removed meanwhile (unsubscribe, disconnect), which also
+        // took it out of the hub and told the home shard.
+        let Some(events) = self.hub.take_buffered(&channel, key) else { return };
+        let live = self.conn_mut(key).is_some_and(|c| {
+            c.closing.is_none() && c.session().is_some_and(|s| s.has_sub(&channel))
+        });
+        if !live {
+            self.release(&channel, key);
+            return;
+        }
+        let Some(Answer::Subscribed { top, read }) = answer else {
+            self.reply_error(key, id, codes::ERROR_INTERNAL);
+            self.drop_sub(key, &channel);
+            return;
+        };
+        let mut base = 0;
+        if let Some(top) = top.filter(|_| flags.has(SubFlags::POSITIONED)) {
+            result.positioned = true;
+            result.recoverable = flags.has(SubFlags::RECOVERABLE);
+            result.offset = top.offset;
+            result.epoch = top.epoch.clone();
+            base = top.offset;
+            if let Some(from) = recover {
+                result.was_recovering = true;
+                let same_epoch = from.epoch.is_empty() || from.epoch == top.epoch;
+                let (recovered, publications) = match read {
+                    Err(_) => (false, Vec::new()),
+                    Ok(pubs) if flags.has(SubFlags::CACHE) => {
+                        let at_top = from.offset == top.offset && same_epoch;
+                        match pubs.first() {
+                            Some(_) if at_top => (true, Vec::new()),
+                            Some(_) => (true, pubs),
+                            None => (at_top && from.offset > 0, Vec::new()),
+                        }
+                    }
+                    Ok(pubs) => {
+                        let complete = match (pubs.first(), pubs.last()) {
+                            (Some(first), Some(last)) => {
+                                first.offset == from.offset + 1 && last.offset == top.offset
+                            }
+                            _ => top.offset == from.offset,
+                        };
+                        (complete && same_epoch, pubs)
+                    }
+                };
+                if recovered {
+                    result.recovered = true;
+                    result.offset = from.offset;
+                    result.publications = owned(&publications);
+                } else if reject_unrecovered {
+                    self.reply_error(key, id, codes::ERROR_UNRECOVERABLE_POSITION);
+                    self.drop_sub(key, &channel);
+                    return;
+                }
+            }
+        }
+        self.reply(key, id, &ReplyBody::Subscribe(result));
+        let push_join_leave = flags.has(SubFlags::PUSH_JOIN_LEAVE);
+        self.hub.go_live(&channel, key, push_join_leave);
+        for event in events {
+            if let Event::Pub(p) = &event {
+                if p.offset > 0 && base > 0 {
+                    if p.offset <= base {
+                        // Already covered by the reply's position or recovered publications.
+                        continue;
+                    }
+                    if p.offset > base + 1 && flags.has(SubFlags::POSITIONED) {
+                        self.disconnect(key, codes::DISCONNECT_INSUFFICIENT_STATE);
+                        return;
+                    }
+                    base = p.offset;
+                }
+            }
+            let out = super::Out::json(|buf| match &event {
+                Event::Pub(p) => json::encode_publication_push(&channel, p, buf),
+                Event::Join(info) => json::encode_join_push(&channel, info, buf),
+                Event::Leave(info) => json::encode_leave_push(&channel, info, buf),
+            });
+            self.enqueue(key, out);
+        }
+    }
+
+    /// Takes a subscriber out of the hub, giving up the shard's interest when it was the last.
+    fn release(&mut self, channel: &Arc<str>, key: ConnKey) {
+        if self.hub.remove(channel, key) {
+            self.interest_off(channel);
+        }
+    }
+
+    /// Removes a subscription from the connection and undoes it everywhere.
+    fn drop_sub(&mut self, key: ConnKey, channel: &str) {
+        let removed = match self.conn_mut(key).map(|c| &mut c.state) {
+            Some(State::Connected(s)) => s.remove_sub(channel),
+            _ => None,
+        };
+        if let Some(sub) = removed {
+            self.unsubscribed(key, sub);
+        }
+    }
+
+    /// A subscription already removed from the session: leave the hub and tell the home shard
+    /// about presence and leave.
+    pub(crate) fn unsubscribed(&mut self, key: ConnKey, sub: Sub) {
+        if sub.flags.has(SubFlags::PRESENCE) || sub.flags.has(SubFlags::JOIN_LEAVE) {
+            let info = match self.conn_mut(key).and_then(|c| c.session()) {
+                Some(s) => s.info(sub.chan_info()),
+                None => return self.release(&sub.channel, key),
+            };
+            let client: Arc<str> = Arc::from(info.client.as_str());
+            let leave = sub.flags.has(SubFlags::JOIN_LEAVE).then(|| Arc::new(info));
+            let cast = Cast::Unsubscribed { channel: Arc::clone(&sub.channel), client, leave };
+            let home = crate::shard::id::home_of(&sub.channel, self.count);
+            self.send(
+                crate::shard::msg::Lane::Main,
+                home,
+                crate::shard::msg::ShardMsg::Cast(Box::new(cast)),
+            );
+        }
+        self.release(&sub.channel, key);
+    }
+
+    /// Server-initiated unsubscribe of a client-side subscription with an `unsubscribe` push;
+    /// a server-side subscription disconnects with `server_side` instead.
+    pub(crate) fn unsubscribe_with(
+        &mut self,
+        key: ConnKey,
+        channel: &str,
+        code: crate::protocol::Unsubscribe,
+        server_side: crate::protocol::Disconnect,
+    ) {
+        let Some(sub) = self.conn_mut(key).and_then(|c| c.session()).and_then(|s| s.sub(channel))
+        else {
+            return;
+        };
+        if sub.flags.has(SubFlags::SERVER_SIDE) {
+            self.disconnect(key, server_side);
+            return;
+        }
+        self.drop_sub(key, channel);
+        let out = super::Out::json(|buf| {
+            json::encode_unsubscribe_push(channel, code.code, &code.reason, buf)
+        });
+        self.enqueue(key, out);
+    }
+
+    /// A delivery to this shard was lost: every positioned subscriber of `channel` here must
+    /// recover (spec §6.3: unsubscribe 2500, or disconnect 3010 for server-side ones).
+    pub fn insufficient_state(&mut self, channel: &str) {
+        let keys: Vec<ConnKey> = self.hub.subscribers(channel).to_vec();
+        for key in keys {
+            let positioned = self
+                .conn_mut(key)
+                .and_then(|c| c.session())
+                .and_then(|s| s.sub(channel))
+                .is_some_and(|s| s.flags.has(SubFlags::POSITIONED));
+            if positioned {
+                self.unsubscribe_with(
+                    key,
+                    channel,
+                    codes::UNSUBSCRIBE_INSUFFICIENT_STATE,
+                    codes::DISCONNECT_INSUFFICIENT_STATE,
+                );
+            }
+        }
+    }
+
+    fn arm_sub_expiry(&mut self, key: ConnKey, at: i64, now: i64) {
+        let wait =
+            Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_sub_close_delay;
+        self.timers.push(Timer { at: after(wait), key, kind: TimerKind::SubExpire });
+    }
+
+    /// Expired token subscriptions of a connection: client-side ones are unsubscribed with
+    /// 2501, a server-side one disconnects with 3006 (spec §4.5).
+    pub(super) fn expire_subs(&mut self, key: ConnKey) {
+        let delay = self.cfg.client.expired_sub_close_delay.as_secs() as i64;
+        let now = unix_now();
+        let expired: Vec<Arc<str>> = match self.conn_mut(key).and_then(|c| c.session()) {
+            Some(s) => s
+                .subs
+                .iter()
+                .filter(|sub| sub.expire_at().is_some_and(|at| at.saturating_add(delay) <= now))
+                .map(|sub| Arc::clone(&sub.channel))
+                .collect(),
+            None => return,
+        };
+        for channel in expired {
+            self.unsubscribe_with(
+                key,
+                &channel,
+                codes::UNSUBSCRIBE_EXPIRED,
+                codes::DISCONNECT_SUBSCRIPTION_EXPIRED,
+            );
+        }
+    }
+
+    /// `sub_refresh` (spec §2.11, §4.5).
+    pub(super) fn sub_refresh(&mut self, key: ConnKey, id: u32, req: SubRefreshRequest) -> Step {
+        if req.channel.is_empty() {
+            return self.bad_request(key);
+        }
+        let Some(session) = self.conn_mut(key).and_then(|c| c.session()) else {
+            return Step::Stop;
+        };
+        if !session.has_sub(&req.channel) {
+            self.reply_error(key, id, codes::ERROR_PERMISSION_DENIED);
+            return Step::Next;
+        }
+        if req.token.is_empty() {
+            self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
+            return Step::Next;
+        }
+        let user = Arc::clone(&session.user);
+        let client = Arc::clone(&session.client);
+        let now = unix_now();
+        let (expire_at, ttl) = match self.sub_verifier.verify_subscription(&req.token, now) {
+            Ok(claims) => {
+                let client_ok =
+                    claims.client.as_deref().is_none_or(|c| c.is_empty() || *c == *client);
+                if *claims.user != *user || claims.channel != req.channel || !client_ok {
+                    self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
+                    return Step::Stop;
+                }
+                match auth::subscription_expiry(&claims, now) {
+                    Expiry::Never => (None, 0),
+                    Expiry::At(at) => (Some(at), u32::try_from(at - now).unwrap_or(u32::MAX)),
+                    Expiry::AlreadyExpired => {
+                        self.reply_error(key, id, codes::ERROR_EXPIRED);
+                        return Step::Next;
+                    }
+                }
+            }
+            // Upstream answers an expired token with an empty success and clears the
+            // subscription's expiry (spec §2.11, Open questions).
+            Err(TokenError::Expired) => (None, 0),
+            Err(_) => {
+                self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
+                return Step::Stop;
+            }
+        };
+        if let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) {
+            if let Some(sub) = s.subs.iter_mut().find(|sub| *sub.channel == *req.channel) {
+                sub.extra.get_or_insert_with(Box::default).expire_at = expire_at;
+            }
+        }
+        if let Some(at) = expire_at {
+            self.arm_sub_expiry(key, at, now);
+        }
+        let result = SubRefreshResult { expires: expire_at.is_some(), ttl };
+        self.reply(key, id, &ReplyBody::SubRefresh(result));
+        Step::Next
+    }
+}
+
+/// Publications cloned out of shared history entries for a reply.
+pub fn owned(pubs: &[Arc<Publication>]) -> Vec<Publication> {
+    pubs.iter().map(|p| (**p).clone()).collect()
+}
