@@ -1,0 +1,328 @@
+//! End-to-end tests of the channel features (history, recovery, presence, join/leave) and the
+//! server API methods around them, against the real binary with 3 shards and round-robin
+//! placement: the k-th accepted TCP connection lands on shard k mod 3.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// The base config plus a namespace with every channel feature on.
+fn config() -> Value {
+    let mut cfg = base_config();
+    let room = json!({
+        "name": "room",
+        "allow_subscribe_for_client": true,
+        "allow_publish_for_subscriber": true,
+        "presence": true,
+        "join_leave": true,
+        "allow_presence_for_subscriber": true,
+        "allow_history_for_subscriber": true,
+        "history_size": 100,
+        "history_ttl": "300s",
+        "force_recovery": true
+    });
+    cfg["channel"]["namespaces"].as_array_mut().unwrap().push(room);
+    let small = json!({
+        "name": "small", "allow_subscribe_for_client": true, "force_recovery": true,
+        "history_size": 2, "history_ttl": "300s"
+    });
+    cfg["channel"]["namespaces"].as_array_mut().unwrap().push(small);
+    cfg
+}
+
+fn publish(api: &mut Http, channel: &str, data: Value) -> Value {
+    let r = api.api("publish", json!({"channel": channel, "data": data}));
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+/// A recovering subscribe command: `recover` from `offset` in `epoch`.
+fn recover(c: &mut Client, channel: &str, offset: u64, epoch: &str) -> Value {
+    let id = c.command(json!({"subscribe": {
+        "channel": channel, "recover": true, "offset": offset, "epoch": epoch, "flag": 1
+    }}));
+    let reply = c.next_json();
+    assert_eq!(reply["id"], id, "{reply}");
+    reply
+}
+
+#[test]
+fn recovery_after_reconnect_returns_exactly_the_missed_publications_across_shards() {
+    let server = Server::start(config());
+    let mut api = server.http(); // shard 0
+    let channel = channel_homed_at("room:r", 2, 3);
+    let mut c = server.ws(); // shard 1: the stream lives on shard 2
+    c.handshake(&token("alice"));
+    let first = c.subscribe(&channel);
+    let sub = &first["subscribe"];
+    assert_eq!(sub["recoverable"], true, "{first}");
+    assert_eq!(sub["positioned"], true);
+    let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(sub["offset"], Value::Null, "a fresh stream has offset 0 (omitted)");
+    for n in 1..=3 {
+        publish(&mut api, &channel, json!({"n": n}));
+    }
+    for n in 1..=3 {
+        assert_eq!(c.next_json()["push"]["pub"], json!({"data": {"n": n}, "offset": n}));
+    }
+    drop(c);
+    // Offline: three more.
+    for n in 4..=6 {
+        publish(&mut api, &channel, json!({"n": n}));
+    }
+    // Placement rotates: skip shard 2 so the recovering client lands on shard 0, away from the
+    // stream's home.
+    let _skip = server.ws();
+    let mut again = server.ws();
+    again.handshake(&token("alice"));
+    let reply = recover(&mut again, &channel, 3, &epoch);
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(sub["was_recovering"], true);
+    assert_eq!(sub["offset"], 3, "a recovered reply echoes the client's offset");
+    assert_eq!(sub["epoch"], epoch.as_str());
+    let offsets: Vec<u64> = sub["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![4, 5, 6]);
+    assert_eq!(sub["publications"][0]["data"], json!({"n": 4}));
+    // Live publications continue after the recovered ones, with no duplicate.
+    publish(&mut api, &channel, json!({"n": 7}));
+    assert_eq!(again.next_json()["push"]["pub"]["offset"], 7);
+    again.expect_silence(Duration::from_millis(200));
+}
+
+#[test]
+fn recovery_fails_on_a_wrong_epoch_or_a_too_old_offset() {
+    let server = Server::start(config());
+    let mut api = server.http();
+    let mut c = server.ws();
+    c.handshake(&token("bob"));
+    let epoch = {
+        let r = c.subscribe("small:s");
+        r["subscribe"]["epoch"].as_str().unwrap().to_owned()
+    };
+    for n in 1..=5 {
+        publish(&mut api, "small:s", json!({"n": n}));
+        c.next_json();
+    }
+    c.command(json!({"unsubscribe": {"channel": "small:s"}}));
+    assert_eq!(c.next_json()["unsubscribe"], json!({}));
+    // History keeps 2 (offsets 4 and 5); recovering from 1 misses 2 and 3.
+    let reply = recover(&mut c, "small:s", 1, &epoch);
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["was_recovering"], true, "{reply}");
+    assert_eq!(sub["recovered"], Value::Null, "not recovered (false is omitted)");
+    assert_eq!(sub["offset"], 5, "not recovered: the current top");
+    assert!(sub["publications"].is_null());
+    c.command(json!({"unsubscribe": {"channel": "small:s"}}));
+    c.next_json();
+    let reply = recover(&mut c, "small:s", 5, "another");
+    assert_eq!(reply["subscribe"]["recovered"], Value::Null, "{reply}");
+    // With the reject-unrecovered flag (2) the answer is error 112 instead.
+    c.command(json!({"unsubscribe": {"channel": "small:s"}}));
+    c.next_json();
+    let id = c.command(json!({"subscribe": {
+        "channel": "small:s", "recover": true, "offset": 1, "epoch": epoch, "flag": 3
+    }}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 112, "message": "unrecoverable position"}})
+    );
+    // And in sync with the top, recovery succeeds with nothing to deliver.
+    let reply = recover(&mut c, "small:s", 5, &epoch);
+    assert_eq!(reply["subscribe"]["recovered"], true, "{reply}");
+    assert!(reply["subscribe"]["publications"].is_null());
+}
+
+#[test]
+fn presence_and_join_leave_between_clients_on_different_shards() {
+    let server = Server::start(config());
+    let mut api = server.http(); // shard 0
+    let channel = channel_homed_at("room:p", 0, 3);
+    let mut a = server.ws(); // shard 1
+    let mut b = server.ws(); // shard 2
+    a.handshake(&token_with(json!({"sub": "alice", "info": {"name": "A"}})));
+    let b_connect = b.handshake(&token("bob"));
+    let b_client = b_connect["connect"]["client"].as_str().unwrap().to_owned();
+    let id = a.command(json!({"subscribe": {"channel": channel, "join_leave": true}}));
+    assert_eq!(a.next_json()["id"], id);
+    let a_join = a.next_json();
+    assert_eq!(a_join["push"]["join"]["info"]["user"], "alice", "own join: {a_join}");
+    assert_eq!(a_join["push"]["join"]["info"]["conn_info"], json!({"name": "A"}));
+    b.subscribe(&channel);
+    let join = a.next_json();
+    assert_eq!(
+        join,
+        json!({"push": {"channel": channel, "join": {"info": {"user": "bob", "client": b_client}}}})
+    );
+    // Presence seen by a client and by the API.
+    let id = a.command(json!({"presence": {"channel": channel}}));
+    let p = a.next_json();
+    assert_eq!(p["id"], id);
+    let entries = p["presence"]["presence"].as_object().unwrap();
+    assert_eq!(entries.len(), 2, "{p}");
+    assert_eq!(entries[&b_client], json!({"user": "bob", "client": b_client}));
+    let id = b.command(json!({"presence_stats": {"channel": channel}}));
+    assert_eq!(
+        b.next_json(),
+        json!({"id": id, "presence_stats": {"num_clients": 2, "num_users": 2}})
+    );
+    let stats = api.api("presence_stats", json!({"channel": channel})).json();
+    assert_eq!(stats, json!({"result": {"num_clients": 2, "num_users": 2}}));
+    // Bob leaves by disconnecting: alice gets the leave, presence shrinks.
+    drop(b);
+    let leave = a.next_json();
+    assert_eq!(leave["push"]["leave"]["info"]["user"], "bob", "{leave}");
+    let presence = api.api("presence", json!({"channel": channel})).json();
+    let entries = presence["result"]["presence"].as_object().unwrap();
+    assert_eq!(entries.len(), 1, "{presence}");
+    assert!(entries.values().all(|e| e["user"] == "alice"));
+}
+
+#[test]
+fn client_history_and_its_errors() {
+    let server = Server::start(config());
+    let mut api = server.http();
+    let mut c = server.ws();
+    c.handshake(&token("carol"));
+    // History permission comes from being a subscriber in `room`.
+    let id = c.command(json!({"history": {"channel": "room:h", "limit": 10}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 103, "message": "permission denied"}})
+    );
+    c.subscribe("room:h");
+    for n in 1..=4 {
+        publish(&mut api, "room:h", json!({"n": n}));
+        c.next_json();
+    }
+    let id = c.command(json!({"history": {"channel": "room:h", "limit": 2, "reverse": true}}));
+    let h = c.next_json();
+    assert_eq!(h["id"], id);
+    let offsets: Vec<u64> = h["history"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![4, 3]);
+    assert_eq!(h["history"]["offset"], 4);
+    let epoch = h["history"]["epoch"].as_str().unwrap().to_owned();
+    let id = c.command(json!({"history": {"channel": "room:h", "limit": 10, "since": {"offset": 2, "epoch": epoch}}}));
+    let h = c.next_json();
+    assert_eq!(h["id"], id);
+    assert_eq!(h["history"]["publications"].as_array().unwrap().len(), 2);
+    let id = c.command(json!({"history": {"channel": "room:h", "limit": 10, "since": {"offset": 2, "epoch": "xx"}}}));
+    assert_eq!(c.next_json()["error"]["code"], 112, "epoch mismatch (id {id})");
+    let id = c.command(json!({"history": {"channel": "room:h", "limit": 1, "reverse": true, "since": {"offset": 0, "epoch": epoch}}}));
+    assert_eq!(c.next_json()["error"]["code"], 107, "reverse from offset 0 (id {id})");
+    // No history in the namespace → 108; RPC without a handler → 104.
+    let id = c.command(json!({"history": {"channel": "chat:x"}}));
+    assert_eq!(c.next_json()["error"]["code"], 108, "id {id}");
+    let id = c.command(json!({"rpc": {"method": "anything", "data": {}}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 104, "message": "method not found"}})
+    );
+}
+
+#[test]
+fn api_history_history_remove_channels_info_and_batch() {
+    let server = Server::start(config());
+    let mut api = server.http();
+    let mut c = server.ws();
+    c.handshake(&token("dave"));
+    c.subscribe("room:api");
+    c.subscribe("chat:one");
+    for n in 1..=3 {
+        publish(&mut api, "room:api", json!({"n": n}));
+    }
+    let all = api.api("history", json!({"channel": "room:api", "limit": -1})).json();
+    assert_eq!(all["result"]["publications"].as_array().unwrap().len(), 3, "{all}");
+    let none = api.api("history", json!({"channel": "room:api"})).json();
+    assert_eq!(none["result"]["publications"], json!([]), "limit 0: position only");
+    assert_eq!(none["result"]["offset"], 3);
+    let removed = api.api("history_remove", json!({"channel": "room:api"})).json();
+    assert_eq!(removed, json!({"result": {}}));
+    let after = api.api("history", json!({"channel": "room:api", "limit": -1})).json();
+    assert_eq!(after["result"]["publications"], json!([]));
+    assert_eq!(after["result"]["offset"], 3, "position survives history_remove");
+    let no_history = api.api("history", json!({"channel": "chat:one"})).json();
+    assert_eq!(no_history["error"]["code"], 108);
+    let unknown = api.api("presence", json!({"channel": "nope:x"})).json();
+    assert_eq!(unknown["error"]["code"], 102);
+    // channels, with and without a pattern.
+    let chans = api.api("channels", json!({})).json();
+    assert_eq!(chans["result"]["channels"]["room:api"], json!({"num_clients": 1}), "{chans}");
+    assert_eq!(chans["result"]["channels"]["chat:one"], json!({"num_clients": 1}));
+    let chans = api.api("channels", json!({"pattern": "chat:*"})).json();
+    assert_eq!(chans["result"]["channels"].as_object().unwrap().len(), 1, "{chans}");
+    // info: one node, one client and user, two subscriptions.
+    let info = api.api("info", json!({})).json();
+    let node = &info["result"]["nodes"][0];
+    assert_eq!(node["num_clients"], 1, "{info}");
+    assert_eq!(node["num_users"], 1);
+    assert_eq!(node["num_subs"], 2);
+    assert_eq!(node["num_channels"], 2);
+    assert!(node["uid"].as_str().is_some_and(|u| u.len() == 36));
+    // Batch: replies in order, keyed by method, errors in place.
+    let batch = api
+        .api(
+            "batch",
+            json!({"commands": [
+                {"publish": {"channel": "room:api", "data": {"n": 4}}},
+                {"presence_stats": {"channel": "room:api"}},
+                {"frobnicate": {}},
+                null,
+                {"history": {"channel": "nope:x"}}
+            ]}),
+        )
+        .json();
+    let replies = batch["result"]["replies"].as_array().unwrap();
+    assert_eq!(replies[0]["publish"]["offset"], 4, "{batch}");
+    assert_eq!(replies[1], json!({"presence_stats": {"num_clients": 1, "num_users": 1}}));
+    assert_eq!(replies[2], json!({"error": {"code": 104, "message": "not found"}}));
+    assert_eq!(replies[3]["error"]["code"], 107);
+    assert_eq!(replies[4]["error"]["code"], 102);
+    let parallel = api
+        .api(
+            "batch",
+            json!({"parallel": true, "commands": [
+                {"publish": {"channel": "room:api", "data": {"n": 5}}},
+                {"publish": {"channel": "chat:one", "data": {"n": 6}}}
+            ]}),
+        )
+        .json();
+    assert_eq!(parallel["result"]["replies"][0]["publish"]["offset"], 5, "{parallel}");
+    assert_eq!(parallel["result"]["replies"][1], json!({"publish": {}}));
+    let rpc = api.api("rpc", json!({"method": "x"})).json();
+    assert_eq!(rpc["error"]["code"], 104);
+}
+
+#[test]
+fn idempotent_and_versioned_publishes_are_not_repeated() {
+    let server = Server::start(config());
+    let mut api = server.http();
+    let mut c = server.ws();
+    c.handshake(&token("erin"));
+    c.subscribe("room:idem");
+    let body = json!({"channel": "room:idem", "data": {"x": 1}, "idempotency_key": "k1"});
+    let first = api.api("publish", body.clone()).json();
+    let again = api.api("publish", body).json();
+    assert_eq!(first, again, "the repeat returns the first result");
+    assert_eq!(c.next_json()["push"]["pub"]["offset"], 1);
+    c.expect_silence(Duration::from_millis(200));
+    let v = |n: u64| json!({"channel": "room:idem", "data": {"v": n}, "version": n});
+    assert_eq!(api.api("publish", v(5)).json()["result"]["offset"], 2);
+    assert_eq!(api.api("publish", v(4)).json()["result"]["offset"], 2, "older version skipped");
+    assert_eq!(api.api("publish", v(6)).json()["result"]["offset"], 3);
+    assert_eq!(c.next_json()["push"]["pub"]["data"], json!({"v": 5}));
+    assert_eq!(c.next_json()["push"]["pub"]["data"], json!({"v": 6}));
+}
