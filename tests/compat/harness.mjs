@@ -83,6 +83,19 @@ export function baseConfig({ secret, apiKey, extra = {} }) {
         { name: 'chat', allow_subscribe_for_client: true, allow_publish_for_subscriber: true },
         // Read-only: subscribing is fine, client publishing is denied (103).
         { name: 'ro', allow_subscribe_for_client: true },
+        // Every channel feature: presence, join/leave, history with forced recovery.
+        {
+          name: 'room',
+          allow_subscribe_for_client: true,
+          allow_publish_for_subscriber: true,
+          presence: true,
+          join_leave: true,
+          allow_presence_for_subscriber: true,
+          allow_history_for_subscriber: true,
+          history_size: 100,
+          history_ttl: '300s',
+          force_recovery: true,
+        },
       ],
     },
     runtime: { shards: 3, placement: 'round_robin', pin_cpus: false },

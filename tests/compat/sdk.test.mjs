@@ -455,6 +455,79 @@ describe('rotor with the centrifuge SDK', () => {
     assert.deepStrictEqual([...shards].sort(), ['0', '1', '2']);
   });
 
+  test('recovery after a forced transport drop: exactly the missed publications, recovered', async () => {
+    // The reconnect waits at least 1.5 s, leaving time to publish while the client is away.
+    const c = newClient(server, { minReconnectDelay: 1500, maxReconnectDelay: 1500 });
+    const connected = waitEvent(c, 'connected');
+    c.connect();
+    await connected;
+    const sub = newSub(c, 'room:recover');
+    const got = [];
+    sub.on('publication', (ctx) => got.push(ctx.data.n));
+    const first = waitEvent(sub, 'subscribed');
+    sub.subscribe();
+    const firstCtx = await first;
+    assert.equal(firstCtx.recoverable, true, 'force_recovery makes the subscription recoverable');
+    assert.equal(firstCtx.wasRecovering, false);
+    for (const n of [1, 2]) await server.publish('room:recover', { n });
+    await waitUntil(() => got.length === 2, 'the first two publications');
+
+    const again = waitEvent(sub, 'subscribed');
+    const away = waitEvent(c, 'connecting');
+    // A transport drop: the socket dies without a close frame.
+    c._transport._transport.terminate();
+    await away;
+    for (const n of [3, 4, 5]) await server.publish('room:recover', { n });
+    const ctx = await again;
+    assert.equal(ctx.wasRecovering, true);
+    assert.equal(ctx.recovered, true);
+    await waitUntil(() => got.length === 5, 'the missed publications');
+    await sleep(200);
+    assert.deepStrictEqual(got, [1, 2, 3, 4, 5], 'each publication once, in order');
+  });
+
+  test('presence, presence stats and join/leave between clients on different shards', async () => {
+    const a = await connectedClient(server, 'alice');
+    const b = await connectedClient(server, 'bob');
+    const subA = newSub(a, 'room:people', { joinLeave: true });
+    const joins = [];
+    const leaves = [];
+    subA.on('join', (ctx) => joins.push(ctx.info));
+    subA.on('leave', (ctx) => leaves.push(ctx.info));
+    const okA = waitEvent(subA, 'subscribed');
+    subA.subscribe();
+    await okA;
+    await subscribed(b, 'room:people');
+    await waitUntil(() => joins.some((i) => i.user === 'bob'), "bob's join");
+    assert.equal(joins.find((i) => i.user === 'bob').client, b.clientId);
+
+    const presence = await subA.presence();
+    assert.deepStrictEqual(Object.keys(presence.clients).sort(), [a.clientId, b.clientId].sort());
+    assert.equal(presence.clients[b.clientId].user, 'bob');
+    const stats = await subA.presenceStats();
+    assert.deepStrictEqual({ ...stats }, { numClients: 2, numUsers: 2 });
+
+    b.disconnect();
+    await waitUntil(() => leaves.some((i) => i.user === 'bob'), "bob's leave");
+    const after = await subA.presenceStats();
+    assert.equal(after.numClients, 1);
+  });
+
+  test('history through the SDK: newest first with a limit', async () => {
+    const c = await connectedClient(server);
+    const sub = await subscribed(c, 'room:history');
+    for (const n of [1, 2, 3]) await server.publish('room:history', { n });
+    const page = await sub.history({ limit: 2, reverse: true });
+    assert.deepStrictEqual(page.publications.map((p) => p.data.n), [3, 2]);
+    assert.equal(page.offset, 3);
+    assert.equal(typeof page.epoch, 'string');
+  });
+
+  test('rpc without a handler is rejected with 104', async () => {
+    const c = await connectedClient(server);
+    await assert.rejects(c.rpc('anything', {}), (err) => err.code === 104);
+  });
+
   test('the server survived the suite', () => {
     assert.equal(server.exitInfo, null, `rotor exited early:\n${server.logs()}`);
   });
