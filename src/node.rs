@@ -19,8 +19,9 @@ pub struct Node {
 
 static NODE: OnceLock<Node> = OnceLock::new();
 
-/// Records this node's identity; later calls keep the first one.
-pub fn init(port: u16) -> &'static Node {
+/// Records this node's identity (`name`: `node.name`, empty = `<hostname>_<port>`); later
+/// calls keep the first one.
+pub fn init(name: &str, port: u16) -> &'static Node {
     NODE.get_or_init(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -29,7 +30,7 @@ pub fn init(port: u16) -> &'static Node {
             .unwrap_or_else(|| "localhost".to_owned());
         Node {
             uid: uuid::Uuid::new_v4().to_string(),
-            name: format!("{host}_{port}"),
+            name: if name.is_empty() { format!("{host}_{port}") } else { name.to_owned() },
             started: Instant::now(),
         }
     })
@@ -37,5 +38,5 @@ pub fn init(port: u16) -> &'static Node {
 
 /// This node (initialised with port 0 when `init` was never called, as in unit tests).
 pub fn get() -> &'static Node {
-    init(0)
+    init("", 0)
 }

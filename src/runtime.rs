@@ -372,8 +372,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     for w in limits.warnings(shard_count(&cfg), cfg.client.connection_limit) {
         tracing::warn!("{w}");
     }
+    let node_name = cfg.node.name.clone();
     let running = start(cfg)?;
-    crate::node::init(running.addr.port());
+    crate::node::init(&node_name, running.addr.port());
     println!("rotor listening on {}", running.addr);
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let notifier = Arc::new(systemd::Notifier::from_env());

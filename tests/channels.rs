@@ -226,11 +226,98 @@ fn client_history_and_its_errors() {
     // No history in the namespace → 108; RPC without a handler → 104.
     let id = c.command(json!({"history": {"channel": "chat:x"}}));
     assert_eq!(c.next_json()["error"]["code"], 108, "id {id}");
+    // RPC: without an extension or proxy the connection has no RPC handler (108, as upstream).
     let id = c.command(json!({"rpc": {"method": "anything", "data": {}}}));
+    assert_eq!(
+        c.next_json(),
+        json!({"id": id, "error": {"code": 108, "message": "not available"}})
+    );
+}
+
+#[test]
+fn rpc_with_the_ping_extension_answers_ping_and_104_for_other_methods() {
+    let mut cfg = config();
+    merge(&mut cfg, json!({"rpc": {"ping": {"enabled": true}}}));
+    let server = Server::start(cfg);
+    let mut c = server.ws();
+    c.handshake(&token("pinger"));
+    let id = c.command(json!({"rpc": {"method": "ping"}}));
+    assert_eq!(c.next_json(), json!({"id": id, "rpc": {}}));
+    let id = c.command(json!({"rpc": {"method": "other", "data": {"x": 1}}}));
     assert_eq!(
         c.next_json(),
         json!({"id": id, "error": {"code": 104, "message": "method not found"}})
     );
+}
+
+#[test]
+fn api_subscribe_unsubscribe_refresh_and_disconnect_act_on_live_connections_on_any_shard() {
+    let server = Server::start(config());
+    let mut api = server.http(); // shard 0
+    let mut a = server.ws(); // shard 1
+    let mut b = server.ws(); // shard 2
+    let mut other = server.ws(); // shard 0, another user
+    let a_client = a.handshake(&token("frank"))["connect"]["client"].as_str().unwrap().to_owned();
+    let b_client = b.handshake(&token("frank"))["connect"]["client"].as_str().unwrap().to_owned();
+    other.handshake(&token("gina"));
+    // subscribe: both of frank's connections get a subscribe push, then publications.
+    let r =
+        api.api("subscribe", json!({"user": "frank", "channel": "room:srv", "data": {"hello": 1}}));
+    assert_eq!(r.json(), json!({"result": {}}));
+    for c in [&mut a, &mut b] {
+        let push = c.next_json();
+        assert_eq!(push["push"]["channel"], "room:srv", "{push}");
+        let sub = &push["push"]["subscribe"];
+        assert_eq!(sub["data"], json!({"hello": 1}));
+        assert_eq!(
+            (sub["recoverable"].clone(), sub["positioned"].clone()),
+            (json!(true), json!(true))
+        );
+    }
+    publish(&mut api, "room:srv", json!({"n": 1}));
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.next_json()["push"]["pub"]["data"], json!({"n": 1}));
+    }
+    other.expect_silence(Duration::from_millis(200));
+    // Server-side subscriptions count in presence (the namespace keeps presence).
+    let stats = api.api("presence_stats", json!({"channel": "room:srv"})).json();
+    assert_eq!(stats["result"], json!({"num_clients": 2, "num_users": 1}));
+    // unsubscribe one client only.
+    let r =
+        api.api("unsubscribe", json!({"user": "frank", "client": b_client, "channel": "room:srv"}));
+    assert_eq!(r.json(), json!({"result": {}}));
+    assert_eq!(
+        b.next_json(),
+        json!({"push": {"channel": "room:srv", "unsubscribe": {"code": 2000, "reason": "server unsubscribe"}}})
+    );
+    publish(&mut api, "room:srv", json!({"n": 2}));
+    assert_eq!(a.next_json()["push"]["pub"]["data"], json!({"n": 2}));
+    b.expect_silence(Duration::from_millis(200));
+    // refresh: a new expiry is pushed to the client.
+    let at = now() + 600;
+    let r = api.api("refresh", json!({"user": "frank", "client": a_client, "expire_at": at}));
+    assert_eq!(r.json(), json!({"result": {}}));
+    let push = a.next_json();
+    assert_eq!(push["push"]["refresh"]["expires"], true, "{push}");
+    let ttl = push["push"]["refresh"]["ttl"].as_u64().unwrap();
+    assert!((595..=600).contains(&ttl), "ttl {ttl}");
+    // disconnect with a custom code, sparing a whitelisted client.
+    let r = api.api(
+        "disconnect",
+        json!({"user": "frank", "whitelist": [a_client], "disconnect": {"code": 4001, "reason": "bye"}}),
+    );
+    assert_eq!(r.json(), json!({"result": {}}));
+    assert_eq!(b.expect_close(), (4001, "bye".to_owned()));
+    a.expect_silence(Duration::from_millis(200));
+    // Default code, user required, bad codes refused.
+    assert_eq!(api.api("disconnect", json!({"user": "frank"})).json(), json!({"result": {}}));
+    assert_eq!(a.expect_close(), (3503, "force disconnect".to_owned()));
+    assert_eq!(api.api("disconnect", json!({})).json()["error"]["code"], 107);
+    let bad = api.api("disconnect", json!({"user": "gina", "disconnect": {"code": 1000}}));
+    assert_eq!(bad.json()["error"]["code"], 107);
+    let r = api.api("refresh", json!({"user": "gina", "expired": true}));
+    assert_eq!(r.json(), json!({"result": {}}));
+    assert_eq!(other.expect_close(), (3005, "connection expired".to_owned()));
 }
 
 #[test]
@@ -303,7 +390,7 @@ fn api_history_history_remove_channels_info_and_batch() {
     assert_eq!(parallel["result"]["replies"][0]["publish"]["offset"], 5, "{parallel}");
     assert_eq!(parallel["result"]["replies"][1], json!({"publish": {}}));
     let rpc = api.api("rpc", json!({"method": "x"})).json();
-    assert_eq!(rpc["error"]["code"], 104);
+    assert_eq!(rpc["error"], json!({"code": 104, "message": "not found"}));
 }
 
 #[test]

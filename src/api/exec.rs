@@ -112,6 +112,10 @@ async fn run(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<Vec<u8>
         ApiMethod::Channels => return query::channels(shard, body).await,
         ApiMethod::Info => return query::info(shard, body).await,
         ApiMethod::Rpc => return query::rpc(body),
+        ApiMethod::Subscribe
+        | ApiMethod::Unsubscribe
+        | ApiMethod::Disconnect
+        | ApiMethod::Refresh => return query::conns(shard, method, body).await,
         ApiMethod::Batch => return Box::pin(batch(shard, body)).await,
         _ => return Err(Failure::Unsupported),
     }

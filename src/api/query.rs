@@ -1,5 +1,7 @@
-//! Server API methods that read or clear channel state: `presence`, `presence_stats`,
-//! `history`, `history_remove`, `channels`, `info`, `rpc` (spec §3.3).
+//! Server API methods other than publishing (spec §3.3): the ones that read or clear channel
+//! state (`presence`, `presence_stats`, `history`, `history_remove`, `channels`, `info`,
+//! `rpc`) and the ones that act on live connections (`subscribe`, `unsubscribe`, `disconnect`,
+//! `refresh`).
 //!
 //! Owns: request decoding for these methods and the shape of their results. The state itself
 //! is asked of the owning shards (a channel's home, or every shard for node-wide counts); this
@@ -10,15 +12,16 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::exec::Failure;
-use super::types::{self, ApiError};
+use super::types::{self, ApiError, ApiMethod};
+use crate::auth::SubscribeOverrides;
 use crate::broker::memory::{HistoryPolicy, HistoryQuery, Position};
 use crate::channel::ChannelError;
 use crate::client::history_policy;
 use crate::client::query::{presence_map, presence_stats};
 use crate::client::subscribe::owned;
 use crate::protocol::json::{self, write_json_string};
-use crate::protocol::{HistoryResult, PresenceResult, ReplyBody};
-use crate::shard::msg::{Answer, Call, ShardCounts};
+use crate::protocol::{codes, Disconnect, HistoryResult, PresenceResult, RawJson, ReplyBody};
+use crate::shard::msg::{Answer, Call, ConnFilter, ConnsOp, ShardCounts};
 use crate::shard::{PendingAnswer, ShardRef};
 
 #[derive(Deserialize, Default)]
@@ -249,4 +252,137 @@ pub fn rpc(body: &[u8]) -> Result<Vec<u8>, Failure> {
         return Err(api(types::API_ERROR_BAD_REQUEST));
     }
     Err(api(types::API_ERROR_NOT_FOUND))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BoolValue {
+    value: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct OverrideBody {
+    presence: Option<BoolValue>,
+    join_leave: Option<BoolValue>,
+    force_recovery: Option<BoolValue>,
+    force_positioning: Option<BoolValue>,
+    force_push_join_leave: Option<BoolValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConnsBody<'a> {
+    user: Option<String>,
+    client: Option<String>,
+    session: Option<String>,
+    channel: Option<String>,
+    // subscribe
+    expire_at: Option<i64>,
+    #[serde(borrow)]
+    info: Option<&'a serde_json::value::RawValue>,
+    b64info: Option<String>,
+    #[serde(borrow)]
+    data: Option<&'a serde_json::value::RawValue>,
+    b64data: Option<String>,
+    recover_since: Option<SinceBody>,
+    #[serde(rename = "override")]
+    overrides: Option<OverrideBody>,
+    // disconnect
+    whitelist: Option<Vec<String>>,
+    disconnect: Option<DisconnectBody>,
+    // refresh
+    expired: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DisconnectBody {
+    code: Option<u32>,
+    reason: Option<String>,
+}
+
+/// A raw JSON field or its base64 twin (which wins when non-empty); `null` is absent.
+fn raw_or_b64(
+    raw: Option<&serde_json::value::RawValue>,
+    b64: Option<String>,
+) -> Result<Option<RawJson>, Failure> {
+    use base64::Engine as _;
+    if let Some(b) = b64.filter(|b| !b.is_empty()) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b.as_bytes())
+            .map_err(|_| api(types::API_ERROR_BAD_REQUEST))?;
+        return Ok(Some(RawJson(bytes::Bytes::from(bytes))));
+    }
+    Ok(raw.filter(|r| r.get() != "null").map(RawJson::from_raw_value))
+}
+
+/// `subscribe`, `unsubscribe`, `disconnect`, `refresh`: applied by every shard to its matching
+/// connections of `user` (required: 107 when empty).
+pub async fn conns(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let req: ConnsBody<'_> = decode(body)?;
+    let filter = ConnFilter {
+        user: req.user.unwrap_or_default(),
+        client: req.client.unwrap_or_default(),
+        session: req.session.unwrap_or_default(),
+    };
+    if filter.user.is_empty() {
+        return Err(api(types::API_ERROR_BAD_REQUEST));
+    }
+    let channel = req.channel.unwrap_or_default();
+    let op = match method {
+        ApiMethod::Subscribe => {
+            resolve(shard, &channel)?;
+            let o = req.overrides.unwrap_or_default();
+            ConnsOp::Subscribe {
+                filter,
+                channel: Arc::from(channel.as_str()),
+                info: raw_or_b64(req.info, req.b64info)?,
+                data: raw_or_b64(req.data, req.b64data)?,
+                expire_at: req.expire_at.unwrap_or(0),
+                recover_since: req.recover_since.map(|s| Position {
+                    offset: s.offset.unwrap_or(0),
+                    epoch: s.epoch.unwrap_or_default(),
+                }),
+                overrides: SubscribeOverrides {
+                    presence: o.presence.map(|v| v.value),
+                    join_leave: o.join_leave.map(|v| v.value),
+                    force_push_join_leave: o.force_push_join_leave.map(|v| v.value),
+                    force_positioning: o.force_positioning.map(|v| v.value),
+                    force_recovery: o.force_recovery.map(|v| v.value),
+                },
+            }
+        }
+        ApiMethod::Unsubscribe => {
+            if !channel.is_empty() {
+                resolve(shard, &channel)?;
+            }
+            ConnsOp::Unsubscribe { filter, channel }
+        }
+        ApiMethod::Disconnect => {
+            let d = req.disconnect.unwrap_or_default();
+            let disconnect = match (d.code, d.reason) {
+                (None | Some(0), _) => codes::DISCONNECT_FORCE_NO_RECONNECT,
+                (Some(code), reason) => {
+                    let reason = reason.unwrap_or_default();
+                    // A WebSocket close carries codes 3000–4999 and at most 123 bytes of reason.
+                    let code = u16::try_from(code)
+                        .ok()
+                        .filter(|c| (3000..=4999).contains(c) && reason.len() <= 123)
+                        .ok_or(api(types::API_ERROR_BAD_REQUEST))?;
+                    Disconnect { code, reason: reason.into() }
+                }
+            };
+            ConnsOp::Disconnect { filter, whitelist: req.whitelist.unwrap_or_default(), disconnect }
+        }
+        ApiMethod::Refresh => ConnsOp::Refresh {
+            filter,
+            expired: req.expired.unwrap_or(false),
+            expire_at: req.expire_at.unwrap_or(0),
+            info: raw_or_b64(req.info, None)?,
+        },
+        _ => return Err(Failure::Unsupported),
+    };
+    ask_all(shard, || Call::Conns(Box::new(op.clone()))).await?;
+    Ok(b"{}".to_vec())
 }

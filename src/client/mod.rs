@@ -8,6 +8,7 @@
 //! Must not: perform I/O, block, or keep a reference into another shard's state.
 
 pub mod query;
+mod server_ops;
 pub mod subscribe;
 
 use std::cmp::Ordering;
@@ -617,9 +618,9 @@ impl Shard {
             Request::PresenceStats(r) => self.client_presence(key, id, &r.channel, true),
             Request::History(r) => self.client_history(key, id, r),
             Request::SubRefresh(r) => self.sub_refresh(key, id, r),
-            Request::Rpc(_) => {
-                // No RPC extension or proxy exists, which upstream answers with 104.
-                self.reply_error(key, id, codes::ERROR_METHOD_NOT_FOUND);
+            Request::Rpc(r) => {
+                let body = rpc_reply(&self.cfg.rpc, &r.method);
+                self.reply(key, id, &body);
                 Step::Next
             }
         }
@@ -860,6 +861,39 @@ impl Shard {
             Resume::Presence { id, stats } => self.finish_presence(key, id, stats, answer),
         }
     }
+}
+
+/// The answer to a client `rpc` (spec §5.4). Like upstream, a connection has an RPC handler
+/// only when the `ping` extension or an RPC proxy is configured; without one every call is 108.
+/// With one: the extension answers its method, a method whose namespace is unknown is 104, a
+/// namespace without a proxy is 104 (nothing could answer it), and one with a proxy is 108
+/// because Rotor has no RPC proxy yet.
+pub fn rpc_reply(rpc: &crate::config::Rpc, method: &str) -> ReplyBody {
+    let proxies =
+        rpc.without_namespace.proxy_enabled || rpc.namespaces.iter().any(|n| n.proxy_enabled);
+    if !rpc.ping.enabled && !proxies {
+        return ReplyBody::Error(codes::ERROR_NOT_AVAILABLE);
+    }
+    if rpc.ping.enabled && method == rpc.ping.method {
+        return ReplyBody::Rpc(crate::protocol::RpcResult::default());
+    }
+    if !proxies {
+        return ReplyBody::Error(codes::ERROR_METHOD_NOT_FOUND);
+    }
+    let proxy_enabled = match method.split_once(rpc.namespace_boundary.as_str()) {
+        Some((ns, _)) if !rpc.namespace_boundary.is_empty() => {
+            match rpc.namespaces.iter().find(|n| n.name == ns) {
+                Some(n) => n.proxy_enabled,
+                None => return ReplyBody::Error(codes::ERROR_METHOD_NOT_FOUND),
+            }
+        }
+        _ => rpc.without_namespace.proxy_enabled,
+    };
+    ReplyBody::Error(if proxy_enabled {
+        codes::ERROR_NOT_AVAILABLE
+    } else {
+        codes::ERROR_METHOD_NOT_FOUND
+    })
 }
 
 /// Maps a channel-check failure to the client protocol error.

@@ -19,9 +19,10 @@ use crate::broker::memory::{HistoryQuery, Position};
 use crate::channel::{self, Resolved, Subject};
 use crate::client::State;
 use crate::hub::ConnKey;
+use crate::protocol::json::PushFraming;
 use crate::protocol::{
-    codes, json, Publication, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
-    SubscribeRequest, SubscribeResult,
+    codes, json, Publication, PushBody, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
+    SubscribePush, SubscribeRequest, SubscribeResult,
 };
 use crate::shard::msg::{Answer, Call, Cast, Event, SubscribeCall};
 use crate::shard::{after, Shard};
@@ -108,10 +109,20 @@ impl Sub {
     }
 }
 
+/// How a finished subscription is announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubReply {
+    /// Reply to the client's `subscribe` command with this id.
+    Command(u32),
+    /// A `subscribe` push (server-side subscription made while connected); recovered
+    /// publications follow as publication pushes.
+    Push,
+}
+
 /// A subscribe reply waiting for the home shard.
 #[derive(Debug)]
 pub struct PendingSub {
-    id: u32,
+    reply: SubReply,
     channel: Arc<str>,
     flags: SubFlags,
     /// The client asked to recover from this position.
@@ -246,7 +257,6 @@ impl Shard {
         }
         let flags = sub_flags(&resolved, &overrides, &req, &who);
         let history = history_policy(resolved.options, false);
-        let recovery_limit = self.cfg.client.recovery_max_publication_limit;
         // `delta: "fossil"` is accepted but not negotiated (`SubscribeResult.delta` stays
         // false) until the delta encoder exists; SDKs then simply receive full payloads.
         let expire_at = extra.expire_at;
@@ -272,17 +282,7 @@ impl Shard {
         self.hub.start_buffering(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
         let recover = (req.recover && flags.has(SubFlags::RECOVERABLE))
             .then(|| Position { offset: req.offset, epoch: req.epoch.clone() });
-        let query = recover.as_ref().map(|from| {
-            if flags.has(SubFlags::CACHE) {
-                HistoryQuery { limit: Some(1), since: None, reverse: true }
-            } else {
-                HistoryQuery {
-                    limit: (recovery_limit > 0).then_some(recovery_limit),
-                    since: Some(from.clone()),
-                    reverse: false,
-                }
-            }
-        });
+        let query = recover.as_ref().map(|from| self.recovery_query(flags, from));
         let call = Call::Subscribe(SubscribeCall {
             channel: Arc::clone(&channel),
             info,
@@ -292,7 +292,7 @@ impl Shard {
         });
         let req_id = self.call_home(&channel, call);
         let pending = PendingSub {
-            id,
+            reply: SubReply::Command(id),
             channel,
             flags,
             recover,
@@ -300,6 +300,84 @@ impl Shard {
             result,
         };
         Step::AwaitAnswer { req: req_id, then: Resume::Subscribe(Box::new(pending)) }
+    }
+
+    /// A server-side subscription made while connected (API `subscribe`): always through the
+    /// home shard, whose answer continues it inline; the client learns of it by a `subscribe`
+    /// push. Does nothing when the connection is already subscribed.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn server_subscribe(
+        &mut self,
+        key: ConnKey,
+        channel: &Arc<str>,
+        chan_info: Option<RawJson>,
+        data: Option<RawJson>,
+        expire_at: i64,
+        recover_since: Option<Position>,
+        overrides: &SubscribeOverrides,
+    ) {
+        let namespaces = Arc::clone(&self.namespaces);
+        let Ok(resolved) = namespaces.resolve(channel) else { return };
+        let Some(session) = self.conn_mut(key).and_then(|c| c.session()) else { return };
+        if session.has_sub(channel) {
+            return;
+        }
+        let user = Arc::clone(&session.user);
+        let who = Subject { user: &user, insecure: self.cfg.client.insecure };
+        let req = SubscribeRequest { recover: recover_since.is_some(), ..Default::default() };
+        let mut flags = sub_flags(&resolved, overrides, &req, &who);
+        flags.0 |= SubFlags::SERVER_SIDE;
+        let history = history_policy(resolved.options, false);
+        let now = unix_now();
+        let expire_at = (expire_at > 0).then_some(expire_at);
+        let sub = Sub {
+            channel: Arc::clone(channel),
+            flags,
+            extra: (chan_info.is_some() || expire_at.is_some())
+                .then(|| Box::new(SubExtra { chan_info: chan_info.clone(), expire_at })),
+        };
+        let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
+            return;
+        };
+        session.subs.push(sub);
+        let info = Arc::new(session.info(chan_info));
+        if let Some(at) = expire_at {
+            self.arm_sub_expiry(key, at, now);
+        }
+        self.begin_subscription(channel);
+        self.hub.start_buffering(channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
+        let recover = recover_since.filter(|_| flags.has(SubFlags::RECOVERABLE));
+        let query = recover.as_ref().map(|from| self.recovery_query(flags, from));
+        let call = Call::Subscribe(SubscribeCall {
+            channel: Arc::clone(channel),
+            info,
+            presence: flags.has(SubFlags::PRESENCE),
+            join: flags.has(SubFlags::JOIN_LEAVE),
+            position: flags.has(SubFlags::POSITIONED).then_some((history, query)),
+        });
+        let pending = PendingSub {
+            reply: SubReply::Push,
+            channel: Arc::clone(channel),
+            flags,
+            recover,
+            reject_unrecovered: false,
+            result: SubscribeResult { data, ..SubscribeResult::default() },
+        };
+        self.call_home_then(channel, call, key, Resume::Subscribe(Box::new(pending)));
+    }
+
+    /// The history read that recovery needs: everything after `from` (stream mode, up to
+    /// `client.recovery_max_publication_limit`), or the newest publication (cache mode).
+    fn recovery_query(&self, flags: SubFlags, from: &Position) -> HistoryQuery {
+        if flags.has(SubFlags::CACHE) {
+            return HistoryQuery { limit: Some(1), since: None, reverse: true };
+        }
+        let limit = self.cfg.client.recovery_max_publication_limit;
+        HistoryQuery {
+            limit: (limit > 0).then_some(limit),
+            since: Some(from.clone()),
+            reverse: false,
+        }
     }
 
     /// Second half of a subscription that needed the home shard: decide recovery (spec §6.4,
@@ -310,7 +388,7 @@ impl Shard {
         pending: PendingSub,
         answer: Option<Answer>,
     ) {
-        let PendingSub { id, channel, flags, recover, reject_unrecovered, mut result } = pending;
+        let PendingSub { reply, channel, flags, recover, reject_unrecovered, mut result } = pending;
         // `None`: the subscription was removed meanwhile (unsubscribe, disconnect), which also
         // took it out of the hub and told the home shard.
         let Some(events) = self.hub.take_buffered(&channel, key) else { return };
@@ -322,8 +400,13 @@ impl Shard {
             return;
         }
         let Some(Answer::Subscribed { top, read }) = answer else {
-            self.reply_error(key, id, codes::ERROR_INTERNAL);
-            self.drop_sub(key, &channel);
+            match reply {
+                SubReply::Command(id) => {
+                    self.reply_error(key, id, codes::ERROR_INTERNAL);
+                    self.drop_sub(key, &channel);
+                }
+                SubReply::Push => self.disconnect(key, codes::DISCONNECT_SERVER_ERROR),
+            }
             return;
         };
         let mut base = 0;
@@ -360,14 +443,36 @@ impl Shard {
                     result.recovered = true;
                     result.offset = from.offset;
                     result.publications = owned(&publications);
-                } else if reject_unrecovered {
+                } else if let (true, SubReply::Command(id)) = (reject_unrecovered, reply) {
                     self.reply_error(key, id, codes::ERROR_UNRECOVERABLE_POSITION);
                     self.drop_sub(key, &channel);
                     return;
                 }
             }
         }
-        self.reply(key, id, &ReplyBody::Subscribe(result));
+        match reply {
+            SubReply::Command(id) => self.reply(key, id, &ReplyBody::Subscribe(result)),
+            SubReply::Push => {
+                let push = PushBody::Subscribe(SubscribePush {
+                    recoverable: result.recoverable,
+                    epoch: result.epoch,
+                    offset: result.offset,
+                    positioned: result.positioned,
+                    data: result.data,
+                });
+                self.enqueue(
+                    key,
+                    super::Out::json(|buf| {
+                        json::encode_push(&channel, &push, PushFraming::Reply, buf)
+                    }),
+                );
+                for p in &result.publications {
+                    let out =
+                        super::Out::json(|buf| json::encode_publication_push(&channel, p, buf));
+                    self.enqueue(key, out);
+                }
+            }
+        }
         let push_join_leave = flags.has(SubFlags::PUSH_JOIN_LEAVE);
         self.hub.go_live(&channel, key, push_join_leave);
         for event in events {

@@ -176,6 +176,8 @@ section! {
         prometheus: Prometheus [Plain] = Prometheus::default(),
         /// Node identity.
         node: Node [Plain] = Node::default(),
+        /// Client RPC: namespaces and the built-in `ping` extension.
+        rpc: Rpc [Plain] = Rpc::default(),
         /// Graceful shutdown.
         shutdown: Shutdown [Plain] = Shutdown::default(),
         /// Rotor's own thread-per-core runtime settings (not a Centrifugo key).
@@ -552,6 +554,53 @@ section! {
     pub struct Node {
         /// Node name; `""` = `<hostname>_<port>` computed at startup.
         name: String [Plain] = String::new(),
+    }
+}
+
+section! {
+    /// `rpc.*` (spec §5.4). RPC proxies are not implemented: a namespace with `proxy_enabled`
+    /// answers 108.
+    pub struct Rpc {
+        /// Options of methods without a namespace.
+        without_namespace: RpcOptions [Plain] = RpcOptions::default(),
+        /// RPC namespaces (`<name>:<method>`).
+        namespaces: Vec<RpcNamespace> [Plain] = Vec::new(),
+        /// Separates the namespace from the method name.
+        namespace_boundary: String [Plain] = ":".to_owned(),
+        /// The built-in `ping` method.
+        ping: RpcPing [Plain] = RpcPing::default(),
+    }
+}
+
+section! {
+    /// `rpc.without_namespace`.
+    pub struct RpcOptions {
+        /// Call the RPC proxy.
+        proxy_enabled: bool [Plain] = false,
+        /// Proxy name.
+        proxy_name: String [Plain] = "default".to_owned(),
+    }
+}
+
+section! {
+    /// One `rpc.namespaces[]` entry.
+    pub struct RpcNamespace {
+        /// Namespace name.
+        name: String [Plain] = String::new(),
+        /// Call the RPC proxy.
+        proxy_enabled: bool [Plain] = false,
+        /// Proxy name.
+        proxy_name: String [Plain] = "default".to_owned(),
+    }
+}
+
+section! {
+    /// `rpc.ping`: a built-in method answering an empty result.
+    pub struct RpcPing {
+        /// Register the method.
+        enabled: bool [Plain] = false,
+        /// Its name.
+        method: String [Plain] = "ping".to_owned(),
     }
 }
 

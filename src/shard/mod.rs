@@ -93,11 +93,14 @@ pub struct Spill {
     pub in_flight: bool,
 }
 
-/// A request parked until another shard answers.
+/// A request parked until another shard answers: either a task awaits it (`waker`), or the
+/// answer continues a connection's work inline (`then`), for work no task waits on (server-side
+/// subscriptions made through the API).
 #[derive(Debug, Default)]
 pub struct Pending {
     answer: Option<Answer>,
     waker: Option<Waker>,
+    then: Option<(ConnKey, crate::client::Resume)>,
 }
 
 /// Counters the shard keeps for observability (plain fields: one owner).
@@ -312,6 +315,10 @@ impl Shard {
                     .collect(),
             ),
             Call::Info => Answer::Info(Box::new(self.counts())),
+            Call::Conns(op) => {
+                self.conns_op(*op);
+                Answer::Done
+            }
         }
     }
 
@@ -428,6 +435,21 @@ impl Shard {
         req
     }
 
+    /// Sends a request to the home shard of `channel` whose answer continues `then` for the
+    /// connection `key` inline, with no task waiting.
+    pub fn call_home_then(
+        &mut self,
+        channel: &str,
+        call: Call,
+        key: ConnKey,
+        then: crate::client::Resume,
+    ) {
+        let slot = Pending { then: Some((key, then)), ..Pending::default() };
+        let req = self.pending.insert(slot) as RequestId;
+        let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
+        self.send(Lane::Main, home_of(channel, self.count), msg);
+    }
+
     /// Sends a request to the home shard of `channel`.
     pub fn call_home(&mut self, channel: &str, call: Call) -> RequestId {
         self.call(home_of(channel, self.count), call)
@@ -448,6 +470,9 @@ impl Shard {
                     if let Some(w) = p.waker {
                         w.wake();
                     }
+                    if let Some((key, then)) = p.then {
+                        self.resume(key, then, None);
+                    }
                 }
             }
             ShardMsg::Interest { channel, ack: Some(generation), .. } => {
@@ -458,6 +483,12 @@ impl Shard {
     }
 
     fn answer(&mut self, req: RequestId, answer: Answer) {
+        if self.pending.get(req as usize).is_some_and(|p| p.then.is_some()) {
+            if let Some((key, then)) = self.pending.remove(req as usize).then {
+                self.resume(key, then, Some(answer));
+            }
+            return;
+        }
         // A missing slot means the requester went away (connection closed); nothing to do.
         if let Some(p) = self.pending.get_mut(req as usize) {
             p.answer = Some(answer);

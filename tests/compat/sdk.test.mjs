@@ -523,9 +523,9 @@ describe('rotor with the centrifuge SDK', () => {
     assert.equal(typeof page.epoch, 'string');
   });
 
-  test('rpc without a handler is rejected with 104', async () => {
+  test('rpc without an RPC handler configured is rejected with 108', async () => {
     const c = await connectedClient(server);
-    await assert.rejects(c.rpc('anything', {}), (err) => err.code === 104);
+    await assert.rejects(c.rpc('anything', {}), (err) => err.code === 108);
   });
 
   test('the server survived the suite', () => {

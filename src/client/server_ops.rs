@@ -1,0 +1,142 @@
+//! Server API operations on this shard's live connections: `subscribe`, `unsubscribe`,
+//! `disconnect` and `refresh` (spec §3.3). The API request is sent to every shard; each one
+//! applies it to its own matching connections.
+//!
+//! Owns: matching connections against a [`ConnFilter`] and applying the operation. Must not
+//! touch another shard's connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{unix_now, State, Timer, TimerKind};
+use crate::hub::ConnKey;
+use crate::protocol::json::{self, PushFraming};
+use crate::protocol::{codes, PushBody};
+use crate::shard::msg::{ConnFilter, ConnsOp};
+use crate::shard::{after, Shard};
+
+impl Shard {
+    /// Live local connections matching `filter`.
+    fn matching(&self, filter: &ConnFilter) -> Vec<ConnKey> {
+        self.conns
+            .iter()
+            .filter_map(|(slot, c)| {
+                let State::Connected(s) = &c.state else { return None };
+                let hit = c.closing.is_none()
+                    && *s.user == *filter.user
+                    && (filter.client.is_empty() || *s.client == *filter.client)
+                    // WebSocket connections have no session id, so a session filter matches
+                    // none of them.
+                    && filter.session.is_empty();
+                hit.then_some(ConnKey { slot: slot as u32, generation: c.generation })
+            })
+            .collect()
+    }
+
+    /// Applies an API operation to the matching local connections.
+    pub fn conns_op(&mut self, op: ConnsOp) {
+        match op {
+            ConnsOp::Subscribe {
+                filter,
+                channel,
+                info,
+                data,
+                expire_at,
+                recover_since,
+                overrides,
+            } => {
+                for key in self.matching(&filter) {
+                    self.server_subscribe(
+                        key,
+                        &channel,
+                        info.clone(),
+                        data.clone(),
+                        expire_at,
+                        recover_since.clone(),
+                        &overrides,
+                    );
+                }
+            }
+            ConnsOp::Unsubscribe { filter, channel } => {
+                for key in self.matching(&filter) {
+                    let channels: Vec<Arc<str>> = match self.conn_mut(key).and_then(|c| c.session())
+                    {
+                        Some(s) if channel.is_empty() => {
+                            s.subs.iter().map(|sub| Arc::clone(&sub.channel)).collect()
+                        }
+                        Some(s) => s
+                            .sub(&channel)
+                            .map(|sub| Arc::clone(&sub.channel))
+                            .into_iter()
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    for ch in channels {
+                        self.server_unsubscribe(key, &ch);
+                    }
+                }
+            }
+            ConnsOp::Disconnect { filter, whitelist, disconnect } => {
+                for key in self.matching(&filter) {
+                    let spared = self
+                        .conn_mut(key)
+                        .and_then(|c| c.session())
+                        .is_some_and(|s| whitelist.iter().any(|w| **w == *s.client));
+                    if !spared {
+                        self.disconnect(key, disconnect.clone());
+                    }
+                }
+            }
+            ConnsOp::Refresh { filter, expired, expire_at, info } => {
+                for key in self.matching(&filter) {
+                    if expired {
+                        self.disconnect(key, codes::DISCONNECT_EXPIRED);
+                        continue;
+                    }
+                    self.refresh_conn(key, expire_at, info.clone());
+                }
+            }
+        }
+    }
+
+    /// Removes a subscription at the server's request and tells the client with an
+    /// `unsubscribe` push (2000).
+    fn server_unsubscribe(&mut self, key: ConnKey, channel: &str) {
+        let removed = match self.conn_mut(key).map(|c| &mut c.state) {
+            Some(State::Connected(s)) => s.remove_sub(channel),
+            _ => None,
+        };
+        let Some(sub) = removed else { return };
+        self.unsubscribed(key, sub);
+        let u = codes::UNSUBSCRIBE_SERVER;
+        let out =
+            super::Out::json(|buf| json::encode_unsubscribe_push(channel, u.code, &u.reason, buf));
+        self.enqueue(key, out);
+    }
+
+    /// API `refresh` of one connection: new expiry (0 = never) and info, announced with a
+    /// `refresh` push.
+    fn refresh_conn(
+        &mut self,
+        key: ConnKey,
+        expire_at: i64,
+        info: Option<crate::protocol::RawJson>,
+    ) {
+        let now = unix_now();
+        let delay = self.cfg.client.expired_close_delay;
+        let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) else { return };
+        if let Some(info) = info {
+            s.conn_info = Some(info);
+        }
+        s.expire_at = (expire_at > 0).then_some(expire_at);
+        let ttl = u32::try_from((expire_at - now).max(0)).unwrap_or(u32::MAX);
+        if expire_at > 0 {
+            let wait = Duration::from_secs((expire_at - now).max(0) as u64) + delay;
+            self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
+        }
+        let push =
+            PushBody::Refresh { expires: expire_at > 0, ttl: if expire_at > 0 { ttl } else { 0 } };
+        let out = super::Out::json(|buf| json::encode_push("", &push, PushFraming::Reply, buf));
+        self.enqueue(key, out);
+    }
+}
