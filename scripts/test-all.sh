@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's whole test command: Rust formatting, lints, build and tests, then the
-# Node compatibility suite (the official centrifuge JS SDK against the built binary).
-# Stops at the first failing step; the last lines printed are a test runner's summary.
+# Node compatibility suite (the official centrifuge JS SDK against the built binary) and
+# the Python one (centrifuge-python and cent). Stops at the first failing step; the last
+# line printed is pytest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,7 @@ else
   # `node --test` runs it the same way.
   node --test
 fi
+
+cd ../..
+# The Python compatibility suite last (its own venv under tests/compat-py/.venv).
+bash scripts/compat-py.sh

@@ -1,0 +1,52 @@
+"""Fixtures of the Python compatibility suite: rotor servers started from harness.Rotor.
+
+`server` is one rotor for the whole run (3 shards, round-robin placement); tests keep out
+of each other's way with their own user ids and channel names. A server is stopped with
+SIGTERM to its own PID at the end, and the run fails if it had to be killed.
+"""
+
+from __future__ import annotations
+
+import atexit
+
+import pytest
+
+from harness import Rotor
+
+_started: list = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    # A crashed run must not leave a rotor behind; only children this module spawned.
+    for rotor in _started:
+        if rotor.proc is not None and rotor.proc.poll() is None:
+            rotor.proc.kill()
+
+
+def _start(extra=None) -> Rotor:
+    rotor = Rotor(extra)
+    _started.append(rotor)
+    return rotor.start()
+
+
+def _stop(rotor: Rotor) -> None:
+    info = rotor.stop()
+    assert not info["forced"], "rotor ignored SIGTERM and had to be killed"
+    assert info["code"] == 0, f"rotor exited with {info['code']} after SIGTERM\n{rotor.logs()}"
+
+
+@pytest.fixture(scope="session")
+def server():
+    rotor = _start()
+    yield rotor
+    _stop(rotor)
+
+
+@pytest.fixture(scope="session")
+def rpc_server():
+    """A rotor with the built-in `ping` RPC extension on (spec §5.4): an RPC handler exists,
+    so an unknown method is 104 rather than 108."""
+    rotor = _start({"rpc": {"ping": {"enabled": True}}})
+    yield rotor
+    _stop(rotor)
