@@ -372,7 +372,7 @@ fn api_history_history_remove_channels_info_and_batch() {
             ]}),
         )
         .json();
-    let replies = batch["result"]["replies"].as_array().unwrap();
+    let replies = batch["replies"].as_array().unwrap();
     assert_eq!(replies[0]["publish"]["offset"], 4, "{batch}");
     assert_eq!(replies[1], json!({"presence_stats": {"num_clients": 1, "num_users": 1}}));
     assert_eq!(replies[2], json!({"error": {"code": 104, "message": "not found"}}));
@@ -387,8 +387,8 @@ fn api_history_history_remove_channels_info_and_batch() {
             ]}),
         )
         .json();
-    assert_eq!(parallel["result"]["replies"][0]["publish"]["offset"], 5, "{parallel}");
-    assert_eq!(parallel["result"]["replies"][1], json!({"publish": {}}));
+    assert_eq!(parallel["replies"][0]["publish"]["offset"], 5, "{parallel}");
+    assert_eq!(parallel["replies"][1], json!({"publish": {}}));
     let rpc = api.api("rpc", json!({"method": "x"})).json();
     assert_eq!(rpc["error"], json!({"code": 104, "message": "not found"}));
 }

@@ -68,6 +68,8 @@ pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<
         || head.header("x-centrifugo-error-mode").is_some_and(|v| v == b"transport");
     let mut out = Vec::new();
     match run(shard, api_method, &body).await {
+        // A batch answer is `{"replies":[..]}` itself, never wrapped in `result` (spec §3.3).
+        Ok(result) if api_method == ApiMethod::Batch => return Reply::json(200, result),
         Ok(result) => types::encode_result_response(&result, &mut out),
         Err(Failure::Undecodable) => return Reply::json(400, http::json_error_body("bad request")),
         Err(Failure::Unsupported) => {

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import jwt
-import pytest
 import requests
 from cent import Client as CentClient
 from centrifuge import (
@@ -45,12 +44,6 @@ TEST_S = 30.0
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 READY_LINE = re.compile(r"^rotor listening on (.+):(\d+)\s*$")
-
-
-def not_yet(feature: str):
-    """Marks a test of a feature Rotor does not have yet (issue 4). Strict: the day the
-    feature lands the test passes, the run fails, and the mark has to go."""
-    return pytest.mark.xfail(strict=True, reason=f"issue 4: {feature} not implemented yet")
 
 
 def rotor_bin() -> Path:

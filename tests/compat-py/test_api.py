@@ -35,7 +35,7 @@ from cent import (
 )
 from centrifuge import ClientState, SubscriptionState
 
-from harness import Pool, async_test, call_api, not_yet
+from harness import Pool, async_test, call_api
 
 
 def uniq(prefix: str) -> str:
@@ -98,7 +98,6 @@ def test_broadcast_with_history_returns_positions(server):
 # -- subscribe / unsubscribe / disconnect / refresh -------------------------------------------
 
 
-@not_yet("API subscribe (server-side subscriptions)")
 @async_test
 async def test_subscribe_adds_server_side_subscription(server):
     user, channel = uniq("srv"), uniq("srvsub")
@@ -115,7 +114,6 @@ async def test_subscribe_adds_server_side_subscription(server):
         assert pub.pub.data == {"seq": 1}
 
 
-@not_yet("API unsubscribe")
 @async_test
 async def test_unsubscribe_ends_the_subscription(server):
     user, channel = uniq("unsub"), uniq("unsubch")
@@ -133,7 +131,6 @@ async def test_unsubscribe_ends_the_subscription(server):
         assert client.state == ClientState.CONNECTED
 
 
-@not_yet("API disconnect")
 @async_test
 async def test_disconnect_closes_the_users_connections_but_the_whitelisted(server):
     user = uniq("disc")
@@ -152,7 +149,6 @@ async def test_disconnect_closes_the_users_connections_but_the_whitelisted(serve
         assert kept.rec.of("disconnected") == [] and kept.rec.of("connecting")[1:] == []
 
 
-@not_yet("API disconnect")
 @async_test
 async def test_disconnect_with_reconnect_code_makes_the_client_reconnect(server):
     user = uniq("recon")
@@ -168,7 +164,6 @@ async def test_disconnect_with_reconnect_code_makes_the_client_reconnect(server)
         assert client.state == ClientState.CONNECTED
 
 
-@not_yet("API refresh")
 @async_test
 async def test_refresh_expired_closes_with_3005_and_client_reconnects(server):
     user = uniq("refr")
@@ -190,7 +185,6 @@ async def test_refresh_expired_closes_with_3005_and_client_reconnects(server):
 # -- presence -----------------------------------------------------------------------------
 
 
-@not_yet("presence")
 @async_test
 async def test_presence_and_presence_stats(server):
     channel = uniq("pres:api")
@@ -232,7 +226,6 @@ async def test_presence_and_presence_stats(server):
 # -- history --------------------------------------------------------------------------------
 
 
-@not_yet("history")
 def test_history_limit_since_reverse(server):
     channel = uniq("hist:q")
     epoch = publish_n(server, channel, 5)[0].epoch
@@ -269,7 +262,6 @@ def test_history_limit_since_reverse(server):
     assert err.value.code == 108
 
 
-@not_yet("history_remove")
 def test_history_remove_keeps_the_stream_position(server):
     channel = uniq("hist:rm")
     epoch = publish_n(server, channel, 3)[0].epoch
@@ -283,7 +275,6 @@ def test_history_remove_keeps_the_stream_position(server):
 # -- channels / info --------------------------------------------------------------------------
 
 
-@not_yet("channels")
 @async_test
 async def test_channels_with_and_without_pattern(server):
     prefix = uniq("chans")
@@ -303,7 +294,6 @@ async def test_channels_with_and_without_pattern(server):
         assert {a, b, other} <= set(everything.channels)
 
 
-@not_yet("info")
 @async_test
 async def test_info_lists_this_node(server):
     async with Pool(server) as pool:
@@ -320,7 +310,6 @@ async def test_info_lists_this_node(server):
 # -- batch -------------------------------------------------------------------------------------
 
 
-@not_yet("batch")
 def test_batch_sequential_runs_in_order(server):
     channel = uniq("hist:batch")
     result = server.api.batch(
@@ -341,7 +330,6 @@ def test_batch_sequential_runs_in_order(server):
     assert (stats.num_clients, stats.num_users) == (0, 0)
 
 
-@not_yet("batch")
 def test_batch_parallel_replies_in_request_order(server):
     channels = [uniq("hist:par") for _ in range(4)]
     result = server.api.batch(

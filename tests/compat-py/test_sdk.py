@@ -14,7 +14,7 @@ import pytest
 from cent import PublishRequest
 from centrifuge import ClientState, ReplyError, StreamPosition, SubscriptionState
 
-from harness import WAIT_S, ClientEvents, Pool, Recorder, async_test, call_api, not_yet
+from harness import WAIT_S, ClientEvents, Pool, Recorder, async_test, call_api
 
 
 def uniq(prefix: str) -> str:
@@ -192,7 +192,6 @@ async def test_subscription_token_from_get_token(server):
         assert pub.pub.data == {"secret": 1}
 
 
-@not_yet("subscription expiry (expires/ttl from the token exp) and sub_refresh")
 @async_test
 async def test_subscription_token_refresh(server):
     user, channel = uniq("subref"), uniq("tok:refresh")
@@ -223,7 +222,6 @@ async def test_subscription_token_refresh(server):
 # -- history, presence, join/leave ---------------------------------------------------------------
 
 
-@not_yet("client history")
 @async_test
 async def test_history(server):
     channel = uniq("hist:sdk")
@@ -249,7 +247,6 @@ async def test_history(server):
         assert err.value.code == 112
 
 
-@not_yet("client presence")
 @async_test
 async def test_presence_and_presence_stats(server):
     channel = uniq("pres:sdk")
@@ -284,7 +281,6 @@ async def test_presence_and_presence_stats(server):
         assert err.value.code == 108
 
 
-@not_yet("join/leave")
 @async_test
 async def test_join_and_leave_between_clients(server):
     channel = uniq("pres:jl")
@@ -329,7 +325,6 @@ async def test_rpc_without_any_handler_is_108(server):
         assert client.state == ClientState.CONNECTED
 
 
-@not_yet("rpc (ping extension, method lookup)")
 @async_test
 async def test_rpc_unknown_method_is_104(rpc_server):
     # With an RPC handler in place (the built-in ping extension), a method nothing
@@ -407,7 +402,6 @@ async def test_resubscribe_after_the_transport_drops(server):
         assert [p.pub.data for p in pubs] == [{"n": 0}, {"n": 2}]
 
 
-@not_yet("history/recovery")
 @async_test
 async def test_recovery_after_the_transport_drops(server):
     channel = uniq("hist:rec")
