@@ -20,6 +20,7 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use regex::Regex;
 use serde::Deserialize;
 
 use crate::config;
@@ -122,6 +123,45 @@ struct PreviousHmac {
     valid_until: i64,
 }
 
+/// Requirement on `aud` or `iss`: the exact `audience`/`issuer` value or a match of
+/// `audience_regex`/`issuer_regex` (RE2 semantics: unanchored unless the pattern is).
+#[derive(Clone, Debug)]
+enum ClaimRule {
+    Exact(String),
+    Pattern(Regex),
+}
+
+impl ClaimRule {
+    /// Errors name the regex key under `section`, the config path of both keys.
+    fn new(
+        section: &str,
+        (exact_key, exact): (&str, &str),
+        (pattern_key, pattern): (&str, &str),
+    ) -> Result<Option<Self>, AuthConfigError> {
+        let invalid = |reason: String| AuthConfigError::Invalid {
+            key: format!("{section}.{pattern_key}"),
+            reason,
+        };
+        match (exact.is_empty(), pattern.is_empty()) {
+            (true, true) => Ok(None),
+            (false, true) => Ok(Some(ClaimRule::Exact(exact.to_owned()))),
+            (true, false) => Regex::new(pattern)
+                .map(|re| Some(ClaimRule::Pattern(re)))
+                .map_err(|e| invalid(format!("not a valid regular expression: {e}"))),
+            (false, false) => {
+                Err(invalid(format!("cannot be combined with {section}.{exact_key}")))
+            }
+        }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            ClaimRule::Exact(exact) => value == exact,
+            ClaimRule::Pattern(re) => re.is_match(value),
+        }
+    }
+}
+
 /// Verifies tokens for one token configuration. Build once per shard; immutable.
 #[derive(Clone, Debug)]
 pub struct TokenVerifier {
@@ -129,8 +169,8 @@ pub struct TokenVerifier {
     hmac_previous: Option<PreviousHmac>,
     rsa: Option<DecodingKey>,
     ecdsa: Option<DecodingKey>,
-    audience: Option<String>,
-    issuer: Option<String>,
+    audience: Option<ClaimRule>,
+    issuer: Option<ClaimRule>,
     user_id_claim: Option<String>,
     skip_signature_verify: bool,
     /// `client.insecure`: token expiry is ignored for connection tokens (spec §4.6).
@@ -171,15 +211,19 @@ impl TokenVerifier {
         section: &str,
     ) -> Result<Self, AuthConfigError> {
         let key = |name: &str| format!("{section}.{name}");
-        for (name, value) in [
-            ("jwks_public_endpoint", &token.jwks_public_endpoint),
-            ("audience_regex", &token.audience_regex),
-            ("issuer_regex", &token.issuer_regex),
-        ] {
-            if !value.is_empty() {
-                return Err(AuthConfigError::Unsupported { key: key(name) });
-            }
+        if !token.jwks_public_endpoint.is_empty() {
+            return Err(AuthConfigError::Unsupported { key: key("jwks_public_endpoint") });
         }
+        let audience = ClaimRule::new(
+            section,
+            ("audience", &token.audience),
+            ("audience_regex", &token.audience_regex),
+        )?;
+        let issuer = ClaimRule::new(
+            section,
+            ("issuer", &token.issuer),
+            ("issuer_regex", &token.issuer_regex),
+        )?;
         if !token.user_id_claim.is_empty()
             && !token.user_id_claim.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
         {
@@ -209,8 +253,8 @@ impl TokenVerifier {
             }),
             rsa: pem("rsa_public_key", &token.rsa_public_key, DecodingKey::from_rsa_pem)?,
             ecdsa: pem("ecdsa_public_key", &token.ecdsa_public_key, DecodingKey::from_ec_pem)?,
-            audience: non_empty(&token.audience),
-            issuer: non_empty(&token.issuer),
+            audience,
+            issuer,
             user_id_claim: non_empty(&token.user_id_claim),
             skip_signature_verify,
             ignore_expiry: false,
@@ -253,13 +297,13 @@ impl TokenVerifier {
         if expired && !self.ignore_expiry {
             return Err(TokenError::Expired);
         }
-        if let Some(aud) = &self.audience {
-            if !std.aud.iter().any(|a| a == aud) {
+        if let Some(rule) = &self.audience {
+            if !std.aud.iter().any(|a| rule.matches(a)) {
                 return Err(TokenError::Invalid("audience mismatch".into()));
             }
         }
-        if let Some(iss) = &self.issuer {
-            if std.iss.as_deref() != Some(iss.as_str()) {
+        if let Some(rule) = &self.issuer {
+            if !std.iss.as_deref().is_some_and(|iss| rule.matches(iss)) {
                 return Err(TokenError::Invalid("issuer mismatch".into()));
             }
         }
