@@ -127,9 +127,8 @@ fn check_token(base: &str, token: &Token) -> Result<(), ConfigError> {
         }
     }
     let endpoint = &token.jwks_public_endpoint;
-    if !endpoint.is_empty()
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
+    let web = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    if !endpoint.is_empty() && !web {
         return Err(invalid(key("jwks_public_endpoint"), "must be an http:// or https:// URL"));
     }
     Ok(())
