@@ -639,7 +639,8 @@ impl Shard {
                     self.reply_error(key, id, codes::ERROR_INTERNAL);
                     return Step::Next;
                 }
-                Err(TokenError::Invalid(_)) => {
+                // Until JWKS fetches are awaited here, a key not yet cached is unknown.
+                Err(TokenError::Invalid(_) | TokenError::KeysPending) => {
                     self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
                     return Step::Stop;
                 }
@@ -722,7 +723,8 @@ impl Shard {
                 self.reply_error(key, id, codes::ERROR_INTERNAL);
                 return Step::Next;
             }
-            Err(TokenError::Invalid(_)) => {
+            // Until JWKS fetches are awaited here, a key not yet cached is unknown.
+            Err(TokenError::Invalid(_) | TokenError::KeysPending) => {
                 self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
                 return Step::Stop;
             }
@@ -825,7 +827,12 @@ impl Shard {
                     self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
                     return Step::Next;
                 }
-                Err(TokenError::Invalid(_) | TokenError::BadConnectionInfo) => {
+                // Until JWKS fetches are awaited here, a key not yet cached is unknown.
+                Err(
+                    TokenError::Invalid(_)
+                    | TokenError::BadConnectionInfo
+                    | TokenError::KeysPending,
+                ) => {
                     self.reply_error(key, id, codes::ERROR_PERMISSION_DENIED);
                     return Step::Next;
                 }

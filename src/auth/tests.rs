@@ -149,29 +149,6 @@ fn bad_pem_is_a_config_error_naming_the_key() {
 }
 
 #[test]
-fn unsupported_token_keys_are_reported() {
-    for (set, name) in [(
-        (|t: &mut config::Token| t.jwks_public_endpoint = "https://x/jwks".into()) as fn(&mut _),
-        "jwks_public_endpoint",
-    )] {
-        let mut cfg = hmac_token_cfg(SECRET);
-        set(&mut cfg);
-        assert_eq!(
-            TokenVerifier::new(&cfg, false).unwrap_err(),
-            AuthConfigError::Unsupported { key: format!("client.token.{name}") }
-        );
-        let client = config::Client {
-            subscription_token: config::SubscriptionToken { enabled: true, token: cfg },
-            ..Default::default()
-        };
-        assert_eq!(
-            TokenVerifier::for_subscriptions(&client).unwrap_err(),
-            AuthConfigError::Unsupported { key: format!("client.subscription_token.{name}") }
-        );
-    }
-}
-
-#[test]
 fn expired_exp_is_expired_and_future_exp_is_fine() {
     let v = verifier();
     let past = hs(Algorithm::HS256, SECRET, &json!({"sub": "1", "exp": NOW - 1}));
