@@ -551,5 +551,12 @@ fn jwks_endpoint_must_be_http_or_https() {
     c.client.token.jwks_public_endpoint = "ftp://keys.example/jwks".into();
     assert_eq!(invalid_key(&c), "client.token.jwks_public_endpoint");
     c.client.token.jwks_public_endpoint = "https://keys.example/{{tenant}}/jwks".into();
+    // Every placeholder needs a named group to fill it.
+    assert_eq!(invalid_key(&c), "client.token.jwks_public_endpoint");
+    c.client.token.issuer_regex = "^https://idp/(?P<tenant>[a-z]+)$".into();
+    validate(&c).unwrap();
+    c.client.token.jwks_public_endpoint = "https://keys.example/{{ tenant }}/{{region}}".into();
+    assert_eq!(invalid_key(&c), "client.token.jwks_public_endpoint");
+    c.client.token.audience_regex = "^(?P<region>eu|us)$".into();
     validate(&c).unwrap();
 }

@@ -131,7 +131,30 @@ fn check_token(base: &str, token: &Token) -> Result<(), ConfigError> {
     if !endpoint.is_empty() && !web {
         return Err(invalid(key("jwks_public_endpoint"), "must be an http:// or https:// URL"));
     }
+    // A placeholder no regex group fills would make every token invalid.
+    let groups: Vec<String> = [&token.issuer_regex, &token.audience_regex]
+        .into_iter()
+        .filter_map(|pattern| regex::Regex::new(pattern).ok())
+        .flat_map(|re| re.capture_names().flatten().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    if let Some(name) = placeholders(endpoint).find(|name| !groups.iter().any(|g| g == name)) {
+        return Err(invalid(
+            key("jwks_public_endpoint"),
+            format!(
+                "placeholder {{{{{name}}}}} is not a named group of issuer_regex or audience_regex"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Names inside `{{...}}`, spaces trimmed, as the JWKS verifier fills them.
+fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|after| after.split_once("}}"))
+        .map(|(name, _)| name.trim())
 }
 
 /// Empty means "not configured". Go RE2 syntax is (nearly) a subset of what `regex` accepts.
