@@ -46,7 +46,8 @@ fn verify_token(cfg: &Config, kind: TokenKind, token: &str) -> Result<String, St
         TokenKind::Connection => {
             let v = rotor::auth::TokenVerifier::for_connections(&cfg.client)
                 .map_err(|e| e.to_string())?;
-            let c = v.verify_connection(token, now).map_err(token_error)?;
+            let c = with_fetched_keys(&v, token, |v| v.verify_connection(token, now))
+                .map_err(token_error)?;
             Ok(format!(
                 "valid connection token for user {:?}; exp: {}; channels: {:?}",
                 c.user,
@@ -57,7 +58,8 @@ fn verify_token(cfg: &Config, kind: TokenKind, token: &str) -> Result<String, St
         TokenKind::Subscription => {
             let v = rotor::auth::TokenVerifier::for_subscriptions(&cfg.client)
                 .map_err(|e| e.to_string())?;
-            let c = v.verify_subscription(token, now).map_err(token_error)?;
+            let c = with_fetched_keys(&v, token, |v| v.verify_subscription(token, now))
+                .map_err(token_error)?;
             Ok(format!(
                 "valid subscription token for user {:?} and channel {:?}; exp: {}",
                 c.user,
@@ -65,6 +67,29 @@ fn verify_token(cfg: &Config, kind: TokenKind, token: &str) -> Result<String, St
                 c.exp.map_or("none".to_string(), |e| e.to_string())
             ))
         }
+    }
+}
+
+/// JWKS mode: a one-shot CLI starts with an empty key cache, so wait for the fetch
+/// (blocking is fine here, no shard runs) and verify once more.
+fn with_fetched_keys<T>(
+    v: &rotor::auth::TokenVerifier,
+    token: &str,
+    verify: impl Fn(&rotor::auth::TokenVerifier) -> Result<T, rotor::auth::TokenError>,
+) -> Result<T, rotor::auth::TokenError> {
+    match verify(v) {
+        Err(rotor::auth::TokenError::KeysPending) => {
+            if let Some(fetch) = v.fetch_keys(token) {
+                futures_lite::future::block_on(fetch);
+            }
+            match verify(v) {
+                Err(rotor::auth::TokenError::KeysPending) => {
+                    Err(rotor::auth::TokenError::Invalid("signing keys unavailable".into()))
+                }
+                other => other,
+            }
+        }
+        other => other,
     }
 }
 

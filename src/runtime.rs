@@ -186,10 +186,17 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     let verifier = Arc::new(
         TokenVerifier::for_connections(&cfg.client).map_err(|e| RunError::Config(e.to_string()))?,
     );
-    let sub_verifier = Arc::new(
-        TokenVerifier::for_subscriptions(&cfg.client)
-            .map_err(|e| RunError::Config(e.to_string()))?,
-    );
+    // Without a separate `client.subscription_token` section both token kinds use the same keys;
+    // one verifier then also means one JWKS cache and one fetch per key set. (Insecure mode
+    // ignores expiry of connection tokens only, so it keeps two.)
+    let sub_verifier = if cfg.client.subscription_token.enabled || cfg.client.insecure {
+        Arc::new(
+            TokenVerifier::for_subscriptions(&cfg.client)
+                .map_err(|e| RunError::Config(e.to_string()))?,
+        )
+    } else {
+        Arc::clone(&verifier)
+    };
     let origins = OriginPolicy::new(&cfg.client.allowed_origins)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let count = shard_count(&cfg);

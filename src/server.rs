@@ -422,10 +422,19 @@ async fn handle_frame(shard: &ShardRef, key: ConnKey, frame: &[u8]) -> bool {
         }
     };
     for cmd in commands {
-        let step = shard.borrow_mut().client_command(key, cmd);
+        let mut step = shard.borrow_mut().client_command(key, cmd);
+        if let Step::AwaitKeys { fetch, retry } = step {
+            if let Some(fetch) = fetch {
+                fetch.await;
+            }
+            step = shard.borrow_mut().retry_command(key, *retry);
+        }
         match step {
             Step::Next => {}
             Step::Stop => return false,
+            // Only produced by `retry_command`, whose key is final, or turned into
+            // `AwaitKeys` by `client_command`.
+            Step::KeysPending { .. } | Step::AwaitKeys { .. } => {}
             Step::AwaitInterest { channels, then } => {
                 interest_registered(shard, &channels).await;
                 shard.borrow_mut().complete_subscriptions(key, &channels, then);

@@ -1,25 +1,32 @@
 //! JWT verification for connection and subscription tokens (spec §4).
 //!
 //! Owns: which algorithms are enabled by which configured key, signature checks
-//! (with HMAC key rotation), `exp`/`nbf`/`aud`/`iss` checks against a caller-supplied
-//! clock, and the expiry arithmetic callers apply to verified claims.
-//! Must not: touch sockets or config loading, read the wall clock (every check takes
-//! `now_unix` so it is testable and shard-local), resolve channels (the caller maps
-//! claim channels through `crate::channel`), or decide protocol replies beyond the
-//! documented mapping of [`TokenError`] to codes.
+//! (with HMAC key rotation, or keys from a JWKS endpoint via `jwks`), `exp`/`nbf`/
+//! `aud`/`iss` checks against a caller-supplied clock, and the expiry arithmetic
+//! callers apply to verified claims.
+//! Must not: touch sockets or config loading, read the wall clock (every claim check
+//! takes `now_unix` so it is testable and shard-local; only the JWKS cache age uses the
+//! monotonic clock), block the calling thread (JWKS fetches run on their own thread and
+//! are awaited by the caller through [`TokenVerifier::fetch_keys`]), resolve channels
+//! (the caller maps claim channels through `crate::channel`), or decide protocol
+//! replies beyond the documented mapping of [`TokenError`] to codes.
 //!
 //! Signatures are checked with `jsonwebtoken`'s crypto layer; header and claim
 //! decoding are done here so that `info`/`meta`/`data` reach clients byte-exact and so
 //! that time checks use our clock with no leeway, as upstream does.
 
 mod claims;
+mod jwks;
 #[cfg(test)]
 mod test_keys;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use regex::Regex;
 use serde::Deserialize;
 
 use crate::config;
@@ -27,6 +34,7 @@ use crate::config;
 pub use claims::{
     ConnectionClaims, RawBytes, ServerSideSub, SubscribeOverrides, SubscriptionClaims,
 };
+pub use jwks::KeysFetch;
 
 /// Longest connection or subscription lifetime we honour; later expiries are clamped.
 pub const MAX_TTL_SECS: i64 = 365 * 24 * 60 * 60;
@@ -36,8 +44,6 @@ pub const MAX_TTL_SECS: i64 = 365 * 24 * 60 * 60;
 pub enum AuthConfigError {
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
-    #[error("{key}: not supported by Rotor yet")]
-    Unsupported { key: String },
 }
 
 /// Why a token was refused.
@@ -45,13 +51,18 @@ pub enum AuthConfigError {
 /// Reply mapping (spec §4.4): `Invalid` → disconnect 3500 at connect/refresh/
 /// sub_refresh, error 103 at subscribe; `Expired` → error 109 at connect/subscribe
 /// (and sub_refresh, project decision Q1), disconnect 3005 at connection refresh;
-/// `BadConnectionInfo` → error 100.
+/// `BadConnectionInfo` → error 100; `KeysPending` → not an answer yet (see there).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     #[error("invalid token: {0}")]
     Invalid(Cow<'static, str>),
     #[error("token expired")]
     Expired,
+    /// JWKS mode: the token's key (`kid`) is not in the cache, or the cached key set
+    /// is older than an hour. Call [`TokenVerifier::fetch_keys`], await the returned
+    /// future if any, then verify once more; `KeysPending` again is an invalid token.
+    #[error("token signing keys are being fetched")]
+    KeysPending,
     /// A connection token's `b64info` is not valid base64; upstream treats this as
     /// an internal error rather than an invalid token.
     #[error("bad base64 in connection token b64info")]
@@ -122,15 +133,57 @@ struct PreviousHmac {
     valid_until: i64,
 }
 
-/// Verifies tokens for one token configuration. Build once per shard; immutable.
+/// Requirement on `aud` or `iss`: the exact `audience`/`issuer` value or a match of
+/// `audience_regex`/`issuer_regex` (RE2 semantics: unanchored unless the pattern is).
+#[derive(Clone, Debug)]
+enum ClaimRule {
+    Exact(String),
+    Pattern(Regex),
+}
+
+impl ClaimRule {
+    /// Errors name the regex key under `section`, the config path of both keys.
+    fn new(
+        section: &str,
+        (exact_key, exact): (&str, &str),
+        (pattern_key, pattern): (&str, &str),
+    ) -> Result<Option<Self>, AuthConfigError> {
+        let invalid = |reason: String| AuthConfigError::Invalid {
+            key: format!("{section}.{pattern_key}"),
+            reason,
+        };
+        match (exact.is_empty(), pattern.is_empty()) {
+            (true, true) => Ok(None),
+            (false, true) => Ok(Some(ClaimRule::Exact(exact.to_owned()))),
+            (true, false) => Regex::new(pattern)
+                .map(|re| Some(ClaimRule::Pattern(re)))
+                .map_err(|e| invalid(format!("not a valid regular expression: {e}"))),
+            (false, false) => {
+                Err(invalid(format!("cannot be combined with {section}.{exact_key}")))
+            }
+        }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            ClaimRule::Exact(exact) => value == exact,
+            ClaimRule::Pattern(re) => re.is_match(value),
+        }
+    }
+}
+
+/// Verifies tokens for one token configuration. Build once and share (`Arc`) between
+/// shards: apart from the JWKS key cache, which all clones share, it is immutable.
 #[derive(Clone, Debug)]
 pub struct TokenVerifier {
+    /// Set with `jwks_public_endpoint`; then the static keys below are all `None`.
+    jwks: Option<Arc<jwks::Jwks>>,
     hmac: Option<DecodingKey>,
     hmac_previous: Option<PreviousHmac>,
     rsa: Option<DecodingKey>,
     ecdsa: Option<DecodingKey>,
-    audience: Option<String>,
-    issuer: Option<String>,
+    audience: Option<ClaimRule>,
+    issuer: Option<ClaimRule>,
     user_id_claim: Option<String>,
     skip_signature_verify: bool,
     /// `client.insecure`: token expiry is ignored for connection tokens (spec §4.6).
@@ -171,15 +224,16 @@ impl TokenVerifier {
         section: &str,
     ) -> Result<Self, AuthConfigError> {
         let key = |name: &str| format!("{section}.{name}");
-        for (name, value) in [
-            ("jwks_public_endpoint", &token.jwks_public_endpoint),
+        let audience = ClaimRule::new(
+            section,
+            ("audience", &token.audience),
             ("audience_regex", &token.audience_regex),
+        )?;
+        let issuer = ClaimRule::new(
+            section,
+            ("issuer", &token.issuer),
             ("issuer_regex", &token.issuer_regex),
-        ] {
-            if !value.is_empty() {
-                return Err(AuthConfigError::Unsupported { key: key(name) });
-            }
-        }
+        )?;
         if !token.user_id_claim.is_empty()
             && !token.user_id_claim.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
         {
@@ -201,7 +255,26 @@ impl TokenVerifier {
                 })
             };
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        if !token.jwks_public_endpoint.is_empty() {
+            let jwks =
+                jwks_source(&token.jwks_public_endpoint, &audience, &issuer).map_err(|reason| {
+                    AuthConfigError::Invalid { key: key("jwks_public_endpoint"), reason }
+                })?;
+            return Ok(TokenVerifier {
+                jwks: Some(Arc::new(jwks)),
+                hmac: None,
+                hmac_previous: None,
+                rsa: None,
+                ecdsa: None,
+                audience,
+                issuer,
+                user_id_claim: non_empty(&token.user_id_claim),
+                skip_signature_verify,
+                ignore_expiry: false,
+            });
+        }
         Ok(TokenVerifier {
+            jwks: None,
             hmac: non_empty(&token.hmac_secret_key).map(|s| DecodingKey::from_secret(s.as_bytes())),
             hmac_previous: non_empty(&token.hmac_previous_secret_key).map(|s| PreviousHmac {
                 key: DecodingKey::from_secret(s.as_bytes()),
@@ -209,8 +282,8 @@ impl TokenVerifier {
             }),
             rsa: pem("rsa_public_key", &token.rsa_public_key, DecodingKey::from_rsa_pem)?,
             ecdsa: pem("ecdsa_public_key", &token.ecdsa_public_key, DecodingKey::from_ec_pem)?,
-            audience: non_empty(&token.audience),
-            issuer: non_empty(&token.issuer),
+            audience,
+            issuer,
             user_id_claim: non_empty(&token.user_id_claim),
             skip_signature_verify,
             ignore_expiry: false,
@@ -253,13 +326,13 @@ impl TokenVerifier {
         if expired && !self.ignore_expiry {
             return Err(TokenError::Expired);
         }
-        if let Some(aud) = &self.audience {
-            if !std.aud.iter().any(|a| a == aud) {
+        if let Some(rule) = &self.audience {
+            if !std.aud.iter().any(|a| rule.matches(a)) {
                 return Err(TokenError::Invalid("audience mismatch".into()));
             }
         }
-        if let Some(iss) = &self.issuer {
-            if std.iss.as_deref() != Some(iss.as_str()) {
+        if let Some(rule) = &self.issuer {
+            if !std.iss.as_deref().is_some_and(|iss| rule.matches(iss)) {
                 return Err(TokenError::Invalid("issuer mismatch".into()));
             }
         }
@@ -269,20 +342,66 @@ impl TokenVerifier {
     /// Splits the token, checks its header and signature, and returns the decoded
     /// claims text.
     fn verified_payload(&self, jwt: &str, now_unix: i64) -> Result<String, TokenError> {
-        let mut parts = jwt.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Invalid("not three dot-separated parts".into()));
-        };
-        let alg = parse_alg(header)?;
-        if !self.skip_signature_verify {
-            let message = &jwt[..header.len() + 1 + payload.len()];
-            self.check_signature(alg, message, signature, now_unix)?;
+        let token = Parts::split(jwt)?;
+        let payload = token.payload()?;
+        if self.skip_signature_verify {
+            return Ok(payload);
         }
-        let bytes =
-            b64url(payload).ok_or(TokenError::Invalid("payload is not base64url".into()))?;
-        String::from_utf8(bytes).map_err(|_| TokenError::Invalid("payload is not UTF-8".into()))
+        let Some(jwks) = &self.jwks else {
+            self.check_signature(token.header.alg, token.message, token.signature, now_unix)?;
+            return Ok(payload);
+        };
+        let kid =
+            token.header.kid.as_deref().ok_or(TokenError::Invalid("no `kid` in header".into()))?;
+        let url = self.jwks_url(jwks, &payload)?;
+        match jwks.lookup(&url, kid) {
+            jwks::Lookup::Found(key)
+                if key.verifies(token.header.alg, token.message, token.signature) =>
+            {
+                Ok(payload)
+            }
+            jwks::Lookup::Found(_) => Err(TokenError::Invalid("bad signature".into())),
+            jwks::Lookup::Pending => Err(TokenError::KeysPending),
+            jwks::Lookup::Unavailable => Err(TokenError::Invalid("unknown key id".into())),
+        }
+    }
+
+    /// After [`TokenError::KeysPending`]: starts fetching the key set `jwt` needs, or
+    /// joins a fetch already running for it. The future resolves when that fetch has
+    /// finished, successfully or not; it never fails and needs no particular executor
+    /// (the fetch runs on a background thread). Then call `verify_*` once more and
+    /// treat a second `KeysPending` as an invalid token: never loop.
+    ///
+    /// `None` means there is nothing to wait for (not JWKS mode, a malformed token, or
+    /// the cache already has its answer, e.g. the endpoint was just fetched): verify
+    /// once more right away.
+    pub fn fetch_keys(&self, jwt: &str) -> Option<KeysFetch> {
+        let jwks = self.jwks.as_ref().filter(|_| !self.skip_signature_verify)?;
+        let token = Parts::split(jwt).ok()?;
+        let kid = token.header.kid.as_deref()?;
+        let url = self.jwks_url(jwks, &token.payload().ok()?).ok()?;
+        jwks.fetch(&url, kid)
+    }
+
+    /// The endpoint for this token. Placeholders take named groups of `issuer_regex`
+    /// (matched against `iss`) and of `audience_regex` (the first matching `aud`
+    /// element); the claims are not verified yet, which is why `jwks` encodes them.
+    fn jwks_url(&self, jwks: &jwks::Jwks, payload: &str) -> Result<String, TokenError> {
+        let template = jwks.template();
+        let unfilled = || TokenError::Invalid("claims do not fill the JWKS endpoint".into());
+        if !template.has_vars() {
+            return template.render(|_| None).ok_or_else(unfilled);
+        }
+        let map = claims::ClaimMap::parse(payload)?;
+        let std = map.standard()?;
+        let mut vars = HashMap::new();
+        if let (Some(ClaimRule::Pattern(re)), Some(iss)) = (&self.issuer, &std.iss) {
+            collect_groups(re, std::slice::from_ref(iss), &mut vars);
+        }
+        if let Some(ClaimRule::Pattern(re)) = &self.audience {
+            collect_groups(re, &std.aud, &mut vars);
+        }
+        template.render(|name| vars.get(name).cloned()).ok_or_else(unfilled)
     }
 
     fn check_signature(
@@ -319,27 +438,101 @@ impl TokenVerifier {
     }
 }
 
-/// The algorithms a key type can enable; anything else (`none`, PS*, EdDSA, ES512,
-/// unknown names) is refused before any key is consulted.
-fn parse_alg(header_b64: &str) -> Result<Algorithm, TokenError> {
+/// Named groups of the first of `values` that `re` matches, by group name.
+fn collect_groups(re: &Regex, values: &[String], vars: &mut HashMap<String, String>) {
+    let Some(caps) = values.iter().find_map(|v| re.captures(v)) else { return };
+    for name in re.capture_names().flatten() {
+        if let Some(m) = caps.name(name) {
+            vars.insert(name.to_owned(), m.as_str().to_owned());
+        }
+    }
+}
+
+/// Every placeholder must be a named group of `issuer_regex` or `audience_regex`,
+/// or no token could ever fill it.
+fn jwks_source(
+    endpoint: &str,
+    audience: &Option<ClaimRule>,
+    issuer: &Option<ClaimRule>,
+) -> Result<jwks::Jwks, String> {
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    let template = jwks::Template::parse(endpoint);
+    let groups = |rule: &Option<ClaimRule>| match rule {
+        Some(ClaimRule::Pattern(re)) => re.capture_names().flatten().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    let known = [groups(audience), groups(issuer)].concat();
+    if let Some(var) = template.vars().find(|v| !known.iter().any(|k| k == v)) {
+        return Err(format!(
+            "placeholder {{{{{var}}}}} is not a named group of issuer_regex or audience_regex"
+        ));
+    }
+    Ok(jwks::Jwks::new(template, jwks::Timings::SPEC))
+}
+
+/// A token split into its three segments, with the header decoded.
+struct Parts<'a> {
+    header: Header,
+    payload_b64: &'a str,
+    /// `header.payload`: what the signature covers.
+    message: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Parts<'a> {
+    fn split(jwt: &'a str) -> Result<Self, TokenError> {
+        let mut parts = jwt.split('.');
+        let (Some(header), Some(payload_b64), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Invalid("not three dot-separated parts".into()));
+        };
+        Ok(Parts {
+            header: parse_header(header)?,
+            payload_b64,
+            message: &jwt[..header.len() + 1 + payload_b64.len()],
+            signature,
+        })
+    }
+
+    fn payload(&self) -> Result<String, TokenError> {
+        let bytes = b64url(self.payload_b64)
+            .ok_or(TokenError::Invalid("payload is not base64url".into()))?;
+        String::from_utf8(bytes).map_err(|_| TokenError::Invalid("payload is not UTF-8".into()))
+    }
+}
+
+struct Header {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+/// The algorithms a key type can enable; anything else (`none`, PS*, ES512, unknown
+/// names) is refused before any key is consulted. EdDSA needs a JWKS Ed25519 key.
+fn parse_header(header_b64: &str) -> Result<Header, TokenError> {
     #[derive(Deserialize)]
-    struct Header {
+    struct RawHeader {
         alg: String,
+        kid: Option<String>,
     }
     let bytes = b64url(header_b64).ok_or(TokenError::Invalid("header is not base64url".into()))?;
-    let header: Header = serde_json::from_slice(&bytes)
+    let header: RawHeader = serde_json::from_slice(&bytes)
         .map_err(|_| TokenError::Invalid("header is not a JSON object with `alg`".into()))?;
-    match header.alg.as_str() {
-        "HS256" => Ok(Algorithm::HS256),
-        "HS384" => Ok(Algorithm::HS384),
-        "HS512" => Ok(Algorithm::HS512),
-        "RS256" => Ok(Algorithm::RS256),
-        "RS384" => Ok(Algorithm::RS384),
-        "RS512" => Ok(Algorithm::RS512),
-        "ES256" => Ok(Algorithm::ES256),
-        "ES384" => Ok(Algorithm::ES384),
-        _ => Err(TokenError::Invalid("unsupported algorithm".into())),
-    }
+    let alg = match header.alg.as_str() {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return Err(TokenError::Invalid("unsupported algorithm".into())),
+    };
+    Ok(Header { alg, kid: header.kid })
 }
 
 /// JWT segments are unpadded base64url (RFC 7515).
@@ -347,5 +540,18 @@ fn b64url(segment: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment).ok()
 }
 
+#[cfg(test)]
+impl TokenVerifier {
+    /// Same verifier with its own, empty JWKS cache using `timings`.
+    fn with_jwks_timings(mut self, timings: jwks::Timings) -> Self {
+        if let Some(source) = &self.jwks {
+            self.jwks = Some(Arc::new(jwks::Jwks::new(source.template().clone(), timings)));
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod jwks_tests;
 #[cfg(test)]
 mod tests;

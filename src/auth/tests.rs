@@ -149,34 +149,6 @@ fn bad_pem_is_a_config_error_naming_the_key() {
 }
 
 #[test]
-fn unsupported_token_keys_are_reported() {
-    for (set, name) in [
-        (
-            (|t: &mut config::Token| t.jwks_public_endpoint = "https://x/jwks".into())
-                as fn(&mut _),
-            "jwks_public_endpoint",
-        ),
-        (|t: &mut config::Token| t.audience_regex = "^a$".into(), "audience_regex"),
-        (|t: &mut config::Token| t.issuer_regex = "^i$".into(), "issuer_regex"),
-    ] {
-        let mut cfg = hmac_token_cfg(SECRET);
-        set(&mut cfg);
-        assert_eq!(
-            TokenVerifier::new(&cfg, false).unwrap_err(),
-            AuthConfigError::Unsupported { key: format!("client.token.{name}") }
-        );
-        let client = config::Client {
-            subscription_token: config::SubscriptionToken { enabled: true, token: cfg },
-            ..Default::default()
-        };
-        assert_eq!(
-            TokenVerifier::for_subscriptions(&client).unwrap_err(),
-            AuthConfigError::Unsupported { key: format!("client.subscription_token.{name}") }
-        );
-    }
-}
-
-#[test]
 fn expired_exp_is_expired_and_future_exp_is_fine() {
     let v = verifier();
     let past = hs(Algorithm::HS256, SECRET, &json!({"sub": "1", "exp": NOW - 1}));
@@ -374,6 +346,63 @@ fn audience_and_issuer_are_checked_only_when_configured() {
     // Expiry is reported before audience, as upstream does.
     let both = tok(json!({"aud": "other", "exp": NOW - 1}));
     assert_eq!(v.verify_connection(&both, NOW), Err(TokenError::Expired));
+}
+
+#[test]
+fn audience_and_issuer_regexes_match_like_re2() {
+    let tok = |c: serde_json::Value| hs(Algorithm::HS256, SECRET, &c);
+    let cfg = config::Token {
+        audience_regex: "^rotor-(dev|prod)$".into(),
+        issuer_regex: r"^https://idp\.example/(?P<tenant>[a-z]+)$".into(),
+        ..hmac_token_cfg(SECRET)
+    };
+    let v = TokenVerifier::new(&cfg, false).unwrap();
+    let iss = "https://idp.example/acme";
+    assert!(v.verify_connection(&tok(json!({"aud": "rotor-dev", "iss": iss})), NOW).is_ok());
+    // Any element of an `aud` array may match.
+    let many = tok(json!({"aud": ["web", "rotor-prod"], "iss": iss}));
+    assert!(v.verify_connection(&many, NOW).is_ok());
+    for bad in [
+        json!({"aud": "rotor-test", "iss": iss}),
+        json!({"aud": ["web", "api"], "iss": iss}),
+        json!({"iss": iss}),
+        json!({"aud": "rotor-dev", "iss": "https://idp.example/ACME"}),
+        json!({"aud": "rotor-dev", "iss": "https://evil.example/acme"}),
+        json!({"aud": "rotor-dev"}),
+    ] {
+        assert_invalid(v.verify_connection(&tok(bad.clone()), NOW));
+        let mut sub = bad;
+        sub["channel"] = json!("c");
+        assert_invalid(v.verify_subscription(&tok(sub), NOW));
+    }
+    // Without anchors a regex matches anywhere in the value, as Go's MatchString.
+    let cfg = config::Token { issuer_regex: "idp".into(), ..hmac_token_cfg(SECRET) };
+    let v = TokenVerifier::new(&cfg, false).unwrap();
+    assert!(v.verify_connection(&tok(json!({"iss": "my-idp-1"})), NOW).is_ok());
+}
+
+#[test]
+fn bad_or_conflicting_claim_regexes_are_config_errors_naming_the_key() {
+    let key_of = |cfg: config::Token| match TokenVerifier::new(&cfg, false) {
+        Err(AuthConfigError::Invalid { key, .. }) => key,
+        other => panic!("expected a config error, got {other:?}"),
+    };
+    let base = hmac_token_cfg(SECRET);
+    let cfg = config::Token { audience_regex: "(".into(), ..base.clone() };
+    assert_eq!(key_of(cfg), "client.token.audience_regex");
+    let cfg = config::Token { issuer_regex: "[z-a]".into(), ..base.clone() };
+    assert_eq!(key_of(cfg), "client.token.issuer_regex");
+    let cfg = config::Token { audience: "a".into(), audience_regex: "a".into(), ..base.clone() };
+    assert_eq!(key_of(cfg), "client.token.audience_regex");
+    let cfg = config::Token { issuer: "i".into(), issuer_regex: "i".into(), ..base };
+    let client = config::Client {
+        subscription_token: config::SubscriptionToken { enabled: true, token: cfg },
+        ..Default::default()
+    };
+    assert!(matches!(
+        TokenVerifier::for_subscriptions(&client),
+        Err(AuthConfigError::Invalid { key, .. }) if key == "client.subscription_token.issuer_regex"
+    ));
 }
 
 #[test]

@@ -8,7 +8,7 @@
 mod name;
 mod permission;
 
-pub use name::{Namespaces, Resolved};
+pub use name::{check_name, Namespaces, Resolved};
 pub use permission::{check_history, check_presence, check_publish, check_subscribe, Subject};
 
 /// A channel configuration we cannot run with. Names the offending config key.
@@ -16,8 +16,6 @@ pub use permission::{check_history, check_presence, check_publish, check_subscri
 pub enum ChannelConfigError {
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
-    #[error("{key}: not supported by Rotor yet")]
-    Unsupported { key: String },
 }
 
 /// Refusal of a channel operation; [`ChannelError::code`] is the protocol error code.

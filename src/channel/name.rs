@@ -1,11 +1,13 @@
 //! Channel name grammar and namespace resolution (spec §5.1/§5.2).
 //!
-//! Owns: the immutable namespace table built from `config::Channel`, name validation
-//! (length, ASCII), and splitting a name into private prefix, namespace and
-//! user-limited part. Must not decide permissions (see `permission.rs`) or hold any
-//! per-channel runtime state.
+//! Owns: the immutable namespace table built from `config::Channel` (with each
+//! namespace's compiled `channel_regex`), name validation (length, ASCII, regex), and
+//! splitting a name into private prefix, namespace and user-limited part. Must not
+//! decide permissions (see `permission.rs`) or hold any per-channel runtime state.
 
 use std::collections::HashMap;
+
+use regex::Regex;
 
 use crate::config::{self, ChannelOptions};
 
@@ -14,13 +16,36 @@ use super::{ChannelConfigError, ChannelError};
 /// Namespace table and name grammar for one server. Built once, shared read-only.
 #[derive(Clone, Debug)]
 pub struct Namespaces {
-    without_namespace: ChannelOptions,
-    by_name: HashMap<String, ChannelOptions>,
+    without_namespace: Namespace,
+    by_name: HashMap<String, Namespace>,
     max_length: usize,
     private_prefix: String,
     namespace_boundary: String,
     user_boundary: String,
     user_separator: String,
+}
+
+/// One namespace's options with its `channel_regex` compiled once at startup.
+#[derive(Clone, Debug)]
+struct Namespace {
+    options: ChannelOptions,
+    channel_regex: Option<Regex>,
+}
+
+impl Namespace {
+    fn new(options: &ChannelOptions, regex_key: &str) -> Result<Self, ChannelConfigError> {
+        let channel_regex = if options.channel_regex.is_empty() {
+            None
+        } else {
+            let compiled =
+                Regex::new(&options.channel_regex).map_err(|e| ChannelConfigError::Invalid {
+                    key: regex_key.to_owned(),
+                    reason: format!("not a valid regular expression: {e}"),
+                })?;
+            Some(compiled)
+        };
+        Ok(Namespace { options: options.clone(), channel_regex })
+    }
 }
 
 /// A channel name resolved against the namespace table.
@@ -35,12 +60,28 @@ pub struct Resolved<'a> {
     /// `channel.user_separator`, empty ids dropped. `Some` whenever the name contains
     /// the boundary, even with an empty list (then nobody matches).
     pub user_limited: Option<Vec<&'a str>>,
+    /// The namespace's compiled `channel_regex`.
+    channel_regex: Option<&'a Regex>,
+    /// What `channel_regex` is matched against: the name after the private prefix and,
+    /// in a namespace, after the first namespace boundary.
+    regex_subject: &'a str,
 }
 
 impl Resolved<'_> {
     /// `user` appears in the channel's user list.
     pub fn user_listed(&self, user: &str) -> bool {
         self.user_limited.as_ref().is_some_and(|users| users.contains(&user))
+    }
+}
+
+/// The namespace's `channel_regex` check (spec §5.1/§5.2) for client-side commands:
+/// `BadRequest` (107) when the regex is set and does not match. [`Namespaces::resolve`]
+/// does not apply it because server API calls and token-granted server-side
+/// subscriptions are exempt, as upstream.
+pub fn check_name(r: &Resolved<'_>) -> Result<(), ChannelError> {
+    match r.channel_regex {
+        Some(regex) if !regex.is_match(r.regex_subject) => Err(ChannelError::BadRequest),
+        _ => Ok(()),
     }
 }
 
@@ -64,13 +105,8 @@ impl Namespaces {
                 });
             }
         }
-        // No regex engine is linked yet; refusing the key beats silently admitting
-        // channels the operator meant to reject.
-        if !cfg.without_namespace.channel_regex.is_empty() {
-            return Err(ChannelConfigError::Unsupported {
-                key: "channel.without_namespace.channel_regex".into(),
-            });
-        }
+        let without_namespace =
+            Namespace::new(&cfg.without_namespace, "channel.without_namespace.channel_regex")?;
         let mut by_name = HashMap::with_capacity(cfg.namespaces.len());
         for (i, ns) in cfg.namespaces.iter().enumerate() {
             let key = |field: &str| format!("channel.namespaces[{i}].{field}");
@@ -80,10 +116,8 @@ impl Namespaces {
                     reason: format!("{:?} must match ^[-a-zA-Z0-9_.]{{2,}}$", ns.name),
                 });
             }
-            if !ns.options.channel_regex.is_empty() {
-                return Err(ChannelConfigError::Unsupported { key: key("channel_regex") });
-            }
-            if by_name.insert(ns.name.clone(), ns.options.clone()).is_some() {
+            let namespace = Namespace::new(&ns.options, &key("channel_regex"))?;
+            if by_name.insert(ns.name.clone(), namespace).is_some() {
                 return Err(ChannelConfigError::Invalid {
                     key: key("name"),
                     reason: format!("namespace {:?} is defined twice", ns.name),
@@ -91,7 +125,7 @@ impl Namespaces {
             }
         }
         Ok(Namespaces {
-            without_namespace: cfg.without_namespace.clone(),
+            without_namespace,
             by_name,
             max_length: cfg.max_length,
             private_prefix: cfg.private_prefix.clone(),
@@ -107,36 +141,45 @@ impl Namespaces {
         if channel.is_empty() || (self.max_length > 0 && channel.len() > self.max_length) {
             return Err(ChannelError::BadRequest);
         }
-        // Without `channel_regex` support every namespace takes the ASCII rule.
-        if !channel.is_ascii() {
-            return Err(ChannelError::BadRequest);
-        }
         let (private, rest) = match channel.strip_prefix(self.private_prefix.as_str()) {
             Some(rest) => (true, rest),
             None => (false, channel),
         };
         // An empty namespace part (`:x`) falls back to the default options, as upstream.
-        let (namespace, options) = match rest.split_once(self.namespace_boundary.as_str()) {
-            Some((name, _)) if !name.is_empty() => match self.by_name.get_key_value(name) {
-                Some((name, options)) => (Some(name.as_str()), options),
-                None => return Err(ChannelError::UnknownChannel),
-            },
-            _ => (None, &self.without_namespace),
-        };
+        let (namespace, entry, regex_subject) =
+            match rest.split_once(self.namespace_boundary.as_str()) {
+                Some((name, after)) if !name.is_empty() => match self.by_name.get_key_value(name) {
+                    Some((name, entry)) => (Some(name.as_str()), entry, after),
+                    None => return Err(ChannelError::UnknownChannel),
+                },
+                _ => (None, &self.without_namespace, rest),
+            };
+        // A namespace with `channel_regex` lets its regex decide which characters are
+        // fine; everywhere else names are ASCII only (spec §5.1).
+        if entry.channel_regex.is_none() && !channel.is_ascii() {
+            return Err(ChannelError::BadRequest);
+        }
         let user_limited = channel.rfind(self.user_boundary.as_str()).map(|at| {
             channel[at + self.user_boundary.len()..]
                 .split(self.user_separator.as_str())
                 .filter(|user| !user.is_empty())
                 .collect()
         });
-        Ok(Resolved { options, namespace, private, user_limited })
+        Ok(Resolved {
+            options: &entry.options,
+            namespace,
+            private,
+            user_limited,
+            channel_regex: entry.channel_regex.as_ref(),
+            regex_subject,
+        })
     }
 
     /// Options of a namespace by name (`None` = `without_namespace`).
     pub fn options(&self, namespace: Option<&str>) -> Option<&ChannelOptions> {
         match namespace {
-            None => Some(&self.without_namespace),
-            Some(name) => self.by_name.get(name),
+            None => Some(&self.without_namespace.options),
+            Some(name) => self.by_name.get(name).map(|ns| &ns.options),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! (the caller does, with `crate::auth`, before saying `has_token`), call proxies
 //! (none exist yet, so proxy-enabled namespaces refuse), or mutate anything.
 
-use super::{ChannelError, Resolved};
+use super::{check_name, ChannelError, Resolved};
 
 /// Who asks: the connection's user id (empty = anonymous) and whether the server
 /// runs with `client.insecure`.
@@ -21,7 +21,8 @@ impl Subject<'_> {
     }
 }
 
-/// Subscribe permission; first matching rule wins.
+/// Subscribe permission; first matching rule wins, after the namespace's
+/// `channel_regex` (107).
 ///
 /// `has_token` means the request carried a subscription token that the caller has
 /// already verified and matched (user, channel, client); a verified token grants
@@ -31,6 +32,7 @@ pub fn check_subscribe(
     who: &Subject<'_>,
     has_token: bool,
 ) -> Result<(), ChannelError> {
+    check_name(r)?;
     let o = r.options;
     // `$` channels are token-only, even in insecure mode (upstream order).
     if r.private && !has_token {
@@ -62,12 +64,14 @@ pub fn check_subscribe(
     Err(ChannelError::PermissionDenied)
 }
 
-/// Publish permission. `is_subscribed`: the connection is subscribed to the channel.
+/// Publish permission for a client; the namespace's `channel_regex` applies first
+/// (107). `is_subscribed`: the connection is subscribed to the channel.
 pub fn check_publish(
     r: &Resolved<'_>,
     who: &Subject<'_>,
     is_subscribed: bool,
 ) -> Result<(), ChannelError> {
+    check_name(r)?;
     let o = r.options;
     // The publish proxy would decide here; answer as upstream does for a proxy that
     // is not configured.

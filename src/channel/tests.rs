@@ -122,21 +122,85 @@ fn bad_namespace_config_names_the_key() {
         err(vec![ns("ok", ChannelOptions::default()), ns("ok", ChannelOptions::default())]),
         ChannelConfigError::Invalid { key, .. } if key == "channel.namespaces[1].name"
     ));
-    let regex = ChannelOptions { channel_regex: "^[a-z]+$".into(), ..Default::default() };
-    assert_eq!(
-        err(vec![ns("ok", ChannelOptions::default()), ns("re", regex.clone())]),
-        ChannelConfigError::Unsupported { key: "channel.namespaces[1].channel_regex".into() }
-    );
-    let cfg = config::Channel { without_namespace: regex, ..channel_cfg(vec![]) };
-    assert_eq!(
+    let bad_regex = ChannelOptions { channel_regex: "^[a-z+$".into(), ..Default::default() };
+    assert!(matches!(
+        err(vec![ns("ok", ChannelOptions::default()), ns("re", bad_regex.clone())]),
+        ChannelConfigError::Invalid { key, .. } if key == "channel.namespaces[1].channel_regex"
+    ));
+    let cfg = config::Channel { without_namespace: bad_regex, ..channel_cfg(vec![]) };
+    assert!(matches!(
         Namespaces::new(&cfg).unwrap_err(),
-        ChannelConfigError::Unsupported { key: "channel.without_namespace.channel_regex".into() }
-    );
+        ChannelConfigError::Invalid { key, .. } if key == "channel.without_namespace.channel_regex"
+    ));
     let cfg = config::Channel { namespace_boundary: String::new(), ..channel_cfg(vec![]) };
     assert!(matches!(
         Namespaces::new(&cfg).unwrap_err(),
         ChannelConfigError::Invalid { key, .. } if key == "channel.namespace_boundary"
     ));
+}
+
+fn regex_table() -> Namespaces {
+    let open = ChannelOptions {
+        allow_subscribe_for_client: true,
+        allow_publish_for_client: true,
+        ..Default::default()
+    };
+    let room = ChannelOptions { channel_regex: "^[a-z0-9]+$".into(), ..open.clone() };
+    let words = ChannelOptions { channel_regex: r"^\w+$".into(), ..open.clone() };
+    let cfg = config::Channel {
+        without_namespace: ChannelOptions { channel_regex: "^news".into(), ..open.clone() },
+        ..channel_cfg(vec![ns("room", room), ns("words", words), ns("plain", open)])
+    };
+    Namespaces::new(&cfg).unwrap()
+}
+
+#[test]
+fn channel_regex_matches_the_part_after_the_namespace() {
+    let t = regex_table();
+    let verdict = |channel: &str| {
+        let r = t.resolve(channel).unwrap_or_else(|e| panic!("{channel}: {e}"));
+        let name = check_name(&r);
+        assert_eq!(check_subscribe(&r, &USER, false), name, "{channel}");
+        assert_eq!(check_publish(&r, &USER, false), name, "{channel}");
+        name
+    };
+    // Namespace part and private prefix are not part of what the regex sees; only
+    // the first boundary splits.
+    for ok in ["room:abc1", "news", "newsroom", "plain:ANY thing:goes"] {
+        assert_eq!(verdict(ok), Ok(()), "{ok}");
+    }
+    assert_eq!(check_name(&t.resolve("$news").unwrap()), Ok(()));
+    for bad in ["room:ABC", "room:a:b", "room:", "world", "$world", ":news"] {
+        assert_eq!(verdict(bad), Err(ChannelError::BadRequest), "{bad}");
+        assert_eq!(ChannelError::BadRequest.code(), 107);
+    }
+    // `$` channels still need a token once the name passes.
+    let r = t.resolve("$room:abc").unwrap();
+    assert_eq!(check_subscribe(&r, &USER, false), Err(ChannelError::PermissionDenied));
+    assert_eq!(check_subscribe(&r, &USER, true), Ok(()));
+    let r = t.resolve("$room:ABC").unwrap();
+    assert_eq!(check_subscribe(&r, &USER, true), Err(ChannelError::BadRequest));
+}
+
+#[test]
+fn channel_regex_namespaces_accept_non_ascii_names() {
+    let t = regex_table();
+    let r = t.resolve("words:café").unwrap();
+    assert_eq!(check_name(&r), Ok(()));
+    let r = t.resolve("room:café").unwrap();
+    assert_eq!(check_name(&r), Err(ChannelError::BadRequest));
+    // Without a regex the ASCII rule still holds.
+    assert_eq!(t.resolve("plain:café").unwrap_err(), ChannelError::BadRequest);
+    // Unknown namespaces are reported before any name rule.
+    assert_eq!(t.resolve("nope:café").unwrap_err(), ChannelError::UnknownChannel);
+}
+
+#[test]
+fn namespaces_without_channel_regex_accept_every_ascii_name() {
+    let t = table();
+    for channel in ["chat:ROOM 1", "news", "$x"] {
+        assert_eq!(check_name(&t.resolve(channel).unwrap()), Ok(()), "{channel}");
+    }
 }
 
 #[test]

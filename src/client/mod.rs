@@ -293,6 +293,22 @@ pub enum Step {
         /// The reply to send once they are registered.
         then: Then,
     },
+    /// A token names a key (JWKS `kid`) not fetched yet; `client_command` turns this into
+    /// `AwaitKeys`.
+    KeysPending {
+        /// The token.
+        token: String,
+        /// A subscription token (else a connection token).
+        subscription: bool,
+    },
+    /// Wait for the key fetch (if any), then handle `retry` again; a key still unknown then is
+    /// an invalid token.
+    AwaitKeys {
+        /// The fetch to wait for; `None` = verify again at once.
+        fetch: Option<crate::auth::KeysFetch>,
+        /// The command to handle again.
+        retry: Box<Command>,
+    },
     /// Wait for another shard's answer to `req`, then call `Shard::resume` with `then`.
     AwaitAnswer {
         /// Parked request.
@@ -580,6 +596,32 @@ impl Shard {
         if needs_id && id == 0 {
             return self.bad_request(key);
         }
+        // Commands that verify a token may have to wait for a key fetch and run again.
+        let retry = match &cmd.request {
+            Request::Connect(_) | Request::Refresh(_) | Request::SubRefresh(_) => Some(cmd.clone()),
+            Request::Subscribe(r) if !r.token.is_empty() => Some(cmd.clone()),
+            _ => None,
+        };
+        let step = self.dispatch(key, id, connected, cmd);
+        match (step, retry) {
+            (Step::KeysPending { token, subscription }, Some(retry)) => {
+                let verifier = if subscription { &self.sub_verifier } else { &self.verifier };
+                Step::AwaitKeys { fetch: verifier.fetch_keys(&token), retry: Box::new(retry) }
+            }
+            (Step::KeysPending { .. }, None) => Step::Next,
+            (step, _) => step,
+        }
+    }
+
+    /// Handles a command again after a key fetch: a key still missing is an invalid token.
+    pub fn retry_command(&mut self, key: ConnKey, cmd: Command) -> Step {
+        self.keys_retry = true;
+        let step = self.client_command(key, cmd);
+        self.keys_retry = false;
+        step
+    }
+
+    fn dispatch(&mut self, key: ConnKey, id: u32, connected: bool, cmd: Command) -> Step {
         match cmd.request {
             Request::Connect(req) if !connected => self.connect(key, id, req),
             Request::Connect(_) => self.bad_request(key),
@@ -671,7 +713,10 @@ impl Shard {
                     self.reply_error(key, id, codes::ERROR_INTERNAL);
                     return Step::Next;
                 }
-                Err(TokenError::Invalid(_)) => {
+                Err(TokenError::KeysPending) if !self.keys_retry => {
+                    return Step::KeysPending { token: req.token, subscription: false };
+                }
+                Err(TokenError::Invalid(_) | TokenError::KeysPending) => {
                     self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
                     return Step::Stop;
                 }
@@ -754,7 +799,10 @@ impl Shard {
                 self.reply_error(key, id, codes::ERROR_INTERNAL);
                 return Step::Next;
             }
-            Err(TokenError::Invalid(_)) => {
+            Err(TokenError::KeysPending) if !self.keys_retry => {
+                return Step::KeysPending { token: token.to_owned(), subscription: false };
+            }
+            Err(TokenError::Invalid(_) | TokenError::KeysPending) => {
                 self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
                 return Step::Stop;
             }

@@ -59,6 +59,7 @@ impl Shard {
         let subscribed = session.has_sub(channel);
         let user = Arc::clone(&session.user);
         let checked = namespaces.resolve(channel).and_then(|r| {
+            channel::check_name(&r)?;
             check(&r, &Subject { user: &user, insecure }, subscribed)?;
             Ok(history_policy(r.options, false))
         });

@@ -244,7 +244,14 @@ impl Shard {
                     self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
                     return Step::Next;
                 }
-                Err(TokenError::Invalid(_) | TokenError::BadConnectionInfo) => {
+                Err(TokenError::KeysPending) if !self.keys_retry => {
+                    return Step::KeysPending { token: req.token, subscription: true };
+                }
+                Err(
+                    TokenError::Invalid(_)
+                    | TokenError::BadConnectionInfo
+                    | TokenError::KeysPending,
+                ) => {
                     self.reply_error(key, id, codes::ERROR_PERMISSION_DENIED);
                     return Step::Next;
                 }
@@ -651,6 +658,9 @@ impl Shard {
             // Upstream answers an expired token with an empty success and clears the
             // subscription's expiry (spec §2.11, Open questions).
             Err(TokenError::Expired) => (None, 0),
+            Err(TokenError::KeysPending) if !self.keys_retry => {
+                return Step::KeysPending { token: req.token, subscription: true };
+            }
             Err(_) => {
                 self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
                 return Step::Stop;

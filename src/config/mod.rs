@@ -281,15 +281,16 @@ section! {
         rsa_public_key: String [Plain] = String::new(),
         /// ECDSA public key PEM.
         ecdsa_public_key: String [Plain] = String::new(),
-        /// JWKS URL; replaces the static keys when set.
+        /// JWKS URL (http/https); replaces the static keys when set. `{{name}}` takes the
+        /// named group `name` of `issuer_regex`/`audience_regex`.
         jwks_public_endpoint: String [Plain] = String::new(),
         /// Required `aud`.
         audience: String [Plain] = String::new(),
-        /// Regex `aud` must match.
+        /// Regex some `aud` element must match (not together with `audience`).
         audience_regex: String [Plain] = String::new(),
         /// Required `iss`.
         issuer: String [Plain] = String::new(),
-        /// Regex `iss` must match.
+        /// Regex `iss` must match (not together with `issuer`).
         issuer_regex: String [Plain] = String::new(),
         /// Claim holding the user id instead of `sub`.
         user_id_claim: String [Plain] = String::new(),
@@ -406,7 +407,8 @@ section! {
         allow_history_for_anonymous: bool [Plain] = false,
         /// Honour `#user1,user2` channel suffixes.
         allow_user_limited_channels: bool [Plain] = false,
-        /// RE2 regex the post-namespace part must match.
+        /// RE2 regex the post-namespace part must match in client subscribe/publish
+        /// (presence/history once those exist); allows non-ASCII names.
         channel_regex: String [Plain] = String::new(),
         /// Overrides `channel.publication_data_format`.
         publication_data_format: String [Plain] = String::new(),

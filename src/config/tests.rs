@@ -496,3 +496,67 @@ fn valid_history_and_recovery_pass() {
     .unwrap_err();
     assert!(err.to_string().contains("channel.namespaces[0].auto_cache_recover"), "{err}");
 }
+
+#[test]
+fn regex_keys_must_compile_and_name_the_key() {
+    let c =
+        with_namespace(ChannelOptions { channel_regex: "^[a-z+$".into(), ..Default::default() });
+    assert_eq!(invalid_key(&c), "channel.namespaces[0].channel_regex");
+    let mut c = Config::default();
+    c.channel.without_namespace.channel_regex = "(unclosed".into();
+    assert_eq!(invalid_key(&c), "channel.without_namespace.channel_regex");
+    let c = with_namespace(ChannelOptions {
+        channel_regex: r"^(?P<room>[a-z0-9_]+)$".into(),
+        ..Default::default()
+    });
+    validate(&c).unwrap();
+
+    let mut c = Config::default();
+    c.client.token.audience_regex = "[".into();
+    assert_eq!(invalid_key(&c), "client.token.audience_regex");
+    let mut c = Config::default();
+    c.client.token.issuer_regex = "a{2,1}".into();
+    assert_eq!(invalid_key(&c), "client.token.issuer_regex");
+
+    let mut c = Config::default();
+    c.client.subscription_token.token.issuer_regex = "(".into();
+    // Ignored while the subscription token section is disabled.
+    validate(&c).unwrap();
+    c.client.subscription_token.enabled = true;
+    assert_eq!(invalid_key(&c), "client.subscription_token.issuer_regex");
+}
+
+#[test]
+fn exact_and_regex_audience_or_issuer_are_exclusive() {
+    let mut c = Config::default();
+    c.client.token.audience = "rotor".into();
+    c.client.token.audience_regex = "^rotor$".into();
+    assert_eq!(invalid_key(&c), "client.token.audience_regex");
+
+    let mut c = Config::default();
+    c.client.subscription_token.enabled = true;
+    c.client.subscription_token.token.issuer = "https://idp".into();
+    c.client.subscription_token.token.issuer_regex = "^https://".into();
+    assert_eq!(invalid_key(&c), "client.subscription_token.issuer_regex");
+
+    let mut c = Config::default();
+    c.client.token.audience = "rotor".into();
+    c.client.token.issuer_regex = "^https://".into();
+    validate(&c).unwrap();
+}
+
+#[test]
+fn jwks_endpoint_must_be_http_or_https() {
+    let mut c = Config::default();
+    c.client.token.jwks_public_endpoint = "ftp://keys.example/jwks".into();
+    assert_eq!(invalid_key(&c), "client.token.jwks_public_endpoint");
+    c.client.token.jwks_public_endpoint = "https://keys.example/{{tenant}}/jwks".into();
+    // Every placeholder needs a named group to fill it.
+    assert_eq!(invalid_key(&c), "client.token.jwks_public_endpoint");
+    c.client.token.issuer_regex = "^https://idp/(?P<tenant>[a-z]+)$".into();
+    validate(&c).unwrap();
+    c.client.token.jwks_public_endpoint = "https://keys.example/{{ tenant }}/{{region}}".into();
+    assert_eq!(invalid_key(&c), "client.token.jwks_public_endpoint");
+    c.client.token.audience_regex = "^(?P<region>eu|us)$".into();
+    validate(&c).unwrap();
+}

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{ChannelOptions, Config, ConfigError};
+use super::{ChannelOptions, Config, ConfigError, Token};
 
 /// Hard cap on shards: shard ids travel as small integers and per-shard meshes are O(n²).
 pub const SHARDS_MAX: usize = 256;
@@ -19,9 +19,6 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// Checks the whole config; returns the first problem found.
-///
-/// Not checked here: that `channel_regex` (and token `*_regex`) compile — the crate has no
-/// regex engine yet; whoever adds one must add that check.
 pub fn validate(config: &Config) -> Result<(), ConfigError> {
     let depth = config.runtime.ring_depth;
     if !(8..=32_768).contains(&depth) || !depth.is_power_of_two() {
@@ -49,6 +46,10 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if config.websocket.message_size_limit == 0 {
         return Err(invalid("websocket.message_size_limit", "must be greater than 0"));
+    }
+    check_token("client.token", &client.token)?;
+    if client.subscription_token.enabled {
+        check_token("client.subscription_token", &client.subscription_token.token)?;
     }
     check_prefix("http_api.handler_prefix", &config.http_api.handler_prefix)?;
     check_prefix("websocket.handler_prefix", &config.websocket.handler_prefix)?;
@@ -113,6 +114,59 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Regex and JWKS keys of one token section (`client.token` or `client.subscription_token`).
+fn check_token(base: &str, token: &Token) -> Result<(), ConfigError> {
+    let key = |name: &str| format!("{base}.{name}");
+    for (exact, exact_value, pattern, regex_value) in [
+        ("audience", &token.audience, "audience_regex", &token.audience_regex),
+        ("issuer", &token.issuer, "issuer_regex", &token.issuer_regex),
+    ] {
+        check_regex(&key(pattern), regex_value)?;
+        if !exact_value.is_empty() && !regex_value.is_empty() {
+            return Err(invalid(key(pattern), format!("cannot be combined with {}", key(exact))));
+        }
+    }
+    let endpoint = &token.jwks_public_endpoint;
+    let web = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    if !endpoint.is_empty() && !web {
+        return Err(invalid(key("jwks_public_endpoint"), "must be an http:// or https:// URL"));
+    }
+    // A placeholder no regex group fills would make every token invalid.
+    let groups: Vec<String> = [&token.issuer_regex, &token.audience_regex]
+        .into_iter()
+        .filter_map(|pattern| regex::Regex::new(pattern).ok())
+        .flat_map(|re| re.capture_names().flatten().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    if let Some(name) = placeholders(endpoint).find(|name| !groups.iter().any(|g| g == name)) {
+        return Err(invalid(
+            key("jwks_public_endpoint"),
+            format!(
+                "placeholder {{{{{name}}}}} is not a named group of issuer_regex or audience_regex"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Names inside `{{...}}`, spaces trimmed, as the JWKS verifier fills them.
+fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|after| after.split_once("}}"))
+        .map(|(name, _)| name.trim())
+}
+
+/// Empty means "not configured". Go RE2 syntax is (nearly) a subset of what `regex` accepts.
+fn check_regex(key: &str, pattern: &str) -> Result<(), ConfigError> {
+    if pattern.is_empty() {
+        return Ok(());
+    }
+    regex::Regex::new(pattern)
+        .map(|_| ())
+        .map_err(|e| invalid(key, format!("not a valid regular expression: {e}")))
+}
+
 fn check_prefix(key: &str, prefix: &str) -> Result<(), ConfigError> {
     if prefix.starts_with('/') {
         Ok(())
@@ -143,6 +197,7 @@ fn check_options(
     global_meta_ttl: Duration,
 ) -> Result<(), ConfigError> {
     let key = |name: &str| format!("{base}.{name}");
+    check_regex(&key("channel_regex"), &options.channel_regex)?;
     let has_size = options.history_size > 0;
     let has_ttl = !options.history_ttl.is_zero();
     if has_size && !has_ttl {

@@ -148,6 +148,9 @@ pub struct Shard {
     pub shutdown_wakers: Vec<Waker>,
     /// Counters.
     pub stats: Stats,
+    /// Set while a command runs again after a JWKS key fetch: a key still missing is then an
+    /// invalid token instead of another fetch.
+    pub keys_retry: bool,
     /// The JSON ping `{}` as a shared frame.
     pub ping_frame: Bytes,
     /// Bumped by the timer task on every tick; the supervisor's systemd watchdog only pings
@@ -189,6 +192,7 @@ impl Shard {
             shutting_down: false,
             shutdown_wakers: Vec::new(),
             stats: Stats::default(),
+            keys_retry: false,
             ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
             heartbeat: Arc::default(),
         }
