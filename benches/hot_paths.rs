@@ -93,6 +93,7 @@ fn shard_with_subscribers(n: usize, channel: &str) -> Shard {
                 conn_info: None,
                 subs: vec![Sub::new(Arc::clone(&ch), SubFlags::default())],
                 expire_at: None,
+                counted: false,
             });
             conn
         });

@@ -222,6 +222,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     let mut handles = Vec::with_capacity(count);
     let heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>> =
         (0..count).map(|_| Arc::default()).collect();
+    // Connected clients of the whole process, for `client.connection_limit`.
+    let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     for (i, beat) in heartbeats.iter().enumerate() {
         let (ctl_tx, ctl_rx) = control_channel();
         controls.push(ctl_tx);
@@ -229,7 +231,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         let (cfg, namespaces, origins) =
             (Arc::clone(&cfg), Arc::clone(&namespaces), origins.clone());
         let verifiers = (Arc::clone(&verifier), Arc::clone(&sub_verifier));
-        let heartbeat = Arc::clone(beat);
+        let (heartbeat, connections) = (Arc::clone(beat), Arc::clone(&connections));
         let (main_mesh, reply_mesh, boot_tx, addr_tx) =
             (main_mesh.clone(), reply_mesh.clone(), boot_tx.clone(), addr_tx.clone());
         let id = ShardId(i as u16);
@@ -241,6 +243,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
             .spawn(move || async move {
                 let mut state = Shard::new(id, count, cfg.clone(), namespaces, verifiers);
                 state.heartbeat = heartbeat;
+                state.connections = connections;
                 let shard: ShardRef = Rc::new(RefCell::new(state));
                 let env = Rc::new(Env { origins });
                 let ready = join_meshes(&shard, &env, main_mesh, reply_mesh).await;

@@ -429,20 +429,31 @@ async fn handle_frame(shard: &ShardRef, key: ConnKey, frame: &[u8]) -> bool {
             }
             step = shard.borrow_mut().retry_command(key, *retry);
         }
-        match step {
-            Step::Next => {}
-            Step::Stop => return false,
-            // Only produced by `retry_command`, whose key is final, or turned into
-            // `AwaitKeys` by `client_command`.
-            Step::KeysPending { .. } | Step::AwaitKeys { .. } => {}
-            Step::AwaitInterest { channels, then } => {
-                interest_registered(shard, &channels).await;
-                shard.borrow_mut().complete_subscriptions(key, &channels, then);
-            }
-            Step::AwaitAnswer { req, then } => {
-                let answer = PendingAnswer::new(shard.clone(), req).await;
-                shard.borrow_mut().resume(key, then, answer);
-            }
+        // A step may lead to another (a connect waits for admission, then for subscriptions).
+        loop {
+            step = match step {
+                Step::Next => break,
+                Step::Stop => return false,
+                // Only produced by `retry_command`, whose key is final, or turned into
+                // `AwaitKeys` by `client_command`.
+                Step::KeysPending { .. } | Step::AwaitKeys { .. } => break,
+                Step::AwaitInterest { channels, then } => {
+                    interest_registered(shard, &channels).await;
+                    shard.borrow_mut().complete_subscriptions(key, &channels, then);
+                    break;
+                }
+                Step::AwaitAnswer { req, then } => {
+                    let answer = PendingAnswer::new(shard.clone(), req).await;
+                    shard.borrow_mut().resume(key, then, answer)
+                }
+                Step::AwaitConnect { reqs, wait } => {
+                    let mut answers = Vec::with_capacity(reqs.len());
+                    for req in reqs {
+                        answers.push(PendingAnswer::new(shard.clone(), req).await);
+                    }
+                    shard.borrow_mut().finish_connect(key, *wait, answers)
+                }
+            };
         }
     }
     true

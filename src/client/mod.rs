@@ -7,6 +7,7 @@
 //!
 //! Must not: perform I/O, block, or keep a reference into another shard's state.
 
+mod connect;
 pub mod query;
 mod server_ops;
 pub mod subscribe;
@@ -18,7 +19,6 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::Rng;
 
 use crate::auth::{self, Expiry, TokenError};
 use crate::broker::memory::HistoryPolicy;
@@ -26,8 +26,8 @@ use crate::channel::{self, ChannelError, Subject};
 use crate::hub::{Begin, ConnKey};
 use crate::protocol::codes;
 use crate::protocol::{
-    json, ClientInfo, Command, ConnectRequest, ConnectResult, Disconnect, ProtocolError,
-    Publication, PublishRequest, RefreshResult, ReplyBody, Request, SubscribeResult,
+    json, ClientInfo, Command, Disconnect, ProtocolError, Publication, PublishRequest,
+    RefreshResult, ReplyBody, Request, SubscribeResult,
 };
 use crate::shard::id::home_of;
 use crate::shard::msg::{Answer, Call, Lane, PublishCall, RequestId, ShardMsg};
@@ -113,6 +113,8 @@ pub struct Session {
     pub subs: Vec<Sub>,
     /// Unix seconds when the connection expires, if it does.
     pub expire_at: Option<i64>,
+    /// The user's home shard counts this connection (`client.user_connection_limit`).
+    pub counted: bool,
 }
 
 impl Session {
@@ -316,11 +318,21 @@ pub enum Step {
         /// What to do with the answer.
         then: Resume,
     },
+    /// Wait for the home shards of a connect's server-side subscriptions, then call
+    /// `Shard::finish_connect`.
+    AwaitConnect {
+        /// One parked request per subscription, in order.
+        reqs: Vec<RequestId>,
+        /// The held reply.
+        wait: Box<connect::ConnectWait>,
+    },
 }
 
 /// What a command does once its cross-shard answer is in.
 #[derive(Debug)]
 pub enum Resume {
+    /// Admit a connect once the user's home shard checked `client.user_connection_limit`.
+    Admit(Box<connect::PendingConnect>),
     /// Reply to a `publish`.
     Publish {
         /// Command id.
@@ -351,13 +363,6 @@ pub enum Then {
         id: u32,
         /// The result (token `data`, expiry).
         result: Box<SubscribeResult>,
-    },
-    /// Answer `connect` (token `channels` are subscribed server-side).
-    Connect {
-        /// Command id.
-        id: u32,
-        /// The connect result.
-        result: Box<ConnectResult>,
     },
 }
 
@@ -473,7 +478,6 @@ impl Shard {
                 Then::Subscribe { id, result } => {
                     self.reply(key, id, &ReplyBody::Subscribe(*result));
                 }
-                Then::Connect { id, result } => self.reply(key, id, &ReplyBody::Connect(*result)),
             }
         }
         // Liveness is decided after queuing the reply: the reply itself can overflow the queue
@@ -515,7 +519,13 @@ impl Shard {
     pub fn remove_conn(&mut self, key: ConnKey) {
         self.drop_subscriptions(key);
         if self.conn_mut(key).is_some() {
-            self.conns.remove(key.slot as usize);
+            let conn = self.conns.remove(key.slot as usize);
+            if let State::Connected(s) = conn.state {
+                self.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                if s.counted {
+                    self.user_gone(&s.user);
+                }
+            }
         }
     }
 
@@ -673,117 +683,6 @@ impl Shard {
         Step::Stop
     }
 
-    fn connect(&mut self, key: ConnKey, id: u32, req: ConnectRequest) -> Step {
-        let client_cfg = &self.cfg.client;
-        let insecure = client_cfg.insecure;
-        let now = unix_now();
-        let (user, conn_info, channels, expire_at) = if req.token.is_empty() {
-            if !(insecure || client_cfg.allow_anonymous_connect_without_token) {
-                return self.bad_request(key);
-            }
-            (String::new(), None, Vec::new(), None)
-        } else {
-            match self.verifier.verify_connection(&req.token, now) {
-                Ok(claims) => {
-                    let expiry = match auth::connection_expiry(&claims, now) {
-                        _ if insecure => None,
-                        Expiry::Never => None,
-                        Expiry::At(at) => Some(at),
-                        Expiry::AlreadyExpired => {
-                            self.reply_error(key, id, codes::ERROR_EXPIRED);
-                            return Step::Next;
-                        }
-                    };
-                    if claims.user.is_empty() && client_cfg.disallow_anonymous_connection_tokens {
-                        self.disconnect(key, codes::DISCONNECT_PERMISSION_DENIED);
-                        return Step::Stop;
-                    }
-                    (
-                        claims.user,
-                        claims.info.map(crate::protocol::RawJson),
-                        claims.channels,
-                        expiry,
-                    )
-                }
-                Err(TokenError::Expired) => {
-                    self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
-                    return Step::Next;
-                }
-                Err(TokenError::BadConnectionInfo) => {
-                    self.reply_error(key, id, codes::ERROR_INTERNAL);
-                    return Step::Next;
-                }
-                Err(TokenError::KeysPending) if !self.keys_retry => {
-                    return Step::KeysPending { token: req.token, subscription: false };
-                }
-                Err(TokenError::Invalid(_) | TokenError::KeysPending) => {
-                    self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
-                    return Step::Stop;
-                }
-            }
-        };
-        // Server-side subscriptions from the token: every channel must resolve (else 102).
-        let mut server_subs: Vec<Arc<str>> = Vec::new();
-        for ch in &channels {
-            if let Err(e) = self.namespaces.resolve(ch) {
-                self.reply_error(key, id, channel_error(e));
-                return Step::Next;
-            }
-            // A channel listed twice is one subscription (the hub counts each begin).
-            if !server_subs.iter().any(|s| **s == **ch) {
-                server_subs.push(Arc::from(ch.as_str()));
-            }
-        }
-        let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string().as_str());
-        let ping = self.cfg.client.ping_interval;
-        let pong = self.cfg.client.pong_timeout;
-        // With native WebSocket pings the protocol advertises no app-level ping at all.
-        let app_ping = !self.conn_mut(key).is_some_and(|c| c.native_ping);
-        let mut result = ConnectResult {
-            client: client.to_string(),
-            version: SERVER_VERSION.to_string(),
-            ping: if app_ping { u32::try_from(ping.as_secs()).unwrap_or(u32::MAX) } else { 0 },
-            pong: app_ping && !ping.is_zero() && !pong.is_zero(),
-            ..ConnectResult::default()
-        };
-        if let Some(at) = expire_at {
-            result.expires = true;
-            result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);
-        }
-        for ch in &server_subs {
-            result.subs.push((ch.to_string(), SubscribeResult::default()));
-        }
-        let session = Session {
-            client,
-            user: Arc::from(user.as_str()),
-            conn_info,
-            subs: server_subs.iter().map(|c| Sub::server_side(Arc::clone(c))).collect(),
-            expire_at,
-        };
-        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
-        conn.state = State::Connected(session);
-        for ch in &server_subs {
-            self.begin_subscription(ch);
-        }
-        if !ping.is_zero() {
-            // First ping at a random moment in [interval/2, interval] so pings of connections
-            // accepted together do not all fire in the same tick.
-            let half = ping / 2;
-            let jitter =
-                Duration::from_millis(rand::rng().random_range(0..=half.as_millis() as u64));
-            self.timers.push(Timer { at: after(half + jitter), key, kind: TimerKind::Ping });
-        }
-        if let Some(at) = expire_at {
-            let wait =
-                Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_close_delay;
-            self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
-        }
-        Step::AwaitInterest {
-            channels: server_subs,
-            then: Then::Connect { id, result: Box::new(result) },
-        }
-    }
-
     fn refresh(&mut self, key: ConnKey, id: u32, token: &str) -> Step {
         if token.is_empty() {
             return self.bad_request(key);
@@ -897,17 +796,20 @@ impl Shard {
         Step::AwaitAnswer { req, then: Resume::Publish { id } }
     }
 
-    /// Continues a command once its cross-shard answer is in (`None`: lost on shutdown).
-    pub fn resume(&mut self, key: ConnKey, then: Resume, answer: Option<Answer>) {
+    /// Continues a command once its cross-shard answer is in (`None`: lost on shutdown);
+    /// returns what the reader does next (a connect may wait again).
+    pub fn resume(&mut self, key: ConnKey, then: Resume, answer: Option<Answer>) -> Step {
         match then {
+            Resume::Admit(pending) => return self.admit(key, *pending, answer),
             Resume::Publish { id } => match answer {
                 Some(Answer::Published(_)) => self.reply(key, id, &ReplyBody::Publish),
                 _ => self.reply_error(key, id, codes::ERROR_INTERNAL),
             },
-            Resume::Subscribe(pending) => self.finish_subscribe(key, *pending, answer),
+            Resume::Subscribe(pending) => return self.finish_subscribe(key, *pending, answer),
             Resume::History { id } => self.finish_history(key, id, answer),
             Resume::Presence { id, stats } => self.finish_presence(key, id, stats, answer),
         }
+        Step::Next
     }
 }
 
@@ -1048,6 +950,7 @@ mod tests {
                 conn_info: None,
                 subs: vec![Sub::new(Arc::clone(channel), SubFlags::default())],
                 expire_at: None,
+                counted: false,
             });
             c
         })

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::subscribe::ServerSub;
 use super::{unix_now, State, Timer, TimerKind};
 use crate::hub::ConnKey;
 use crate::protocol::json::{self, PushFraming};
@@ -45,16 +46,9 @@ impl Shard {
                 recover_since,
                 overrides,
             } => {
+                let spec = ServerSub { channel, info, data, overrides };
                 for key in self.matching(&filter) {
-                    self.server_subscribe(
-                        key,
-                        &channel,
-                        info.clone(),
-                        data.clone(),
-                        expire_at,
-                        recover_since.clone(),
-                        &overrides,
-                    );
+                    self.server_subscribe(key, &spec, expire_at, recover_since.clone());
                 }
             }
             ConnsOp::Unsubscribe { filter, channel } => {

@@ -117,6 +117,54 @@ pub enum SubReply {
     /// A `subscribe` push (server-side subscription made while connected); recovered
     /// publications follow as publication pushes.
     Push,
+    /// An entry of the connect reply's `subs`.
+    Connect,
+}
+
+/// A server-side subscription to make: the channel and what the token or API gave for it.
+#[derive(Debug, Clone)]
+pub struct ServerSub {
+    /// Channel.
+    pub channel: Arc<str>,
+    /// `chan_info`.
+    pub info: Option<RawJson>,
+    /// `data` for the subscribe result or push.
+    pub data: Option<RawJson>,
+    /// Namespace option overrides.
+    pub overrides: SubscribeOverrides,
+}
+
+impl ServerSub {
+    /// A channel with namespace defaults.
+    pub fn plain(channel: Arc<str>) -> ServerSub {
+        ServerSub { channel, info: None, data: None, overrides: SubscribeOverrides::default() }
+    }
+}
+
+/// A subscription whose home-shard answer is in and whose outcome is decided.
+#[derive(Debug)]
+pub struct DoneSub {
+    /// Channel.
+    pub channel: Arc<str>,
+    flags: SubFlags,
+    /// The subscribe result.
+    pub result: SubscribeResult,
+    events: Vec<Event>,
+    /// Offset the client is at once it has the result (0 = no stream).
+    base: u64,
+}
+
+/// What [`Shard::settle`] decided.
+#[derive(Debug)]
+pub enum Settled {
+    /// The subscription went away meanwhile; nothing to announce.
+    Gone,
+    /// The home shard's answer was lost (shutdown); the subscription is undone.
+    Failed,
+    /// Recovery failed and the client asked for an error instead (flag 2); undone.
+    Unrecovered(SubReply),
+    /// Announce `result`, then [`Shard::go_live`].
+    Done(Box<DoneSub>),
 }
 
 /// A subscribe reply waiting for the home shard.
@@ -309,51 +357,76 @@ impl Shard {
         Step::AwaitAnswer { req: req_id, then: Resume::Subscribe(Box::new(pending)) }
     }
 
-    /// A server-side subscription made while connected (API `subscribe`): always through the
-    /// home shard, whose answer continues it inline; the client learns of it by a `subscribe`
-    /// push. Does nothing when the connection is already subscribed.
-    #[allow(clippy::too_many_arguments)]
+    /// A server-side subscription made while connected (API `subscribe`): through the home
+    /// shard, whose answer continues it inline; the client learns of it by a `subscribe` push.
+    /// Does nothing when the connection is already subscribed.
     pub(crate) fn server_subscribe(
         &mut self,
         key: ConnKey,
-        channel: &Arc<str>,
-        chan_info: Option<RawJson>,
-        data: Option<RawJson>,
+        spec: &ServerSub,
         expire_at: i64,
         recover_since: Option<Position>,
-        overrides: &SubscribeOverrides,
     ) {
+        let position = recover_since.map(|p| SubscribeRequest {
+            recover: true,
+            offset: p.offset,
+            epoch: p.epoch,
+            ..SubscribeRequest::default()
+        });
+        if let Some((call, pending)) =
+            self.prepare_server_sub(key, spec, position.as_ref(), expire_at, SubReply::Push)
+        {
+            self.call_home_then(&spec.channel, call, key, Resume::Subscribe(Box::new(pending)));
+        }
+    }
+
+    /// Adds a server-side subscription to the session (in the hub, buffering) and returns the
+    /// home-shard call to send with what continues after it. `position`: the client's
+    /// `ConnectRequest.subs` entry (or the API's `recover_since`), for recovery. `None` when the
+    /// connection is gone, already subscribed, or the channel does not resolve.
+    pub(crate) fn prepare_server_sub(
+        &mut self,
+        key: ConnKey,
+        spec: &ServerSub,
+        position: Option<&SubscribeRequest>,
+        expire_at: i64,
+        reply: SubReply,
+    ) -> Option<(Call, PendingSub)> {
         let namespaces = Arc::clone(&self.namespaces);
-        let Ok(resolved) = namespaces.resolve(channel) else { return };
-        let Some(session) = self.conn_mut(key).and_then(|c| c.session()) else { return };
-        if session.has_sub(channel) {
-            return;
+        let resolved = namespaces.resolve(&spec.channel).ok()?;
+        let session = self.conn_mut(key).and_then(|c| c.session())?;
+        if session.has_sub(&spec.channel) {
+            return None;
         }
         let user = Arc::clone(&session.user);
         let who = Subject { user: &user, insecure: self.cfg.client.insecure };
-        let req = SubscribeRequest { recover: recover_since.is_some(), ..Default::default() };
-        let mut flags = sub_flags(&resolved, overrides, &req, &who);
+        let default_req = SubscribeRequest::default();
+        let req = position.unwrap_or(&default_req);
+        let mut flags = sub_flags(&resolved, &spec.overrides, req, &who);
         flags.0 |= SubFlags::SERVER_SIDE;
         let history = history_policy(resolved.options, false);
         let now = unix_now();
         let expire_at = (expire_at > 0).then_some(expire_at);
+        let chan_info = spec.info.clone();
         let sub = Sub {
-            channel: Arc::clone(channel),
+            channel: Arc::clone(&spec.channel),
             flags,
             extra: (chan_info.is_some() || expire_at.is_some())
                 .then(|| Box::new(SubExtra { chan_info: chan_info.clone(), expire_at })),
         };
         let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
-            return;
+            return None;
         };
         session.subs.push(sub);
         let info = Arc::new(session.info(chan_info));
         if let Some(at) = expire_at {
             self.arm_sub_expiry(key, at, now);
         }
+        let channel = &spec.channel;
         self.begin_subscription(channel);
         self.hub.start_buffering(channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
-        let recover = recover_since.filter(|_| flags.has(SubFlags::RECOVERABLE));
+        let recover = (req.recover && flags.has(SubFlags::RECOVERABLE))
+            .then(|| Position { offset: req.offset, epoch: req.epoch.clone() });
         let query = recover.as_ref().map(|from| self.recovery_query(flags, from));
         let call = Call::Subscribe(SubscribeCall {
             channel: Arc::clone(channel),
@@ -363,14 +436,14 @@ impl Shard {
             position: flags.has(SubFlags::POSITIONED).then_some((history, query)),
         });
         let pending = PendingSub {
-            reply: SubReply::Push,
+            reply,
             channel: Arc::clone(channel),
             flags,
             recover,
             reject_unrecovered: false,
-            result: SubscribeResult { data, ..SubscribeResult::default() },
+            result: SubscribeResult { data: spec.data.clone(), ..SubscribeResult::default() },
         };
-        self.call_home_then(channel, call, key, Resume::Subscribe(Box::new(pending)));
+        Some((call, pending))
     }
 
     /// The history read that recovery needs: everything after `from` (stream mode, up to
@@ -387,34 +460,28 @@ impl Shard {
         }
     }
 
-    /// Second half of a subscription that needed the home shard: decide recovery (spec §6.4,
-    /// §6.5), write the reply, then hand over the events kept meanwhile, merged by offset.
-    pub(super) fn finish_subscribe(
+    /// Decides a subscription from the home shard's answer (spec §6.4, §6.5): its result and
+    /// the events kept meanwhile. Nothing is written to the client here.
+    pub(crate) fn settle(
         &mut self,
         key: ConnKey,
         pending: PendingSub,
         answer: Option<Answer>,
-    ) {
+    ) -> Settled {
         let PendingSub { reply, channel, flags, recover, reject_unrecovered, mut result } = pending;
         // `None`: the subscription was removed meanwhile (unsubscribe, disconnect), which also
         // took it out of the hub and told the home shard.
-        let Some(events) = self.hub.take_buffered(&channel, key) else { return };
+        let Some(events) = self.hub.take_buffered(&channel, key) else { return Settled::Gone };
         let live = self.conn_mut(key).is_some_and(|c| {
             c.closing.is_none() && c.session().is_some_and(|s| s.has_sub(&channel))
         });
         if !live {
             self.release(&channel, key);
-            return;
+            return Settled::Gone;
         }
         let Some(Answer::Subscribed { top, read }) = answer else {
-            match reply {
-                SubReply::Command(id) => {
-                    self.reply_error(key, id, codes::ERROR_INTERNAL);
-                    self.drop_sub(key, &channel);
-                }
-                SubReply::Push => self.disconnect(key, codes::DISCONNECT_SERVER_ERROR),
-            }
-            return;
+            self.drop_sub(key, &channel);
+            return Settled::Failed;
         };
         let mut base = 0;
         if let Some(top) = top.filter(|_| flags.has(SubFlags::POSITIONED)) {
@@ -450,43 +517,24 @@ impl Shard {
                     result.recovered = true;
                     result.offset = from.offset;
                     result.publications = owned(&publications);
-                } else if let (true, SubReply::Command(id)) = (reject_unrecovered, reply) {
-                    self.reply_error(key, id, codes::ERROR_UNRECOVERABLE_POSITION);
+                } else if reject_unrecovered {
                     self.drop_sub(key, &channel);
-                    return;
+                    return Settled::Unrecovered(reply);
                 }
             }
         }
-        match reply {
-            SubReply::Command(id) => self.reply(key, id, &ReplyBody::Subscribe(result)),
-            SubReply::Push => {
-                let push = PushBody::Subscribe(SubscribePush {
-                    recoverable: result.recoverable,
-                    epoch: result.epoch,
-                    offset: result.offset,
-                    positioned: result.positioned,
-                    data: result.data,
-                });
-                self.enqueue(
-                    key,
-                    super::Out::json(|buf| {
-                        json::encode_push(&channel, &push, PushFraming::Reply, buf)
-                    }),
-                );
-                for p in &result.publications {
-                    let out =
-                        super::Out::json(|buf| json::encode_publication_push(&channel, p, buf));
-                    self.enqueue(key, out);
-                }
-            }
-        }
-        let push_join_leave = flags.has(SubFlags::PUSH_JOIN_LEAVE);
-        self.hub.go_live(&channel, key, push_join_leave);
+        Settled::Done(Box::new(DoneSub { channel, flags, result, events, base }))
+    }
+
+    /// Makes a settled subscriber live and hands over the events it kept, merged by offset:
+    /// what the reply already covered is dropped, a gap means lost state (3010).
+    pub(crate) fn go_live(&mut self, key: ConnKey, done: DoneSub) {
+        let DoneSub { channel, flags, events, mut base, .. } = done;
+        self.hub.go_live(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
         for event in events {
             if let Event::Pub(p) = &event {
                 if p.offset > 0 && base > 0 {
                     if p.offset <= base {
-                        // Already covered by the reply's position or recovered publications.
                         continue;
                     }
                     if p.offset > base + 1 && flags.has(SubFlags::POSITIONED) {
@@ -503,6 +551,63 @@ impl Shard {
             });
             self.enqueue(key, out);
         }
+    }
+
+    /// Second half of a subscription that needed the home shard: settle it, announce it (the
+    /// subscribe reply, or a `subscribe` push followed by recovered publications), then go live.
+    pub(super) fn finish_subscribe(
+        &mut self,
+        key: ConnKey,
+        pending: PendingSub,
+        answer: Option<Answer>,
+    ) -> Step {
+        let reply = pending.reply;
+        match self.settle(key, pending, answer) {
+            Settled::Gone => {}
+            Settled::Failed => match reply {
+                SubReply::Command(id) => self.reply_error(key, id, codes::ERROR_INTERNAL),
+                SubReply::Push | SubReply::Connect => {
+                    self.disconnect(key, codes::DISCONNECT_SERVER_ERROR);
+                }
+            },
+            Settled::Unrecovered(SubReply::Command(id)) => {
+                self.reply_error(key, id, codes::ERROR_UNRECOVERABLE_POSITION);
+            }
+            Settled::Unrecovered(_) => self.disconnect(key, codes::DISCONNECT_INSUFFICIENT_STATE),
+            Settled::Done(mut done) => {
+                match reply {
+                    SubReply::Command(id) => {
+                        let result = std::mem::take(&mut done.result);
+                        self.reply(key, id, &ReplyBody::Subscribe(result));
+                    }
+                    SubReply::Push | SubReply::Connect => {
+                        let r = std::mem::take(&mut done.result);
+                        let push = PushBody::Subscribe(SubscribePush {
+                            recoverable: r.recoverable,
+                            epoch: r.epoch,
+                            offset: r.offset,
+                            positioned: r.positioned,
+                            data: r.data,
+                        });
+                        let channel = Arc::clone(&done.channel);
+                        self.enqueue(
+                            key,
+                            super::Out::json(|buf| {
+                                json::encode_push(&channel, &push, PushFraming::Reply, buf)
+                            }),
+                        );
+                        for p in &r.publications {
+                            let out = super::Out::json(|buf| {
+                                json::encode_publication_push(&channel, p, buf)
+                            });
+                            self.enqueue(key, out);
+                        }
+                    }
+                }
+                self.go_live(key, *done);
+            }
+        }
+        Step::Next
     }
 
     /// Takes a subscriber out of the hub, giving up the shard's interest when it was the last.

@@ -266,7 +266,6 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "client.channel_position_check_delay",
     "client.channel_position_max_time_lag",
     "client.connection_rate_limit",
-    "client.subscribe_to_user_personal_channel",
     "client.connect_code_to_unidirectional_disconnect",
     "client.proxy",
     "channel.proxy",

@@ -265,6 +265,20 @@ section! {
         user_connection_limit: usize [Plain] = 0,
         /// Max connections per node; 0 = unlimited.
         connection_limit: usize [Plain] = 0,
+        /// Subscribe every connection to its user's personal channel.
+        subscribe_to_user_personal_channel: PersonalChannel [Plain] = PersonalChannel::default(),
+    }
+}
+
+section! {
+    /// `client.subscribe_to_user_personal_channel` (spec §5.5).
+    pub struct PersonalChannel {
+        /// Subscribe each authenticated connection to `#<user>` server-side.
+        enabled: bool [Plain] = false,
+        /// Namespace of the channel (`<ns>:#<user>`); empty = no namespace.
+        personal_channel_namespace: String [Plain] = String::new(),
+        /// A new connection of the user disconnects the older ones (3504).
+        single_connection: bool [Plain] = false,
     }
 }
 

@@ -148,6 +148,11 @@ pub struct Shard {
     pub shutdown_wakers: Vec<Waker>,
     /// Counters.
     pub stats: Stats,
+    /// Connected clients in the whole process (`client.connection_limit`), shared by all shards.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Counted connections of the users whose home is this shard
+    /// (`client.user_connection_limit`).
+    pub user_conns: HashMap<Arc<str>, usize>,
     /// Set while a command runs again after a JWKS key fetch: a key still missing is then an
     /// invalid token instead of another fetch.
     pub keys_retry: bool,
@@ -193,6 +198,8 @@ impl Shard {
             shutdown_wakers: Vec::new(),
             stats: Stats::default(),
             keys_retry: false,
+            connections: Arc::default(),
+            user_conns: HashMap::new(),
             ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
             heartbeat: Arc::default(),
         }
@@ -323,6 +330,14 @@ impl Shard {
                 self.conns_op(*op);
                 Answer::Done
             }
+            Call::UserConnect { user, limit } => {
+                let n = self.user_conns.entry(user).or_default();
+                let admitted = *n < limit;
+                if admitted {
+                    *n += 1;
+                }
+                Answer::Admitted(admitted)
+            }
         }
     }
 
@@ -379,6 +394,15 @@ impl Shard {
                 }
                 self.forget_if_idle(&channel);
             }
+            Cast::UserGone { user } => {
+                if let Some(n) = self.user_conns.get_mut(&user) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.user_conns.remove(&user);
+                    }
+                }
+            }
+            Cast::Conns(op) => self.conns_op(*op),
         }
     }
 

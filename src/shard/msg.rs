@@ -114,6 +114,14 @@ pub enum Call {
     /// To every shard: act on the matching local connections (API `subscribe`, `unsubscribe`,
     /// `disconnect`, `refresh`); answer `Done`.
     Conns(Box<ConnsOp>),
+    /// To the user's home shard (`home_of(user)`): count one more connection of `user` unless
+    /// it has `limit` already; answer `Admitted`.
+    UserConnect {
+        /// User id.
+        user: Arc<str>,
+        /// `client.user_connection_limit`.
+        limit: usize,
+    },
 }
 
 /// Which connections a server-side operation targets (spec §3.3).
@@ -211,11 +219,13 @@ pub enum Answer {
     Channels(Vec<(Arc<str>, u32)>),
     /// Local counts for `info`.
     Info(Box<ShardCounts>),
+    /// Whether a connection of the user may be added (`UserConnect`).
+    Admitted(bool),
     /// Done, nothing to report.
     Done,
 }
 
-/// A one-way message to a channel's home shard.
+/// A one-way message to another shard.
 #[derive(Debug)]
 pub enum Cast {
     /// A subscriber left: drop its presence entry and emit `leave` when asked.
@@ -227,6 +237,14 @@ pub enum Cast {
         /// Emit a leave event with this info.
         leave: Option<Arc<ClientInfo>>,
     },
+    /// To the user's home shard: a counted connection of `user` is gone.
+    UserGone {
+        /// User id.
+        user: Arc<str>,
+    },
+    /// To every shard: act on matching local connections, no answer (a connect with
+    /// `single_connection` closing the user's older connections).
+    Conns(Box<ConnsOp>),
 }
 
 /// A message between shards.
