@@ -413,3 +413,134 @@ fn idempotent_and_versioned_publishes_are_not_repeated() {
     assert_eq!(c.next_json()["push"]["pub"]["data"], json!({"v": 5}));
     assert_eq!(c.next_json()["push"]["pub"]["data"], json!({"v": 6}));
 }
+
+#[test]
+fn token_subs_claim_and_recovery_of_server_side_subscriptions_on_reconnect() {
+    let server = Server::start(config());
+    let mut api = server.http();
+    let claims = json!({
+        "sub": "hana",
+        "subs": {"room:srvside": {"data": {"welcome": true}, "info": {"seat": 3}}}
+    });
+    let mut c = server.ws();
+    let reply = c.handshake(&token_with(claims.clone()));
+    let sub = &reply["connect"]["subs"]["room:srvside"];
+    assert_eq!(sub["data"], json!({"welcome": true}), "{reply}");
+    assert_eq!(sub["recoverable"], true);
+    let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    publish(&mut api, "room:srvside", json!({"n": 1}));
+    assert_eq!(c.next_json()["push"]["pub"]["offset"], 1);
+    // chan_info from the token shows in presence.
+    let p = api.api("presence", json!({"channel": "room:srvside"})).json();
+    let entry = p["result"]["presence"].as_object().unwrap().values().next().unwrap().clone();
+    assert_eq!(entry["chan_info"], json!({"seat": 3}), "{p}");
+    drop(c);
+    publish(&mut api, "room:srvside", json!({"n": 2}));
+    publish(&mut api, "room:srvside", json!({"n": 3}));
+    // Reconnect carrying the position, as SDKs do for server-side subscriptions.
+    let mut again = server.ws();
+    let id = again.command(json!({"connect": {
+        "token": token_with(claims),
+        "subs": {"room:srvside": {"recover": true, "offset": 1, "epoch": epoch}}
+    }}));
+    let reply = again.next_json();
+    assert_eq!(reply["id"], id);
+    let sub = &reply["connect"]["subs"]["room:srvside"];
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(sub["was_recovering"], true);
+    let data: Vec<Value> =
+        sub["publications"].as_array().unwrap().iter().map(|p| p["data"].clone()).collect();
+    assert_eq!(data, vec![json!({"n": 2}), json!({"n": 3})]);
+    // Unknown namespace in the token: connect error 102.
+    let mut bad = server.ws();
+    bad.command(
+        json!({"connect": {"token": token_with(json!({"sub": "x", "channels": ["nope:1"]}))}}),
+    );
+    assert_eq!(bad.next_json()["error"]["code"], 102);
+}
+
+#[test]
+fn connection_limits_and_the_personal_channel() {
+    let mut cfg = config();
+    merge(
+        &mut cfg,
+        json!({"client": {
+            "user_connection_limit": 2,
+            "channel_limit": 2,
+            "subscribe_to_user_personal_channel": {"enabled": true}
+        }}),
+    );
+    let server = Server::start(cfg);
+    let mut api = server.http();
+    let mut one = server.ws();
+    let mut two = server.ws();
+    let reply = one.handshake(&token("lee"));
+    assert!(reply["connect"]["subs"]["#lee"].is_object(), "personal channel: {reply}");
+    two.handshake(&token("lee"));
+    let mut three = server.ws();
+    three.command(json!({"connect": {"token": token("lee")}}));
+    assert_eq!(three.expect_close(), (3504, "connection limit".to_owned()));
+    // Once one leaves, the user may connect again (the count lives on the user's home shard).
+    drop(two);
+    let mut admitted = None;
+    for _ in 0..50 {
+        let mut c = server.ws();
+        c.command(json!({"connect": {"token": token("lee")}}));
+        match c.next_event() {
+            Event::Json(v) if v["connect"].is_object() => {
+                admitted = Some(c);
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    assert!(admitted.is_some(), "a freed slot is reusable");
+    // The personal channel receives API publications.
+    publish(&mut api, "#lee", json!({"dm": 1}));
+    assert_eq!(one.next_json()["push"]["pub"]["data"], json!({"dm": 1}));
+    // channel_limit counts the personal channel: one more client subscription fits, two do not.
+    one.subscribe("chat:a");
+    let id = one.command(json!({"subscribe": {"channel": "chat:b"}}));
+    assert_eq!(
+        one.next_json(),
+        json!({"id": id, "error": {"code": 106, "message": "limit exceeded"}})
+    );
+}
+
+#[test]
+fn subscription_token_expiry_refresh_and_unsubscribe_2501() {
+    let mut cfg = config();
+    merge(&mut cfg, json!({"client": {"expired_sub_close_delay": "0s"}}));
+    cfg["channel"]["namespaces"].as_array_mut().unwrap().push(json!({"name": "priv"}));
+    let server = Server::start(cfg);
+    let mut c = server.ws();
+    let client = c.handshake(&token("mia"))["connect"]["client"].as_str().unwrap().to_owned();
+    let sub_token = |exp: i64| token_with(json!({"sub": "mia", "channel": "priv:a", "exp": exp}));
+    let id = c.command(json!({"subscribe": {"channel": "priv:a", "token": sub_token(now() + 2)}}));
+    let r = c.next_json();
+    assert_eq!(r["id"], id);
+    assert_eq!(r["subscribe"]["expires"], true, "{r}");
+    assert!(r["subscribe"]["ttl"].as_u64().is_some_and(|t| t <= 2));
+    // A second channel refreshed in time survives; the first one expires with 2501.
+    let id = c.command(json!({"subscribe": {"channel": "priv:b", "token":
+        token_with(json!({"sub": "mia", "channel": "priv:b", "exp": now() + 2, "client": client}))}}));
+    assert_eq!(c.next_json()["id"], id);
+    let fresh = token_with(json!({"sub": "mia", "channel": "priv:b", "exp": now() + 600}));
+    let id = c.command(json!({"sub_refresh": {"channel": "priv:b", "token": fresh}}));
+    let r = c.next_json();
+    assert_eq!(r["id"], id);
+    assert_eq!(r["sub_refresh"]["expires"], true, "{r}");
+    let push = c.next_json();
+    assert_eq!(
+        push,
+        json!({"push": {"channel": "priv:a", "unsubscribe": {"code": 2501, "reason": "subscription expired"}}})
+    );
+    c.expect_silence(Duration::from_millis(300));
+    // sub_refresh errors: not subscribed 103; another user's token closes with 3500.
+    let id =
+        c.command(json!({"sub_refresh": {"channel": "priv:zzz", "token": sub_token(now() + 60)}}));
+    assert_eq!(c.next_json()["error"]["code"], 103, "id {id}");
+    let other = token_with(json!({"sub": "someone", "channel": "priv:b", "exp": now() + 60}));
+    c.command(json!({"sub_refresh": {"channel": "priv:b", "token": other}}));
+    assert_eq!(c.expect_close(), (3500, "invalid token".to_owned()));
+}
