@@ -45,8 +45,9 @@ struct Entry {
     /// Live subscribers that receive join/leave pushes (a subset of `keys`).
     join_leave: Vec<ConnKey>,
     buffering: Vec<Buffering>,
-    /// Offset of the last publication delivered here (0 = none yet), to notice a dropped one.
-    last_offset: u64,
+    /// Offset of the last publication delivered here, to notice a dropped one; `None` until a
+    /// publication or a positioned subscriber gives a starting point.
+    last_offset: Option<u64>,
     pending: u32,
     requested: bool,
     registered: bool,
@@ -142,17 +143,19 @@ impl Hub {
     }
 
     /// Ends buffering for `key`: returns the kept events, or `None` when it was not buffering
-    /// (it unsubscribed meanwhile). The caller then makes it live ([`Hub::go_live`]) or releases
-    /// it ([`Hub::remove`]).
+    /// (it unsubscribed meanwhile). The subscriber counts as pending again, so the channel
+    /// stays, until the caller makes it live ([`Hub::go_live`]) or gives up ([`Hub::abandon`]).
     pub fn take_buffered(&mut self, channel: &str, key: ConnKey) -> Option<Vec<Event>> {
         let e = self.channels.get_mut(channel)?;
         let pos = e.buffering.iter().position(|b| b.key == key)?;
+        e.pending += 1;
         Some(e.buffering.swap_remove(pos).events)
     }
 
-    /// Adds a live subscriber directly (after buffering).
+    /// A subscriber taken out of buffering becomes live.
     pub fn go_live(&mut self, channel: &str, key: ConnKey, join_leave: bool) {
         if let Some(e) = self.channels.get_mut(channel) {
+            e.pending = e.pending.saturating_sub(1);
             e.keys.push(key);
             if join_leave {
                 e.join_leave.push(key);
@@ -171,11 +174,30 @@ impl Hub {
         }
         match event {
             Event::Pub(p) if p.offset > 0 => {
-                let gap = e.last_offset > 0 && p.offset > e.last_offset + 1;
-                e.last_offset = e.last_offset.max(p.offset);
+                let gap = e.last_offset.is_some_and(|last| p.offset > last + 1);
+                e.last_offset = Some(e.last_offset.map_or(p.offset, |last| last.max(p.offset)));
                 gap
             }
             _ => false,
+        }
+    }
+
+    /// A positioned subscriber is about to go live at stream offset `top` (every publication up
+    /// to it has been sent to this shard before the answer that reported it). Returns true when
+    /// this shard had seen less than that: a delivery was dropped, and the live positioned
+    /// subscribers already here missed it.
+    pub fn sync_position(&mut self, channel: &str, top: u64) -> bool {
+        let Some(e) = self.channels.get_mut(channel) else { return false };
+        match e.last_offset {
+            Some(last) if last < top => {
+                e.last_offset = Some(top);
+                true
+            }
+            Some(_) => false,
+            None => {
+                e.last_offset = Some(top);
+                false
+            }
         }
     }
 

@@ -322,10 +322,11 @@ impl Shard {
                 }
             }
         }
-        if self.conn_mut(key).is_none_or(|c| c.closing.is_some()) {
-            return Step::Stop;
+        // `go_live` gives the place up for a connection that closed meanwhile (or whose reply
+        // overflowed its queue).
+        if self.conn_mut(key).is_some_and(|c| c.closing.is_none()) {
+            self.reply(key, id, &ReplyBody::Connect(result));
         }
-        self.reply(key, id, &ReplyBody::Connect(result));
         for done in live {
             self.go_live(key, done);
         }

@@ -476,11 +476,12 @@ impl Shard {
             c.closing.is_none() && c.session().is_some_and(|s| s.has_sub(&channel))
         });
         if !live {
-            self.release(&channel, key);
+            self.abandon(&channel);
             return Settled::Gone;
         }
         let Some(Answer::Subscribed { top, read }) = answer else {
             self.drop_sub(key, &channel);
+            self.abandon(&channel);
             return Settled::Failed;
         };
         let mut base = 0;
@@ -519,6 +520,7 @@ impl Shard {
                     result.publications = owned(&publications);
                 } else if reject_unrecovered {
                     self.drop_sub(key, &channel);
+                    self.abandon(&channel);
                     return Settled::Unrecovered(reply);
                 }
             }
@@ -530,7 +532,20 @@ impl Shard {
     /// what the reply already covered is dropped, a gap means lost state (3010).
     pub(crate) fn go_live(&mut self, key: ConnKey, done: DoneSub) {
         let DoneSub { channel, flags, events, mut base, .. } = done;
+        // The announcement may have closed the connection (queue overflow): then it gives its
+        // place up instead of joining.
+        let live = self.conn_mut(key).is_some_and(|c| {
+            c.closing.is_none() && c.session().is_some_and(|s| s.has_sub(&channel))
+        });
+        if !live {
+            self.abandon(&channel);
+            return;
+        }
+        let lost = flags.has(SubFlags::POSITIONED) && self.hub.sync_position(&channel, base);
         self.hub.go_live(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
+        if lost {
+            self.insufficient_state_except(&channel, key);
+        }
         for event in events {
             if let Event::Pub(p) = &event {
                 if p.offset > 0 && base > 0 {
@@ -610,6 +625,14 @@ impl Shard {
         Step::Next
     }
 
+    /// A subscriber taken out of buffering will not go live: the shard gives up its interest
+    /// when it was the last.
+    pub(crate) fn abandon(&mut self, channel: &Arc<str>) {
+        if self.hub.abandon(channel) {
+            self.interest_off(channel);
+        }
+    }
+
     /// Takes a subscriber out of the hub, giving up the shard's interest when it was the last.
     fn release(&mut self, channel: &Arc<str>, key: ConnKey) {
         if self.hub.remove(channel, key) {
@@ -676,8 +699,14 @@ impl Shard {
     /// A delivery to this shard was lost: every positioned subscriber of `channel` here must
     /// recover (spec §6.3: unsubscribe 2500, or disconnect 3010 for server-side ones).
     pub fn insufficient_state(&mut self, channel: &str) {
+        self.insufficient_state_except(channel, ConnKey { slot: u32::MAX, generation: 0 });
+    }
+
+    /// [`Shard::insufficient_state`] for everyone but `spared` (a subscriber whose position
+    /// was just read from the home shard).
+    fn insufficient_state_except(&mut self, channel: &str, spared: ConnKey) {
         let keys: Vec<ConnKey> = self.hub.subscribers(channel).to_vec();
-        for key in keys {
+        for key in keys.into_iter().filter(|k| *k != spared) {
             let positioned = self
                 .conn_mut(key)
                 .and_then(|c| c.session())

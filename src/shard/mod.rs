@@ -16,6 +16,8 @@
 
 pub mod id;
 pub mod msg;
+#[cfg(test)]
+mod sim_tests;
 
 use std::cell::RefCell;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -98,9 +100,44 @@ pub struct Spill {
 /// subscriptions made through the API).
 #[derive(Debug, Default)]
 pub struct Pending {
+    /// Matches the high half of the request id, so that an answer to a request whose
+    /// waiter went away never reaches a newer request in the same slot.
+    generation: u32,
     answer: Option<Answer>,
     waker: Option<Waker>,
     then: Option<(ConnKey, crate::client::Resume)>,
+}
+
+/// Parked requests by id: a slab slot in the low 32 bits, a generation in the high 32.
+#[derive(Debug, Default)]
+pub struct Pendings {
+    slots: Slab<Pending>,
+    next_generation: u32,
+}
+
+impl Pendings {
+    fn insert(&mut self, mut p: Pending) -> RequestId {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        p.generation = self.next_generation;
+        let slot = self.slots.insert(p) as u64;
+        (u64::from(self.next_generation) << 32) | slot
+    }
+
+    fn index(&self, id: RequestId) -> Option<usize> {
+        let slot = (id & u64::from(u32::MAX)) as usize;
+        let generation = (id >> 32) as u32;
+        self.slots.get(slot).filter(|p| p.generation == generation).map(|_| slot)
+    }
+
+    fn get_mut(&mut self, id: RequestId) -> Option<&mut Pending> {
+        let i = self.index(id)?;
+        self.slots.get_mut(i)
+    }
+
+    fn remove(&mut self, id: RequestId) -> Option<Pending> {
+        let i = self.index(id)?;
+        Some(self.slots.remove(i))
+    }
 }
 
 /// Counters the shard keeps for observability (plain fields: one owner).
@@ -135,7 +172,7 @@ pub struct Shard {
     pub hub: Hub,
     /// Channels whose home is this shard.
     pub home: HashMap<Arc<str>, HomeChannel>,
-    pending: Slab<Pending>,
+    pending: Pendings,
     /// Cross-shard senders per lane (None until the meshes are joined; absent with one shard).
     pub senders: [Option<Rc<Senders<ShardMsg>>>; 2],
     /// Spill queues per lane per peer.
@@ -190,7 +227,7 @@ impl Shard {
             next_generation: 0,
             hub: Hub::default(),
             home: HashMap::new(),
-            pending: Slab::new(),
+            pending: Pendings::default(),
             senders: [None, None],
             spill: [spill(), spill()],
             timers: BinaryHeap::new(),
@@ -255,8 +292,13 @@ impl Shard {
     pub fn handle(&mut self, msg: ShardMsg) -> Option<glommio::net::AcceptedTcpStream> {
         match msg {
             ShardMsg::Call { origin, req, call } => {
+                // A subscription's answer travels behind the deliveries already sent to its
+                // shard (same lane, FIFO): every publication up to the position it reports has
+                // then arrived first and is dropped from the merge instead of doubled.
+                let lane =
+                    if matches!(*call, Call::Subscribe(_)) { Lane::Main } else { Lane::Reply };
                 let answer = self.serve(*call);
-                self.send(Lane::Reply, origin, ShardMsg::Answer { req, answer: Box::new(answer) });
+                self.send(lane, origin, ShardMsg::Answer { req, answer: Box::new(answer) });
             }
             ShardMsg::Answer { req, answer } => self.answer(req, *answer),
             ShardMsg::Cast(cast) => self.cast(*cast),
@@ -457,7 +499,7 @@ impl Shard {
     /// Sends a request to shard `to` (inline when it is this shard) and parks it; await the
     /// answer with [`PendingAnswer`].
     pub fn call(&mut self, to: ShardId, call: Call) -> RequestId {
-        let req = self.pending.insert(Pending::default()) as RequestId;
+        let req = self.pending.insert(Pending::default());
         let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
         self.send(Lane::Main, to, msg);
         req
@@ -473,7 +515,7 @@ impl Shard {
         then: crate::client::Resume,
     ) {
         let slot = Pending { then: Some((key, then)), ..Pending::default() };
-        let req = self.pending.insert(slot) as RequestId;
+        let req = self.pending.insert(slot);
         let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
         self.send(Lane::Main, home_of(channel, self.count), msg);
     }
@@ -494,7 +536,7 @@ impl Shard {
         match msg {
             ShardMsg::Call { origin, req, .. } if origin == self.id => {
                 // Removing the slot makes the parked request resolve as lost (error 100).
-                if let Some(p) = self.pending.try_remove(req as usize) {
+                if let Some(p) = self.pending.remove(req) {
                     if let Some(w) = p.waker {
                         w.wake();
                     }
@@ -511,14 +553,14 @@ impl Shard {
     }
 
     fn answer(&mut self, req: RequestId, answer: Answer) {
-        if self.pending.get(req as usize).is_some_and(|p| p.then.is_some()) {
-            if let Some((key, then)) = self.pending.remove(req as usize).then {
+        if self.pending.get_mut(req).is_some_and(|p| p.then.is_some()) {
+            if let Some((key, then)) = self.pending.remove(req).and_then(|p| p.then) {
                 self.resume(key, then, Some(answer));
             }
             return;
         }
         // A missing slot means the requester went away (connection closed); nothing to do.
-        if let Some(p) = self.pending.get_mut(req as usize) {
+        if let Some(p) = self.pending.get_mut(req) {
             p.answer = Some(answer);
             if let Some(w) = p.waker.take() {
                 w.wake();
@@ -584,7 +626,7 @@ impl Future for PendingAnswer {
     type Output = Option<Answer>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let req = self.req as usize;
+        let req = self.req;
         let answer = {
             let mut shard = self.shard.borrow_mut();
             let Some(slot) = shard.pending.get_mut(req) else { return Poll::Ready(None) };
@@ -613,9 +655,7 @@ impl Drop for PendingAnswer {
     fn drop(&mut self) {
         if !self.done {
             if let Ok(mut shard) = self.shard.try_borrow_mut() {
-                if shard.pending.contains(self.req as usize) {
-                    shard.pending.remove(self.req as usize);
-                }
+                shard.pending.remove(self.req);
             }
         }
     }

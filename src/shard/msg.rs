@@ -12,7 +12,7 @@ use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery, Position}
 use crate::protocol::{ClientInfo, Disconnect, Publication, RawJson};
 use crate::shard::id::ShardId;
 
-/// Identifies a parked request on its origin shard (a slot in `Shard::pending`).
+/// Identifies a parked request on its origin shard (slot and generation in `Shard::pending`).
 pub type RequestId = u64;
 
 /// Which cross-shard lane a message travels on. Replies have their own lane so a response never
