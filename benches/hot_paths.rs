@@ -94,6 +94,7 @@ fn shard_with_subscribers(n: usize, channel: &str) -> Shard {
                 subs: vec![Sub::new(Arc::clone(&ch), SubFlags::default())],
                 expire_at: None,
                 counted: false,
+                token_channels: 0,
             });
             conn
         });

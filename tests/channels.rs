@@ -544,3 +544,54 @@ fn subscription_token_expiry_refresh_and_unsubscribe_2501() {
     c.command(json!({"sub_refresh": {"channel": "priv:b", "token": other}}));
     assert_eq!(c.expect_close(), (3500, "invalid token".to_owned()));
 }
+
+#[test]
+fn channel_feature_error_and_disconnect_codes() {
+    let mut cfg = config();
+    merge(
+        &mut cfg,
+        json!({"client": {
+            "channel_limit": 2,
+            "expired_sub_close_delay": "0s",
+            "disallow_anonymous_connection_tokens": true
+        }}),
+    );
+    cfg["channel"]["namespaces"].as_array_mut().unwrap().push(json!({"name": "priv"}));
+    let server = Server::start(cfg);
+    let mut api = server.http();
+    // 110: the token's expire_at is already past (its exp is fine).
+    let mut c = server.ws();
+    let id = c.command(json!({"connect": {"token":
+        token_with(json!({"sub": "nina", "exp": now() + 600, "expire_at": now() - 10}))}}));
+    assert_eq!(c.next_json(), json!({"id": id, "error": {"code": 110, "message": "expired"}}));
+    c.handshake(&token("nina"));
+    let id = c.command(json!({"subscribe": {"channel": "priv:x", "token":
+        token_with(json!({"sub": "nina", "channel": "priv:x", "exp": now() + 600, "expire_at": now() - 10}))}}));
+    assert_eq!(c.next_json()["error"]["code"], 110, "subscription expire_at in the past (id {id})");
+    // 3507: anonymous tokens are refused.
+    let mut anon = server.ws();
+    anon.command(json!({"connect": {"token": token_with(json!({"sub": ""}))}}));
+    assert_eq!(anon.expect_close(), (3507, "permission denied".to_owned()));
+    // 3505: more token channels than client.channel_limit.
+    let mut many = server.ws();
+    many.command(json!({"connect": {"token":
+        token_with(json!({"sub": "oli", "channels": ["chat:1", "chat:2", "chat:3"]}))}}));
+    assert_eq!(many.expect_close(), (3505, "channel limit".to_owned()));
+    // 3006: a server-side subscription (API) whose expire_at passes.
+    let mut s = server.ws();
+    s.handshake(&token("pia"));
+    let r =
+        api.api("subscribe", json!({"user": "pia", "channel": "chat:exp", "expire_at": now() + 1}));
+    assert_eq!(r.json(), json!({"result": {}}));
+    assert!(s.next_json()["push"]["subscribe"].is_object());
+    assert_eq!(s.expect_close(), (3006, "subscription expired".to_owned()));
+    // 3010: a refresh token whose server-side channel set changed.
+    let mut t = server.ws();
+    t.handshake(&token_with(json!({"sub": "quin", "channels": ["chat:q"], "exp": now() + 600})));
+    let id = t.command(json!({"refresh": {"token":
+        token_with(json!({"sub": "quin", "channels": ["chat:q"], "exp": now() + 900}))}}));
+    assert_eq!(t.next_json()["id"], id, "same channels: refreshed");
+    t.command(json!({"refresh": {"token":
+        token_with(json!({"sub": "quin", "channels": ["chat:q", "chat:r"], "exp": now() + 900}))}}));
+    assert_eq!(t.expect_close(), (3010, "insufficient state".to_owned()));
+}

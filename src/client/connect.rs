@@ -39,6 +39,8 @@ pub struct PendingConnect {
     positions: Vec<(String, SubscribeRequest)>,
     /// The user's home shard counted this connection.
     counted: bool,
+    /// See `Session::token_channels`.
+    token_channels: u64,
 }
 
 /// A connect reply waiting for the home shards of its server-side subscriptions.
@@ -56,11 +58,11 @@ impl Shard {
         let insecure = client_cfg.insecure;
         let now = unix_now();
         let mut subs: Vec<ServerSub> = Vec::new();
-        let (user, conn_info, expire_at) = if req.token.is_empty() {
+        let (user, conn_info, expire_at, fingerprint) = if req.token.is_empty() {
             if !(insecure || client_cfg.allow_anonymous_connect_without_token) {
                 return self.bad_request(key);
             }
-            (String::new(), None, None)
+            (String::new(), None, None, 0)
         } else {
             match self.verifier.verify_connection(&req.token, now) {
                 Ok(claims) => {
@@ -77,6 +79,7 @@ impl Shard {
                         self.disconnect(key, codes::DISCONNECT_PERMISSION_DENIED);
                         return Step::Stop;
                     }
+                    let fingerprint = super::token_channels(&claims);
                     // `subs` replaces `channels` when present (spec §4.2).
                     match claims.subs {
                         Some(list) => subs.extend(list.into_iter().map(|s| ServerSub {
@@ -92,7 +95,7 @@ impl Shard {
                             overrides: SubscribeOverrides::default(),
                         })),
                     }
-                    (claims.user, claims.info.map(RawJson), expiry)
+                    (claims.user, claims.info.map(RawJson), expiry, fingerprint)
                 }
                 Err(TokenError::Expired) => {
                     self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
@@ -162,6 +165,7 @@ impl Shard {
             subs,
             positions: req.subs,
             counted: false,
+            token_channels: fingerprint,
         };
         let user_limit = self.cfg.client.user_connection_limit;
         if user_limit > 0 && !pending.user.is_empty() {
@@ -210,7 +214,16 @@ impl Shard {
     /// Makes the session, starts timers and server-side subscriptions; the reply waits for the
     /// subscriptions' home shards (`ConnectWait`).
     fn establish(&mut self, key: ConnKey, pending: PendingConnect) -> Step {
-        let PendingConnect { id, user, conn_info, expire_at, subs, positions, counted } = pending;
+        let PendingConnect {
+            id,
+            user,
+            conn_info,
+            expire_at,
+            subs,
+            positions,
+            counted,
+            token_channels,
+        } = pending;
         let limit = self.cfg.client.connection_limit;
         let before = self.connections.fetch_add(1, Ordering::Relaxed);
         if limit > 0 && before >= limit {
@@ -245,6 +258,7 @@ impl Shard {
             subs: Vec::with_capacity(subs.len()),
             expire_at,
             counted,
+            token_channels,
         };
         let Some(conn) = self.conn_mut(key) else { return Step::Stop };
         conn.state = State::Connected(session);

@@ -115,6 +115,9 @@ pub struct Session {
     pub expire_at: Option<i64>,
     /// The user's home shard counts this connection (`client.user_connection_limit`).
     pub counted: bool,
+    /// Fingerprint of the token's server-side channel set (`channels`/`subs`); a refresh token
+    /// with another set closes the connection with 3010 so it reconnects with the new set.
+    pub token_channels: u64,
 }
 
 impl Session {
@@ -712,6 +715,10 @@ impl Shard {
             self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
             return Step::Stop;
         }
+        if session.token_channels != token_channels(&claims) {
+            self.disconnect(key, codes::DISCONNECT_INSUFFICIENT_STATE);
+            return Step::Stop;
+        }
         let expiry = match auth::connection_expiry(&claims, now) {
             Expiry::Never => None,
             Expiry::At(at) => Some(at),
@@ -846,6 +853,22 @@ pub fn rpc_reply(rpc: &crate::config::Rpc, method: &str) -> ReplyBody {
     })
 }
 
+/// Order-independent fingerprint of a connection token's server-side channels.
+pub(crate) fn token_channels(claims: &crate::auth::ConnectionClaims) -> u64 {
+    let mut names: Vec<&str> = match &claims.subs {
+        Some(subs) => subs.iter().map(|s| s.channel.as_str()).collect(),
+        None => claims.channels.iter().map(String::as_str).collect(),
+    };
+    if names.is_empty() {
+        return 0;
+    }
+    names.sort_unstable();
+    names.dedup();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&names, &mut h);
+    std::hash::Hasher::finish(&h)
+}
+
 /// Maps a channel-check failure to the client protocol error.
 pub fn channel_error(e: ChannelError) -> ProtocolError {
     match e {
@@ -951,6 +974,7 @@ mod tests {
                 subs: vec![Sub::new(Arc::clone(channel), SubFlags::default())],
                 expire_at: None,
                 counted: false,
+                token_channels: 0,
             });
             c
         })

@@ -166,6 +166,7 @@ impl Sim {
                 subs: Vec::new(),
                 expire_at: None,
                 counted: false,
+                token_channels: 0,
             });
             c
         });
