@@ -528,6 +528,51 @@ describe('rotor with the centrifuge SDK', () => {
     await assert.rejects(c.rpc('anything', {}), (err) => err.code === 108);
   });
 
+  test('a subscription token from getToken is refreshed before it expires', async () => {
+    const c = await connectedClient(server, 'alice');
+    let fetched = 0;
+    // `$` channels accept only a subscription token; this one lives 3 s, so the SDK must
+    // refresh it (sub_refresh) to stay subscribed.
+    const sub = newSub(c, '$vault', {
+      getToken: async () => {
+        fetched += 1;
+        return server.token('alice', { channel: '$vault', exp: nowSec() + 3 });
+      },
+    });
+    const got = [];
+    sub.on('publication', (ctx) => got.push(ctx.data));
+    const ok = waitEvent(sub, 'subscribed');
+    sub.subscribe();
+    await ok;
+    await waitUntil(() => fetched >= 2, 'a token refresh', 8000);
+    await sleep(1500);
+    assert.equal(sub.state, 'subscribed', 'still subscribed after the first token expired');
+    await server.publish('$vault', { after: 'refresh' });
+    await waitUntil(() => got.length === 1, 'the publication after the refresh');
+    assert.deepStrictEqual(got, [{ after: 'refresh' }]);
+  });
+
+  test('server-side subscriptions added and removed through the API', async () => {
+    const c = await connectedClient(server, 'serverside');
+    const subscribedTo = [];
+    const unsubscribedFrom = [];
+    const pubs = [];
+    c.on('subscribed', (ctx) => subscribedTo.push(ctx.channel));
+    c.on('unsubscribed', (ctx) => unsubscribedFrom.push(ctx.channel));
+    c.on('publication', (ctx) => pubs.push([ctx.channel, ctx.data]));
+    const r = await server.api('subscribe', { user: 'serverside', channel: 'chat:pushed' });
+    assert.deepStrictEqual(r.body, { result: {} });
+    await waitUntil(() => subscribedTo.includes('chat:pushed'), 'the subscribe push');
+    await server.publish('chat:pushed', { n: 1 });
+    await waitUntil(() => pubs.length === 1, 'a publication on the server-side subscription');
+    assert.deepStrictEqual(pubs, [['chat:pushed', { n: 1 }]]);
+    await server.api('unsubscribe', { user: 'serverside', channel: 'chat:pushed' });
+    await waitUntil(() => unsubscribedFrom.includes('chat:pushed'), 'the unsubscribe push');
+    await server.publish('chat:pushed', { n: 2 });
+    await sleep(200);
+    assert.equal(pubs.length, 1, 'nothing after the server unsubscribed');
+  });
+
   test('the server survived the suite', () => {
     assert.equal(server.exitInfo, null, `rotor exited early:\n${server.logs()}`);
   });
