@@ -88,7 +88,7 @@ fn shard_with_subscribers(n: usize, channel: &str) -> Shard {
         let key = shard.insert_conn(|g| {
             let mut conn = Conn::new(g, false);
             conn.state = State::Connected(Session {
-                client: Arc::from(format!("client-{i}").as_str()),
+                client: uuid::Uuid::from_u128(i as u128),
                 user: Arc::from("u"),
                 conn_info: None,
                 subs: vec![Sub::new(Arc::clone(&ch), SubFlags::default())],

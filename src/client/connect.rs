@@ -235,7 +235,7 @@ impl Shard {
             return Step::Stop;
         }
         let now = unix_now();
-        let client: Arc<str> = Arc::from(uuid::Uuid::new_v4().to_string().as_str());
+        let client = uuid::Uuid::new_v4();
         let ping = self.cfg.client.ping_interval;
         let pong = self.cfg.client.pong_timeout;
         // With native WebSocket pings the protocol advertises no app-level ping at all.
@@ -252,7 +252,7 @@ impl Shard {
             result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);
         }
         let session = Session {
-            client: Arc::clone(&client),
+            client,
             user: Arc::clone(&user),
             conn_info,
             subs: Vec::with_capacity(subs.len()),

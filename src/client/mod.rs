@@ -101,8 +101,9 @@ pub enum State {
 /// An authenticated session.
 #[derive(Debug)]
 pub struct Session {
-    /// Client id sent in `ConnectResult.client`.
-    pub client: Arc<str>,
+    /// Client id sent in `ConnectResult.client` (a UUID kept in binary: 16 bytes inline
+    /// instead of a 36-character string on the heap for every connection).
+    pub client: uuid::Uuid,
     /// User id (empty = anonymous).
     pub user: Arc<str>,
     /// `info` claim, attached to the client's publications.
@@ -129,6 +130,15 @@ impl Session {
     /// Whether the connection is subscribed to `channel`.
     pub fn has_sub(&self, channel: &str) -> bool {
         self.sub(channel).is_some()
+    }
+
+    /// Adds a subscription. Capacity grows 1, 2, 4, … instead of `Vec`'s first jump to 4:
+    /// most connections hold one channel, and idle memory per connection is a target.
+    pub fn push_sub(&mut self, sub: Sub) {
+        if self.subs.len() == self.subs.capacity() {
+            self.subs.reserve_exact(self.subs.len().max(1));
+        }
+        self.subs.push(sub);
     }
 
     /// Removes and returns the subscription to `channel`.
@@ -968,7 +978,7 @@ mod tests {
         shard.insert_conn(|g| {
             let mut c = Conn::new(g, false);
             c.state = State::Connected(Session {
-                client: Arc::from("c"),
+                client: uuid::Uuid::from_u128(1),
                 user: Arc::from("u"),
                 conn_info: None,
                 subs: vec![Sub::new(Arc::clone(channel), SubFlags::default())],

@@ -25,7 +25,7 @@ impl Shard {
                 let State::Connected(s) = &c.state else { return None };
                 let hit = c.closing.is_none()
                     && *s.user == *filter.user
-                    && (filter.client.is_empty() || *s.client == *filter.client)
+                    && (filter.client.is_empty() || s.client.to_string() == filter.client)
                     // WebSocket connections have no session id, so a session filter matches
                     // none of them.
                     && filter.session.is_empty();
@@ -72,10 +72,10 @@ impl Shard {
             }
             ConnsOp::Disconnect { filter, whitelist, disconnect } => {
                 for key in self.matching(&filter) {
-                    let spared = self
-                        .conn_mut(key)
-                        .and_then(|c| c.session())
-                        .is_some_and(|s| whitelist.iter().any(|w| **w == *s.client));
+                    let spared = self.conn_mut(key).and_then(|c| c.session()).is_some_and(|s| {
+                        let id = s.client.to_string();
+                        whitelist.contains(&id)
+                    });
                     if !spared {
                         self.disconnect(key, disconnect.clone());
                     }

@@ -237,7 +237,7 @@ impl Shard {
             return Step::Next;
         }
         let user = Arc::clone(&session.user);
-        let client = Arc::clone(&session.client);
+        let client = session.client.to_string();
         let resolved = match namespaces.resolve(&channel) {
             Ok(r) => r,
             Err(e) => {
@@ -322,7 +322,7 @@ impl Shard {
         let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
             return Step::Stop;
         };
-        session.subs.push(sub);
+        session.push_sub(sub);
         let info = Arc::new(session.info(chan_info));
         if let Some(at) = expire_at {
             self.arm_sub_expiry(key, at, now);
@@ -417,7 +417,7 @@ impl Shard {
         let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
             return None;
         };
-        session.subs.push(sub);
+        session.push_sub(sub);
         let info = Arc::new(session.info(chan_info));
         if let Some(at) = expire_at {
             self.arm_sub_expiry(key, at, now);
@@ -770,7 +770,7 @@ impl Shard {
             return Step::Next;
         }
         let user = Arc::clone(&session.user);
-        let client = Arc::clone(&session.client);
+        let client = session.client.to_string();
         let now = unix_now();
         let (expire_at, ttl) = match self.sub_verifier.verify_subscription(&req.token, now) {
             Ok(claims) => {

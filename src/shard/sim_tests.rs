@@ -160,7 +160,7 @@ impl Sim {
         let key = self.shards[shard].borrow_mut().insert_conn(|g| {
             let mut c = Conn::new(g, false);
             c.state = State::Connected(Session {
-                client: Arc::from(format!("c{client}").as_str()),
+                client: uuid::Uuid::from_u128(client as u128),
                 user: Arc::from("u"),
                 conn_info: None,
                 subs: Vec::new(),
