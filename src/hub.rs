@@ -120,17 +120,9 @@ impl Hub {
 
     /// A pending subscriber becomes a live one: deliveries reach it from now on.
     pub fn finish(&mut self, channel: &str, key: ConnKey) {
-        self.finish_with(channel, key, false);
-    }
-
-    /// [`Hub::finish`], also receiving join/leave pushes when `join_leave`.
-    pub fn finish_with(&mut self, channel: &str, key: ConnKey, join_leave: bool) {
         if let Some(e) = self.channels.get_mut(channel) {
             e.pending = e.pending.saturating_sub(1);
             e.keys.push(key);
-            if join_leave {
-                e.join_leave.push(key);
-            }
         }
     }
 

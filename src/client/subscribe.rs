@@ -93,11 +93,6 @@ impl Sub {
         Sub { channel, flags, extra: None }
     }
 
-    /// A server-side subscription with namespace defaults and no position.
-    pub fn server_side(channel: Arc<str>) -> Sub {
-        Sub::new(channel, SubFlags(SubFlags::SERVER_SIDE))
-    }
-
     /// `chan_info`, if any.
     pub fn chan_info(&self) -> Option<RawJson> {
         self.extra.as_ref().and_then(|e| e.chan_info.clone())
