@@ -351,6 +351,9 @@ fn api_history_history_remove_channels_info_and_batch() {
     assert_eq!(chans["result"]["channels"]["chat:one"], json!({"num_clients": 1}));
     let chans = api.api("channels", json!({"pattern": "chat:*"})).json();
     assert_eq!(chans["result"]["channels"].as_object().unwrap().len(), 1, "{chans}");
+    // An invalid pattern is an internal error upstream (100), not a bad request.
+    let bad = api.api("channels", json!({"pattern": "chat:["})).json();
+    assert_eq!(bad, json!({"error": {"code": 100, "message": "internal server error"}}));
     // info: one node, one client and user, two subscriptions.
     let info = api.api("info", json!({})).json();
     let node = &info["result"]["nodes"][0];
