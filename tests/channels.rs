@@ -598,3 +598,44 @@ fn channel_feature_error_and_disconnect_codes() {
         token_with(json!({"sub": "quin", "channels": ["chat:q", "chat:r"], "exp": now() + 900}))}}));
     assert_eq!(t.expect_close(), (3010, "insufficient state".to_owned()));
 }
+
+#[test]
+fn cache_recovery_delivers_only_the_latest_publication() {
+    let mut cfg = config();
+    for ns in [
+        json!({"name": "state", "allow_subscribe_for_client": true, "history_size": 1,
+               "history_ttl": "300s", "force_recovery": true, "force_recovery_mode": "cache"}),
+        json!({"name": "auto", "allow_subscribe_for_client": true, "history_size": 1,
+               "history_ttl": "300s", "force_recovery": true, "force_recovery_mode": "cache",
+               "auto_cache_recover": true}),
+    ] {
+        cfg["channel"]["namespaces"].as_array_mut().unwrap().push(ns);
+    }
+    let server = Server::start(cfg);
+    let mut api = server.http();
+    let mut c = server.ws();
+    c.handshake(&token("rae"));
+    let epoch = c.subscribe("state:s")["subscribe"]["epoch"].as_str().unwrap().to_owned();
+    for n in 1..=3 {
+        publish(&mut api, "state:s", json!({"n": n}));
+        c.next_json();
+    }
+    c.command(json!({"unsubscribe": {"channel": "state:s"}}));
+    c.next_json();
+    for n in 4..=6 {
+        publish(&mut api, "state:s", json!({"n": n}));
+    }
+    // Cache mode: recovered, with only the newest publication.
+    let reply = recover(&mut c, "state:s", 3, &epoch);
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["recovered"], true, "{reply}");
+    assert_eq!(sub["publications"], json!([{"data": {"n": 6}, "offset": 6}]));
+    assert_eq!(sub["offset"], 3, "a recovered reply echoes the client's offset");
+    // auto_cache_recover: a plain subscribe gets the latest publication too.
+    publish(&mut api, "auto:a", json!({"latest": true}));
+    let reply = c.subscribe("auto:a");
+    let sub = &reply["subscribe"];
+    assert_eq!(sub["was_recovering"], true, "{reply}");
+    assert_eq!(sub["recovered"], true);
+    assert_eq!(sub["publications"][0]["data"], json!({"latest": true}));
+}

@@ -49,6 +49,8 @@ impl SubFlags {
     pub const PUSH_JOIN_LEAVE: u8 = 1 << 5;
     /// Recovery in cache mode (latest publication only).
     pub const CACHE: u8 = 1 << 6;
+    /// Cache mode recovers on every subscribe, asked or not (`auto_cache_recover`).
+    pub const AUTO_CACHE: u8 = 1 << 7;
 
     /// Whether `flag` is set.
     pub fn has(self, flag: u8) -> bool {
@@ -204,8 +206,24 @@ pub fn sub_flags(
     f.set(SubFlags::PUSH_JOIN_LEAVE, push_join_leave);
     f.set(SubFlags::RECOVERABLE, recoverable);
     f.set(SubFlags::POSITIONED, positioned);
-    f.set(SubFlags::CACHE, o.force_recovery_mode == "cache");
+    let cache = o.force_recovery_mode == "cache";
+    f.set(SubFlags::CACHE, cache);
+    f.set(SubFlags::AUTO_CACHE, cache && recoverable && o.auto_cache_recover);
     f
+}
+
+/// Where a subscription recovers from: the client's position when it asked (`recover`), the
+/// start of the stream when cache mode recovers unasked (spec §6.5), else nowhere.
+fn recover_from(flags: SubFlags, req: &SubscribeRequest) -> Option<Position> {
+    if !flags.has(SubFlags::RECOVERABLE) {
+        None
+    } else if req.recover {
+        Some(Position { offset: req.offset, epoch: req.epoch.clone() })
+    } else if flags.has(SubFlags::AUTO_CACHE) {
+        Some(Position::default())
+    } else {
+        None
+    }
 }
 
 impl Shard {
@@ -330,8 +348,7 @@ impl Shard {
             };
         }
         self.hub.start_buffering(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
-        let recover = (req.recover && flags.has(SubFlags::RECOVERABLE))
-            .then(|| Position { offset: req.offset, epoch: req.epoch.clone() });
+        let recover = recover_from(flags, &req);
         let query = recover.as_ref().map(|from| self.recovery_query(flags, from));
         let call = Call::Subscribe(SubscribeCall {
             channel: Arc::clone(&channel),
@@ -420,8 +437,7 @@ impl Shard {
         let channel = &spec.channel;
         self.begin_subscription(channel);
         self.hub.start_buffering(channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
-        let recover = (req.recover && flags.has(SubFlags::RECOVERABLE))
-            .then(|| Position { offset: req.offset, epoch: req.epoch.clone() });
+        let recover = recover_from(flags, req);
         let query = recover.as_ref().map(|from| self.recovery_query(flags, from));
         let call = Call::Subscribe(SubscribeCall {
             channel: Arc::clone(channel),
