@@ -494,6 +494,7 @@ pub async fn timers(shard: ShardRef) {
         let next = {
             let mut s = shard.borrow_mut();
             s.heartbeat.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            s.sweep(Instant::now());
             s.run_timers(Instant::now())
         };
         let wait = next

@@ -24,6 +24,9 @@ pub struct HistoryPolicy {
     pub size: usize,
     /// How long publications are kept after the last publish (`history_ttl`).
     pub ttl: Duration,
+    /// How long the stream's position (epoch, offset) outlives its last publish or read
+    /// (`history_meta_ttl`); ZERO = forever.
+    pub meta_ttl: Duration,
 }
 
 impl HistoryPolicy {
@@ -69,6 +72,11 @@ pub struct Stream {
     entries: VecDeque<Entry>,
     /// When the retained publications expire (`history_ttl` after the last publish), in ms.
     expire_at_ms: u64,
+    /// When the position itself is forgotten (`history_meta_ttl` after the last publish or
+    /// read), in ms; `u64::MAX` = never.
+    meta_expire_at_ms: u64,
+    /// `history_meta_ttl` of the last touch, in ms (0 = forever).
+    meta_ttl_ms: u64,
 }
 
 #[derive(Debug)]
@@ -89,6 +97,8 @@ impl Default for Stream {
             position: Position { offset: 0, epoch: new_epoch() },
             entries: VecDeque::new(),
             expire_at_ms: 0,
+            meta_expire_at_ms: u64::MAX,
+            meta_ttl_ms: 0,
         }
     }
 }
@@ -99,6 +109,29 @@ impl Stream {
         &self.position
     }
 
+    /// Whether the position has outlived `history_meta_ttl`: the stream is then gone, and the
+    /// next use starts a new epoch (saved positions become unrecoverable, as upstream).
+    pub fn meta_expired(&self, now_ms: u64) -> bool {
+        now_ms >= self.meta_expire_at_ms
+    }
+
+    /// Starts a new epoch when the meta expired, then extends the meta's life from `now`.
+    pub fn touch(&mut self, policy: HistoryPolicy, now_ms: u64) {
+        if self.meta_expired(now_ms) {
+            *self = Stream::default();
+        }
+        self.meta_ttl_ms = u64::try_from(policy.meta_ttl.as_millis()).unwrap_or(u64::MAX);
+        self.keep_alive(now_ms);
+    }
+
+    /// Extends the meta's life from `now` by the last known `history_meta_ttl`.
+    pub fn keep_alive(&mut self, now_ms: u64) {
+        self.meta_expire_at_ms = match self.meta_ttl_ms {
+            0 => u64::MAX,
+            ttl => now_ms.saturating_add(ttl),
+        };
+    }
+
     /// Appends a publication: assigns the next offset, stores it, trims by size and age.
     /// Returns the stored publication (with its offset) to be delivered.
     pub fn append(
@@ -107,6 +140,7 @@ impl Stream {
         policy: HistoryPolicy,
         now_ms: u64,
     ) -> Arc<Publication> {
+        self.touch(policy, now_ms);
         self.expire(now_ms);
         self.position.offset += 1;
         publication.offset = self.position.offset;
@@ -184,7 +218,7 @@ mod tests {
 
     #[test]
     fn offsets_grow_and_ring_keeps_newest() {
-        let policy = HistoryPolicy { size: 3, ttl: Duration::from_secs(60) };
+        let policy = HistoryPolicy { size: 3, ttl: Duration::from_secs(60), ..Default::default() };
         let mut s = Stream::default();
         let epoch = s.position().epoch.clone();
         assert_eq!(epoch.len(), EPOCH_LEN);
@@ -199,7 +233,7 @@ mod tests {
 
     #[test]
     fn ttl_expires_publications_but_keeps_position() {
-        let policy = HistoryPolicy { size: 10, ttl: Duration::from_secs(1) };
+        let policy = HistoryPolicy { size: 10, ttl: Duration::from_secs(1), ..Default::default() };
         let mut s = Stream::default();
         s.append(publication(1), policy, 0);
         s.expire(999);
@@ -216,7 +250,7 @@ mod tests {
 
     #[test]
     fn history_queries_follow_the_spec_table() {
-        let policy = HistoryPolicy { size: 10, ttl: Duration::from_secs(60) };
+        let policy = HistoryPolicy { size: 10, ttl: Duration::from_secs(60), ..Default::default() };
         let mut s = Stream::default();
         for n in 1..=5 {
             s.append(publication(n), policy, 0);
@@ -242,6 +276,24 @@ mod tests {
         s.clear();
         assert!(offsets(s.read(&q(None, None, false), 1)).is_empty());
         assert_eq!(s.position().offset, 5, "history_remove keeps the position");
+    }
+
+    #[test]
+    fn meta_ttl_forgets_the_position_and_starts_a_new_epoch() {
+        let policy = HistoryPolicy {
+            size: 10,
+            ttl: Duration::from_secs(1),
+            meta_ttl: Duration::from_secs(5),
+        };
+        let mut s = Stream::default();
+        s.append(publication(1), policy, 0);
+        let epoch = s.position().epoch.clone();
+        s.touch(policy, 4_000);
+        assert!(!s.meta_expired(8_999), "a read at 4 s extends the meta to 9 s");
+        assert!(s.meta_expired(9_000));
+        let p = s.append(publication(2), policy, 9_000);
+        assert_eq!(p.offset, 1, "a new stream starts again at 1");
+        assert_ne!(s.position().epoch, epoch);
     }
 
     #[test]

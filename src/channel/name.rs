@@ -33,7 +33,12 @@ struct Namespace {
 }
 
 impl Namespace {
-    fn new(options: &ChannelOptions, regex_key: &str) -> Result<Self, ChannelConfigError> {
+    /// `meta_ttl`: `channel.history_meta_ttl`, used where the namespace leaves it at zero.
+    fn new(
+        options: &ChannelOptions,
+        regex_key: &str,
+        meta_ttl: std::time::Duration,
+    ) -> Result<Self, ChannelConfigError> {
         let channel_regex = if options.channel_regex.is_empty() {
             None
         } else {
@@ -44,7 +49,11 @@ impl Namespace {
                 })?;
             Some(compiled)
         };
-        Ok(Namespace { options: options.clone(), channel_regex })
+        let mut options = options.clone();
+        if options.history_meta_ttl.is_zero() {
+            options.history_meta_ttl = meta_ttl;
+        }
+        Ok(Namespace { options, channel_regex })
     }
 }
 
@@ -105,8 +114,11 @@ impl Namespaces {
                 });
             }
         }
-        let without_namespace =
-            Namespace::new(&cfg.without_namespace, "channel.without_namespace.channel_regex")?;
+        let without_namespace = Namespace::new(
+            &cfg.without_namespace,
+            "channel.without_namespace.channel_regex",
+            cfg.history_meta_ttl,
+        )?;
         let mut by_name = HashMap::with_capacity(cfg.namespaces.len());
         for (i, ns) in cfg.namespaces.iter().enumerate() {
             let key = |field: &str| format!("channel.namespaces[{i}].{field}");
@@ -116,7 +128,8 @@ impl Namespaces {
                     reason: format!("{:?} must match ^[-a-zA-Z0-9_.]{{2,}}$", ns.name),
                 });
             }
-            let namespace = Namespace::new(&ns.options, &key("channel_regex"))?;
+            let namespace =
+                Namespace::new(&ns.options, &key("channel_regex"), cfg.history_meta_ttl)?;
             if by_name.insert(ns.name.clone(), namespace).is_some() {
                 return Err(ChannelConfigError::Invalid {
                     key: key("name"),

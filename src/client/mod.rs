@@ -894,7 +894,11 @@ pub fn history_policy(options: &crate::config::ChannelOptions, skip: bool) -> Hi
     if skip {
         return HistoryPolicy::default();
     }
-    HistoryPolicy { size: options.history_size, ttl: options.history_ttl }
+    HistoryPolicy {
+        size: options.history_size,
+        ttl: options.history_ttl,
+        meta_ttl: options.history_meta_ttl,
+    }
 }
 
 /// `publication_data_format` check (spec §5.3): `""` rejects empty data, `json` needs valid JSON
@@ -1023,6 +1027,43 @@ mod tests {
         assert_eq!(shard.hub.subscribers("news"), &[key]);
         let Some(Batch::One(frame)) = shard.conn_mut(key).unwrap().take_batch() else { panic!() };
         assert_eq!(&frame[2..], br#"{"id":7,"subscribe":{}}"#);
+    }
+
+    #[test]
+    fn sweep_forgets_streams_past_their_meta_ttl_unless_someone_subscribes() {
+        let mut shard = test_shard(1 << 20);
+        let policy = HistoryPolicy {
+            size: 10,
+            ttl: Duration::from_millis(1),
+            meta_ttl: Duration::from_millis(1),
+        };
+        for ch in ["quiet", "watched"] {
+            let call = Call::Publish(PublishCall {
+                channel: Arc::from(ch),
+                publication: Publication::default(),
+                history: policy,
+                idempotency_key: None,
+                version: None,
+            });
+            shard.call_home(ch, call);
+        }
+        let watched: Arc<str> = Arc::from("watched");
+        shard.handle(ShardMsg::Interest {
+            channel: Arc::clone(&watched),
+            shard: shard.id,
+            subscribed: true,
+            ack: None,
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        shard.next_sweep = Instant::now();
+        shard.sweep(Instant::now());
+        assert!(!shard.home.contains_key("quiet"), "an idle expired stream is forgotten");
+        let kept = shard.home.get("watched").and_then(|e| e.stream.as_ref());
+        assert_eq!(
+            kept.map(|s| s.position().offset),
+            Some(1),
+            "a subscribed stream keeps its epoch"
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ use crate::shard::msg::{
 };
 use crate::transport::websocket;
 
+/// How often a shard sweeps the channels it is home to (see `Shard::sweep`).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// Most messages waiting for one peer lane before deliveries are dropped (and counted).
 pub const SPILL_MAX: usize = 65_536;
 
@@ -190,6 +193,8 @@ pub struct Shard {
     /// Counted connections of the users whose home is this shard
     /// (`client.user_connection_limit`).
     pub user_conns: HashMap<Arc<str>, usize>,
+    /// When `sweep` runs next.
+    pub next_sweep: Instant,
     /// Set while a command runs again after a JWKS key fetch: a key still missing is then an
     /// invalid token instead of another fetch.
     pub keys_retry: bool,
@@ -235,6 +240,7 @@ impl Shard {
             shutdown_wakers: Vec::new(),
             stats: Stats::default(),
             keys_retry: false,
+            next_sweep: Instant::now() + SWEEP_EVERY,
             connections: Arc::default(),
             user_conns: HashMap::new(),
             ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
@@ -345,6 +351,7 @@ impl Shard {
                 }
                 let entry = self.home.entry(channel).or_default();
                 let stream = entry.stream.get_or_insert_with(Stream::default);
+                stream.touch(policy, now);
                 let read = stream.read(&query, now).map(|p| (p, stream.position().clone()));
                 Answer::History(read)
             }
@@ -413,6 +420,7 @@ impl Shard {
         if let Some((policy, query)) = &sub.position {
             if policy.enabled() {
                 let stream = entry.stream.get_or_insert_with(Stream::default);
+                stream.touch(*policy, now);
                 if let Some(q) = query {
                     read = stream.read(q, now);
                 }
@@ -596,6 +604,34 @@ impl Shard {
             self.enqueue(key, out.clone());
         }
         self.stats.messages_sent += 1;
+    }
+
+    /// Periodic upkeep of the channels homed here (called by the timer task): drops expired
+    /// history, forgets streams without subscribers whose `history_meta_ttl` passed, and
+    /// idempotency keys older than five minutes, then channels with nothing left. At most once
+    /// per `SWEEP_EVERY`.
+    pub fn sweep(&mut self, now: Instant) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        let now_ms = now_ms();
+        self.home.retain(|_, e| {
+            // A stream with subscribers keeps its epoch: publications carry no epoch, so a
+            // silent restart at offset 1 could not be told apart by them. Centrifugo would
+            // send them to recovery, which then fails anyway.
+            if let Some(s) = e.stream.as_mut().filter(|_| !e.interest.is_empty()) {
+                s.keep_alive(now_ms);
+            }
+            if e.stream.as_ref().is_some_and(|s| s.meta_expired(now_ms)) {
+                e.stream = None;
+            }
+            if let Some(s) = e.stream.as_mut() {
+                s.expire(now_ms);
+            }
+            e.idempotency.retain(|_, (_, expire)| *expire > now_ms);
+            !e.is_idle()
+        });
     }
 
     /// Wakes tasks waiting for shutdown.

@@ -185,6 +185,7 @@ impl Sim {
                     history: HistoryPolicy {
                         size: 1000,
                         ttl: std::time::Duration::from_secs(3600),
+                        meta_ttl: std::time::Duration::ZERO,
                     },
                     idempotency_key: None,
                     version: None,
