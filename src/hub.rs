@@ -193,6 +193,11 @@ impl Hub {
         }
     }
 
+    /// Channels whose publications carry offsets here (a position to check).
+    pub fn positioned_channels(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.channels.iter().filter(|(_, e)| e.last_offset.is_some()).map(|(c, _)| c)
+    }
+
     /// Live subscribers that receive join/leave pushes.
     pub fn join_leave_subscribers(&self, channel: &str) -> &[ConnKey] {
         self.channels.get(channel).map_or(&[], |e| e.join_leave.as_slice())

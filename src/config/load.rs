@@ -263,7 +263,6 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "http_server.http3",
     "http_server.h2c_external",
     "engine.redis",
-    "client.channel_position_check_delay",
     "client.channel_position_max_time_lag",
     "client.connection_rate_limit",
     "client.connect_code_to_unidirectional_disconnect",

@@ -265,6 +265,9 @@ section! {
         user_connection_limit: usize [Plain] = 0,
         /// Max connections per node; 0 = unlimited.
         connection_limit: usize [Plain] = 0,
+        /// How often each shard checks its channels' positions against their streams (and
+        /// sweeps expired history); spec §6.3.
+        channel_position_check_delay: Duration [GoDuration] = Duration::from_secs(40),
         /// Subscribe every connection to its user's personal channel.
         subscribe_to_user_personal_channel: PersonalChannel [Plain] = PersonalChannel::default(),
     }

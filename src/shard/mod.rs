@@ -46,9 +46,6 @@ use crate::shard::msg::{
 };
 use crate::transport::websocket;
 
-/// How often a shard sweeps the channels it is home to (see `Shard::sweep`).
-pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
-
 /// Most messages waiting for one peer lane before deliveries are dropped (and counted).
 pub const SPILL_MAX: usize = 65_536;
 
@@ -108,7 +105,16 @@ pub struct Pending {
     generation: u32,
     answer: Option<Answer>,
     waker: Option<Waker>,
-    then: Option<(ConnKey, crate::client::Resume)>,
+    then: Option<Continue>,
+}
+
+/// Work that continues inline when an answer arrives, with no task waiting for it.
+#[derive(Debug)]
+pub enum Continue {
+    /// A connection's command (a server-side subscription made through the API).
+    Conn(ConnKey, crate::client::Resume),
+    /// The periodic position check of a channel with local subscribers.
+    Position(Arc<str>),
 }
 
 /// Parked requests by id: a slab slot in the low 32 bits, a generation in the high 32.
@@ -220,6 +226,7 @@ impl Shard {
         verifiers: (Arc<crate::auth::TokenVerifier>, Arc<crate::auth::TokenVerifier>),
     ) -> Self {
         let (verifier, sub_verifier) = verifiers;
+        let first_sweep = Instant::now() + cfg.client.channel_position_check_delay;
         let spill = || (0..count).map(|_| Spill::default()).collect::<Vec<_>>();
         Shard {
             id,
@@ -240,7 +247,7 @@ impl Shard {
             shutdown_wakers: Vec::new(),
             stats: Stats::default(),
             keys_retry: false,
-            next_sweep: Instant::now() + SWEEP_EVERY,
+            next_sweep: first_sweep,
             connections: Arc::default(),
             user_conns: HashMap::new(),
             ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
@@ -298,11 +305,15 @@ impl Shard {
     pub fn handle(&mut self, msg: ShardMsg) -> Option<glommio::net::AcceptedTcpStream> {
         match msg {
             ShardMsg::Call { origin, req, call } => {
-                // A subscription's answer travels behind the deliveries already sent to its
-                // shard (same lane, FIFO): every publication up to the position it reports has
-                // then arrived first and is dropped from the merge instead of doubled.
-                let lane =
-                    if matches!(*call, Call::Subscribe(_)) { Lane::Main } else { Lane::Reply };
+                // A position travels behind the deliveries already sent to the asking shard
+                // (same lane, FIFO): every publication up to the offset it reports has arrived
+                // first, so a subscriber's merge drops them instead of doubling them, and a
+                // position check that finds the shard behind has found a lost delivery.
+                let lane = if matches!(*call, Call::Subscribe(_) | Call::Position { .. }) {
+                    Lane::Main
+                } else {
+                    Lane::Reply
+                };
                 let answer = self.serve(*call);
                 self.send(lane, origin, ShardMsg::Answer { req, answer: Box::new(answer) });
             }
@@ -379,6 +390,12 @@ impl Shard {
                 self.conns_op(*op);
                 Answer::Done
             }
+            Call::Position { channel } => Answer::Position(
+                self.home
+                    .get(&channel)
+                    .and_then(|e| e.stream.as_ref())
+                    .map(|s| s.position().offset),
+            ),
             Call::UserConnect { user, limit } => {
                 let n = self.user_conns.entry(user).or_default();
                 let admitted = *n < limit;
@@ -522,7 +539,7 @@ impl Shard {
         key: ConnKey,
         then: crate::client::Resume,
     ) {
-        let slot = Pending { then: Some((key, then)), ..Pending::default() };
+        let slot = Pending { then: Some(Continue::Conn(key, then)), ..Pending::default() };
         let req = self.pending.insert(slot);
         let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
         self.send(Lane::Main, home_of(channel, self.count), msg);
@@ -548,7 +565,7 @@ impl Shard {
                     if let Some(w) = p.waker {
                         w.wake();
                     }
-                    if let Some((key, then)) = p.then {
+                    if let Some(Continue::Conn(key, then)) = p.then {
                         self.resume(key, then, None);
                     }
                 }
@@ -562,8 +579,18 @@ impl Shard {
 
     fn answer(&mut self, req: RequestId, answer: Answer) {
         if self.pending.get_mut(req).is_some_and(|p| p.then.is_some()) {
-            if let Some((key, then)) = self.pending.remove(req).and_then(|p| p.then) {
-                self.resume(key, then, Some(answer));
+            match self.pending.remove(req).and_then(|p| p.then) {
+                Some(Continue::Conn(key, then)) => {
+                    self.resume(key, then, Some(answer));
+                }
+                Some(Continue::Position(channel)) => {
+                    if let Answer::Position(Some(top)) = answer {
+                        if self.hub.sync_position(&channel, top) {
+                            self.insufficient_state(&channel);
+                        }
+                    }
+                }
+                None => {}
             }
             return;
         }
@@ -609,13 +636,14 @@ impl Shard {
     /// Periodic upkeep of the channels homed here (called by the timer task): drops expired
     /// history, forgets streams without subscribers whose `history_meta_ttl` passed, and
     /// idempotency keys older than five minutes, then channels with nothing left. At most once
-    /// per `SWEEP_EVERY`.
+    /// per `client.channel_position_check_delay` (at least a second).
     pub fn sweep(&mut self, now: Instant) {
         if now < self.next_sweep {
             return;
         }
-        self.next_sweep = now + SWEEP_EVERY;
+        self.next_sweep = now + self.sweep_every();
         let now_ms = now_ms();
+        self.check_positions();
         self.home.retain(|_, e| {
             // A stream with subscribers keeps its epoch: publications carry no epoch, so a
             // silent restart at offset 1 could not be told apart by them. Centrifugo would
@@ -632,6 +660,27 @@ impl Shard {
             e.idempotency.retain(|_, (_, expire)| *expire > now_ms);
             !e.is_idle()
         });
+    }
+
+    fn sweep_every(&self) -> Duration {
+        self.cfg.client.channel_position_check_delay.max(Duration::from_secs(1))
+    }
+
+    /// Asks the home shard of every channel with local subscribers for its stream top; a shard
+    /// found behind lost a delivery and sends its positioned subscribers to recovery. This
+    /// catches a lost *last* publication, which no later publication would reveal (spec §6.3's
+    /// periodic position check, once per sweep).
+    pub fn check_positions(&mut self) {
+        let channels: Vec<Arc<str>> = self.hub.positioned_channels().cloned().collect();
+        for channel in channels {
+            let req = self.pending.insert(Pending {
+                then: Some(Continue::Position(Arc::clone(&channel))),
+                ..Pending::default()
+            });
+            let call = Call::Position { channel: Arc::clone(&channel) };
+            let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
+            self.send(Lane::Main, home_of(&channel, self.count), msg);
+        }
     }
 
     /// Wakes tasks waiting for shutdown.

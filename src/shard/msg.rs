@@ -114,6 +114,12 @@ pub enum Call {
     /// To every shard: act on the matching local connections (API `subscribe`, `unsubscribe`,
     /// `disconnect`, `refresh`); answer `Done`.
     Conns(Box<ConnsOp>),
+    /// To the channel's home: the stream's top offset (answered on the main lane, behind the
+    /// deliveries); answer `Position`.
+    Position {
+        /// Channel name.
+        channel: Arc<str>,
+    },
     /// To the user's home shard (`home_of(user)`): count one more connection of `user` unless
     /// it has `limit` already; answer `Admitted`.
     UserConnect {
@@ -219,6 +225,8 @@ pub enum Answer {
     Channels(Vec<(Arc<str>, u32)>),
     /// Local counts for `info`.
     Info(Box<ShardCounts>),
+    /// A stream's top offset, `None` when the channel keeps no stream.
+    Position(Option<u64>),
     /// Whether a connection of the user may be added (`UserConnect`).
     Admitted(bool),
     /// Done, nothing to report.
