@@ -11,7 +11,8 @@
 //! |---|---|
 //! | a connection, its session, its outbound queue | the shard that accepted it |
 //! | channel → local subscribers ([`hub::Hub`]) | every shard, for its own connections |
-//! | a channel's interest set (which shards have subscribers), stream position and history | the channel's **home shard**, `fnv1a(name) % shards` ([`shard::id::home_of`]) |
+//! | a channel's interest set (which shards have subscribers), stream position, history, presence, idempotency keys | the channel's **home shard**, `fnv1a(name) % shards` ([`shard::id::home_of`]) |
+//! | a user's connection count (`client.user_connection_limit`) | the user's home shard, same hash |
 //! | configuration | an immutable `Arc<Config>` cloned into every shard |
 //! | payloads that cross cores | immutable `Arc<Publication>` (one allocation for all shards) |
 //!
@@ -23,15 +24,18 @@
 //!
 //! 1. A backend POSTs `/api/publish` on a connection that shard A owns. [`server`] parses the head
 //!    with httparse, reads the body, and [`api`] checks the API key and decodes the request.
-//! 2. A validates the channel against the namespaces ([`channel`]) and calls
-//!    `Shard::start_publish`, which parks the request in A's pending table and sends
-//!    `ShardMsg::Publish` to the channel's home shard H (handled inline when H = A).
-//! 3. H orders the publication: with history on, the memory engine ([`broker::memory`]) assigns
-//!    the next offset in the channel's epoch and keeps it in the history ring. H answers
-//!    `PublishDone` on the reply lane; A resumes the HTTP request and writes `{"result":{...}}`.
-//! 4. H sends one `ShardMsg::Deliver` carrying the same `Arc<Publication>` to every shard in the
-//!    channel's interest set (itself included, inline). Interest is kept by `Interest` messages
-//!    that shards send on their first local subscribe and last local unsubscribe of a channel.
+//! 2. A validates the channel against the namespaces ([`channel`]) and calls `Shard::call_home`
+//!    with a `Call::Publish`: the request is parked in A's pending table (its id carries a
+//!    generation, so a late answer never reaches a newer request) and sent to the channel's home
+//!    shard H (handled inline when H = A).
+//! 3. H applies `idempotency_key` and `version`, then orders the publication: with history on,
+//!    the memory engine ([`broker::memory`]) assigns the next offset in the channel's epoch and
+//!    keeps it in the history ring. H answers `Answer::Published` on the reply lane; A resumes the
+//!    HTTP request and writes `{"result":{...}}`.
+//! 4. H sends one `ShardMsg::Deliver` carrying the same `Event::Pub(Arc<Publication>)` to every
+//!    shard in the channel's interest set (itself included, inline). Interest is kept by
+//!    `Interest` messages that shards send on their first local subscribe and last local
+//!    unsubscribe of a channel. Join and leave events travel the same way.
 //! 5. Each receiving shard encodes the push once (`{"push":{"channel":..,"pub":{..}}}`), builds
 //!    the whole unmasked WebSocket frame once, and queues that shared frame on every local
 //!    subscriber, each queue bounded in bytes by `client.queue_max_size` (overflow → disconnect
@@ -40,6 +44,20 @@
 //!    once per burst: a writer takes its whole queue, merges consecutive frames into one frame
 //!    (newline-joined JSON) and writes it with a single call. A lone frame is written as is,
 //!    without a copy.
+//!
+//! # Life of a subscription that needs the home shard
+//!
+//! Presence, join/leave and stream positions (positioning, recovery) live on the home shard, so
+//! such a subscribe asks it once (`Call::Subscribe`), after the `Interest` message on the same
+//! lane. Until the answer comes, the subscriber's shard keeps the channel's events for it in the
+//! hub. The answer travels on the main lane, behind every delivery H already sent to that shard,
+//! so each publication up to the reported offset has arrived first. The shard then writes the
+//! subscribe reply (recovered publications inside), and hands over the kept events with offsets
+//! above what the reply covered: nothing is lost or doubled. A shard that finds itself behind
+//! a reported offset, or sees an offset gap, lost a delivery: its positioned subscribers get
+//! unsubscribe 2500 (disconnect 3010 for server-side ones) and recover. The periodic position
+//! check (`client.channel_position_check_delay`) asks the same question for quiet channels.
+//! `shard::sim_tests` checks all of this against a model under random interleavings.
 //!
 //! Cross-shard sends never wait: a full lane spills into a per-peer FIFO that a forwarder task
 //! drains in order; past `shard::SPILL_MAX` queued messages deliveries are dropped and counted
