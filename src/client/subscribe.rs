@@ -151,7 +151,7 @@ pub struct DoneSub {
     base: u64,
 }
 
-/// What [`Shard::settle`] decided.
+/// What `Shard::settle` decided.
 #[derive(Debug)]
 pub enum Settled {
     /// The subscription went away meanwhile; nothing to announce.
@@ -160,7 +160,7 @@ pub enum Settled {
     Failed,
     /// Recovery failed and the client asked for an error instead (flag 2); undone.
     Unrecovered(SubReply),
-    /// Announce `result`, then [`Shard::go_live`].
+    /// Announce `result`, then `Shard::go_live`.
     Done(Box<DoneSub>),
 }
 
