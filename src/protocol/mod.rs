@@ -2,7 +2,8 @@
 //!
 //! Owns: the decoded `Command`/`Request` shapes, the result and push payload shapes the server
 //! writes back, `RawJson` payloads, and the error/disconnect/unsubscribe value types (their
-//! instances live in [`codes`]). The JSON codec is in [`json`].
+//! instances live in [`codes`]). The JSON codec is in [`json`], the Protobuf one in
+//! [`protobuf`] (messages generated from `proto/client.proto` into [`pb`]).
 //!
 //! Must not: do any I/O, know about shards, channels' namespaces, brokers or connection state.
 //! Semantic checks (id rules, empty channel → 3501, unknown `delta` → 3501, …) belong to the
@@ -14,6 +15,10 @@ use bytes::Bytes;
 
 pub mod codes;
 pub mod json;
+/// Generated Protobuf messages of the client protocol (`proto/client.proto`, prost).
+#[allow(clippy::all, missing_docs)]
+pub mod pb;
+pub mod protobuf;
 
 /// An application payload: valid JSON text with every raw `\n` byte removed.
 ///
