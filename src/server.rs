@@ -23,7 +23,7 @@ use crate::api;
 use crate::client::{Batch, Conn, Out, Step};
 use crate::http::{self, BodyKind, ChunkedDecoder, Head, HttpError};
 use crate::hub::ConnKey;
-use crate::protocol::{codes, json, Disconnect};
+use crate::protocol::{codes, json, protobuf, Command, Disconnect};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Lane, ShardMsg};
 use crate::shard::{interest_registered, shutdown_signal, PendingAnswer, ShardRef};
@@ -252,7 +252,7 @@ async fn serve_websocket(
     let _ = stream.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
     let key = {
         let mut s = shard.borrow_mut();
-        let key = s.insert_conn(|g| Conn::new(g, up.frame_ping_pong));
+        let key = s.insert_conn(|g| Conn::new(g, up.frame_ping_pong, up.protobuf));
         s.start_conn_timers(key);
         key
     };
@@ -337,19 +337,31 @@ async fn read_loop(
                 shard.borrow_mut().enqueue(key, Out::Control(bytes));
             }
             match msg {
-                Ok(Message::Text(text)) => {
-                    // Boxed: command handling state exists only while a frame is processed,
-                    // not in every idle connection's reader.
-                    if !stop_commands && !Box::pin(handle_frame(shard, key, text.as_bytes())).await
-                    {
-                        stop_commands = true;
+                Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
+                    // A JSON connection sends text frames and a Protobuf one binary frames;
+                    // anything else is a protocol violation.
+                    let protobuf = shard.borrow_mut().is_protobuf(key);
+                    let commands = match (&msg, protobuf) {
+                        (Message::Text(t), false) => {
+                            json::decode_frame(t.as_bytes()).map_err(|_| ())
+                        }
+                        (Message::Binary(b), true) => protobuf::decode_frame(b).map_err(|_| ()),
+                        _ => Err(()),
+                    };
+                    match commands {
+                        Ok(commands) if !stop_commands => {
+                            // Boxed: command handling state exists only while a frame is
+                            // processed, not in every idle connection's reader.
+                            if !Box::pin(handle_commands(shard, key, commands)).await {
+                                stop_commands = true;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(()) => {
+                            shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST);
+                            stop_commands = true;
+                        }
                     }
-                }
-                Ok(Message::Binary(_)) => {
-                    // Protobuf framing arrives with the protobuf codec; a JSON connection sending
-                    // binary frames is a protocol violation.
-                    shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST);
-                    stop_commands = true;
                 }
                 Ok(Message::Close(_)) => {
                     // tungstenite queues its Close reply internally; flush it so the client
@@ -412,15 +424,9 @@ async fn read_loop(
     }
 }
 
-/// Handles one text frame; returns false once the connection stops taking commands.
-async fn handle_frame(shard: &ShardRef, key: ConnKey, frame: &[u8]) -> bool {
-    let commands = match json::decode_frame(frame) {
-        Ok(c) => c,
-        Err(_) => {
-            shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST);
-            return false;
-        }
-    };
+/// Handles the commands of one frame in order; returns false once the connection stops taking
+/// commands.
+async fn handle_commands(shard: &ShardRef, key: ConnKey, commands: Vec<Command>) -> bool {
     for cmd in commands {
         let mut step = shard.borrow_mut().client_command(key, cmd);
         if let Step::AwaitKeys { fetch, retry } = step {

@@ -482,26 +482,6 @@ fn native_ping_frames_with_cf_ws_frame_ping_pong() {
 }
 
 #[test]
-fn protobuf_upgrade_is_refused_with_a_clear_400() {
-    let server = Server::start(base_config());
-    let err = Client::try_connect(
-        server.port,
-        "/connection/websocket",
-        &[("Sec-WebSocket-Protocol", "centrifuge-protobuf")],
-    )
-    .err()
-    .unwrap();
-    match err {
-        tungstenite::Error::Http(resp) => {
-            assert_eq!(resp.status(), 400);
-            let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
-            assert!(body.contains("protobuf"), "{body}");
-        }
-        other => panic!("expected 400, got {other:?}"),
-    }
-}
-
-#[test]
 fn anonymous_and_insecure_connections() {
     // Without a token and without permission: 3501 (spec §4.6).
     let server = Server::start(base_config());

@@ -270,22 +270,23 @@ fn start_publish(
         crate::channel::ChannelError::UnknownChannel => types::API_ERROR_UNKNOWN_CHANNEL,
         _ => types::API_ERROR_BAD_REQUEST,
     })?;
-    let data = match req.payload()? {
-        Some(PublishPayload::Json(json)) => json,
-        None => RawJson::default(),
-        // Non-JSON bytes can only reach Protobuf connections, which arrive with issue 5.
-        Some(PublishPayload::Binary(_)) => return Err(types::API_ERROR_BAD_REQUEST),
+    // Non-JSON bytes (`b64data`) reach Protobuf connections; JSON ones get 3506.
+    let (data, json) = match req.payload()? {
+        Some(PublishPayload::Json(json)) => (json, true),
+        None => (RawJson::default(), true),
+        Some(PublishPayload::Binary(bytes)) => (RawJson(bytes), false),
     };
     let format = if resolved.options.publication_data_format.is_empty() {
         s.cfg.channel.publication_data_format.as_str()
     } else {
         resolved.options.publication_data_format.as_str()
     };
-    if !data_format_ok(format, data.as_bytes()) {
+    if !data_format_ok(format, data.as_bytes(), json) {
         return Err(types::API_ERROR_BAD_REQUEST);
     }
     let history = history_policy(resolved.options, req.skip_history);
-    let publication = Publication { data, tags: req.tags.clone(), ..Publication::default() };
+    let publication =
+        Publication { data, tags: req.tags.clone(), binary: !json, ..Publication::default() };
     let channel: Arc<str> = Arc::from(channel);
     let call = Call::Publish(PublishCall {
         channel: Arc::clone(&channel),

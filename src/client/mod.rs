@@ -26,8 +26,8 @@ use crate::channel::{self, ChannelError, Subject};
 use crate::hub::{Begin, ConnKey};
 use crate::protocol::codes;
 use crate::protocol::{
-    json, ClientInfo, Command, Disconnect, ProtocolError, Publication, PublishRequest,
-    RefreshResult, ReplyBody, Request, SubscribeResult,
+    json, protobuf, ClientInfo, Command, Disconnect, ProtocolError, Publication, PublishRequest,
+    PushBody, RefreshResult, ReplyBody, Request, SubscribeResult,
 };
 use crate::shard::id::home_of;
 use crate::shard::msg::{Answer, Call, Lane, PublishCall, RequestId, ShardMsg};
@@ -46,7 +46,8 @@ const HEADER_ROOM: usize = 10;
 #[derive(Debug, Clone)]
 pub enum Out {
     /// A complete text/binary data frame whose payload starts at `header`; consecutive data
-    /// items are merged into one frame (newline-joined) at flush time.
+    /// items are merged into one frame at flush time (text newline-joined, binary concatenated:
+    /// Protobuf messages are length-delimited already).
     Data {
         /// Whole frame, shared by every subscriber that gets the same bytes.
         frame: Bytes,
@@ -60,12 +61,34 @@ pub enum Out {
 impl Out {
     /// Encodes a JSON payload straight into a text frame.
     pub fn json(encode: impl FnOnce(&mut Vec<u8>)) -> Out {
+        Out::frame(OpCode::Text, encode)
+    }
+
+    /// Encodes delimited Protobuf messages straight into a binary frame.
+    pub fn binary(encode: impl FnOnce(&mut Vec<u8>)) -> Out {
+        Out::frame(OpCode::Binary, encode)
+    }
+
+    /// The frame for one message in the connection's protocol.
+    pub fn encode(
+        protobuf: bool,
+        json: impl FnOnce(&mut Vec<u8>),
+        pb: impl FnOnce(&mut Vec<u8>),
+    ) -> Out {
+        if protobuf {
+            Out::binary(pb)
+        } else {
+            Out::json(json)
+        }
+    }
+
+    fn frame(op: OpCode, encode: impl FnOnce(&mut Vec<u8>)) -> Out {
         let mut buf = vec![0u8; HEADER_ROOM];
         encode(&mut buf);
         let len = buf.len() - HEADER_ROOM;
         let header = websocket::header_len(len);
         let mut head = Vec::with_capacity(header);
-        websocket::write_header(&mut head, OpCode::Text, len);
+        websocket::write_header(&mut head, op, len);
         let start = HEADER_ROOM - header;
         buf[start..HEADER_ROOM].copy_from_slice(&head);
         let frame = Bytes::from(buf).slice(start..);
@@ -165,6 +188,8 @@ pub struct Conn {
     pub generation: u32,
     /// `?cf_ws_frame_ping_pong=true`: WebSocket ping frames instead of protocol pings.
     pub native_ping: bool,
+    /// The connection speaks Protobuf (binary frames) instead of JSON.
+    pub protobuf: bool,
     /// Protocol state.
     pub state: State,
     /// Frames waiting for the writer.
@@ -185,10 +210,11 @@ pub struct Conn {
 
 impl Conn {
     /// A fresh connection waiting for `connect`.
-    pub fn new(generation: u32, native_ping: bool) -> Conn {
+    pub fn new(generation: u32, native_ping: bool, protobuf: bool) -> Conn {
         Conn {
             generation,
             native_ping,
+            protobuf,
             state: State::Connecting,
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -218,13 +244,15 @@ impl Conn {
                 0 => {}
                 1 => buf.extend_from_slice(&run[0].0),
                 _ => {
+                    // A connection speaks one protocol, so a run is all text or all binary.
+                    let text = run[0].0.first().is_some_and(|b| b & 0x0f == OpCode::Text as u8);
+                    let (op, seps) =
+                        if text { (OpCode::Text, run.len() - 1) } else { (OpCode::Binary, 0) };
                     let len: usize =
-                        run.iter().map(|(f, h)| f.len() - usize::from(*h)).sum::<usize>()
-                            + run.len()
-                            - 1;
-                    websocket::write_header(buf, OpCode::Text, len);
+                        run.iter().map(|(f, h)| f.len() - usize::from(*h)).sum::<usize>() + seps;
+                    websocket::write_header(buf, op, len);
                     for (i, (f, h)) in run.iter().enumerate() {
-                        if i > 0 {
+                        if i > 0 && text {
                             buf.push(b'\n');
                         }
                         buf.extend_from_slice(&f[usize::from(*h)..]);
@@ -427,7 +455,49 @@ impl Shard {
     }
 
     pub(crate) fn reply(&mut self, key: ConnKey, id: u32, body: &ReplyBody) {
-        self.enqueue(key, Out::json(|buf| json::encode_reply(id, body, buf)));
+        let out = Out::encode(
+            self.is_protobuf(key),
+            |buf| json::encode_reply(id, body, buf),
+            |buf| protobuf::encode_reply(id, body, buf),
+        );
+        self.enqueue(key, out);
+    }
+
+    /// Whether a connection speaks Protobuf.
+    pub fn is_protobuf(&mut self, key: ConnKey) -> bool {
+        self.conn_mut(key).is_some_and(|c| c.protobuf)
+    }
+
+    /// Queues one push in the connection's protocol. A JSON connection cannot carry a binary
+    /// publication: it is closed with 3506 instead (spec §2.2).
+    pub(crate) fn push(&mut self, key: ConnKey, channel: &str, body: &PushBody) {
+        let protobuf = self.is_protobuf(key);
+        if !protobuf && matches!(body, PushBody::Publication(p) if p.binary) {
+            self.disconnect(key, codes::DISCONNECT_INAPPROPRIATE_PROTOCOL);
+            return;
+        }
+        let out = Out::encode(
+            protobuf,
+            |buf| json::encode_push(channel, body, json::PushFraming::Reply, buf),
+            |buf| protobuf::encode_push(channel, body, buf),
+        );
+        self.enqueue(key, out);
+    }
+
+    /// Queues a channel event (publication, join, leave) for one connection.
+    pub(crate) fn push_event(
+        &mut self,
+        key: ConnKey,
+        channel: &str,
+        event: &crate::shard::msg::Event,
+    ) {
+        use crate::shard::msg::Event;
+        let body = match event {
+            Event::Pub(p) => PushBody::Publication((**p).clone()),
+            Event::Join(i) => PushBody::Join((**i).clone()),
+            Event::Leave(i) => PushBody::Leave((**i).clone()),
+        };
+        self.push(key, channel, &body);
     }
 
     pub(crate) fn reply_error(&mut self, key: ConnKey, id: u32, err: ProtocolError) {
@@ -559,6 +629,7 @@ impl Shard {
         let pong = self.cfg.client.pong_timeout;
         let expired_delay = self.cfg.client.expired_close_delay;
         let ping_frame = self.ping_frame.clone();
+        let pb_ping_frame = self.pb_ping_frame.clone();
         let Some(conn) = self.conn_mut(t.key) else { return };
         if conn.closing.is_some() {
             return;
@@ -573,6 +644,8 @@ impl Shard {
                 conn.awaiting_pong = !pong.is_zero();
                 let out = if conn.native_ping {
                     Out::Control(websocket::frame(OpCode::Ping, b""))
+                } else if conn.protobuf {
+                    Out::Data { frame: pb_ping_frame, header: 2 }
                 } else {
                     Out::Data { frame: ping_frame, header: 2 }
                 };
@@ -795,13 +868,19 @@ impl Shard {
         } else {
             resolved.options.publication_data_format.as_str()
         };
-        if !data_format_ok(format, req.data.as_bytes()) {
+        // A JSON client's payload was parsed as JSON already; a Protobuf client's is any bytes.
+        let json = !self.is_protobuf(key) || is_json(req.data.as_bytes());
+        if !data_format_ok(format, req.data.as_bytes(), json) {
             self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
             return Step::Next;
         }
         let history = history_policy(resolved.options, false);
-        let publication =
-            Publication { data: req.data, info: Some(info), ..Publication::default() };
+        let publication = Publication {
+            data: req.data,
+            info: Some(info),
+            binary: !json,
+            ..Publication::default()
+        };
         let call = Call::Publish(PublishCall {
             channel: Arc::clone(&channel),
             publication,
@@ -903,13 +982,18 @@ pub fn history_policy(options: &crate::config::ChannelOptions, skip: bool) -> Hi
 
 /// `publication_data_format` check (spec §5.3): `""` rejects empty data, `json` needs valid JSON
 /// (always true for JSON-decoded payloads), `json_object` an object, `binary` anything.
-pub fn data_format_ok(format: &str, data: &[u8]) -> bool {
+pub fn data_format_ok(format: &str, data: &[u8], json: bool) -> bool {
     match format {
         "binary" => true,
-        "json_object" => data.trim_ascii_start().first() == Some(&b'{'),
-        // `""` and `json`: payloads were decoded as JSON already, so only emptiness is left.
+        "json_object" => json && data.trim_ascii_start().first() == Some(&b'{'),
+        "json" => json && !data.is_empty(),
         _ => !data.is_empty(),
     }
+}
+
+/// Whether bytes are one valid JSON value.
+pub fn is_json(data: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
 }
 
 #[cfg(test)]
@@ -933,7 +1017,7 @@ mod tests {
 
     #[test]
     fn batch_joins_data_frames_with_newlines_and_keeps_control_frames_apart() {
-        let mut c = Conn::new(1, false);
+        let mut c = Conn::new(1, false, false);
         for p in ["{\"a\":1}", "{}", "{\"b\":2}"] {
             let o = data(p);
             c.queued_bytes += o.len();
@@ -952,7 +1036,7 @@ mod tests {
 
     #[test]
     fn single_item_is_written_without_copy() {
-        let mut c = Conn::new(1, false);
+        let mut c = Conn::new(1, false, false);
         let o = data("{}");
         let Out::Data { frame, .. } = o.clone() else { panic!() };
         c.queue.push_back(o);
@@ -962,11 +1046,14 @@ mod tests {
 
     #[test]
     fn data_formats() {
-        assert!(!data_format_ok("", b""));
-        assert!(data_format_ok("", b"1"));
-        assert!(data_format_ok("json_object", b" {}"));
-        assert!(!data_format_ok("json_object", b"[1]"));
-        assert!(data_format_ok("binary", b""));
+        assert!(!data_format_ok("", b"", true));
+        assert!(data_format_ok("", b"1", true));
+        assert!(data_format_ok("", b"\xff", false), "any bytes from a Protobuf client");
+        assert!(!data_format_ok("json", b"\xff", false));
+        assert!(data_format_ok("json_object", b" {}", true));
+        assert!(!data_format_ok("json_object", b"[1]", true));
+        assert!(data_format_ok("binary", b"", true));
+        assert!(is_json(b" {\"a\":[1]} ") && !is_json(b"\xff\x00") && !is_json(b""));
     }
 
     fn test_shard(queue_max_size: usize) -> Shard {
@@ -980,7 +1067,7 @@ mod tests {
 
     fn connected(shard: &mut Shard, channel: &Arc<str>) -> ConnKey {
         shard.insert_conn(|g| {
-            let mut c = Conn::new(g, false);
+            let mut c = Conn::new(g, false, false);
             c.state = State::Connected(Session {
                 client: uuid::Uuid::from_u128(1),
                 user: Arc::from("u"),

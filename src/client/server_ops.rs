@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::subscribe::ServerSub;
 use super::{unix_now, State, Timer, TimerKind};
 use crate::hub::ConnKey;
-use crate::protocol::json::{self, PushFraming};
 use crate::protocol::{codes, PushBody};
 use crate::shard::msg::{ConnFilter, ConnsOp};
 use crate::shard::{after, Shard};
@@ -102,10 +101,7 @@ impl Shard {
         };
         let Some(sub) = removed else { return };
         self.unsubscribed(key, sub);
-        let u = codes::UNSUBSCRIBE_SERVER;
-        let out =
-            super::Out::json(|buf| json::encode_unsubscribe_push(channel, u.code, &u.reason, buf));
-        self.enqueue(key, out);
+        self.push(key, channel, &PushBody::Unsubscribe(codes::UNSUBSCRIBE_SERVER));
     }
 
     /// API `refresh` of one connection: new expiry (0 = never) and info, announced with a
@@ -130,7 +126,6 @@ impl Shard {
         }
         let push =
             PushBody::Refresh { expires: expire_at > 0, ttl: if expire_at > 0 { ttl } else { 0 } };
-        let out = super::Out::json(|buf| json::encode_push("", &push, PushFraming::Reply, buf));
-        self.enqueue(key, out);
+        self.push(key, "", &push);
     }
 }

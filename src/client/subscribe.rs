@@ -19,9 +19,8 @@ use crate::broker::memory::{HistoryQuery, Position};
 use crate::channel::{self, Resolved, Subject};
 use crate::client::State;
 use crate::hub::ConnKey;
-use crate::protocol::json::PushFraming;
 use crate::protocol::{
-    codes, json, Publication, PushBody, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
+    codes, Publication, PushBody, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
     SubscribePush, SubscribeRequest, SubscribeResult,
 };
 use crate::shard::msg::{Answer, Call, Cast, Event, SubscribeCall};
@@ -570,12 +569,7 @@ impl Shard {
                     base = p.offset;
                 }
             }
-            let out = super::Out::json(|buf| match &event {
-                Event::Pub(p) => json::encode_publication_push(&channel, p, buf),
-                Event::Join(info) => json::encode_join_push(&channel, info, buf),
-                Event::Leave(info) => json::encode_leave_push(&channel, info, buf),
-            });
-            self.enqueue(key, out);
+            self.push_event(key, &channel, &event);
         }
     }
 
@@ -616,17 +610,9 @@ impl Shard {
                             data: r.data,
                         });
                         let channel = Arc::clone(&done.channel);
-                        self.enqueue(
-                            key,
-                            super::Out::json(|buf| {
-                                json::encode_push(&channel, &push, PushFraming::Reply, buf)
-                            }),
-                        );
-                        for p in &r.publications {
-                            let out = super::Out::json(|buf| {
-                                json::encode_publication_push(&channel, p, buf)
-                            });
-                            self.enqueue(key, out);
+                        self.push(key, &channel, &push);
+                        for p in r.publications {
+                            self.push(key, &channel, &PushBody::Publication(p));
                         }
                     }
                 }
@@ -701,10 +687,7 @@ impl Shard {
             return;
         }
         self.drop_sub(key, channel);
-        let out = super::Out::json(|buf| {
-            json::encode_unsubscribe_push(channel, code.code, &code.reason, buf)
-        });
-        self.enqueue(key, out);
+        self.push(key, channel, &PushBody::Unsubscribe(code));
     }
 
     /// A delivery to this shard was lost: every positioned subscriber of `channel` here must

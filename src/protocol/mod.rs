@@ -313,6 +313,9 @@ pub struct Publication {
     pub tags: Vec<(String, String)>,
     /// `data` is a fossil delta against the previous payload.
     pub delta: bool,
+    /// `data` is not JSON (binary from a Protobuf client or API `b64data`): only Protobuf
+    /// connections can receive it; a JSON one is closed with 3506.
+    pub binary: bool,
 }
 
 /// An error reply (`Reply.error`, spec §2.12). Instances are in [`codes`]; proxies may build

@@ -38,7 +38,7 @@ use crate::channel::Namespaces;
 use crate::client::{Conn, Timer};
 use crate::config::Config;
 use crate::hub::{ConnKey, Hub};
-use crate::protocol::{json, ClientInfo};
+use crate::protocol::{json, protobuf, ClientInfo};
 use crate::shard::id::{home_of, ShardId, ShardSet};
 use crate::shard::msg::{
     Answer, Call, Cast, Event, Lane, PublishCall, Published, RequestId, ShardCounts, ShardMsg,
@@ -206,6 +206,8 @@ pub struct Shard {
     pub keys_retry: bool,
     /// The JSON ping `{}` as a shared frame.
     pub ping_frame: Bytes,
+    /// The Protobuf ping (an empty delimited `Reply`, one zero byte) as a shared frame.
+    pub pb_ping_frame: Bytes,
     /// Bumped by the timer task on every tick; the supervisor's systemd watchdog only pings
     /// while every shard's counter moves (a stuck shard stops the pings).
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
@@ -251,6 +253,7 @@ impl Shard {
             connections: Arc::default(),
             user_conns: HashMap::new(),
             ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
+            pb_ping_frame: websocket::frame(websocket::OpCode::Binary, protobuf::PING),
             heartbeat: Arc::default(),
         }
     }
@@ -619,16 +622,47 @@ impl Shard {
         if subscribers.is_empty() {
             return;
         }
-        let out = crate::client::Out::json(|buf| match event {
-            Event::Pub(p) => json::encode_publication_push(channel, p, buf),
-            Event::Join(info) => json::encode_join_push(channel, info, buf),
-            Event::Leave(info) => json::encode_leave_push(channel, info, buf),
-        });
         // Cloning the key list keeps the hub borrow apart from the connection mutations below
         // (a slow client is unsubscribed from the hub while we iterate).
         let keys: Vec<ConnKey> = subscribers.to_vec();
+        // Encoded at most once per protocol, on first need.
+        let (mut as_json, mut as_pb) = (None, None);
+        let binary = matches!(event, Event::Pub(p) if p.binary);
         for key in keys {
-            self.enqueue(key, out.clone());
+            let protobuf = self.conn_mut(key).is_some_and(|c| c.protobuf);
+            let out = if protobuf {
+                as_pb
+                    .get_or_insert_with(|| {
+                        crate::client::Out::binary(|buf| match event {
+                            Event::Pub(p) => protobuf::encode_publication_push(channel, p, buf),
+                            Event::Join(i) => protobuf::encode_push(
+                                channel,
+                                &crate::protocol::PushBody::Join((**i).clone()),
+                                buf,
+                            ),
+                            Event::Leave(i) => protobuf::encode_push(
+                                channel,
+                                &crate::protocol::PushBody::Leave((**i).clone()),
+                                buf,
+                            ),
+                        })
+                    })
+                    .clone()
+            } else if binary {
+                self.disconnect(key, crate::protocol::codes::DISCONNECT_INAPPROPRIATE_PROTOCOL);
+                continue;
+            } else {
+                as_json
+                    .get_or_insert_with(|| {
+                        crate::client::Out::json(|buf| match event {
+                            Event::Pub(p) => json::encode_publication_push(channel, p, buf),
+                            Event::Join(info) => json::encode_join_push(channel, info, buf),
+                            Event::Leave(info) => json::encode_leave_push(channel, info, buf),
+                        })
+                    })
+                    .clone()
+            };
+            self.enqueue(key, out);
         }
         self.stats.messages_sent += 1;
     }

@@ -22,6 +22,8 @@ use crate::http::Head;
 pub enum OpCode {
     /// UTF-8 text (JSON protocol).
     Text = 0x1,
+    /// Binary (Protobuf protocol).
+    Binary = 0x2,
     /// Connection close.
     Close = 0x8,
     /// Native ping (`?cf_ws_frame_ping_pong=true`).
@@ -102,6 +104,8 @@ pub struct Upgrade {
     pub subprotocol: Option<&'static str>,
     /// `?cf_ws_frame_ping_pong=true`: native ping frames instead of protocol pings.
     pub frame_ping_pong: bool,
+    /// The client speaks Protobuf (`centrifuge-protobuf` subprotocol or `?format=protobuf`).
+    pub protobuf: bool,
 }
 
 /// Validates an upgrade request (RFC 6455 §4.2.1) and the origin policy.
@@ -125,14 +129,17 @@ pub fn check_upgrade(head: &Head, origins: &OriginPolicy) -> Result<Upgrade, Upg
     let offered_protobuf = head.header_has_token("sec-websocket-protocol", "centrifuge-protobuf");
     let offered_json = head.header_has_token("sec-websocket-protocol", "centrifuge-json");
     let query_format = head.query_param("format").or_else(|| head.query_param("cf_protocol"));
-    if offered_protobuf || query_format.as_deref() == Some("protobuf") {
-        // Answering a Protobuf client in JSON would fail in confusing ways; say so up front.
-        return Err(UpgradeError::BadRequest("the protobuf format is not supported by rotor yet"));
-    }
+    let protobuf = offered_protobuf || query_format.as_deref() == Some("protobuf");
+    let subprotocol = if offered_protobuf {
+        Some("centrifuge-protobuf")
+    } else {
+        offered_json.then_some("centrifuge-json")
+    };
     Ok(Upgrade {
         accept: tungstenite::handshake::derive_accept_key(key),
-        subprotocol: offered_json.then_some("centrifuge-json"),
+        subprotocol,
         frame_ping_pong: head.query_param("cf_ws_frame_ping_pong").as_deref() == Some("true"),
+        protobuf,
     })
 }
 
@@ -279,15 +286,19 @@ mod tests {
     }
 
     #[test]
-    fn protobuf_is_refused_until_the_codec_exists() {
-        let err = check_upgrade(
+    fn protobuf_is_chosen_by_subprotocol_or_query() {
+        let up = check_upgrade(
             &head("Sec-WebSocket-Protocol: centrifuge-protobuf\r\n"),
             &OriginPolicy::default(),
-        );
-        assert_eq!(err.unwrap_err().status(), 400);
+        )
+        .unwrap();
+        assert!(up.protobuf);
+        assert_eq!(up.subprotocol, Some("centrifuge-protobuf"));
         let mut h = head("");
         h.query = "cf_protocol=protobuf".into();
-        assert_eq!(check_upgrade(&h, &OriginPolicy::default()).unwrap_err().status(), 400);
+        let up = check_upgrade(&h, &OriginPolicy::default()).unwrap();
+        assert!(up.protobuf && up.subprotocol.is_none());
+        assert!(!check_upgrade(&head(""), &OriginPolicy::default()).unwrap().protobuf);
     }
 
     #[test]
