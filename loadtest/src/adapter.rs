@@ -33,6 +33,14 @@ pub enum ProtocolSpec {
         /// API key for `/api/publish`.
         api_key: String,
     },
+    /// Centrifugo protocol v2 in Protobuf over WebSocket (`?format=protobuf`); publishes
+    /// through the HTTP API.
+    CentrifugoProtobuf {
+        /// HS256 secret for connection tokens; `None` sends an empty token.
+        hmac_secret: Option<String>,
+        /// API key for `/api/publish`.
+        api_key: String,
+    },
     /// NATS client protocol over WebSocket (binary frames); `PUB` over plain TCP.
     NatsWs {
         /// The server's plain TCP client port, for the publisher.
@@ -43,11 +51,29 @@ pub enum ProtocolSpec {
 }
 
 impl ProtocolSpec {
+    /// Centrifugo's protocol, JSON or Protobuf.
+    pub fn centrifugo(protobuf: bool, hmac_secret: Option<String>, api_key: String) -> Self {
+        if protobuf {
+            ProtocolSpec::CentrifugoProtobuf { hmac_secret, api_key }
+        } else {
+            ProtocolSpec::CentrifugoJson {
+                ws_path: "/connection/websocket".into(),
+                hmac_secret,
+                api_key,
+            }
+        }
+    }
+
     /// The per-connection client side.
     pub fn client(&self) -> Box<dyn ClientProtocol> {
         match self {
             ProtocolSpec::CentrifugoJson { ws_path, hmac_secret, .. } => Box::new(CentrifugoJson {
                 ws_path: ws_path.clone(),
+                key: hmac_secret
+                    .as_ref()
+                    .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
+            }),
+            ProtocolSpec::CentrifugoProtobuf { hmac_secret, .. } => Box::new(CentrifugoProtobuf {
                 key: hmac_secret
                     .as_ref()
                     .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
@@ -60,7 +86,8 @@ impl ProtocolSpec {
     /// The coordinator's publisher for a server at `addr`.
     pub fn publisher(&self, addr: SocketAddr) -> Box<dyn Publisher> {
         match self {
-            ProtocolSpec::CentrifugoJson { api_key, .. } => {
+            ProtocolSpec::CentrifugoJson { api_key, .. }
+            | ProtocolSpec::CentrifugoProtobuf { api_key, .. } => {
                 Box::new(HttpApiPublisher::new(addr, api_key.clone()))
             }
             ProtocolSpec::NatsWs { publish_addr } => Box::new(NatsPublisher::new(*publish_addr)),
@@ -152,24 +179,25 @@ struct Claims {
     exp: u64,
 }
 
+/// An HS256 connection token for load-test client `client` (empty without a key).
+fn client_token(key: Option<&jsonwebtoken::EncodingKey>, client: usize) -> Result<String> {
+    let Some(key) = key else { return Ok(String::new()) };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = Claims { sub: format!("lt{client}"), exp: now + 3600 };
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key)
+        .map_err(|e| Error::Args(format!("signing token: {e}")))
+}
+
 impl ClientProtocol for CentrifugoJson {
     fn ws_path(&self) -> &str {
         &self.ws_path
     }
 
     fn open_frames(&self, client: usize, channel: &str) -> Result<Vec<Frame>> {
-        let token = match &self.key {
-            Some(key) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let claims = Claims { sub: format!("lt{client}"), exp: now + 3600 };
-                jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key)
-                    .map_err(|e| Error::Args(format!("signing token: {e}")))?
-            }
-            None => String::new(),
-        };
+        let token = client_token(self.key.as_ref(), client)?;
         let connect =
             serde_json::json!({"id": 1, "connect": {"token": token, "name": "rotor-loadtest"}});
         let subscribe = serde_json::json!({"id": 2, "subscribe": {"channel": channel}});
@@ -204,6 +232,75 @@ impl ClientProtocol for CentrifugoJson {
                 }
             } else {
                 out.unknown += 1;
+            }
+        }
+    }
+}
+
+/// Centrifugo protocol v2 in Protobuf: the same connect-and-subscribe frame as the JSON
+/// adapter, as delimited binary messages; an empty reply is a ping, answered with an empty
+/// command. Publication payloads are the JSON the publisher sent.
+pub struct CentrifugoProtobuf {
+    key: Option<jsonwebtoken::EncodingKey>,
+}
+
+impl ClientProtocol for CentrifugoProtobuf {
+    fn ws_path(&self) -> &str {
+        "/connection/websocket?format=protobuf"
+    }
+
+    fn open_frames(&self, client: usize, channel: &str) -> Result<Vec<Frame>> {
+        use prost::Message as _;
+        use rotor::protocol::pb;
+        let token = client_token(self.key.as_ref(), client)?;
+        let connect = pb::Command {
+            id: 1,
+            connect: Some(pb::ConnectRequest {
+                token,
+                name: "rotor-loadtest".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let subscribe = pb::Command {
+            id: 2,
+            subscribe: Some(pb::SubscribeRequest { channel: channel.into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let mut frame = Vec::new();
+        for c in [connect, subscribe] {
+            c.encode_length_delimited(&mut frame)
+                .map_err(|e| Error::Args(format!("encoding a command: {e}")))?;
+        }
+        Ok(vec![Frame::Binary(frame)])
+    }
+
+    fn on_frame(&self, session: &mut Session, data: &[u8], out: &mut Inbound) {
+        use prost::Message as _;
+        use rotor::protocol::pb;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let Ok(reply) = pb::Reply::decode_length_delimited(&mut rest) else {
+                out.unknown += 1;
+                return;
+            };
+            if let Some(push) = reply.push {
+                if let Some(p) = push.r#pub {
+                    match std::str::from_utf8(&p.data).ok().and_then(crate::payload::extract_ts) {
+                        Some(ts) => out.delivered_ts.push(ts),
+                        None => out.unknown += 1,
+                    }
+                }
+            } else if reply.id == 0 {
+                out.replies.push(Frame::Binary(vec![0]));
+            } else if let Some(e) = reply.error {
+                out.error = Some(format!("error {}: {}", e.code, e.message));
+            } else {
+                session.replies_seen += 1;
+                if session.replies_seen >= 2 && !session.ready {
+                    session.ready = true;
+                    out.ready = true;
+                }
             }
         }
     }
@@ -616,6 +713,48 @@ mod tests {
             &mut out,
         );
         assert!(out.error.is_some());
+    }
+
+    #[test]
+    fn protobuf_adapter_frames_and_replies() {
+        use prost::Message as _;
+        use rotor::protocol::pb;
+        let p = ProtocolSpec::centrifugo(true, Some("s3cret".into()), "k".into()).client();
+        assert!(p.ws_path().ends_with("format=protobuf"));
+        let frames = p.open_frames(3, "bench").unwrap();
+        let Frame::Binary(bytes) = &frames[0] else { panic!("text open frame") };
+        let mut rest = &bytes[..];
+        let connect = pb::Command::decode_length_delimited(&mut rest).unwrap();
+        let subscribe = pb::Command::decode_length_delimited(&mut rest).unwrap();
+        assert_eq!(connect.id, 1);
+        assert_eq!(connect.connect.unwrap().token.split('.').count(), 3);
+        assert_eq!(subscribe.subscribe.unwrap().channel, "bench");
+        let mut s = Session::new("bench");
+        let mut frame = Vec::new();
+        let replies = [
+            pb::Reply { id: 1, connect: Some(Default::default()), ..Default::default() },
+            pb::Reply { id: 2, subscribe: Some(Default::default()), ..Default::default() },
+            pb::Reply::default(),
+            pb::Reply {
+                push: Some(pb::Push {
+                    channel: "bench".into(),
+                    r#pub: Some(pb::Publication {
+                        data: br#"{"ts":7,"seq":0,"pad":""}"#.to_vec().into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ];
+        for r in &replies {
+            r.encode_length_delimited(&mut frame).unwrap();
+        }
+        let mut out = Inbound::default();
+        p.on_frame(&mut s, &frame, &mut out);
+        assert!(out.ready);
+        assert_eq!(out.delivered_ts, vec![7]);
+        assert_eq!(out.replies, vec![Frame::Binary(vec![0])], "a ping is answered");
     }
 
     fn nats() -> Box<dyn ClientProtocol> {

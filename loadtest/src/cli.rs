@@ -171,6 +171,9 @@ pub struct RunArgs {
     /// HMAC secret of the server at `--addr`.
     #[arg(long)]
     pub hmac_secret: Option<String>,
+    /// Rotor clients speak the Protobuf protocol instead of JSON.
+    #[arg(long)]
+    pub protobuf: bool,
     /// API key of the server at `--addr`.
     #[arg(long, default_value = "")]
     pub api_key: String,

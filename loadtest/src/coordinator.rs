@@ -139,17 +139,18 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
                 Some(addr) => Box::new(External {
                     addr,
                     pid: args.server_pid,
-                    protocol: ProtocolSpec::CentrifugoJson {
-                        ws_path: "/connection/websocket".into(),
-                        hmac_secret: args.hmac_secret.clone(),
-                        api_key: args.api_key.clone(),
-                    },
+                    protocol: ProtocolSpec::centrifugo(
+                        args.protobuf,
+                        args.hmac_secret.clone(),
+                        args.api_key.clone(),
+                    ),
                 }),
                 None => Box::new(target::start_rotor(&RotorOptions {
                     bin: args.rotor_bin.clone(),
                     shards: args.shards,
                     queue_max_size: args.queue_max_size,
                     log_level: args.server_log_level.clone(),
+                    protobuf: args.protobuf,
                 })?),
             },
         })

@@ -266,6 +266,8 @@ pub struct RotorOptions {
     pub queue_max_size: usize,
     /// `log.level`.
     pub log_level: String,
+    /// Clients speak Protobuf.
+    pub protobuf: bool,
 }
 
 fn random_token(bytes: usize) -> Result<String> {
@@ -326,11 +328,7 @@ pub fn start_rotor(opts: &RotorOptions) -> Result<Spawned> {
         child: Some(child),
         measured: None,
         addr,
-        protocol: ProtocolSpec::CentrifugoJson {
-            ws_path: "/connection/websocket".into(),
-            hmac_secret: Some(secret),
-            api_key,
-        },
+        protocol: ProtocolSpec::centrifugo(opts.protobuf, Some(secret), api_key),
         log,
         _stdin: None,
         _dir: Some(dir),
