@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 pub mod codes;
+pub mod fossil;
 pub mod json;
 /// Generated Protobuf messages of the client protocol (`proto/client.proto`, prost).
 #[allow(clippy::all, missing_docs)]

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { readFile } from 'node:fs/promises';
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import { Centrifuge } from 'centrifuge';
 import { Centrifuge as CentrifugeProtobuf } from 'centrifuge/build/protobuf';
@@ -618,6 +619,25 @@ describe('rotor with the centrifuge SDK', () => {
 
   test('the server survived the suite', () => {
     assert.equal(server.exitInfo, null, `rotor exited early:\n${server.logs()}`);
+  });
+});
+
+describe('fossil deltas', () => {
+  test("rotor's deltas decode with the SDK's own fossil decoder", async () => {
+    // The SDK bundles its decoder without exporting it; take the pinned bundle's own code.
+    const bundle = await readFile(new URL('./node_modules/centrifuge/build/index.mjs', import.meta.url), 'utf8');
+    const start = bundle.indexOf('const zValue = [');
+    const fn = bundle.indexOf('function applyDelta(');
+    const end = bundle.indexOf('\n}\n', fn);
+    assert.ok(start >= 0 && fn > start && end > fn, 'decoder found in the SDK bundle');
+    const mod = { exports: null };
+    new Function('module', `${bundle.slice(start, end + 3)}\nmodule.exports = applyDelta;`)(mod);
+    const applyDelta = mod.exports;
+    const cases = JSON.parse(await readFile(new URL('./fossil-fixtures.json', import.meta.url), 'utf8'));
+    for (const c of cases) {
+      const out = applyDelta(new Uint8Array(c.a), new Uint8Array(c.d));
+      assert.deepStrictEqual(Array.from(out), c.b);
+    }
   });
 });
 
