@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use super::{channel_error, history_policy, unix_now, Resume, Step, Then, Timer, TimerKind};
 use crate::auth::{self, Expiry, SubscribeOverrides, TokenError};
-use crate::broker::memory::{HistoryQuery, Position};
+use crate::broker::memory::{HistoryPolicy, HistoryQuery, Position};
 use crate::channel::{self, Resolved, Subject};
 use crate::client::State;
 use crate::hub::ConnKey;
 use crate::protocol::{
-    codes, Publication, PushBody, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
-    SubscribePush, SubscribeRequest, SubscribeResult,
+    codes, ClientInfo, Publication, PushBody, RawJson, ReplyBody, SubRefreshRequest,
+    SubRefreshResult, SubscribePush, SubscribeRequest, SubscribeResult,
 };
 use crate::shard::msg::{Answer, Call, Cast, Event, SubscribeCall};
 use crate::shard::{after, Shard};
@@ -211,6 +211,18 @@ pub fn sub_flags(
     f
 }
 
+/// Whether a subscription token was issued for this user, channel and (when it names one)
+/// client; a mismatch closes the connection with 3500.
+fn token_fits(
+    claims: &crate::auth::SubscriptionClaims,
+    user: &str,
+    channel: &str,
+    client: &str,
+) -> bool {
+    let client_ok = claims.client.as_deref().is_none_or(|c| c.is_empty() || c == client);
+    claims.user == user && claims.channel == channel && client_ok
+}
+
 /// Where a subscription recovers from: the client's position when it asked (`recover`), the
 /// start of the stream when cache mode recovers unasked (spec §6.5), else nowhere.
 fn recover_from(flags: SubFlags, req: &SubscribeRequest) -> Option<Position> {
@@ -278,9 +290,7 @@ impl Shard {
         if has_token {
             match self.sub_verifier.verify_subscription(&req.token, now) {
                 Ok(claims) => {
-                    let client_ok =
-                        claims.client.as_deref().is_none_or(|c| c.is_empty() || *c == *client);
-                    if *claims.user != *user || *claims.channel != *channel || !client_ok {
+                    if !token_fits(&claims, &user, &channel, &client) {
                         self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
                         return Step::Stop;
                     }
@@ -326,46 +336,75 @@ impl Shard {
         let history = history_policy(resolved.options, false);
         // `delta: "fossil"` is accepted but not negotiated (`SubscribeResult.delta` stays
         // false) until the delta encoder exists; SDKs then simply receive full payloads.
-        let expire_at = extra.expire_at;
-        let has_extra = extra.chan_info.is_some() || extra.expire_at.is_some();
-        let sub =
-            Sub { channel: Arc::clone(&channel), flags, extra: has_extra.then(|| Box::new(extra)) };
-        let chan_info = sub.chan_info();
-        let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
-            return Step::Stop;
-        };
-        session.push_sub(sub);
-        let info = Arc::new(session.info(chan_info));
-        if let Some(at) = expire_at {
-            self.arm_sub_expiry(key, at, now);
-        }
-        self.begin_subscription(&channel);
+        let Some(info) = self.add_sub(key, &channel, flags, extra, now) else { return Step::Stop };
         if !flags.needs_home() {
             return Step::AwaitInterest {
                 channels: vec![channel],
                 then: Then::Subscribe { id, result: Box::new(result) },
             };
         }
+        let mut pending = PendingSub {
+            reply: SubReply::Command(id),
+            channel,
+            flags,
+            recover: None,
+            reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
+            result,
+        };
+        let call = self.subscribe_at_home(key, &mut pending, info, history, &req);
+        let req_id = self.call_home(&pending.channel, call);
+        Step::AwaitAnswer { req: req_id, then: Resume::Subscribe(Box::new(pending)) }
+    }
+
+    /// Adds a subscription to the connection's session (arming its expiry) and to the hub;
+    /// returns the client as presence and join/leave show it. `None` when the connection is
+    /// not connected.
+    fn add_sub(
+        &mut self,
+        key: ConnKey,
+        channel: &Arc<str>,
+        flags: SubFlags,
+        extra: SubExtra,
+        now: i64,
+    ) -> Option<Arc<ClientInfo>> {
+        let expire_at = extra.expire_at;
+        let has_extra = extra.chan_info.is_some() || expire_at.is_some();
+        let sub =
+            Sub { channel: Arc::clone(channel), flags, extra: has_extra.then(|| Box::new(extra)) };
+        let chan_info = sub.chan_info();
+        let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
+            return None;
+        };
+        session.push_sub(sub);
+        let info = Arc::new(session.info(chan_info));
+        if let Some(at) = expire_at {
+            self.arm_sub_expiry(key, at, now);
+        }
+        self.begin_subscription(channel);
+        Some(info)
+    }
+
+    /// Puts a subscriber that needs the home shard into buffering and returns the call to
+    /// send; fills `pending.recover` with where it recovers from (`req`: what the client asked).
+    fn subscribe_at_home(
+        &mut self,
+        key: ConnKey,
+        pending: &mut PendingSub,
+        info: Arc<ClientInfo>,
+        history: HistoryPolicy,
+        req: &SubscribeRequest,
+    ) -> Call {
+        let (channel, flags) = (Arc::clone(&pending.channel), pending.flags);
         self.hub.start_buffering(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
-        let recover = recover_from(flags, &req);
-        let query = recover.as_ref().map(|from| self.recovery_query(flags, from));
-        let call = Call::Subscribe(SubscribeCall {
-            channel: Arc::clone(&channel),
+        pending.recover = recover_from(flags, req);
+        let query = pending.recover.as_ref().map(|from| self.recovery_query(flags, from));
+        Call::Subscribe(SubscribeCall {
+            channel,
             info,
             presence: flags.has(SubFlags::PRESENCE),
             join: flags.has(SubFlags::JOIN_LEAVE),
             position: flags.has(SubFlags::POSITIONED).then_some((history, query)),
-        });
-        let req_id = self.call_home(&channel, call);
-        let pending = PendingSub {
-            reply: SubReply::Command(id),
-            channel,
-            flags,
-            recover,
-            reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
-            result,
-        };
-        Step::AwaitAnswer { req: req_id, then: Resume::Subscribe(Box::new(pending)) }
+        })
     }
 
     /// A server-side subscription made while connected (API `subscribe`): through the home
@@ -416,43 +455,20 @@ impl Shard {
         let mut flags = sub_flags(&resolved, &spec.overrides, req, &who);
         flags.0 |= SubFlags::SERVER_SIDE;
         let history = history_policy(resolved.options, false);
-        let now = unix_now();
-        let expire_at = (expire_at > 0).then_some(expire_at);
-        let chan_info = spec.info.clone();
-        let sub = Sub {
+        let extra = SubExtra {
+            chan_info: spec.info.clone(),
+            expire_at: (expire_at > 0).then_some(expire_at),
+        };
+        let info = self.add_sub(key, &spec.channel, flags, extra, unix_now())?;
+        let mut pending = PendingSub {
+            reply,
             channel: Arc::clone(&spec.channel),
             flags,
-            extra: (chan_info.is_some() || expire_at.is_some())
-                .then(|| Box::new(SubExtra { chan_info: chan_info.clone(), expire_at })),
-        };
-        let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
-            return None;
-        };
-        session.push_sub(sub);
-        let info = Arc::new(session.info(chan_info));
-        if let Some(at) = expire_at {
-            self.arm_sub_expiry(key, at, now);
-        }
-        let channel = &spec.channel;
-        self.begin_subscription(channel);
-        self.hub.start_buffering(channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
-        let recover = recover_from(flags, req);
-        let query = recover.as_ref().map(|from| self.recovery_query(flags, from));
-        let call = Call::Subscribe(SubscribeCall {
-            channel: Arc::clone(channel),
-            info,
-            presence: flags.has(SubFlags::PRESENCE),
-            join: flags.has(SubFlags::JOIN_LEAVE),
-            position: flags.has(SubFlags::POSITIONED).then_some((history, query)),
-        });
-        let pending = PendingSub {
-            reply,
-            channel: Arc::clone(channel),
-            flags,
-            recover,
+            recover: None,
             reject_unrecovered: false,
             result: SubscribeResult { data: spec.data.clone(), ..SubscribeResult::default() },
         };
+        let call = self.subscribe_at_home(key, &mut pending, info, history, req);
         Some((call, pending))
     }
 
@@ -768,9 +784,7 @@ impl Shard {
         let now = unix_now();
         let (expire_at, ttl) = match self.sub_verifier.verify_subscription(&req.token, now) {
             Ok(claims) => {
-                let client_ok =
-                    claims.client.as_deref().is_none_or(|c| c.is_empty() || *c == *client);
-                if *claims.user != *user || claims.channel != req.channel || !client_ok {
+                if !token_fits(&claims, &user, &req.channel, &client) {
                     self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
                     return Step::Stop;
                 }
