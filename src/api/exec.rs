@@ -94,6 +94,18 @@ pub enum Failure {
     Api(ApiError),
 }
 
+impl Failure {
+    /// The error a command gets inside a batch or the legacy route, where no HTTP status of
+    /// its own can be sent: an undecodable body is 107, an unimplemented method 104.
+    fn into_api_error(self) -> ApiError {
+        match self {
+            Failure::Undecodable => types::API_ERROR_BAD_REQUEST,
+            Failure::Unsupported => types::API_ERROR_NOT_FOUND,
+            Failure::Api(e) => e,
+        }
+    }
+}
+
 /// Runs one method; `Ok` is the encoded result object (what goes under `"result"`).
 async fn run(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<Vec<u8>, Failure> {
     let mut out = Vec::new();
@@ -193,15 +205,7 @@ async fn batch_one(
 ) -> (Option<ApiMethod>, Result<Vec<u8>, ApiError>) {
     match c {
         Err(e) => (None, Err(e)),
-        Ok((m, params)) => {
-            let r = match run(shard, m, params).await {
-                Ok(result) => Ok(result),
-                Err(Failure::Undecodable) => Err(types::API_ERROR_BAD_REQUEST),
-                Err(Failure::Unsupported) => Err(types::API_ERROR_NOT_FOUND),
-                Err(Failure::Api(e)) => Err(e),
-            };
-            (Some(m), r)
-        }
+        Ok((m, params)) => (Some(m), run(shard, m, params).await.map_err(Failure::into_api_error)),
     }
 }
 
@@ -241,12 +245,9 @@ async fn legacy(shard: &ShardRef, body: &[u8]) -> Reply {
     for cmd in commands {
         let outcome = match cmd.method {
             None => Err(types::API_ERROR_NOT_FOUND),
-            Some(method) => match run(shard, method, cmd.params.get().as_bytes()).await {
-                Ok(result) => Ok(result),
-                Err(Failure::Undecodable) => Err(types::API_ERROR_BAD_REQUEST),
-                Err(Failure::Unsupported) => Err(types::API_ERROR_NOT_FOUND),
-                Err(Failure::Api(e)) => Err(e),
-            },
+            Some(method) => run(shard, method, cmd.params.get().as_bytes())
+                .await
+                .map_err(Failure::into_api_error),
         };
         replies.push(types::LegacyReply { id: cmd.id, outcome });
     }

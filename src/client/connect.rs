@@ -271,9 +271,7 @@ impl Shard {
             self.timers.push(Timer { at: after(half + jitter), key, kind: TimerKind::Ping });
         }
         if let Some(at) = expire_at {
-            let wait =
-                Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_close_delay;
-            self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
+            self.arm_expiry(key, at, now);
         }
         let personal = &self.cfg.client.subscribe_to_user_personal_channel;
         if personal.enabled && personal.single_connection && !user.is_empty() {

@@ -463,6 +463,22 @@ impl Shard {
         self.enqueue(key, out);
     }
 
+    /// Whether a connection is open and still subscribed to `channel` (it may have closed or
+    /// unsubscribed while its subscription was being completed).
+    pub(crate) fn holds_sub(&mut self, key: ConnKey, channel: &str) -> bool {
+        self.conn_mut(key)
+            .is_some_and(|c| c.closing.is_none() && c.session().is_some_and(|s| s.has_sub(channel)))
+    }
+
+    /// Arms the timer that closes a connection with 3005 once `at` plus
+    /// `client.expired_close_delay` passed without a refresh. It re-checks the session's
+    /// `expire_at` when it fires, so an extra timer after a refresh is harmless.
+    pub(crate) fn arm_expiry(&mut self, key: ConnKey, at: i64, now: i64) {
+        let wait =
+            Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_close_delay;
+        self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
+    }
+
     /// Whether a connection speaks Protobuf.
     pub fn is_protobuf(&mut self, key: ConnKey) -> bool {
         self.conn_mut(key).is_some_and(|c| c.protobuf)
@@ -568,11 +584,7 @@ impl Shard {
         // The reply is queued before the connection joins the hub, so no publication of these
         // channels can reach the client ahead of it.
         for ch in channels {
-            let live = match self.conn_mut(key) {
-                Some(c) if c.closing.is_none() => c.session().is_some_and(|s| s.has_sub(ch)),
-                _ => false,
-            };
-            if live {
+            if self.holds_sub(key, ch) {
                 self.hub.finish(ch, key);
             } else if self.hub.abandon(ch) {
                 self.interest_off(ch);
@@ -815,11 +827,7 @@ impl Shard {
             session.conn_info = Some(crate::protocol::RawJson(info));
         }
         if let Some(at) = expiry {
-            // The Expire timer re-checks `expire_at` when it fires, so an extra one is harmless
-            // and covers a refresh that adds or shortens the expiry.
-            let wait =
-                Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_close_delay;
-            self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
+            self.arm_expiry(key, at, now);
         }
         let body = match expiry {
             Some(at) => ReplyBody::Refresh(RefreshResult {
@@ -844,12 +852,7 @@ impl Shard {
         let Some(session) = conn.session() else { return Step::Stop };
         let channel: Arc<str> = Arc::from(req.channel.as_str());
         let subscribed = session.has_sub(&channel);
-        let info = ClientInfo {
-            user: session.user.to_string(),
-            client: session.client.to_string(),
-            conn_info: session.conn_info.clone(),
-            chan_info: None,
-        };
+        let info = session.info(None);
         let user = Arc::clone(&session.user);
         let resolved = match namespaces.resolve(&channel) {
             Ok(r) => r,

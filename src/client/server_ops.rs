@@ -6,14 +6,13 @@
 //! touch another shard's connections.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::subscribe::ServerSub;
-use super::{unix_now, State, Timer, TimerKind};
+use super::{unix_now, State};
 use crate::hub::ConnKey;
 use crate::protocol::{codes, PushBody};
 use crate::shard::msg::{ConnFilter, ConnsOp};
-use crate::shard::{after, Shard};
+use crate::shard::Shard;
 
 impl Shard {
     /// Live local connections matching `filter`.
@@ -113,7 +112,6 @@ impl Shard {
         info: Option<crate::protocol::RawJson>,
     ) {
         let now = unix_now();
-        let delay = self.cfg.client.expired_close_delay;
         let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) else { return };
         if let Some(info) = info {
             s.conn_info = Some(info);
@@ -121,8 +119,7 @@ impl Shard {
         s.expire_at = (expire_at > 0).then_some(expire_at);
         let ttl = u32::try_from((expire_at - now).max(0)).unwrap_or(u32::MAX);
         if expire_at > 0 {
-            let wait = Duration::from_secs((expire_at - now).max(0) as u64) + delay;
-            self.timers.push(Timer { at: after(wait), key, kind: TimerKind::Expire });
+            self.arm_expiry(key, expire_at, now);
         }
         let push =
             PushBody::Refresh { expires: expire_at > 0, ttl: if expire_at > 0 { ttl } else { 0 } };

@@ -24,7 +24,7 @@ use crate::protocol::{
     SubRefreshResult, SubscribePush, SubscribeRequest, SubscribeResult,
 };
 use crate::shard::msg::{Answer, Call, Cast, Event, SubscribeCall};
-use crate::shard::{after, Shard};
+use crate::shard::{after, Continue, Shard};
 
 /// `SubscribeRequest.flag` bit: answer 112 instead of `recovered: false`.
 const FLAG_REJECT_UNRECOVERED: i64 = 2;
@@ -426,7 +426,8 @@ impl Shard {
         if let Some((call, pending)) =
             self.prepare_server_sub(key, spec, position.as_ref(), expire_at, SubReply::Push)
         {
-            self.call_home_then(&spec.channel, call, key, Resume::Subscribe(Box::new(pending)));
+            let then = Continue::Conn(key, Resume::Subscribe(Box::new(pending)));
+            self.call_home_then(&spec.channel, call, then);
         }
     }
 
@@ -498,10 +499,7 @@ impl Shard {
         // `None`: the subscription was removed meanwhile (unsubscribe, disconnect), which also
         // took it out of the hub and told the home shard.
         let Some(events) = self.hub.take_buffered(&channel, key) else { return Settled::Gone };
-        let live = self.conn_mut(key).is_some_and(|c| {
-            c.closing.is_none() && c.session().is_some_and(|s| s.has_sub(&channel))
-        });
-        if !live {
+        if !self.holds_sub(key, &channel) {
             self.abandon(&channel);
             return Settled::Gone;
         }
@@ -560,10 +558,7 @@ impl Shard {
         let DoneSub { channel, flags, events, mut base, .. } = done;
         // The announcement may have closed the connection (queue overflow): then it gives its
         // place up instead of joining.
-        let live = self.conn_mut(key).is_some_and(|c| {
-            c.closing.is_none() && c.session().is_some_and(|s| s.has_sub(&channel))
-        });
-        if !live {
+        if !self.holds_sub(key, &channel) {
             self.abandon(&channel);
             return;
         }

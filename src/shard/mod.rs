@@ -533,17 +533,10 @@ impl Shard {
         req
     }
 
-    /// Sends a request to the home shard of `channel` whose answer continues `then` for the
-    /// connection `key` inline, with no task waiting.
-    pub fn call_home_then(
-        &mut self,
-        channel: &str,
-        call: Call,
-        key: ConnKey,
-        then: crate::client::Resume,
-    ) {
-        let slot = Pending { then: Some(Continue::Conn(key, then)), ..Pending::default() };
-        let req = self.pending.insert(slot);
+    /// Sends a request to the home shard of `channel` whose answer runs `then` inline, with no
+    /// task waiting.
+    pub fn call_home_then(&mut self, channel: &str, call: Call, then: Continue) {
+        let req = self.pending.insert(Pending { then: Some(then), ..Pending::default() });
         let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
         self.send(Lane::Main, home_of(channel, self.count), msg);
     }
@@ -707,13 +700,8 @@ impl Shard {
     pub fn check_positions(&mut self) {
         let channels: Vec<Arc<str>> = self.hub.positioned_channels().cloned().collect();
         for channel in channels {
-            let req = self.pending.insert(Pending {
-                then: Some(Continue::Position(Arc::clone(&channel))),
-                ..Pending::default()
-            });
             let call = Call::Position { channel: Arc::clone(&channel) };
-            let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
-            self.send(Lane::Main, home_of(&channel, self.count), msg);
+            self.call_home_then(&channel, call, Continue::Position(Arc::clone(&channel)));
         }
     }
 
