@@ -425,11 +425,23 @@ impl Shard {
     /// Queues a frame for a connection; overflowing `client.queue_max_size` disconnects it with
     /// 3008 (slow) instead, dropping what it had not read yet.
     pub fn enqueue(&mut self, key: ConnKey, out: Out) {
+        self.enqueue_as(key, |_| Some(out));
+    }
+
+    /// [`Shard::enqueue`] with the frame chosen by the connection's protocol (`make(protobuf)`),
+    /// in one connection lookup: the fan-out path calls this for every subscriber. `None` means
+    /// the protocol cannot carry the message (binary data for JSON): the connection is closed
+    /// with 3506 instead.
+    pub fn enqueue_as(&mut self, key: ConnKey, make: impl FnOnce(bool) -> Option<Out>) {
         let max = self.cfg.client.queue_max_size;
         let Some(conn) = self.conn_mut(key) else { return };
         if conn.closing.is_some() {
             return;
         }
+        let Some(out) = make(conn.protobuf) else {
+            self.disconnect(key, codes::DISCONNECT_INAPPROPRIATE_PROTOCOL);
+            return;
+        };
         if conn.queued_bytes + out.len() > max {
             self.stats.slow_disconnects += 1;
             self.disconnect(key, codes::DISCONNECT_SLOW);
@@ -455,12 +467,13 @@ impl Shard {
     }
 
     pub(crate) fn reply(&mut self, key: ConnKey, id: u32, body: &ReplyBody) {
-        let out = Out::encode(
-            self.is_protobuf(key),
-            |buf| json::encode_reply(id, body, buf),
-            |buf| protobuf::encode_reply(id, body, buf),
-        );
-        self.enqueue(key, out);
+        self.enqueue_as(key, |protobuf| {
+            Some(Out::encode(
+                protobuf,
+                |buf| json::encode_reply(id, body, buf),
+                |buf| protobuf::encode_reply(id, body, buf),
+            ))
+        });
     }
 
     /// Whether a connection is open and still subscribed to `channel` (it may have closed or
@@ -487,17 +500,16 @@ impl Shard {
     /// Queues one push in the connection's protocol. A JSON connection cannot carry a binary
     /// publication: it is closed with 3506 instead (spec §2.2).
     pub(crate) fn push(&mut self, key: ConnKey, channel: &str, body: &PushBody) {
-        let protobuf = self.is_protobuf(key);
-        if !protobuf && matches!(body, PushBody::Publication(p) if p.binary) {
-            self.disconnect(key, codes::DISCONNECT_INAPPROPRIATE_PROTOCOL);
-            return;
-        }
-        let out = Out::encode(
-            protobuf,
-            |buf| json::encode_push(channel, body, json::PushFraming::Reply, buf),
-            |buf| protobuf::encode_push(channel, body, buf),
-        );
-        self.enqueue(key, out);
+        let binary = matches!(body, PushBody::Publication(p) if p.binary);
+        self.enqueue_as(key, |protobuf| {
+            (protobuf || !binary).then(|| {
+                Out::encode(
+                    protobuf,
+                    |buf| json::encode_push(channel, body, json::PushFraming::Reply, buf),
+                    |buf| protobuf::encode_push(channel, body, buf),
+                )
+            })
+        });
     }
 
     /// Queues a channel event (publication, join, leave) for one connection.
@@ -507,13 +519,7 @@ impl Shard {
         channel: &str,
         event: &crate::shard::msg::Event,
     ) {
-        use crate::shard::msg::Event;
-        let body = match event {
-            Event::Pub(p) => PushBody::Publication((**p).clone()),
-            Event::Join(i) => PushBody::Join((**i).clone()),
-            Event::Leave(i) => PushBody::Leave((**i).clone()),
-        };
-        self.push(key, channel, &body);
+        self.enqueue_as(key, |protobuf| event_out(channel, event, protobuf));
     }
 
     pub(crate) fn reply_error(&mut self, key: ConnKey, id: u32, err: ProtocolError) {
@@ -942,6 +948,26 @@ pub fn rpc_reply(rpc: &crate::config::Rpc, method: &str) -> ReplyBody {
         codes::ERROR_NOT_AVAILABLE
     } else {
         codes::ERROR_METHOD_NOT_FOUND
+    })
+}
+
+/// A channel event as one push frame in a protocol; `None` for binary data in JSON.
+pub fn event_out(channel: &str, event: &crate::shard::msg::Event, protobuf: bool) -> Option<Out> {
+    use crate::shard::msg::Event;
+    Some(match (event, protobuf) {
+        (Event::Pub(p), false) if p.binary => return None,
+        (Event::Pub(p), false) => Out::json(|buf| json::encode_publication_push(channel, p, buf)),
+        (Event::Join(i), false) => Out::json(|buf| json::encode_join_push(channel, i, buf)),
+        (Event::Leave(i), false) => Out::json(|buf| json::encode_leave_push(channel, i, buf)),
+        (Event::Pub(p), true) => {
+            Out::binary(|buf| protobuf::encode_publication_push(channel, p, buf))
+        }
+        (Event::Join(i), true) => Out::binary(|buf| {
+            protobuf::encode_push(channel, &PushBody::Join((**i).clone()), buf);
+        }),
+        (Event::Leave(i), true) => Out::binary(|buf| {
+            protobuf::encode_push(channel, &PushBody::Leave((**i).clone()), buf);
+        }),
     })
 }
 

@@ -35,6 +35,7 @@ use slab::Slab;
 
 use crate::broker::memory::Stream;
 use crate::channel::Namespaces;
+use crate::client::event_out;
 use crate::client::{Conn, Timer};
 use crate::config::Config;
 use crate::hub::{ConnKey, Hub};
@@ -618,44 +619,14 @@ impl Shard {
         // Cloning the key list keeps the hub borrow apart from the connection mutations below
         // (a slow client is unsubscribed from the hub while we iterate).
         let keys: Vec<ConnKey> = subscribers.to_vec();
-        // Encoded at most once per protocol, on first need.
+        // Encoded at most once per protocol, on first need (`None` inside: JSON cannot carry
+        // binary data, those subscribers get 3506).
         let (mut as_json, mut as_pb) = (None, None);
-        let binary = matches!(event, Event::Pub(p) if p.binary);
         for key in keys {
-            let protobuf = self.conn_mut(key).is_some_and(|c| c.protobuf);
-            let out = if protobuf {
-                as_pb
-                    .get_or_insert_with(|| {
-                        crate::client::Out::binary(|buf| match event {
-                            Event::Pub(p) => protobuf::encode_publication_push(channel, p, buf),
-                            Event::Join(i) => protobuf::encode_push(
-                                channel,
-                                &crate::protocol::PushBody::Join((**i).clone()),
-                                buf,
-                            ),
-                            Event::Leave(i) => protobuf::encode_push(
-                                channel,
-                                &crate::protocol::PushBody::Leave((**i).clone()),
-                                buf,
-                            ),
-                        })
-                    })
-                    .clone()
-            } else if binary {
-                self.disconnect(key, crate::protocol::codes::DISCONNECT_INAPPROPRIATE_PROTOCOL);
-                continue;
-            } else {
-                as_json
-                    .get_or_insert_with(|| {
-                        crate::client::Out::json(|buf| match event {
-                            Event::Pub(p) => json::encode_publication_push(channel, p, buf),
-                            Event::Join(info) => json::encode_join_push(channel, info, buf),
-                            Event::Leave(info) => json::encode_leave_push(channel, info, buf),
-                        })
-                    })
-                    .clone()
-            };
-            self.enqueue(key, out);
+            self.enqueue_as(key, |protobuf| {
+                let cached = if protobuf { &mut as_pb } else { &mut as_json };
+                cached.get_or_insert_with(|| event_out(channel, event, protobuf)).clone()
+            });
         }
         self.stats.messages_sent += 1;
     }
