@@ -77,6 +77,15 @@ fn resolve(shard: &ShardRef, channel: &str) -> Result<(HistoryPolicy, bool), Fai
     Ok((history_policy(resolved.options, false), resolved.options.presence))
 }
 
+/// The history settings of a channel whose namespace keeps history (else 108).
+fn history_policy_of(shard: &ShardRef, channel: &str) -> Result<HistoryPolicy, Failure> {
+    let (policy, _) = resolve(shard, channel)?;
+    if !policy.enabled() {
+        return Err(api(types::API_ERROR_NOT_AVAILABLE));
+    }
+    Ok(policy)
+}
+
 async fn ask_home(shard: &ShardRef, channel: &str, call: Call) -> Result<Answer, Failure> {
     let req = shard.borrow_mut().call_home(channel, call);
     PendingAnswer::new(shard.clone(), req).await.ok_or(api(types::API_ERROR_INTERNAL))
@@ -110,10 +119,7 @@ pub async fn presence(shard: &ShardRef, body: &[u8], stats: bool) -> Result<Vec<
 pub async fn history(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
     let req: HistoryBody = decode(body)?;
     let channel = req.channel.unwrap_or_default();
-    let (policy, _) = resolve(shard, &channel)?;
-    if !policy.enabled() {
-        return Err(api(types::API_ERROR_NOT_AVAILABLE));
-    }
+    let policy = history_policy_of(shard, &channel)?;
     let limit = match req.limit.unwrap_or(0) {
         n if n < 0 => None,
         n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
@@ -148,10 +154,7 @@ pub async fn history(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> 
 pub async fn history_remove(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
     let req: ChannelBody = decode(body)?;
     let channel = req.channel.unwrap_or_default();
-    let (policy, _) = resolve(shard, &channel)?;
-    if !policy.enabled() {
-        return Err(api(types::API_ERROR_NOT_AVAILABLE));
-    }
+    history_policy_of(shard, &channel)?;
     let ch: Arc<str> = Arc::from(channel.as_str());
     ask_home(shard, &channel, Call::HistoryRemove { channel: ch }).await?;
     Ok(b"{}".to_vec())
