@@ -86,7 +86,8 @@ fn shard_with_subscribers(n: usize, channel: &str) -> Shard {
     let ch: Arc<str> = Arc::from(channel);
     for i in 0..n {
         let key = shard.insert_conn(|g| {
-            let mut conn = Conn::new(g, false, false);
+            let mut conn =
+                Conn::new(g, rotor::transport::Transport::WebSocket { native_ping: false }, false);
             conn.state = State::Connected(Session {
                 client: uuid::Uuid::from_u128(i as u128),
                 user: Arc::from("u"),

@@ -26,6 +26,7 @@ use crate::protocol::{codes, ConnectRequest, ConnectResult, RawJson, ReplyBody, 
 use crate::shard::id::home_of;
 use crate::shard::msg::{Answer, Call, Cast, ConnFilter, ConnsOp, Lane, RequestId, ShardMsg};
 use crate::shard::{after, Shard};
+use crate::transport::Transport;
 
 /// A connect that passed authentication, waiting for admission.
 #[derive(Debug)]
@@ -238,15 +239,23 @@ impl Shard {
         let client = uuid::Uuid::new_v4();
         let ping = self.cfg.client.ping_interval;
         let pong = self.cfg.client.pong_timeout;
-        // With native WebSocket pings the protocol advertises no app-level ping at all.
-        let app_ping = !self.conn_mut(key).is_some_and(|c| c.native_ping);
+        let Some(transport) = self.conn_mut(key).map(|c| c.transport) else { return Step::Stop };
+        // With native WebSocket pings the protocol advertises no app-level ping at all;
+        // unidirectional clients get pings but cannot answer them.
+        let app_ping = !matches!(transport, Transport::WebSocket { native_ping: true });
         let mut result = ConnectResult {
             client: client.to_string(),
             version: SERVER_VERSION.to_string(),
             ping: if app_ping { u32::try_from(ping.as_secs()).unwrap_or(u32::MAX) } else { 0 },
-            pong: app_ping && !ping.is_zero() && !pong.is_zero(),
+            pong: app_ping && !transport.unidirectional() && !ping.is_zero() && !pong.is_zero(),
             ..ConnectResult::default()
         };
+        if transport.emulation() {
+            result.session = self.open_session(key);
+            result.node = crate::node::get().uid.clone();
+        } else if transport.unidirectional() {
+            result.session = uuid::Uuid::new_v4().to_string();
+        }
         if let Some(at) = expire_at {
             result.expires = true;
             result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);

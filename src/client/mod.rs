@@ -8,6 +8,7 @@
 //! Must not: perform I/O, block, or keep a reference into another shard's state.
 
 mod connect;
+pub mod emulation;
 pub mod query;
 mod server_ops;
 pub mod subscribe;
@@ -33,6 +34,7 @@ use crate::shard::id::home_of;
 use crate::shard::msg::{Answer, Call, Lane, PublishCall, RequestId, ShardMsg};
 use crate::shard::{after, Shard};
 use crate::transport::websocket::{self, OpCode};
+use crate::transport::{stream, Encoding, Transport};
 pub use subscribe::{Sub, SubFlags};
 
 /// Version string in `ConnectResult.version`.
@@ -67,19 +69,6 @@ impl Out {
     /// Encodes delimited Protobuf messages straight into a binary frame.
     pub fn binary(encode: impl FnOnce(&mut Vec<u8>)) -> Out {
         Out::frame(OpCode::Binary, encode)
-    }
-
-    /// The frame for one message in the connection's protocol.
-    pub fn encode(
-        protobuf: bool,
-        json: impl FnOnce(&mut Vec<u8>),
-        pb: impl FnOnce(&mut Vec<u8>),
-    ) -> Out {
-        if protobuf {
-            Out::binary(pb)
-        } else {
-            Out::json(json)
-        }
     }
 
     fn frame(op: OpCode, encode: impl FnOnce(&mut Vec<u8>)) -> Out {
@@ -186,8 +175,8 @@ impl Session {
 pub struct Conn {
     /// Slot generation (see [`ConnKey`]).
     pub generation: u32,
-    /// `?cf_ws_frame_ping_pong=true`: WebSocket ping frames instead of protocol pings.
-    pub native_ping: bool,
+    /// How the client is reached.
+    pub transport: Transport,
     /// The connection speaks Protobuf (binary frames) instead of JSON.
     pub protobuf: bool,
     /// Protocol state.
@@ -210,10 +199,10 @@ pub struct Conn {
 
 impl Conn {
     /// A fresh connection waiting for `connect`.
-    pub fn new(generation: u32, native_ping: bool, protobuf: bool) -> Conn {
+    pub fn new(generation: u32, transport: Transport, protobuf: bool) -> Conn {
         Conn {
             generation,
-            native_ping,
+            transport,
             protobuf,
             state: State::Connecting,
             queue: VecDeque::new(),
@@ -226,9 +215,72 @@ impl Conn {
         }
     }
 
+    /// The bytes this connection's messages are encoded as.
+    pub fn encoding(&self) -> Encoding {
+        Encoding::of(self.transport, self.protobuf)
+    }
+
+    /// WebSocket ping frames instead of protocol pings.
+    pub fn native_ping(&self) -> bool {
+        matches!(self.transport, Transport::WebSocket { native_ping: true })
+    }
+
     /// Takes everything queued as one write. Consecutive data frames become a single frame with
     /// newline-joined payloads (what SDKs expect from a batching server).
     pub fn take_batch(&mut self) -> Option<Batch> {
+        match self.transport {
+            Transport::WebSocket { .. } | Transport::UniWebSocket { join: true } => {
+                self.take_ws_batch()
+            }
+            Transport::UniWebSocket { join: false } => {
+                // One message per push: the queued frames are written back to back.
+                if self.queue.len() <= 1 {
+                    return self.take_ws_batch();
+                }
+                let mut buf = Vec::with_capacity(self.queued_bytes);
+                for out in self.queue.drain(..) {
+                    match out {
+                        Out::Data { frame, .. } | Out::Control(frame) => {
+                            buf.extend_from_slice(&frame);
+                        }
+                    }
+                }
+                self.queued_bytes = 0;
+                Some(Batch::Many(buf))
+            }
+            _ => self.take_stream_batch(),
+        }
+    }
+
+    /// A streaming response's batch: the queued messages framed for the transport in one chunk
+    /// (control items, the final chunk, are written as they are).
+    fn take_stream_batch(&mut self) -> Option<Batch> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let mut body = Vec::with_capacity(self.queued_bytes + 8 * self.queue.len());
+        let mut buf = Vec::with_capacity(body.capacity() + 16);
+        for out in self.queue.drain(..) {
+            match out {
+                Out::Data { frame, header } => stream::append_message(
+                    self.transport,
+                    self.protobuf,
+                    &frame[usize::from(header)..],
+                    &mut body,
+                ),
+                Out::Control(b) => {
+                    stream::append_chunk(&body, &mut buf);
+                    body.clear();
+                    buf.extend_from_slice(&b);
+                }
+            }
+        }
+        stream::append_chunk(&body, &mut buf);
+        self.queued_bytes = 0;
+        Some(Batch::Many(buf))
+    }
+
+    fn take_ws_batch(&mut self) -> Option<Batch> {
         if self.queue.len() <= 1 {
             let out = self.queue.pop_front()?;
             self.queued_bytes = 0;
@@ -428,17 +480,17 @@ impl Shard {
         self.enqueue_as(key, |_| Some(out));
     }
 
-    /// [`Shard::enqueue`] with the frame chosen by the connection's protocol (`make(protobuf)`),
+    /// [`Shard::enqueue`] with the frame chosen by the connection's encoding (`make(encoding)`),
     /// in one connection lookup: the fan-out path calls this for every subscriber. `None` means
     /// the protocol cannot carry the message (binary data for JSON): the connection is closed
     /// with 3506 instead.
-    pub fn enqueue_as(&mut self, key: ConnKey, make: impl FnOnce(bool) -> Option<Out>) {
+    pub fn enqueue_as(&mut self, key: ConnKey, make: impl FnOnce(Encoding) -> Option<Out>) {
         let max = self.cfg.client.queue_max_size;
         let Some(conn) = self.conn_mut(key) else { return };
         if conn.closing.is_some() {
             return;
         }
-        let Some(out) = make(conn.protobuf) else {
+        let Some(out) = make(conn.encoding()) else {
             self.disconnect(key, codes::DISCONNECT_INAPPROPRIATE_PROTOCOL);
             return;
         };
@@ -467,13 +519,32 @@ impl Shard {
     }
 
     pub(crate) fn reply(&mut self, key: ConnKey, id: u32, body: &ReplyBody) {
-        self.enqueue_as(key, |protobuf| {
-            Some(Out::encode(
-                protobuf,
-                |buf| json::encode_reply(id, body, buf),
-                |buf| protobuf::encode_reply(id, body, buf),
-            ))
+        if self.conn_mut(key).is_some_and(|c| c.transport.unidirectional()) {
+            self.uni_reply(key, body);
+            return;
+        }
+        self.enqueue_as(key, |encoding| {
+            Some(match encoding {
+                Encoding::Protobuf => Out::binary(|buf| protobuf::encode_reply(id, body, buf)),
+                _ => Out::json(|buf| json::encode_reply(id, body, buf)),
+            })
         });
+    }
+
+    /// A unidirectional client sent no command, so only its connect has an answer: a success
+    /// becomes the `connect` push, an error a disconnect (spec §1.6).
+    fn uni_reply(&mut self, key: ConnKey, body: &ReplyBody) {
+        match body {
+            ReplyBody::Connect(result) => {
+                let push = PushBody::Connect(result.clone());
+                self.push(key, "", &push);
+            }
+            ReplyBody::Error(e) => {
+                let d = self.uni_connect_error(e.code);
+                self.disconnect(key, d);
+            }
+            _ => {}
+        }
     }
 
     /// Whether a connection is open and still subscribed to `channel` (it may have closed or
@@ -501,14 +572,17 @@ impl Shard {
     /// publication: it is closed with 3506 instead (spec §2.2).
     pub(crate) fn push(&mut self, key: ConnKey, channel: &str, body: &PushBody) {
         let binary = matches!(body, PushBody::Publication(p) if p.binary);
-        self.enqueue_as(key, |protobuf| {
-            (protobuf || !binary).then(|| {
-                Out::encode(
-                    protobuf,
-                    |buf| json::encode_push(channel, body, json::PushFraming::Reply, buf),
-                    |buf| protobuf::encode_push(channel, body, buf),
-                )
-            })
+        self.enqueue_as(key, |encoding| match encoding {
+            Encoding::Protobuf => {
+                Some(Out::binary(|buf| protobuf::encode_push(channel, body, buf)))
+            }
+            _ if binary => None,
+            Encoding::Json => Some(Out::json(|buf| {
+                json::encode_push(channel, body, json::PushFraming::Reply, buf);
+            })),
+            Encoding::JsonPush => Some(Out::json(|buf| {
+                json::encode_push(channel, body, json::PushFraming::Bare, buf);
+            })),
         });
     }
 
@@ -519,7 +593,7 @@ impl Shard {
         channel: &str,
         event: &crate::shard::msg::Event,
     ) {
-        self.enqueue_as(key, |protobuf| event_out(channel, event, protobuf));
+        self.enqueue_as(key, |encoding| event_out(channel, event, encoding));
     }
 
     pub(crate) fn reply_error(&mut self, key: ConnKey, id: u32, err: ProtocolError) {
@@ -534,11 +608,28 @@ impl Shard {
         if conn.closing.is_some() {
             return;
         }
-        let close = websocket::close_frame(d.code, &d.reason);
-        conn.closing = Some(d);
         conn.queue.clear();
-        conn.queued_bytes = close.len();
-        conn.queue.push_back(Out::Control(close));
+        // WebSocket carries the code in its close frame; the other transports (and uni
+        // WebSocket, before its close frame) get a `disconnect` push, then the stream ends.
+        if !matches!(conn.transport, Transport::WebSocket { .. }) {
+            let body = PushBody::Disconnect(d.clone());
+            let push = match conn.encoding() {
+                Encoding::Protobuf => Out::binary(|buf| protobuf::encode_push("", &body, buf)),
+                Encoding::Json => Out::json(|buf| json::encode_disconnect_push(&d, buf)),
+                Encoding::JsonPush => Out::json(|buf| {
+                    json::encode_push("", &body, json::PushFraming::Bare, buf);
+                }),
+            };
+            conn.queue.push_back(push);
+        }
+        let end = if conn.transport.websocket() {
+            websocket::close_frame(d.code, &d.reason)
+        } else {
+            Bytes::from_static(stream::END)
+        };
+        conn.closing = Some(d);
+        conn.queue.push_back(Out::Control(end));
+        conn.queued_bytes = conn.queue.iter().map(Out::len).sum();
         if let Some(w) = conn.writer.take() {
             w.wake();
         }
@@ -611,7 +702,7 @@ impl Shard {
 
     /// A WebSocket pong frame arrived (native ping mode).
     pub fn native_pong(&mut self, key: ConnKey) {
-        if let Some(c) = self.conn_mut(key).filter(|c| c.native_ping) {
+        if let Some(c) = self.conn_mut(key).filter(|c| c.native_ping()) {
             c.awaiting_pong = false;
         }
     }
@@ -619,6 +710,7 @@ impl Shard {
     /// Forgets a connection whose socket tasks have finished.
     pub fn remove_conn(&mut self, key: ConnKey) {
         self.drop_subscriptions(key);
+        self.close_session(key);
         if self.conn_mut(key).is_some() {
             let conn = self.conns.remove(key.slot as usize);
             if let State::Connected(s) = conn.state {
@@ -659,8 +751,10 @@ impl Shard {
                 }
             }
             TimerKind::Ping => {
+                // Unidirectional clients cannot answer.
+                let pong = if conn.transport.unidirectional() { Duration::ZERO } else { pong };
                 conn.awaiting_pong = !pong.is_zero();
-                let out = if conn.native_ping {
+                let out = if conn.native_ping() {
                     Out::Control(websocket::frame(OpCode::Ping, b""))
                 } else if conn.protobuf {
                     Out::Data { frame: pb_ping_frame, header: 2 }
@@ -951,23 +1045,39 @@ pub fn rpc_reply(rpc: &crate::config::Rpc, method: &str) -> ReplyBody {
     })
 }
 
-/// A channel event as one push frame in a protocol; `None` for binary data in JSON.
-pub fn event_out(channel: &str, event: &crate::shard::msg::Event, protobuf: bool) -> Option<Out> {
+/// A channel event as one push frame in an encoding; `None` for binary data in JSON.
+pub fn event_out(
+    channel: &str,
+    event: &crate::shard::msg::Event,
+    encoding: Encoding,
+) -> Option<Out> {
     use crate::shard::msg::Event;
-    Some(match (event, protobuf) {
-        (Event::Pub(p), false) if p.binary => return None,
-        (Event::Pub(p), false) => Out::json(|buf| json::encode_publication_push(channel, p, buf)),
-        (Event::Join(i), false) => Out::json(|buf| json::encode_join_push(channel, i, buf)),
-        (Event::Leave(i), false) => Out::json(|buf| json::encode_leave_push(channel, i, buf)),
-        (Event::Pub(p), true) => {
+    let bare = |body: PushBody| {
+        Out::json(|buf| json::encode_push(channel, &body, json::PushFraming::Bare, buf))
+    };
+    Some(match (event, encoding) {
+        (Event::Pub(p), Encoding::Json | Encoding::JsonPush) if p.binary => return None,
+        (Event::Pub(p), Encoding::Json) => {
+            Out::json(|buf| json::encode_publication_push(channel, p, buf))
+        }
+        (Event::Join(i), Encoding::Json) => {
+            Out::json(|buf| json::encode_join_push(channel, i, buf))
+        }
+        (Event::Leave(i), Encoding::Json) => {
+            Out::json(|buf| json::encode_leave_push(channel, i, buf))
+        }
+        (Event::Pub(p), Encoding::Protobuf) => {
             Out::binary(|buf| protobuf::encode_publication_push(channel, p, buf))
         }
-        (Event::Join(i), true) => Out::binary(|buf| {
+        (Event::Join(i), Encoding::Protobuf) => Out::binary(|buf| {
             protobuf::encode_push(channel, &PushBody::Join((**i).clone()), buf);
         }),
-        (Event::Leave(i), true) => Out::binary(|buf| {
+        (Event::Leave(i), Encoding::Protobuf) => Out::binary(|buf| {
             protobuf::encode_push(channel, &PushBody::Leave((**i).clone()), buf);
         }),
+        (Event::Pub(p), Encoding::JsonPush) => bare(PushBody::Publication((**p).clone())),
+        (Event::Join(i), Encoding::JsonPush) => bare(PushBody::Join((**i).clone())),
+        (Event::Leave(i), Encoding::JsonPush) => bare(PushBody::Leave((**i).clone())),
     })
 }
 
@@ -1046,7 +1156,7 @@ mod tests {
 
     #[test]
     fn batch_joins_data_frames_with_newlines_and_keeps_control_frames_apart() {
-        let mut c = Conn::new(1, false, false);
+        let mut c = Conn::new(1, Transport::WebSocket { native_ping: false }, false);
         for p in ["{\"a\":1}", "{}", "{\"b\":2}"] {
             let o = data(p);
             c.queued_bytes += o.len();
@@ -1065,7 +1175,7 @@ mod tests {
 
     #[test]
     fn single_item_is_written_without_copy() {
-        let mut c = Conn::new(1, false, false);
+        let mut c = Conn::new(1, Transport::WebSocket { native_ping: false }, false);
         let o = data("{}");
         let Out::Data { frame, .. } = o.clone() else { panic!() };
         c.queue.push_back(o);
@@ -1096,7 +1206,7 @@ mod tests {
 
     fn connected(shard: &mut Shard, channel: &Arc<str>) -> ConnKey {
         shard.insert_conn(|g| {
-            let mut c = Conn::new(g, false, false);
+            let mut c = Conn::new(g, Transport::WebSocket { native_ping: false }, false);
             c.state = State::Connected(Session {
                 client: uuid::Uuid::from_u128(1),
                 user: Arc::from("u"),

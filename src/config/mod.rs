@@ -168,6 +168,20 @@ section! {
         http_api: HttpApi [Plain] = HttpApi::default(),
         /// Bidirectional WebSocket transport.
         websocket: WebSocket [Plain] = WebSocket::default(),
+        /// HTTP-streaming emulation transport.
+        http_stream: HttpStream [Plain] = HttpStream::default(),
+        /// SSE emulation transport.
+        sse: Sse [Plain] = Sse::default(),
+        /// The client-to-server half of emulation.
+        emulation: Emulation [Plain] = Emulation::default(),
+        /// Unidirectional WebSocket transport.
+        uni_websocket: UniWebSocket [Plain] = UniWebSocket::default(),
+        /// Unidirectional SSE transport.
+        uni_sse: UniSse [Plain] = UniSse::default(),
+        /// Unidirectional HTTP-streaming transport.
+        uni_http_stream: UniHttpStream [Plain] = UniHttpStream::default(),
+        /// `GET /connection/init` helper.
+        init: Init [Plain] = Init::default(),
         /// Health endpoint.
         health: Health [Plain] = Health::default(),
         /// Admin web UI.
@@ -270,7 +284,39 @@ section! {
         channel_position_check_delay: Duration [GoDuration] = Duration::from_secs(40),
         /// Subscribe every connection to its user's personal channel.
         subscribe_to_user_personal_channel: PersonalChannel [Plain] = PersonalChannel::default(),
+        /// Connect error codes → disconnects of unidirectional transports (spec §1.6).
+        connect_code_to_unidirectional_disconnect: UniDisconnects [Plain] =
+            UniDisconnects::default(),
     }
+}
+
+section! {
+    /// `client.connect_code_to_unidirectional_disconnect`.
+    pub struct UniDisconnects {
+        /// Use `transforms` before the built-in mapping.
+        enabled: bool [Plain] = false,
+        /// Error code → disconnect.
+        transforms: Vec<UniDisconnectTransform> [Plain] = Vec::new(),
+    }
+}
+
+/// One `connect_code_to_unidirectional_disconnect.transforms[]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniDisconnectTransform {
+    /// Connect error code.
+    pub code: u32,
+    /// The disconnect sent instead.
+    pub to: UniDisconnectTo,
+}
+
+/// Target of a [`UniDisconnectTransform`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniDisconnectTo {
+    /// Disconnect code.
+    pub code: u16,
+    /// Disconnect reason.
+    #[serde(default)]
+    pub reason: String,
 }
 
 section! {
@@ -527,6 +573,83 @@ section! {
         write_buffer_size: usize [Plain] = 0,
         /// permessage-deflate.
         compression: bool [Plain] = false,
+    }
+}
+
+/// Declares the section of an HTTP streaming transport: `enabled`, `handler_prefix` (with
+/// the transport's default path) and `max_request_body_size`.
+macro_rules! stream_section {
+    ($(#[$meta:meta])* $name:ident, $path:literal) => {
+        section! {
+            $(#[$meta])*
+            pub struct $name {
+                /// Serve the endpoint.
+                enabled: bool [Plain] = false,
+                /// Endpoint path.
+                handler_prefix: String [Plain] = $path.to_owned(),
+                /// Largest connect request body (413 above).
+                max_request_body_size: usize [Plain] = 65_536,
+            }
+        }
+    };
+}
+
+stream_section!(
+    /// `http_stream.*`.
+    HttpStream,
+    "/connection/http_stream"
+);
+stream_section!(
+    /// `sse.*`.
+    Sse,
+    "/connection/sse"
+);
+stream_section!(
+    /// `uni_sse.*`.
+    UniSse,
+    "/connection/uni_sse"
+);
+stream_section!(
+    /// `uni_http_stream.*`.
+    UniHttpStream,
+    "/connection/uni_http_stream"
+);
+
+section! {
+    /// `emulation.*` (on whenever `http_stream` or `sse` is).
+    pub struct Emulation {
+        /// Endpoint path.
+        handler_prefix: String [Plain] = "/emulation".to_owned(),
+        /// Largest request body (413 above).
+        max_request_body_size: usize [Plain] = 65_536,
+    }
+}
+
+section! {
+    /// `uni_websocket.*`.
+    pub struct UniWebSocket {
+        /// Serve the endpoint.
+        enabled: bool [Plain] = false,
+        /// Endpoint path.
+        handler_prefix: String [Plain] = "/connection/uni_websocket".to_owned(),
+        /// Largest connect message.
+        message_size_limit: usize [Plain] = 65_536,
+        /// Write deadline per flush.
+        write_timeout: Duration [GoDuration] = Duration::from_millis(1000),
+        /// Send a flushed batch as one newline-joined message.
+        join_push_messages: bool [Plain] = false,
+        /// Close with the close frame only, without a `disconnect` push first.
+        disable_disconnect_push: bool [Plain] = false,
+    }
+}
+
+section! {
+    /// `init.*`.
+    pub struct Init {
+        /// Serve `GET <handler_prefix>` → `{}`.
+        enabled: bool [Plain] = false,
+        /// Endpoint path.
+        handler_prefix: String [Plain] = "/connection/init".to_owned(),
     }
 }
 

@@ -251,7 +251,7 @@ fn unknown_keys_are_reported_with_full_path() {
 fn unsupported_centrifugo_keys_warn_but_are_not_unknown() {
     let loaded = load_text(
         "json",
-        r#"{"sse": {"enabled": true}, "engine": {"redis": {"address": "x"}},
+        r#"{"uni_grpc": {"enabled": true}, "engine": {"redis": {"address": "x"}},
             "channel": {"namespaces": [{"name": "ab", "subscription_type": "map"}]}}"#,
     )
     .unwrap();
@@ -259,7 +259,7 @@ fn unsupported_centrifugo_keys_warn_but_are_not_unknown() {
     let unsupported: Vec<_> =
         loaded.warnings.iter().filter(|w| w.contains("not supported by rotor yet")).collect();
     assert_eq!(unsupported.len(), 3, "{:?}", loaded.warnings);
-    assert!(unsupported.iter().any(|w| w.contains("\"sse\"")));
+    assert!(unsupported.iter().any(|w| w.contains("\"uni_grpc\"")));
 }
 
 #[test]
@@ -369,9 +369,15 @@ fn env_bad_values_name_the_variable() {
 fn env_unknown_and_unsupported_variables_warn() {
     let loaded = load(
         None,
-        &env(&[("ROTOR_CLIENT_NOPE", "1"), ("CENTRIFUGO_SSE_ENABLED", "true"), ("PATH", "/bin")]),
+        &env(&[
+            ("ROTOR_CLIENT_NOPE", "1"),
+            ("CENTRIFUGO_UNI_GRPC_ENABLED", "true"),
+            ("CENTRIFUGO_SSE_ENABLED", "true"),
+            ("PATH", "/bin"),
+        ]),
     )
     .unwrap();
+    assert!(loaded.config.sse.enabled, "a transport section Rotor implements is read from env");
     assert!(loaded
         .warnings
         .iter()
@@ -379,7 +385,7 @@ fn env_unknown_and_unsupported_variables_warn() {
     assert!(loaded
         .warnings
         .iter()
-        .any(|w| w.contains("CENTRIFUGO_SSE_ENABLED is not supported by rotor yet")));
+        .any(|w| w.contains("CENTRIFUGO_UNI_GRPC_ENABLED is not supported by rotor yet")));
     assert!(!loaded.warnings.iter().any(|w| w.contains("PATH")));
 }
 

@@ -36,7 +36,7 @@ use slab::Slab;
 use crate::broker::memory::Stream;
 use crate::channel::Namespaces;
 use crate::client::event_out;
-use crate::client::{Conn, Timer};
+use crate::client::{Conn, Out, Timer};
 use crate::config::Config;
 use crate::hub::{ConnKey, Hub};
 use crate::protocol::{json, protobuf, ClientInfo};
@@ -46,6 +46,7 @@ use crate::shard::msg::{
     SubscribeCall,
 };
 use crate::transport::websocket;
+use crate::transport::Encoding;
 
 /// Most messages waiting for one peer lane before deliveries are dropped (and counted).
 pub const SPILL_MAX: usize = 65_536;
@@ -212,6 +213,10 @@ pub struct Shard {
     /// Bumped by the timer task on every tick; the supervisor's systemd watchdog only pings
     /// while every shard's counter moves (a stuck shard stops the pings).
     pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
+    /// Emulation session → connection (see `client::emulation`).
+    pub sessions: HashMap<uuid::Uuid, ConnKey>,
+    /// Emulated connections' sessions and inboxes.
+    pub emulated: HashMap<ConnKey, crate::client::emulation::Emulated>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -256,6 +261,8 @@ impl Shard {
             ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
             pb_ping_frame: websocket::frame(websocket::OpCode::Binary, protobuf::PING),
             heartbeat: Arc::default(),
+            sessions: HashMap::new(),
+            emulated: HashMap::new(),
         }
     }
 
@@ -474,6 +481,7 @@ impl Shard {
                 }
             }
             Cast::Conns(op) => self.conns_op(*op),
+            Cast::Emulation { session, data } => self.emulate(session, &data),
         }
     }
 
@@ -619,13 +627,14 @@ impl Shard {
         // Cloning the key list keeps the hub borrow apart from the connection mutations below
         // (a slow client is unsubscribed from the hub while we iterate).
         let keys: Vec<ConnKey> = subscribers.to_vec();
-        // Encoded at most once per protocol, on first need (`None` inside: JSON cannot carry
+        // Encoded at most once per encoding, on first need (`None` inside: JSON cannot carry
         // binary data, those subscribers get 3506).
-        let (mut as_json, mut as_pb) = (None, None);
+        let mut cache: [Option<Option<Out>>; Encoding::COUNT] = Default::default();
         for key in keys {
-            self.enqueue_as(key, |protobuf| {
-                let cached = if protobuf { &mut as_pb } else { &mut as_json };
-                cached.get_or_insert_with(|| event_out(channel, event, protobuf)).clone()
+            self.enqueue_as(key, |encoding| {
+                cache[encoding as usize]
+                    .get_or_insert_with(|| event_out(channel, event, encoding))
+                    .clone()
             });
         }
         self.stats.messages_sent += 1;

@@ -253,6 +253,13 @@ pub enum Cast {
     /// To every shard: act on matching local connections, no answer (a connect with
     /// `single_connection` closing the user's older connections).
     Conns(Box<ConnsOp>),
+    /// To the shard named by an emulation session id: commands from `/emulation`.
+    Emulation {
+        /// Random part of the session id.
+        session: uuid::Uuid,
+        /// The command frame as the connection's protocol encodes it.
+        data: bytes::Bytes,
+    },
 }
 
 /// A message between shards.

@@ -158,7 +158,8 @@ impl Sim {
     fn new_conn(&mut self, client: usize) -> (usize, ConnKey) {
         let shard = (client + self.clients[client].next_id as usize) % SHARDS;
         let key = self.shards[shard].borrow_mut().insert_conn(|g| {
-            let mut c = Conn::new(g, false, false);
+            let mut c =
+                Conn::new(g, crate::transport::Transport::WebSocket { native_ping: false }, false);
             c.state = State::Connected(Session {
                 client: uuid::Uuid::from_u128(client as u128),
                 user: Arc::from("u"),

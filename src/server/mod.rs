@@ -28,6 +28,9 @@ use crate::shard::id::ShardId;
 use crate::shard::msg::{Lane, ShardMsg};
 use crate::shard::{interest_registered, shutdown_signal, PendingAnswer, ShardRef};
 use crate::transport::websocket::{self, OriginPolicy, Wire};
+use crate::transport::Transport;
+
+mod streaming;
 
 /// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
 const HTTP_IDLE: Duration = Duration::from_secs(60);
@@ -79,14 +82,24 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             }
         };
         let cfg = shard.borrow().cfg.clone();
-        if !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix {
+        let bidi = !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix;
+        let uni = cfg.uni_websocket.enabled && head.path == cfg.uni_websocket.handler_prefix;
+        if bidi || uni {
             match websocket::check_upgrade(&head, &env.origins) {
                 Ok(up) => {
+                    let transport = if uni {
+                        Transport::UniWebSocket { join: cfg.uni_websocket.join_push_messages }
+                    } else {
+                        Transport::WebSocket { native_ping: up.frame_ping_pong }
+                    };
+                    // A uni client may put its connect request in the URL.
+                    let connect = if uni { head.query_param("cf_connect") } else { None };
                     // The WebSocket phase runs in a task of its own, so this HTTP future (its
                     // buffers, head and request state) is freed instead of living as long as
                     // the connection. Only the bytes after the upgrade request go along.
                     let leftover = buf.as_slice().to_vec();
-                    glommio::spawn_local(serve_websocket(shard, stream, up, leftover)).detach();
+                    let ws = WsOpen { up, transport, connect, leftover };
+                    glommio::spawn_local(serve_websocket(shard, stream, ws)).detach();
                 }
                 Err(e) => {
                     let _ = stream
@@ -102,7 +115,9 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         {
             let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        let body = match read_body(&mut stream, &mut buf, &head).await {
+        let endpoint = streaming::Endpoint::at(&cfg, &head.path);
+        let limit = endpoint.map_or(API_BODY_MAX_BYTES, |e| e.body_limit(&cfg));
+        let body = match read_body(&mut stream, &mut buf, &head, limit).await {
             Ok(b) => b,
             Err(e) => {
                 let _ =
@@ -111,8 +126,19 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             }
         };
         let keep_alive = head.keep_alive() && !shard.borrow().shutting_down;
-        // Boxed: API request state is allocated per request, not carried by every connection.
-        let reply = Box::pin(route(&shard, &head, body)).await;
+        let reply = match endpoint {
+            Some(e) => match streaming::request(&shard, &env, e, &head, body) {
+                Ok(open) => {
+                    // Like WebSocket, a stream gets a task of its own.
+                    glommio::spawn_local(streaming::serve(shard, stream, open)).detach();
+                    return;
+                }
+                Err(reply) => reply,
+            },
+            // Boxed: API request state is allocated per request, not carried by every
+            // connection.
+            None => Box::pin(route(&shard, &head, body)).await,
+        };
         let mut extra = shard_header(shard_id).to_vec();
         extra.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
         if head.minor_version == 0 && keep_alive {
@@ -203,11 +229,12 @@ async fn read_body(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     head: &Head,
+    limit: usize,
 ) -> Result<Vec<u8>, HttpError> {
     match head.body {
         BodyKind::Empty => Ok(Vec::new()),
         BodyKind::Length(n) => {
-            if n > API_BODY_MAX_BYTES {
+            if n > limit {
                 return Err(HttpError::BodyTooLarge);
             }
             while buf.len() < n {
@@ -221,7 +248,7 @@ async fn read_body(
         BodyKind::Chunked => {
             let mut dec = ChunkedDecoder::default();
             loop {
-                let used = dec.feed(buf, API_BODY_MAX_BYTES)?;
+                let used = dec.feed(buf, limit)?;
                 buf.drain(..used);
                 if dec.finished() {
                     return Ok(dec.into_body());
@@ -234,12 +261,18 @@ async fn read_body(
     }
 }
 
-async fn serve_websocket(
-    shard: ShardRef,
-    mut stream: TcpStream,
+/// A WebSocket connection about to start.
+struct WsOpen {
     up: websocket::Upgrade,
+    transport: Transport,
+    /// A uni client's `cf_connect` (a bare connect request).
+    connect: Option<String>,
+    /// Bytes that followed the upgrade request.
     leftover: Vec<u8>,
-) {
+}
+
+async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
+    let WsOpen { up, transport, connect, leftover } = ws;
     let (shard_id, cfg) = {
         let s = shard.borrow();
         (s.id, s.cfg.clone())
@@ -248,25 +281,28 @@ async fn serve_websocket(
         return;
     }
     let _ = stream.set_read_timeout(None);
-    let write_timeout = cfg.websocket.write_timeout;
+    let uni = transport.unidirectional();
+    let write_timeout =
+        if uni { cfg.uni_websocket.write_timeout } else { cfg.websocket.write_timeout };
     let _ = stream.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
     let key = {
         let mut s = shard.borrow_mut();
-        let key = s.insert_conn(|g| Conn::new(g, up.frame_ping_pong, up.protobuf));
+        // Unidirectional WebSocket is JSON only.
+        let key = s.insert_conn(|g| Conn::new(g, transport, up.protobuf && !uni));
         s.start_conn_timers(key);
         key
     };
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
-    read_loop(
-        &shard,
-        key,
-        reader,
-        leftover,
-        cfg.websocket.message_size_limit,
-        cfg.websocket.read_buffer_size,
-    )
-    .await;
+    let size_limit =
+        if uni { cfg.uni_websocket.message_size_limit } else { cfg.websocket.message_size_limit };
+    let mut read = ReadState::default();
+    if let Some(text) = connect {
+        read.connect_sent = true;
+        uni_connect(&shard, key, text.as_bytes()).await;
+    }
+    read_loop(&shard, key, reader, leftover, size_limit, cfg.websocket.read_buffer_size, read)
+        .await;
     {
         // The reader is done (client closed, error, or close handshake over): let the writer
         // finish what is queued and stop.
@@ -302,6 +338,26 @@ async fn closed_then_wait(shard: &ShardRef, key: ConnKey) {
     sleep(CLOSE_WAIT).await;
 }
 
+/// What a reader knows beyond the bytes.
+#[derive(Default)]
+struct ReadState {
+    /// A uni WebSocket client's connect request arrived (in the URL or its first message);
+    /// later messages are ignored.
+    connect_sent: bool,
+}
+
+/// Handles a unidirectional client's connect request; one that does not decode closes the
+/// connection with 3501.
+async fn uni_connect(shard: &ShardRef, key: ConnKey, request: &[u8]) {
+    match json::decode_connect_request(request) {
+        Ok(req) => {
+            let cmd = Command { id: 1, request: crate::protocol::Request::Connect(req) };
+            Box::pin(handle_commands(shard, key, vec![cmd])).await;
+        }
+        Err(_) => shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST),
+    }
+}
+
 async fn read_loop(
     shard: &ShardRef,
     key: ConnKey,
@@ -309,7 +365,9 @@ async fn read_loop(
     leftover: Vec<u8>,
     message_size_limit: usize,
     read_buffer_size: usize,
+    mut state: ReadState,
 ) {
+    let uni = shard.borrow_mut().conn_mut(key).is_some_and(|c| c.transport.unidirectional());
     let mut ctx = websocket::context(
         message_size_limit,
         if read_buffer_size == 0 { WS_PARSE_CHUNK } else { read_buffer_size },
@@ -337,6 +395,12 @@ async fn read_loop(
                 shard.borrow_mut().enqueue(key, Out::Control(bytes));
             }
             match msg {
+                Ok(msg @ (Message::Text(_) | Message::Binary(_))) if uni => {
+                    if !state.connect_sent && !stop_commands {
+                        state.connect_sent = true;
+                        uni_connect(shard, key, &msg.into_data()).await;
+                    }
+                }
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
                     // A JSON connection sends text frames and a Protobuf one binary frames;
                     // anything else is a protocol violation.

@@ -1,0 +1,269 @@
+//! The HTTP client transports: http_stream and SSE emulation with their `/emulation` half, the
+//! unidirectional SSE and HTTP-stream endpoints, and `/connection/init` (spec §1.2–§1.6).
+//!
+//! Owns: turning such a request into either a short answer (preflight, error, emulation
+//! accepted) or a streaming connection, and that connection's task. Framing is
+//! `transport::stream`'s; command handling is `client`'s.
+
+use std::future::poll_fn;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future::or;
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
+use glommio::net::TcpStream;
+use glommio::timer::sleep;
+use prost::Message as _;
+
+use super::{handle_commands, shard_header, write_loop, Env, Reply, CLOSE_WAIT};
+use crate::client::emulation::parse_session;
+use crate::client::Conn;
+use crate::config::Config;
+use crate::http::{self, Head};
+use crate::hub::ConnKey;
+use crate::protocol::{json, pb, protobuf, Command, Request};
+use crate::shard::id::ShardId;
+use crate::shard::msg::{Cast, Lane, ShardMsg};
+use crate::shard::ShardRef;
+use crate::transport::{stream, Transport};
+
+/// Deadline of one flush to a streaming response (as upstream).
+const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An HTTP client endpoint other than the WebSocket ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A streaming transport.
+    Stream(Transport),
+    /// `/emulation`.
+    Emulation,
+    /// `/connection/init`.
+    Init,
+}
+
+impl Endpoint {
+    /// The enabled endpoint at `path`, if any.
+    pub fn at(cfg: &Config, path: &str) -> Option<Endpoint> {
+        let emulation = cfg.http_stream.enabled || cfg.sse.enabled;
+        let candidates = [
+            (
+                cfg.http_stream.enabled,
+                &cfg.http_stream.handler_prefix,
+                Endpoint::Stream(Transport::HttpStream),
+            ),
+            (cfg.sse.enabled, &cfg.sse.handler_prefix, Endpoint::Stream(Transport::Sse)),
+            (emulation, &cfg.emulation.handler_prefix, Endpoint::Emulation),
+            (cfg.uni_sse.enabled, &cfg.uni_sse.handler_prefix, Endpoint::Stream(Transport::UniSse)),
+            (
+                cfg.uni_http_stream.enabled,
+                &cfg.uni_http_stream.handler_prefix,
+                Endpoint::Stream(Transport::UniHttpStream),
+            ),
+            (cfg.init.enabled, &cfg.init.handler_prefix, Endpoint::Init),
+        ];
+        candidates.into_iter().find(|(on, prefix, _)| *on && *prefix == path).map(|(_, _, e)| e)
+    }
+
+    /// Largest request body it takes.
+    pub fn body_limit(self, cfg: &Config) -> usize {
+        match self {
+            Endpoint::Stream(Transport::HttpStream) => cfg.http_stream.max_request_body_size,
+            Endpoint::Stream(Transport::Sse) => cfg.sse.max_request_body_size,
+            Endpoint::Stream(Transport::UniSse) => cfg.uni_sse.max_request_body_size,
+            Endpoint::Stream(_) => cfg.uni_http_stream.max_request_body_size,
+            Endpoint::Emulation => cfg.emulation.max_request_body_size,
+            Endpoint::Init => 0,
+        }
+    }
+}
+
+/// A streaming connection to open.
+pub struct Open {
+    /// Its transport.
+    pub transport: Transport,
+    /// It speaks Protobuf.
+    pub protobuf: bool,
+    /// The connect command (and any that came with it).
+    pub commands: Vec<Command>,
+    /// CORS headers for the response.
+    pub cors: Vec<(&'static str, String)>,
+}
+
+/// Answers a request to `endpoint`: a short reply, or a stream to open.
+pub fn request(
+    shard: &ShardRef,
+    env: &Env,
+    endpoint: Endpoint,
+    head: &Head,
+    body: Vec<u8>,
+) -> Result<Open, Reply> {
+    let cors = stream::cors(head, &env.origins);
+    let reply = |status: u16, message: &str| {
+        let mut r = Reply::json(status, http::json_error_body(message));
+        r.headers.extend(cors.iter().cloned());
+        r
+    };
+    let post_only =
+        !matches!(endpoint, Endpoint::Stream(Transport::Sse | Transport::UniSse) | Endpoint::Init);
+    if head.method == "OPTIONS" && post_only {
+        let mut r = Reply { status: 204, content_type: "", headers: Vec::new(), body: Vec::new() };
+        r.headers.extend(stream::PREFLIGHT.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        r.headers.extend(cors.iter().cloned());
+        return Err(r);
+    }
+    let allowed = match endpoint {
+        Endpoint::Init => head.method == "GET",
+        _ if post_only => head.method == "POST",
+        _ => head.method == "GET" || head.method == "POST",
+    };
+    if !allowed {
+        return Err(reply(405, "method not allowed"));
+    }
+    let protobuf = head.header_str("content-type") == Some("application/octet-stream");
+    let transport = match endpoint {
+        Endpoint::Init => {
+            let mut r = Reply::json(200, b"{}".to_vec());
+            r.headers.extend(cors.iter().cloned());
+            return Err(r);
+        }
+        Endpoint::Emulation => {
+            return Err(match emulation(shard, protobuf, &body) {
+                Ok(()) => {
+                    let mut r = reply(204, "");
+                    r.content_type = "";
+                    r.body.clear();
+                    r
+                }
+                Err((status, message)) => reply(status, message),
+            });
+        }
+        Endpoint::Stream(t) => t,
+    };
+    // GET carries the connect in `cf_connect` (a whole command for SSE, a bare request for
+    // uni SSE); POST in the body.
+    let input: Vec<u8> = if head.method == "GET" {
+        head.query_param("cf_connect").unwrap_or_default().into_bytes()
+    } else {
+        body
+    };
+    let protobuf = protobuf && transport == Transport::HttpStream;
+    let commands = if transport.unidirectional() {
+        match json::decode_connect_request(&input) {
+            Ok(req) => vec![Command { id: 1, request: Request::Connect(req) }],
+            Err(_) => return Err(reply(400, "malformed connect request")),
+        }
+    } else {
+        let decoded = if protobuf {
+            protobuf::decode_frame(&input).map_err(|_| ())
+        } else if input.is_empty() {
+            Err(())
+        } else {
+            json::decode_frame(&input).map_err(|_| ())
+        };
+        match decoded {
+            Ok(c) if matches!(c.first(), Some(Command { request: Request::Connect(_), .. })) => c,
+            _ => return Err(reply(400, "expected a connect command")),
+        }
+    };
+    Ok(Open { transport, protobuf, commands, cors })
+}
+
+/// `/emulation`: hands the commands to the shard that owns the session, without waiting for
+/// it (replies travel on the session's stream). Errors are (status, message).
+fn emulation(shard: &ShardRef, protobuf: bool, body: &[u8]) -> Result<(), (u16, &'static str)> {
+    let (node, session, data) = if protobuf {
+        let req = pb::EmulationRequest::decode(body).map_err(|_| (400, "malformed request"))?;
+        (req.node, req.session, req.data)
+    } else {
+        let req = json::decode_emulation_request(body).map_err(|_| (400, "malformed request"))?;
+        (req.node, req.session, Bytes::from(req.data.into_bytes()))
+    };
+    if node != crate::node::get().uid {
+        return Err((404, "unknown node"));
+    }
+    let (owner, session) = parse_session(&session).ok_or((404, "unknown session"))?;
+    let mut s = shard.borrow_mut();
+    if owner >= s.count {
+        return Err((404, "unknown session"));
+    }
+    if owner == s.id.index() {
+        s.emulate(session, &data);
+    } else {
+        let to = ShardId(owner as u16);
+        s.send(Lane::Main, to, ShardMsg::Cast(Box::new(Cast::Emulation { session, data })));
+    }
+    Ok(())
+}
+
+/// Serves a streaming connection until either side ends it.
+pub async fn serve(shard: ShardRef, mut stream: TcpStream, open: Open) {
+    let shard_id = shard.borrow().id;
+    let head =
+        stream::response_head(open.transport, open.protobuf, &shard_header(shard_id), &open.cors);
+    if stream.write_all(&head).await.is_err() {
+        return;
+    }
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
+    let key = {
+        let mut s = shard.borrow_mut();
+        let key = s.insert_conn(|g| Conn::new(g, open.transport, open.protobuf));
+        s.start_conn_timers(key);
+        key
+    };
+    let (reader, writer) = futures_lite::io::split(stream);
+    let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
+    Box::pin(handle_commands(&shard, key, open.commands)).await;
+    command_loop(&shard, key, reader).await;
+    {
+        let mut s = shard.borrow_mut();
+        if let Some(c) = s.conn_mut(key) {
+            c.reading_done = true;
+            if let Some(w) = c.writer.take() {
+                w.wake();
+            }
+        }
+    }
+    let _ = or(writer_task, async {
+        sleep(CLOSE_WAIT).await;
+    })
+    .await;
+    shard.borrow_mut().remove_conn(key);
+}
+
+/// Runs the commands `/emulation` brings, in order, until the connection closes or the client
+/// goes away (its socket reads end).
+async fn command_loop(shard: &ShardRef, key: ConnKey, mut reader: ReadHalf<TcpStream>) {
+    let mut scratch = [0u8; 64];
+    loop {
+        let next = or(
+            async {
+                // The client sends nothing more on this request; a read only ends (EOF or
+                // error) when it goes away. Stray bytes are ignored.
+                match reader.read(&mut scratch).await {
+                    Ok(n) if n > 0 => Some(Vec::new()),
+                    _ => None,
+                }
+            },
+            poll_fn(|cx| {
+                let mut s = shard.borrow_mut();
+                let inbox = s.take_inbox(key);
+                let Some(c) = s.conn_mut(key) else { return Poll::Ready(None) };
+                if c.closing.is_some() {
+                    return Poll::Ready(None);
+                }
+                if !inbox.is_empty() {
+                    return Poll::Ready(Some(inbox));
+                }
+                c.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }),
+        )
+        .await;
+        let Some(commands) = next else { return };
+        if !commands.is_empty() {
+            Box::pin(handle_commands(shard, key, commands)).await;
+        }
+    }
+}
