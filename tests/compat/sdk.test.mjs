@@ -9,6 +9,7 @@ import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import { Centrifuge } from 'centrifuge';
 import { Centrifuge as CentrifugeProtobuf } from 'centrifuge/build/protobuf';
 import WebSocket from 'ws';
+import { EventSource } from 'eventsource';
 import {
   RawClient,
   WAIT_MS,
@@ -620,6 +621,66 @@ describe('rotor with the centrifuge SDK', () => {
   test('the server survived the suite', () => {
     assert.equal(server.exitInfo, null, `rotor exited early:\n${server.logs()}`);
   });
+});
+
+describe('emulated transports', () => {
+  // WebSocket is switched off, so the SDK's transport list falls back to the emulation
+  // transports, whose commands travel through /emulation.
+  let server;
+  const start = async () =>
+    (server ??= await startRotor({
+      extra: { websocket: { disabled: true }, http_stream: { enabled: true }, sse: { enabled: true } },
+    }));
+  after(async () => {
+    if (server) await server.stop();
+  });
+
+  for (const transport of ['http_stream', 'sse']) {
+    test(`the SDK falls back from websocket to ${transport}: connect, subscribe, publish, rpc errors`, async () => {
+      await start();
+      const c = new Centrifuge(
+        [
+          { transport: 'websocket', endpoint: server.wsUrl },
+          { transport, endpoint: `${server.httpUrl}/connection/${transport}` },
+        ],
+        {
+          websocket: WebSocket,
+          eventsource: EventSource,
+          emulationEndpoint: `${server.httpUrl}/emulation`,
+          token: server.token(`fallback-${transport}`),
+          minReconnectDelay: 100,
+          maxReconnectDelay: 200,
+        },
+      );
+      c.on('error', () => {});
+      clients.push(c);
+      const connected = waitEvent(c, 'connected');
+      c.connect();
+      const ctx = await connected;
+      assert.equal(ctx.transport, transport);
+
+      const sub = c.newSubscription(`chat:${transport}`);
+      sub.on('error', () => {});
+      const got = [];
+      sub.on('publication', (p) => got.push(p.data));
+      const ok = waitEvent(sub, 'subscribed');
+      sub.subscribe();
+      await ok;
+      await server.publish(`chat:${transport}`, { from: 'api' });
+      await sub.publish({ from: 'client' });
+      await waitUntil(() => got.length === 2, `two publications over ${transport}`);
+      assert.deepStrictEqual(got, [{ from: 'api' }, { from: 'client' }]);
+
+      // A command error arrives as the command's reply, through the stream.
+      await assert.rejects(c.rpc('nope', {}), (e) => e.code === 108);
+
+      const gone = waitEvent(c, 'disconnected');
+      const r = await server.api('disconnect', { user: `fallback-${transport}` });
+      assert.equal(r.status, 200);
+      const d = await gone;
+      assert.equal(d.code, 3503);
+    });
+  }
 });
 
 describe('fossil deltas', () => {
