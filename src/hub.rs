@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Waker;
 
+use crate::protocol::RawJson;
 use crate::shard::msg::Event;
 
 /// A connection slot on this shard plus a generation, so a stale key never reaches a newer
@@ -49,6 +50,10 @@ struct Entry {
     /// publication or a positioned subscriber gives a starting point.
     last_offset: Option<u64>,
     pending: u32,
+    /// Some subscriber negotiated fossil deltas: publications keep `delta_base` up to date.
+    delta: bool,
+    /// Data of the last publication delivered here (the base of the next delta).
+    delta_base: Option<RawJson>,
     requested: bool,
     registered: bool,
     generation: u64,
@@ -172,6 +177,20 @@ impl Hub {
             }
             _ => false,
         }
+    }
+
+    /// A subscriber of `channel` negotiated deltas (kept while the channel has subscribers).
+    pub fn mark_delta(&mut self, channel: &str) {
+        if let Some(e) = self.channels.get_mut(channel) {
+            e.delta = true;
+        }
+    }
+
+    /// For a channel with delta subscribers: the previous publication's data (the delta base),
+    /// replaced by `data`. `None` inside when there was none; `None` for other channels.
+    pub fn next_delta_base(&mut self, channel: &str, data: &RawJson) -> Option<Option<RawJson>> {
+        let e = self.channels.get_mut(channel).filter(|e| e.delta)?;
+        Some(e.delta_base.replace(data.clone()))
     }
 
     /// A positioned subscriber is about to go live at stream offset `top` (every publication up

@@ -286,8 +286,13 @@ fn start_publish(
         return Err(types::API_ERROR_BAD_REQUEST);
     }
     let history = history_policy(resolved.options, req.skip_history);
-    let publication =
-        Publication { data, tags: req.tags.clone(), binary: !json, ..Publication::default() };
+    let publication = Publication {
+        data,
+        tags: req.tags.clone(),
+        binary: !json,
+        delta_eligible: req.delta || resolved.options.delta_publish,
+        ..Publication::default()
+    };
     let channel: Arc<str> = Arc::from(channel);
     let call = Call::Publish(PublishCall {
         channel: Arc::clone(&channel),

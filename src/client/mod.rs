@@ -8,6 +8,7 @@
 //! Must not: perform I/O, block, or keep a reference into another shard's state.
 
 mod connect;
+pub mod delta;
 pub mod emulation;
 pub mod query;
 mod server_ops;
@@ -593,6 +594,13 @@ impl Shard {
         channel: &str,
         event: &crate::shard::msg::Event,
     ) {
+        if let crate::shard::msg::Event::Pub(p) = event {
+            // Not from the live fan-out (events kept while subscribing): full payloads.
+            if self.delta_state(key, channel, false).is_some() {
+                self.enqueue_as(key, |encoding| delta::publication_out(channel, p, None, encoding));
+                return;
+            }
+        }
         self.enqueue_as(key, |encoding| event_out(channel, event, encoding));
     }
 
@@ -982,6 +990,7 @@ impl Shard {
             data: req.data,
             info: Some(info),
             binary: !json,
+            delta_eligible: resolved.options.delta_publish,
             ..Publication::default()
         };
         let call = Call::Publish(PublishCall {

@@ -31,32 +31,38 @@ const FLAG_REJECT_UNRECOVERED: i64 = 2;
 
 /// What a subscription does, decided once at subscribe time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SubFlags(u8);
+pub struct SubFlags(u16);
 
 impl SubFlags {
     /// The subscriber tracks its stream position (offset and epoch).
-    pub const POSITIONED: u8 = 1;
+    pub const POSITIONED: u16 = 1;
     /// The subscriber may recover missed publications on resubscribe.
-    pub const RECOVERABLE: u8 = 1 << 1;
+    pub const RECOVERABLE: u16 = 1 << 1;
     /// Made by the server (token `channels`/`subs`, API `subscribe`): failures disconnect.
-    pub const SERVER_SIDE: u8 = 1 << 2;
+    pub const SERVER_SIDE: u16 = 1 << 2;
     /// The subscriber is in the channel's presence.
-    pub const PRESENCE: u8 = 1 << 3;
+    pub const PRESENCE: u16 = 1 << 3;
     /// Joining and leaving emit join/leave events.
-    pub const JOIN_LEAVE: u8 = 1 << 4;
+    pub const JOIN_LEAVE: u16 = 1 << 4;
     /// The subscriber receives join/leave pushes.
-    pub const PUSH_JOIN_LEAVE: u8 = 1 << 5;
+    pub const PUSH_JOIN_LEAVE: u16 = 1 << 5;
     /// Recovery in cache mode (latest publication only).
-    pub const CACHE: u8 = 1 << 6;
+    pub const CACHE: u16 = 1 << 6;
     /// Cache mode recovers on every subscribe, asked or not (`auto_cache_recover`).
-    pub const AUTO_CACHE: u8 = 1 << 7;
+    pub const AUTO_CACHE: u16 = 1 << 7;
+    /// The subscriber negotiated fossil deltas (spec §11.3).
+    pub const DELTA: u16 = 1 << 8;
+    /// A delta subscriber got a full publication from the live stream: the next ones may be
+    /// patches against this shard's delta base.
+    pub const DELTA_READY: u16 = 1 << 9;
 
     /// Whether `flag` is set.
-    pub fn has(self, flag: u8) -> bool {
+    pub fn has(self, flag: u16) -> bool {
         self.0 & flag != 0
     }
 
-    fn set(&mut self, flag: u8, on: bool) {
+    /// Sets `flag` when `on`.
+    pub fn set(&mut self, flag: u16, on: bool) {
         if on {
             self.0 |= flag;
         }
@@ -332,11 +338,18 @@ impl Shard {
             self.reply_error(key, id, channel_error(e));
             return Step::Next;
         }
-        let flags = sub_flags(&resolved, &overrides, &req, &who);
+        let mut flags = sub_flags(&resolved, &overrides, &req, &who);
         let history = history_policy(resolved.options, false);
-        // `delta: "fossil"` is accepted but not negotiated (`SubscribeResult.delta` stays
-        // false) until the delta encoder exists; SDKs then simply receive full payloads.
+        // A delta type the namespace does not allow is not an error: the subscription simply
+        // gets full payloads (`delta` stays false in the result).
+        let delta =
+            !req.delta.is_empty() && resolved.options.allowed_delta_types.contains(&req.delta);
+        flags.set(SubFlags::DELTA, delta);
+        result.delta = delta;
         let Some(info) = self.add_sub(key, &channel, flags, extra, now) else { return Step::Stop };
+        if delta {
+            self.hub.mark_delta(&channel);
+        }
         if !flags.needs_home() {
             return Step::AwaitInterest {
                 channels: vec![channel],
@@ -608,7 +621,12 @@ impl Shard {
             Settled::Done(mut done) => {
                 match reply {
                     SubReply::Command(id) => {
-                        let result = std::mem::take(&mut done.result);
+                        let mut result = std::mem::take(&mut done.result);
+                        if done.flags.has(SubFlags::DELTA) {
+                            let json = !self.is_protobuf(key);
+                            let pubs = std::mem::take(&mut result.publications);
+                            result.publications = super::delta::chain(pubs, json);
+                        }
                         self.reply(key, id, &ReplyBody::Subscribe(result));
                     }
                     SubReply::Push | SubReply::Connect => {

@@ -317,6 +317,9 @@ pub struct Publication {
     /// `data` is not JSON (binary from a Protobuf client or API `b64data`): only Protobuf
     /// connections can receive it; a JSON one is closed with 3506.
     pub binary: bool,
+    /// Delta subscribers may get this one as a patch (publisher's `delta`, or the namespace's
+    /// `delta_publish`); not on the wire.
+    pub delta_eligible: bool,
 }
 
 /// An error reply (`Reply.error`, spec §2.12). Instances are in [`codes`]; proxies may build

@@ -627,6 +627,17 @@ impl Shard {
         // Cloning the key list keeps the hub borrow apart from the connection mutations below
         // (a slow client is unsubscribed from the hub while we iterate).
         let keys: Vec<ConnKey> = subscribers.to_vec();
+        if let Event::Pub(p) = event {
+            if let Some(base) = self.hub.next_delta_base(channel, &p.data) {
+                let mut frames = crate::client::delta::Fanout::new(channel, p, base);
+                for key in keys {
+                    let delta = self.delta_state(key, channel, true);
+                    self.enqueue_as(key, |encoding| frames.frame(encoding, delta));
+                }
+                self.stats.messages_sent += 1;
+                return;
+            }
+        }
         // Encoded at most once per encoding, on first need (`None` inside: JSON cannot carry
         // binary data, those subscribers get 3506).
         let mut cache: [Option<Option<Out>>; Encoding::COUNT] = Default::default();

@@ -96,6 +96,16 @@ export function baseConfig({ secret, apiKey, extra = {} }) {
           history_ttl: '300s',
           force_recovery: true,
         },
+        // Fossil deltas for every publication, with history so recovery works too.
+        {
+          name: 'delta',
+          allow_subscribe_for_client: true,
+          allowed_delta_types: ['fossil'],
+          delta_publish: true,
+          history_size: 100,
+          history_ttl: '300s',
+          force_recovery: true,
+        },
       ],
     },
     runtime: { shards: 3, placement: 'round_robin', pin_cpus: false },

@@ -618,6 +618,49 @@ describe('rotor with the centrifuge SDK', () => {
     assert.deepStrictEqual(got, [1, 2, 3]);
   });
 
+  test('delta subscription: the SDK rebuilds a long series of small changes to a large object', async () => {
+    const c = await connectedClient(server, 'delta-user');
+    const sub = newSub(c, 'delta:doc', { delta: 'fossil' });
+    const got = [];
+    sub.on('publication', (p) => got.push(p.data));
+    const ok = waitEvent(sub, 'subscribed');
+    sub.subscribe();
+    await ok;
+    // A 60-field document where each step changes one field and a counter.
+    const doc = { step: 0, fields: {} };
+    for (let i = 0; i < 60; i++) doc.fields[`f${i}`] = `value ${i} – ünïcödé`;
+    const sent = [];
+    for (let step = 0; step < 100; step++) {
+      doc.step = step;
+      doc.fields[`f${step % 60}`] = `changed at ${step}`;
+      sent.push(structuredClone(doc));
+      await server.publish('delta:doc', doc);
+    }
+    await waitUntil(() => got.length === sent.length, 'every publication');
+    assert.deepStrictEqual(got, sent);
+    const stats = sub.deltaStats();
+    assert.equal(stats.numFullPayloads, 1, 'only the first payload is full');
+    assert.equal(stats.numDeltaPayloads, 99);
+    assert.ok(stats.compressionRatio > 0.8, `patches are small: ${JSON.stringify(stats)}`);
+
+    // Recovery after a transport drop brings missed ones back as a chain the SDK decodes.
+    const again = waitEvent(sub, 'subscribed');
+    const away = waitEvent(c, 'connecting');
+    c._transport._transport.terminate();
+    await away;
+    for (let step = 100; step < 105; step++) {
+      doc.step = step;
+      sent.push(structuredClone(doc));
+      await server.publish('delta:doc', doc);
+    }
+    assert.equal((await again).recovered, true);
+    doc.step = 105;
+    sent.push(structuredClone(doc));
+    await server.publish('delta:doc', doc);
+    await waitUntil(() => got.length === sent.length, 'recovered and live publications');
+    assert.deepStrictEqual(got, sent);
+  });
+
   test('the server survived the suite', () => {
     assert.equal(server.exitInfo, null, `rotor exited early:\n${server.logs()}`);
   });
