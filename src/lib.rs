@@ -36,13 +36,19 @@
 //!    shard in the channel's interest set (itself included, inline). Interest is kept by
 //!    `Interest` messages that shards send on their first local subscribe and last local
 //!    unsubscribe of a channel. Join and leave events travel the same way.
-//! 5. Each receiving shard encodes the push once (`{"push":{"channel":..,"pub":{..}}}`), builds
-//!    the whole unmasked WebSocket frame once, and queues that shared frame on every local
-//!    subscriber, each queue bounded in bytes by `client.queue_max_size` (overflow → disconnect
-//!    3008 slow). Queuing wakes the connection's writer task.
+//! 5. Each receiving shard encodes the push once per encoding its subscribers need (JSON
+//!    `{"push":{"channel":..,"pub":{..}}}`, Protobuf, or the bare push of unidirectional
+//!    transports), builds the whole unmasked WebSocket frame once, and queues that shared frame
+//!    on every local subscriber, each queue bounded in bytes by `client.queue_max_size`
+//!    (overflow → disconnect 3008 slow). Queuing wakes the connection's writer task. In a
+//!    channel with delta subscribers the shard also computes one fossil patch against the
+//!    previous publication it delivered ([`client::delta`]) and shares those frames the same
+//!    way.
 //! 6. The pump handles every message already waiting in a lane before yielding, so writers run
-//!    once per burst: a writer takes its whole queue, merges consecutive frames into one frame
-//!    (newline-joined JSON) and writes it with a single call. A lone frame is written as is,
+//!    once per burst: a writer takes its whole queue and writes it with a single call. On
+//!    WebSocket consecutive frames merge into one frame (newline-joined JSON); HTTP-streaming
+//!    and SSE connections take the payloads behind the frame headers and frame them as lines or
+//!    events in one chunk ([`transport::stream`]). A lone WebSocket frame is written as is,
 //!    without a copy.
 //!
 //! # Life of a subscription that needs the home shard
