@@ -35,6 +35,7 @@ run idle --scenario idle --connections 200 --duration 2
 run broadcast --scenario broadcast --connections 200 --duration 3 --rate 50 --compare raw \
   --plots "$OUT/plots"
 run broadcast-protobuf --scenario broadcast --protobuf --connections 200 --duration 3 --rate 50
+run broadcast-uni-sse --scenario broadcast --uni-sse --connections 200 --duration 3 --rate 50
 run fanout-many --scenario fanout-many --connections 200 --channels 10 --duration 3 --rate 50
 run connect-storm --scenario connect-storm --connections 200
 # Large payloads so the slow clients overflow the kernel buffers within the phase.

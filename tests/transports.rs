@@ -429,3 +429,25 @@ fn uni_websocket_takes_the_connect_from_the_first_message_or_the_url() {
     bad.ws.send(Message::text("[]")).unwrap();
     assert_eq!(bad.expect_close().0, 3501);
 }
+
+#[test]
+fn many_streams_at_once_each_get_their_connect_and_publications() {
+    let server = Server::start(config());
+    let mut streams: Vec<Stream> = (0..12)
+        .map(|i| {
+            let tok = token_with(
+                json!({"sub": format!("m{i}"), "exp": now() + 3600, "channels": ["many"]}),
+            );
+            let body = json!({"token": tok}).to_string();
+            Stream::post(server.port, "/connection/uni_sse", &[], body.as_bytes())
+        })
+        .collect();
+    for s in &mut streams {
+        assert!(s.next_message(b"", b"\r\n").unwrap().is_empty());
+        assert!(s.event().unwrap()["connect"].is_object());
+    }
+    publish(&server, "many", json!("all"));
+    for s in &mut streams {
+        assert_eq!(s.event().unwrap()["pub"]["data"], "all");
+    }
+}

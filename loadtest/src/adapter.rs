@@ -41,6 +41,14 @@ pub enum ProtocolSpec {
         /// API key for `/api/publish`.
         api_key: String,
     },
+    /// Centrifugo's unidirectional SSE (`POST /connection/uni_sse`): the token's `channels`
+    /// claim subscribes server-side; publishes through the HTTP API.
+    CentrifugoUniSse {
+        /// HS256 secret for connection tokens.
+        hmac_secret: Option<String>,
+        /// API key for `/api/publish`.
+        api_key: String,
+    },
     /// NATS client protocol over WebSocket (binary frames); `PUB` over plain TCP.
     NatsWs {
         /// The server's plain TCP client port, for the publisher.
@@ -51,16 +59,16 @@ pub enum ProtocolSpec {
 }
 
 impl ProtocolSpec {
-    /// Centrifugo's protocol, JSON or Protobuf.
-    pub fn centrifugo(protobuf: bool, hmac_secret: Option<String>, api_key: String) -> Self {
-        if protobuf {
-            ProtocolSpec::CentrifugoProtobuf { hmac_secret, api_key }
-        } else {
-            ProtocolSpec::CentrifugoJson {
+    /// Centrifugo's protocol as `flavor` clients speak it.
+    pub fn centrifugo(flavor: Flavor, hmac_secret: Option<String>, api_key: String) -> Self {
+        match flavor {
+            Flavor::Protobuf => ProtocolSpec::CentrifugoProtobuf { hmac_secret, api_key },
+            Flavor::UniSse => ProtocolSpec::CentrifugoUniSse { hmac_secret, api_key },
+            Flavor::Json => ProtocolSpec::CentrifugoJson {
                 ws_path: "/connection/websocket".into(),
                 hmac_secret,
                 api_key,
-            }
+            },
         }
     }
 
@@ -78,6 +86,11 @@ impl ProtocolSpec {
                     .as_ref()
                     .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
             }),
+            ProtocolSpec::CentrifugoUniSse { hmac_secret, .. } => Box::new(CentrifugoUniSse {
+                key: hmac_secret
+                    .as_ref()
+                    .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
+            }),
             ProtocolSpec::NatsWs { .. } => Box::new(NatsWs),
             ProtocolSpec::SocketIo => Box::new(SocketIo),
         }
@@ -87,11 +100,37 @@ impl ProtocolSpec {
     pub fn publisher(&self, addr: SocketAddr) -> Box<dyn Publisher> {
         match self {
             ProtocolSpec::CentrifugoJson { api_key, .. }
-            | ProtocolSpec::CentrifugoProtobuf { api_key, .. } => {
+            | ProtocolSpec::CentrifugoProtobuf { api_key, .. }
+            | ProtocolSpec::CentrifugoUniSse { api_key, .. } => {
                 Box::new(HttpApiPublisher::new(addr, api_key.clone()))
             }
             ProtocolSpec::NatsWs { publish_addr } => Box::new(NatsPublisher::new(*publish_addr)),
             ProtocolSpec::SocketIo => Box::new(HttpApiPublisher::with_path(addr, "/publish")),
+        }
+    }
+}
+
+/// How clients of a Centrifugo-protocol target connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Flavor {
+    /// JSON over WebSocket.
+    #[default]
+    Json,
+    /// Protobuf over WebSocket.
+    Protobuf,
+    /// Unidirectional SSE (JSON events).
+    UniSse,
+}
+
+impl Flavor {
+    /// From the `--protobuf` / `--uni-sse` flags.
+    pub fn from_flags(protobuf: bool, uni_sse: bool) -> Flavor {
+        if uni_sse {
+            Flavor::UniSse
+        } else if protobuf {
+            Flavor::Protobuf
+        } else {
+            Flavor::Json
         }
     }
 }
@@ -158,6 +197,11 @@ pub trait ClientProtocol {
     fn open_frames(&self, client: usize, channel: &str) -> Result<Vec<Frame>>;
     /// Interprets one inbound data frame (text or binary payload bytes).
     fn on_frame(&self, session: &mut Session, data: &[u8], out: &mut Inbound);
+    /// For an HTTP streaming transport instead of WebSocket: the path and POST body that open
+    /// the stream; each event's data then goes to [`ClientProtocol::on_frame`].
+    fn stream_request(&self, _client: usize, _channel: &str) -> Result<Option<(String, String)>> {
+        Ok(None)
+    }
 }
 
 /// Publishing side, used by the coordinator.
@@ -177,16 +221,27 @@ pub struct CentrifugoJson {
 struct Claims {
     sub: String,
     exp: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    channels: Vec<String>,
 }
 
 /// An HS256 connection token for load-test client `client` (empty without a key).
 fn client_token(key: Option<&jsonwebtoken::EncodingKey>, client: usize) -> Result<String> {
+    token_with_channels(key, client, Vec::new())
+}
+
+/// A connection token whose `channels` claim subscribes the client server-side.
+fn token_with_channels(
+    key: Option<&jsonwebtoken::EncodingKey>,
+    client: usize,
+    channels: Vec<String>,
+) -> Result<String> {
     let Some(key) = key else { return Ok(String::new()) };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let claims = Claims { sub: format!("lt{client}"), exp: now + 3600 };
+    let claims = Claims { sub: format!("lt{client}"), exp: now + 3600, channels };
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key)
         .map_err(|e| Error::Args(format!("signing token: {e}")))
 }
@@ -302,6 +357,49 @@ impl ClientProtocol for CentrifugoProtobuf {
                     out.ready = true;
                 }
             }
+        }
+    }
+}
+
+/// Centrifugo's unidirectional SSE: one POST opens the stream; the first event is the
+/// `connect` push (with the token's channel already subscribed), then bare publication
+/// pushes and `{}` pings that need no answer.
+pub struct CentrifugoUniSse {
+    key: Option<jsonwebtoken::EncodingKey>,
+}
+
+impl ClientProtocol for CentrifugoUniSse {
+    fn ws_path(&self) -> &str {
+        "/connection/uni_sse"
+    }
+
+    fn open_frames(&self, _client: usize, _channel: &str) -> Result<Vec<Frame>> {
+        Ok(Vec::new())
+    }
+
+    fn stream_request(&self, client: usize, channel: &str) -> Result<Option<(String, String)>> {
+        let token = token_with_channels(self.key.as_ref(), client, vec![channel.to_owned()])?;
+        let body = serde_json::json!({"token": token, "name": "rotor-loadtest"}).to_string();
+        Ok(Some((self.ws_path().to_owned(), body)))
+    }
+
+    fn on_frame(&self, session: &mut Session, data: &[u8], out: &mut Inbound) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            out.unknown += 1;
+            return;
+        };
+        if text.starts_with("{\"channel\"") && text.contains("\"pub\":") {
+            match crate::payload::extract_ts(text) {
+                Some(ts) => out.delivered_ts.push(ts),
+                None => out.unknown += 1,
+            }
+        } else if text.starts_with("{\"connect\"") {
+            session.ready = true;
+            out.ready = true;
+        } else if text.starts_with("{\"disconnect\"") {
+            out.error = Some(text.to_owned());
+        } else if text != "{}" {
+            out.unknown += 1;
         }
     }
 }
@@ -716,10 +814,37 @@ mod tests {
     }
 
     #[test]
+    fn uni_sse_adapter_subscribes_by_token_and_times_bare_pushes() {
+        let p =
+            ProtocolSpec::centrifugo(Flavor::UniSse, Some("s3cret".into()), "k".into()).client();
+        assert!(p.open_frames(1, "bench").unwrap().is_empty(), "nothing sent after opening");
+        let (path, body) = p.stream_request(1, "bench3").unwrap().expect("a stream request");
+        assert_eq!(path, "/connection/uni_sse");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let token = body["token"].as_str().unwrap();
+        let claims = token.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+        assert_eq!(claims["channels"], serde_json::json!(["bench3"]));
+        let mut s = Session::new("bench3");
+        let mut out = Inbound::default();
+        p.on_frame(&mut s, br#"{"connect":{"client":"c"}}"#, &mut out);
+        assert!(out.ready);
+        let mut out = Inbound::default();
+        p.on_frame(&mut s, br#"{"channel":"bench3","pub":{"data":{"ts":123,"pad":""}}}"#, &mut out);
+        p.on_frame(&mut s, b"{}", &mut out);
+        assert_eq!(out.delivered_ts, vec![123]);
+        assert!(out.replies.is_empty(), "pings need no answer");
+        assert_eq!(out.unknown, 0);
+    }
+
+    #[test]
     fn protobuf_adapter_frames_and_replies() {
         use prost::Message as _;
         use rotor::protocol::pb;
-        let p = ProtocolSpec::centrifugo(true, Some("s3cret".into()), "k".into()).client();
+        let p =
+            ProtocolSpec::centrifugo(Flavor::Protobuf, Some("s3cret".into()), "k".into()).client();
         assert!(p.ws_path().ends_with("format=protobuf"));
         let frames = p.open_frames(3, "bench").unwrap();
         let Frame::Binary(bytes) = &frames[0] else { panic!("text open frame") };

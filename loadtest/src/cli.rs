@@ -172,8 +172,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub hmac_secret: Option<String>,
     /// Rotor clients speak the Protobuf protocol instead of JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "uni_sse")]
     pub protobuf: bool,
+    /// Rotor clients use unidirectional SSE (`/connection/uni_sse`, subscribed by the token's
+    /// `channels` claim) instead of WebSocket.
+    #[arg(long)]
+    pub uni_sse: bool,
     /// API key of the server at `--addr`.
     #[arg(long, default_value = "")]
     pub api_key: String,

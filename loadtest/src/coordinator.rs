@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
-use crate::adapter::{channel_name, ProtocolSpec, Publisher};
+use crate::adapter::{channel_name, Flavor, ProtocolSpec, Publisher};
 use crate::cli::{RunArgs, Scenario, TargetKind};
 use crate::error::{Context, Error, Result};
 use crate::hist::{self, Percentiles};
@@ -140,7 +140,7 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
                     addr,
                     pid: args.server_pid,
                     protocol: ProtocolSpec::centrifugo(
-                        args.protobuf,
+                        Flavor::from_flags(args.protobuf, args.uni_sse),
                         args.hmac_secret.clone(),
                         args.api_key.clone(),
                     ),
@@ -150,7 +150,7 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
                     shards: args.shards,
                     queue_max_size: args.queue_max_size,
                     log_level: args.server_log_level.clone(),
-                    protobuf: args.protobuf,
+                    flavor: Flavor::from_flags(args.protobuf, args.uni_sse),
                 })?),
             },
         })

@@ -266,8 +266,8 @@ pub struct RotorOptions {
     pub queue_max_size: usize,
     /// `log.level`.
     pub log_level: String,
-    /// Clients speak Protobuf.
-    pub protobuf: bool,
+    /// How clients connect.
+    pub flavor: crate::adapter::Flavor,
 }
 
 fn random_token(bytes: usize) -> Result<String> {
@@ -297,6 +297,7 @@ pub fn rotor_config(opts: &RotorOptions, secret: &str, api_key: &str) -> serde_j
             "queue_max_size": opts.queue_max_size,
         },
         "http_api": {"key": api_key},
+        "uni_sse": {"enabled": true},
         "channel": {"without_namespace": {"allow_subscribe_for_client": true}},
         "runtime": {"shards": opts.shards, "pin_cpus": false},
         "shutdown": {"timeout": "5s"},
@@ -328,7 +329,7 @@ pub fn start_rotor(opts: &RotorOptions) -> Result<Spawned> {
         child: Some(child),
         measured: None,
         addr,
-        protocol: ProtocolSpec::centrifugo(opts.protobuf, Some(secret), api_key),
+        protocol: ProtocolSpec::centrifugo(opts.flavor, Some(secret), api_key),
         log,
         _stdin: None,
         _dir: Some(dir),

@@ -171,7 +171,7 @@ fn report(ctx: &Ctx, reset: bool) -> Result<WorkerReport> {
 }
 
 enum Opened {
-    Ok(Box<WebSocketStream<TcpStream>>, Session, Duration),
+    Ok(Link, Session, Duration),
     Failed(String),
 }
 
@@ -188,7 +188,7 @@ async fn connect_all(ctx: Rc<Ctx>) {
                 let t0 = Instant::now();
                 let limit = Duration::from_millis(ctx.spec.connect_timeout_ms);
                 match tokio::time::timeout(limit, open(&ctx, client)).await {
-                    Ok(Ok((ws, session))) => Opened::Ok(Box::new(ws), session, t0.elapsed()),
+                    Ok(Ok((link, session))) => Opened::Ok(link, session, t0.elapsed()),
                     Ok(Err(e)) => Opened::Failed(e),
                     Err(_) => Opened::Failed("timeout".into()),
                 }
@@ -197,7 +197,7 @@ async fn connect_all(ctx: Rc<Ctx>) {
                 Opened::Ok(ws, session, took) => {
                     let _ = tx.send(Ok(took));
                     ctx.stats.borrow_mut().open += 1;
-                    read_loop(&ctx, client, *ws, session).await;
+                    read_loop(&ctx, client, ws, session).await;
                     ctx.stats.borrow_mut().open -= 1;
                 }
                 Opened::Failed(e) => {
@@ -260,51 +260,184 @@ async fn tcp_connect(spec: &WorkerSpec, client: usize) -> std::io::Result<TcpStr
     TcpSocket::from_std_stream(std).connect(spec.addr).await
 }
 
-async fn open(
-    ctx: &Ctx,
-    client: usize,
-) -> std::result::Result<(WebSocketStream<TcpStream>, Session), String> {
-    let spec = &ctx.spec;
-    let stream = tcp_connect(spec, client).await.map_err(|e| reason("tcp", e))?;
-    let url = format!("ws://{}{}", spec.addr, ctx.protocol.ws_path());
-    let (mut ws, _) =
-        tokio_tungstenite::client_async(url, stream).await.map_err(|e| reason("upgrade", e))?;
-    let channel = channel_name(client, spec.channels);
-    for frame in ctx.protocol.open_frames(client, &channel).map_err(|e| reason("open", e))? {
-        ws.send(message(frame)).await.map_err(|e| reason("send", e))?;
+/// A client's connection: a WebSocket, or an HTTP streaming response carrying SSE events.
+enum Link {
+    Ws(Box<WebSocketStream<TcpStream>>),
+    Sse(Box<SseStream>),
+}
+
+/// What a link produced next.
+enum Incoming {
+    /// A data frame's payload or an event's data.
+    Data(Vec<u8>),
+    /// A control frame (nothing to do).
+    Control,
+    /// The connection ended, with the reason to count.
+    Closed(String),
+}
+
+impl Link {
+    async fn next(&mut self) -> Incoming {
+        match self {
+            Link::Ws(ws) => match ws.next().await {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    Incoming::Data(data(&m).unwrap_or_default().to_vec())
+                }
+                Some(Ok(Message::Close(f))) => Incoming::Closed(
+                    f.map(|f| u16::from(f.code).to_string()).unwrap_or_else(|| "close".into()),
+                ),
+                Some(Ok(_)) => Incoming::Control,
+                Some(Err(e)) => Incoming::Closed(reason("error", e)),
+                None => Incoming::Closed("eof".to_owned()),
+            },
+            Link::Sse(s) => match s.next_event().await {
+                Ok(Some(event)) => Incoming::Data(event),
+                Ok(None) => Incoming::Closed("eof".to_owned()),
+                Err(e) => Incoming::Closed(e),
+            },
+        }
     }
-    let mut session = Session::new(&channel);
-    loop {
-        match ws.next().await {
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                let mut inbound = Inbound::default();
-                ctx.protocol.on_frame(&mut session, data(&m).unwrap_or_default(), &mut inbound);
-                if let Some(err) = inbound.error {
-                    return Err(reason("rejected", err));
-                }
-                for r in inbound.replies {
-                    ws.send(message(r)).await.map_err(|e| reason("send", e))?;
-                }
-                if inbound.ready {
-                    return Ok((ws, session));
-                }
-            }
-            Some(Ok(Message::Close(f))) => {
-                return Err(format!("closed: {}", f.map(|f| u16::from(f.code)).unwrap_or(0)))
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(reason("read", e)),
-            None => return Err("eof".into()),
+
+    /// Sends a frame; a streaming link has no way back and drops it.
+    async fn send(&mut self, frame: Frame) -> std::result::Result<(), String> {
+        match self {
+            Link::Ws(ws) => ws.send(message(frame)).await.map_err(|e| reason("send", e)),
+            Link::Sse(_) => Ok(()),
         }
     }
 }
 
-async fn read_loop(
-    ctx: &Ctx,
-    client: usize,
-    mut ws: WebSocketStream<TcpStream>,
-    mut session: Session,
-) {
+/// A `text/event-stream` response read from a socket: the chunked body is decoded and split
+/// into events at blank lines.
+struct SseStream {
+    tcp: TcpStream,
+    raw: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl SseStream {
+    async fn open(
+        mut tcp: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        body: &str,
+    ) -> std::result::Result<Self, String> {
+        use tokio::io::AsyncWriteExt as _;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(request.as_bytes()).await.map_err(|e| reason("send", e))?;
+        let mut s = SseStream { tcp, raw: Vec::new(), body: Vec::new() };
+        let end = loop {
+            if let Some(p) = s.raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            if !s.fill().await? {
+                return Err("eof before the response head".into());
+            }
+        };
+        let head = String::from_utf8_lossy(&s.raw[..end]).into_owned();
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(reason("rejected", head.lines().next().unwrap_or("")));
+        }
+        s.raw.drain(..end);
+        Ok(s)
+    }
+
+    async fn fill(&mut self) -> std::result::Result<bool, String> {
+        use tokio::io::AsyncReadExt as _;
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.tcp.read(&mut chunk).await.map_err(|e| reason("read", e))?;
+        self.raw.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// Moves every complete chunk from `raw` to `body`; false once the last chunk came.
+    fn decode_chunks(&mut self) -> std::result::Result<bool, String> {
+        while let Some(p) = self.raw.windows(2).position(|w| w == b"\r\n") {
+            let size = std::str::from_utf8(&self.raw[..p])
+                .ok()
+                .and_then(|t| usize::from_str_radix(t.trim(), 16).ok())
+                .ok_or("bad chunk size")?;
+            if size == 0 {
+                return Ok(false);
+            }
+            if self.raw.len() < p + size + 4 {
+                break;
+            }
+            self.body.extend_from_slice(&self.raw[p + 2..p + 2 + size]);
+            self.raw.drain(..p + size + 4);
+        }
+        Ok(true)
+    }
+
+    /// The data of the next event; `None` when the stream ended.
+    async fn next_event(&mut self) -> std::result::Result<Option<Vec<u8>>, String> {
+        loop {
+            // The stream opens with an empty line.
+            let skip = self.body.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+            self.body.drain(..skip);
+            if let Some(p) = self.body.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.body.drain(..p + 2).take(p).collect();
+                let data = event.strip_prefix(b"data: ").ok_or("not an SSE data line")?;
+                return Ok(Some(data.to_vec()));
+            }
+            let had = self.body.len();
+            if !self.decode_chunks()? {
+                return Ok(None);
+            }
+            if self.body.len() == had && !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+async fn open(ctx: &Ctx, client: usize) -> std::result::Result<(Link, Session), String> {
+    let spec = &ctx.spec;
+    let stream = tcp_connect(spec, client).await.map_err(|e| reason("tcp", e))?;
+    let channel = channel_name(client, spec.channels);
+    let request = ctx.protocol.stream_request(client, &channel).map_err(|e| reason("open", e))?;
+    let mut link = match request {
+        Some((path, body)) => {
+            Link::Sse(Box::new(SseStream::open(stream, spec.addr, &path, &body).await?))
+        }
+        None => {
+            let url = format!("ws://{}{}", spec.addr, ctx.protocol.ws_path());
+            let (ws, _) = tokio_tungstenite::client_async(url, stream)
+                .await
+                .map_err(|e| reason("upgrade", e))?;
+            Link::Ws(Box::new(ws))
+        }
+    };
+    for frame in ctx.protocol.open_frames(client, &channel).map_err(|e| reason("open", e))? {
+        link.send(frame).await?;
+    }
+    let mut session = Session::new(&channel);
+    loop {
+        match link.next().await {
+            Incoming::Data(d) => {
+                let mut inbound = Inbound::default();
+                ctx.protocol.on_frame(&mut session, &d, &mut inbound);
+                if let Some(err) = inbound.error {
+                    return Err(reason("rejected", err));
+                }
+                for r in inbound.replies {
+                    link.send(r).await?;
+                }
+                if inbound.ready {
+                    return Ok((link, session));
+                }
+            }
+            Incoming::Control => {}
+            Incoming::Closed(why) => return Err(format!("closed: {why}")),
+        }
+    }
+}
+
+async fn read_loop(ctx: &Ctx, client: usize, mut link: Link, mut session: Session) {
     let slow = is_slow(&ctx.spec, client);
     let mut mode = ctx.mode.subscribe();
     let tag = if slow { "slow" } else { "ok" };
@@ -316,23 +449,19 @@ async fn read_loop(
             continue;
         }
         tokio::select! {
-            m = ws.next() => match m {
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+            m = link.next() => match m {
+                Incoming::Data(d) => {
                     let mut inbound = Inbound::default();
-                    ctx.protocol.on_frame(&mut session, data(&m).unwrap_or_default(), &mut inbound);
+                    ctx.protocol.on_frame(&mut session, &d, &mut inbound);
                     record(ctx, slow, &inbound);
                     for r in inbound.replies {
-                        if ws.send(message(r)).await.is_err() {
+                        if link.send(r).await.is_err() {
                             break;
                         }
                     }
                 }
-                Some(Ok(Message::Close(f))) => {
-                    break f.map(|f| u16::from(f.code).to_string()).unwrap_or_else(|| "close".into());
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break reason("error", e),
-                None => break "eof".to_owned(),
+                Incoming::Control => {}
+                Incoming::Closed(why) => break why,
             },
             r = mode.changed() => if r.is_err() { break "worker-exit".to_owned() },
         }
