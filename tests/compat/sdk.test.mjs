@@ -678,10 +678,18 @@ describe('emulated transports', () => {
     if (server) await server.stop();
   });
 
-  for (const transport of ['http_stream', 'sse']) {
-    test(`the SDK falls back from websocket to ${transport}: connect, subscribe, publish, rpc errors`, async () => {
+  const cases = [
+    ['http_stream', Centrifuge, 'JSON'],
+    ['sse', Centrifuge, 'JSON'],
+    ['http_stream', CentrifugeProtobuf, 'protobuf'],
+  ];
+  for (const [transport, Sdk, build] of cases) {
+    test(`the ${build} SDK falls back from websocket to ${transport}: connect, subscribe, publish, rpc errors`, async () => {
       await start();
-      const c = new Centrifuge(
+      const binary = build === 'protobuf';
+      const encode = (v) => (binary ? new TextEncoder().encode(JSON.stringify(v)) : v);
+      const decode = (d) => (binary ? JSON.parse(new TextDecoder().decode(d)) : d);
+      const c = new Sdk(
         [
           { transport: 'websocket', endpoint: server.wsUrl },
           { transport, endpoint: `${server.httpUrl}/connection/${transport}` },
@@ -690,7 +698,7 @@ describe('emulated transports', () => {
           websocket: WebSocket,
           eventsource: EventSource,
           emulationEndpoint: `${server.httpUrl}/emulation`,
-          token: server.token(`fallback-${transport}`),
+          token: server.token(`fallback-${transport}-${build}`),
           minReconnectDelay: 100,
           maxReconnectDelay: 200,
         },
@@ -702,15 +710,15 @@ describe('emulated transports', () => {
       const ctx = await connected;
       assert.equal(ctx.transport, transport);
 
-      const sub = c.newSubscription(`chat:${transport}`);
+      const sub = c.newSubscription(`chat:${transport}-${build}`);
       sub.on('error', () => {});
       const got = [];
-      sub.on('publication', (p) => got.push(p.data));
+      sub.on('publication', (p) => got.push(decode(p.data)));
       const ok = waitEvent(sub, 'subscribed');
       sub.subscribe();
       await ok;
-      await server.publish(`chat:${transport}`, { from: 'api' });
-      await sub.publish({ from: 'client' });
+      await server.publish(`chat:${transport}-${build}`, { from: 'api' });
+      await sub.publish(encode({ from: 'client' }));
       await waitUntil(() => got.length === 2, `two publications over ${transport}`);
       assert.deepStrictEqual(got, [{ from: 'api' }, { from: 'client' }]);
 
@@ -718,7 +726,7 @@ describe('emulated transports', () => {
       await assert.rejects(c.rpc('nope', {}), (e) => e.code === 108);
 
       const gone = waitEvent(c, 'disconnected');
-      const r = await server.api('disconnect', { user: `fallback-${transport}` });
+      const r = await server.api('disconnect', { user: `fallback-${transport}-${build}` });
       assert.equal(r.status, 200);
       const d = await gone;
       assert.equal(d.code, 3503);
