@@ -451,3 +451,16 @@ fn many_streams_at_once_each_get_their_connect_and_publications() {
         assert_eq!(s.event().unwrap()["pub"]["data"], "all");
     }
 }
+
+#[test]
+fn uni_websocket_can_close_without_the_disconnect_push() {
+    let mut cfg = config();
+    merge(&mut cfg, json!({"uni_websocket": {"disable_disconnect_push": true}}));
+    let server = Server::start(cfg);
+    let tok = token_with(json!({"sub": "hal", "exp": now() + 3600}));
+    let mut c = Client::connect(server.port, "/connection/uni_websocket", &[]);
+    c.send_text(&json!({"token": tok}).to_string());
+    assert!(c.next_json()["connect"].is_object());
+    assert_eq!(server.http().api("disconnect", json!({"user": "hal"})).status, 200);
+    assert_eq!(c.next_event(), Event::Closed(3503, "force disconnect".into()));
+}

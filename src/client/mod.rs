@@ -612,14 +612,21 @@ impl Shard {
     /// queues the close frame and wakes both socket tasks.
     pub fn disconnect(&mut self, key: ConnKey, d: Disconnect) {
         self.drop_subscriptions(key);
+        let uni_ws_push = !self.cfg.uni_websocket.disable_disconnect_push;
         let Some(conn) = self.conn_mut(key) else { return };
         if conn.closing.is_some() {
             return;
         }
         conn.queue.clear();
         // WebSocket carries the code in its close frame; the other transports (and uni
-        // WebSocket, before its close frame) get a `disconnect` push, then the stream ends.
-        if !matches!(conn.transport, Transport::WebSocket { .. }) {
+        // WebSocket, before its close frame, unless configured not to) get a `disconnect`
+        // push, then the stream ends.
+        let push = match conn.transport {
+            Transport::WebSocket { .. } => false,
+            Transport::UniWebSocket { .. } => uni_ws_push,
+            _ => true,
+        };
+        if push {
             let body = PushBody::Disconnect(d.clone());
             let push = match conn.encoding() {
                 Encoding::Protobuf => Out::binary(|buf| protobuf::encode_push("", &body, buf)),

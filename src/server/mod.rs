@@ -303,9 +303,13 @@ async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
     }
     read_loop(&shard, key, reader, leftover, size_limit, cfg.websocket.read_buffer_size, read)
         .await;
+    finish_conn(&shard, key, writer_task).await;
+}
+
+/// The reading side of a connection is done (client closed, error, or close handshake over):
+/// lets the writer finish what is queued (at most `CLOSE_WAIT`), then forgets the connection.
+async fn finish_conn(shard: &ShardRef, key: ConnKey, writer_task: glommio::Task<()>) {
     {
-        // The reader is done (client closed, error, or close handshake over): let the writer
-        // finish what is queued and stop.
         let mut s = shard.borrow_mut();
         if let Some(c) = s.conn_mut(key) {
             c.reading_done = true;

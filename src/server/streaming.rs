@@ -13,10 +13,9 @@ use bytes::Bytes;
 use futures_lite::future::or;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use glommio::net::TcpStream;
-use glommio::timer::sleep;
 use prost::Message as _;
 
-use super::{handle_commands, shard_header, write_loop, Env, Reply, CLOSE_WAIT};
+use super::{finish_conn, handle_commands, shard_header, write_loop, Env, Reply};
 use crate::client::emulation::parse_session;
 use crate::client::Conn;
 use crate::config::Config;
@@ -99,18 +98,20 @@ pub fn request(
     body: Vec<u8>,
 ) -> Result<Open, Reply> {
     let cors = stream::cors(head, &env.origins);
-    let reply = |status: u16, message: &str| {
-        let mut r = Reply::json(status, http::json_error_body(message));
+    let with_cors = |mut r: Reply| {
         r.headers.extend(cors.iter().cloned());
         r
     };
+    let reply =
+        |status: u16, message: &str| with_cors(Reply::json(status, http::json_error_body(message)));
+    let no_content =
+        || Reply { status: 204, content_type: "", headers: Vec::new(), body: Vec::new() };
     let post_only =
         !matches!(endpoint, Endpoint::Stream(Transport::Sse | Transport::UniSse) | Endpoint::Init);
     if head.method == "OPTIONS" && post_only {
-        let mut r = Reply { status: 204, content_type: "", headers: Vec::new(), body: Vec::new() };
+        let mut r = no_content();
         r.headers.extend(stream::PREFLIGHT.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        r.headers.extend(cors.iter().cloned());
-        return Err(r);
+        return Err(with_cors(r));
     }
     let allowed = match endpoint {
         Endpoint::Init => head.method == "GET",
@@ -122,19 +123,10 @@ pub fn request(
     }
     let protobuf = head.header_str("content-type") == Some("application/octet-stream");
     let transport = match endpoint {
-        Endpoint::Init => {
-            let mut r = Reply::json(200, b"{}".to_vec());
-            r.headers.extend(cors.iter().cloned());
-            return Err(r);
-        }
+        Endpoint::Init => return Err(with_cors(Reply::json(200, b"{}".to_vec()))),
         Endpoint::Emulation => {
             return Err(match emulation(shard, protobuf, &body) {
-                Ok(()) => {
-                    let mut r = reply(204, "");
-                    r.content_type = "";
-                    r.body.clear();
-                    r
-                }
+                Ok(()) => with_cors(no_content()),
                 Err((status, message)) => reply(status, message),
             });
         }
@@ -216,20 +208,7 @@ pub async fn serve(shard: ShardRef, mut stream: TcpStream, open: Open) {
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
     Box::pin(handle_commands(&shard, key, open.commands)).await;
     command_loop(&shard, key, reader).await;
-    {
-        let mut s = shard.borrow_mut();
-        if let Some(c) = s.conn_mut(key) {
-            c.reading_done = true;
-            if let Some(w) = c.writer.take() {
-                w.wake();
-            }
-        }
-    }
-    let _ = or(writer_task, async {
-        sleep(CLOSE_WAIT).await;
-    })
-    .await;
-    shard.borrow_mut().remove_conn(key);
+    finish_conn(&shard, key, writer_task).await;
 }
 
 /// Runs the commands `/emulation` brings, in order, until the connection closes or the client
