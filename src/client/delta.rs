@@ -82,6 +82,8 @@ pub struct Fanout<'a> {
     channel: &'a str,
     publication: &'a Publication,
     patch: Option<Vec<u8>>,
+    /// The patch is UTF-8, so JSON subscribers can take it.
+    patch_is_text: bool,
     /// `[encoding][plain, full, patch]`.
     cache: [[Option<Option<Out>>; 3]; Encoding::COUNT],
 }
@@ -91,15 +93,15 @@ impl<'a> Fanout<'a> {
     pub fn new(channel: &'a str, p: &'a Publication, base: Option<RawJson>) -> Self {
         let patch =
             base.filter(|_| p.delta_eligible).and_then(|b| patch(b.as_bytes(), p.data.as_bytes()));
-        Fanout { channel, publication: p, patch, cache: Default::default() }
+        let patch_is_text = patch.as_deref().is_some_and(|d| std::str::from_utf8(d).is_ok());
+        Fanout { channel, publication: p, patch, patch_is_text, cache: Default::default() }
     }
 
     /// The frame for a subscriber: `delta` is `None` for a plain subscription, else whether it
     /// is ready for patches.
     pub fn frame(&mut self, encoding: Encoding, delta: Option<bool>) -> Option<Out> {
         let json = encoding != Encoding::Protobuf;
-        let patched = delta == Some(true)
-            && self.patch.as_deref().is_some_and(|d| !json || std::str::from_utf8(d).is_ok());
+        let patched = delta == Some(true) && self.patch.is_some() && (!json || self.patch_is_text);
         let form = match delta {
             None => 0,
             Some(_) if patched => 2,
@@ -118,8 +120,9 @@ impl<'a> Fanout<'a> {
 
 impl Shard {
     /// For a connection's subscription to `channel`: `None` when it did not negotiate deltas,
-    /// else whether it was ready for patches. `ready` marks it ready from now on (it is being
-    /// sent a publication from the live stream).
+    /// else whether it was ready for patches. `ready`: it is being sent a publication from the
+    /// live stream (patch base from now on); otherwise one from elsewhere, after which it
+    /// needs a full payload again.
     pub(crate) fn delta_state(&mut self, key: ConnKey, channel: &str, ready: bool) -> Option<bool> {
         let conn = self.conn_mut(key)?;
         let State::Connected(session) = &mut conn.state else { return None };
@@ -128,7 +131,11 @@ impl Shard {
             return None;
         }
         let was = sub.flags.has(SubFlags::DELTA_READY);
-        sub.flags.set(SubFlags::DELTA_READY, ready);
+        if ready {
+            sub.flags.set(SubFlags::DELTA_READY, true);
+        } else {
+            sub.flags.clear(SubFlags::DELTA_READY);
+        }
         Some(was)
     }
 }

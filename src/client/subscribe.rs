@@ -61,6 +61,11 @@ impl SubFlags {
         self.0 & flag != 0
     }
 
+    /// Clears `flag`.
+    pub fn clear(&mut self, flag: u16) {
+        self.0 &= !flag;
+    }
+
     /// Sets `flag` when `on`.
     pub fn set(&mut self, flag: u16, on: bool) {
         if on {

@@ -1,5 +1,6 @@
-//! Socket loops of one shard: accepting, HTTP/1.1 keep-alive, WebSocket reader and writer, the
-//! connection timers, and the cross-shard pump.
+//! Socket loops of one shard: accepting, HTTP/1.1 keep-alive, WebSocket reader and writer (bidi
+//! and uni), the HTTP streaming transports (`streaming`), the connection timers, and the
+//! cross-shard pump.
 //!
 //! Owns: the glommio sockets and tasks. All protocol decisions are made by `client`, `api` and
 //! `shard` on `&mut Shard`; this module only moves bytes and wakes tasks. It never holds a shard
