@@ -177,6 +177,11 @@ impl Stream {
     }
 }
 
+/// Percent-encodes every byte (a valid query value whatever it holds).
+fn url_encode(text: &str) -> String {
+    text.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
 fn publish(server: &Server, channel: &str, data: Value) {
     let r = server.http().api("publish", json!({"channel": channel, "data": data}));
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
@@ -281,7 +286,7 @@ fn http_stream_speaks_protobuf_when_the_body_is_octet_stream() {
 fn sse_emulation_connects_from_the_query_and_sends_events() {
     let server = Server::start(config());
     let connect = json!({"id": 1, "connect": {"token": token("carol")}}).to_string();
-    let query: String = connect.bytes().map(|b| format!("%{b:02X}")).collect();
+    let query = url_encode(&connect);
     let mut s = Stream::get(server.port, &format!("/connection/sse?cf_connect={query}"));
     assert_eq!(s.status, 200);
     assert_eq!(s.header("content-type"), Some("text/event-stream; charset=utf-8"));
@@ -347,7 +352,7 @@ fn uni_sse_sends_the_connect_push_then_bare_publications_and_pings() {
     let server = Server::start(cfg);
     let tok = token_with(json!({"sub": "dave", "exp": now() + 3600, "channels": ["news"]}));
     let req = json!({"token": tok}).to_string();
-    let query: String = req.bytes().map(|b| format!("%{b:02X}")).collect();
+    let query = url_encode(&req);
     let mut s = Stream::get(server.port, &format!("/connection/uni_sse?cf_connect={query}"));
     assert_eq!(s.status, 200);
     assert!(s.next_message(b"", b"\r\n").unwrap().is_empty());
@@ -420,7 +425,7 @@ fn uni_websocket_takes_the_connect_from_the_first_message_or_the_url() {
     assert_eq!(c.expect_close().0, 3503);
 
     let req = json!({"token": tok}).to_string();
-    let query: String = req.bytes().map(|b| format!("%{b:02X}")).collect();
+    let query = url_encode(&req);
     let mut c =
         Client::connect(server.port, &format!("/connection/uni_websocket?cf_connect={query}"), &[]);
     assert!(c.next_json()["connect"]["client"].is_string());

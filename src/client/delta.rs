@@ -80,7 +80,8 @@ pub fn publication_out(
 /// Frames of one publication for a channel with delta subscribers, each built at most once.
 pub struct Fanout<'a> {
     channel: &'a str,
-    publication: &'a Publication,
+    /// Shared as delivered, so plain subscribers get the event without a copy.
+    publication: &'a Arc<Publication>,
     patch: Option<Vec<u8>>,
     /// The patch is UTF-8, so JSON subscribers can take it.
     patch_is_text: bool,
@@ -90,7 +91,7 @@ pub struct Fanout<'a> {
 
 impl<'a> Fanout<'a> {
     /// Prepares the frames of `p`; `base` is the previous publication delivered here.
-    pub fn new(channel: &'a str, p: &'a Publication, base: Option<RawJson>) -> Self {
+    pub fn new(channel: &'a str, p: &'a Arc<Publication>, base: Option<RawJson>) -> Self {
         let patch =
             base.filter(|_| p.delta_eligible).and_then(|b| patch(b.as_bytes(), p.data.as_bytes()));
         let patch_is_text = patch.as_deref().is_some_and(|d| std::str::from_utf8(d).is_ok());
@@ -110,7 +111,7 @@ impl<'a> Fanout<'a> {
         let (channel, p, patch) = (self.channel, self.publication, self.patch.as_deref());
         self.cache[encoding as usize][form]
             .get_or_insert_with(|| match form {
-                0 => event_out(channel, &Event::Pub(Arc::new(p.clone())), encoding),
+                0 => event_out(channel, &Event::Pub(Arc::clone(p)), encoding),
                 1 => publication_out(channel, p, None, encoding),
                 _ => publication_out(channel, p, patch, encoding),
             })
@@ -194,7 +195,7 @@ mod tests {
     #[test]
     fn no_patch_when_it_would_not_be_smaller() {
         assert!(patch(b"abc", b"xyz").is_none());
-        let one = p("1", true);
+        let one = Arc::new(p("1", true));
         let f = Fanout::new("c", &one, Some(RawJson(Bytes::from_static(b"2"))));
         assert!(f.patch.is_none());
     }

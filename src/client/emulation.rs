@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::Command;
 use crate::hub::ConnKey;
-use crate::protocol::{codes, json, protobuf, Disconnect};
+use crate::protocol::{codes, decode_commands, Disconnect};
 use crate::shard::id::ShardId;
 use crate::shard::Shard;
 
@@ -59,12 +59,7 @@ impl Shard {
     pub fn emulate(&mut self, session: uuid::Uuid, data: &Bytes) {
         let Some(&key) = self.sessions.get(&session) else { return };
         let protobuf = self.is_protobuf(key);
-        let decoded = if protobuf {
-            protobuf::decode_frame(data).map_err(|_| ())
-        } else {
-            json::decode_frame_bytes(data).map_err(|_| ())
-        };
-        let Ok(commands) = decoded else {
+        let Some(commands) = decode_commands(protobuf, data) else {
             self.disconnect(key, codes::DISCONNECT_BAD_REQUEST);
             return;
         };

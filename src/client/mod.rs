@@ -1236,19 +1236,22 @@ mod tests {
         })
     }
 
+    /// A connected client whose subscribe (command `id`) to `news` completes at once.
+    fn subscribed_to_news(shard: &mut Shard, id: u32) -> ConnKey {
+        let ch: Arc<str> = Arc::from("news");
+        let key = connected(shard, &ch);
+        shard.begin_subscription(&ch);
+        let then = Then::Subscribe { id, result: Box::default() };
+        shard.complete_subscriptions(key, std::slice::from_ref(&ch), then);
+        key
+    }
+
     #[test]
     fn a_client_dropped_by_its_own_subscribe_reply_does_not_stay_in_the_hub() {
         // The queue holds less than a subscribe reply frame, so queuing the reply disconnects
         // the client with 3008; it must not join the hub afterwards.
         let mut shard = test_shard(4);
-        let ch: Arc<str> = Arc::from("news");
-        let key = connected(&mut shard, &ch);
-        shard.begin_subscription(&ch);
-        shard.complete_subscriptions(
-            key,
-            std::slice::from_ref(&ch),
-            Then::Subscribe { id: 1, result: Box::default() },
-        );
+        let key = subscribed_to_news(&mut shard, 1);
         assert_eq!(shard.conn_mut(key).unwrap().closing.as_ref().map(|d| d.code), Some(3008));
         assert!(shard.hub.subscribers("news").is_empty());
         shard.remove_conn(key);
@@ -1258,14 +1261,7 @@ mod tests {
     #[test]
     fn subscribe_completion_joins_the_hub_after_the_reply() {
         let mut shard = test_shard(1 << 20);
-        let ch: Arc<str> = Arc::from("news");
-        let key = connected(&mut shard, &ch);
-        shard.begin_subscription(&ch);
-        shard.complete_subscriptions(
-            key,
-            std::slice::from_ref(&ch),
-            Then::Subscribe { id: 7, result: Box::default() },
-        );
+        let key = subscribed_to_news(&mut shard, 7);
         assert_eq!(shard.hub.subscribers("news"), &[key]);
         let Some(Batch::One(frame)) = shard.conn_mut(key).unwrap().take_batch() else { panic!() };
         assert_eq!(&frame[2..], br#"{"id":7,"subscribe":{}}"#);

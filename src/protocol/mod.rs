@@ -21,6 +21,17 @@ pub mod json;
 pub mod pb;
 pub mod protobuf;
 
+/// Decodes one frame of commands as the connection speaks: newline-separated JSON (payloads
+/// sliced from `frame` without copying) or length-delimited Protobuf. `None` when it does not
+/// decode, including an empty frame; callers answer that with 3501 or an HTTP 400.
+pub fn decode_commands(protobuf: bool, frame: &Bytes) -> Option<Vec<Command>> {
+    if protobuf {
+        protobuf::decode_frame(frame).ok()
+    } else {
+        json::decode_frame_bytes(frame).ok()
+    }
+}
+
 /// An application payload: valid JSON text with every raw `\n` byte removed.
 ///
 /// Payloads are passed through byte-for-byte (spec §2.2), so numbers and key order are exactly

@@ -117,7 +117,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
         let endpoint = streaming::Endpoint::at(&cfg, &head.path);
-        let limit = endpoint.map_or(API_BODY_MAX_BYTES, |e| e.body_limit(&cfg));
+        let limit = endpoint.map_or(API_BODY_MAX_BYTES, |(_, limit)| limit);
         let body = match read_body(&mut stream, &mut buf, &head, limit).await {
             Ok(b) => b,
             Err(e) => {
@@ -128,7 +128,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         };
         let keep_alive = head.keep_alive() && !shard.borrow().shutting_down;
         let reply = match endpoint {
-            Some(e) => match streaming::request(&shard, &env, e, &head, body) {
+            Some((e, _)) => match streaming::request(&shard, &env, e, &head, body) {
                 Ok(open) => {
                     // Like WebSocket, a stream gets a task of its own.
                     glommio::spawn_local(streaming::serve(shard, stream, open)).detach();

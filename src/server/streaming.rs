@@ -21,7 +21,7 @@ use crate::client::Conn;
 use crate::config::Config;
 use crate::http::{self, Head};
 use crate::hub::ConnKey;
-use crate::protocol::{json, pb, protobuf, Command, Request};
+use crate::protocol::{decode_commands, json, pb, Command, Request};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Cast, Lane, ShardMsg};
 use crate::shard::ShardRef;
@@ -42,38 +42,48 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The enabled endpoint at `path`, if any.
-    pub fn at(cfg: &Config, path: &str) -> Option<Endpoint> {
+    /// The enabled endpoint at `path`, if any, with the largest request body it takes.
+    pub fn at(cfg: &Config, path: &str) -> Option<(Endpoint, usize)> {
         let emulation = cfg.http_stream.enabled || cfg.sse.enabled;
+        let (http_stream, sse) = (&cfg.http_stream, &cfg.sse);
+        let (uni_sse, uni_http_stream) = (&cfg.uni_sse, &cfg.uni_http_stream);
         let candidates = [
             (
-                cfg.http_stream.enabled,
-                &cfg.http_stream.handler_prefix,
+                http_stream.enabled,
+                &http_stream.handler_prefix,
                 Endpoint::Stream(Transport::HttpStream),
+                http_stream.max_request_body_size,
             ),
-            (cfg.sse.enabled, &cfg.sse.handler_prefix, Endpoint::Stream(Transport::Sse)),
-            (emulation, &cfg.emulation.handler_prefix, Endpoint::Emulation),
-            (cfg.uni_sse.enabled, &cfg.uni_sse.handler_prefix, Endpoint::Stream(Transport::UniSse)),
             (
-                cfg.uni_http_stream.enabled,
-                &cfg.uni_http_stream.handler_prefix,
-                Endpoint::Stream(Transport::UniHttpStream),
+                sse.enabled,
+                &sse.handler_prefix,
+                Endpoint::Stream(Transport::Sse),
+                sse.max_request_body_size,
             ),
-            (cfg.init.enabled, &cfg.init.handler_prefix, Endpoint::Init),
+            (
+                emulation,
+                &cfg.emulation.handler_prefix,
+                Endpoint::Emulation,
+                cfg.emulation.max_request_body_size,
+            ),
+            (
+                uni_sse.enabled,
+                &uni_sse.handler_prefix,
+                Endpoint::Stream(Transport::UniSse),
+                uni_sse.max_request_body_size,
+            ),
+            (
+                uni_http_stream.enabled,
+                &uni_http_stream.handler_prefix,
+                Endpoint::Stream(Transport::UniHttpStream),
+                uni_http_stream.max_request_body_size,
+            ),
+            (cfg.init.enabled, &cfg.init.handler_prefix, Endpoint::Init, 0),
         ];
-        candidates.into_iter().find(|(on, prefix, _)| *on && *prefix == path).map(|(_, _, e)| e)
-    }
-
-    /// Largest request body it takes.
-    pub fn body_limit(self, cfg: &Config) -> usize {
-        match self {
-            Endpoint::Stream(Transport::HttpStream) => cfg.http_stream.max_request_body_size,
-            Endpoint::Stream(Transport::Sse) => cfg.sse.max_request_body_size,
-            Endpoint::Stream(Transport::UniSse) => cfg.uni_sse.max_request_body_size,
-            Endpoint::Stream(_) => cfg.uni_http_stream.max_request_body_size,
-            Endpoint::Emulation => cfg.emulation.max_request_body_size,
-            Endpoint::Init => 0,
-        }
+        candidates
+            .into_iter()
+            .find(|(on, prefix, ..)| *on && *prefix == path)
+            .map(|(_, _, endpoint, limit)| (endpoint, limit))
     }
 }
 
@@ -134,11 +144,11 @@ pub fn request(
     };
     // GET carries the connect in `cf_connect` (a whole command for SSE, a bare request for
     // uni SSE); POST in the body.
-    let input: Vec<u8> = if head.method == "GET" {
+    let input = Bytes::from(if head.method == "GET" {
         head.query_param("cf_connect").unwrap_or_default().into_bytes()
     } else {
         body
-    };
+    });
     let protobuf = protobuf && transport == Transport::HttpStream;
     let commands = if transport.unidirectional() {
         match json::decode_connect_request(&input) {
@@ -146,15 +156,8 @@ pub fn request(
             Err(_) => return Err(reply(400, "malformed connect request")),
         }
     } else {
-        let decoded = if protobuf {
-            protobuf::decode_frame(&input).map_err(|_| ())
-        } else if input.is_empty() {
-            Err(())
-        } else {
-            json::decode_frame(&input).map_err(|_| ())
-        };
-        match decoded {
-            Ok(c) if matches!(c.first(), Some(Command { request: Request::Connect(_), .. })) => c,
+        match decode_commands(protobuf, &input) {
+            Some(c) if matches!(c.first(), Some(Command { request: Request::Connect(_), .. })) => c,
             _ => return Err(reply(400, "expected a connect command")),
         }
     };

@@ -55,18 +55,6 @@ impl Transport {
     pub fn sse(self) -> bool {
         matches!(self, Transport::Sse | Transport::UniSse)
     }
-
-    /// Name as Centrifugo reports it (proxies, metrics).
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::WebSocket { .. } => "websocket",
-            Transport::HttpStream => "http_stream",
-            Transport::Sse => "sse",
-            Transport::UniWebSocket { .. } => "uni_websocket",
-            Transport::UniSse => "uni_sse",
-            Transport::UniHttpStream => "uni_http_stream",
-        }
-    }
 }
 
 /// The bytes a message is encoded as; fan-out keeps one encoded copy per value per shard.
