@@ -18,6 +18,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::TokenVerifier;
+use crate::broker::redis;
 use crate::channel::Namespaces;
 use crate::config::{self, Config};
 use crate::protocol::codes;
@@ -199,6 +200,12 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     };
     let origins = OriginPolicy::new(&cfg.client.allowed_origins)
         .map_err(|e| RunError::Config(e.to_string()))?;
+    let redis = match cfg.engine.type_.as_str() {
+        "redis" => Some(Arc::new(
+            redis::Settings::from_config(&cfg.engine.redis).map_err(RunError::Config)?,
+        )),
+        _ => None,
+    };
     let count = shard_count(&cfg);
     let round_robin = cfg.runtime.placement == config::Placement::RoundRobin;
     let mut addr = listen_addr(&cfg)?;
@@ -209,6 +216,9 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     } else {
         None
     };
+    // Shards announce the node (Redis engine) as soon as they run, so its identity is fixed
+    // first; with round-robin placement and port 0 the bound port is not known yet.
+    crate::node::init(&cfg.node.name, addr.port());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = cfg.runtime.pin_cpus && count <= cpus;
     let cfg = Arc::new(cfg);
@@ -232,6 +242,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
             (Arc::clone(&cfg), Arc::clone(&namespaces), origins.clone());
         let verifiers = (Arc::clone(&verifier), Arc::clone(&sub_verifier));
         let (heartbeat, connections) = (Arc::clone(beat), Arc::clone(&connections));
+        let redis = redis.clone();
         let (main_mesh, reply_mesh, boot_tx, addr_tx) =
             (main_mesh.clone(), reply_mesh.clone(), boot_tx.clone(), addr_tx.clone());
         let id = ShardId(i as u16);
@@ -266,6 +277,9 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                     if let Ok(local) = l.local_addr() {
                         let _ = addr_tx.try_send(local);
                     }
+                }
+                if let Some(settings) = redis {
+                    start_redis(&shard, settings).await;
                 }
                 glommio::spawn_local(server::timers(shard.clone())).detach();
                 if let Some(l) = listener {
@@ -308,6 +322,23 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     }
     drop(reservation);
     Ok(Running { addr, heartbeats, controls, handles })
+}
+
+/// Connects a shard's Redis links (waiting a bounded time so a node that says it listens can
+/// publish) and, on shard 0, starts the node announcements.
+async fn start_redis(shard: &ShardRef, settings: Arc<redis::Settings>) {
+    shard.borrow_mut().redis = Some(redis::Redis::new(Arc::clone(&settings)));
+    for role in [redis::io::Role::Commands, redis::io::Role::PubSub] {
+        glommio::spawn_local(redis::io::run(shard.clone(), Arc::clone(&settings), role)).detach();
+    }
+    let limit = settings.connect_timeout.max(Duration::from_secs(1)) * 3;
+    if !redis::io::wait_up(shard, limit).await {
+        let id = shard.borrow().id;
+        tracing::warn!(shard = %id, "redis not reachable yet; publishing fails until it is");
+    }
+    if shard.borrow().id.0 == 0 {
+        glommio::spawn_local(crate::api::query::announce(shard.clone())).detach();
+    }
 }
 
 async fn join_meshes(

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::exec::Failure;
 use super::types::{self, ApiError, ApiMethod};
 use crate::auth::SubscribeOverrides;
+use crate::broker::control::Node;
 use crate::broker::memory::{HistoryPolicy, HistoryQuery, Position};
 use crate::channel::ChannelError;
 use crate::client::history_policy;
@@ -207,9 +208,9 @@ pub async fn channels(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure>
     Ok(out)
 }
 
-/// `info`: this node with counts summed over its shards (users counted once across shards).
-pub async fn info(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
-    let _: serde::de::IgnoredAny = decode(body)?;
+/// This node with counts summed over its shards (users counted once across shards), as
+/// `info` lists it and the control channel announces it.
+pub async fn local_node(shard: &ShardRef) -> Result<Node, Failure> {
     let answers = ask_all(shard, || Call::Info).await?;
     let mut total = ShardCounts::default();
     let mut users: Vec<Arc<str>> = Vec::new();
@@ -224,23 +225,62 @@ pub async fn info(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
     users.sort_unstable();
     users.dedup();
     let node = crate::node::get();
-    let mut out = b"{\"nodes\":[{\"uid\":".to_vec();
-    write_json_string(&mut out, &node.uid);
-    out.extend_from_slice(b",\"name\":");
-    write_json_string(&mut out, &node.name);
-    out.extend_from_slice(b",\"version\":");
-    write_json_string(&mut out, crate::client::SERVER_VERSION);
-    let uptime = node.started.elapsed().as_secs();
-    let rest = format!(
-        ",\"num_clients\":{},\"num_users\":{},\"num_channels\":{},\"uptime\":{},\"num_subs\":{}}}]}}",
-        total.clients,
-        users.len(),
-        total.channels,
-        uptime,
-        total.subs
-    );
-    out.extend_from_slice(rest.as_bytes());
+    let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    Ok(Node {
+        uid: node.uid.clone(),
+        name: node.name.clone(),
+        version: crate::client::SERVER_VERSION.to_owned(),
+        num_clients: n(total.clients),
+        num_users: n(users.len() as u64),
+        num_channels: n(total.channels),
+        uptime: n(node.started.elapsed().as_secs()),
+        num_subs: n(total.subs),
+    })
+}
+
+/// `info`: this node, then every other node heard on the control channel within 7 s.
+pub async fn info(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let _: serde::de::IgnoredAny = decode(body)?;
+    let mut nodes = vec![local_node(shard).await?];
+    let req = shard.borrow_mut().call(crate::shard::id::ShardId(0), Call::Nodes);
+    if let Some(Answer::Nodes(others)) = PendingAnswer::new(shard.clone(), req).await {
+        nodes.extend(others);
+    }
+    let mut out = b"{\"nodes\":[".to_vec();
+    for (i, node) in nodes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"uid\":");
+        write_json_string(&mut out, &node.uid);
+        out.extend_from_slice(b",\"name\":");
+        write_json_string(&mut out, &node.name);
+        out.extend_from_slice(b",\"version\":");
+        write_json_string(&mut out, &node.version);
+        let rest = format!(
+            ",\"num_clients\":{},\"num_users\":{},\"num_channels\":{},\"uptime\":{},\"num_subs\":{}}}",
+            node.num_clients, node.num_users, node.num_channels, node.uptime, node.num_subs
+        );
+        out.extend_from_slice(rest.as_bytes());
+    }
+    out.extend_from_slice(b"]}");
     Ok(out)
+}
+
+/// Announces this node on the control channel every 3 s (shard 0, Redis engine), so the other
+/// nodes list it in `info`.
+pub async fn announce(shard: ShardRef) {
+    loop {
+        if shard.borrow().shutting_down {
+            return;
+        }
+        if let Ok(node) = local_node(&shard).await {
+            if let Some(r) = shard.borrow_mut().redis.as_mut() {
+                r.publish_control(&node.announcement());
+            }
+        }
+        glommio::timer::sleep(crate::broker::control::ANNOUNCE_EVERY).await;
+    }
 }
 
 /// `rpc`: no server-side RPC extensions exist, so every method is 104 `not found`.

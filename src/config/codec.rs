@@ -76,6 +76,28 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Plain {
     }
 }
 
+/// A list of strings that also accepts one bare string (Centrifugo's Redis `address`).
+pub(crate) struct OneOrMany;
+
+impl Codec<Vec<String>> for OneOrMany {
+    fn de<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            One(String),
+            Many(Vec<String>),
+        }
+        match <Either as serde::Deserialize>::deserialize(deserializer) {
+            Ok(Either::One(s)) => Ok(vec![s]),
+            Ok(Either::Many(v)) => Ok(v),
+            Err(_) => Err(de::Error::custom("expected a string or a list of strings")),
+        }
+    }
+    fn ser<S: Serializer>(value: &Vec<String>, serializer: S) -> Result<S::Ok, S::Error> {
+        value.serialize(serializer)
+    }
+}
+
 /// Non-negative Go duration: string (`"25s"`) or number of nanoseconds.
 pub(crate) struct GoDuration;
 

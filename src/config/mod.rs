@@ -18,7 +18,9 @@ use serde::de::MapAccess;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use codec::{DisablableDuration, GoDuration, OptionalPort, Plain, Port, Section, SectionVisitor};
+use codec::{
+    DisablableDuration, GoDuration, OneOrMany, OptionalPort, Plain, Port, Section, SectionVisitor,
+};
 
 pub use env::parse_go_bool;
 pub use load::{load, parse_file_text, Format, Loaded, DEFAULT_CONFIG_FILE};
@@ -158,7 +160,7 @@ section! {
         http_server: HttpServer [Plain] = HttpServer::default(),
         /// Logging.
         log: Log [Plain] = Log::default(),
-        /// Broker + presence engine (only `memory` is implemented).
+        /// Broker + presence engine: `memory` or `redis`.
         engine: Engine [Plain] = Engine::default(),
         /// Client connection behaviour and authentication.
         client: Client [Plain] = Client::default(),
@@ -226,8 +228,37 @@ section! {
 section! {
     /// `engine.*`.
     pub struct Engine {
-        /// Engine type; Rotor implements only `memory`.
+        /// `memory` (one node) or `redis` (broker and presence manager in Redis).
         type_ ["type"]: String [Plain] = "memory".to_owned(),
+        /// Redis settings for `type: redis`.
+        redis: Redis [Plain] = Redis::default(),
+    }
+}
+
+section! {
+    /// A Redis object (`engine.redis`): where Redis is and how its keys are named.
+    pub struct Redis {
+        /// `redis://[user:password@]host:port[/db]` or `host:port`; several entries shard
+        /// channels over several Redis servers. One bare string is accepted too.
+        address: Vec<String> [OneOrMany] = vec!["redis://127.0.0.1:6379".to_owned()],
+        /// Key and PUB/SUB channel prefix, shared with Centrifugo nodes on the same Redis.
+        prefix: String [Plain] = "centrifugo".to_owned(),
+        /// Time to establish a connection.
+        connect_timeout: Duration [GoDuration] = Duration::from_secs(1),
+        /// Time to wait for a reply before the connection is considered broken.
+        io_timeout: Duration [GoDuration] = Duration::from_secs(4),
+        /// Database number (when the address does not carry one).
+        db: u32 [Plain] = 0,
+        /// ACL user (when the address does not carry one).
+        user: String [Plain] = String::new(),
+        /// Password (when the address does not carry one).
+        password: String [Plain] = String::new(),
+        /// `CLIENT SETNAME` value.
+        client_name: String [Plain] = String::new(),
+        /// Keep history in lists instead of streams (Rotor supports streams only).
+        history_use_lists: bool [Plain] = false,
+        /// How long a presence entry lives without refresh.
+        presence_ttl: Duration [GoDuration] = Duration::from_secs(60),
     }
 }
 

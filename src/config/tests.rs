@@ -251,7 +251,7 @@ fn unknown_keys_are_reported_with_full_path() {
 fn unsupported_centrifugo_keys_warn_but_are_not_unknown() {
     let loaded = load_text(
         "json",
-        r#"{"uni_grpc": {"enabled": true}, "engine": {"redis": {"address": "x"}},
+        r#"{"uni_grpc": {"enabled": true}, "engine": {"redis": {"sentinel_address": ["x"]}},
             "channel": {"namespaces": [{"name": "ab", "subscription_type": "map"}]}}"#,
     )
     .unwrap();
@@ -260,6 +260,31 @@ fn unsupported_centrifugo_keys_warn_but_are_not_unknown() {
         loaded.warnings.iter().filter(|w| w.contains("not supported by rotor yet")).collect();
     assert_eq!(unsupported.len(), 3, "{:?}", loaded.warnings);
     assert!(unsupported.iter().any(|w| w.contains("\"uni_grpc\"")));
+    assert!(unsupported.iter().any(|w| w.contains("engine.redis.sentinel_address")));
+}
+
+#[test]
+fn redis_engine_settings_load_and_are_checked() {
+    let loaded = load_text(
+        "yaml",
+        "engine:\n  type: redis\n  redis:\n    address: redis://127.0.0.1:6390/3\n    prefix: app\n",
+    )
+    .unwrap();
+    let redis = &loaded.config.engine.redis;
+    assert_eq!(redis.address, ["redis://127.0.0.1:6390/3"], "a bare string is a one-item list");
+    assert_eq!(redis.prefix, "app");
+    validate(&loaded.config).unwrap();
+
+    let mut cfg = Config::default();
+    cfg.engine.type_ = "redis".into();
+    cfg.engine.redis.address = vec!["rediss://secure:6379".into()];
+    let err = validate(&cfg).unwrap_err().to_string();
+    assert!(err.contains("engine.redis.address[0]") && err.contains("TLS"), "{err}");
+    cfg.engine.redis.address = vec!["127.0.0.1:6379".into()];
+    cfg.engine.redis.history_use_lists = true;
+    assert!(validate(&cfg).unwrap_err().to_string().contains("engine.redis.history_use_lists"));
+    cfg.engine.type_ = "tarantool".into();
+    assert!(validate(&cfg).unwrap_err().to_string().contains("engine.type"));
 }
 
 #[test]

@@ -64,11 +64,15 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("unknown level {:?} (one of {})", config.log.level, LOG_LEVELS.join(", ")),
         ));
     }
-    if config.engine.type_ != "memory" {
-        return Err(invalid(
-            "engine.type",
-            format!("{:?} is not supported by rotor yet (only \"memory\")", config.engine.type_),
-        ));
+    match config.engine.type_.as_str() {
+        "memory" => {}
+        "redis" => check_redis("engine.redis", &config.engine.redis)?,
+        other => {
+            return Err(invalid(
+                "engine.type",
+                format!("{other:?} is not supported (\"memory\" or \"redis\")"),
+            ))
+        }
     }
     if config.runtime.shards > SHARDS_MAX {
         return Err(invalid("runtime.shards", format!("must be at most {SHARDS_MAX}")));
@@ -260,4 +264,25 @@ fn check_options(
         ));
     }
     check_data_format(&key("publication_data_format"), &options.publication_data_format)
+}
+
+fn check_redis(path: &str, redis: &super::Redis) -> Result<(), ConfigError> {
+    if redis.address.is_empty() {
+        return Err(invalid(format!("{path}.address"), "needs at least one address"));
+    }
+    for (i, a) in redis.address.iter().enumerate() {
+        if let Err(e) = crate::broker::redis::Address::parse(a, redis) {
+            return Err(invalid(format!("{path}.address[{i}]"), e));
+        }
+    }
+    if redis.history_use_lists {
+        return Err(invalid(
+            format!("{path}.history_use_lists"),
+            "lists are not supported by rotor (history uses Redis streams)",
+        ));
+    }
+    if redis.prefix.is_empty() {
+        return Err(invalid(format!("{path}.prefix"), "must not be empty"));
+    }
+    Ok(())
 }

@@ -378,6 +378,56 @@ pub fn encode_publication_push(channel: &str, p: &Publication, out: &mut Vec<u8>
     write_delimited(&r, out);
 }
 
+/// A publication as brokers store and pass it between nodes: a plain (not delimited) protobuf
+/// `Publication` with the publish time in ms; the offset travels outside it (Centrifugo's Redis
+/// layout, spec §10.1). `delta` carries the delta flag between nodes when nothing else can
+/// (publications without history); stored publications never have it.
+pub fn broker_publication(p: &Publication, time_ms: i64, delta: bool) -> Vec<u8> {
+    let mut m = publication(p);
+    m.offset = 0;
+    m.time = time_ms;
+    m.delta = delta;
+    m.encode_to_vec()
+}
+
+/// Reads a broker publication (see [`broker_publication`]). The delta flag comes back as
+/// `delta_eligible`; data that is not JSON is marked binary, so JSON clients never receive it.
+pub fn decode_broker_publication(bytes: &[u8]) -> Result<Publication, prost::DecodeError> {
+    let m = pb::Publication::decode(bytes)?;
+    let binary =
+        !m.data.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&m.data).is_err();
+    let mut tags: Vec<(String, String)> = m.tags.into_iter().collect();
+    tags.sort_unstable();
+    Ok(Publication {
+        data: RawJson(m.data),
+        info: m.info.map(client_info_from),
+        offset: m.offset,
+        tags,
+        delta: false,
+        binary,
+        delta_eligible: m.delta,
+    })
+}
+
+/// A plain protobuf `ClientInfo` (presence values, join/leave messages between nodes).
+pub fn encode_client_info(i: &ClientInfo) -> Vec<u8> {
+    client_info(i).encode_to_vec()
+}
+
+/// Reads a plain protobuf `ClientInfo`.
+pub fn decode_client_info(bytes: &[u8]) -> Result<ClientInfo, prost::DecodeError> {
+    pb::ClientInfo::decode(bytes).map(client_info_from)
+}
+
+fn client_info_from(i: pb::ClientInfo) -> ClientInfo {
+    ClientInfo {
+        user: i.user,
+        client: i.client,
+        conn_info: raw(i.conn_info),
+        chan_info: raw(i.chan_info),
+    }
+}
+
 /// A server ping: an empty `Reply`, delimited (the single byte 0).
 pub const PING: &[u8] = &[0];
 

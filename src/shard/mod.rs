@@ -14,6 +14,7 @@
 //! Must not: block, await while borrowed, or send a request that makes a home shard wait on a
 //! third shard (every cross-shard call is one hop: requester → home → reply).
 
+mod engine;
 pub mod id;
 pub mod msg;
 #[cfg(test)]
@@ -217,6 +218,12 @@ pub struct Shard {
     pub sessions: HashMap<uuid::Uuid, ConnKey>,
     /// Emulated connections' sessions and inboxes.
     pub emulated: HashMap<ConnKey, crate::client::emulation::Emulated>,
+    /// The Redis engine's links (`engine.type: redis`); `None` with the memory engine.
+    pub redis: Option<crate::broker::redis::Redis>,
+    /// Other nodes heard on the control channel (shard 0 only).
+    pub nodes: crate::broker::control::Registry,
+    /// When this shard's presence entries in Redis are refreshed next.
+    next_presence_refresh: Instant,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -263,6 +270,9 @@ impl Shard {
             heartbeat: Arc::default(),
             sessions: HashMap::new(),
             emulated: HashMap::new(),
+            redis: None,
+            nodes: Default::default(),
+            next_presence_refresh: Instant::now(),
         }
     }
 
@@ -325,8 +335,15 @@ impl Shard {
                 } else {
                     Lane::Reply
                 };
-                let answer = self.serve(*call);
-                self.send(lane, origin, ShardMsg::Answer { req, answer: Box::new(answer) });
+                let answer = if self.engine_serves(&call) {
+                    let to = crate::broker::redis::ReplyTo { origin, req, lane };
+                    self.serve_engine(*call, to)
+                } else {
+                    Some(self.serve_now(*call))
+                };
+                if let Some(answer) = answer {
+                    self.send(lane, origin, ShardMsg::Answer { req, answer: Box::new(answer) });
+                }
             }
             ShardMsg::Answer { req, answer } => self.answer(req, *answer),
             ShardMsg::Cast(cast) => self.cast(*cast),
@@ -334,7 +351,8 @@ impl Shard {
                 let entry = self.home.entry(Arc::clone(&channel)).or_default();
                 if subscribed {
                     entry.interest.insert(shard);
-                    if let Some(generation) = ack {
+                    let ack_now = self.engine_interest(&channel, true, ack.map(|g| (shard, g)));
+                    if let Some(generation) = ack.filter(|_| ack_now) {
                         self.send(
                             Lane::Reply,
                             shard,
@@ -343,6 +361,7 @@ impl Shard {
                     }
                 } else {
                     entry.interest.remove(shard);
+                    self.engine_interest(&channel, false, None);
                     self.forget_if_idle(&channel);
                 }
             }
@@ -362,7 +381,7 @@ impl Shard {
     }
 
     /// Runs a request addressed to this shard and returns its answer.
-    fn serve(&mut self, call: Call) -> Answer {
+    fn serve_now(&mut self, call: Call) -> Answer {
         let now = now_ms();
         match call {
             Call::Publish(p) => Answer::Published(self.publish_home(p)),
@@ -397,6 +416,7 @@ impl Shard {
                     .collect(),
             ),
             Call::Info => Answer::Info(Box::new(self.counts())),
+            Call::Nodes => Answer::Nodes(self.nodes.alive(Instant::now())),
             Call::Conns(op) => {
                 self.conns_op(*op);
                 Answer::Done
@@ -464,11 +484,13 @@ impl Shard {
     fn cast(&mut self, cast: Cast) {
         match cast {
             Cast::Unsubscribed { channel, client, leave } => {
-                if let Some(e) = self.home.get_mut(&channel) {
-                    e.presence.remove(&client);
-                }
-                if let Some(info) = leave {
-                    self.emit(&channel, Event::Leave(info));
+                if !self.engine_unsubscribed(&channel, &client, leave.as_ref()) {
+                    if let Some(e) = self.home.get_mut(&channel) {
+                        e.presence.remove(&client);
+                    }
+                    if let Some(info) = leave {
+                        self.emit(&channel, Event::Leave(info));
+                    }
                 }
                 self.forget_if_idle(&channel);
             }
@@ -656,6 +678,10 @@ impl Shard {
     /// idempotency keys older than five minutes, then channels with nothing left. At most once
     /// per `client.channel_position_check_delay` (at least a second).
     pub fn sweep(&mut self, now: Instant) {
+        if self.redis.is_some() && now >= self.next_presence_refresh {
+            self.next_presence_refresh = now + self.cfg.client.presence_update_interval;
+            self.refresh_presence();
+        }
         if now < self.next_sweep {
             return;
         }

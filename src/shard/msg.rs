@@ -120,6 +120,8 @@ pub enum Call {
         /// Channel name.
         channel: Arc<str>,
     },
+    /// To shard 0: the other nodes it has heard from; answer `Nodes`.
+    Nodes,
     /// To the user's home shard (`home_of(user)`): count one more connection of `user` unless
     /// it has `limit` already; answer `Admitted`.
     UserConnect {
@@ -229,8 +231,13 @@ pub enum Answer {
     Position(Option<u64>),
     /// Whether a connection of the user may be added (`UserConnect`).
     Admitted(bool),
+    /// Other nodes heard on the control channel (`Nodes`).
+    Nodes(Vec<crate::broker::control::Node>),
     /// Done, nothing to report.
     Done,
+    /// The broker could not do it (Redis unreachable or erroring): a temporary error for the
+    /// caller; nothing was accepted.
+    Failed,
 }
 
 /// A one-way message to another shard.

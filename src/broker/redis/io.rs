@@ -1,0 +1,251 @@
+//! The sockets of the Redis engine: per shard, one task keeps the command connection and one the
+//! PUB/SUB connection alive, reconnecting with capped exponential backoff.
+//!
+//! Each task connects, authenticates, selects the database and (command link) loads the scripts
+//! before marking its link up; from then on a writer flushes whatever the shard queued, in one
+//! write per wake-up (pipelining), and a reader hands each reply to the shard in order. A
+//! connection that breaks, or leaves a command unanswered for `io_timeout`, marks its link down:
+//! the shard fails what was outstanding and new commands fail at once until the link is back.
+//!
+//! Must not: hold the shard borrowed across an await, or retry a command (a retried publish
+//! could be applied twice).
+
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_lite::future::or;
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
+use glommio::net::TcpStream;
+use redis_protocol::resp2::types::BytesFrame;
+
+use super::{encode_command, scripts, Settings};
+use crate::shard::ShardRef;
+
+/// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Which of the shard's two links a task drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Commands and scripts.
+    Commands,
+    /// SUBSCRIBE and incoming messages.
+    PubSub,
+}
+
+/// Keeps one link of a shard connected until shutdown.
+pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role) {
+    let mut backoff = BACKOFF_MIN;
+    let mut logged = false;
+    loop {
+        if shard.borrow().shutting_down {
+            return;
+        }
+        match connect(&settings, role == Role::Commands).await {
+            Ok((stream, shas)) => {
+                if logged {
+                    tracing::info!(?role, "redis connection restored");
+                }
+                backoff = BACKOFF_MIN;
+                {
+                    let mut s = shard.borrow_mut();
+                    match role {
+                        Role::Commands => s.redis_commands_up(shas),
+                        Role::PubSub => s.redis_pubsub_up(),
+                    }
+                }
+                let why = serve(&shard, &settings, stream, role).await;
+                tracing::warn!(?role, error = %why, "redis connection lost");
+                logged = true;
+                let mut s = shard.borrow_mut();
+                match role {
+                    Role::Commands => s.redis_commands_down(),
+                    Role::PubSub => s.redis_pubsub_down(),
+                }
+            }
+            Err(e) => {
+                if !logged {
+                    tracing::warn!(?role, error = %e, "cannot connect to redis; retrying");
+                    logged = true;
+                }
+            }
+        }
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Connects and runs the handshake; returns the stream and (command link) the script SHAs.
+async fn connect(
+    settings: &Settings,
+    load_scripts: bool,
+) -> Result<(TcpStream, Vec<String>), String> {
+    let a = &settings.address;
+    let addr = (a.host.as_str(), a.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {}: {e}", a.host))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to nothing", a.host))?;
+    let stream =
+        glommio::timer::timeout(settings.connect_timeout, async { TcpStream::connect(addr).await })
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let mut out = BytesMut::new();
+    let mut expected = 0;
+    if !a.password.is_empty() {
+        if a.user.is_empty() {
+            encode_command(&mut out, &[b"AUTH", a.password.as_bytes()]);
+        } else {
+            encode_command(&mut out, &[b"AUTH", a.user.as_bytes(), a.password.as_bytes()]);
+        }
+        expected += 1;
+    }
+    if a.db != 0 {
+        encode_command(&mut out, &[b"SELECT", a.db.to_string().as_bytes()]);
+        expected += 1;
+    }
+    if !settings.client_name.is_empty() {
+        encode_command(&mut out, &[b"CLIENT", b"SETNAME", settings.client_name.as_bytes()]);
+        expected += 1;
+    }
+    let first_script = expected;
+    if load_scripts {
+        for src in scripts::SOURCES {
+            encode_command(&mut out, &[b"SCRIPT", b"LOAD", src.as_bytes()]);
+            expected += 1;
+        }
+    }
+    let mut stream = stream;
+    let handshake = async {
+        if !out.is_empty() {
+            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+            stream.flush().await.map_err(|e| e.to_string())?;
+        }
+        let mut frames = Frames { half: &mut stream, buf: BytesMut::with_capacity(4 << 10) };
+        let mut shas = Vec::new();
+        for i in 0..expected {
+            match frames.next().await? {
+                BytesFrame::Error(e) => return Err(format!("handshake: {e}")),
+                f if i >= first_script => match super::string_of(&f) {
+                    Some(sha) => shas.push(sha),
+                    None => return Err("SCRIPT LOAD: unexpected reply".to_owned()),
+                },
+                _ => {}
+            }
+        }
+        Ok(shas)
+    };
+    let shas = glommio::timer::timeout(settings.io_timeout, async { Ok(handshake.await) })
+        .await
+        .map_err(|e| format!("handshake: {e}"))??;
+    Ok((stream, shas))
+}
+
+/// Frames read from one socket.
+struct Frames<R> {
+    half: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> Frames<R> {
+    async fn next(&mut self) -> Result<BytesFrame, String> {
+        loop {
+            match redis_protocol::resp2::decode::decode_bytes_mut(&mut self.buf) {
+                Ok(Some((frame, _, _))) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => return Err(format!("bad reply from redis: {e:?}")),
+            }
+            let len = self.buf.len();
+            self.buf.resize(len + (16 << 10), 0);
+            let n = self.half.read(&mut self.buf[len..]).await.map_err(|e| e.to_string())?;
+            self.buf.truncate(len + n);
+            if n == 0 {
+                return Err("closed by redis".to_owned());
+            }
+        }
+    }
+}
+
+/// Runs a connected link until it breaks; returns why.
+async fn serve(shard: &ShardRef, settings: &Settings, stream: TcpStream, role: Role) -> String {
+    let (reader, writer) = futures_lite::io::split(stream);
+    let mut frames = Frames { half: reader, buf: BytesMut::with_capacity(64 << 10) };
+    let read = async {
+        loop {
+            let next = or(async { Some(frames.next().await) }, async {
+                glommio::timer::sleep(settings.io_timeout).await;
+                None
+            })
+            .await;
+            let frame = match next {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => return e,
+                None => {
+                    // Quiet is fine unless a command is waiting for its reply.
+                    let s = shard.borrow();
+                    let waiting = s.redis.as_ref().is_some_and(|r| !r.cmd.waiting.is_empty());
+                    if role == Role::Commands && waiting {
+                        return format!("no reply within {:?}", settings.io_timeout);
+                    }
+                    continue;
+                }
+            };
+            let mut s = shard.borrow_mut();
+            match role {
+                Role::Commands => {
+                    if !s.redis_reply(frame) {
+                        return "a reply nobody waited for".to_owned();
+                    }
+                }
+                Role::PubSub => s.redis_incoming(frame),
+            }
+        }
+    };
+    or(read, write_loop(shard, writer, role)).await
+}
+
+/// Writes whatever the shard queued on this link, once per wake-up.
+async fn write_loop(shard: &ShardRef, mut writer: WriteHalf<TcpStream>, role: Role) -> String {
+    loop {
+        let batch = std::future::poll_fn(|cx| {
+            let mut s = shard.borrow_mut();
+            let Some(r) = s.redis.as_mut() else { return Poll::Ready(None) };
+            let (out, waker) = match role {
+                Role::Commands => (&mut r.cmd.out, &mut r.cmd.waker),
+                Role::PubSub => (&mut r.sub.out, &mut r.sub.waker),
+            };
+            if out.is_empty() {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(Some(out.split().freeze()))
+            }
+        })
+        .await;
+        let Some(batch) = batch else { return "engine gone".to_owned() };
+        if let Err(e) = writer.write_all(&batch).await {
+            return e.to_string();
+        }
+        if let Err(e) = writer.flush().await {
+            return e.to_string();
+        }
+    }
+}
+
+/// Waits (up to `limit`) until both links of a shard are up, so a node that reports itself ready
+/// can publish. Returns whether they are.
+pub async fn wait_up(shard: &ShardRef, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let up = shard.borrow().redis.as_ref().is_some_and(|r| r.cmd.up && r.sub.up);
+        if up || std::time::Instant::now() >= deadline {
+            return up;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}

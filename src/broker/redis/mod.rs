@@ -1,0 +1,815 @@
+//! Redis engine: the broker and presence manager of `engine.type: redis`, compatible with
+//! Centrifugo's Redis layout (spec §10.1, §10.2) so Rotor and Centrifugo nodes can share one
+//! Redis.
+//!
+//! Owns, per shard: two Redis connections' worth of protocol state, without the sockets. The
+//! command link ([`Link`]) holds encoded commands not yet written and, in order, what to do with
+//! each reply ([`Then`]); Redis answers in order, so the reply to the oldest outstanding command
+//! is always the next frame. The PUB/SUB link ([`PubSub`]) holds the channels this shard is home
+//! for and has subscribers of somewhere on the node, and the interest acknowledgements and
+//! subscribe calls that must wait until Redis confirms a subscription (a position read before
+//! that could miss a publication made in between).
+//!
+//! The sockets are driven by [`io`]; everything else here is plain data and functions, tested
+//! without Redis.
+//!
+//! Must not: touch connections or deliver anything (the home shard emits what PUB/SUB brings,
+//! exactly as it does for the memory engine), or wait: a command on a link that is down fails at
+//! once, so a publish is never accepted and then lost.
+
+pub mod io;
+mod scripts;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::types::{BorrowedFrame, BytesFrame};
+
+use crate::broker::memory::{new_epoch, HistoryError, HistoryPolicy, HistoryQuery, Position};
+use crate::protocol::{protobuf, ClientInfo, Publication};
+use crate::shard::id::ShardId;
+use crate::shard::msg::{Answer, Event, Lane, Published, RequestId, SubscribeCall};
+
+pub use scripts::Script;
+
+/// How long an idempotency key's result is kept (spec §6.7).
+const IDEMPOTENCY_TTL_SECS: u64 = 300;
+
+/// One Redis server as configured: `redis://[user:password@]host:port[/db]` or `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// Host name or IP.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// ACL user (empty = default user).
+    pub user: String,
+    /// Password (empty = no AUTH).
+    pub password: String,
+    /// Database number.
+    pub db: u32,
+}
+
+impl Address {
+    /// Parses an address; user, password and db default to the Redis object's own keys.
+    pub fn parse(text: &str, defaults: &crate::config::Redis) -> Result<Address, String> {
+        let mut a = Address {
+            host: String::new(),
+            port: 6379,
+            user: defaults.user.clone(),
+            password: defaults.password.clone(),
+            db: defaults.db,
+        };
+        let rest = if let Some(rest) = text.strip_prefix("redis://") {
+            rest
+        } else if text.starts_with("rediss://") {
+            return Err("TLS (rediss://) is not supported by rotor yet".to_owned());
+        } else if text.contains("://") {
+            return Err(format!("{text:?}: only redis:// addresses are supported"));
+        } else {
+            text
+        };
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth), rest),
+            None => (None, rest),
+        };
+        if let Some(auth) = auth {
+            match auth.split_once(':') {
+                Some((user, password)) => {
+                    a.user = user.to_owned();
+                    a.password = password.to_owned();
+                }
+                None => a.user = auth.to_owned(),
+            }
+        }
+        let (hostport, db) = match rest.split_once('/') {
+            Some((hp, db)) => (hp, Some(db)),
+            None => (rest, None),
+        };
+        if let Some(db) = db.filter(|d| !d.is_empty()) {
+            a.db = db.parse().map_err(|_| format!("{text:?}: bad database number {db:?}"))?;
+        }
+        match hostport.rsplit_once(':') {
+            Some((host, port)) => {
+                a.host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+                a.port = port.parse().map_err(|_| format!("{text:?}: bad port {port:?}"))?;
+            }
+            None => a.host = hostport.to_owned(),
+        }
+        if a.host.is_empty() {
+            return Err(format!("{text:?}: no host"));
+        }
+        Ok(a)
+    }
+}
+
+/// The engine settings every shard shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where Redis is.
+    pub address: Address,
+    /// Key prefix (`centrifugo` by default, so both servers can share data).
+    pub prefix: String,
+    /// Time to connect.
+    pub connect_timeout: Duration,
+    /// Time to wait for an outstanding reply.
+    pub io_timeout: Duration,
+    /// `CLIENT SETNAME`.
+    pub client_name: String,
+    /// Presence entry lifetime without refresh.
+    pub presence_ttl: Duration,
+}
+
+impl Settings {
+    /// Settings from `engine.redis` (validated at start).
+    pub fn from_config(cfg: &crate::config::Redis) -> Result<Settings, String> {
+        let first = cfg.address.first().ok_or("engine.redis.address: no address")?;
+        Ok(Settings {
+            address: Address::parse(first, cfg)?,
+            prefix: cfg.prefix.clone(),
+            connect_timeout: cfg.connect_timeout,
+            io_timeout: cfg.io_timeout,
+            client_name: cfg.client_name.clone(),
+            presence_ttl: cfg.presence_ttl,
+        })
+    }
+
+    /// The PUB/SUB channel of a channel.
+    pub fn client_channel(&self, channel: &str) -> String {
+        format!("{}.client.{channel}", self.prefix)
+    }
+
+    /// The node-to-node broadcast channel.
+    pub fn control_channel(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+
+    fn key(&self, kind: &str, channel: &str) -> String {
+        format!("{}.{kind}.{channel}", self.prefix)
+    }
+}
+
+/// Where an answer goes: the parked request on the asking shard and the lane it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTo {
+    /// The asking shard.
+    pub origin: ShardId,
+    /// Its parked request.
+    pub req: RequestId,
+    /// Subscribe and position answers travel on the main lane, behind deliveries.
+    pub lane: Lane,
+}
+
+/// What to do with the reply to one command.
+#[derive(Debug)]
+pub enum Then {
+    /// Nothing (presence upkeep, join/leave, node announcements).
+    Ignore,
+    /// Turn the reply into an answer for a parked request.
+    Answer(ReplyTo, Parse),
+}
+
+/// How a reply becomes an [`Answer`].
+#[derive(Debug)]
+pub enum Parse {
+    /// A publish (history script, idempotent script or PUBLISH).
+    Published,
+    /// A positioned subscribe: the history script's top, and the recovery read if asked.
+    Subscribed(Option<HistoryQuery>),
+    /// A history read.
+    History(HistoryQuery),
+    /// The stream top for the position check (HGET of the meta's offset).
+    Top,
+    /// Presence entries (HGETALL).
+    Presence,
+    /// Any success.
+    Done,
+}
+
+/// Why a command got no usable reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    /// The link is down or broke before the reply came.
+    #[error("redis unavailable")]
+    Unavailable,
+    /// Redis answered with an error.
+    #[error("redis error: {0}")]
+    Server(String),
+    /// The reply does not have the expected shape.
+    #[error("unexpected redis reply: {0}")]
+    Shape(&'static str),
+}
+
+/// Appends one command as a RESP array of bulk strings.
+pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
+    let parts: Vec<BorrowedFrame<'_>> = args.iter().map(|a| BorrowedFrame::BulkString(a)).collect();
+    // Encoding into a growable buffer only fails on a size overflow, impossible here.
+    let _ = redis_protocol::resp2::encode::extend_encode_borrowed(
+        out,
+        &BorrowedFrame::Array(&parts),
+        false,
+    );
+}
+
+/// A command connection's protocol state.
+#[derive(Debug, Default)]
+pub struct Link {
+    /// Encoded commands not yet written.
+    pub out: BytesMut,
+    /// One entry per command sent or queued, oldest first.
+    pub waiting: VecDeque<Then>,
+    /// Connected and handshaken.
+    pub up: bool,
+    /// The writer task waiting for commands.
+    pub waker: Option<Waker>,
+}
+
+impl Link {
+    /// Queues a command; `Err` gives `then` back when the link is down.
+    pub fn push(&mut self, args: &[&[u8]], then: Then) -> Result<(), Then> {
+        if !self.up {
+            return Err(then);
+        }
+        encode_command(&mut self.out, args);
+        self.waiting.push_back(then);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// The link broke: everything outstanding fails.
+    pub fn down(&mut self) -> Vec<Then> {
+        self.up = false;
+        self.out.clear();
+        self.waiting.drain(..).collect()
+    }
+}
+
+/// One channel in the PUB/SUB link.
+#[derive(Debug, Default)]
+pub struct SubEntry {
+    /// The channel has interest; a SUBSCRIBE was (or will be) sent.
+    pub wanted: bool,
+    /// SUBSCRIBE commands sent and not yet confirmed.
+    pub inflight: u32,
+    /// Interest acknowledgements to send once confirmed: (shard, generation).
+    pub acks: Vec<(ShardId, u64)>,
+    /// Subscribe calls to serve once confirmed.
+    pub deferred: Vec<(ReplyTo, SubscribeCall)>,
+}
+
+impl SubEntry {
+    /// Redis delivers this channel's messages to us.
+    pub fn active(&self) -> bool {
+        self.wanted && self.inflight == 0
+    }
+}
+
+/// An interest acknowledgement released without a confirmation: (shard, generation, channel).
+pub type HeldAck = (ShardId, u64, Arc<str>);
+
+/// A PUB/SUB connection's protocol state.
+#[derive(Debug, Default)]
+pub struct PubSub {
+    /// Encoded SUBSCRIBE/UNSUBSCRIBE commands not yet written.
+    pub out: BytesMut,
+    /// Connected and handshaken.
+    pub up: bool,
+    /// The writer task waiting for commands.
+    pub waker: Option<Waker>,
+    /// Channels (plain names) wanted or with unconfirmed commands.
+    pub channels: HashMap<Arc<str>, SubEntry>,
+}
+
+impl PubSub {
+    fn send(&mut self, verb: &[u8], name: &str) {
+        encode_command(&mut self.out, &[verb, name.as_bytes()]);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The channel gained interest: subscribe unless already wanted. Returns whether Redis
+    /// already delivers it (acks and calls can proceed at once).
+    pub fn want(&mut self, settings: &Settings, channel: &Arc<str>) -> bool {
+        let up = self.up;
+        let e = self.channels.entry(Arc::clone(channel)).or_default();
+        if e.wanted {
+            return e.active();
+        }
+        e.wanted = true;
+        if up {
+            e.inflight += 1;
+            let name = settings.client_channel(channel);
+            self.send(b"SUBSCRIBE", &name);
+        }
+        false
+    }
+
+    /// The channel lost its last interest.
+    pub fn unwant(&mut self, settings: &Settings, channel: &str) {
+        let Some(e) = self.channels.get_mut(channel) else { return };
+        e.wanted = false;
+        if e.inflight == 0 {
+            self.channels.remove(channel);
+        }
+        if self.up {
+            let name = settings.client_channel(channel);
+            self.send(b"UNSUBSCRIBE", &name);
+        }
+    }
+
+    /// Redis confirmed a SUBSCRIBE: returns the held work when the channel became active.
+    pub fn confirmed(&mut self, channel: &str) -> Option<SubEntry> {
+        let e = self.channels.get_mut(channel)?;
+        e.inflight = e.inflight.saturating_sub(1);
+        if !e.wanted {
+            if e.inflight == 0 {
+                self.channels.remove(channel);
+            }
+            return None;
+        }
+        if e.inflight > 0 {
+            return None;
+        }
+        Some(SubEntry {
+            wanted: true,
+            inflight: 0,
+            acks: std::mem::take(&mut e.acks),
+            deferred: std::mem::take(&mut e.deferred),
+        })
+    }
+
+    /// The connection is (again) up: subscribe every wanted channel plus `extra` (control).
+    pub fn resubscribe(&mut self, settings: &Settings, extra: &[String]) {
+        self.up = true;
+        self.channels.retain(|_, e| e.wanted);
+        let mut names: Vec<String> = extra.to_vec();
+        for (channel, e) in &mut self.channels {
+            e.inflight = 1;
+            names.push(settings.client_channel(channel));
+        }
+        for chunk in names.chunks(512) {
+            let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+            args.extend(chunk.iter().map(|n| n.as_bytes()));
+            encode_command(&mut self.out, &args);
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// The connection broke: held work is released (acks) or failed (calls) by the caller;
+    /// wanted channels stay and are subscribed again on reconnect.
+    pub fn down(&mut self) -> (Vec<HeldAck>, Vec<(ReplyTo, SubscribeCall)>) {
+        self.up = false;
+        self.out.clear();
+        let mut acks = Vec::new();
+        let mut calls = Vec::new();
+        for (channel, e) in &mut self.channels {
+            e.inflight = 0;
+            acks.extend(e.acks.drain(..).map(|(s, g)| (s, g, Arc::clone(channel))));
+            calls.append(&mut e.deferred);
+        }
+        self.channels.retain(|_, e| e.wanted);
+        (acks, calls)
+    }
+}
+
+/// The per-shard engine: settings, both links and the loaded script SHAs.
+#[derive(Debug)]
+pub struct Redis {
+    /// Shared settings.
+    pub settings: Arc<Settings>,
+    /// Commands.
+    pub cmd: Link,
+    /// PUB/SUB.
+    pub sub: PubSub,
+    /// SHA1 of each script, in [`Script`] order, loaded at connect.
+    pub shas: Vec<String>,
+}
+
+/// A message that arrived on the PUB/SUB link.
+#[derive(Debug)]
+pub enum Incoming {
+    /// An event of a channel.
+    Event(Arc<str>, Event),
+    /// A SUBSCRIBE confirmation.
+    Subscribed(Arc<str>),
+    /// A control-channel message (node announcements).
+    Control(Bytes),
+    /// Nothing to act on.
+    Other,
+}
+
+impl Redis {
+    /// A shard's engine before its links connect.
+    pub fn new(settings: Arc<Settings>) -> Redis {
+        Redis { settings, cmd: Link::default(), sub: PubSub::default(), shas: Vec::new() }
+    }
+
+    fn eval(
+        &mut self,
+        script: Script,
+        keys: &[&str],
+        args: &[&[u8]],
+        then: Then,
+    ) -> Result<(), Then> {
+        let Some(sha) = self.shas.get(script as usize) else { return Err(then) };
+        let n = keys.len().to_string();
+        let mut all: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), n.as_bytes()];
+        all.extend(keys.iter().map(|k| k.as_bytes()));
+        all.extend_from_slice(args);
+        self.cmd.push(&all, then)
+    }
+
+    /// Publishes: with history through the history script (which also publishes), otherwise a
+    /// plain PUBLISH, or the idempotency script when a key is given.
+    pub fn publish(
+        &mut self,
+        channel: &str,
+        publication: &Publication,
+        history: HistoryPolicy,
+        idempotency_key: Option<&str>,
+        version: Option<&(u64, String)>,
+        then: Then,
+    ) -> Result<(), Then> {
+        let s = Arc::clone(&self.settings);
+        let delta_flag = !history.enabled() && publication.delta_eligible;
+        let payload =
+            protobuf::broker_publication(publication, crate::shard::now_ms() as i64, delta_flag);
+        let pubsub = s.client_channel(channel);
+        let result_key = idempotency_key.map(|k| format!("{}.result.{channel}.{k}", s.prefix));
+        let result_ttl =
+            if result_key.is_some() { IDEMPOTENCY_TTL_SECS.to_string() } else { String::new() };
+        if history.enabled() {
+            let stream = s.key("stream", channel);
+            let meta = s.key("stream.meta", channel);
+            let size = history.size.to_string();
+            let ttl = secs(history.ttl).max(1).to_string();
+            let meta_ttl = secs(history.meta_ttl).to_string();
+            let epoch = new_epoch();
+            let (v, ve) =
+                version.map_or(("0".to_owned(), ""), |(v, e)| (v.to_string(), e.as_str()));
+            let delta = if publication.delta_eligible { "1" } else { "0" };
+            let result = result_key.as_deref().unwrap_or("");
+            return self.eval(
+                Script::PublishHistory,
+                &[&stream, &meta, result],
+                &[
+                    &payload,
+                    size.as_bytes(),
+                    ttl.as_bytes(),
+                    pubsub.as_bytes(),
+                    meta_ttl.as_bytes(),
+                    epoch.as_bytes(),
+                    b"publish",
+                    result_ttl.as_bytes(),
+                    delta.as_bytes(),
+                    v.as_bytes(),
+                    ve.as_bytes(),
+                ],
+                then,
+            );
+        }
+        match result_key {
+            Some(key) => self.eval(
+                Script::PublishIdempotent,
+                &[&key],
+                &[&payload, pubsub.as_bytes(), b"publish", result_ttl.as_bytes()],
+                then,
+            ),
+            None => self.cmd.push(&[b"PUBLISH", pubsub.as_bytes(), &payload], then),
+        }
+    }
+
+    /// Publishes a join or leave event to every node.
+    pub fn publish_presence_event(&mut self, channel: &str, info: &ClientInfo, join: bool) {
+        let mut payload = if join { b"__j__".to_vec() } else { b"__l__".to_vec() };
+        payload.extend_from_slice(&protobuf::encode_client_info(info));
+        let pubsub = self.settings.client_channel(channel);
+        let _ = self.cmd.push(&[b"PUBLISH", pubsub.as_bytes(), &payload], Then::Ignore);
+    }
+
+    /// Reads the stream position and, when `query` asks for publications, a page of history.
+    pub fn history(
+        &mut self,
+        channel: &str,
+        policy: HistoryPolicy,
+        query: Option<&HistoryQuery>,
+        then: Then,
+    ) -> Result<(), Then> {
+        let s = Arc::clone(&self.settings);
+        let stream = s.key("stream", channel);
+        let meta = s.key("stream.meta", channel);
+        let (mut include, mut from, mut limit, mut reverse) = ("0", 0u64, 0usize, false);
+        if let Some(q) = query {
+            include = if q.limit == Some(0) { "0" } else { "1" };
+            limit = q.limit.unwrap_or(0);
+            reverse = q.reverse;
+            if let Some(since) = &q.since {
+                if q.reverse {
+                    from = since.offset.saturating_sub(1);
+                    if from == 0 {
+                        include = "0";
+                    }
+                } else {
+                    from = since.offset + 1;
+                }
+            }
+        }
+        let from = from.to_string();
+        let limit = limit.to_string();
+        let meta_ttl = secs(policy.meta_ttl).to_string();
+        let epoch = new_epoch();
+        self.eval(
+            Script::History,
+            &[&stream, &meta],
+            &[
+                include.as_bytes(),
+                from.as_bytes(),
+                limit.as_bytes(),
+                if reverse { b"1" } else { b"0" },
+                meta_ttl.as_bytes(),
+                epoch.as_bytes(),
+            ],
+            then,
+        )
+    }
+
+    /// The stream's top offset, without creating the meta when it is gone.
+    pub fn top(&mut self, channel: &str, then: Then) -> Result<(), Then> {
+        let meta = self.settings.key("stream.meta", channel);
+        self.cmd.push(&[b"HGET", meta.as_bytes(), b"s"], then)
+    }
+
+    /// Drops a channel's stored publications (the meta, and so the position, stays).
+    pub fn remove_history(&mut self, channel: &str, then: Then) -> Result<(), Then> {
+        let stream = self.settings.key("stream", channel);
+        self.cmd.push(&[b"DEL", stream.as_bytes()], then)
+    }
+
+    /// Adds or refreshes a presence entry.
+    pub fn presence_add(&mut self, channel: &str, info: &ClientInfo) {
+        let s = Arc::clone(&self.settings);
+        let ttl = secs(s.presence_ttl).max(1);
+        let expire_at = (crate::shard::now_ms() / 1000 + ttl).to_string();
+        let ttl = ttl.to_string();
+        let value = protobuf::encode_client_info(info);
+        let _ = self.eval(
+            Script::PresenceAdd,
+            &[&s.key("presence.expire", channel), &s.key("presence.data", channel)],
+            &[ttl.as_bytes(), expire_at.as_bytes(), info.client.as_bytes(), &value],
+            Then::Ignore,
+        );
+    }
+
+    /// Removes a presence entry.
+    pub fn presence_remove(&mut self, channel: &str, client: &str) {
+        let s = Arc::clone(&self.settings);
+        let _ = self.eval(
+            Script::PresenceRemove,
+            &[&s.key("presence.expire", channel), &s.key("presence.data", channel)],
+            &[client.as_bytes()],
+            Then::Ignore,
+        );
+    }
+
+    /// Reads a channel's live presence entries.
+    pub fn presence(&mut self, channel: &str, then: Then) -> Result<(), Then> {
+        let s = Arc::clone(&self.settings);
+        let now = (crate::shard::now_ms() / 1000).to_string();
+        self.eval(
+            Script::PresenceGet,
+            &[&s.key("presence.expire", channel), &s.key("presence.data", channel)],
+            &[now.as_bytes()],
+            then,
+        )
+    }
+
+    /// Publishes a control message to every node.
+    pub fn publish_control(&mut self, data: &[u8]) {
+        let name = self.settings.control_channel();
+        let _ = self.cmd.push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
+    }
+
+    /// Classifies a frame from the PUB/SUB link.
+    pub fn incoming(&self, frame: BytesFrame) -> Incoming {
+        let BytesFrame::Array(parts) = frame else { return Incoming::Other };
+        let mut parts = parts.into_iter();
+        let (Some(kind), Some(name)) = (parts.next(), parts.next()) else {
+            return Incoming::Other;
+        };
+        let (Some(kind), Some(name)) = (bytes_of(&kind), bytes_of(&name)) else {
+            return Incoming::Other;
+        };
+        let Ok(name) = std::str::from_utf8(&name) else { return Incoming::Other };
+        let client_prefix = format!("{}.client.", self.settings.prefix);
+        match &kind[..] {
+            b"subscribe" => match name.strip_prefix(&client_prefix) {
+                Some(channel) => Incoming::Subscribed(Arc::from(channel)),
+                None => Incoming::Other,
+            },
+            b"message" => {
+                let Some(payload) = parts.next().as_ref().and_then(bytes_of) else {
+                    return Incoming::Other;
+                };
+                if name == self.settings.control_channel() {
+                    return Incoming::Control(payload);
+                }
+                let Some(channel) = name.strip_prefix(&client_prefix) else {
+                    return Incoming::Other;
+                };
+                match parse_message(&payload) {
+                    Some(event) => Incoming::Event(Arc::from(channel), event),
+                    None => {
+                        tracing::warn!(channel, "undecodable message on a Redis channel");
+                        Incoming::Other
+                    }
+                }
+            }
+            _ => Incoming::Other,
+        }
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn bytes_of(f: &BytesFrame) -> Option<Bytes> {
+    match f {
+        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => Some(b.clone()),
+        _ => None,
+    }
+}
+
+fn u64_of(f: &BytesFrame) -> Option<u64> {
+    match f {
+        BytesFrame::Integer(i) => u64::try_from(*i).ok(),
+        BytesFrame::BulkString(b) | BytesFrame::SimpleString(b) => {
+            std::str::from_utf8(b).ok()?.parse().ok()
+        }
+        BytesFrame::Null => Some(0),
+        _ => None,
+    }
+}
+
+fn string_of(f: &BytesFrame) -> Option<String> {
+    bytes_of(f).and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
+
+/// Decodes a PUB/SUB payload on `P.client.<channel>` (spec §10.1).
+pub fn parse_message(payload: &[u8]) -> Option<Event> {
+    if let Some(rest) = payload.strip_prefix(b"__j__") {
+        return protobuf::decode_client_info(rest).ok().map(|i| Event::Join(Arc::new(i)));
+    }
+    if let Some(rest) = payload.strip_prefix(b"__l__") {
+        return protobuf::decode_client_info(rest).ok().map(|i| Event::Leave(Arc::new(i)));
+    }
+    if let Some(rest) = payload.strip_prefix(b"__p1:") {
+        // offset:epoch__<publication>
+        let colon = rest.iter().position(|&b| b == b':')?;
+        let offset: u64 = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+        let after = &rest[colon + 1..];
+        let end = after.windows(2).position(|w| w == b"__")?;
+        let mut p = protobuf::decode_broker_publication(&after[end + 2..]).ok()?;
+        p.offset = offset;
+        return Some(Event::Pub(Arc::new(p)));
+    }
+    if let Some(rest) = payload.strip_prefix(b"__d1:") {
+        // offset:epoch:len(prev):prev:len(cur):cur
+        let (offset, rest) = split_field(rest)?;
+        let offset: u64 = std::str::from_utf8(offset).ok()?.parse().ok()?;
+        let (_epoch, rest) = split_field(rest)?;
+        let (prev_len, rest) = split_field(rest)?;
+        let prev_len: usize = std::str::from_utf8(prev_len).ok()?.parse().ok()?;
+        let rest = rest.get(prev_len + 1..)?;
+        let (cur_len, rest) = split_field(rest)?;
+        let cur_len: usize = std::str::from_utf8(cur_len).ok()?.parse().ok()?;
+        let mut p = protobuf::decode_broker_publication(rest.get(..cur_len)?).ok()?;
+        p.offset = offset;
+        p.delta_eligible = true;
+        return Some(Event::Pub(Arc::new(p)));
+    }
+    protobuf::decode_broker_publication(payload).ok().map(|p| Event::Pub(Arc::new(p)))
+}
+
+fn split_field(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = b.iter().position(|&c| c == b':')?;
+    Some((&b[..i], &b[i + 1..]))
+}
+
+/// Turns a command reply into the answer its caller waits for.
+pub fn answer(parse: Parse, reply: Result<BytesFrame, RedisError>) -> Answer {
+    match parse_answer(parse, reply) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "redis command failed");
+            Answer::Failed
+        }
+    }
+}
+
+fn parse_answer(parse: Parse, reply: Result<BytesFrame, RedisError>) -> Result<Answer, RedisError> {
+    let reply = reply?;
+    if let BytesFrame::Error(e) = &reply {
+        return Err(RedisError::Server(e.to_string()));
+    }
+    Ok(match parse {
+        Parse::Done => Answer::Done,
+        Parse::Published => match &reply {
+            // PUBLISH, or the idempotency script's first publish: no position.
+            BytesFrame::Integer(_) => Answer::Published(None),
+            BytesFrame::Array(a) if a.len() >= 2 => {
+                let offset = u64_of(&a[0]).ok_or(RedisError::Shape("offset"))?;
+                let epoch = string_of(&a[1]).ok_or(RedisError::Shape("epoch"))?;
+                // A repeated idempotency key of a publish without history has no position.
+                if epoch.is_empty() {
+                    Answer::Published(None)
+                } else {
+                    Answer::Published(Some(Published { offset, epoch }))
+                }
+            }
+            _ => return Err(RedisError::Shape("publish reply")),
+        },
+        Parse::Top => match &reply {
+            BytesFrame::Null => Answer::Position(None),
+            other => Answer::Position(Some(u64_of(other).ok_or(RedisError::Shape("offset"))?)),
+        },
+        Parse::Subscribed(query) => {
+            let (read, top) = stream_reply(&reply, query.as_ref())?;
+            Answer::Subscribed { top: Some(top), read }
+        }
+        Parse::History(query) => {
+            let (read, top) = stream_reply(&reply, Some(&query))?;
+            Answer::History(read.map(|pubs| (pubs, top)))
+        }
+        Parse::Presence => {
+            let BytesFrame::Array(items) = reply else {
+                return Err(RedisError::Shape("presence reply"));
+            };
+            let mut out = Vec::with_capacity(items.len() / 2);
+            for pair in items.chunks(2) {
+                let Some(value) = pair.get(1).and_then(bytes_of) else { continue };
+                if let Ok(info) = protobuf::decode_client_info(&value) {
+                    out.push(Arc::new(info));
+                }
+            }
+            Answer::Presence(out)
+        }
+    })
+}
+
+type Read = Result<Vec<Arc<Publication>>, HistoryError>;
+
+/// Reads the history script's `{top, epoch, entries?}`.
+fn stream_reply(
+    reply: &BytesFrame,
+    query: Option<&HistoryQuery>,
+) -> Result<(Read, Position), RedisError> {
+    let BytesFrame::Array(a) = reply else { return Err(RedisError::Shape("history reply")) };
+    let offset = a.first().and_then(u64_of).ok_or(RedisError::Shape("top offset"))?;
+    let epoch = a.get(1).and_then(string_of).ok_or(RedisError::Shape("epoch"))?;
+    let top = Position { offset, epoch };
+    if let Some(since) = query.and_then(|q| q.since.as_ref()) {
+        if !since.epoch.is_empty() && since.epoch != top.epoch {
+            return Ok((Err(HistoryError::UnrecoverablePosition), top));
+        }
+    }
+    let mut pubs = Vec::new();
+    if let Some(BytesFrame::Array(entries)) = a.get(2) {
+        pubs.reserve(entries.len());
+        for entry in entries {
+            pubs.push(Arc::new(stream_entry(entry)?));
+        }
+    }
+    Ok((Ok(pubs), top))
+}
+
+/// One stream entry `[id, [field, value, …]]` → publication with the offset from the id.
+fn stream_entry(entry: &BytesFrame) -> Result<Publication, RedisError> {
+    let BytesFrame::Array(parts) = entry else { return Err(RedisError::Shape("stream entry")) };
+    let id = parts.first().and_then(string_of).ok_or(RedisError::Shape("entry id"))?;
+    let offset: u64 =
+        id.split('-').next().and_then(|o| o.parse().ok()).ok_or(RedisError::Shape("entry id"))?;
+    let Some(BytesFrame::Array(fields)) = parts.get(1) else {
+        return Err(RedisError::Shape("entry fields"));
+    };
+    let data = fields
+        .chunks(2)
+        .find(|kv| bytes_of(&kv[0]).is_some_and(|k| &k[..] == b"d"))
+        .and_then(|kv| kv.get(1).and_then(bytes_of))
+        .ok_or(RedisError::Shape("entry without d"))?;
+    let mut p =
+        protobuf::decode_broker_publication(&data).map_err(|_| RedisError::Shape("publication"))?;
+    p.offset = offset;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests;

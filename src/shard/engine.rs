@@ -1,0 +1,257 @@
+//! The home shard's side of the Redis engine: which calls go to Redis, what happens to the
+//! replies, and what PUB/SUB brings in.
+//!
+//! With Redis, a home shard no longer answers publish, history, presence and positioned
+//! subscribe calls itself: it queues the command on its Redis link and answers when the reply
+//! comes ([`crate::broker::redis::Then`]). Delivery does not start from the publish at all: the
+//! publication comes back on the home shard's PUB/SUB link, like every other node's, and goes
+//! through [`Shard::emit`], the path the memory engine uses right after its append. So every
+//! node delivers every publication through one code path, whichever node accepted it.
+//!
+//! Must not: answer a call before Redis did (except when the link is down: then at once, with
+//! [`Answer::Failed`]), or read a position before Redis confirmed the channel's subscription.
+
+use std::sync::Arc;
+
+use redis_protocol::resp2::types::BytesFrame;
+
+use crate::broker::redis::{self, Incoming, Parse, ReplyTo, Then};
+use crate::shard::msg::{Answer, Call, Lane, ShardMsg, SubscribeCall};
+use crate::shard::Shard;
+
+impl Shard {
+    /// Whether `call` is served by the Redis engine on this shard.
+    pub(super) fn engine_serves(&self, call: &Call) -> bool {
+        self.redis.is_some()
+            && matches!(
+                call,
+                Call::Publish(_)
+                    | Call::Subscribe(_)
+                    | Call::History { .. }
+                    | Call::HistoryRemove { .. }
+                    | Call::Presence { .. }
+                    | Call::Position { .. }
+            )
+    }
+
+    /// Serves a call through Redis. `Some` is an answer available now (nothing to ask Redis, or
+    /// the link is down); `None` means the answer follows the reply.
+    pub(super) fn serve_engine(&mut self, call: Call, to: ReplyTo) -> Option<Answer> {
+        let redis = self.redis.as_mut()?;
+        let queued = match call {
+            Call::Publish(p) => {
+                let then = Then::Answer(to, Parse::Published);
+                redis.publish(
+                    &p.channel,
+                    &p.publication,
+                    p.history,
+                    p.idempotency_key.as_deref(),
+                    p.version.as_ref(),
+                    then,
+                )
+            }
+            Call::Subscribe(sub) => return self.subscribe_engine(sub, to),
+            Call::History { channel, policy, query } => {
+                if !policy.enabled() {
+                    return Some(Answer::History(Ok((Vec::new(), Default::default()))));
+                }
+                let then = Then::Answer(to, Parse::History(query.clone()));
+                redis.history(&channel, policy, Some(&query), then)
+            }
+            Call::HistoryRemove { channel } => {
+                redis.remove_history(&channel, Then::Answer(to, Parse::Done))
+            }
+            Call::Presence { channel } => {
+                redis.presence(&channel, Then::Answer(to, Parse::Presence))
+            }
+            Call::Position { channel } => redis.top(&channel, Then::Answer(to, Parse::Top)),
+            other => return Some(self.serve_now(other)),
+        };
+        queued.err().map(|_| Answer::Failed)
+    }
+
+    /// Home half of a subscription with Redis: presence and join go out at once; a positioned
+    /// subscription waits until this node receives the channel, then reads the position (and
+    /// the publications to recover).
+    fn subscribe_engine(&mut self, sub: SubscribeCall, to: ReplyTo) -> Option<Answer> {
+        let redis = self.redis.as_mut()?;
+        let positioned = sub.position.as_ref().is_some_and(|(policy, _)| policy.enabled());
+        if positioned {
+            if !redis.sub.up {
+                return Some(Answer::Failed);
+            }
+            match redis.sub.channels.get_mut(&sub.channel) {
+                Some(e) if !e.active() => {
+                    e.deferred.push((to, sub));
+                    return None;
+                }
+                Some(_) => {}
+                // Interest always precedes the call on the lane; a channel without it lost its
+                // last subscriber meanwhile and the answer no longer matters.
+                None => return Some(Answer::Failed),
+            }
+        }
+        if sub.presence {
+            redis.presence_add(&sub.channel, &sub.info);
+            let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
+            entry.presence.insert(Arc::from(sub.info.client.as_str()), Arc::clone(&sub.info));
+        }
+        let redis = self.redis.as_mut()?;
+        if sub.join {
+            redis.publish_presence_event(&sub.channel, &sub.info, true);
+        }
+        match sub.position {
+            Some((policy, query)) if policy.enabled() => {
+                let then = Then::Answer(to, Parse::Subscribed(query.clone()));
+                redis
+                    .history(&sub.channel, policy, query.as_ref(), then)
+                    .err()
+                    .map(|_| Answer::Failed)
+            }
+            _ => Some(Answer::Subscribed { top: None, read: Ok(Vec::new()) }),
+        }
+    }
+
+    /// Interest in a channel homed here changed. Returns whether an acknowledgement may go out
+    /// now (otherwise it waits for Redis to confirm the subscription).
+    pub(super) fn engine_interest(
+        &mut self,
+        channel: &Arc<str>,
+        subscribed: bool,
+        ack: Option<(crate::shard::id::ShardId, u64)>,
+    ) -> bool {
+        let Some(redis) = self.redis.as_mut() else { return true };
+        let settings = Arc::clone(&redis.settings);
+        if !subscribed {
+            if self.home.get(channel.as_ref()).is_none_or(|e| e.interest.is_empty()) {
+                redis.sub.unwant(&settings, channel);
+            }
+            return true;
+        }
+        if redis.sub.want(&settings, channel) || !redis.sub.up {
+            return true;
+        }
+        if let (Some(ack), Some(e)) = (ack, redis.sub.channels.get_mut(channel)) {
+            e.acks.push(ack);
+        }
+        false
+    }
+
+    /// A subscriber left: its presence entry goes, and a leave event goes to every node.
+    pub(super) fn engine_unsubscribed(
+        &mut self,
+        channel: &str,
+        client: &str,
+        leave: Option<&Arc<crate::protocol::ClientInfo>>,
+    ) -> bool {
+        let Some(redis) = self.redis.as_mut() else { return false };
+        let had = self.home.get_mut(channel).and_then(|e| e.presence.remove(client)).is_some();
+        if had {
+            redis.presence_remove(channel, client);
+        }
+        if let Some(info) = leave {
+            redis.publish_presence_event(channel, info, false);
+        }
+        true
+    }
+
+    /// The reply to the oldest outstanding command. `false` when no command was waiting (the
+    /// connection is out of step and must be dropped).
+    pub fn redis_reply(&mut self, frame: BytesFrame) -> bool {
+        let Some(redis) = self.redis.as_mut() else { return false };
+        let Some(then) = redis.cmd.waiting.pop_front() else { return false };
+        match then {
+            Then::Ignore => {
+                if let BytesFrame::Error(e) = &frame {
+                    tracing::warn!(error = %e, "redis command failed");
+                }
+            }
+            Then::Answer(to, parse) => {
+                let answer = redis::answer(parse, Ok(frame));
+                self.answer_to(to, answer);
+            }
+        }
+        true
+    }
+
+    fn answer_to(&mut self, to: ReplyTo, answer: Answer) {
+        self.send(to.lane, to.origin, ShardMsg::Answer { req: to.req, answer: Box::new(answer) });
+    }
+
+    /// The command link is connected and the scripts are loaded.
+    pub fn redis_commands_up(&mut self, shas: Vec<String>) {
+        if let Some(r) = self.redis.as_mut() {
+            r.shas = shas;
+            r.cmd.up = true;
+        }
+    }
+
+    /// The command link broke: every outstanding call fails (the caller sees a temporary error;
+    /// a publish whose reply was lost may have been applied, exactly as with Centrifugo).
+    pub fn redis_commands_down(&mut self) {
+        let Some(r) = self.redis.as_mut() else { return };
+        for then in r.cmd.down() {
+            if let Then::Answer(to, _) = then {
+                self.answer_to(to, Answer::Failed);
+            }
+        }
+    }
+
+    /// The PUB/SUB link is connected: subscribe every channel with interest again.
+    pub fn redis_pubsub_up(&mut self) {
+        let Some(r) = self.redis.as_mut() else { return };
+        let settings = Arc::clone(&r.settings);
+        let extra = if self.id.0 == 0 { vec![settings.control_channel()] } else { Vec::new() };
+        r.sub.resubscribe(&settings, &extra);
+    }
+
+    /// The PUB/SUB link broke: publications may be missed until it is back. Waiting
+    /// subscribers are released (plain ones) or failed (positioned ones, which retry); the
+    /// positioned subscribers already in place notice the gap on the next publication or
+    /// position check and recover.
+    pub fn redis_pubsub_down(&mut self) {
+        let Some(r) = self.redis.as_mut() else { return };
+        let (acks, calls) = r.sub.down();
+        for (shard, generation, channel) in acks {
+            self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
+        }
+        for (to, _) in calls {
+            self.answer_to(to, Answer::Failed);
+        }
+    }
+
+    /// A frame from the PUB/SUB link.
+    pub fn redis_incoming(&mut self, frame: BytesFrame) {
+        let Some(r) = self.redis.as_mut() else { return };
+        match r.incoming(frame) {
+            Incoming::Event(channel, event) => self.emit(&channel, event),
+            Incoming::Subscribed(channel) => {
+                let Some(held) = r.sub.confirmed(&channel) else { return };
+                for (shard, generation) in held.acks {
+                    let msg = ShardMsg::InterestAcked { channel: Arc::clone(&channel), generation };
+                    self.send(Lane::Reply, shard, msg);
+                }
+                for (to, sub) in held.deferred {
+                    if let Some(answer) = self.subscribe_engine(sub, to) {
+                        self.answer_to(to, answer);
+                    }
+                }
+            }
+            Incoming::Control(data) => {
+                self.nodes.receive(&data, &crate::node::get().uid, std::time::Instant::now());
+            }
+            Incoming::Other => {}
+        }
+    }
+
+    /// Presence entries live `presence_ttl` in Redis: the home shard re-adds the entries of
+    /// this node's subscribers (called every `client.presence_update_interval`).
+    pub(super) fn refresh_presence(&mut self) {
+        let Some(r) = self.redis.as_mut() else { return };
+        for (channel, e) in &self.home {
+            for info in e.presence.values() {
+                r.presence_add(channel, info);
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Multi-node end-to-end tests with the Redis engine: a real `redis-server` (Debian package) on
+//! a free loopback port, started and stopped by PID here, and two or three real Rotor nodes
+//! sharing it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{base_config, merge, token, Server};
+use serde_json::{json, Value};
+
+/// A `redis-server` owned by one test: no persistence unless asked, stopped by PID on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = std::env::temp_dir().join(format!(
+            "rotor-redis-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = Redis { child: None, port: free_port(), dir };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server must be installed (Debian package redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut buf = [0u8; 7];
+                    if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients), keeping its append-only file.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs one command and returns the raw RESP reply.
+    fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = vec![0u8; 64 << 10];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn node(redis: &Redis, name: &str) -> Server {
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({
+            "node": {"name": name},
+            "engine": {"type": "redis", "redis": {"address": format!("redis://127.0.0.1:{}", redis.port)}},
+            "channel": {"namespaces": [
+                {"name": "chat", "allow_subscribe_for_client": true, "allow_publish_for_subscriber": true,
+                 "presence": true, "join_leave": true, "force_push_join_leave": true},
+                {"name": "hist", "allow_subscribe_for_client": true, "history_size": 100,
+                 "history_ttl": "300s", "force_recovery": true}
+            ]}
+        }),
+    );
+    Server::start(cfg)
+}
+
+fn connect(server: &Server, user: &str) -> common::Client {
+    let mut c = server.ws();
+    let reply = c.handshake(&token(user));
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+    c
+}
+
+fn publish(server: &Server, channel: &str, data: Value) -> Value {
+    let r = server.http().api("publish", json!({"channel": channel, "data": data}));
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+/// Next message that is a publication push for `channel`.
+fn next_pub(c: &mut common::Client, channel: &str) -> Value {
+    loop {
+        let m = c.next_json();
+        if m["push"]["channel"] == channel && m["push"]["pub"].is_object() {
+            return m["push"]["pub"].clone();
+        }
+    }
+}
+
+#[test]
+fn a_publish_on_one_node_reaches_subscribers_on_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut on_a = connect(&a, "u1");
+    let mut on_b = connect(&b, "u2");
+    for c in [&mut on_a, &mut on_b] {
+        let r = c.subscribe("chat:room");
+        assert!(r["subscribe"].is_object(), "{r}");
+    }
+    for i in 0..5 {
+        let r = publish(&b, "chat:room", json!({"n": i}));
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    for c in [&mut on_a, &mut on_b] {
+        for i in 0..5 {
+            assert_eq!(next_pub(c, "chat:room")["data"], json!({"n": i}));
+        }
+    }
+}
+
+#[test]
+fn history_is_shared_and_a_client_recovers_on_another_node() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut first = connect(&a, "u1");
+    let sub = first.subscribe("hist:feed");
+    let epoch = sub["subscribe"]["epoch"].as_str().unwrap().to_owned();
+    let p1 = publish(&a, "hist:feed", json!({"n": 1}));
+    assert_eq!(p1["result"]["offset"], 1, "{p1}");
+    assert_eq!(p1["result"]["epoch"], epoch.as_str());
+    assert_eq!(next_pub(&mut first, "hist:feed")["offset"], 1);
+    drop(first);
+    // Missed while away, published through the other node.
+    for n in 2..=4 {
+        let p = publish(&b, "hist:feed", json!({"n": n}));
+        assert_eq!(p["result"]["offset"], n);
+    }
+    let h = b.http().api("history", json!({"channel": "hist:feed", "limit": -1}));
+    let h = h.json();
+    assert_eq!(h["result"]["epoch"], epoch.as_str(), "{h}");
+    assert_eq!(h["result"]["offset"], 4);
+    let offsets: Vec<u64> = h["result"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [1, 2, 3, 4]);
+
+    let mut back = connect(&b, "u1");
+    let id = back.command(json!({"subscribe": {"channel": "hist:feed", "recover": true, "offset": 1, "epoch": epoch}}));
+    let r = back.next_json();
+    assert_eq!(r["id"], id);
+    assert_eq!(r["subscribe"]["recovered"], true, "{r}");
+    let recovered: Vec<Value> = r["subscribe"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"]["n"].clone())
+        .collect();
+    assert_eq!(recovered, [json!(2), json!(3), json!(4)]);
+    publish(&a, "hist:feed", json!({"n": 5}));
+    assert_eq!(next_pub(&mut back, "hist:feed")["offset"], 5);
+}
+
+#[test]
+fn keys_follow_centrifugo_layout() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    publish(&a, "hist:layout", json!({"x": 1}));
+    publish(&a, "hist:layout", json!({"x": 2}));
+    let meta = redis.command(&["HGETALL", "centrifugo.stream.meta.hist:layout"]);
+    assert!(meta.contains("\r\ne\r\n") && meta.contains("\r\ns\r\n$1\r\n2\r\n"), "{meta}");
+    let entries = redis.command(&["XRANGE", "centrifugo.stream.hist:layout", "-", "+"]);
+    assert!(entries.contains("1-0") && entries.contains("2-0"), "{entries}");
+    assert!(entries.contains("\r\nd\r\n") && entries.contains("{\"x\":2}"), "{entries}");
+}
+
+#[test]
+fn presence_join_leave_and_info_span_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut watcher = connect(&b, "watcher");
+    watcher.subscribe("chat:lobby");
+    let mut joiner = connect(&a, "alice");
+    joiner.subscribe("chat:lobby");
+    let join = loop {
+        let m = watcher.next_json();
+        if m["push"]["join"].is_object() && m["push"]["join"]["info"]["user"] == "alice" {
+            break m;
+        }
+    };
+    assert_eq!(join["push"]["channel"], "chat:lobby");
+
+    let p = b.http().api("presence", json!({"channel": "chat:lobby"})).json();
+    let users: std::collections::BTreeSet<String> = p["result"]["presence"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(users, ["alice", "watcher"].map(String::from).into(), "{p}");
+
+    drop(joiner);
+    loop {
+        let m = watcher.next_json();
+        if m["push"]["leave"].is_object() && m["push"]["leave"]["info"]["user"] == "alice" {
+            break;
+        }
+    }
+    let p = a.http().api("presence", json!({"channel": "chat:lobby"})).json();
+    assert_eq!(p["result"]["presence"].as_object().unwrap().len(), 1, "{p}");
+
+    // Nodes announce themselves every 3 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = a.http().api("info", json!({})).json();
+        let names: Vec<&str> = info["result"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["name"].as_str())
+            .collect();
+        // b's entry shows its watcher once an announcement made after the connect arrived.
+        if names.len() == 2 && info["result"]["nodes"][1]["num_clients"] == 1 {
+            assert_eq!(names, ["a", "b"], "{info}");
+            assert_eq!(info["result"]["nodes"][0]["num_clients"], 0, "{info}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "info never listed both nodes: {info}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn publishing_fails_fast_while_redis_is_down_and_works_once_it_is_back() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "a");
+    let mut c = connect(&a, "u1");
+    let epoch = c.subscribe("hist:r")["subscribe"]["epoch"].as_str().unwrap().to_owned();
+    publish(&a, "hist:r", json!({"n": 1}));
+    assert_eq!(next_pub(&mut c, "hist:r")["offset"], 1);
+
+    redis.kill();
+    let started = Instant::now();
+    let r = publish(&a, "hist:r", json!({"n": 2}));
+    assert_eq!(r["error"]["code"], 100, "{r}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+
+    redis.spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let accepted = loop {
+        let r = publish(&a, "hist:r", json!({"n": 2}));
+        if r.get("error").is_none() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "publishing never recovered: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The append-only file kept the stream: same epoch, next offset, nothing lost.
+    assert_eq!(accepted["result"]["epoch"], epoch.as_str(), "{accepted}");
+    assert_eq!(accepted["result"]["offset"], 2);
+    assert_eq!(next_pub(&mut c, "hist:r")["offset"], 2);
+}
