@@ -300,3 +300,58 @@ fn publishing_fails_fast_while_redis_is_down_and_works_once_it_is_back() {
     assert_eq!(accepted["result"]["offset"], 2);
     assert_eq!(next_pub(&mut c, "hist:r")["offset"], 2);
 }
+
+#[test]
+fn a_client_of_a_killed_node_recovers_exactly_the_missed_publications_on_another() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut c = connect(&a, "u1");
+    let epoch = c.subscribe("hist:live")["subscribe"]["epoch"].as_str().unwrap().to_owned();
+    let mut last = 0;
+    for n in 1..=3 {
+        publish(&b, "hist:live", json!({"n": n}));
+        last = next_pub(&mut c, "hist:live")["offset"].as_u64().unwrap();
+    }
+    assert_eq!(last, 3);
+    drop(a); // SIGKILL: no goodbye, no leave, nothing flushed.
+    drop(c);
+    for n in 4..=6 {
+        publish(&b, "hist:live", json!({"n": n}));
+    }
+    let mut again = connect(&b, "u1");
+    let id = again.command(json!({"subscribe": {"channel": "hist:live", "recover": true, "offset": last, "epoch": epoch}}));
+    let r = again.next_json();
+    assert_eq!(r["id"], id);
+    assert_eq!(r["subscribe"]["recovered"], true, "{r}");
+    let got: Vec<u64> = r["subscribe"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [4, 5, 6]);
+    publish(&b, "hist:live", json!({"n": 7}));
+    assert_eq!(next_pub(&mut again, "hist:live")["offset"], 7);
+}
+
+#[test]
+fn api_operations_on_a_user_reach_the_node_it_is_connected_to() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut c = connect(&a, "bob");
+    let r = b.http().api("subscribe", json!({"user": "bob", "channel": "chat:direct"}));
+    assert_eq!(r.status, 200);
+    let push = c.next_json();
+    assert_eq!(push["push"]["channel"], "chat:direct", "{push}");
+    assert!(push["push"]["subscribe"].is_object(), "{push}");
+    publish(&b, "chat:direct", json!({"hi": 1}));
+    assert_eq!(next_pub(&mut c, "chat:direct")["data"], json!({"hi": 1}));
+
+    b.http().api("unsubscribe", json!({"user": "bob", "channel": "chat:direct"}));
+    let push = c.next_json();
+    assert_eq!(push["push"]["unsubscribe"]["code"], 2000, "{push}");
+
+    b.http()
+        .api("disconnect", json!({"user": "bob", "disconnect": {"code": 4009, "reason": "moved"}}));
+    assert_eq!(c.expect_close(), (4009, "moved".to_owned()));
+}

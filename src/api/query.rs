@@ -427,5 +427,18 @@ pub async fn conns(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<V
         _ => return Err(Failure::Unsupported),
     };
     ask_all(shard, || Call::Conns(Box::new(op.clone()))).await?;
+    // With Redis the user may be connected to other nodes too: they get the operation over
+    // the control channel (at most once, as in Centrifugo).
+    let mut s = shard.borrow_mut();
+    let options = match &op {
+        ConnsOp::Subscribe { channel, .. } => {
+            s.namespaces.resolve(channel).ok().map(|r| r.options.clone())
+        }
+        _ => None,
+    };
+    if let Some(r) = s.redis.as_mut() {
+        let uid = &crate::node::get().uid;
+        r.publish_control(&crate::broker::control::encode_op(uid, &op, options.as_ref()));
+    }
     Ok(b"{}".to_vec())
 }

@@ -6,7 +6,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use prost::Message;
+
+use crate::auth::SubscribeOverrides;
+use crate::broker::memory::Position;
+use crate::config::ChannelOptions;
+use crate::protocol::RawJson;
+use crate::shard::msg::{ConnFilter, ConnsOp};
 
 /// A node not heard from for this long is dropped from `info` (spec §10.1).
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(7);
@@ -14,7 +22,8 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(7);
 /// How often a node announces itself.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 
-/// `controlpb.Command`: one control message; Rotor reads and writes the `node` kind.
+/// `controlpb.Command`: one control message. Rotor reads and writes node announcements and the
+/// four server-side operations on a user's connections.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Command {
     /// Sending node's id.
@@ -23,6 +32,215 @@ pub struct Command {
     /// A node announcement.
     #[prost(message, optional, tag = "4")]
     pub node: Option<Node>,
+    /// API `unsubscribe`.
+    #[prost(message, optional, tag = "5")]
+    pub unsubscribe: Option<Unsubscribe>,
+    /// API `disconnect`.
+    #[prost(message, optional, tag = "6")]
+    pub disconnect: Option<Disconnect>,
+    /// API `subscribe`.
+    #[prost(message, optional, tag = "10")]
+    pub subscribe: Option<Subscribe>,
+    /// API `refresh`.
+    #[prost(message, optional, tag = "12")]
+    pub refresh: Option<Refresh>,
+}
+
+/// `controlpb.Subscribe`, with the channel options already resolved by the sending node.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Subscribe {
+    #[prost(string, tag = "1")]
+    user: String,
+    #[prost(string, tag = "2")]
+    channel: String,
+    #[prost(bool, tag = "3")]
+    emit_presence: bool,
+    #[prost(bool, tag = "4")]
+    emit_join_leave: bool,
+    #[prost(int64, tag = "5")]
+    expire_at: i64,
+    #[prost(bool, tag = "6")]
+    position: bool,
+    #[prost(bool, tag = "7")]
+    recover: bool,
+    #[prost(bytes = "bytes", tag = "8")]
+    channel_info: bytes::Bytes,
+    #[prost(string, tag = "9")]
+    client: String,
+    #[prost(bytes = "bytes", tag = "10")]
+    data: bytes::Bytes,
+    #[prost(message, optional, tag = "11")]
+    recover_since: Option<StreamPosition>,
+    #[prost(string, tag = "12")]
+    session: String,
+    #[prost(bool, tag = "13")]
+    push_join_leave: bool,
+}
+
+/// `controlpb.StreamPosition`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StreamPosition {
+    #[prost(uint64, tag = "1")]
+    offset: u64,
+    #[prost(string, tag = "2")]
+    epoch: String,
+}
+
+/// `controlpb.Unsubscribe`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Unsubscribe {
+    #[prost(string, tag = "1")]
+    channel: String,
+    #[prost(string, tag = "2")]
+    user: String,
+    #[prost(string, tag = "3")]
+    client: String,
+    #[prost(string, tag = "4")]
+    session: String,
+}
+
+/// `controlpb.Disconnect`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Disconnect {
+    #[prost(string, tag = "1")]
+    user: String,
+    #[prost(string, repeated, tag = "2")]
+    whitelist: Vec<String>,
+    #[prost(uint32, tag = "3")]
+    code: u32,
+    #[prost(string, tag = "4")]
+    reason: String,
+    #[prost(string, tag = "6")]
+    client: String,
+    #[prost(string, tag = "7")]
+    session: String,
+}
+
+/// `controlpb.Refresh`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Refresh {
+    #[prost(string, tag = "1")]
+    user: String,
+    #[prost(string, tag = "2")]
+    client: String,
+    #[prost(bool, tag = "3")]
+    expired: bool,
+    #[prost(int64, tag = "4")]
+    expire_at: i64,
+    #[prost(bytes = "bytes", tag = "5")]
+    info: bytes::Bytes,
+    #[prost(string, tag = "6")]
+    session: String,
+}
+
+fn raw(b: bytes::Bytes) -> Option<RawJson> {
+    (!b.is_empty()).then_some(RawJson(b))
+}
+
+fn bytes_of(r: &Option<RawJson>) -> bytes::Bytes {
+    r.as_ref().map(|r| r.0.clone()).unwrap_or_default()
+}
+
+/// The control message carrying a server-side operation to the other nodes. A subscribe's
+/// options travel resolved (`options`: the channel's namespace), as Centrifugo sends them.
+pub fn encode_op(uid: &str, op: &ConnsOp, options: Option<&ChannelOptions>) -> Vec<u8> {
+    let mut cmd = Command { uid: uid.to_owned(), ..Command::default() };
+    match op {
+        ConnsOp::Subscribe { filter, channel, info, data, expire_at, recover_since, overrides } => {
+            let d = options.cloned().unwrap_or_default();
+            cmd.subscribe = Some(Subscribe {
+                user: filter.user.clone(),
+                channel: channel.to_string(),
+                emit_presence: overrides.presence.unwrap_or(d.presence),
+                emit_join_leave: overrides.join_leave.unwrap_or(d.join_leave),
+                expire_at: *expire_at,
+                position: overrides.force_positioning.unwrap_or(d.force_positioning),
+                recover: overrides.force_recovery.unwrap_or(d.force_recovery),
+                channel_info: bytes_of(info),
+                client: filter.client.clone(),
+                data: bytes_of(data),
+                recover_since: recover_since
+                    .as_ref()
+                    .map(|p| StreamPosition { offset: p.offset, epoch: p.epoch.clone() }),
+                session: filter.session.clone(),
+                push_join_leave: overrides.force_push_join_leave.unwrap_or(d.force_push_join_leave),
+            });
+        }
+        ConnsOp::Unsubscribe { filter, channel } => {
+            cmd.unsubscribe = Some(Unsubscribe {
+                channel: channel.clone(),
+                user: filter.user.clone(),
+                client: filter.client.clone(),
+                session: filter.session.clone(),
+            });
+        }
+        ConnsOp::Disconnect { filter, whitelist, disconnect } => {
+            cmd.disconnect = Some(Disconnect {
+                user: filter.user.clone(),
+                whitelist: whitelist.clone(),
+                code: u32::from(disconnect.code),
+                reason: disconnect.reason.to_string(),
+                client: filter.client.clone(),
+                session: filter.session.clone(),
+            });
+        }
+        ConnsOp::Refresh { filter, expired, expire_at, info } => {
+            cmd.refresh = Some(Refresh {
+                user: filter.user.clone(),
+                client: filter.client.clone(),
+                expired: *expired,
+                expire_at: *expire_at,
+                info: bytes_of(info),
+                session: filter.session.clone(),
+            });
+        }
+    }
+    cmd.encode_to_vec()
+}
+
+fn op_of(cmd: Command) -> Option<ConnsOp> {
+    let filter =
+        |user: String, client: String, session: String| ConnFilter { user, client, session };
+    if let Some(s) = cmd.subscribe {
+        return Some(ConnsOp::Subscribe {
+            filter: filter(s.user, s.client, s.session),
+            channel: Arc::from(s.channel.as_str()),
+            info: raw(s.channel_info),
+            data: raw(s.data),
+            expire_at: s.expire_at,
+            recover_since: s.recover_since.map(|p| Position { offset: p.offset, epoch: p.epoch }),
+            overrides: SubscribeOverrides {
+                presence: Some(s.emit_presence),
+                join_leave: Some(s.emit_join_leave),
+                force_push_join_leave: Some(s.push_join_leave),
+                force_positioning: Some(s.position),
+                force_recovery: Some(s.recover),
+            },
+        });
+    }
+    if let Some(u) = cmd.unsubscribe {
+        return Some(ConnsOp::Unsubscribe {
+            filter: filter(u.user, u.client, u.session),
+            channel: u.channel,
+        });
+    }
+    if let Some(d) = cmd.disconnect {
+        let code = u16::try_from(d.code).ok().filter(|c| (3000..=4999).contains(c))?;
+        return Some(ConnsOp::Disconnect {
+            filter: filter(d.user, d.client, d.session),
+            whitelist: d.whitelist,
+            disconnect: crate::protocol::Disconnect { code, reason: d.reason.into() },
+        });
+    }
+    if let Some(r) = cmd.refresh {
+        return Some(ConnsOp::Refresh {
+            filter: filter(r.user, r.client, r.session),
+            expired: r.expired,
+            expire_at: r.expire_at,
+            info: raw(r.info),
+        });
+    }
+    None
 }
 
 /// `controlpb.Node`: a node's identity and counts, as API `info` shows them.
@@ -57,7 +275,8 @@ pub struct Node {
 impl Node {
     /// The announcement message for this node.
     pub fn announcement(&self) -> Vec<u8> {
-        Command { uid: self.uid.clone(), node: Some(self.clone()) }.encode_to_vec()
+        Command { uid: self.uid.clone(), node: Some(self.clone()), ..Command::default() }
+            .encode_to_vec()
     }
 }
 
@@ -68,15 +287,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Reads a control message; node announcements from other nodes are remembered.
-    pub fn receive(&mut self, data: &[u8], own_uid: &str, now: Instant) {
-        let Ok(cmd) = Command::decode(data) else {
+    /// Reads a control message from another node: announcements are remembered, operations on
+    /// connections are returned for this node to apply. Own messages (PUB/SUB echoes them back)
+    /// and undecodable ones are ignored.
+    pub fn receive(&mut self, data: &[u8], own_uid: &str, now: Instant) -> Option<ConnsOp> {
+        let Ok(mut cmd) = Command::decode(data) else {
             tracing::debug!("undecodable control message");
-            return;
+            return None;
         };
-        if let Some(node) = cmd.node.filter(|n| !n.uid.is_empty() && n.uid != own_uid) {
+        if cmd.uid == own_uid {
+            return None;
+        }
+        if let Some(node) = cmd.node.take().filter(|n| !n.uid.is_empty() && n.uid != own_uid) {
             self.nodes.insert(node.uid.clone(), (node, now));
         }
+        op_of(cmd)
     }
 
     /// Nodes heard within [`NODE_TIMEOUT`], by name; older ones are forgotten.
@@ -100,12 +325,42 @@ mod tests {
     fn registry_keeps_other_nodes_until_they_go_quiet() {
         let mut r = Registry::default();
         let t0 = Instant::now();
-        r.receive(&node("b", "beta").announcement(), "a", t0);
-        r.receive(&node("a", "self").announcement(), "a", t0);
-        r.receive(b"\xff\xff not protobuf", "a", t0);
+        assert!(r.receive(&node("b", "beta").announcement(), "a", t0).is_none());
+        assert!(r.receive(&node("a", "self").announcement(), "a", t0).is_none());
+        assert!(r.receive(b"\xff\xff not protobuf", "a", t0).is_none());
         let alive = r.alive(t0 + Duration::from_secs(1));
         assert_eq!(alive.len(), 1, "own announcements and garbage are ignored");
         assert_eq!((alive[0].name.as_str(), alive[0].num_clients), ("beta", 3));
         assert!(r.alive(t0 + NODE_TIMEOUT).is_empty(), "a silent node is dropped after 7s");
+    }
+
+    #[test]
+    fn operations_cross_nodes_with_resolved_options() {
+        let op = ConnsOp::Subscribe {
+            filter: ConnFilter { user: "u".into(), client: String::new(), session: String::new() },
+            channel: Arc::from("news"),
+            info: Some(RawJson(bytes::Bytes::from_static(b"{\"a\":1}"))),
+            data: None,
+            expire_at: 0,
+            recover_since: None,
+            overrides: SubscribeOverrides { presence: Some(false), ..Default::default() },
+        };
+        let options = ChannelOptions { presence: true, join_leave: true, ..Default::default() };
+        let mut r = Registry::default();
+        let got = r.receive(&encode_op("b", &op, Some(&options)), "a", Instant::now());
+        let Some(ConnsOp::Subscribe { overrides, info, channel, .. }) = got else { panic!() };
+        assert_eq!(&*channel, "news");
+        assert_eq!(info.unwrap().as_bytes(), b"{\"a\":1}");
+        assert_eq!((overrides.presence, overrides.join_leave), (Some(false), Some(true)));
+        assert!(r.receive(&encode_op("a", &op, None), "a", Instant::now()).is_none(), "own echo");
+
+        let op = ConnsOp::Disconnect {
+            filter: ConnFilter { user: "u".into(), ..Default::default() },
+            whitelist: vec!["c1".into()],
+            disconnect: crate::protocol::Disconnect { code: 4000, reason: "bye".into() },
+        };
+        let got = r.receive(&encode_op("b", &op, None), "a", Instant::now());
+        assert!(matches!(got, Some(ConnsOp::Disconnect { disconnect, whitelist, .. })
+            if disconnect.code == 4000 && whitelist == ["c1"]));
     }
 }

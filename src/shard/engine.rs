@@ -16,7 +16,8 @@ use std::sync::Arc;
 use redis_protocol::resp2::types::BytesFrame;
 
 use crate::broker::redis::{self, Incoming, Parse, ReplyTo, Then};
-use crate::shard::msg::{Answer, Call, Lane, ShardMsg, SubscribeCall};
+use crate::shard::id::ShardId;
+use crate::shard::msg::{Answer, Call, Cast, Lane, ShardMsg, SubscribeCall};
 use crate::shard::Shard;
 
 impl Shard {
@@ -118,7 +119,7 @@ impl Shard {
         &mut self,
         channel: &Arc<str>,
         subscribed: bool,
-        ack: Option<(crate::shard::id::ShardId, u64)>,
+        ack: Option<(ShardId, u64)>,
     ) -> bool {
         let Some(redis) = self.redis.as_mut() else { return true };
         let settings = Arc::clone(&redis.settings);
@@ -238,7 +239,15 @@ impl Shard {
                 }
             }
             Incoming::Control(data) => {
-                self.nodes.receive(&data, &crate::node::get().uid, std::time::Instant::now());
+                let now = std::time::Instant::now();
+                if let Some(op) = self.nodes.receive(&data, &crate::node::get().uid, now) {
+                    // Another node's API call on a user's connections: every shard applies it
+                    // to its own.
+                    for i in 0..self.count {
+                        let cast = Cast::Conns(Box::new(op.clone()));
+                        self.send(Lane::Main, ShardId(i as u16), ShardMsg::Cast(Box::new(cast)));
+                    }
+                }
             }
             Incoming::Other => {}
         }
