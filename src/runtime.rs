@@ -328,8 +328,11 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
 /// publish) and, on shard 0, starts the node announcements.
 async fn start_redis(shard: &ShardRef, settings: Arc<redis::Settings>) {
     shard.borrow_mut().redis = Some(redis::Redis::new(Arc::clone(&settings)));
-    for role in [redis::io::Role::Commands, redis::io::Role::PubSub] {
-        glommio::spawn_local(redis::io::run(shard.clone(), Arc::clone(&settings), role)).detach();
+    for server in 0..settings.addresses.len() {
+        for role in [redis::io::Role::Commands, redis::io::Role::PubSub] {
+            let link = redis::io::run(shard.clone(), Arc::clone(&settings), role, server);
+            glommio::spawn_local(link).detach();
+        }
     }
     let limit = settings.connect_timeout.max(Duration::from_secs(1)) * 3;
     if !redis::io::wait_up(shard, limit).await {

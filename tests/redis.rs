@@ -355,3 +355,67 @@ fn api_operations_on_a_user_reach_the_node_it_is_connected_to() {
         .api("disconnect", json!({"user": "bob", "disconnect": {"code": 4009, "reason": "moved"}}));
     assert_eq!(c.expect_close(), (4009, "moved".to_owned()));
 }
+
+#[test]
+fn several_redis_servers_split_channels_the_same_way_on_every_node() {
+    let (r1, r2) = (Redis::start(), Redis::start());
+    let start = |name: &str| {
+        let mut cfg = base_config();
+        let addresses = [r1.port, r2.port].map(|p| format!("redis://127.0.0.1:{p}"));
+        merge(
+            &mut cfg,
+            json!({
+                "node": {"name": name},
+                "engine": {"type": "redis", "redis": {"address": addresses}},
+                "channel": {"namespaces": [{"name": "hist", "allow_subscribe_for_client": true,
+                    "history_size": 10, "history_ttl": "60s"}]}
+            }),
+        );
+        Server::start(cfg)
+    };
+    let (a, b) = (start("a"), start("b"));
+    let channels: Vec<String> = (0..6).map(|i| format!("hist:s{i}")).collect();
+    let mut c = connect(&a, "u");
+    for ch in &channels {
+        c.subscribe(ch);
+    }
+    for ch in &channels {
+        publish(&b, ch, json!({"on": ch}));
+        assert_eq!(next_pub(&mut c, ch)["data"]["on"], ch.as_str());
+        let home = rotor::broker::redis::server_index(ch, 2);
+        let key = format!("centrifugo.stream.{ch}");
+        let (kept, other) = if home == 0 { (&r1, &r2) } else { (&r2, &r1) };
+        assert_eq!(kept.command(&["EXISTS", &key]), ":1\r\n", "{ch} belongs on server {home}");
+        assert_eq!(other.command(&["EXISTS", &key]), ":0\r\n");
+    }
+    let used: std::collections::BTreeSet<usize> =
+        channels.iter().map(|c| rotor::broker::redis::server_index(c, 2)).collect();
+    assert_eq!(used.len(), 2, "the test channels should cover both servers");
+}
+
+/// `calls=` of one command in `INFO commandstats`.
+fn calls(redis: &Redis, command: &str) -> u64 {
+    let stats = redis.command(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn a_publish_is_one_script_call_and_a_positioned_subscribe_two_commands() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let mut c = connect(&a, "u");
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    c.subscribe("hist:rt");
+    assert_eq!((calls(&redis, "subscribe"), calls(&redis, "evalsha")), (1, 1));
+    redis.command(&["CONFIG", "RESETSTAT"]);
+    for n in 0..10 {
+        publish(&a, "hist:rt", json!({"n": n}));
+        next_pub(&mut c, "hist:rt");
+    }
+    assert_eq!(calls(&redis, "evalsha"), 10, "history append and PUBLISH in one script");
+    assert_eq!(calls(&redis, "xadd"), 10);
+}

@@ -78,10 +78,11 @@ impl Shard {
         let redis = self.redis.as_mut()?;
         let positioned = sub.position.as_ref().is_some_and(|(policy, _)| policy.enabled());
         if positioned {
-            if !redis.sub.up {
+            let pubsub = &mut redis.server(&sub.channel).sub;
+            if !pubsub.up {
                 return Some(Answer::Failed);
             }
-            match redis.sub.channels.get_mut(&sub.channel) {
+            match pubsub.channels.get_mut(&sub.channel) {
                 Some(e) if !e.active() => {
                     e.deferred.push((to, sub));
                     return None;
@@ -123,16 +124,17 @@ impl Shard {
     ) -> bool {
         let Some(redis) = self.redis.as_mut() else { return true };
         let settings = Arc::clone(&redis.settings);
+        let pubsub = &mut redis.server(channel).sub;
         if !subscribed {
             if self.home.get(channel.as_ref()).is_none_or(|e| e.interest.is_empty()) {
-                redis.sub.unwant(&settings, channel);
+                pubsub.unwant(&settings, channel);
             }
             return true;
         }
-        if redis.sub.want(&settings, channel) || !redis.sub.up {
+        if pubsub.want(&settings, channel) || !pubsub.up {
             return true;
         }
-        if let (Some(ack), Some(e)) = (ack, redis.sub.channels.get_mut(channel)) {
+        if let (Some(ack), Some(e)) = (ack, pubsub.channels.get_mut(channel)) {
             e.acks.push(ack);
         }
         false
@@ -158,9 +160,11 @@ impl Shard {
 
     /// The reply to the oldest outstanding command. `false` when no command was waiting (the
     /// connection is out of step and must be dropped).
-    pub fn redis_reply(&mut self, frame: BytesFrame) -> bool {
-        let Some(redis) = self.redis.as_mut() else { return false };
-        let Some(then) = redis.cmd.waiting.pop_front() else { return false };
+    pub fn redis_reply(&mut self, server: usize, frame: BytesFrame) -> bool {
+        let Some(link) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else {
+            return false;
+        };
+        let Some(then) = link.cmd.waiting.pop_front() else { return false };
         match then {
             Then::Ignore => {
                 if let BytesFrame::Error(e) = &frame {
@@ -180,8 +184,8 @@ impl Shard {
     }
 
     /// The command link is connected and the scripts are loaded.
-    pub fn redis_commands_up(&mut self, shas: Vec<String>) {
-        if let Some(r) = self.redis.as_mut() {
+    pub fn redis_commands_up(&mut self, server: usize, shas: Vec<String>) {
+        if let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) {
             r.shas = shas;
             r.cmd.up = true;
         }
@@ -189,8 +193,8 @@ impl Shard {
 
     /// The command link broke: every outstanding call fails (the caller sees a temporary error;
     /// a publish whose reply was lost may have been applied, exactly as with Centrifugo).
-    pub fn redis_commands_down(&mut self) {
-        let Some(r) = self.redis.as_mut() else { return };
+    pub fn redis_commands_down(&mut self, server: usize) {
+        let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else { return };
         for then in r.cmd.down() {
             if let Then::Answer(to, _) = then {
                 self.answer_to(to, Answer::Failed);
@@ -199,19 +203,23 @@ impl Shard {
     }
 
     /// The PUB/SUB link is connected: subscribe every channel with interest again.
-    pub fn redis_pubsub_up(&mut self) {
+    pub fn redis_pubsub_up(&mut self, server: usize) {
         let Some(r) = self.redis.as_mut() else { return };
         let settings = Arc::clone(&r.settings);
-        let extra = if self.id.0 == 0 { vec![settings.control_channel()] } else { Vec::new() };
-        r.sub.resubscribe(&settings, &extra);
+        // The control channel lives on the first server, as with Centrifugo.
+        let control = self.id.0 == 0 && server == 0;
+        let extra = if control { vec![settings.control_channel()] } else { Vec::new() };
+        if let Some(s) = r.servers.get_mut(server) {
+            s.sub.resubscribe(&settings, &extra);
+        }
     }
 
     /// The PUB/SUB link broke: publications may be missed until it is back. Waiting
     /// subscribers are released (plain ones) or failed (positioned ones, which retry); the
     /// positioned subscribers already in place notice the gap on the next publication or
     /// position check and recover.
-    pub fn redis_pubsub_down(&mut self) {
-        let Some(r) = self.redis.as_mut() else { return };
+    pub fn redis_pubsub_down(&mut self, server: usize) {
+        let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else { return };
         let (acks, calls) = r.sub.down();
         for (shard, generation, channel) in acks {
             self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
@@ -222,12 +230,13 @@ impl Shard {
     }
 
     /// A frame from the PUB/SUB link.
-    pub fn redis_incoming(&mut self, frame: BytesFrame) {
+    pub fn redis_incoming(&mut self, server: usize, frame: BytesFrame) {
         let Some(r) = self.redis.as_mut() else { return };
         match r.incoming(frame) {
             Incoming::Event(channel, event) => self.emit(&channel, event),
             Incoming::Subscribed(channel) => {
-                let Some(held) = r.sub.confirmed(&channel) else { return };
+                let Some(s) = r.servers.get_mut(server) else { return };
+                let Some(held) = s.sub.confirmed(&channel) else { return };
                 for (shard, generation) in held.acks {
                     let msg = ShardMsg::InterestAcked { channel: Arc::clone(&channel), generation };
                     self.send(Lane::Reply, shard, msg);

@@ -38,14 +38,14 @@ pub enum Role {
 }
 
 /// Keeps one link of a shard connected until shutdown.
-pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role) {
+pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role, server: usize) {
     let mut backoff = BACKOFF_MIN;
     let mut logged = false;
     loop {
         if shard.borrow().shutting_down {
             return;
         }
-        match connect(&settings, role == Role::Commands).await {
+        match connect(&settings, server, role == Role::Commands).await {
             Ok((stream, shas)) => {
                 if logged {
                     tracing::info!(?role, "redis connection restored");
@@ -54,17 +54,17 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role) {
                 {
                     let mut s = shard.borrow_mut();
                     match role {
-                        Role::Commands => s.redis_commands_up(shas),
-                        Role::PubSub => s.redis_pubsub_up(),
+                        Role::Commands => s.redis_commands_up(server, shas),
+                        Role::PubSub => s.redis_pubsub_up(server),
                     }
                 }
-                let why = serve(&shard, &settings, stream, role).await;
+                let why = serve(&shard, &settings, stream, role, server).await;
                 tracing::warn!(?role, error = %why, "redis connection lost");
                 logged = true;
                 let mut s = shard.borrow_mut();
                 match role {
-                    Role::Commands => s.redis_commands_down(),
-                    Role::PubSub => s.redis_pubsub_down(),
+                    Role::Commands => s.redis_commands_down(server),
+                    Role::PubSub => s.redis_pubsub_down(server),
                 }
             }
             Err(e) => {
@@ -82,9 +82,10 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role) {
 /// Connects and runs the handshake; returns the stream and (command link) the script SHAs.
 async fn connect(
     settings: &Settings,
+    server: usize,
     load_scripts: bool,
 ) -> Result<(TcpStream, Vec<String>), String> {
-    let a = &settings.address;
+    let a = &settings.addresses[server];
     let addr = (a.host.as_str(), a.port)
         .to_socket_addrs()
         .map_err(|e| format!("resolving {}: {e}", a.host))?
@@ -172,7 +173,13 @@ impl<R: AsyncRead + Unpin> Frames<R> {
 }
 
 /// Runs a connected link until it breaks; returns why.
-async fn serve(shard: &ShardRef, settings: &Settings, stream: TcpStream, role: Role) -> String {
+async fn serve(
+    shard: &ShardRef,
+    settings: &Settings,
+    stream: TcpStream,
+    role: Role,
+    server: usize,
+) -> String {
     let (reader, writer) = futures_lite::io::split(stream);
     let mut frames = Frames { half: reader, buf: BytesMut::with_capacity(64 << 10) };
     let read = async {
@@ -188,7 +195,11 @@ async fn serve(shard: &ShardRef, settings: &Settings, stream: TcpStream, role: R
                 None => {
                     // Quiet is fine unless a command is waiting for its reply.
                     let s = shard.borrow();
-                    let waiting = s.redis.as_ref().is_some_and(|r| !r.cmd.waiting.is_empty());
+                    let waiting = s
+                        .redis
+                        .as_ref()
+                        .and_then(|r| r.servers.get(server))
+                        .is_some_and(|r| !r.cmd.waiting.is_empty());
                     if role == Role::Commands && waiting {
                         return format!("no reply within {:?}", settings.io_timeout);
                     }
@@ -198,23 +209,30 @@ async fn serve(shard: &ShardRef, settings: &Settings, stream: TcpStream, role: R
             let mut s = shard.borrow_mut();
             match role {
                 Role::Commands => {
-                    if !s.redis_reply(frame) {
+                    if !s.redis_reply(server, frame) {
                         return "a reply nobody waited for".to_owned();
                     }
                 }
-                Role::PubSub => s.redis_incoming(frame),
+                Role::PubSub => s.redis_incoming(server, frame),
             }
         }
     };
-    or(read, write_loop(shard, writer, role)).await
+    or(read, write_loop(shard, writer, role, server)).await
 }
 
 /// Writes whatever the shard queued on this link, once per wake-up.
-async fn write_loop(shard: &ShardRef, mut writer: WriteHalf<TcpStream>, role: Role) -> String {
+async fn write_loop(
+    shard: &ShardRef,
+    mut writer: WriteHalf<TcpStream>,
+    role: Role,
+    server: usize,
+) -> String {
     loop {
         let batch = std::future::poll_fn(|cx| {
             let mut s = shard.borrow_mut();
-            let Some(r) = s.redis.as_mut() else { return Poll::Ready(None) };
+            let Some(r) = s.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else {
+                return Poll::Ready(None);
+            };
             let (out, waker) = match role {
                 Role::Commands => (&mut r.cmd.out, &mut r.cmd.waker),
                 Role::PubSub => (&mut r.sub.out, &mut r.sub.waker),
@@ -242,7 +260,7 @@ async fn write_loop(shard: &ShardRef, mut writer: WriteHalf<TcpStream>, role: Ro
 pub async fn wait_up(shard: &ShardRef, limit: Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let up = shard.borrow().redis.as_ref().is_some_and(|r| r.cmd.up && r.sub.up);
+        let up = shard.borrow().redis.as_ref().is_some_and(|r| r.up());
         if up || std::time::Instant::now() >= deadline {
             return up;
         }

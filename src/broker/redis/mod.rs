@@ -109,8 +109,9 @@ impl Address {
 /// The engine settings every shard shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Where Redis is.
-    pub address: Address,
+    /// The Redis servers; channels are spread over several with Centrifugo's jump hash, so
+    /// both servers agree on where a channel lives.
+    pub addresses: Vec<Address>,
     /// Key prefix (`centrifugo` by default, so both servers can share data).
     pub prefix: String,
     /// Time to connect.
@@ -126,9 +127,13 @@ pub struct Settings {
 impl Settings {
     /// Settings from `engine.redis` (validated at start).
     pub fn from_config(cfg: &crate::config::Redis) -> Result<Settings, String> {
-        let first = cfg.address.first().ok_or("engine.redis.address: no address")?;
+        let addresses =
+            cfg.address.iter().map(|a| Address::parse(a, cfg)).collect::<Result<Vec<_>, _>>()?;
+        if addresses.is_empty() {
+            return Err("engine.redis.address: no address".to_owned());
+        }
         Ok(Settings {
-            address: Address::parse(first, cfg)?,
+            addresses,
             prefix: cfg.prefix.clone(),
             connect_timeout: cfg.connect_timeout,
             io_timeout: cfg.io_timeout,
@@ -380,17 +385,56 @@ impl PubSub {
     }
 }
 
-/// The per-shard engine: settings, both links and the loaded script SHAs.
-#[derive(Debug)]
-pub struct Redis {
-    /// Shared settings.
-    pub settings: Arc<Settings>,
+/// One Redis server as a shard sees it: both links and the loaded script SHAs.
+#[derive(Debug, Default)]
+pub struct Server {
     /// Commands.
     pub cmd: Link,
     /// PUB/SUB.
     pub sub: PubSub,
     /// SHA1 of each script, in [`Script`] order, loaded at connect.
     pub shas: Vec<String>,
+}
+
+impl Server {
+    fn eval(
+        &mut self,
+        script: Script,
+        keys: &[&str],
+        args: &[&[u8]],
+        then: Then,
+    ) -> Result<(), Then> {
+        let Some(sha) = self.shas.get(script as usize) else { return Err(then) };
+        let n = keys.len().to_string();
+        let mut all: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), n.as_bytes()];
+        all.extend(keys.iter().map(|k| k.as_bytes()));
+        all.extend_from_slice(args);
+        self.cmd.push(&all, then)
+    }
+}
+
+/// The per-shard engine: settings and one [`Server`] per configured address.
+#[derive(Debug)]
+pub struct Redis {
+    /// Shared settings.
+    pub settings: Arc<Settings>,
+    /// In `settings.addresses` order; the first also carries the control channel.
+    pub servers: Vec<Server>,
+}
+
+/// Jump consistent hash (Lamping & Veach) of the channel's 64-bit FNV-1a: the index of the
+/// Redis server that keeps a channel, the same one Centrifugo picks.
+pub fn server_index(channel: &str, servers: usize) -> usize {
+    let mut key = channel.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let (mut b, mut j) = (-1_i64, 0_i64);
+    while j < servers as i64 {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1_i64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    usize::try_from(b).unwrap_or(0)
 }
 
 /// A message that arrived on the PUB/SUB link.
@@ -409,22 +453,19 @@ pub enum Incoming {
 impl Redis {
     /// A shard's engine before its links connect.
     pub fn new(settings: Arc<Settings>) -> Redis {
-        Redis { settings, cmd: Link::default(), sub: PubSub::default(), shas: Vec::new() }
+        let servers = settings.addresses.iter().map(|_| Server::default()).collect();
+        Redis { settings, servers }
     }
 
-    fn eval(
-        &mut self,
-        script: Script,
-        keys: &[&str],
-        args: &[&[u8]],
-        then: Then,
-    ) -> Result<(), Then> {
-        let Some(sha) = self.shas.get(script as usize) else { return Err(then) };
-        let n = keys.len().to_string();
-        let mut all: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes(), n.as_bytes()];
-        all.extend(keys.iter().map(|k| k.as_bytes()));
-        all.extend_from_slice(args);
-        self.cmd.push(&all, then)
+    /// The server that keeps `channel`.
+    pub fn server(&mut self, channel: &str) -> &mut Server {
+        let i = server_index(channel, self.servers.len());
+        &mut self.servers[i]
+    }
+
+    /// Every link of every server is up.
+    pub fn up(&self) -> bool {
+        self.servers.iter().all(|s| s.cmd.up && s.sub.up)
     }
 
     /// Publishes: with history through the history script (which also publishes), otherwise a
@@ -457,7 +498,7 @@ impl Redis {
                 version.map_or(("0".to_owned(), ""), |(v, e)| (v.to_string(), e.as_str()));
             let delta = if publication.delta_eligible { "1" } else { "0" };
             let result = result_key.as_deref().unwrap_or("");
-            return self.eval(
+            return self.server(channel).eval(
                 Script::PublishHistory,
                 &[&stream, &meta, result],
                 &[
@@ -477,13 +518,13 @@ impl Redis {
             );
         }
         match result_key {
-            Some(key) => self.eval(
+            Some(key) => self.server(channel).eval(
                 Script::PublishIdempotent,
                 &[&key],
                 &[&payload, pubsub.as_bytes(), b"publish", result_ttl.as_bytes()],
                 then,
             ),
-            None => self.cmd.push(&[b"PUBLISH", pubsub.as_bytes(), &payload], then),
+            None => self.server(channel).cmd.push(&[b"PUBLISH", pubsub.as_bytes(), &payload], then),
         }
     }
 
@@ -492,7 +533,8 @@ impl Redis {
         let mut payload = if join { b"__j__".to_vec() } else { b"__l__".to_vec() };
         payload.extend_from_slice(&protobuf::encode_client_info(info));
         let pubsub = self.settings.client_channel(channel);
-        let _ = self.cmd.push(&[b"PUBLISH", pubsub.as_bytes(), &payload], Then::Ignore);
+        let _ =
+            self.server(channel).cmd.push(&[b"PUBLISH", pubsub.as_bytes(), &payload], Then::Ignore);
     }
 
     /// Reads the stream position and, when `query` asks for publications, a page of history.
@@ -526,7 +568,7 @@ impl Redis {
         let limit = limit.to_string();
         let meta_ttl = secs(policy.meta_ttl).to_string();
         let epoch = new_epoch();
-        self.eval(
+        self.server(channel).eval(
             Script::History,
             &[&stream, &meta],
             &[
@@ -544,13 +586,13 @@ impl Redis {
     /// The stream's top offset, without creating the meta when it is gone.
     pub fn top(&mut self, channel: &str, then: Then) -> Result<(), Then> {
         let meta = self.settings.key("stream.meta", channel);
-        self.cmd.push(&[b"HGET", meta.as_bytes(), b"s"], then)
+        self.server(channel).cmd.push(&[b"HGET", meta.as_bytes(), b"s"], then)
     }
 
     /// Drops a channel's stored publications (the meta, and so the position, stays).
     pub fn remove_history(&mut self, channel: &str, then: Then) -> Result<(), Then> {
         let stream = self.settings.key("stream", channel);
-        self.cmd.push(&[b"DEL", stream.as_bytes()], then)
+        self.server(channel).cmd.push(&[b"DEL", stream.as_bytes()], then)
     }
 
     /// Adds or refreshes a presence entry.
@@ -560,7 +602,7 @@ impl Redis {
         let expire_at = (crate::shard::now_ms() / 1000 + ttl).to_string();
         let ttl = ttl.to_string();
         let value = protobuf::encode_client_info(info);
-        let _ = self.eval(
+        let _ = self.server(channel).eval(
             Script::PresenceAdd,
             &[&s.key("presence.expire", channel), &s.key("presence.data", channel)],
             &[ttl.as_bytes(), expire_at.as_bytes(), info.client.as_bytes(), &value],
@@ -571,7 +613,7 @@ impl Redis {
     /// Removes a presence entry.
     pub fn presence_remove(&mut self, channel: &str, client: &str) {
         let s = Arc::clone(&self.settings);
-        let _ = self.eval(
+        let _ = self.server(channel).eval(
             Script::PresenceRemove,
             &[&s.key("presence.expire", channel), &s.key("presence.data", channel)],
             &[client.as_bytes()],
@@ -583,7 +625,7 @@ impl Redis {
     pub fn presence(&mut self, channel: &str, then: Then) -> Result<(), Then> {
         let s = Arc::clone(&self.settings);
         let now = (crate::shard::now_ms() / 1000).to_string();
-        self.eval(
+        self.server(channel).eval(
             Script::PresenceGet,
             &[&s.key("presence.expire", channel), &s.key("presence.data", channel)],
             &[now.as_bytes()],
@@ -594,7 +636,7 @@ impl Redis {
     /// Publishes a control message to every node.
     pub fn publish_control(&mut self, data: &[u8]) {
         let name = self.settings.control_channel();
-        let _ = self.cmd.push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
+        let _ = self.servers[0].cmd.push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
     }
 
     /// Classifies a frame from the PUB/SUB link.

@@ -3,7 +3,7 @@ use crate::protocol::RawJson;
 
 fn settings() -> Settings {
     Settings {
-        address: Address::parse("127.0.0.1:6379", &crate::config::Redis::default()).unwrap(),
+        addresses: vec![Address::parse("127.0.0.1:6379", &crate::config::Redis::default()).unwrap()],
         prefix: "centrifugo".into(),
         connect_timeout: Duration::from_secs(1),
         io_timeout: Duration::from_secs(4),
@@ -166,4 +166,23 @@ fn links_refuse_commands_while_down() {
     assert_eq!(&link.out[..], b"*1\r\n$4\r\nPING\r\n");
     assert_eq!(link.down().len(), 1);
     assert!(link.out.is_empty() && !link.up);
+}
+
+#[test]
+fn channels_spread_over_servers_and_mostly_stay_when_one_is_added() {
+    let names: Vec<String> = (0..2000).map(|i| format!("ns:channel-{i}")).collect();
+    assert!(names.iter().all(|c| server_index(c, 1) == 0));
+    for n in 1..6 {
+        let mut per = vec![0usize; n + 1];
+        for c in &names {
+            let before = server_index(c, n);
+            let after = server_index(c, n + 1);
+            assert!(before < n && after <= n);
+            // Jump hash: growing the set only moves channels to the new server.
+            assert!(after == before || after == n, "{c}: {before} -> {after}");
+            per[after] += 1;
+        }
+        let even = names.len() / (n + 1);
+        assert!(per.iter().all(|&k| k > even / 2 && k < even * 2), "{per:?}");
+    }
 }
