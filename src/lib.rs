@@ -32,6 +32,14 @@
 //!    the memory engine ([`broker::memory`]) assigns the next offset in the channel's epoch and
 //!    keeps it in the history ring. H answers `Answer::Published` on the reply lane; A resumes the
 //!    HTTP request and writes `{"result":{...}}`.
+//!
+//!    With the Redis engine ([`broker::redis`], several nodes), H instead queues one script call
+//!    on its pipelined Redis connection: the script appends to the channel's Redis stream and
+//!    PUBLISHes `__p1:<offset>:<epoch>__<protobuf>` on `<prefix>.client.<channel>`. H answers
+//!    when the script's reply comes (or at once with a temporary error when Redis is down).
+//!    Every node whose shards have subscribers has that channel's home shard subscribed over its
+//!    own PUB/SUB connection, H of this node included; the message arrives there and continues
+//!    at step 4, the same code path as the memory engine.
 //! 4. H sends one `ShardMsg::Deliver` carrying the same `Event::Pub(Arc<Publication>)` to every
 //!    shard in the channel's interest set (itself included, inline). Interest is kept by
 //!    `Interest` messages that shards send on their first local subscribe and last local
@@ -63,7 +71,9 @@
 //! a reported offset, or sees an offset gap, lost a delivery: its positioned subscribers get
 //! unsubscribe 2500 (disconnect 3010 for server-side ones) and recover. The periodic position
 //! check (`client.channel_position_check_delay`) asks the same question for quiet channels.
-//! `shard::sim_tests` checks all of this against a model under random interleavings.
+//! `shard::sim_tests` checks all of this against a model under random interleavings. With Redis,
+//! H holds both the interest acknowledgement and the position read until Redis confirms the
+//! PUB/SUB subscription, so no publication can fall between the read and the subscription.
 //!
 //! Cross-shard sends never wait: a full lane spills into a per-peer FIFO that a forwarder task
 //! drains in order; past `shard::SPILL_MAX` queued messages deliveries are dropped and counted
@@ -72,8 +82,9 @@
 //! # Modules
 //!
 //! Sans-IO (no sockets, testable without a reactor): [`protocol`], [`http`],
-//! [`transport::websocket`], [`hub`], [`broker`], [`channel`], [`auth`], [`config`], and the
-//! state machines in [`client`] and [`shard`]. Glommio lives in [`server`] and [`runtime`].
+//! [`transport::websocket`], [`hub`], [`broker`] (except `broker::redis::io`), [`channel`],
+//! [`auth`], [`config`], and the state machines in [`client`] and [`shard`]. Glommio lives in
+//! [`server`], [`runtime`] and `broker::redis::io`.
 
 pub mod api;
 pub mod auth;

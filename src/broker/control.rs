@@ -13,7 +13,7 @@ use prost::Message;
 use crate::auth::SubscribeOverrides;
 use crate::broker::memory::Position;
 use crate::config::ChannelOptions;
-use crate::protocol::RawJson;
+use crate::protocol::protobuf::{bytes_of, raw};
 use crate::shard::msg::{ConnFilter, ConnsOp};
 
 /// A node not heard from for this long is dropped from `info` (spec §10.1).
@@ -131,14 +131,6 @@ pub struct Refresh {
     info: bytes::Bytes,
     #[prost(string, tag = "6")]
     session: String,
-}
-
-fn raw(b: bytes::Bytes) -> Option<RawJson> {
-    (!b.is_empty()).then_some(RawJson(b))
-}
-
-fn bytes_of(r: &Option<RawJson>) -> bytes::Bytes {
-    r.as_ref().map(|r| r.0.clone()).unwrap_or_default()
 }
 
 /// The control message carrying a server-side operation to the other nodes. A subscribe's
@@ -316,6 +308,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::RawJson;
 
     fn node(uid: &str, name: &str) -> Node {
         Node { uid: uid.into(), name: name.into(), num_clients: 3, ..Node::default() }

@@ -112,7 +112,8 @@ impl StreamDecoder {
     }
 }
 
-fn raw(b: bytes::Bytes) -> Option<RawJson> {
+/// A payload field: empty bytes mean absent.
+pub(crate) fn raw(b: bytes::Bytes) -> Option<RawJson> {
     (!b.is_empty()).then_some(RawJson(b))
 }
 
@@ -188,7 +189,8 @@ fn command(c: pb::Command) -> Result<Command, PbDecodeError> {
     Ok(Command { id, request })
 }
 
-fn bytes_of(r: &Option<RawJson>) -> bytes::Bytes {
+/// The bytes of an optional payload (empty when absent).
+pub(crate) fn bytes_of(r: &Option<RawJson>) -> bytes::Bytes {
     r.as_ref().map(|r| r.0.clone()).unwrap_or_default()
 }
 
