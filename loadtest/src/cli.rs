@@ -149,6 +149,15 @@ pub struct RunArgs {
     /// Rotor `client.queue_max_size` in bytes.
     #[arg(long, default_value_t = 1_048_576)]
     pub queue_max_size: usize,
+    /// Rotor nodes sharing one Redis (`engine.type: redis`; a redis-server is started on a
+    /// free loopback port). Workers are spread over the nodes round-robin and publishes go to
+    /// the first node, so every other node receives them through Redis. 1 = one node with the
+    /// memory engine.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// redis-server binary for `--nodes` above 1.
+    #[arg(long, default_value = "redis-server")]
+    pub redis_bin: PathBuf,
     /// nats-server binary (`--target nats`, `--compare nats`); PATH, then /usr/sbin.
     #[arg(long, default_value = "nats-server")]
     pub nats_bin: PathBuf,
@@ -210,7 +219,8 @@ pub struct RunArgs {
 impl RunArgs {
     /// Workers to use.
     pub fn worker_count(&self) -> usize {
-        self.workers.unwrap_or_else(|| self.connections.div_ceil(18_000)).max(1)
+        // Every node gets at least one worker of its own.
+        self.workers.unwrap_or_else(|| self.connections.div_ceil(18_000)).max(self.nodes).max(1)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::error::{Context, Error, Result};
 use crate::hist::{self, Percentiles};
 use crate::procfs;
 use crate::proto::{Command, ConnectReport, Event, WorkerReport, WorkerSpec};
+use crate::report::NodeFigures;
 use crate::report::{self, Metrics, SlowMetrics};
 use crate::target::{self, External, RotorOptions, Target};
 
@@ -145,20 +146,36 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
                         args.api_key.clone(),
                     ),
                 }),
-                None => Box::new(target::start_rotor(&RotorOptions {
-                    bin: args.rotor_bin.clone(),
-                    shards: args.shards,
-                    queue_max_size: args.queue_max_size,
-                    log_level: args.server_log_level.clone(),
-                    flavor: Flavor::from_flags(args.protobuf, args.uni_sse),
-                })?),
+                None => {
+                    let opts = RotorOptions {
+                        bin: args.rotor_bin.clone(),
+                        shards: args.shards,
+                        queue_max_size: args.queue_max_size,
+                        log_level: args.server_log_level.clone(),
+                        flavor: Flavor::from_flags(args.protobuf, args.uni_sse),
+                    };
+                    if args.nodes > 1 {
+                        Box::new(target::start_cluster(&opts, args.nodes, &args.redis_bin)?)
+                    } else {
+                        Box::new(target::start_rotor(&opts)?)
+                    }
+                }
             },
         })
     })
 }
 
-fn sample(pid: Option<u32>) -> Option<procfs::Sample> {
-    pid.and_then(|p| procfs::sample(p).ok())
+/// CPU and memory of a server made of `pids` (summed over several nodes).
+fn sample(pids: &[u32]) -> Option<procfs::Sample> {
+    let mut total: Option<procfs::Sample> = None;
+    for &p in pids {
+        let one = procfs::sample(p).ok()?;
+        let t = total.get_or_insert(procfs::Sample { cpu_us: 0, stat_cpu_us: 0, rss_kb: 0 });
+        t.cpu_us += one.cpu_us;
+        t.stat_cpu_us += one.stat_cpu_us;
+        t.rss_kb += one.rss_kb;
+    }
+    total
 }
 
 fn cpu_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64> {
@@ -205,22 +222,24 @@ fn scenario(
     m: &mut Metrics,
     deadline: Instant,
 ) -> Result<()> {
-    let pid = server.pid();
-    let before = sample(pid);
+    let pids = server.pids();
+    let pids = pids.as_slice();
+    let helper = server.helper_pid().into_iter().collect::<Vec<_>>();
+    let before = sample(pids);
     let tcp_before = procfs::tcp_mem_kb();
     m.rss_before_kb = before.map(|s| s.rss_kb);
     let slow_every = (args.scenario == Scenario::SlowConsumer)
         .then(|| ((1.0 / args.slow_fraction).round() as usize).max(1));
     let channels = if args.scenario == Scenario::FanoutMany { args.channels.max(1) } else { 1 };
     let mut workers = with_affinity(&args.client_cpus.0, || {
-        Workers::spawn(args, server.addr(), server.protocol(), channels, slow_every)
+        Workers::spawn(args, &server.addrs(), server.protocol(), channels, slow_every)
     })?;
     let storm = args.scenario == Scenario::ConnectStorm;
-    let cpu0 = sample(pid);
+    let cpu0 = sample(pids);
     let t0 = Instant::now();
     let connected = workers.connect(args.connections, deadline)?;
     let connect_wall = t0.elapsed();
-    let cpu1 = sample(pid);
+    let cpu1 = sample(pids);
     m.connected = connected.ok;
     m.connect_failed = connected.failed;
     m.connect_errors = connected.errors.clone();
@@ -239,10 +258,10 @@ fn scenario(
     match args.scenario {
         Scenario::Idle | Scenario::ConnectStorm => {
             std::thread::sleep(Duration::from_secs(1));
-            let after = sample(pid);
+            let after = sample(pids);
             record_memory(m, before, after, tcp_before, connected.ok);
             if args.scenario == Scenario::Idle {
-                let c0 = sample(pid);
+                let c0 = sample(pids);
                 let hold = Duration::from_secs_f64(args.duration);
                 let bar = progress(hold.as_secs(), "holding");
                 let until = (Instant::now() + hold).min(deadline);
@@ -253,7 +272,7 @@ fn scenario(
                     );
                 }
                 bar.finish_and_clear();
-                let c1 = sample(pid);
+                let c1 = sample(pids);
                 m.hold_seconds = Some(args.duration);
                 m.server_cpu_us = cpu_delta(c0, c1);
                 m.server_cpu_us_stat = stat_delta(c0, c1);
@@ -264,7 +283,7 @@ fn scenario(
             m.closes = merge_closes(&reports);
         }
         Scenario::Broadcast | Scenario::FanoutMany => {
-            let after = sample(pid);
+            let after = sample(pids);
             record_memory(m, before, after, tcp_before, connected.ok);
             let mut publisher: Vec<Box<dyn Publisher>> =
                 (0..args.publishers.max(1)).map(|_| server.publisher()).collect();
@@ -286,7 +305,8 @@ fn scenario(
                 deadline,
             )?;
             workers.report(true, deadline)?;
-            let c0 = sample(pid);
+            let c0 = sample(pids);
+            let h0 = sample(&helper);
             let phase = publish_phase(
                 &mut publisher,
                 args,
@@ -298,13 +318,16 @@ fn scenario(
             )?;
             let want = expected(&phase.per_channel, &subs);
             let reports = drain(&mut workers, want, Duration::from_secs(5), deadline)?;
-            let c1 = sample(pid);
+            let c1 = sample(pids);
+            let h1 = sample(&helper);
             fill_delivery(m, &reports, &phase, want, cpu_delta(c0, c1))?;
+            m.helper_cpu_us = cpu_delta(h0, h1);
+            m.per_node = per_node(&reports, &server.pids(), secs(phase.elapsed))?;
             m.server_cpu_us_stat = stat_delta(c0, c1);
             m.closes = merge_closes(&reports);
         }
         Scenario::SlowConsumer => {
-            let after = sample(pid);
+            let after = sample(pids);
             record_memory(m, before, after, tcp_before, connected.ok);
             let mut publisher: Vec<Box<dyn Publisher>> =
                 (0..args.publishers.max(1)).map(|_| server.publisher()).collect();
@@ -321,7 +344,7 @@ fn scenario(
             drain(&mut workers, warm.sent * connected.ok as u64, Duration::from_secs(3), deadline)?;
             workers.report(true, deadline)?;
             // Phase A: everybody reads.
-            let c0 = sample(pid);
+            let c0 = sample(pids);
             let a = publish_phase(
                 &mut publisher,
                 args,
@@ -337,14 +360,14 @@ fn scenario(
                 Duration::from_secs(5),
                 deadline,
             )?;
-            let c1 = sample(pid);
+            let c1 = sample(pids);
             fill_delivery(m, &ra, &a, a.sent * connected.ok as u64, cpu_delta(c0, c1))?;
             m.server_cpu_us_stat = stat_delta(c0, c1);
             let baseline = merged_latency(&ra)?;
             workers.report(true, deadline)?;
             // Phase B: slow clients stop reading.
             workers.send_all(&Command::SlowStart)?;
-            let rss_b0 = sample(pid);
+            let rss_b0 = sample(pids);
             let b = publish_phase(
                 &mut publisher,
                 args,
@@ -357,7 +380,7 @@ fn scenario(
             let healthy = connected.ok.saturating_sub(slow_n) as u64;
             let rb = drain(&mut workers, b.sent * healthy, Duration::from_secs(5), deadline)?;
             let during = merged_latency(&rb)?;
-            let rss_b1 = sample(pid);
+            let rss_b1 = sample(pids);
             std::thread::sleep(Duration::from_secs_f64(args.slow_grace.clamp(0.0, 60.0)));
             workers.send_all(&Command::SlowResume)?;
             std::thread::sleep(Duration::from_secs(2));
@@ -437,6 +460,27 @@ fn merged_latency(reports: &[WorkerReport]) -> Result<Percentiles> {
         hist::merge(&mut h, &hist::decode(&r.latency_hist)?)?;
     }
     Ok(hist::percentiles(&h))
+}
+
+/// Deliveries and latency of the clients of each node (worker k talks to node k mod n).
+fn per_node(reports: &[WorkerReport], pids: &[u32], seconds: f64) -> Result<Vec<NodeFigures>> {
+    if pids.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (node, pid) in pids.iter().enumerate() {
+        let mine: Vec<WorkerReport> =
+            reports.iter().skip(node).step_by(pids.len()).cloned().collect();
+        let deliveries: u64 = mine.iter().map(|r| r.deliveries + r.slow_deliveries).sum();
+        out.push(NodeFigures {
+            node,
+            pid: *pid,
+            clients: mine.iter().map(|r| r.open).sum(),
+            deliveries_per_sec: deliveries as f64 / seconds.max(1e-6),
+            latency: merged_latency(&mine)?,
+        });
+    }
+    Ok(out)
 }
 
 fn merge_closes(reports: &[WorkerReport]) -> BTreeMap<String, u64> {
@@ -657,7 +701,7 @@ struct Workers {
 impl Workers {
     fn spawn(
         args: &RunArgs,
-        addr: std::net::SocketAddr,
+        addrs: &[std::net::SocketAddr],
         protocol: ProtocolSpec,
         channels: usize,
         slow_every: Option<usize>,
@@ -672,7 +716,7 @@ impl Workers {
             let count = args.connections / w + usize::from(k < args.connections % w);
             let spec = WorkerSpec {
                 worker: k,
-                addr,
+                addr: addrs[k % addrs.len()],
                 source_ip: (args.source_base != 0)
                     .then(|| Ipv4Addr::new(127, 0, 0, args.source_base.saturating_add(k as u8))),
                 first_client: first,

@@ -110,6 +110,25 @@ pub struct Metrics {
     pub bad_frames: u64,
     /// Server warnings and errors.
     pub server_log: ServerLog,
+    /// CPU of the helper process (the Redis between nodes) over the publish phase.
+    pub helper_cpu_us: Option<u64>,
+    /// Per-node figures (`--nodes`).
+    pub per_node: Vec<NodeFigures>,
+}
+
+/// What the clients of one node saw (`--nodes`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeFigures {
+    /// Node index (node 0 takes the publishes).
+    pub node: usize,
+    /// Its PID.
+    pub pid: u32,
+    /// Its clients still open at the end.
+    pub clients: usize,
+    /// Deliveries per second to its clients.
+    pub deliveries_per_sec: f64,
+    /// Publish → receive latency of its clients.
+    pub latency: Percentiles,
 }
 
 impl Metrics {
@@ -200,6 +219,17 @@ pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
                 m.cpu_us_per_delivery.filter(|c| *c > 0.0).map(|c| 1e6 / c),
             ));
             f.push(("server CPU (% of one core)", m.server_cpu_percent));
+            if m.helper_cpu_us.is_some() {
+                let phase_s = m.publish_rate.zip(m.publishes).map(|(r, n)| n as f64 / r.max(1e-9));
+                f.push((
+                    "redis-server CPU (% of one core)",
+                    m.helper_cpu_us.zip(phase_s).map(|(c, s)| c as f64 / 1e4 / s.max(1e-6)),
+                ));
+                f.push((
+                    "redis-server CPU per publish (µs)",
+                    m.helper_cpu_us.zip(m.publishes).map(|(c, n)| c as f64 / n.max(1) as f64),
+                ));
+            }
             if let Some(s) = &m.slow {
                 f.push(("slow clients", Some(s.slow_clients as f64)));
                 f.push(("healthy p99 baseline (ms)", Some(ms(s.baseline.p99_us))));
@@ -362,6 +392,22 @@ impl RunResult {
                 }
             }
             out.push('\n');
+        }
+        for r in self.runs.iter().filter(|r| !r.per_node.is_empty()) {
+            out.push_str(&format!(
+                "\n{} per node (node 0 takes the publishes):\n\n| node | clients | deliveries/s | latency p50 (ms) | p99 (ms) |\n|---:|---:|---:|---:|---:|\n",
+                r.target
+            ));
+            for n in &r.per_node {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    n.node,
+                    n.clients,
+                    fmt(n.deliveries_per_sec),
+                    fmt(n.latency.p50_us as f64 / 1000.0),
+                    fmt(n.latency.p99_us as f64 / 1000.0)
+                ));
+            }
         }
         for r in &self.runs {
             if !r.connect_errors.is_empty() {

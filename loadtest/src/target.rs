@@ -46,6 +46,18 @@ pub trait Target {
     }
     /// Stops the server if the harness started it.
     fn stop(&mut self) -> Result<()>;
+    /// Every address clients may connect to (several nodes: worker k uses entry k mod n).
+    fn addrs(&self) -> Vec<SocketAddr> {
+        vec![self.addr()]
+    }
+    /// Every server process whose CPU and memory count as the server's.
+    fn pids(&self) -> Vec<u32> {
+        self.pid().into_iter().collect()
+    }
+    /// A helper process measured separately (the Redis between nodes).
+    fn helper_pid(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Notable server output: a count and the last few lines.
@@ -306,19 +318,30 @@ pub fn rotor_config(opts: &RotorOptions, secret: &str, api_key: &str) -> serde_j
 
 /// Starts Rotor with a generated temporary config on an ephemeral loopback port.
 pub fn start_rotor(opts: &RotorOptions) -> Result<Spawned> {
+    start_rotor_node(opts, &random_token(32)?, &random_token(24)?, serde_json::Value::Null)
+}
+
+/// Starts one Rotor with the given credentials and extra config keys merged on top.
+fn start_rotor_node(
+    opts: &RotorOptions,
+    secret: &str,
+    api_key: &str,
+    extra: serde_json::Value,
+) -> Result<Spawned> {
     if !opts.bin.exists() {
         return Err(Error::Args(format!(
             "rotor binary {} not found (build it or pass --rotor-bin)",
             opts.bin.display()
         )));
     }
-    let secret = random_token(32)?;
-    let api_key = random_token(24)?;
     let dir = temp_dir("rotor")?;
     let path = dir.0.join("config.json");
     let mut f = std::fs::File::create(&path).context(format!("creating {}", path.display()))?;
-    let text = serde_json::to_string_pretty(&rotor_config(opts, &secret, &api_key))
-        .context("encoding rotor config")?;
+    let mut config = rotor_config(opts, secret, api_key);
+    if let (Some(base), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    let text = serde_json::to_string_pretty(&config).context("encoding rotor config")?;
     f.write_all(text.as_bytes()).context("writing rotor config")?;
     drop(f);
     let mut cmd = Command::new(&opts.bin);
@@ -329,11 +352,111 @@ pub fn start_rotor(opts: &RotorOptions) -> Result<Spawned> {
         child: Some(child),
         measured: None,
         addr,
-        protocol: ProtocolSpec::centrifugo(opts.flavor, Some(secret), api_key),
+        protocol: ProtocolSpec::centrifugo(
+            opts.flavor,
+            Some(secret.to_owned()),
+            api_key.to_owned(),
+        ),
         log,
         _stdin: None,
         _dir: Some(dir),
     })
+}
+
+/// Several Rotor nodes sharing one redis-server, all started (and stopped by PID) here.
+pub struct Cluster {
+    nodes: Vec<Spawned>,
+    redis: Option<Child>,
+    _dir: TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// Starts a redis-server on a free loopback port and `n` Rotor nodes with the Redis engine.
+pub fn start_cluster(opts: &RotorOptions, n: usize, redis_bin: &Path) -> Result<Cluster> {
+    let dir = temp_dir("redis")?;
+    let port = free_port()?;
+    let redis = Command::new(find_binary(redis_bin)?)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir.0)
+        .args(["--maxclients", "10000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server")?;
+    let mut cluster = Cluster { nodes: Vec::new(), redis: Some(redis), _dir: dir };
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Server("redis-server did not start".into()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (secret, api_key) = (random_token(32)?, random_token(24)?);
+    for k in 0..n {
+        let extra = serde_json::json!({
+            "node": {"name": format!("node{k}")},
+            "engine": {"type": "redis", "redis": {"address": format!("redis://127.0.0.1:{port}")}},
+        });
+        cluster.nodes.push(start_rotor_node(opts, &secret, &api_key, extra)?);
+    }
+    Ok(cluster)
+}
+
+impl Target for Cluster {
+    fn name(&self) -> &str {
+        "rotor"
+    }
+    fn addr(&self) -> SocketAddr {
+        self.nodes[0].addr()
+    }
+    fn pid(&self) -> Option<u32> {
+        self.nodes[0].pid()
+    }
+    fn protocol(&self) -> ProtocolSpec {
+        self.nodes[0].protocol()
+    }
+    fn warnings(&self) -> ServerLog {
+        let mut all = ServerLog::default();
+        for n in &self.nodes {
+            let w = n.warnings();
+            all.warn_lines += w.warn_lines;
+            all.last.extend(w.last);
+        }
+        all
+    }
+    fn stop(&mut self) -> Result<()> {
+        for n in &mut self.nodes {
+            n.stop()?;
+        }
+        if let Some(mut r) = self.redis.take() {
+            stop_child(&mut r, "redis-server")?;
+        }
+        Ok(())
+    }
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.addr()).collect()
+    }
+    fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(|n| n.pid()).collect()
+    }
+    fn helper_pid(&self) -> Option<u32> {
+        self.redis.as_ref().map(Child::id)
+    }
 }
 
 /// Starts the raw floor server (this binary's `raw-server` subcommand).
