@@ -36,6 +36,8 @@ run broadcast --scenario broadcast --connections 200 --duration 3 --rate 50 --co
   --plots "$OUT/plots"
 run broadcast-protobuf --scenario broadcast --protobuf --connections 200 --duration 3 --rate 50
 run broadcast-uni-sse --scenario broadcast --uni-sse --connections 200 --duration 3 --rate 50
+# Three nodes on one redis-server (Debian package redis-server, started by the harness).
+run broadcast-3-nodes --scenario broadcast --nodes 3 --connections 300 --duration 3 --rate 50
 run fanout-many --scenario fanout-many --connections 200 --channels 10 --duration 3 --rate 50
 run connect-storm --scenario connect-storm --connections 200
 # Large payloads so the slow clients overflow the kernel buffers within the phase.

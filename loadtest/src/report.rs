@@ -332,6 +332,9 @@ impl RunResult {
                     {
                         bad("server CPU per delivery is not > 0".into());
                     }
+                    for n in m.per_node.iter().filter(|n| n.deliveries_per_sec <= 0.0) {
+                        bad(format!("the clients of node {} received nothing", n.node));
+                    }
                     if let Some(s) = &m.slow {
                         if s.healthy_deliveries == 0 {
                             bad("healthy clients got nothing in the slow phase".into());
