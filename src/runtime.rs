@@ -18,7 +18,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::auth::TokenVerifier;
-use crate::broker::redis;
+use crate::broker::{nats, redis};
 use crate::channel::Namespaces;
 use crate::config::{self, Config};
 use crate::protocol::codes;
@@ -206,6 +206,12 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         )),
         _ => None,
     };
+    let nats = match (cfg.broker.enabled, cfg.broker.type_.as_str()) {
+        (true, "nats") => {
+            Some(Arc::new(nats::Settings::from_config(&cfg.broker.nats).map_err(RunError::Config)?))
+        }
+        _ => None,
+    };
     let count = shard_count(&cfg);
     let round_robin = cfg.runtime.placement == config::Placement::RoundRobin;
     let mut addr = listen_addr(&cfg)?;
@@ -242,7 +248,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
             (Arc::clone(&cfg), Arc::clone(&namespaces), origins.clone());
         let verifiers = (Arc::clone(&verifier), Arc::clone(&sub_verifier));
         let (heartbeat, connections) = (Arc::clone(beat), Arc::clone(&connections));
-        let redis = redis.clone();
+        let (redis, nats) = (redis.clone(), nats.clone());
         let (main_mesh, reply_mesh, boot_tx, addr_tx) =
             (main_mesh.clone(), reply_mesh.clone(), boot_tx.clone(), addr_tx.clone());
         let id = ShardId(i as u16);
@@ -280,6 +286,9 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                 }
                 if let Some(settings) = redis {
                     start_redis(&shard, settings).await;
+                }
+                if let Some(settings) = nats {
+                    start_nats(&shard, settings).await;
                 }
                 glommio::spawn_local(server::timers(shard.clone())).detach();
                 if let Some(l) = listener {
@@ -340,6 +349,26 @@ async fn start_redis(shard: &ShardRef, settings: Arc<redis::Settings>) {
         tracing::warn!(shard = %id, "redis not reachable yet; publishing fails until it is");
     }
     if shard.borrow().id.0 == 0 {
+        glommio::spawn_local(crate::api::query::announce(shard.clone())).detach();
+    }
+}
+
+/// Connects a shard's NATS broker (waiting a bounded time) and, on shard 0, starts the node
+/// announcements.
+async fn start_nats(shard: &ShardRef, settings: Arc<nats::Settings>) {
+    let id = shard.borrow().id;
+    shard.borrow_mut().nats = Some(nats::Nats::new(Arc::clone(&settings), id.0 == 0));
+    glommio::spawn_local(nats::io::run(shard.clone(), Arc::clone(&settings))).detach();
+    let limit = settings.dial_timeout.max(Duration::from_secs(1)) * 3;
+    let deadline = std::time::Instant::now() + limit;
+    while !shard.borrow().nats.as_ref().is_some_and(|n| n.up) {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(shard = %id, "nats not reachable yet; publishing fails until it is");
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if id.0 == 0 {
         glommio::spawn_local(crate::api::query::announce(shard.clone())).detach();
     }
 }

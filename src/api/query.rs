@@ -15,7 +15,7 @@ use super::exec::Failure;
 use super::types::{self, ApiError, ApiMethod};
 use crate::auth::SubscribeOverrides;
 use crate::broker::control::Node;
-use crate::broker::memory::{HistoryPolicy, HistoryQuery, Position};
+use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery, Position};
 use crate::channel::ChannelError;
 use crate::client::history_policy;
 use crate::client::query::{presence_map, presence_stats};
@@ -146,6 +146,9 @@ pub async fn history(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> 
             json::encode_result_object(&body, &mut out);
             Ok(out)
         }
+        Answer::History(Err(HistoryError::NotAvailable)) => {
+            Err(api(types::API_ERROR_NOT_AVAILABLE))
+        }
         Answer::History(Err(_)) => Err(api(types::API_ERROR_UNRECOVERABLE_POSITION)),
         _ => Err(api(types::API_ERROR_INTERNAL)),
     }
@@ -275,9 +278,7 @@ pub async fn announce(shard: ShardRef) {
             return;
         }
         if let Ok(node) = local_node(&shard).await {
-            if let Some(r) = shard.borrow_mut().redis.as_mut() {
-                r.publish_control(&node.announcement());
-            }
+            shard.borrow_mut().publish_control(&node.announcement());
         }
         glommio::timer::sleep(crate::broker::control::ANNOUNCE_EVERY).await;
     }
@@ -427,7 +428,7 @@ pub async fn conns(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<V
         _ => return Err(Failure::Unsupported),
     };
     ask_all(shard, || Call::Conns(Box::new(op.clone()))).await?;
-    // With Redis the user may be connected to other nodes too: they get the operation over
+    // With Redis or NATS the user may be connected to other nodes too: they get it over
     // the control channel (at most once, as in Centrifugo).
     let mut s = shard.borrow_mut();
     let options = match &op {
@@ -436,9 +437,7 @@ pub async fn conns(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<V
         }
         _ => None,
     };
-    if let Some(r) = s.redis.as_mut() {
-        let uid = &crate::node::get().uid;
-        r.publish_control(&crate::broker::control::encode_op(uid, &op, options.as_ref()));
-    }
+    let uid = &crate::node::get().uid;
+    s.publish_control(&crate::broker::control::encode_op(uid, &op, options.as_ref()));
     Ok(b"{}".to_vec())
 }

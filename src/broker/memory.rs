@@ -63,6 +63,9 @@ pub enum HistoryError {
     /// `since.epoch` names another stream (error 112).
     #[error("unrecoverable position")]
     UnrecoverablePosition,
+    /// The broker keeps no history (NATS; error 108).
+    #[error("not available")]
+    NotAvailable,
 }
 
 /// A channel's stream: position plus the retained publications, oldest first.

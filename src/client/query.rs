@@ -104,6 +104,9 @@ impl Shard {
                 epoch: top.epoch,
                 offset: top.offset,
             }),
+            Some(Answer::History(Err(crate::broker::memory::HistoryError::NotAvailable))) => {
+                ReplyBody::Error(codes::ERROR_NOT_AVAILABLE)
+            }
             Some(Answer::History(Err(_))) => ReplyBody::Error(codes::ERROR_UNRECOVERABLE_POSITION),
             _ => ReplyBody::Error(codes::ERROR_INTERNAL),
         };

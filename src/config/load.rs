@@ -227,8 +227,6 @@ fn collect_leaves(value: &Value, prefix: Vec<Segment>, out: &mut Vec<Vec<Segment
 
 /// Centrifugo v6 top-level sections Rotor does not implement yet.
 const UNSUPPORTED_SECTIONS: &[&str] = &[
-    "broker",
-    "presence_manager",
     "map_broker",
     "controller",
     "shared_poll",
@@ -255,6 +253,11 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "http_server.internal_tls",
     "http_server.http3",
     "http_server.h2c_external",
+    "broker.redis",
+    "broker.nats.tls",
+    "broker.nats.allow_wildcards",
+    "broker.nats.raw_mode",
+    "presence_manager.redis",
     "engine.redis.cluster_address",
     "engine.redis.tls",
     "engine.redis.sentinel_address",

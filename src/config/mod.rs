@@ -162,6 +162,10 @@ section! {
         log: Log [Plain] = Log::default(),
         /// Broker + presence engine: `memory` or `redis`.
         engine: Engine [Plain] = Engine::default(),
+        /// A broker replacing the engine's (`enabled`): `nats`.
+        broker: Broker [Plain] = Broker::default(),
+        /// A presence manager replacing the engine's (`enabled`).
+        presence_manager: PresenceManager [Plain] = PresenceManager::default(),
         /// Client connection behaviour and authentication.
         client: Client [Plain] = Client::default(),
         /// Channel options and namespaces.
@@ -232,6 +236,42 @@ section! {
         type_ ["type"]: String [Plain] = "memory".to_owned(),
         /// Redis settings for `type: redis`.
         redis: Redis [Plain] = Redis::default(),
+    }
+}
+
+section! {
+    /// `broker.*`: a broker other than the engine's.
+    pub struct Broker {
+        /// Use this section instead of the engine's broker.
+        enabled: bool [Plain] = false,
+        /// `memory`, `redis` or `nats` (Rotor: `nats`, or the engine's own type).
+        type_ ["type"]: String [Plain] = "memory".to_owned(),
+        /// NATS settings for `type: nats`.
+        nats: Nats [Plain] = Nats::default(),
+    }
+}
+
+section! {
+    /// `broker.nats.*`.
+    pub struct Nats {
+        /// `nats://[user:password@]host[:port]`.
+        url: String [Plain] = "nats://localhost:4222".to_owned(),
+        /// Subject prefix.
+        prefix: String [Plain] = "centrifugo".to_owned(),
+        /// Time to connect.
+        dial_timeout: Duration [GoDuration] = Duration::from_secs(1),
+        /// Time a write may take.
+        write_timeout: Duration [GoDuration] = Duration::from_secs(1),
+    }
+}
+
+section! {
+    /// `presence_manager.*`: a presence manager other than the engine's.
+    pub struct PresenceManager {
+        /// Use this section instead of the engine's presence manager.
+        enabled: bool [Plain] = false,
+        /// `memory` or `redis` (Rotor: `memory`, or the engine's own type).
+        type_ ["type"]: String [Plain] = "memory".to_owned(),
     }
 }
 

@@ -264,6 +264,32 @@ fn unsupported_centrifugo_keys_warn_but_are_not_unknown() {
 }
 
 #[test]
+fn broker_and_presence_manager_sections_are_checked() {
+    let loaded = load_text(
+        "json",
+        r#"{"broker": {"enabled": true, "type": "nats", "nats": {"url": "nats://127.0.0.1:4333"}}}"#,
+    )
+    .unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.config.broker.nats.prefix, "centrifugo");
+    validate(&loaded.config).unwrap();
+
+    let mut cfg = loaded.config.clone();
+    cfg.broker.nats.url = "tls://x".into();
+    assert!(validate(&cfg).unwrap_err().to_string().contains("broker.nats.url"));
+    cfg.broker.nats.url = "nats://x".into();
+    cfg.engine.type_ = "redis".into();
+    assert!(validate(&cfg).unwrap_err().to_string().contains("broker.type"));
+    cfg.engine.type_ = "memory".into();
+    cfg.broker.type_ = "postgres".into();
+    assert!(validate(&cfg).unwrap_err().to_string().contains("broker.type"));
+    cfg.broker.enabled = false;
+    cfg.presence_manager.enabled = true;
+    cfg.presence_manager.type_ = "redis".into();
+    assert!(validate(&cfg).unwrap_err().to_string().contains("presence_manager.type"));
+}
+
+#[test]
 fn redis_engine_settings_load_and_are_checked() {
     let loaded = load_text(
         "yaml",

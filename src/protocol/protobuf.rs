@@ -395,12 +395,15 @@ pub fn broker_publication(p: &Publication, time_ms: i64, delta: bool) -> Vec<u8>
 /// Reads a broker publication (see [`broker_publication`]). The delta flag comes back as
 /// `delta_eligible`; data that is not JSON is marked binary, so JSON clients never receive it.
 pub fn decode_broker_publication(bytes: &[u8]) -> Result<Publication, prost::DecodeError> {
-    let m = pb::Publication::decode(bytes)?;
+    pb::Publication::decode(bytes).map(broker_publication_from)
+}
+
+fn broker_publication_from(m: pb::Publication) -> Publication {
     let binary =
         !m.data.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&m.data).is_err();
     let mut tags: Vec<(String, String)> = m.tags.into_iter().collect();
     tags.sort_unstable();
-    Ok(Publication {
+    Publication {
         data: RawJson(m.data),
         info: m.info.map(client_info_from),
         offset: m.offset,
@@ -408,7 +411,54 @@ pub fn decode_broker_publication(bytes: &[u8]) -> Result<Publication, prost::Dec
         delta: false,
         binary,
         delta_eligible: m.delta,
-    })
+    }
+}
+
+/// An event carried between nodes as a protobuf `Push` (the NATS broker's message, spec §10.3).
+#[derive(Debug)]
+pub enum BrokerPush {
+    /// A publication (its delta flag in `delta_eligible`).
+    Pub(Publication),
+    /// A join.
+    Join(ClientInfo),
+    /// A leave.
+    Leave(ClientInfo),
+}
+
+/// A `Push` with a publication for other nodes: publish time in `pub.time`, the delta flag in
+/// `pub.delta`.
+pub fn encode_broker_push_pub(channel: &str, p: &Publication, time_ms: i64) -> Vec<u8> {
+    let mut m = publication(p);
+    m.time = time_ms;
+    m.delta = p.delta_eligible;
+    pb::Push { channel: channel.to_owned(), r#pub: Some(m), ..pb::Push::default() }.encode_to_vec()
+}
+
+/// A `Push` with a join (`join`) or leave for other nodes.
+pub fn encode_broker_push_presence(channel: &str, info: &ClientInfo, join: bool) -> Vec<u8> {
+    let info = Some(client_info(info));
+    let mut push = pb::Push { channel: channel.to_owned(), ..pb::Push::default() };
+    if join {
+        push.join = Some(pb::Join { info });
+    } else {
+        push.leave = Some(pb::Leave { info });
+    }
+    push.encode_to_vec()
+}
+
+/// Reads a `Push` from another node: its channel and event (`None` for other push kinds).
+pub fn decode_broker_push(
+    bytes: &[u8],
+) -> Result<Option<(String, BrokerPush)>, prost::DecodeError> {
+    let push = pb::Push::decode(bytes)?;
+    let event = if let Some(p) = push.r#pub {
+        Some(BrokerPush::Pub(broker_publication_from(p)))
+    } else if let Some(info) = push.join.and_then(|j| j.info) {
+        Some(BrokerPush::Join(client_info_from(info)))
+    } else {
+        push.leave.and_then(|l| l.info).map(|info| BrokerPush::Leave(client_info_from(info)))
+    };
+    Ok(event.map(|e| (push.channel, e)))
 }
 
 /// A plain protobuf `ClientInfo` (presence values, join/leave messages between nodes).

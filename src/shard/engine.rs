@@ -15,15 +15,17 @@ use std::sync::Arc;
 
 use redis_protocol::resp2::types::BytesFrame;
 
+use crate::broker::memory::HistoryError;
+use crate::broker::nats;
 use crate::broker::redis::{self, Incoming, Parse, ReplyTo, Then};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call, Cast, Lane, ShardMsg, SubscribeCall};
 use crate::shard::Shard;
 
 impl Shard {
-    /// Whether `call` is served by the Redis engine on this shard.
+    /// Whether `call` is served by the Redis engine or the NATS broker on this shard.
     pub(super) fn engine_serves(&self, call: &Call) -> bool {
-        self.redis.is_some()
+        (self.redis.is_some() || self.nats.is_some())
             && matches!(
                 call,
                 Call::Publish(_)
@@ -38,6 +40,9 @@ impl Shard {
     /// Serves a call through Redis. `Some` is an answer available now (nothing to ask Redis, or
     /// the link is down); `None` means the answer follows the reply.
     pub(super) fn serve_engine(&mut self, call: Call, to: ReplyTo) -> Option<Answer> {
+        if self.nats.is_some() {
+            return Some(self.serve_nats(call));
+        }
         let redis = self.redis.as_mut()?;
         let queued = match call {
             Call::Publish(p) => {
@@ -114,6 +119,101 @@ impl Shard {
         }
     }
 
+    /// Serves a call with the NATS broker: publications go out at once (NATS confirms nothing
+    /// per message, as in Centrifugo); there is no history, and presence stays in memory.
+    fn serve_nats(&mut self, call: Call) -> Answer {
+        let Some(nats) = self.nats.as_mut() else { return Answer::Failed };
+        match call {
+            Call::Publish(p) => {
+                if nats::supported_channel(&p.channel) && nats.publish(&p.channel, &p.publication) {
+                    Answer::Published(None)
+                } else {
+                    Answer::Failed
+                }
+            }
+            Call::History { policy, .. } if policy.enabled() => {
+                Answer::History(Err(HistoryError::NotAvailable))
+            }
+            Call::History { .. } => Answer::History(Ok((Vec::new(), Default::default()))),
+            Call::HistoryRemove { .. } => Answer::Failed,
+            Call::Position { .. } => Answer::Position(None),
+            Call::Subscribe(sub) => {
+                if sub.position.as_ref().is_some_and(|(policy, _)| policy.enabled()) {
+                    // Positioning needs a stream the NATS broker does not keep.
+                    return Answer::Failed;
+                }
+                if sub.join {
+                    nats.publish_presence_event(&sub.channel, &sub.info, true);
+                }
+                if sub.presence {
+                    let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
+                    entry.presence.insert(Arc::from(sub.info.client.as_str()), sub.info);
+                }
+                Answer::Subscribed { top: None, read: Ok(Vec::new()) }
+            }
+            other => self.serve_now(other),
+        }
+    }
+
+    /// Publishes a control message to every node (Redis or NATS); nothing with one node.
+    pub fn publish_control(&mut self, data: &[u8]) {
+        if let Some(r) = self.redis.as_mut() {
+            r.publish_control(data);
+        } else if let Some(n) = self.nats.as_mut() {
+            n.publish_control(data);
+        }
+    }
+
+    /// The NATS connection is (again) up.
+    pub fn nats_up(&mut self) {
+        if let Some(n) = self.nats.as_mut() {
+            n.resubscribe();
+        }
+    }
+
+    /// The NATS connection broke: waiting subscribers go ahead (they miss what is published
+    /// until it is back, at most once as in Centrifugo).
+    pub fn nats_down(&mut self) {
+        let released = self.nats.as_mut().map(|n| n.down()).unwrap_or_default();
+        self.release_acks(released);
+    }
+
+    fn release_acks(&mut self, acks: Vec<(ShardId, u64, Arc<str>)>) {
+        for (shard, generation, channel) in acks {
+            self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
+        }
+    }
+
+    /// One operation from the NATS server.
+    pub fn nats_op(&mut self, op: nats::Op) {
+        let Some(n) = self.nats.as_mut() else { return };
+        match op {
+            nats::Op::Msg { sid, payload } => match n.message(sid, payload) {
+                nats::Incoming::Event(channel, event) => self.emit(&channel, event),
+                nats::Incoming::Control(data) => self.control_message(&data),
+                nats::Incoming::Other => {}
+            },
+            nats::Op::Ping => n.ping(),
+            nats::Op::Pong => {
+                let released = n.pong();
+                self.release_acks(released);
+            }
+            nats::Op::Info | nats::Op::Ok | nats::Op::Err(_) => {}
+        }
+    }
+
+    /// A control message from another node (shard 0): announcements go to the registry,
+    /// operations on connections to every shard.
+    fn control_message(&mut self, data: &[u8]) {
+        let now = std::time::Instant::now();
+        if let Some(op) = self.nodes.receive(data, &crate::node::get().uid, now) {
+            for i in 0..self.count {
+                let cast = Cast::Conns(Box::new(op.clone()));
+                self.send(Lane::Main, ShardId(i as u16), ShardMsg::Cast(Box::new(cast)));
+            }
+        }
+    }
+
     /// Interest in a channel homed here changed. Returns whether an acknowledgement may go out
     /// now (otherwise it waits for Redis to confirm the subscription).
     pub(super) fn engine_interest(
@@ -122,6 +222,16 @@ impl Shard {
         subscribed: bool,
         ack: Option<(ShardId, u64)>,
     ) -> bool {
+        if let Some(n) = self.nats.as_mut() {
+            if !subscribed {
+                if self.home.get(channel.as_ref()).is_none_or(|e| e.interest.is_empty()) {
+                    n.unwant(channel);
+                }
+                return true;
+            }
+            // A wildcard subject would bring other channels' messages: never subscribed.
+            return !nats::supported_channel(channel) || n.want(channel, ack);
+        }
         let Some(redis) = self.redis.as_mut() else { return true };
         let settings = Arc::clone(&redis.settings);
         let pubsub = &mut redis.server(channel).sub;
@@ -147,6 +257,15 @@ impl Shard {
         client: &str,
         leave: Option<&Arc<crate::protocol::ClientInfo>>,
     ) -> bool {
+        if let Some(n) = self.nats.as_mut() {
+            if let Some(e) = self.home.get_mut(channel) {
+                e.presence.remove(client);
+            }
+            if let Some(info) = leave {
+                n.publish_presence_event(channel, info, false);
+            }
+            return true;
+        }
         let Some(redis) = self.redis.as_mut() else { return false };
         let had = self.home.get_mut(channel).and_then(|e| e.presence.remove(client)).is_some();
         if had {
@@ -221,9 +340,7 @@ impl Shard {
     pub fn redis_pubsub_down(&mut self, server: usize) {
         let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else { return };
         let (acks, calls) = r.sub.down();
-        for (shard, generation, channel) in acks {
-            self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
-        }
+        self.release_acks(acks);
         for (to, _) in calls {
             self.answer_to(to, Answer::Failed);
         }
@@ -247,17 +364,7 @@ impl Shard {
                     }
                 }
             }
-            Incoming::Control(data) => {
-                let now = std::time::Instant::now();
-                if let Some(op) = self.nodes.receive(&data, &crate::node::get().uid, now) {
-                    // Another node's API call on a user's connections: every shard applies it
-                    // to its own.
-                    for i in 0..self.count {
-                        let cast = Cast::Conns(Box::new(op.clone()));
-                        self.send(Lane::Main, ShardId(i as u16), ShardMsg::Cast(Box::new(cast)));
-                    }
-                }
-            }
+            Incoming::Control(data) => self.control_message(&data),
             Incoming::Other => {}
         }
     }

@@ -220,6 +220,8 @@ pub struct Shard {
     pub emulated: HashMap<ConnKey, crate::client::emulation::Emulated>,
     /// The Redis engine's links (`engine.type: redis`); `None` with the memory engine.
     pub redis: Option<crate::broker::redis::Redis>,
+    /// The NATS broker's connection (`broker.type: nats`).
+    pub nats: Option<crate::broker::nats::Nats>,
     /// Other nodes heard on the control channel (shard 0 only).
     pub nodes: crate::broker::control::Registry,
     /// When this shard's presence entries in Redis are refreshed next.
@@ -271,6 +273,7 @@ impl Shard {
             sessions: HashMap::new(),
             emulated: HashMap::new(),
             redis: None,
+            nats: None,
             nodes: Default::default(),
             next_presence_refresh: Instant::now(),
         }

@@ -1,0 +1,498 @@
+//! NATS broker (`broker.enabled: true`, `broker.type: nats`): publications, joins and leaves
+//! travel between nodes as protobuf `Push` messages on `<prefix>.client.<channel>` (spec §10.3);
+//! node announcements and operations on `<prefix>.control`. NATS keeps no history, so channels
+//! with history get "not available" (108), as in Centrifugo; presence stays in memory on each
+//! node.
+//!
+//! Owns, per shard: the protocol state of one NATS connection, without the socket: encoded
+//! operations not yet written, the subscriptions (subject id per channel), and which channels
+//! wait for the server to confirm their `SUB`. NATS does not acknowledge a `SUB`; a `PING`
+//! written after it is answered with a `PONG` only once the server has processed everything
+//! before, so each `PONG` confirms the subscriptions sent ahead of its `PING`.
+//!
+//! Must not: touch connections or deliver anything (the home shard emits what arrives), or
+//! wait: a publish on a connection that is down fails at once.
+
+pub mod io;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::protocol::protobuf::{self, BrokerPush};
+use crate::protocol::{ClientInfo, Publication};
+use crate::shard::id::ShardId;
+use crate::shard::msg::Event;
+
+/// The broker settings every shard shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// `user:password@` from the URL, if any.
+    pub user: String,
+    /// Password from the URL.
+    pub password: String,
+    /// Subject prefix.
+    pub prefix: String,
+    /// Time to connect.
+    pub dial_timeout: Duration,
+    /// Time a write may take.
+    pub write_timeout: Duration,
+}
+
+impl Settings {
+    /// Parses `broker.nats` (`url`: `nats://[user:password@]host[:port]`).
+    pub fn from_config(cfg: &crate::config::Nats) -> Result<Settings, String> {
+        let rest = cfg
+            .url
+            .strip_prefix("nats://")
+            .ok_or_else(|| format!("{:?}: only nats:// URLs are supported", cfg.url))?;
+        let (auth, hostport) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (user, password) = match auth.map(|a| a.split_once(':').unwrap_or((a, ""))) {
+            Some((u, p)) => (u.to_owned(), p.to_owned()),
+            None => (String::new(), String::new()),
+        };
+        let hostport = hostport.trim_end_matches('/');
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| format!("{:?}: bad port", cfg.url))?),
+            None => (hostport, 4222),
+        };
+        if host.is_empty() {
+            return Err(format!("{:?}: no host", cfg.url));
+        }
+        Ok(Settings {
+            host: host.to_owned(),
+            port,
+            user,
+            password,
+            prefix: cfg.prefix.clone(),
+            dial_timeout: cfg.dial_timeout,
+            write_timeout: cfg.write_timeout,
+        })
+    }
+
+    /// The subject of a channel.
+    pub fn client_subject(&self, channel: &str) -> String {
+        format!("{}.client.{channel}", self.prefix)
+    }
+
+    /// The node-to-node subject.
+    pub fn control_subject(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+}
+
+/// NATS subjects cannot hold these; such channels are refused (no `allow_wildcards`).
+pub fn supported_channel(channel: &str) -> bool {
+    !channel.is_empty() && !channel.contains(['*', '>', ' ', '\t', '\r', '\n'])
+}
+
+/// One subscription.
+#[derive(Debug, Default)]
+pub struct SubEntry {
+    /// Subject id of the live `SUB` (0 = none sent on this connection).
+    pub sid: u64,
+    /// The server confirmed it (a `PONG` after it came back).
+    pub active: bool,
+    /// Interest acknowledgements waiting for the confirmation: (shard, generation).
+    pub acks: Vec<(ShardId, u64)>,
+}
+
+/// Interest acknowledgements released by a confirmation or a lost connection.
+pub type Released = Vec<(ShardId, u64, Arc<str>)>;
+
+/// A shard's NATS connection state.
+#[derive(Debug)]
+pub struct Nats {
+    /// Shared settings.
+    pub settings: Arc<Settings>,
+    /// Encoded operations not yet written.
+    pub out: BytesMut,
+    /// Connected and handshaken.
+    pub up: bool,
+    /// The writer task waiting for work.
+    pub waker: Option<Waker>,
+    /// Channels with interest.
+    pub subs: HashMap<Arc<str>, SubEntry>,
+    /// Subject id → channel (`None` = the control subject).
+    by_sid: HashMap<u64, Option<Arc<str>>>,
+    /// For each `PING` sent, the channels its `PONG` confirms.
+    pings: VecDeque<Vec<Arc<str>>>,
+    next_sid: u64,
+    /// Whether this shard listens on the control subject (shard 0).
+    pub control: bool,
+}
+
+/// What a `MSG` carried.
+#[derive(Debug)]
+pub enum Incoming {
+    /// An event of a channel.
+    Event(Arc<str>, Event),
+    /// A control message.
+    Control(Bytes),
+    /// Nothing to act on.
+    Other,
+}
+
+impl Nats {
+    /// A shard's broker before it connects.
+    pub fn new(settings: Arc<Settings>, control: bool) -> Nats {
+        Nats {
+            settings,
+            out: BytesMut::new(),
+            up: false,
+            waker: None,
+            subs: HashMap::new(),
+            by_sid: HashMap::new(),
+            pings: VecDeque::new(),
+            next_sid: 0,
+            control,
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn publish_raw(&mut self, subject: &str, payload: &[u8]) -> bool {
+        if !self.up {
+            return false;
+        }
+        self.out.extend_from_slice(format!("PUB {subject} {}\r\n", payload.len()).as_bytes());
+        self.out.extend_from_slice(payload);
+        self.out.extend_from_slice(b"\r\n");
+        self.wake();
+        true
+    }
+
+    /// Publishes a publication; `false` when the connection is down.
+    pub fn publish(&mut self, channel: &str, p: &Publication) -> bool {
+        let payload = protobuf::encode_broker_push_pub(channel, p, crate::shard::now_ms() as i64);
+        let subject = self.settings.client_subject(channel);
+        self.publish_raw(&subject, &payload)
+    }
+
+    /// Publishes a join or leave.
+    pub fn publish_presence_event(&mut self, channel: &str, info: &ClientInfo, join: bool) {
+        let payload = protobuf::encode_broker_push_presence(channel, info, join);
+        let subject = self.settings.client_subject(channel);
+        self.publish_raw(&subject, &payload);
+    }
+
+    /// Publishes a control message.
+    pub fn publish_control(&mut self, data: &[u8]) {
+        let subject = self.settings.control_subject();
+        self.publish_raw(&subject, data);
+    }
+
+    fn sub(&mut self, subject: &str, channel: Option<Arc<str>>) -> u64 {
+        self.next_sid += 1;
+        let sid = self.next_sid;
+        self.out.extend_from_slice(format!("SUB {subject} {sid}\r\n").as_bytes());
+        self.by_sid.insert(sid, channel);
+        sid
+    }
+
+    /// The channel gained interest. Returns whether its messages already flow (acks can go
+    /// out now); otherwise `ack` waits for the confirmation.
+    pub fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool {
+        if let Some(e) = self.subs.get_mut(channel) {
+            if e.active || !self.up {
+                return true;
+            }
+            e.acks.extend(ack);
+            return false;
+        }
+        let mut e = SubEntry::default();
+        if !self.up {
+            self.subs.insert(Arc::clone(channel), e);
+            return true;
+        }
+        let subject = self.settings.client_subject(channel);
+        e.sid = self.sub(&subject, Some(Arc::clone(channel)));
+        e.acks.extend(ack);
+        self.subs.insert(Arc::clone(channel), e);
+        self.out.extend_from_slice(b"PING\r\n");
+        self.pings.push_back(vec![Arc::clone(channel)]);
+        self.wake();
+        false
+    }
+
+    /// The channel lost its last interest.
+    pub fn unwant(&mut self, channel: &str) {
+        let Some(e) = self.subs.remove(channel) else { return };
+        if e.sid != 0 {
+            self.by_sid.remove(&e.sid);
+            if self.up {
+                self.out.extend_from_slice(format!("UNSUB {}\r\n", e.sid).as_bytes());
+                self.wake();
+            }
+        }
+    }
+
+    /// The connection is (again) up: subscribe control (shard 0) and every wanted channel,
+    /// then one `PING` to confirm them all.
+    pub fn resubscribe(&mut self) {
+        self.up = true;
+        self.by_sid.clear();
+        self.pings.clear();
+        if self.control {
+            let subject = self.settings.control_subject();
+            self.sub(&subject, None);
+        }
+        let channels: Vec<Arc<str>> = self.subs.keys().cloned().collect();
+        for channel in &channels {
+            let subject = self.settings.client_subject(channel);
+            let sid = self.sub(&subject, Some(Arc::clone(channel)));
+            if let Some(e) = self.subs.get_mut(channel) {
+                e.sid = sid;
+                e.active = false;
+            }
+        }
+        self.out.extend_from_slice(b"PING\r\n");
+        self.pings.push_back(channels);
+        self.wake();
+    }
+
+    /// A `PONG`: the subscriptions sent before its `PING` are in place.
+    pub fn pong(&mut self) -> Released {
+        let mut released = Vec::new();
+        for channel in self.pings.pop_front().unwrap_or_default() {
+            if let Some(e) = self.subs.get_mut(&channel) {
+                e.active = true;
+                released.extend(e.acks.drain(..).map(|(s, g)| (s, g, Arc::clone(&channel))));
+            }
+        }
+        released
+    }
+
+    /// The server's `PING`: answer it.
+    pub fn ping(&mut self) {
+        self.out.extend_from_slice(b"PONG\r\n");
+        self.wake();
+    }
+
+    /// The connection broke: waiting acknowledgements are released (their subscribers simply
+    /// miss what is published until it is back, at most once as in Centrifugo).
+    pub fn down(&mut self) -> Released {
+        self.up = false;
+        self.out.clear();
+        self.pings.clear();
+        let mut released = Vec::new();
+        for (channel, e) in &mut self.subs {
+            e.sid = 0;
+            e.active = false;
+            released.extend(e.acks.drain(..).map(|(s, g)| (s, g, Arc::clone(channel))));
+        }
+        released
+    }
+
+    /// A `MSG` on subject id `sid`.
+    pub fn message(&self, sid: u64, payload: Bytes) -> Incoming {
+        match self.by_sid.get(&sid) {
+            Some(None) => Incoming::Control(payload),
+            Some(Some(channel)) => match protobuf::decode_broker_push(&payload) {
+                Ok(Some((_, BrokerPush::Pub(p)))) => {
+                    Incoming::Event(Arc::clone(channel), Event::Pub(Arc::new(p)))
+                }
+                Ok(Some((_, BrokerPush::Join(i)))) => {
+                    Incoming::Event(Arc::clone(channel), Event::Join(Arc::new(i)))
+                }
+                Ok(Some((_, BrokerPush::Leave(i)))) => {
+                    Incoming::Event(Arc::clone(channel), Event::Leave(Arc::new(i)))
+                }
+                Ok(None) => Incoming::Other,
+                Err(_) => {
+                    tracing::warn!(channel = %channel, "undecodable message on a NATS subject");
+                    Incoming::Other
+                }
+            },
+            None => Incoming::Other,
+        }
+    }
+}
+
+/// A protocol operation from the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `INFO {...}`.
+    Info,
+    /// `MSG <subject> <sid> [reply] <n>` and its payload.
+    Msg {
+        /// Subject id.
+        sid: u64,
+        /// Payload.
+        payload: Bytes,
+    },
+    /// `PING`.
+    Ping,
+    /// `PONG`.
+    Pong,
+    /// `+OK`.
+    Ok,
+    /// `-ERR '...'`.
+    Err(String),
+}
+
+/// Why the server's bytes could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad NATS protocol line: {0}")]
+pub struct ParseError(String);
+
+/// Longest control line accepted (INFO lines carry a JSON object).
+const MAX_LINE: usize = 64 << 10;
+
+/// Takes one operation off the front of `buf`, `None` when more bytes are needed.
+pub fn parse(buf: &mut BytesMut) -> Result<Option<Op>, ParseError> {
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        if buf.len() > MAX_LINE {
+            return Err(ParseError("line too long".into()));
+        }
+        return Ok(None);
+    };
+    let line = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut words = line.split_ascii_whitespace();
+    let verb = words.next().unwrap_or("").to_ascii_uppercase();
+    let op = match verb.as_str() {
+        "MSG" => {
+            let args: Vec<&str> = words.collect();
+            let (sid, n) = match args.as_slice() {
+                [_, sid, n] | [_, sid, _, n] => (sid, n),
+                _ => return Err(ParseError(line)),
+            };
+            let sid: u64 = sid.parse().map_err(|_| ParseError(line.clone()))?;
+            let n: usize = n.parse().map_err(|_| ParseError(line.clone()))?;
+            if buf.len() < end + 2 + n + 2 {
+                return Ok(None);
+            }
+            buf.advance(end + 2);
+            let payload = buf.split_to(n).freeze();
+            buf.advance(2);
+            return Ok(Some(Op::Msg { sid, payload }));
+        }
+        "INFO" => Op::Info,
+        "PING" => Op::Ping,
+        "PONG" => Op::Pong,
+        "+OK" => Op::Ok,
+        "-ERR" => Op::Err(line[4..].trim().trim_matches('\'').to_owned()),
+        _ => return Err(ParseError(line)),
+    };
+    buf.advance(end + 2);
+    Ok(Some(op))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::RawJson;
+
+    fn settings() -> Arc<Settings> {
+        let cfg = crate::config::Nats::default();
+        Arc::new(Settings::from_config(&cfg).unwrap())
+    }
+
+    #[test]
+    fn urls_parse() {
+        let mut cfg = crate::config::Nats::default();
+        let s = Settings::from_config(&cfg).unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("localhost", 4222));
+        cfg.url = "nats://u:p@10.1.1.1:4333".into();
+        let s = Settings::from_config(&cfg).unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.user.as_str(), s.password.as_str()),
+            ("10.1.1.1", 4333, "u", "p")
+        );
+        cfg.url = "tls://x:1".into();
+        assert!(Settings::from_config(&cfg).is_err());
+    }
+
+    #[test]
+    fn operations_parse_across_partial_reads() {
+        let mut buf =
+            BytesMut::from(&b"INFO {\"server_id\":\"x\"}\r\nPING\r\nMSG a.b 7 5\r\nhel"[..]);
+        assert_eq!(parse(&mut buf), Ok(Some(Op::Info)));
+        assert_eq!(parse(&mut buf), Ok(Some(Op::Ping)));
+        assert_eq!(parse(&mut buf), Ok(None));
+        buf.extend_from_slice(b"lo\r\nMSG a.b 7 r.x 0\r\n\r\n-ERR 'Stale Connection'\r\n");
+        assert_eq!(
+            parse(&mut buf),
+            Ok(Some(Op::Msg { sid: 7, payload: Bytes::from_static(b"hello") }))
+        );
+        assert_eq!(parse(&mut buf), Ok(Some(Op::Msg { sid: 7, payload: Bytes::new() })));
+        assert_eq!(parse(&mut buf), Ok(Some(Op::Err("Stale Connection".into()))));
+        assert!(buf.is_empty());
+        let mut bad = BytesMut::from(&b"HELLO\r\n"[..]);
+        assert!(parse(&mut bad).is_err());
+    }
+
+    #[test]
+    fn subscriptions_are_confirmed_by_the_pong_after_them() {
+        let mut n = Nats::new(settings(), true);
+        let ch: Arc<str> = Arc::from("news");
+        assert!(n.want(&ch, None), "down: nothing to wait for");
+        n.resubscribe();
+        let sent = String::from_utf8_lossy(&n.out).into_owned();
+        assert!(
+            sent.starts_with(
+                "SUB centrifugo.control 1\r\nSUB centrifugo.client.news 2\r\nPING\r\n"
+            ),
+            "{sent}"
+        );
+        let other: Arc<str> = Arc::from("other");
+        assert!(!n.want(&other, Some((ShardId(1), 5))));
+        assert!(!n.want(&other, Some((ShardId(2), 6))), "still waiting");
+        assert!(n.pong().is_empty(), "the first PONG confirms only news");
+        let released = n.pong();
+        assert_eq!(released.len(), 2);
+        assert!(n.want(&other, None), "active now");
+        n.out.clear();
+        n.unwant("other");
+        assert_eq!(&n.out[..], b"UNSUB 3\r\n");
+    }
+
+    #[test]
+    fn messages_become_events_of_their_channel() {
+        let mut n = Nats::new(settings(), true);
+        n.resubscribe();
+        let ch: Arc<str> = Arc::from("c");
+        n.want(&ch, None);
+        let p = Publication {
+            data: RawJson::from_value_str("{\"a\":1}").unwrap(),
+            ..Default::default()
+        };
+        let payload = Bytes::from(protobuf::encode_broker_push_pub("c", &p, 1));
+        assert!(
+            matches!(n.message(2, payload), Incoming::Event(c, Event::Pub(p)) if &*c == "c" && p.data.as_bytes() == b"{\"a\":1}")
+        );
+        let info =
+            ClientInfo { user: "u".into(), client: "x".into(), conn_info: None, chan_info: None };
+        let payload = Bytes::from(protobuf::encode_broker_push_presence("c", &info, false));
+        assert!(matches!(n.message(2, payload), Incoming::Event(_, Event::Leave(_))));
+        assert!(matches!(n.message(1, Bytes::from_static(b"ctl")), Incoming::Control(_)));
+        assert!(matches!(n.message(99, Bytes::new()), Incoming::Other));
+        assert!(!supported_channel("a.*") && !supported_channel("a>") && supported_channel("a:b"));
+    }
+
+    #[test]
+    fn publishing_fails_while_down() {
+        let mut n = Nats::new(settings(), false);
+        assert!(!n.publish("c", &Publication::default()));
+        n.resubscribe();
+        n.out.clear();
+        assert!(n.publish("c", &Publication::default()));
+        assert!(String::from_utf8_lossy(&n.out).starts_with("PUB centrifugo.client.c "));
+        assert!(n.down().is_empty());
+        assert!(!n.publish("c", &Publication::default()));
+    }
+}

@@ -1,0 +1,199 @@
+//! Multi-node end-to-end tests with the NATS broker: a real `nats-server` (Debian package) on a
+//! free loopback port, started and stopped by PID here, and two real Rotor nodes using it.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{base_config, merge, token, Server};
+use serde_json::{json, Value};
+
+/// A `nats-server` owned by one test, stopped by PID on drop.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn nats_bin() -> &'static str {
+    if std::path::Path::new("/usr/sbin/nats-server").exists() {
+        "/usr/sbin/nats-server"
+    } else {
+        "nats-server"
+    }
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let mut n = Nats { child: None, port: free_port() };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(nats_bin())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (Debian package nats-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node(nats: &Nats, name: &str) -> Server {
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({
+            "node": {"name": name},
+            "broker": {"enabled": true, "type": "nats",
+                       "nats": {"url": format!("nats://127.0.0.1:{}", nats.port)}},
+            "channel": {"namespaces": [
+                {"name": "chat", "allow_subscribe_for_client": true, "join_leave": true,
+                 "force_push_join_leave": true},
+                {"name": "hist", "allow_subscribe_for_client": true, "history_size": 10,
+                 "history_ttl": "60s"}
+            ]}
+        }),
+    );
+    Server::start(cfg)
+}
+
+fn connect(server: &Server, user: &str) -> common::Client {
+    let mut c = server.ws();
+    let reply = c.handshake(&token(user));
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+    c
+}
+
+fn publish(server: &Server, channel: &str, data: Value) -> Value {
+    server.http().api("publish", json!({"channel": channel, "data": data})).json()
+}
+
+fn next_pub(c: &mut common::Client, channel: &str) -> Value {
+    loop {
+        let m = c.next_json();
+        if m["push"]["channel"] == channel && m["push"]["pub"].is_object() {
+            return m["push"]["pub"].clone();
+        }
+    }
+}
+
+#[test]
+fn publications_and_join_leave_cross_nodes_over_nats() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a"), node(&nats, "b"));
+    let mut on_a = connect(&a, "alice");
+    on_a.subscribe("chat:room");
+    let mut on_b = connect(&b, "bob");
+    on_b.subscribe("chat:room");
+    loop {
+        let m = on_a.next_json();
+        if m["push"]["join"]["info"]["user"] == "bob" {
+            break;
+        }
+    }
+    for i in 0..5 {
+        let r = publish(&b, "chat:room", json!({"n": i}));
+        assert_eq!(r, json!({"result": {}}), "no history, no position");
+    }
+    for c in [&mut on_a, &mut on_b] {
+        for i in 0..5 {
+            let p = next_pub(c, "chat:room");
+            assert_eq!(p["data"], json!({"n": i}));
+            assert!(p.get("offset").is_none(), "{p}");
+        }
+    }
+    drop(on_b);
+    loop {
+        let m = on_a.next_json();
+        if m["push"]["leave"]["info"]["user"] == "bob" {
+            break;
+        }
+    }
+}
+
+#[test]
+fn history_is_not_available_and_nodes_see_each_other() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a"), node(&nats, "b"));
+    let r = a.http().api("history", json!({"channel": "hist:x"})).json();
+    assert_eq!(r["error"]["code"], 108, "{r}");
+
+    let mut c = connect(&a, "carol");
+    b.http()
+        .api("disconnect", json!({"user": "carol", "disconnect": {"code": 4100, "reason": "x"}}));
+    assert_eq!(c.expect_close(), (4100, "x".to_owned()));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = b.http().api("info", json!({})).json();
+        let mut names: Vec<String> = info["result"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        if names == ["a", "b"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "info never listed both nodes: {info}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn publishing_fails_fast_while_nats_is_down_and_resumes_after() {
+    let mut nats = Nats::start();
+    let (a, b) = (node(&nats, "a"), node(&nats, "b"));
+    let mut c = connect(&a, "dan");
+    c.subscribe("chat:r");
+    nats.kill();
+    // The broken connection is noticed at the next read; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let r = publish(&b, "chat:r", json!({"n": 1}));
+    assert_eq!(r["error"]["code"], 100, "{r}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    nats.spawn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Once both nodes are back (and A subscribed again), publications flow again.
+    loop {
+        let r = publish(&b, "chat:r", json!({"n": 2}));
+        if r.get("error").is_none() {
+            c.ws.get_ref().set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            if let Ok(tungstenite::Message::Text(t)) = c.ws.read() {
+                if t.as_str().contains("\"n\":2") {
+                    break;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "publications never flowed again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
