@@ -419,3 +419,25 @@ fn a_publish_is_one_script_call_and_a_positioned_subscribe_two_commands() {
     assert_eq!(calls(&redis, "evalsha"), 10, "history append and PUBLISH in one script");
     assert_eq!(calls(&redis, "xadd"), 10);
 }
+
+#[test]
+fn idle_links_stay_healthy_across_many_io_timeout_checks() {
+    let redis = Redis::start();
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({"engine": {"type": "redis", "redis": {
+            "address": format!("127.0.0.1:{}", redis.port), "io_timeout": "200ms"}}}),
+    );
+    let a = Server::start(cfg);
+    let mut c = connect(&a, "u");
+    c.subscribe("chat:quiet");
+    // Dozens of stall checks pass while nothing is outstanding; reads they interrupt must not
+    // corrupt what the links read next.
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in 0..3 {
+        let r = publish(&a, "chat:quiet", json!({"n": n}));
+        assert!(r.get("error").is_none(), "{r}");
+        assert_eq!(next_pub(&mut c, "chat:quiet")["data"]["n"], n);
+    }
+}

@@ -283,7 +283,7 @@ impl Shard {
         let Some(link) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else {
             return false;
         };
-        let Some(then) = link.cmd.waiting.pop_front() else { return false };
+        let Some(then) = link.cmd.pop() else { return false };
         match then {
             Then::Ignore => {
                 if let BytesFrame::Error(e) = &frame {

@@ -127,7 +127,7 @@ async fn connect(
             stream.write_all(&out).await.map_err(|e| e.to_string())?;
             stream.flush().await.map_err(|e| e.to_string())?;
         }
-        let mut frames = Frames { half: &mut stream, buf: BytesMut::with_capacity(4 << 10) };
+        let mut frames = Frames::new(&mut stream);
         let mut shas = Vec::new();
         for i in 0..expected {
             match frames.next().await? {
@@ -147,13 +147,19 @@ async fn connect(
     Ok((stream, shas))
 }
 
-/// Frames read from one socket.
+/// Frames read from one socket. Cancellation-safe: the reader races a timer, so a read that
+/// is dropped half-way must leave `buf` holding only bytes that really arrived.
 struct Frames<R> {
     half: R,
     buf: BytesMut,
+    scratch: Box<[u8]>,
 }
 
 impl<R: AsyncRead + Unpin> Frames<R> {
+    fn new(half: R) -> Self {
+        Frames { half, buf: BytesMut::with_capacity(64 << 10), scratch: vec![0; 64 << 10].into() }
+    }
+
     async fn next(&mut self) -> Result<BytesFrame, String> {
         loop {
             match redis_protocol::resp2::decode::decode_bytes_mut(&mut self.buf) {
@@ -161,13 +167,11 @@ impl<R: AsyncRead + Unpin> Frames<R> {
                 Ok(None) => {}
                 Err(e) => return Err(format!("bad reply from redis: {e:?}")),
             }
-            let len = self.buf.len();
-            self.buf.resize(len + (16 << 10), 0);
-            let n = self.half.read(&mut self.buf[len..]).await.map_err(|e| e.to_string())?;
-            self.buf.truncate(len + n);
+            let n = self.half.read(&mut self.scratch).await.map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("closed by redis".to_owned());
             }
+            self.buf.extend_from_slice(&self.scratch[..n]);
         }
     }
 }
@@ -181,11 +185,12 @@ async fn serve(
     server: usize,
 ) -> String {
     let (reader, writer) = futures_lite::io::split(stream);
-    let mut frames = Frames { half: reader, buf: BytesMut::with_capacity(64 << 10) };
+    let mut frames = Frames::new(reader);
     let read = async {
         loop {
+            // Checked a few times per `io_timeout`, so a stall is noticed within 1.25 of it.
             let next = or(async { Some(frames.next().await) }, async {
-                glommio::timer::sleep(settings.io_timeout).await;
+                glommio::timer::sleep(settings.io_timeout / 4).await;
                 None
             })
             .await;
@@ -193,14 +198,14 @@ async fn serve(
                 Some(Ok(frame)) => frame,
                 Some(Err(e)) => return e,
                 None => {
-                    // Quiet is fine unless a command is waiting for its reply.
+                    // Quiet is fine unless commands wait for their replies that long.
                     let s = shard.borrow();
-                    let waiting = s
+                    let stalled = s
                         .redis
                         .as_ref()
                         .and_then(|r| r.servers.get(server))
-                        .is_some_and(|r| !r.cmd.waiting.is_empty());
-                    if role == Role::Commands && waiting {
+                        .is_some_and(|r| r.cmd.stalled(settings.io_timeout));
+                    if role == Role::Commands && stalled {
                         return format!("no reply within {:?}", settings.io_timeout);
                     }
                     continue;

@@ -230,6 +230,9 @@ pub struct Link {
     pub up: bool,
     /// The writer task waiting for commands.
     pub waker: Option<Waker>,
+    /// Since when the oldest outstanding command has waited without any reply coming (`None`
+    /// when nothing is outstanding): a link silent for `io_timeout` with work pending is broken.
+    pub stalled_since: Option<std::time::Instant>,
 }
 
 impl Link {
@@ -239,6 +242,9 @@ impl Link {
             return Err(then);
         }
         encode_command(&mut self.out, args);
+        if self.waiting.is_empty() {
+            self.stalled_since = Some(std::time::Instant::now());
+        }
         self.waiting.push_back(then);
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -246,8 +252,21 @@ impl Link {
         Ok(())
     }
 
+    /// The reply to the oldest outstanding command.
+    pub fn pop(&mut self) -> Option<Then> {
+        let then = self.waiting.pop_front()?;
+        self.stalled_since = (!self.waiting.is_empty()).then(std::time::Instant::now);
+        Some(then)
+    }
+
+    /// Whether commands have waited `limit` without a single reply.
+    pub fn stalled(&self, limit: Duration) -> bool {
+        self.stalled_since.is_some_and(|t| t.elapsed() >= limit)
+    }
+
     /// The link broke: everything outstanding fails.
     pub fn down(&mut self) -> Vec<Then> {
+        self.stalled_since = None;
         self.up = false;
         self.out.clear();
         self.waiting.drain(..).collect()

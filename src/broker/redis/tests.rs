@@ -169,6 +169,20 @@ fn links_refuse_commands_while_down() {
 }
 
 #[test]
+fn a_link_is_stalled_only_when_its_oldest_command_waited_the_whole_limit() {
+    let mut link = Link { up: true, ..Link::default() };
+    assert!(!link.stalled(Duration::ZERO), "nothing outstanding");
+    link.push(&[b"PING"], Then::Ignore).unwrap();
+    link.push(&[b"PING"], Then::Ignore).unwrap();
+    assert!(link.stalled(Duration::ZERO));
+    assert!(!link.stalled(Duration::from_secs(60)), "just sent");
+    link.pop();
+    assert!(link.stalled_since.is_some(), "one still outstanding");
+    link.pop();
+    assert!(!link.stalled(Duration::ZERO), "all answered");
+}
+
+#[test]
 fn channels_spread_over_servers_and_mostly_stay_when_one_is_added() {
     let names: Vec<String> = (0..2000).map(|i| format!("ns:channel-{i}")).collect();
     assert!(names.iter().all(|c| server_index(c, 1) == 0));
