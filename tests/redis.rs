@@ -18,6 +18,8 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Everything but the address (persistence, `--replicaof`, a Sentinel's config).
+    args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -25,24 +27,35 @@ fn free_port() -> u16 {
 }
 
 impl Redis {
+    /// A server that keeps an append-only file, so a restart loses nothing.
     fn start() -> Redis {
+        Self::start_with(|_, dir| {
+            let dir = dir.display().to_string();
+            ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &dir]
+                .map(String::from)
+                .to_vec()
+        })
+    }
+
+    /// Starts one with arguments made from its port and directory.
+    fn start_with(args: impl FnOnce(u16, &PathBuf) -> Vec<String>) -> Redis {
         let dir = std::env::temp_dir().join(format!(
             "rotor-redis-{}-{}",
             std::process::id(),
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis { child: None, port: free_port(), dir };
+        let port = free_port();
+        let args = args(port, &dir);
+        let mut r = Redis { child: None, port, dir, args };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
+            .args(&self.args)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -440,4 +453,68 @@ fn idle_links_stay_healthy_across_many_io_timeout_checks() {
         assert!(r.get("error").is_none(), "{r}");
         assert_eq!(next_pub(&mut c, "chat:quiet")["data"]["n"], n);
     }
+}
+
+#[test]
+fn a_sentinel_failover_is_followed_and_history_survives_it() {
+    let master = Redis::start();
+    let replica = Redis::start_with(|_, dir| {
+        let dir = dir.display().to_string();
+        let of = master.port.to_string();
+        ["--replicaof", "127.0.0.1", &of, "--save", "", "--dir", &dir].map(String::from).to_vec()
+    });
+    let sentinel = Redis::start_with(|port, dir| {
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor main 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds main 400\nsentinel failover-timeout main 2000\n",
+            dir.display(),
+            master.port
+        );
+        std::fs::write(&conf, text).unwrap();
+        vec![conf.display().to_string(), "--sentinel".to_owned()]
+    });
+    // The Sentinel must know the replica before the master goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sentinel.command(&["SENTINEL", "replicas", "main"]).contains(&replica.port.to_string()) {
+        assert!(Instant::now() < deadline, "sentinel never saw the replica");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({
+            "engine": {"type": "redis", "redis": {
+                "sentinel_address": [format!("127.0.0.1:{}", sentinel.port)],
+                "sentinel_master_name": "main", "io_timeout": "1s"}},
+            "channel": {"namespaces": [{"name": "hist", "allow_subscribe_for_client": true,
+                "history_size": 10, "history_ttl": "60s", "force_recovery": true}]}
+        }),
+    );
+    let a = Server::start(cfg);
+    let mut c = connect(&a, "u");
+    let sub = c.subscribe("hist:fo");
+    let epoch = sub["subscribe"]["epoch"].as_str().unwrap_or_else(|| panic!("{sub}")).to_owned();
+    let p = publish(&a, "hist:fo", json!({"n": 1}));
+    assert_eq!(p["result"]["offset"], 1, "{p}");
+    assert_eq!(next_pub(&mut c, "hist:fo")["offset"], 1);
+    // Replicated before the master dies, so the failover loses nothing.
+    assert_eq!(master.command(&["WAIT", "1", "5000"]), ":1\r\n");
+
+    let mut master = master;
+    master.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let accepted = loop {
+        let r = publish(&a, "hist:fo", json!({"n": 2}));
+        if r.get("error").is_none() {
+            break r;
+        }
+        assert_eq!(r["error"]["code"], 100, "{r}");
+        assert!(Instant::now() < deadline, "no new master was followed: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(accepted["result"]["epoch"], epoch.as_str(), "{accepted}");
+    assert_eq!(accepted["result"]["offset"], 2);
+    assert!(replica.command(&["ROLE"]).contains("master"), "the replica was promoted");
+    assert_eq!(next_pub(&mut c, "hist:fo")["offset"], 2);
 }

@@ -295,6 +295,17 @@ section! {
         password: String [Plain] = String::new(),
         /// `CLIENT SETNAME` value.
         client_name: String [Plain] = String::new(),
+        /// Redis Sentinel addresses (`host:port`); when set, the master named
+        /// `sentinel_master_name` is asked of them and `address` is not used.
+        sentinel_address: Vec<String> [OneOrMany] = Vec::new(),
+        /// The monitored master's name.
+        sentinel_master_name: String [Plain] = String::new(),
+        /// ACL user for the Sentinels.
+        sentinel_user: String [Plain] = String::new(),
+        /// Password for the Sentinels.
+        sentinel_password: String [Plain] = String::new(),
+        /// `CLIENT SETNAME` on Sentinel connections.
+        sentinel_client_name: String [Plain] = String::new(),
         /// Keep history in lists instead of streams (Rotor supports streams only).
         history_use_lists: bool [Plain] = false,
         /// How long a presence entry lives without refresh.

@@ -320,6 +320,17 @@ fn check_redis(path: &str, redis: &super::Redis) -> Result<(), ConfigError> {
             return Err(invalid(format!("{path}.address[{i}]"), e));
         }
     }
+    for (i, a) in redis.sentinel_address.iter().enumerate() {
+        if let Err(e) = crate::broker::redis::Address::parse(a, redis) {
+            return Err(invalid(format!("{path}.sentinel_address[{i}]"), e));
+        }
+    }
+    if !redis.sentinel_address.is_empty() && redis.sentinel_master_name.is_empty() {
+        return Err(invalid(
+            format!("{path}.sentinel_master_name"),
+            "required with sentinel_address",
+        ));
+    }
     if redis.history_use_lists {
         return Err(invalid(
             format!("{path}.history_use_lists"),

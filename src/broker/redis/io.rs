@@ -21,7 +21,7 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
 use glommio::net::TcpStream;
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::{encode_command, scripts, Settings};
+use super::{encode_command, scripts, Address, Sentinel, Settings};
 use crate::shard::ShardRef;
 
 /// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`].
@@ -80,71 +80,137 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role, server: u
 }
 
 /// Connects and runs the handshake; returns the stream and (command link) the script SHAs.
+/// Under Sentinel the master is looked up first and confirmed with `ROLE`.
 async fn connect(
     settings: &Settings,
     server: usize,
     load_scripts: bool,
 ) -> Result<(TcpStream, Vec<String>), String> {
     let a = &settings.addresses[server];
-    let addr = (a.host.as_str(), a.port)
+    let (host, port) = match &settings.sentinel {
+        Some(s) => master_of(s, settings).await?,
+        None => (a.host.clone(), a.port),
+    };
+    let mut commands: Vec<Vec<&[u8]>> = Vec::new();
+    if settings.sentinel.is_some() {
+        commands.push(vec![b"ROLE"]);
+    }
+    if load_scripts {
+        for src in scripts::SOURCES {
+            commands.push(vec![b"SCRIPT", b"LOAD", src.as_bytes()]);
+        }
+    }
+    let (stream, replies) =
+        open(settings, &host, port, a, &settings.client_name, &commands).await?;
+    let mut replies = replies.into_iter();
+    if settings.sentinel.is_some() {
+        let role = match replies.next() {
+            Some(BytesFrame::Array(parts)) => parts.first().and_then(super::string_of),
+            _ => None,
+        };
+        if role.as_deref() != Some("master") {
+            return Err(format!("{host}:{port} is not a master (failover in progress?)"));
+        }
+    }
+    let shas = replies
+        .map(|f| match f {
+            BytesFrame::Error(e) => Err(format!("SCRIPT LOAD: {e}")),
+            f => super::string_of(&f).ok_or_else(|| "SCRIPT LOAD: unexpected reply".to_owned()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((stream, shas))
+}
+
+/// Asks the Sentinels, in order, where the master is.
+async fn master_of(sentinel: &Sentinel, settings: &Settings) -> Result<(String, u16), String> {
+    let mut last = String::from("no sentinel address");
+    for a in &sentinel.addresses {
+        let ask: Vec<&[u8]> =
+            vec![b"SENTINEL", b"get-master-addr-by-name", sentinel.master_name.as_bytes()];
+        match open(settings, &a.host, a.port, a, &sentinel.client_name, &[ask]).await {
+            Ok((_, replies)) => match replies.first() {
+                Some(BytesFrame::Array(parts)) if parts.len() == 2 => {
+                    let host = super::string_of(&parts[0]);
+                    let port = super::string_of(&parts[1]).and_then(|p| p.parse().ok());
+                    if let (Some(host), Some(port)) = (host, port) {
+                        return Ok((host, port));
+                    }
+                    last = "sentinel: malformed master address".to_owned();
+                }
+                _ => {
+                    last = format!(
+                        "sentinel {}:{} does not know {:?}",
+                        a.host, a.port, sentinel.master_name
+                    )
+                }
+            },
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Opens a connection: AUTH, SELECT and CLIENT SETNAME as `auth` and `client_name` ask, then
+/// `commands`, all pipelined. Fails on a setup error; returns the replies to `commands`.
+async fn open(
+    settings: &Settings,
+    host: &str,
+    port: u16,
+    auth: &Address,
+    client_name: &str,
+    commands: &[Vec<&[u8]>],
+) -> Result<(TcpStream, Vec<BytesFrame>), String> {
+    let addr = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("resolving {}: {e}", a.host))?
+        .map_err(|e| format!("resolving {host}: {e}"))?
         .next()
-        .ok_or_else(|| format!("{} resolves to nothing", a.host))?;
-    let stream =
+        .ok_or_else(|| format!("{host} resolves to nothing"))?;
+    let mut stream =
         glommio::timer::timeout(settings.connect_timeout, async { TcpStream::connect(addr).await })
             .await
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let mut out = BytesMut::new();
-    let mut expected = 0;
-    if !a.password.is_empty() {
-        if a.user.is_empty() {
-            encode_command(&mut out, &[b"AUTH", a.password.as_bytes()]);
+    let mut setup = 0;
+    if !auth.password.is_empty() {
+        if auth.user.is_empty() {
+            encode_command(&mut out, &[b"AUTH", auth.password.as_bytes()]);
         } else {
-            encode_command(&mut out, &[b"AUTH", a.user.as_bytes(), a.password.as_bytes()]);
+            encode_command(&mut out, &[b"AUTH", auth.user.as_bytes(), auth.password.as_bytes()]);
         }
-        expected += 1;
+        setup += 1;
     }
-    if a.db != 0 {
-        encode_command(&mut out, &[b"SELECT", a.db.to_string().as_bytes()]);
-        expected += 1;
+    if auth.db != 0 {
+        encode_command(&mut out, &[b"SELECT", auth.db.to_string().as_bytes()]);
+        setup += 1;
     }
-    if !settings.client_name.is_empty() {
-        encode_command(&mut out, &[b"CLIENT", b"SETNAME", settings.client_name.as_bytes()]);
-        expected += 1;
+    if !client_name.is_empty() {
+        encode_command(&mut out, &[b"CLIENT", b"SETNAME", client_name.as_bytes()]);
+        setup += 1;
     }
-    let first_script = expected;
-    if load_scripts {
-        for src in scripts::SOURCES {
-            encode_command(&mut out, &[b"SCRIPT", b"LOAD", src.as_bytes()]);
-            expected += 1;
-        }
+    for c in commands {
+        encode_command(&mut out, c);
     }
-    let mut stream = stream;
     let handshake = async {
         if !out.is_empty() {
             stream.write_all(&out).await.map_err(|e| e.to_string())?;
             stream.flush().await.map_err(|e| e.to_string())?;
         }
         let mut frames = Frames::new(&mut stream);
-        let mut shas = Vec::new();
-        for i in 0..expected {
+        let mut replies = Vec::with_capacity(commands.len());
+        for i in 0..setup + commands.len() {
             match frames.next().await? {
-                BytesFrame::Error(e) => return Err(format!("handshake: {e}")),
-                f if i >= first_script => match super::string_of(&f) {
-                    Some(sha) => shas.push(sha),
-                    None => return Err("SCRIPT LOAD: unexpected reply".to_owned()),
-                },
+                BytesFrame::Error(e) if i < setup => return Err(format!("{addr}: {e}")),
+                f if i >= setup => replies.push(f),
                 _ => {}
             }
         }
-        Ok(shas)
+        Ok(replies)
     };
-    let shas = glommio::timer::timeout(settings.io_timeout, async { Ok(handshake.await) })
+    let replies = glommio::timer::timeout(settings.io_timeout, async { Ok(handshake.await) })
         .await
-        .map_err(|e| format!("handshake: {e}"))??;
-    Ok((stream, shas))
+        .map_err(|e| format!("handshake with {addr}: {e}"))??;
+    Ok((stream, replies))
 }
 
 /// Frames read from one socket. Cancellation-safe: the reader races a timer, so a read that
@@ -211,11 +277,17 @@ async fn serve(
                     continue;
                 }
             };
+            // A master demoted by a failover answers writes with READONLY: find the new one.
+            let demoted = matches!(&frame, BytesFrame::Error(e)
+                if e.starts_with("READONLY") || e.starts_with("MASTERDOWN"));
             let mut s = shard.borrow_mut();
             match role {
                 Role::Commands => {
                     if !s.redis_reply(server, frame) {
                         return "a reply nobody waited for".to_owned();
+                    }
+                    if demoted {
+                        return "redis is no longer a writable master".to_owned();
                     }
                 }
                 Role::PubSub => s.redis_incoming(server, frame),

@@ -122,13 +122,55 @@ pub struct Settings {
     pub client_name: String,
     /// Presence entry lifetime without refresh.
     pub presence_ttl: Duration,
+    /// Where to ask for the master, when Redis runs under Sentinel.
+    pub sentinel: Option<Sentinel>,
+}
+
+/// Redis Sentinel settings: the master is looked up at every (re)connect, so a failover is
+/// followed by reconnecting.
+#[derive(Debug, Clone)]
+pub struct Sentinel {
+    /// Sentinel addresses, tried in order.
+    pub addresses: Vec<Address>,
+    /// The monitored master's name.
+    pub master_name: String,
+    /// `CLIENT SETNAME` on Sentinel connections.
+    pub client_name: String,
 }
 
 impl Settings {
     /// Settings from `engine.redis` (validated at start).
     pub fn from_config(cfg: &crate::config::Redis) -> Result<Settings, String> {
-        let addresses =
-            cfg.address.iter().map(|a| Address::parse(a, cfg)).collect::<Result<Vec<_>, _>>()?;
+        let sentinel = if cfg.sentinel_address.is_empty() {
+            None
+        } else {
+            let mut auth = cfg.clone();
+            auth.user = cfg.sentinel_user.clone();
+            auth.password = cfg.sentinel_password.clone();
+            let addresses = cfg
+                .sentinel_address
+                .iter()
+                .map(|a| Address::parse(a, &auth))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Sentinel {
+                addresses,
+                master_name: cfg.sentinel_master_name.clone(),
+                client_name: cfg.sentinel_client_name.clone(),
+            })
+        };
+        // Under Sentinel there is one server, found at connect time; its credentials and
+        // database still come from the Redis object.
+        let addresses = if sentinel.is_some() {
+            vec![Address {
+                host: String::new(),
+                port: 0,
+                user: cfg.user.clone(),
+                password: cfg.password.clone(),
+                db: cfg.db,
+            }]
+        } else {
+            cfg.address.iter().map(|a| Address::parse(a, cfg)).collect::<Result<Vec<_>, _>>()?
+        };
         if addresses.is_empty() {
             return Err("engine.redis.address: no address".to_owned());
         }
@@ -139,6 +181,7 @@ impl Settings {
             io_timeout: cfg.io_timeout,
             client_name: cfg.client_name.clone(),
             presence_ttl: cfg.presence_ttl,
+            sentinel,
         })
     }
 

@@ -9,6 +9,7 @@ fn settings() -> Settings {
         io_timeout: Duration::from_secs(4),
         client_name: String::new(),
         presence_ttl: Duration::from_secs(60),
+        sentinel: None,
     }
 }
 
