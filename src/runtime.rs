@@ -201,9 +201,14 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     let origins = OriginPolicy::new(&cfg.client.allowed_origins)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let redis = match cfg.engine.type_.as_str() {
-        "redis" => Some(Arc::new(
-            redis::Settings::from_config(&cfg.engine.redis).map_err(RunError::Config)?,
-        )),
+        "redis" => {
+            let mut settings =
+                redis::Settings::from_config(&cfg.engine.redis).map_err(RunError::Config)?;
+            if !cfg.engine.redis.cluster_address.is_empty() {
+                redis::discover_cluster(&mut settings, &cfg.engine.redis).map_err(RunError::Io)?;
+            }
+            Some(Arc::new(settings))
+        }
         _ => None,
     };
     let nats = match (cfg.broker.enabled, cfg.broker.type_.as_str()) {

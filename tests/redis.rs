@@ -518,3 +518,70 @@ fn a_sentinel_failover_is_followed_and_history_survives_it() {
     assert!(replica.command(&["ROLE"]).contains("master"), "the replica was promoted");
     assert_eq!(next_pub(&mut c, "hist:fo")["offset"], 2);
 }
+
+#[test]
+fn a_redis_cluster_of_three_masters_keeps_each_channel_in_one_slot() {
+    let masters: Vec<Redis> = (0..3)
+        .map(|_| {
+            Redis::start_with(|_, dir| {
+                let conf = dir.join("nodes.conf").display().to_string();
+                let dir = dir.display().to_string();
+                ["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--save", ""]
+                    .into_iter()
+                    .chain(["--dir", &dir])
+                    .map(String::from)
+                    .collect()
+            })
+        })
+        .collect();
+    let nodes: Vec<String> = masters.iter().map(|m| format!("127.0.0.1:{}", m.port)).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-cli must be installed (Debian package redis-tools)");
+    assert!(created.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !masters.iter().all(|m| m.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
+        assert!(Instant::now() < deadline, "the cluster never became ok");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start = |name: &str| {
+        let mut cfg = base_config();
+        merge(
+            &mut cfg,
+            json!({
+                "node": {"name": name},
+                "engine": {"type": "redis", "redis": {"cluster_address": [nodes[1].clone()]}},
+                "channel": {"namespaces": [{"name": "hist", "allow_subscribe_for_client": true,
+                    "history_size": 10, "history_ttl": "60s", "force_recovery": true}]}
+            }),
+        );
+        Server::start(cfg)
+    };
+    let (a, b) = (start("a"), start("b"));
+    let channels: Vec<String> = (0..8).map(|i| format!("hist:c{i}")).collect();
+    let mut c = connect(&a, "u");
+    for ch in &channels {
+        c.subscribe(ch);
+    }
+    let mut holders = std::collections::BTreeSet::new();
+    for ch in &channels {
+        let r = publish(&b, ch, json!({"on": ch}));
+        assert_eq!(r["result"]["offset"], 1, "{r}");
+        let p = next_pub(&mut c, ch);
+        assert_eq!((p["offset"].as_u64(), p["data"]["on"].as_str()), (Some(1), Some(ch.as_str())));
+        // Every key of the channel carries the {channel} hash tag and lives on one master.
+        let key = format!("centrifugo.stream.{{{ch}}}");
+        let meta = format!("centrifugo.stream.meta.{{{ch}}}");
+        let with: Vec<usize> =
+            (0..3).filter(|&i| masters[i].command(&["EXISTS", &key, &meta]) == ":2\r\n").collect();
+        assert_eq!(with.len(), 1, "{ch}: keys on masters {with:?}");
+        holders.extend(with);
+    }
+    assert!(holders.len() >= 2, "8 channels should spread over the masters: {holders:?}");
+    let h = a.http().api("history", json!({"channel": channels[3], "limit": -1})).json();
+    assert_eq!(h["result"]["publications"].as_array().map(Vec::len), Some(1), "{h}");
+}

@@ -258,7 +258,6 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "broker.nats.allow_wildcards",
     "broker.nats.raw_mode",
     "presence_manager.redis",
-    "engine.redis.cluster_address",
     "engine.redis.tls",
     "engine.redis.sentinel_tls",
     "engine.redis.replica_client",

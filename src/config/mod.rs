@@ -295,6 +295,9 @@ section! {
         password: String [Plain] = String::new(),
         /// `CLIENT SETNAME` value.
         client_name: String [Plain] = String::new(),
+        /// Redis Cluster seed addresses (`host:port`); when set, the masters and their slots
+        /// are read from the first that answers at start, and `address` is not used.
+        cluster_address: Vec<String> [OneOrMany] = Vec::new(),
         /// Redis Sentinel addresses (`host:port`); when set, the master named
         /// `sentinel_master_name` is asked of them and `address` is not used.
         sentinel_address: Vec<String> [OneOrMany] = Vec::new(),

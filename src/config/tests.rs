@@ -251,7 +251,7 @@ fn unknown_keys_are_reported_with_full_path() {
 fn unsupported_centrifugo_keys_warn_but_are_not_unknown() {
     let loaded = load_text(
         "json",
-        r#"{"uni_grpc": {"enabled": true}, "engine": {"redis": {"cluster_address": ["x"]}},
+        r#"{"uni_grpc": {"enabled": true}, "engine": {"redis": {"replica_client": {"enabled": true}}},
             "channel": {"namespaces": [{"name": "ab", "subscription_type": "map"}]}}"#,
     )
     .unwrap();
@@ -260,7 +260,7 @@ fn unsupported_centrifugo_keys_warn_but_are_not_unknown() {
         loaded.warnings.iter().filter(|w| w.contains("not supported by rotor yet")).collect();
     assert_eq!(unsupported.len(), 3, "{:?}", loaded.warnings);
     assert!(unsupported.iter().any(|w| w.contains("\"uni_grpc\"")));
-    assert!(unsupported.iter().any(|w| w.contains("engine.redis.cluster_address")));
+    assert!(unsupported.iter().any(|w| w.contains("engine.redis.replica_client")));
 }
 
 #[test]

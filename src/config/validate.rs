@@ -320,6 +320,17 @@ fn check_redis(path: &str, redis: &super::Redis) -> Result<(), ConfigError> {
             return Err(invalid(format!("{path}.address[{i}]"), e));
         }
     }
+    for (i, a) in redis.cluster_address.iter().enumerate() {
+        if let Err(e) = crate::broker::redis::Address::parse(a, redis) {
+            return Err(invalid(format!("{path}.cluster_address[{i}]"), e));
+        }
+    }
+    if !redis.cluster_address.is_empty() && !redis.sentinel_address.is_empty() {
+        return Err(invalid(
+            format!("{path}.cluster_address"),
+            "cannot be combined with sentinel_address",
+        ));
+    }
     for (i, a) in redis.sentinel_address.iter().enumerate() {
         if let Err(e) = crate::broker::redis::Address::parse(a, redis) {
             return Err(invalid(format!("{path}.sentinel_address[{i}]"), e));

@@ -280,6 +280,14 @@ async fn serve(
             // A master demoted by a failover answers writes with READONLY: find the new one.
             let demoted = matches!(&frame, BytesFrame::Error(e)
                 if e.starts_with("READONLY") || e.starts_with("MASTERDOWN"));
+            if let BytesFrame::Error(e) = &frame {
+                if e.starts_with("MOVED") || e.starts_with("ASK") {
+                    tracing::error!(
+                        error = %e,
+                        "the Redis Cluster moved a slot; rotor reads the topology at start only: restart it"
+                    );
+                }
+            }
             let mut s = shard.borrow_mut();
             match role {
                 Role::Commands => {

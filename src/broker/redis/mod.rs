@@ -124,6 +124,109 @@ pub struct Settings {
     pub presence_ttl: Duration,
     /// Where to ask for the master, when Redis runs under Sentinel.
     pub sentinel: Option<Sentinel>,
+    /// Redis Cluster: slot → index into `addresses` (the masters, found at start). Channel
+    /// parts of keys and PUB/SUB channels are then wrapped in a hash tag, `{channel}`, so a
+    /// channel's keys share one slot (and one script call).
+    pub slots: Option<Arc<Vec<u16>>>,
+}
+
+/// Reads a Redis Cluster's masters and slot map from the first seed that answers (blocking;
+/// called once at start, before the shards run).
+pub fn discover_cluster(settings: &mut Settings, cfg: &crate::config::Redis) -> Result<(), String> {
+    let mut last = "no cluster_address".to_owned();
+    for seed in &cfg.cluster_address {
+        let seed = Address::parse(seed, cfg)?;
+        match cluster_slots(&seed, settings.connect_timeout.max(Duration::from_secs(1))) {
+            Ok((masters, slots)) => {
+                settings.addresses = masters
+                    .into_iter()
+                    .map(|(host, port)| Address {
+                        host: if host.is_empty() { seed.host.clone() } else { host },
+                        port,
+                        ..seed.clone()
+                    })
+                    .collect();
+                settings.slots = Some(Arc::new(slots));
+                return Ok(());
+            }
+            Err(e) => last = format!("{}:{}: {e}", seed.host, seed.port),
+        }
+    }
+    Err(format!("engine.redis.cluster_address: cannot read the cluster's slots ({last})"))
+}
+
+type Topology = (Vec<(String, u16)>, Vec<u16>);
+
+fn cluster_slots(seed: &Address, timeout: Duration) -> Result<Topology, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let addr = (seed.host.as_str(), seed.port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("resolves to nothing")?;
+    let mut sock =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut out = BytesMut::new();
+    let mut replies = 1;
+    if !seed.password.is_empty() {
+        if seed.user.is_empty() {
+            encode_command(&mut out, &[b"AUTH", seed.password.as_bytes()]);
+        } else {
+            encode_command(&mut out, &[b"AUTH", seed.user.as_bytes(), seed.password.as_bytes()]);
+        }
+        replies += 1;
+    }
+    encode_command(&mut out, &[b"CLUSTER", b"SLOTS"]);
+    sock.write_all(&out).map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    while frames.len() < replies {
+        match redis_protocol::resp2::decode::decode_bytes_mut(&mut buf) {
+            Ok(Some((f, _, _))) => frames.push(f),
+            Ok(None) => {
+                let n = sock.read(&mut chunk).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("closed".into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) => return Err(format!("{e:?}")),
+        }
+    }
+    let Some(BytesFrame::Array(ranges)) = frames.pop() else {
+        return Err("unexpected CLUSTER SLOTS reply (not a cluster?)".into());
+    };
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    let mut slots = vec![u16::MAX; 16384];
+    for range in &ranges {
+        let BytesFrame::Array(parts) = range else { continue };
+        let (Some(start), Some(end), Some(BytesFrame::Array(node))) =
+            (parts.first().and_then(u64_of), parts.get(1).and_then(u64_of), parts.get(2))
+        else {
+            continue;
+        };
+        let host = node.first().and_then(string_of).unwrap_or_default();
+        let Some(port) = node.get(1).and_then(u64_of).and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
+        let index = match masters.iter().position(|m| m.0 == host && m.1 == port) {
+            Some(i) => i,
+            None => {
+                masters.push((host, port));
+                masters.len() - 1
+            }
+        };
+        for slot in start..=end.min(16383) {
+            slots[slot as usize] = index as u16;
+        }
+    }
+    if masters.is_empty() || slots.contains(&u16::MAX) {
+        return Err("the cluster does not cover every slot".into());
+    }
+    Ok((masters, slots))
 }
 
 /// Redis Sentinel settings: the master is looked up at every (re)connect, so a failover is
@@ -182,12 +285,50 @@ impl Settings {
             client_name: cfg.client_name.clone(),
             presence_ttl: cfg.presence_ttl,
             sentinel,
+            slots: None,
         })
     }
 
     /// The PUB/SUB channel of a channel.
     pub fn client_channel(&self, channel: &str) -> String {
-        format!("{}.client.{channel}", self.prefix)
+        format!("{}.client.{}", self.prefix, self.tagged(channel))
+    }
+
+    /// The channel as keys carry it: `{channel}` in a cluster.
+    fn tagged<'a>(&self, channel: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.slots.is_some() {
+            format!("{{{channel}}}").into()
+        } else {
+            channel.into()
+        }
+    }
+
+    /// The channel named by a PUB/SUB channel name, if it is one of ours.
+    fn channel_of<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let rest = name.strip_prefix(&self.prefix)?.strip_prefix(".client.")?;
+        if self.slots.is_some() {
+            rest.strip_prefix('{')?.strip_suffix('}')
+        } else {
+            Some(rest)
+        }
+    }
+
+    /// The idempotency result key (also passed, unused, when there is no key: a cluster
+    /// wants every key of a script in the channel's slot).
+    fn result_key(&self, channel: &str, key: &str) -> String {
+        format!("{}.result.{}.{key}", self.prefix, self.tagged(channel))
+    }
+
+    /// Index of the server that keeps `channel`.
+    pub fn server_of(&self, channel: &str, servers: usize) -> usize {
+        match &self.slots {
+            Some(slots) => {
+                let key = self.key("stream", channel);
+                let slot = redis_protocol::redis_keyslot(key.as_bytes());
+                usize::from(slots.get(usize::from(slot)).copied().unwrap_or(0))
+            }
+            None => server_index(channel, servers),
+        }
     }
 
     /// The node-to-node broadcast channel.
@@ -196,7 +337,7 @@ impl Settings {
     }
 
     fn key(&self, kind: &str, channel: &str) -> String {
-        format!("{}.{kind}.{channel}", self.prefix)
+        format!("{}.{kind}.{}", self.prefix, self.tagged(channel))
     }
 }
 
@@ -521,7 +662,7 @@ impl Redis {
 
     /// The server that keeps `channel`.
     pub fn server(&mut self, channel: &str) -> &mut Server {
-        let i = server_index(channel, self.servers.len());
+        let i = self.settings.server_of(channel, self.servers.len()).min(self.servers.len() - 1);
         &mut self.servers[i]
     }
 
@@ -546,9 +687,12 @@ impl Redis {
         let payload =
             protobuf::broker_publication(publication, crate::shard::now_ms() as i64, delta_flag);
         let pubsub = s.client_channel(channel);
-        let result_key = idempotency_key.map(|k| format!("{}.result.{channel}.{k}", s.prefix));
-        let result_ttl =
-            if result_key.is_some() { IDEMPOTENCY_TTL_SECS.to_string() } else { String::new() };
+        let result_key = s.result_key(channel, idempotency_key.unwrap_or(""));
+        let result_ttl = if idempotency_key.is_some() {
+            IDEMPOTENCY_TTL_SECS.to_string()
+        } else {
+            String::new()
+        };
         if history.enabled() {
             let stream = s.key("stream", channel);
             let meta = s.key("stream.meta", channel);
@@ -559,10 +703,9 @@ impl Redis {
             let (v, ve) =
                 version.map_or(("0".to_owned(), ""), |(v, e)| (v.to_string(), e.as_str()));
             let delta = if publication.delta_eligible { "1" } else { "0" };
-            let result = result_key.as_deref().unwrap_or("");
             return self.server(channel).eval(
                 Script::PublishHistory,
-                &[&stream, &meta, result],
+                &[&stream, &meta, &result_key],
                 &[
                     &payload,
                     size.as_bytes(),
@@ -579,10 +722,10 @@ impl Redis {
                 then,
             );
         }
-        match result_key {
-            Some(key) => self.server(channel).eval(
+        match idempotency_key {
+            Some(_) => self.server(channel).eval(
                 Script::PublishIdempotent,
-                &[&key],
+                &[&result_key],
                 &[&payload, pubsub.as_bytes(), b"publish", result_ttl.as_bytes()],
                 then,
             ),
@@ -712,9 +855,8 @@ impl Redis {
             return Incoming::Other;
         };
         let Ok(name) = std::str::from_utf8(&name) else { return Incoming::Other };
-        let client_prefix = format!("{}.client.", self.settings.prefix);
         match &kind[..] {
-            b"subscribe" => match name.strip_prefix(&client_prefix) {
+            b"subscribe" => match self.settings.channel_of(name) {
                 Some(channel) => Incoming::Subscribed(Arc::from(channel)),
                 None => Incoming::Other,
             },
@@ -725,7 +867,7 @@ impl Redis {
                 if name == self.settings.control_channel() {
                     return Incoming::Control(payload);
                 }
-                let Some(channel) = name.strip_prefix(&client_prefix) else {
+                let Some(channel) = self.settings.channel_of(name) else {
                     return Incoming::Other;
                 };
                 match parse_message(&payload) {
