@@ -521,6 +521,17 @@ fn a_sentinel_failover_is_followed_and_history_survives_it() {
 
 #[test]
 fn a_redis_cluster_of_three_masters_keeps_each_channel_in_one_slot() {
+    cluster_round_trip(false);
+}
+
+#[test]
+fn sharded_pubsub_keeps_channel_messages_on_their_slots_master() {
+    cluster_round_trip(true);
+}
+
+/// Two nodes on a 3-master cluster: publications cross nodes, each channel's keys (and, with
+/// sharded PUB/SUB, its subscription) live on the master of its slot.
+fn cluster_round_trip(sharded: bool) {
     let masters: Vec<Redis> = (0..3)
         .map(|_| {
             Redis::start_with(|_, dir| {
@@ -554,7 +565,8 @@ fn a_redis_cluster_of_three_masters_keeps_each_channel_in_one_slot() {
             &mut cfg,
             json!({
                 "node": {"name": name},
-                "engine": {"type": "redis", "redis": {"cluster_address": [nodes[1].clone()]}},
+                "engine": {"type": "redis", "redis": {
+                    "cluster_address": [nodes[1].clone()], "sharded_pubsub": sharded}},
                 "channel": {"namespaces": [{"name": "hist", "allow_subscribe_for_client": true,
                     "history_size": 10, "history_ttl": "60s", "force_recovery": true}]}
             }),
@@ -579,6 +591,14 @@ fn a_redis_cluster_of_three_masters_keeps_each_channel_in_one_slot() {
         let with: Vec<usize> =
             (0..3).filter(|&i| masters[i].command(&["EXISTS", &key, &meta]) == ":2\r\n").collect();
         assert_eq!(with.len(), 1, "{ch}: keys on masters {with:?}");
+        let subject = format!("centrifugo.client.{{{ch}}}");
+        let shard_subs = masters[with[0]].command(&["PUBSUB", "SHARDNUMSUB", &subject]);
+        let plain_subs = masters[with[0]].command(&["PUBSUB", "NUMSUB", &subject]);
+        // Both nodes listen: node a for its subscriber, node b not at all (no subscribers).
+        let (sharded_n, plain_n) =
+            if sharded { (":1\r\n", ":0\r\n") } else { (":0\r\n", ":1\r\n") };
+        assert!(shard_subs.ends_with(sharded_n), "{ch}: SHARDNUMSUB {shard_subs:?}");
+        assert!(plain_subs.ends_with(plain_n), "{ch}: NUMSUB {plain_subs:?}");
         holders.extend(with);
     }
     assert!(holders.len() >= 2, "8 channels should spread over the masters: {holders:?}");

@@ -298,6 +298,10 @@ section! {
         /// Redis Cluster seed addresses (`host:port`); when set, the masters and their slots
         /// are read from the first that answers at start, and `address` is not used.
         cluster_address: Vec<String> [OneOrMany] = Vec::new(),
+        /// Rotor-only: with `cluster_address`, carry channel messages over sharded PUB/SUB
+        /// (`SSUBSCRIBE`/`SPUBLISH`, Redis ≥ 7) so each stays on its slot's master. Centrifugo
+        /// nodes cannot share a cluster used this way.
+        sharded_pubsub: bool [Plain] = false,
         /// Redis Sentinel addresses (`host:port`); when set, the master named
         /// `sentinel_master_name` is asked of them and `address` is not used.
         sentinel_address: Vec<String> [OneOrMany] = Vec::new(),

@@ -124,6 +124,11 @@ pub struct Settings {
     pub presence_ttl: Duration,
     /// Where to ask for the master, when Redis runs under Sentinel.
     pub sentinel: Option<Sentinel>,
+    /// Redis Cluster with sharded PUB/SUB (`SSUBSCRIBE`/`SPUBLISH`, Redis ≥ 7): a channel's
+    /// messages stay on the master of its slot instead of being broadcast to the whole
+    /// cluster. Rotor-only (`engine.redis.sharded_pubsub`): Centrifugo nodes subscribe with
+    /// plain `SUBSCRIBE` and would not see these messages.
+    pub sharded: bool,
     /// Redis Cluster: slot → index into `addresses` (the masters, found at start). Channel
     /// parts of keys and PUB/SUB channels are then wrapped in a hash tag, `{channel}`, so a
     /// channel's keys share one slot (and one script call).
@@ -285,8 +290,18 @@ impl Settings {
             client_name: cfg.client_name.clone(),
             presence_ttl: cfg.presence_ttl,
             sentinel,
+            sharded: cfg.sharded_pubsub && !cfg.cluster_address.is_empty(),
             slots: None,
         })
+    }
+
+    /// `plain`, or `sharded` in sharded PUB/SUB mode.
+    pub fn verb(&self, plain: &'static [u8], sharded: &'static [u8]) -> &'static [u8] {
+        if self.sharded {
+            sharded
+        } else {
+            plain
+        }
     }
 
     /// The PUB/SUB channel of a channel.
@@ -513,7 +528,7 @@ impl PubSub {
         if up {
             e.inflight += 1;
             let name = settings.client_channel(channel);
-            self.send(b"SUBSCRIBE", &name);
+            self.send(settings.verb(b"SUBSCRIBE", b"SSUBSCRIBE"), &name);
         }
         false
     }
@@ -527,7 +542,7 @@ impl PubSub {
         }
         if self.up {
             let name = settings.client_channel(channel);
-            self.send(b"UNSUBSCRIBE", &name);
+            self.send(settings.verb(b"UNSUBSCRIBE", b"SUNSUBSCRIBE"), &name);
         }
     }
 
@@ -556,15 +571,27 @@ impl PubSub {
     pub fn resubscribe(&mut self, settings: &Settings, extra: &[String]) {
         self.up = true;
         self.channels.retain(|_, e| e.wanted);
-        let mut names: Vec<String> = extra.to_vec();
+        let mut names: Vec<String> = Vec::new();
         for (channel, e) in &mut self.channels {
             e.inflight = 1;
             names.push(settings.client_channel(channel));
         }
-        for chunk in names.chunks(512) {
+        if !extra.is_empty() {
             let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-            args.extend(chunk.iter().map(|n| n.as_bytes()));
+            args.extend(extra.iter().map(|n| n.as_bytes()));
             encode_command(&mut self.out, &args);
+        }
+        if settings.sharded {
+            // One SSUBSCRIBE per channel: a command may only name channels of one slot.
+            for name in &names {
+                encode_command(&mut self.out, &[b"SSUBSCRIBE", name.as_bytes()]);
+            }
+        } else {
+            for chunk in names.chunks(512) {
+                let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+                args.extend(chunk.iter().map(|n| n.as_bytes()));
+                encode_command(&mut self.out, &args);
+            }
         }
         if let Some(w) = self.waker.take() {
             w.wake();
@@ -713,7 +740,7 @@ impl Redis {
                     pubsub.as_bytes(),
                     meta_ttl.as_bytes(),
                     epoch.as_bytes(),
-                    b"publish",
+                    s.verb(b"publish", b"spublish"),
                     result_ttl.as_bytes(),
                     delta.as_bytes(),
                     v.as_bytes(),
@@ -726,10 +753,18 @@ impl Redis {
             Some(_) => self.server(channel).eval(
                 Script::PublishIdempotent,
                 &[&result_key],
-                &[&payload, pubsub.as_bytes(), b"publish", result_ttl.as_bytes()],
+                &[
+                    &payload,
+                    pubsub.as_bytes(),
+                    s.verb(b"publish", b"spublish"),
+                    result_ttl.as_bytes(),
+                ],
                 then,
             ),
-            None => self.server(channel).cmd.push(&[b"PUBLISH", pubsub.as_bytes(), &payload], then),
+            None => {
+                let verb = s.verb(b"PUBLISH", b"SPUBLISH");
+                self.server(channel).cmd.push(&[verb, pubsub.as_bytes(), &payload], then)
+            }
         }
     }
 
@@ -738,8 +773,8 @@ impl Redis {
         let mut payload = if join { b"__j__".to_vec() } else { b"__l__".to_vec() };
         payload.extend_from_slice(&protobuf::encode_client_info(info));
         let pubsub = self.settings.client_channel(channel);
-        let _ =
-            self.server(channel).cmd.push(&[b"PUBLISH", pubsub.as_bytes(), &payload], Then::Ignore);
+        let verb = self.settings.verb(b"PUBLISH", b"SPUBLISH");
+        let _ = self.server(channel).cmd.push(&[verb, pubsub.as_bytes(), &payload], Then::Ignore);
     }
 
     /// Reads the stream position and, when `query` asks for publications, a page of history.
@@ -856,11 +891,11 @@ impl Redis {
         };
         let Ok(name) = std::str::from_utf8(&name) else { return Incoming::Other };
         match &kind[..] {
-            b"subscribe" => match self.settings.channel_of(name) {
+            b"subscribe" | b"ssubscribe" => match self.settings.channel_of(name) {
                 Some(channel) => Incoming::Subscribed(Arc::from(channel)),
                 None => Incoming::Other,
             },
-            b"message" => {
+            b"message" | b"smessage" => {
                 let Some(payload) = parts.next().as_ref().and_then(bytes_of) else {
                     return Incoming::Other;
                 };

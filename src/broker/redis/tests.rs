@@ -10,6 +10,7 @@ fn settings() -> Settings {
         client_name: String::new(),
         presence_ttl: Duration::from_secs(60),
         sentinel: None,
+        sharded: false,
         slots: None,
     }
 }
