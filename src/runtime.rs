@@ -354,7 +354,7 @@ async fn start_redis(shard: &ShardRef, settings: Arc<redis::Settings>) {
         tracing::warn!(shard = %id, "redis not reachable yet; publishing fails until it is");
     }
     if shard.borrow().id.0 == 0 {
-        glommio::spawn_local(crate::api::query::announce(shard.clone())).detach();
+        glommio::spawn_local(crate::api::query::control_loop(shard.clone())).detach();
     }
 }
 
@@ -374,7 +374,7 @@ async fn start_nats(shard: &ShardRef, settings: Arc<nats::Settings>) {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     if id.0 == 0 {
-        glommio::spawn_local(crate::api::query::announce(shard.clone())).detach();
+        glommio::spawn_local(crate::api::query::control_loop(shard.clone())).detach();
     }
 }
 

@@ -197,3 +197,20 @@ fn publishing_fails_fast_while_nats_is_down_and_resumes_after() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn api_channels_covers_both_nodes_over_nats() {
+    let nats = Nats::start();
+    let (a, b) = (node(&nats, "a"), node(&nats, "b"));
+    let mut c = connect(&a, "erin");
+    c.subscribe("chat:z");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = b.http().api("channels", json!({})).json();
+        if r["result"]["channels"] == json!({"chat:z": {"num_clients": 1}}) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "channels never saw node a: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -605,3 +605,27 @@ fn cluster_round_trip(sharded: bool) {
     let h = a.http().api("history", json!({"channel": channels[3], "limit": -1})).json();
     assert_eq!(h["result"]["publications"].as_array().map(Vec::len), Some(1), "{h}");
 }
+
+#[test]
+fn api_channels_counts_subscribers_on_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let mut on_a = connect(&a, "u1");
+    on_a.subscribe("chat:x");
+    let mut on_b = connect(&b, "u2");
+    on_b.subscribe("chat:x");
+    on_b.subscribe("chat:y");
+    // Surveys ask the nodes that announced themselves (every 3 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = a.http().api("channels", json!({})).json();
+        let want = json!({"chat:x": {"num_clients": 2}, "chat:y": {"num_clients": 1}});
+        if r["result"]["channels"] == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "channels never covered both nodes: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = b.http().api("channels", json!({"pattern": "chat:y"})).json();
+    assert_eq!(r["result"]["channels"], json!({"chat:y": {"num_clients": 1}}), "{r}");
+}

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::exec::Failure;
 use super::types::{self, ApiError, ApiMethod};
 use crate::auth::SubscribeOverrides;
-use crate::broker::control::Node;
+use crate::broker::control::{self, Node};
 use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery, Position};
 use crate::channel::ChannelError;
 use crate::client::history_policy;
@@ -24,6 +24,7 @@ use crate::protocol::json::{self, write_json_string};
 use crate::protocol::{codes, Disconnect, HistoryResult, PresenceResult, RawJson, ReplyBody};
 use crate::shard::msg::{Answer, Call, ConnFilter, ConnsOp, ShardCounts};
 use crate::shard::{PendingAnswer, ShardRef};
+use prost::Message as _;
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -175,21 +176,21 @@ async fn ask_all(shard: &ShardRef, call: impl Fn() -> Call) -> Result<Vec<Answer
     Ok(answers)
 }
 
-/// `channels`: channels with subscribers on this node, with counts, optionally filtered by a
-/// gobwas-style glob (`*` matches any run of characters, including `:`).
-pub async fn channels(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
-    let req: ChannelsBody = decode(body)?;
-    let pattern = match req.pattern.filter(|p| !p.is_empty()) {
-        None => None,
-        Some(p) => Some(Arc::new(
-            globset::GlobBuilder::new(&p)
-                .literal_separator(false)
-                .backslash_escape(true)
-                .build()
-                .map_err(|_| api(types::API_ERROR_INTERNAL))?
-                .compile_matcher(),
-        )),
-    };
+fn glob_of(pattern: &str) -> Option<Result<Arc<globset::GlobMatcher>, globset::Error>> {
+    (!pattern.is_empty()).then(|| {
+        globset::GlobBuilder::new(pattern)
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map(|g| Arc::new(g.compile_matcher()))
+    })
+}
+
+/// This node's channels matching `pattern`, with subscriber counts summed over its shards.
+async fn local_channels(
+    shard: &ShardRef,
+    pattern: Option<Arc<globset::GlobMatcher>>,
+) -> Result<std::collections::BTreeMap<Arc<str>, u64>, Failure> {
     let answers = ask_all(shard, || Call::Channels { pattern: pattern.clone() }).await?;
     let mut merged: std::collections::BTreeMap<Arc<str>, u64> = Default::default();
     for a in answers {
@@ -198,6 +199,41 @@ pub async fn channels(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure>
                 *merged.entry(ch).or_default() += u64::from(n);
             }
         }
+    }
+    Ok(merged)
+}
+
+/// `channels`: channels with subscribers on every node, with counts, optionally filtered by a
+/// gobwas-style glob (`*` matches any run of characters, including `:`). Other nodes answer a
+/// `channels` survey over the control channel, as Centrifugo's do.
+pub async fn channels(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let req: ChannelsBody = decode(body)?;
+    let pattern_text = req.pattern.unwrap_or_default();
+    let pattern = glob_of(&pattern_text).transpose().map_err(|_| api(types::API_ERROR_INTERNAL))?;
+    let mut merged = local_channels(shard, pattern).await?;
+    let question = control::ChannelsRequest { pattern: pattern_text };
+    let call = Call::Survey {
+        op: control::SURVEY_CHANNELS.to_owned(),
+        data: question.encode_to_vec().into(),
+    };
+    let req = shard.borrow_mut().call(crate::shard::id::ShardId(0), call);
+    match PendingAnswer::new(shard.clone(), req).await {
+        Some(Answer::Survey(answers)) => {
+            for (node, answer) in answers {
+                let result = (answer.code == 0)
+                    .then(|| control::ChannelsResult::decode(answer.data.as_ref()).ok())
+                    .flatten();
+                let Some(result) = result else {
+                    tracing::warn!(%node, code = answer.code, "a node failed the channels survey");
+                    return Err(api(types::API_ERROR_INTERNAL));
+                };
+                for (ch, info) in result.channels {
+                    *merged.entry(Arc::from(ch.as_str())).or_default() +=
+                        u64::from(info.num_clients);
+                }
+            }
+        }
+        _ => return Err(api(types::API_ERROR_INTERNAL)),
     }
     let mut out = b"{\"channels\":{".to_vec();
     for (i, (ch, n)) in merged.iter().enumerate() {
@@ -210,6 +246,44 @@ pub async fn channels(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure>
     out.extend_from_slice(b"}}");
     Ok(out)
 }
+
+/// This node's answer to another node's survey.
+async fn answer_survey(
+    shard: &ShardRef,
+    request: control::SurveyRequest,
+) -> control::SurveyResponse {
+    let mut response = control::SurveyResponse { id: request.id, ..Default::default() };
+    if request.op != control::SURVEY_CHANNELS {
+        response.code = SURVEY_UNKNOWN_OP;
+        return response;
+    }
+    let Ok(question) = control::ChannelsRequest::decode(request.data.as_ref()) else {
+        response.code = SURVEY_INVALID_REQUEST;
+        return response;
+    };
+    let Ok(pattern) = glob_of(&question.pattern).transpose() else {
+        response.code = SURVEY_INVALID_REQUEST;
+        return response;
+    };
+    let Ok(local) = local_channels(shard, pattern).await else {
+        response.code = SURVEY_INTERNAL;
+        return response;
+    };
+    let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let result = control::ChannelsResult {
+        channels: local
+            .into_iter()
+            .map(|(ch, count)| (ch.to_string(), control::ChannelInfo { num_clients: n(count) }))
+            .collect(),
+    };
+    response.data = result.encode_to_vec().into();
+    response
+}
+
+/// Survey answer codes (0 = fine).
+const SURVEY_INVALID_REQUEST: u32 = 1;
+const SURVEY_UNKNOWN_OP: u32 = 2;
+const SURVEY_INTERNAL: u32 = 3;
 
 /// This node with counts summed over its shards (users counted once across shards), as
 /// `info` lists it and the control channel announces it.
@@ -270,17 +344,43 @@ pub async fn info(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
     Ok(out)
 }
 
-/// Announces this node on the control channel every 3 s (shard 0, Redis engine), so the other
-/// nodes list it in `info`.
-pub async fn announce(shard: ShardRef) {
+/// Shard 0's control task (Redis or NATS): announces this node every 3 s so the others list it
+/// in `info`, answers other nodes' surveys, and ends this node's surveys at their deadline.
+pub async fn control_loop(shard: ShardRef) {
+    let mut next_announce = std::time::Instant::now();
     loop {
         if shard.borrow().shutting_down {
             return;
         }
-        if let Ok(node) = local_node(&shard).await {
-            shard.borrow_mut().publish_control(&node.announcement());
+        let now = std::time::Instant::now();
+        if now >= next_announce {
+            next_announce = now + crate::broker::control::ANNOUNCE_EVERY;
+            if let Ok(node) = local_node(&shard).await {
+                shard.borrow_mut().publish_control(&node.announcement());
+            }
         }
-        glommio::timer::sleep(crate::broker::control::ANNOUNCE_EVERY).await;
+        let question = shard.borrow_mut().surveys.inbox.pop_front();
+        if let Some((from, request)) = question {
+            let response = answer_survey(&shard, request).await;
+            shard.borrow_mut().answer_survey(&from, response);
+            continue;
+        }
+        let wake_at = {
+            let mut s = shard.borrow_mut();
+            s.expire_surveys(std::time::Instant::now());
+            s.surveys.next_deadline().map_or(next_announce, |d| d.min(next_announce))
+        };
+        let wait = wake_at.saturating_duration_since(std::time::Instant::now());
+        let woken = std::future::poll_fn(|cx| {
+            let mut s = shard.borrow_mut();
+            if s.surveys.inbox.is_empty() {
+                s.surveys.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        });
+        futures_lite::future::or(woken, glommio::timer::sleep(wait)).await;
     }
 }
 

@@ -38,6 +38,12 @@ pub struct Command {
     /// API `disconnect`.
     #[prost(message, optional, tag = "6")]
     pub disconnect: Option<Disconnect>,
+    /// A question to every node (API `channels`).
+    #[prost(message, optional, tag = "8")]
+    pub survey_request: Option<SurveyRequest>,
+    /// One node's answer, sent to the asking node's own channel.
+    #[prost(message, optional, tag = "9")]
+    pub survey_response: Option<SurveyResponse>,
     /// API `subscribe`.
     #[prost(message, optional, tag = "10")]
     pub subscribe: Option<Subscribe>,
@@ -75,6 +81,94 @@ pub struct Subscribe {
     session: String,
     #[prost(bool, tag = "13")]
     push_join_leave: bool,
+}
+
+/// `controlpb.SurveyRequest`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SurveyRequest {
+    /// Survey id, unique on the asking node.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// What is asked (`channels`).
+    #[prost(string, tag = "2")]
+    pub op: String,
+    /// The question's parameters (for `channels`: `apiproto.ChannelsRequest`).
+    #[prost(bytes = "bytes", tag = "3")]
+    pub data: bytes::Bytes,
+}
+
+/// `controlpb.SurveyResponse`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SurveyResponse {
+    /// The survey answered.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// 0 = fine.
+    #[prost(uint32, tag = "2")]
+    pub code: u32,
+    /// The answer (for `channels`: `apiproto.ChannelsResult`).
+    #[prost(bytes = "bytes", tag = "3")]
+    pub data: bytes::Bytes,
+}
+
+/// `apiproto.ChannelsRequest`: the parameters of a `channels` survey.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ChannelsRequest {
+    /// Glob pattern, empty = every channel.
+    #[prost(string, tag = "1")]
+    pub pattern: String,
+}
+
+/// `apiproto.ChannelsResult`: one node's channels with subscriber counts.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ChannelsResult {
+    /// Channel → counts.
+    #[prost(map = "string, message", tag = "1")]
+    pub channels: HashMap<String, ChannelInfo>,
+}
+
+/// `apiproto.ChannelInfo`.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ChannelInfo {
+    /// Subscribers on the node.
+    #[prost(uint32, tag = "1")]
+    pub num_clients: u32,
+}
+
+/// The survey op Rotor asks and answers.
+pub const SURVEY_CHANNELS: &str = "channels";
+
+/// What a control message from another node asks of this one.
+#[derive(Debug)]
+pub enum Received {
+    /// Apply an API operation to local connections.
+    Op(ConnsOp),
+    /// Answer a survey: send a `SurveyResponse` to `from`'s node channel.
+    Survey {
+        /// Asking node.
+        from: String,
+        /// Its survey.
+        request: SurveyRequest,
+    },
+    /// An answer to one of this node's surveys.
+    Answer {
+        /// Answering node.
+        from: String,
+        /// The answer.
+        response: SurveyResponse,
+    },
+}
+
+/// A survey question from this node.
+pub fn survey_request(uid: &str, request: SurveyRequest) -> Vec<u8> {
+    Command { uid: uid.to_owned(), survey_request: Some(request), ..Command::default() }
+        .encode_to_vec()
+}
+
+/// This node's answer to a survey.
+pub fn survey_response(uid: &str, response: SurveyResponse) -> Vec<u8> {
+    Command { uid: uid.to_owned(), survey_response: Some(response), ..Command::default() }
+        .encode_to_vec()
 }
 
 /// `controlpb.StreamPosition`.
@@ -282,7 +376,7 @@ impl Registry {
     /// Reads a control message from another node: announcements are remembered, operations on
     /// connections are returned for this node to apply. Own messages (PUB/SUB echoes them back)
     /// and undecodable ones are ignored.
-    pub fn receive(&mut self, data: &[u8], own_uid: &str, now: Instant) -> Option<ConnsOp> {
+    pub fn receive(&mut self, data: &[u8], own_uid: &str, now: Instant) -> Option<Received> {
         let Ok(mut cmd) = Command::decode(data) else {
             tracing::debug!("undecodable control message");
             return None;
@@ -293,7 +387,13 @@ impl Registry {
         if let Some(node) = cmd.node.take().filter(|n| !n.uid.is_empty() && n.uid != own_uid) {
             self.nodes.insert(node.uid.clone(), (node, now));
         }
-        op_of(cmd)
+        if let Some(request) = cmd.survey_request.take() {
+            return Some(Received::Survey { from: cmd.uid, request });
+        }
+        if let Some(response) = cmd.survey_response.take() {
+            return Some(Received::Answer { from: cmd.uid, response });
+        }
+        op_of(cmd).map(Received::Op)
     }
 
     /// Nodes heard within [`NODE_TIMEOUT`], by name; older ones are forgotten.
@@ -341,7 +441,9 @@ mod tests {
         let options = ChannelOptions { presence: true, join_leave: true, ..Default::default() };
         let mut r = Registry::default();
         let got = r.receive(&encode_op("b", &op, Some(&options)), "a", Instant::now());
-        let Some(ConnsOp::Subscribe { overrides, info, channel, .. }) = got else { panic!() };
+        let Some(Received::Op(ConnsOp::Subscribe { overrides, info, channel, .. })) = got else {
+            panic!()
+        };
         assert_eq!(&*channel, "news");
         assert_eq!(info.unwrap().as_bytes(), b"{\"a\":1}");
         assert_eq!((overrides.presence, overrides.join_leave), (Some(false), Some(true)));
@@ -353,7 +455,19 @@ mod tests {
             disconnect: crate::protocol::Disconnect { code: 4000, reason: "bye".into() },
         };
         let got = r.receive(&encode_op("b", &op, None), "a", Instant::now());
-        assert!(matches!(got, Some(ConnsOp::Disconnect { disconnect, whitelist, .. })
-            if disconnect.code == 4000 && whitelist == ["c1"]));
+        assert!(
+            matches!(got, Some(Received::Op(ConnsOp::Disconnect { disconnect, whitelist, .. }))
+            if disconnect.code == 4000 && whitelist == ["c1"])
+        );
+        let ask = SurveyRequest { id: 7, op: SURVEY_CHANNELS.into(), data: bytes::Bytes::new() };
+        let got = r.receive(&survey_request("b", ask), "a", Instant::now());
+        assert!(
+            matches!(got, Some(Received::Survey { from, request }) if from == "b" && request.id == 7)
+        );
+        let answer = SurveyResponse { id: 7, code: 0, data: bytes::Bytes::from_static(b"x") };
+        let got = r.receive(&survey_response("c", answer), "a", Instant::now());
+        assert!(
+            matches!(got, Some(Received::Answer { from, response }) if from == "c" && response.id == 7)
+        );
     }
 }

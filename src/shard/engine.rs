@@ -19,7 +19,7 @@ use crate::broker::memory::HistoryError;
 use crate::broker::nats;
 use crate::broker::redis::{self, Incoming, Parse, ReplyTo, Then};
 use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, Call, Cast, Lane, ShardMsg, SubscribeCall};
+use crate::shard::msg::{Answer, Call, Lane, ShardMsg, SubscribeCall};
 use crate::shard::Shard;
 
 impl Shard {
@@ -34,12 +34,16 @@ impl Shard {
                     | Call::HistoryRemove { .. }
                     | Call::Presence { .. }
                     | Call::Position { .. }
+                    | Call::Survey { .. }
             )
     }
 
     /// Serves a call through Redis. `Some` is an answer available now (nothing to ask Redis, or
     /// the link is down); `None` means the answer follows the reply.
     pub(super) fn serve_engine(&mut self, call: Call, to: ReplyTo) -> Option<Answer> {
+        if let Call::Survey { op, data } = call {
+            return self.start_survey(op, data, to);
+        }
         if self.nats.is_some() {
             return Some(self.serve_nats(call));
         }
@@ -202,18 +206,6 @@ impl Shard {
         }
     }
 
-    /// A control message from another node (shard 0): announcements go to the registry,
-    /// operations on connections to every shard.
-    fn control_message(&mut self, data: &[u8]) {
-        let now = std::time::Instant::now();
-        if let Some(op) = self.nodes.receive(data, &crate::node::get().uid, now) {
-            for i in 0..self.count {
-                let cast = Cast::Conns(Box::new(op.clone()));
-                self.send(Lane::Main, ShardId(i as u16), ShardMsg::Cast(Box::new(cast)));
-            }
-        }
-    }
-
     /// Interest in a channel homed here changed. Returns whether an acknowledgement may go out
     /// now (otherwise it waits for Redis to confirm the subscription).
     pub(super) fn engine_interest(
@@ -327,7 +319,11 @@ impl Shard {
         let settings = Arc::clone(&r.settings);
         // The control channel lives on the first server, as with Centrifugo.
         let control = self.id.0 == 0 && server == 0;
-        let extra = if control { vec![settings.control_channel()] } else { Vec::new() };
+        let extra = if control {
+            vec![settings.control_channel(), settings.node_channel(&crate::node::get().uid)]
+        } else {
+            Vec::new()
+        };
         if let Some(s) = r.servers.get_mut(server) {
             s.sub.resubscribe(&settings, &extra);
         }

@@ -19,6 +19,7 @@ pub mod id;
 pub mod msg;
 #[cfg(test)]
 mod sim_tests;
+pub mod survey;
 
 use std::cell::RefCell;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -224,6 +225,8 @@ pub struct Shard {
     pub nats: Option<crate::broker::nats::Nats>,
     /// Other nodes heard on the control channel (shard 0 only).
     pub nodes: crate::broker::control::Registry,
+    /// Surveys of other nodes (shard 0).
+    pub surveys: survey::Surveys,
     /// When this shard's presence entries in Redis are refreshed next.
     next_presence_refresh: Instant,
 }
@@ -275,6 +278,7 @@ impl Shard {
             redis: None,
             nats: None,
             nodes: Default::default(),
+            surveys: Default::default(),
             next_presence_refresh: Instant::now(),
         }
     }
@@ -420,6 +424,8 @@ impl Shard {
             ),
             Call::Info => Answer::Info(Box::new(self.counts())),
             Call::Nodes => Answer::Nodes(self.nodes.alive(Instant::now())),
+            // One node: nobody else to ask.
+            Call::Survey { .. } => Answer::Survey(Vec::new()),
             Call::Conns(op) => {
                 self.conns_op(*op);
                 Answer::Done

@@ -122,6 +122,14 @@ pub enum Call {
     },
     /// To shard 0: the other nodes it has heard from; answer `Nodes`.
     Nodes,
+    /// To shard 0: ask every other node (`op` with `data`, see `shard::survey`); answer
+    /// `Survey` once all answered or the survey timed out.
+    Survey {
+        /// What is asked (`channels`).
+        op: String,
+        /// The question's parameters.
+        data: bytes::Bytes,
+    },
     /// To the user's home shard (`home_of(user)`): count one more connection of `user` unless
     /// it has `limit` already; answer `Admitted`.
     UserConnect {
@@ -231,6 +239,8 @@ pub enum Answer {
     Position(Option<u64>),
     /// Whether a connection of the user may be added (`UserConnect`).
     Admitted(bool),
+    /// The other nodes' answers to a survey: (node id, answer).
+    Survey(Vec<(String, crate::broker::control::SurveyResponse)>),
     /// Other nodes heard on the control channel (`Nodes`).
     Nodes(Vec<crate::broker::control::Node>),
     /// Done, nothing to report.

@@ -89,6 +89,11 @@ impl Settings {
     pub fn control_subject(&self) -> String {
         format!("{}.control", self.prefix)
     }
+
+    /// The subject of one node (survey answers).
+    pub fn node_subject(&self, uid: &str) -> String {
+        format!("{}.node.{uid}", self.prefix)
+    }
 }
 
 /// NATS subjects cannot hold these; such channels are refused (no `allow_wildcards`).
@@ -196,6 +201,12 @@ impl Nats {
         self.publish_raw(&subject, data);
     }
 
+    /// Publishes a control message to one node.
+    pub fn publish_to_node(&mut self, uid: &str, data: &[u8]) {
+        let subject = self.settings.node_subject(uid);
+        self.publish_raw(&subject, data);
+    }
+
     fn sub(&mut self, subject: &str, channel: Option<Arc<str>>) -> u64 {
         self.next_sid += 1;
         let sid = self.next_sid;
@@ -250,6 +261,8 @@ impl Nats {
         if self.control {
             let subject = self.settings.control_subject();
             self.sub(&subject, None);
+            let own = self.settings.node_subject(&crate::node::get().uid);
+            self.sub(&own, None);
         }
         let channels: Vec<Arc<str>> = self.subs.keys().cloned().collect();
         for channel in &channels {
@@ -443,12 +456,10 @@ mod tests {
         assert!(n.want(&ch, None), "down: nothing to wait for");
         n.resubscribe();
         let sent = String::from_utf8_lossy(&n.out).into_owned();
-        assert!(
-            sent.starts_with(
-                "SUB centrifugo.control 1\r\nSUB centrifugo.client.news 2\r\nPING\r\n"
-            ),
-            "{sent}"
-        );
+        let own = format!("SUB centrifugo.node.{} 2\r\n", crate::node::get().uid);
+        let expected =
+            format!("SUB centrifugo.control 1\r\n{own}SUB centrifugo.client.news 3\r\nPING\r\n");
+        assert!(sent.starts_with(&expected), "{sent}");
         let other: Arc<str> = Arc::from("other");
         assert!(!n.want(&other, Some((ShardId(1), 5))));
         assert!(!n.want(&other, Some((ShardId(2), 6))), "still waiting");
@@ -458,7 +469,7 @@ mod tests {
         assert!(n.want(&other, None), "active now");
         n.out.clear();
         n.unwant("other");
-        assert_eq!(&n.out[..], b"UNSUB 3\r\n");
+        assert_eq!(&n.out[..], b"UNSUB 4\r\n");
     }
 
     #[test]
@@ -473,12 +484,12 @@ mod tests {
         };
         let payload = Bytes::from(protobuf::encode_broker_push_pub("c", &p, 1));
         assert!(
-            matches!(n.message(2, payload), Incoming::Event(c, Event::Pub(p)) if &*c == "c" && p.data.as_bytes() == b"{\"a\":1}")
+            matches!(n.message(3, payload), Incoming::Event(c, Event::Pub(p)) if &*c == "c" && p.data.as_bytes() == b"{\"a\":1}")
         );
         let info =
             ClientInfo { user: "u".into(), client: "x".into(), conn_info: None, chan_info: None };
         let payload = Bytes::from(protobuf::encode_broker_push_presence("c", &info, false));
-        assert!(matches!(n.message(2, payload), Incoming::Event(_, Event::Leave(_))));
+        assert!(matches!(n.message(3, payload), Incoming::Event(_, Event::Leave(_))));
         assert!(matches!(n.message(1, Bytes::from_static(b"ctl")), Incoming::Control(_)));
         assert!(matches!(n.message(99, Bytes::new()), Incoming::Other));
         assert!(!supported_channel("a.*") && !supported_channel("a>") && supported_channel("a:b"));

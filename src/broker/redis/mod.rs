@@ -351,6 +351,11 @@ impl Settings {
         format!("{}.control", self.prefix)
     }
 
+    /// The channel of one node (survey answers).
+    pub fn node_channel(&self, uid: &str) -> String {
+        format!("{}.node.{uid}", self.prefix)
+    }
+
     fn key(&self, kind: &str, channel: &str) -> String {
         format!("{}.{kind}.{}", self.prefix, self.tagged(channel))
     }
@@ -879,6 +884,12 @@ impl Redis {
         let _ = self.servers[0].cmd.push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
     }
 
+    /// Publishes a control message to one node.
+    pub fn publish_to_node(&mut self, uid: &str, data: &[u8]) {
+        let name = self.settings.node_channel(uid);
+        let _ = self.servers[0].cmd.push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
+    }
+
     /// Classifies a frame from the PUB/SUB link.
     pub fn incoming(&self, frame: BytesFrame) -> Incoming {
         let BytesFrame::Array(parts) = frame else { return Incoming::Other };
@@ -899,7 +910,9 @@ impl Redis {
                 let Some(payload) = parts.next().as_ref().and_then(bytes_of) else {
                     return Incoming::Other;
                 };
-                if name == self.settings.control_channel() {
+                if name == self.settings.control_channel()
+                    || name == self.settings.node_channel(&crate::node::get().uid)
+                {
                     return Incoming::Control(payload);
                 }
                 let Some(channel) = self.settings.channel_of(name) else {
