@@ -200,19 +200,20 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     };
     let origins = OriginPolicy::new(&cfg.client.allowed_origins)
         .map_err(|e| RunError::Config(e.to_string()))?;
-    let redis = match cfg.engine.type_.as_str() {
-        "redis" => {
-            let mut settings =
-                redis::Settings::from_config(&cfg.engine.redis).map_err(RunError::Config)?;
-            if !cfg.engine.redis.cluster_address.is_empty() {
-                redis::discover_cluster(&mut settings, &cfg.engine.redis).map_err(RunError::Io)?;
+    let engines = cfg.engines().map_err(|e| RunError::Config(e.to_string()))?;
+    let redis = match engines.redis {
+        Some((_, section)) => {
+            let mut settings = redis::Settings::from_config(section).map_err(RunError::Config)?;
+            if !section.cluster_address.is_empty() {
+                redis::discover_cluster(&mut settings, section).map_err(RunError::Io)?;
             }
-            Some(Arc::new(settings))
+            let roles = (engines.broker == config::BrokerKind::Redis, engines.redis_presence);
+            Some((Arc::new(settings), roles))
         }
-        _ => None,
+        None => None,
     };
-    let nats = match (cfg.broker.enabled, cfg.broker.type_.as_str()) {
-        (true, "nats") => {
+    let nats = match engines.broker {
+        config::BrokerKind::Nats => {
             Some(Arc::new(nats::Settings::from_config(&cfg.broker.nats).map_err(RunError::Config)?))
         }
         _ => None,
@@ -289,8 +290,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                         let _ = addr_tx.try_send(local);
                     }
                 }
-                if let Some(settings) = redis {
-                    start_redis(&shard, settings).await;
+                if let Some((settings, (broker, presence))) = redis {
+                    start_redis(&shard, settings, broker, presence).await;
                 }
                 if let Some(settings) = nats {
                     start_nats(&shard, settings).await;
@@ -340,10 +341,21 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
 
 /// Connects a shard's Redis links (waiting a bounded time so a node that says it listens can
 /// publish) and, on shard 0, starts the node announcements.
-async fn start_redis(shard: &ShardRef, settings: Arc<redis::Settings>) {
-    shard.borrow_mut().redis = Some(redis::Redis::new(Arc::clone(&settings)));
+async fn start_redis(
+    shard: &ShardRef,
+    settings: Arc<redis::Settings>,
+    broker: bool,
+    presence: bool,
+) {
+    shard.borrow_mut().redis = Some(redis::Redis::new(Arc::clone(&settings), broker, presence));
+    // A presence-only Redis needs no PUB/SUB connection.
+    let roles: &[redis::io::Role] = if broker {
+        &[redis::io::Role::Commands, redis::io::Role::PubSub]
+    } else {
+        &[redis::io::Role::Commands]
+    };
     for server in 0..settings.addresses.len() {
-        for role in [redis::io::Role::Commands, redis::io::Role::PubSub] {
+        for &role in roles {
             let link = redis::io::run(shard.clone(), Arc::clone(&settings), role, server);
             glommio::spawn_local(link).detach();
         }
@@ -353,7 +365,7 @@ async fn start_redis(shard: &ShardRef, settings: Arc<redis::Settings>) {
         let id = shard.borrow().id;
         tracing::warn!(shard = %id, "redis not reachable yet; publishing fails until it is");
     }
-    if shard.borrow().id.0 == 0 {
+    if broker && shard.borrow().id.0 == 0 {
         glommio::spawn_local(crate::api::query::control_loop(shard.clone())).detach();
     }
 }

@@ -214,3 +214,54 @@ fn api_channels_covers_both_nodes_over_nats() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn nats_between_nodes_with_presence_in_redis() {
+    let nats = Nats::start();
+    let redis_port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", ""])
+        .args(["--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (Debian package redis-server)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = |name: &str| {
+        let mut cfg = base_config();
+        merge(
+            &mut cfg,
+            json!({
+                "node": {"name": name},
+                "broker": {"enabled": true, "type": "nats",
+                           "nats": {"url": format!("nats://127.0.0.1:{}", nats.port)}},
+                "presence_manager": {"enabled": true, "type": "redis",
+                    "redis": {"address": format!("127.0.0.1:{redis_port}")}},
+                "channel": {"namespaces": [{"name": "chat", "allow_subscribe_for_client": true,
+                    "presence": true}]}
+            }),
+        );
+        Server::start(cfg)
+    };
+    let (a, b) = (start("a"), start("b"));
+    let mut on_a = connect(&a, "fay");
+    on_a.subscribe("chat:p");
+    let mut on_b = connect(&b, "gil");
+    on_b.subscribe("chat:p");
+    let p = a.http().api("presence", json!({"channel": "chat:p"})).json();
+    let mut users: Vec<String> = p["result"]["presence"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{p}"))
+        .values()
+        .map(|v| v["user"].as_str().unwrap().to_owned())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["fay", "gil"], "presence from Redis covers both nodes");
+    publish(&b, "chat:p", json!({"x": 1}));
+    assert_eq!(next_pub(&mut on_a, "chat:p")["data"], json!({"x": 1}));
+    let _ = redis.kill();
+    let _ = redis.wait();
+}

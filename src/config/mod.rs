@@ -246,6 +246,8 @@ section! {
         enabled: bool [Plain] = false,
         /// `memory`, `redis` or `nats` (Rotor: `nats`, or the engine's own type).
         type_ ["type"]: String [Plain] = "memory".to_owned(),
+        /// Redis settings for `type: redis`.
+        redis: Redis [Plain] = Redis::default(),
         /// NATS settings for `type: nats`.
         nats: Nats [Plain] = Nats::default(),
     }
@@ -270,8 +272,103 @@ section! {
     pub struct PresenceManager {
         /// Use this section instead of the engine's presence manager.
         enabled: bool [Plain] = false,
-        /// `memory` or `redis` (Rotor: `memory`, or the engine's own type).
+        /// `memory` or `redis`.
         type_ ["type"]: String [Plain] = "memory".to_owned(),
+        /// Redis settings for `type: redis`.
+        redis: Redis [Plain] = Redis::default(),
+    }
+}
+
+/// Where publications travel between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// One node, everything on the channel's home shard.
+    Memory,
+    /// Redis PUB/SUB, history in Redis streams.
+    Redis,
+    /// NATS subjects, no history.
+    Nats,
+}
+
+/// The broker and presence manager a configuration asks for (the `broker` and
+/// `presence_manager` sections override the engine's), and the Redis object in use.
+#[derive(Debug, Clone, Copy)]
+pub struct Engines<'a> {
+    /// The broker.
+    pub broker: BrokerKind,
+    /// Presence kept in Redis (else in memory on each node).
+    pub redis_presence: bool,
+    /// The Redis object of the Redis broker or presence manager, and its key path.
+    pub redis: Option<(&'a str, &'a Redis)>,
+}
+
+impl Config {
+    /// Resolves the engine, broker and presence manager sections (validated at start).
+    pub fn engines(&self) -> Result<Engines<'_>, ConfigError> {
+        let invalid =
+            |key: &str, message: String| ConfigError::Invalid { key: key.to_owned(), message };
+        let engine = self.engine.type_.as_str();
+        let (broker_type, broker_redis) = if self.broker.enabled {
+            (self.broker.type_.as_str(), ("broker.redis", &self.broker.redis))
+        } else {
+            (engine, ("engine.redis", &self.engine.redis))
+        };
+        let broker = match broker_type {
+            "memory" => BrokerKind::Memory,
+            "redis" => BrokerKind::Redis,
+            "nats" => BrokerKind::Nats,
+            other => {
+                let key = if self.broker.enabled { "broker.type" } else { "engine.type" };
+                return Err(invalid(
+                    key,
+                    format!("{other:?} is not supported (memory, redis or nats)"),
+                ));
+            }
+        };
+        let (presence_type, presence_redis) = if self.presence_manager.enabled {
+            (
+                self.presence_manager.type_.as_str(),
+                ("presence_manager.redis", &self.presence_manager.redis),
+            )
+        } else {
+            (engine, ("engine.redis", &self.engine.redis))
+        };
+        let redis_presence = match presence_type {
+            "memory" => false,
+            "redis" => true,
+            other => {
+                let key = if self.presence_manager.enabled {
+                    "presence_manager.type"
+                } else {
+                    "engine.type"
+                };
+                return Err(invalid(key, format!("{other:?} is not supported (memory or redis)")));
+            }
+        };
+        if engine == "nats" {
+            return Err(invalid(
+                "engine.type",
+                "\"nats\" is a broker type (broker.type), not an engine".into(),
+            ));
+        }
+        let redis = match (broker == BrokerKind::Redis, redis_presence) {
+            (true, true) if broker_redis.1 != presence_redis.1 => {
+                return Err(invalid(
+                    presence_redis.0,
+                    format!("must equal {}: rotor shares one set of Redis connections between broker and presence", broker_redis.0),
+                ))
+            }
+            (true, _) => Some(broker_redis),
+            (false, true) => Some(presence_redis),
+            (false, false) => None,
+        };
+        if redis_presence && broker == BrokerKind::Memory {
+            return Err(invalid(
+                "presence_manager.type",
+                "Redis presence with the memory broker is not supported by rotor (use a Redis or NATS broker)".into(),
+            ));
+        }
+        Ok(Engines { broker, redis_presence, redis })
     }
 }
 

@@ -278,14 +278,26 @@ fn broker_and_presence_manager_sections_are_checked() {
     cfg.broker.nats.url = "tls://x".into();
     assert!(validate(&cfg).unwrap_err().to_string().contains("broker.nats.url"));
     cfg.broker.nats.url = "nats://x".into();
+    // NATS between nodes, presence in the engine's Redis.
     cfg.engine.type_ = "redis".into();
-    assert!(validate(&cfg).unwrap_err().to_string().contains("broker.type"));
+    let engines = cfg.engines().unwrap();
+    assert_eq!(engines.broker, BrokerKind::Nats);
+    assert!(engines.redis_presence);
+    assert_eq!(engines.redis.map(|r| r.0), Some("engine.redis"));
     cfg.engine.type_ = "memory".into();
     cfg.broker.type_ = "postgres".into();
     assert!(validate(&cfg).unwrap_err().to_string().contains("broker.type"));
-    cfg.broker.enabled = false;
+    // A Redis broker (broker.redis) with memory presence.
+    cfg.broker.type_ = "redis".into();
+    let engines = cfg.engines().unwrap();
+    assert_eq!((engines.broker, engines.redis_presence), (BrokerKind::Redis, false));
+    assert_eq!(engines.redis.map(|r| r.0), Some("broker.redis"));
+    // Broker and presence in two different Redis objects: one set of connections only.
     cfg.presence_manager.enabled = true;
     cfg.presence_manager.type_ = "redis".into();
+    cfg.presence_manager.redis.prefix = "other".into();
+    assert!(validate(&cfg).unwrap_err().to_string().contains("presence_manager.redis"));
+    cfg.broker.enabled = false;
     assert!(validate(&cfg).unwrap_err().to_string().contains("presence_manager.type"));
 }
 

@@ -64,60 +64,17 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("unknown level {:?} (one of {})", config.log.level, LOG_LEVELS.join(", ")),
         ));
     }
-    match config.engine.type_.as_str() {
-        "memory" => {}
-        "redis" => check_redis("engine.redis", &config.engine.redis)?,
-        other => {
-            return Err(invalid(
-                "engine.type",
-                format!("{other:?} is not supported (\"memory\" or \"redis\")"),
-            ))
+    let engines = config.engines()?;
+    if let Some((path, redis)) = engines.redis {
+        check_redis(path, redis)?;
+    }
+    if engines.broker == super::BrokerKind::Nats {
+        if let Err(e) = crate::broker::nats::Settings::from_config(&config.broker.nats) {
+            return Err(invalid("broker.nats.url", e));
         }
-    }
-    let broker = &config.broker;
-    if broker.enabled {
-        match broker.type_.as_str() {
-            "nats" => {
-                if config.engine.type_ != "memory" {
-                    return Err(invalid(
-                        "broker.type",
-                        "rotor runs the NATS broker with engine.type \"memory\" only",
-                    ));
-                }
-                if let Err(e) = crate::broker::nats::Settings::from_config(&broker.nats) {
-                    return Err(invalid("broker.nats.url", e));
-                }
-                if broker.nats.prefix.is_empty() {
-                    return Err(invalid("broker.nats.prefix", "must not be empty"));
-                }
-            }
-            t if t == config.engine.type_ => {}
-            other => {
-                return Err(invalid(
-                    "broker.type",
-                    format!(
-                        "{other:?} is not supported by rotor yet (\"nats\", or the engine's own \"{}\")",
-                        config.engine.type_
-                    ),
-                ))
-            }
+        if config.broker.nats.prefix.is_empty() {
+            return Err(invalid("broker.nats.prefix", "must not be empty"));
         }
-    }
-    let pm = &config.presence_manager;
-    if pm.enabled && pm.type_ != config.engine.type_ && pm.type_ != "memory" {
-        return Err(invalid(
-            "presence_manager.type",
-            format!(
-                "{:?} is not supported by rotor yet (only the engine's own \"{}\")",
-                pm.type_, config.engine.type_
-            ),
-        ));
-    }
-    if pm.enabled && pm.type_ == "memory" && config.engine.type_ == "redis" {
-        return Err(invalid(
-            "presence_manager.type",
-            "memory presence with the redis engine is not supported by rotor yet",
-        ));
     }
     if config.runtime.shards > SHARDS_MAX {
         return Err(invalid("runtime.shards", format!("must be at most {SHARDS_MAX}")));

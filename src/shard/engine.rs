@@ -23,19 +23,28 @@ use crate::shard::msg::{Answer, Call, Lane, ShardMsg, SubscribeCall};
 use crate::shard::Shard;
 
 impl Shard {
-    /// Whether `call` is served by the Redis engine or the NATS broker on this shard.
+    /// Whether publications cross nodes here (a Redis or NATS broker).
+    pub(super) fn external_broker(&self) -> bool {
+        self.nats.is_some() || self.redis.as_ref().is_some_and(|r| r.broker)
+    }
+
+    fn redis_presence(&self) -> bool {
+        self.redis.as_ref().is_some_and(|r| r.presence)
+    }
+
+    /// Whether `call` is served by the Redis or NATS broker (or the Redis presence manager) on
+    /// this shard rather than by the memory engine.
     pub(super) fn engine_serves(&self, call: &Call) -> bool {
-        (self.redis.is_some() || self.nats.is_some())
-            && matches!(
-                call,
-                Call::Publish(_)
-                    | Call::Subscribe(_)
-                    | Call::History { .. }
-                    | Call::HistoryRemove { .. }
-                    | Call::Presence { .. }
-                    | Call::Position { .. }
-                    | Call::Survey { .. }
-            )
+        match call {
+            Call::Publish(_)
+            | Call::Subscribe(_)
+            | Call::History { .. }
+            | Call::HistoryRemove { .. }
+            | Call::Position { .. }
+            | Call::Survey { .. } => self.external_broker(),
+            Call::Presence { .. } => self.redis_presence(),
+            _ => false,
+        }
     }
 
     /// Serves a call through Redis. `Some` is an answer available now (nothing to ask Redis, or
@@ -43,6 +52,10 @@ impl Shard {
     pub(super) fn serve_engine(&mut self, call: Call, to: ReplyTo) -> Option<Answer> {
         if let Call::Survey { op, data } = call {
             return self.start_survey(op, data, to);
+        }
+        if let (Call::Presence { channel }, Some(redis)) = (&call, self.redis.as_mut()) {
+            let then = Then::Answer(to, Parse::Presence);
+            return redis.presence(channel, then).err().map(|_| Answer::Failed);
         }
         if self.nats.is_some() {
             return Some(self.serve_nats(call));
@@ -103,7 +116,9 @@ impl Shard {
             }
         }
         if sub.presence {
-            redis.presence_add(&sub.channel, &sub.info);
+            if redis.presence {
+                redis.presence_add(&sub.channel, &sub.info);
+            }
             let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
             entry.presence.insert(Arc::from(sub.info.client.as_str()), Arc::clone(&sub.info));
         }
@@ -150,6 +165,9 @@ impl Shard {
                     nats.publish_presence_event(&sub.channel, &sub.info, true);
                 }
                 if sub.presence {
+                    if let Some(r) = self.redis.as_mut().filter(|r| r.presence) {
+                        r.presence_add(&sub.channel, &sub.info);
+                    }
                     let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
                     entry.presence.insert(Arc::from(sub.info.client.as_str()), sub.info);
                 }
@@ -161,10 +179,10 @@ impl Shard {
 
     /// Publishes a control message to every node (Redis or NATS); nothing with one node.
     pub fn publish_control(&mut self, data: &[u8]) {
-        if let Some(r) = self.redis.as_mut() {
-            r.publish_control(data);
-        } else if let Some(n) = self.nats.as_mut() {
+        if let Some(n) = self.nats.as_mut() {
             n.publish_control(data);
+        } else if let Some(r) = self.redis.as_mut().filter(|r| r.broker) {
+            r.publish_control(data);
         }
     }
 
@@ -224,7 +242,7 @@ impl Shard {
             // A wildcard subject would bring other channels' messages: never subscribed.
             return !nats::supported_channel(channel) || n.want(channel, ack);
         }
-        let Some(redis) = self.redis.as_mut() else { return true };
+        let Some(redis) = self.redis.as_mut().filter(|r| r.broker) else { return true };
         let settings = Arc::clone(&redis.settings);
         let pubsub = &mut redis.server(channel).sub;
         if !subscribed {
@@ -250,8 +268,9 @@ impl Shard {
         leave: Option<&Arc<crate::protocol::ClientInfo>>,
     ) -> bool {
         if let Some(n) = self.nats.as_mut() {
-            if let Some(e) = self.home.get_mut(channel) {
-                e.presence.remove(client);
+            let had = self.home.get_mut(channel).and_then(|e| e.presence.remove(client)).is_some();
+            if let Some(r) = self.redis.as_mut().filter(|r| r.presence && had) {
+                r.presence_remove(channel, client);
             }
             if let Some(info) = leave {
                 n.publish_presence_event(channel, info, false);
@@ -260,7 +279,7 @@ impl Shard {
         }
         let Some(redis) = self.redis.as_mut() else { return false };
         let had = self.home.get_mut(channel).and_then(|e| e.presence.remove(client)).is_some();
-        if had {
+        if had && redis.presence {
             redis.presence_remove(channel, client);
         }
         if let Some(info) = leave {
@@ -368,7 +387,7 @@ impl Shard {
     /// Presence entries live `presence_ttl` in Redis: the home shard re-adds the entries of
     /// this node's subscribers (called every `client.presence_update_interval`).
     pub(super) fn refresh_presence(&mut self) {
-        let Some(r) = self.redis.as_mut() else { return };
+        let Some(r) = self.redis.as_mut().filter(|r| r.presence) else { return };
         for (channel, e) in &self.home {
             for info in e.presence.values() {
                 r.presence_add(channel, info);

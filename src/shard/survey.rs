@@ -93,7 +93,7 @@ impl Shard {
     ) -> Option<Answer> {
         let now = Instant::now();
         let waiting: HashSet<String> = self.nodes.alive(now).into_iter().map(|n| n.uid).collect();
-        if waiting.is_empty() || (self.redis.is_none() && self.nats.is_none()) {
+        if waiting.is_empty() || !self.external_broker() {
             return Some(Answer::Survey(Vec::new()));
         }
         self.surveys.next_id += 1;
@@ -139,10 +139,10 @@ impl Shard {
     /// Sends this node's answer to a survey to the asking node.
     pub fn answer_survey(&mut self, to_node: &str, response: SurveyResponse) {
         let data = control::survey_response(&crate::node::get().uid, response);
-        if let Some(r) = self.redis.as_mut() {
-            r.publish_to_node(to_node, &data);
-        } else if let Some(n) = self.nats.as_mut() {
+        if let Some(n) = self.nats.as_mut() {
             n.publish_to_node(to_node, &data);
+        } else if let Some(r) = self.redis.as_mut().filter(|r| r.broker) {
+            r.publish_to_node(to_node, &data);
         }
     }
 }

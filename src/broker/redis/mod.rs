@@ -653,6 +653,10 @@ impl Server {
 pub struct Redis {
     /// Shared settings.
     pub settings: Arc<Settings>,
+    /// Redis is the broker (publications, history, PUB/SUB, control channel).
+    pub broker: bool,
+    /// Redis keeps presence.
+    pub presence: bool,
     /// In `settings.addresses` order; the first also carries the control channel.
     pub servers: Vec<Server>,
 }
@@ -687,9 +691,9 @@ pub enum Incoming {
 
 impl Redis {
     /// A shard's engine before its links connect.
-    pub fn new(settings: Arc<Settings>) -> Redis {
+    pub fn new(settings: Arc<Settings>, broker: bool, presence: bool) -> Redis {
         let servers = settings.addresses.iter().map(|_| Server::default()).collect();
-        Redis { settings, servers }
+        Redis { settings, broker, presence, servers }
     }
 
     /// The server that keeps `channel`.
@@ -698,9 +702,9 @@ impl Redis {
         &mut self.servers[i]
     }
 
-    /// Every link of every server is up.
+    /// Every link of every server is up (PUB/SUB only when Redis is the broker).
     pub fn up(&self) -> bool {
-        self.servers.iter().all(|s| s.cmd.up && s.sub.up)
+        self.servers.iter().all(|s| s.cmd.up && (s.sub.up || !self.broker))
     }
 
     /// Publishes: with history through the history script (which also publishes), otherwise a
