@@ -3,21 +3,19 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{base_config, merge, token, Server};
-use serde_json::{json, Value};
+use common::{
+    api_publish as publish, base_config, connect_as as connect, free_port, merge, next_pub, Server,
+};
+use serde_json::json;
 
 /// A `nats-server` owned by one test, stopped by PID on drop.
 struct Nats {
     child: Option<Child>,
     port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn nats_bin() -> &'static str {
@@ -81,26 +79,6 @@ fn node(nats: &Nats, name: &str) -> Server {
         }),
     );
     Server::start(cfg)
-}
-
-fn connect(server: &Server, user: &str) -> common::Client {
-    let mut c = server.ws();
-    let reply = c.handshake(&token(user));
-    assert!(reply["connect"]["client"].is_string(), "{reply}");
-    c
-}
-
-fn publish(server: &Server, channel: &str, data: Value) -> Value {
-    server.http().api("publish", json!({"channel": channel, "data": data})).json()
-}
-
-fn next_pub(c: &mut common::Client, channel: &str) -> Value {
-    loop {
-        let m = c.next_json();
-        if m["push"]["channel"] == channel && m["push"]["pub"].is_object() {
-            return m["push"]["pub"].clone();
-        }
-    }
 }
 
 #[test]

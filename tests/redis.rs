@@ -5,12 +5,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{base_config, merge, token, Server};
+use common::{
+    api_publish as publish, base_config, connect_as as connect, free_port, merge, next_pub, Server,
+};
 use serde_json::{json, Value};
 
 /// A `redis-server` owned by one test: no persistence unless asked, stopped by PID on drop.
@@ -20,10 +22,6 @@ struct Redis {
     dir: PathBuf,
     /// Everything but the address (persistence, `--replicaof`, a Sentinel's config).
     args: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Redis {
@@ -123,29 +121,6 @@ fn node(redis: &Redis, name: &str) -> Server {
         }),
     );
     Server::start(cfg)
-}
-
-fn connect(server: &Server, user: &str) -> common::Client {
-    let mut c = server.ws();
-    let reply = c.handshake(&token(user));
-    assert!(reply["connect"]["client"].is_string(), "{reply}");
-    c
-}
-
-fn publish(server: &Server, channel: &str, data: Value) -> Value {
-    let r = server.http().api("publish", json!({"channel": channel, "data": data}));
-    assert_eq!(r.status, 200);
-    r.json()
-}
-
-/// Next message that is a publication push for `channel`.
-fn next_pub(c: &mut common::Client, channel: &str) -> Value {
-    loop {
-        let m = c.next_json();
-        if m["push"]["channel"] == channel && m["push"]["pub"].is_object() {
-            return m["push"]["pub"].clone();
-        }
-    }
 }
 
 #[test]

@@ -402,3 +402,33 @@ pub fn channel_homed_at(prefix: &str, home: u16, shards: usize) -> String {
         .find(|c| rotor::shard::id::home_of(c, shards).0 == home)
         .unwrap()
 }
+
+/// A free loopback port (for servers a test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A WebSocket client connected as `user`.
+pub fn connect_as(server: &Server, user: &str) -> Client {
+    let mut c = server.ws();
+    let reply = c.handshake(&token(user));
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+    c
+}
+
+/// API `publish` of `data` to `channel`; the JSON answer (error or result).
+pub fn api_publish(server: &Server, channel: &str, data: Value) -> Value {
+    let r = server.http().api("publish", json!({"channel": channel, "data": data}));
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// The next publication pushed to `c` for `channel`, skipping other messages.
+pub fn next_pub(c: &mut Client, channel: &str) -> Value {
+    loop {
+        let m = c.next_json();
+        if m["push"]["channel"] == channel && m["push"]["pub"].is_object() {
+            return m["push"]["pub"].clone();
+        }
+    }
+}

@@ -21,7 +21,7 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
 use glommio::net::TcpStream;
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::{encode_command, scripts, Address, Sentinel, Settings};
+use super::{encode_command, encode_setup, scripts, Address, Sentinel, Settings};
 use crate::shard::ShardRef;
 
 /// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`].
@@ -171,23 +171,7 @@ async fn open(
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let mut out = BytesMut::new();
-    let mut setup = 0;
-    if !auth.password.is_empty() {
-        if auth.user.is_empty() {
-            encode_command(&mut out, &[b"AUTH", auth.password.as_bytes()]);
-        } else {
-            encode_command(&mut out, &[b"AUTH", auth.user.as_bytes(), auth.password.as_bytes()]);
-        }
-        setup += 1;
-    }
-    if auth.db != 0 {
-        encode_command(&mut out, &[b"SELECT", auth.db.to_string().as_bytes()]);
-        setup += 1;
-    }
-    if !client_name.is_empty() {
-        encode_command(&mut out, &[b"CLIENT", b"SETNAME", client_name.as_bytes()]);
-        setup += 1;
-    }
+    let setup = encode_setup(&mut out, auth, client_name);
     for c in commands {
         encode_command(&mut out, c);
     }

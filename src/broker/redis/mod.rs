@@ -174,15 +174,7 @@ fn cluster_slots(seed: &Address, timeout: Duration) -> Result<Topology, String> 
         std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let mut out = BytesMut::new();
-    let mut replies = 1;
-    if !seed.password.is_empty() {
-        if seed.user.is_empty() {
-            encode_command(&mut out, &[b"AUTH", seed.password.as_bytes()]);
-        } else {
-            encode_command(&mut out, &[b"AUTH", seed.user.as_bytes(), seed.password.as_bytes()]);
-        }
-        replies += 1;
-    }
+    let replies = 1 + encode_setup(&mut out, seed, "");
     encode_command(&mut out, &[b"CLUSTER", b"SLOTS"]);
     sock.write_all(&out).map_err(|e| e.to_string())?;
     let mut buf = BytesMut::new();
@@ -421,6 +413,29 @@ pub fn encode_command(out: &mut BytesMut, args: &[&[u8]]) {
         &BorrowedFrame::Array(&parts),
         false,
     );
+}
+
+/// Appends the commands that open a connection as `auth` asks (AUTH, SELECT, CLIENT SETNAME);
+/// returns how many replies they produce.
+pub fn encode_setup(out: &mut BytesMut, auth: &Address, client_name: &str) -> usize {
+    let mut n = 0;
+    if !auth.password.is_empty() {
+        if auth.user.is_empty() {
+            encode_command(out, &[b"AUTH", auth.password.as_bytes()]);
+        } else {
+            encode_command(out, &[b"AUTH", auth.user.as_bytes(), auth.password.as_bytes()]);
+        }
+        n += 1;
+    }
+    if auth.db != 0 {
+        encode_command(out, &[b"SELECT", auth.db.to_string().as_bytes()]);
+        n += 1;
+    }
+    if !client_name.is_empty() {
+        encode_command(out, &[b"CLIENT", b"SETNAME", client_name.as_bytes()]);
+        n += 1;
+    }
+    n
 }
 
 /// A command connection's protocol state.
