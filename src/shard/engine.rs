@@ -1,23 +1,23 @@
-//! The home shard's side of the Redis engine: which calls go to Redis, what happens to the
-//! replies, and what PUB/SUB brings in.
+//! The home shard's side of the brokers that connect nodes (Redis, NATS, through
+//! [`crate::broker::Broker`]) and of the Redis presence manager: which calls they serve, what
+//! happens to Redis replies, and what their subscriptions bring in.
 //!
-//! With Redis, a home shard no longer answers publish, history, presence and positioned
-//! subscribe calls itself: it queues the command on its Redis link and answers when the reply
-//! comes ([`crate::broker::redis::Then`]). Delivery does not start from the publish at all: the
-//! publication comes back on the home shard's PUB/SUB link, like every other node's, and goes
+//! With such a broker, a home shard no longer answers publish, history and positioned subscribe
+//! calls itself: it hands them to the broker and answers when the broker's server replied
+//! ([`crate::broker::redis::Then`]). Delivery does not start from the publish at all: the
+//! publication comes back through the broker's subscription, like every other node's, and goes
 //! through [`Shard::emit`], the path the memory engine uses right after its append. So every
 //! node delivers every publication through one code path, whichever node accepted it.
 //!
-//! Must not: answer a call before Redis did (except when the link is down: then at once, with
-//! [`Answer::Failed`]), or read a position before Redis confirmed the channel's subscription.
+//! Must not: answer a call before the broker did (except when it is down: then at once, with
+//! [`Answer::Failed`]), or read a position before the broker delivers the channel.
 
 use std::sync::Arc;
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use crate::broker::memory::HistoryError;
-use crate::broker::nats;
 use crate::broker::redis::{self, Incoming, Parse, ReplyTo, Then};
+use crate::broker::{nats, Broker, Gate};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call, Lane, ShardMsg, SubscribeCall};
 use crate::shard::Shard;
@@ -47,8 +47,16 @@ impl Shard {
         }
     }
 
-    /// Serves a call through Redis. `Some` is an answer available now (nothing to ask Redis, or
-    /// the link is down); `None` means the answer follows the reply.
+    /// The broker that carries publications between nodes, if any.
+    pub(super) fn broker(&mut self) -> Option<&mut dyn Broker> {
+        if let Some(n) = self.nats.as_mut() {
+            return Some(n);
+        }
+        self.redis.as_mut().filter(|r| r.broker).map(|r| r as &mut dyn Broker)
+    }
+
+    /// Serves a call through the broker (or the Redis presence manager). `Some` is an answer
+    /// available now; `None` means the answer follows the broker's reply.
     pub(super) fn serve_engine(&mut self, call: Call, to: ReplyTo) -> Option<Answer> {
         if let Call::Survey { op, data } = call {
             return self.start_survey(op, data, to);
@@ -57,132 +65,59 @@ impl Shard {
             let then = Then::Answer(to, Parse::Presence);
             return redis.presence(channel, then).err().map(|_| Answer::Failed);
         }
-        if self.nats.is_some() {
-            return Some(self.serve_nats(call));
+        if let Call::Subscribe(sub) = call {
+            return self.subscribe_engine(sub, to);
         }
-        let redis = self.redis.as_mut()?;
-        let queued = match call {
-            Call::Publish(p) => {
-                let then = Then::Answer(to, Parse::Published);
-                redis.publish(
-                    &p.channel,
-                    &p.publication,
-                    p.history,
-                    p.idempotency_key.as_deref(),
-                    p.version.as_ref(),
-                    then,
-                )
+        let Some(broker) = self.broker() else { return Some(self.serve_now(call)) };
+        match call {
+            Call::Publish(p) => broker.publish(&p, to),
+            Call::History { policy, .. } if !policy.enabled() => {
+                Some(Answer::History(Ok((Vec::new(), Default::default()))))
             }
-            Call::Subscribe(sub) => return self.subscribe_engine(sub, to),
-            Call::History { channel, policy, query } => {
-                if !policy.enabled() {
-                    return Some(Answer::History(Ok((Vec::new(), Default::default()))));
-                }
-                let then = Then::Answer(to, Parse::History(query.clone()));
-                redis.history(&channel, policy, Some(&query), then)
-            }
-            Call::HistoryRemove { channel } => {
-                redis.remove_history(&channel, Then::Answer(to, Parse::Done))
-            }
-            Call::Presence { channel } => {
-                redis.presence(&channel, Then::Answer(to, Parse::Presence))
-            }
-            Call::Position { channel } => redis.top(&channel, Then::Answer(to, Parse::Top)),
-            other => return Some(self.serve_now(other)),
-        };
-        queued.err().map(|_| Answer::Failed)
+            Call::History { channel, policy, query } => broker.history(&channel, policy, query, to),
+            Call::HistoryRemove { channel } => broker.remove_history(&channel, to),
+            Call::Position { channel } => broker.top(&channel, to),
+            other => Some(self.serve_now(other)),
+        }
     }
 
-    /// Home half of a subscription with Redis: presence and join go out at once; a positioned
-    /// subscription waits until this node receives the channel, then reads the position (and
-    /// the publications to recover).
+    /// Home half of a subscription with a broker: a positioned one waits at the broker's gate
+    /// until this node receives the channel; then presence and join go out, and the position
+    /// (with the publications to recover) is read.
     fn subscribe_engine(&mut self, sub: SubscribeCall, to: ReplyTo) -> Option<Answer> {
-        let redis = self.redis.as_mut()?;
         let positioned = sub.position.as_ref().is_some_and(|(policy, _)| policy.enabled());
-        if positioned {
-            let pubsub = &mut redis.server(&sub.channel).sub;
-            if !pubsub.up {
-                return Some(Answer::Failed);
+        let sub = if positioned {
+            match self.broker()?.gate(sub, to) {
+                Gate::Open(sub) => sub,
+                Gate::Held => return None,
+                Gate::Refused => return Some(Answer::Failed),
             }
-            match pubsub.channels.get_mut(&sub.channel) {
-                Some(e) if !e.active() => {
-                    e.deferred.push((to, sub));
-                    return None;
-                }
-                Some(_) => {}
-                // Interest always precedes the call on the lane; a channel without it lost its
-                // last subscriber meanwhile and the answer no longer matters.
-                None => return Some(Answer::Failed),
-            }
-        }
+        } else {
+            sub
+        };
         if sub.presence {
-            if redis.presence {
-                redis.presence_add(&sub.channel, &sub.info);
+            if let Some(r) = self.redis.as_mut().filter(|r| r.presence) {
+                r.presence_add(&sub.channel, &sub.info);
             }
             let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
             entry.presence.insert(Arc::from(sub.info.client.as_str()), Arc::clone(&sub.info));
         }
-        let redis = self.redis.as_mut()?;
+        let broker = self.broker()?;
         if sub.join {
-            redis.publish_presence_event(&sub.channel, &sub.info, true);
+            broker.publish_presence_event(&sub.channel, &sub.info, true);
         }
         match sub.position {
             Some((policy, query)) if policy.enabled() => {
-                let then = Then::Answer(to, Parse::Subscribed(query.clone()));
-                redis
-                    .history(&sub.channel, policy, query.as_ref(), then)
-                    .err()
-                    .map(|_| Answer::Failed)
+                broker.read_position(&sub.channel, policy, query, to)
             }
             _ => Some(Answer::Subscribed { top: None, read: Ok(Vec::new()) }),
         }
     }
 
-    /// Serves a call with the NATS broker: publications go out at once (NATS confirms nothing
-    /// per message, as in Centrifugo); there is no history, and presence stays in memory.
-    fn serve_nats(&mut self, call: Call) -> Answer {
-        let Some(nats) = self.nats.as_mut() else { return Answer::Failed };
-        match call {
-            Call::Publish(p) => {
-                if nats::supported_channel(&p.channel) && nats.publish(&p.channel, &p.publication) {
-                    Answer::Published(None)
-                } else {
-                    Answer::Failed
-                }
-            }
-            Call::History { policy, .. } if policy.enabled() => {
-                Answer::History(Err(HistoryError::NotAvailable))
-            }
-            Call::History { .. } => Answer::History(Ok((Vec::new(), Default::default()))),
-            Call::HistoryRemove { .. } => Answer::Failed,
-            Call::Position { .. } => Answer::Position(None),
-            Call::Subscribe(sub) => {
-                if sub.position.as_ref().is_some_and(|(policy, _)| policy.enabled()) {
-                    // Positioning needs a stream the NATS broker does not keep.
-                    return Answer::Failed;
-                }
-                if sub.join {
-                    nats.publish_presence_event(&sub.channel, &sub.info, true);
-                }
-                if sub.presence {
-                    if let Some(r) = self.redis.as_mut().filter(|r| r.presence) {
-                        r.presence_add(&sub.channel, &sub.info);
-                    }
-                    let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
-                    entry.presence.insert(Arc::from(sub.info.client.as_str()), sub.info);
-                }
-                Answer::Subscribed { top: None, read: Ok(Vec::new()) }
-            }
-            other => self.serve_now(other),
-        }
-    }
-
     /// Publishes a control message to every node (Redis or NATS); nothing with one node.
     pub fn publish_control(&mut self, data: &[u8]) {
-        if let Some(n) = self.nats.as_mut() {
-            n.publish_control(data);
-        } else if let Some(r) = self.redis.as_mut().filter(|r| r.broker) {
-            r.publish_control(data);
+        if let Some(b) = self.broker() {
+            b.publish_control(data);
         }
     }
 
@@ -193,11 +128,12 @@ impl Shard {
         }
     }
 
-    /// The NATS connection broke: waiting subscribers go ahead (they miss what is published
-    /// until it is back, at most once as in Centrifugo).
+    /// The NATS connection broke: waiting subscribers keep waiting for the subscription to be
+    /// confirmed after the reconnect.
     pub fn nats_down(&mut self) {
-        let released = self.nats.as_mut().map(|n| n.down()).unwrap_or_default();
-        self.release_acks(released);
+        if let Some(n) = self.nats.as_mut() {
+            n.down();
+        }
     }
 
     fn release_acks(&mut self, acks: Vec<(ShardId, u64, Arc<str>)>) {
@@ -225,39 +161,23 @@ impl Shard {
     }
 
     /// Interest in a channel homed here changed. Returns whether an acknowledgement may go out
-    /// now (otherwise it waits for Redis to confirm the subscription).
+    /// now (otherwise it waits for the broker to deliver the channel).
     pub(super) fn engine_interest(
         &mut self,
         channel: &Arc<str>,
         subscribed: bool,
         ack: Option<(ShardId, u64)>,
     ) -> bool {
-        if let Some(n) = self.nats.as_mut() {
-            if !subscribed {
-                if self.home.get(channel.as_ref()).is_none_or(|e| e.interest.is_empty()) {
-                    n.unwant(channel);
-                }
-                return true;
+        let gone = self.home.get(channel.as_ref()).is_none_or(|e| e.interest.is_empty());
+        let Some(broker) = self.broker() else { return true };
+        if subscribed {
+            broker.want(channel, ack)
+        } else {
+            if gone {
+                broker.unwant(channel);
             }
-            // A wildcard subject would bring other channels' messages: never subscribed.
-            return !nats::supported_channel(channel) || n.want(channel, ack);
+            true
         }
-        let Some(redis) = self.redis.as_mut().filter(|r| r.broker) else { return true };
-        let settings = Arc::clone(&redis.settings);
-        let pubsub = &mut redis.server(channel).sub;
-        if !subscribed {
-            if self.home.get(channel.as_ref()).is_none_or(|e| e.interest.is_empty()) {
-                pubsub.unwant(&settings, channel);
-            }
-            return true;
-        }
-        if pubsub.want(&settings, channel) || !pubsub.up {
-            return true;
-        }
-        if let (Some(ack), Some(e)) = (ack, pubsub.channels.get_mut(channel)) {
-            e.acks.push(ack);
-        }
-        false
     }
 
     /// A subscriber left: its presence entry goes, and a leave event goes to every node.
@@ -267,23 +187,15 @@ impl Shard {
         client: &str,
         leave: Option<&Arc<crate::protocol::ClientInfo>>,
     ) -> bool {
-        if let Some(n) = self.nats.as_mut() {
-            let had = self.home.get_mut(channel).and_then(|e| e.presence.remove(client)).is_some();
-            if let Some(r) = self.redis.as_mut().filter(|r| r.presence && had) {
-                r.presence_remove(channel, client);
-            }
-            if let Some(info) = leave {
-                n.publish_presence_event(channel, info, false);
-            }
-            return true;
+        if !self.external_broker() {
+            return false;
         }
-        let Some(redis) = self.redis.as_mut() else { return false };
         let had = self.home.get_mut(channel).and_then(|e| e.presence.remove(client)).is_some();
-        if had && redis.presence {
-            redis.presence_remove(channel, client);
+        if let Some(r) = self.redis.as_mut().filter(|r| r.presence && had) {
+            r.presence_remove(channel, client);
         }
-        if let Some(info) = leave {
-            redis.publish_presence_event(channel, info, false);
+        if let (Some(info), Some(broker)) = (leave, self.broker()) {
+            broker.publish_presence_event(channel, info, false);
         }
         true
     }
@@ -348,14 +260,13 @@ impl Shard {
         }
     }
 
-    /// The PUB/SUB link broke: publications may be missed until it is back. Waiting
-    /// subscribers are released (plain ones) or failed (positioned ones, which retry); the
-    /// positioned subscribers already in place notice the gap on the next publication or
-    /// position check and recover.
+    /// The PUB/SUB link broke: publications may be missed until it is back. Positioned
+    /// subscribe calls waiting at the gate fail (their clients retry); plain subscribers keep
+    /// waiting for the subscription to be confirmed after the reconnect. Positioned subscribers
+    /// already in place notice the gap on the next publication or position check and recover.
     pub fn redis_pubsub_down(&mut self, server: usize) {
         let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else { return };
-        let (acks, calls) = r.sub.down();
-        self.release_acks(acks);
+        let calls = r.sub.down();
         for (to, _) in calls {
             self.answer_to(to, Answer::Failed);
         }

@@ -139,10 +139,8 @@ impl Shard {
     /// Sends this node's answer to a survey to the asking node.
     pub fn answer_survey(&mut self, to_node: &str, response: SurveyResponse) {
         let data = control::survey_response(&crate::node::get().uid, response);
-        if let Some(n) = self.nats.as_mut() {
-            n.publish_to_node(to_node, &data);
-        } else if let Some(r) = self.redis.as_mut().filter(|r| r.broker) {
-            r.publish_to_node(to_node, &data);
+        if let Some(b) = self.broker() {
+            b.publish_to_node(to_node, &data);
         }
     }
 }

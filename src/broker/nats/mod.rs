@@ -22,10 +22,13 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery};
+use crate::broker::redis::ReplyTo;
+use crate::broker::Gate;
 use crate::protocol::protobuf::{self, BrokerPush};
 use crate::protocol::{ClientInfo, Publication};
 use crate::shard::id::ShardId;
-use crate::shard::msg::Event;
+use crate::shard::msg::{Answer, Event, PublishCall, SubscribeCall};
 
 /// The broker settings every shard shares.
 #[derive(Debug, Clone)]
@@ -219,20 +222,21 @@ impl Nats {
     /// out now); otherwise `ack` waits for the confirmation.
     pub fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool {
         if let Some(e) = self.subs.get_mut(channel) {
-            if e.active || !self.up {
+            if e.active && self.up {
                 return true;
             }
             e.acks.extend(ack);
             return false;
         }
         let mut e = SubEntry::default();
+        e.acks.extend(ack);
         if !self.up {
+            // Subscribed (and acknowledged) once the connection is back.
             self.subs.insert(Arc::clone(channel), e);
-            return true;
+            return false;
         }
         let subject = self.settings.client_subject(channel);
         e.sid = self.sub(&subject, Some(Arc::clone(channel)));
-        e.acks.extend(ack);
         self.subs.insert(Arc::clone(channel), e);
         self.out.extend_from_slice(b"PING\r\n");
         self.pings.push_back(vec![Arc::clone(channel)]);
@@ -296,19 +300,16 @@ impl Nats {
         self.wake();
     }
 
-    /// The connection broke: waiting acknowledgements are released (their subscribers simply
-    /// miss what is published until it is back, at most once as in Centrifugo).
-    pub fn down(&mut self) -> Released {
+    /// The connection broke: every subscription is redone on reconnect, and waiting
+    /// acknowledgements go out once the server confirms it.
+    pub fn down(&mut self) {
         self.up = false;
         self.out.clear();
         self.pings.clear();
-        let mut released = Vec::new();
-        for (channel, e) in &mut self.subs {
+        for e in self.subs.values_mut() {
             e.sid = 0;
             e.active = false;
-            released.extend(e.acks.drain(..).map(|(s, g)| (s, g, Arc::clone(channel))));
         }
-        released
     }
 
     /// A `MSG` on subject id `sid`.
@@ -405,6 +406,68 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Op>, ParseError> {
     Ok(Some(op))
 }
 
+impl crate::broker::Broker for Nats {
+    fn publish(&mut self, p: &PublishCall, _: ReplyTo) -> Option<Answer> {
+        // NATS confirms nothing per message (as in Centrifugo): written is published.
+        let ok = supported_channel(&p.channel) && Nats::publish(self, &p.channel, &p.publication);
+        Some(if ok { Answer::Published(None) } else { Answer::Failed })
+    }
+
+    fn publish_presence_event(&mut self, channel: &str, info: &ClientInfo, join: bool) {
+        Nats::publish_presence_event(self, channel, info, join);
+    }
+
+    fn history(
+        &mut self,
+        _: &str,
+        _: HistoryPolicy,
+        _: HistoryQuery,
+        _: ReplyTo,
+    ) -> Option<Answer> {
+        Some(Answer::History(Err(HistoryError::NotAvailable)))
+    }
+
+    fn remove_history(&mut self, _: &str, _: ReplyTo) -> Option<Answer> {
+        Some(Answer::Failed)
+    }
+
+    fn top(&mut self, _: &str, _: ReplyTo) -> Option<Answer> {
+        Some(Answer::Position(None))
+    }
+
+    fn gate(&mut self, _: SubscribeCall, _: ReplyTo) -> Gate {
+        // Positioning needs a stream the NATS broker does not keep.
+        Gate::Refused
+    }
+
+    fn read_position(
+        &mut self,
+        _: &str,
+        _: HistoryPolicy,
+        _: Option<HistoryQuery>,
+        _: ReplyTo,
+    ) -> Option<Answer> {
+        Some(Answer::Failed)
+    }
+
+    fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool {
+        // A wildcard subject would bring other channels' messages: never subscribed.
+        !supported_channel(channel) || Nats::want(self, channel, ack)
+    }
+
+    fn unwant(&mut self, channel: &str) {
+        Nats::unwant(self, channel);
+    }
+
+    fn publish_control(&mut self, data: &[u8]) {
+        Nats::publish_control(self, data);
+    }
+
+    fn publish_to_node(&mut self, uid: &str, data: &[u8]) {
+        Nats::publish_to_node(self, uid, data);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,7 +516,7 @@ mod tests {
     fn subscriptions_are_confirmed_by_the_pong_after_them() {
         let mut n = Nats::new(settings(), true);
         let ch: Arc<str> = Arc::from("news");
-        assert!(n.want(&ch, None), "down: nothing to wait for");
+        assert!(!n.want(&ch, None), "down: confirmed only after the reconnect");
         n.resubscribe();
         let sent = String::from_utf8_lossy(&n.out).into_owned();
         let own = format!("SUB centrifugo.node.{} 2\r\n", crate::node::get().uid);
@@ -503,7 +566,7 @@ mod tests {
         n.out.clear();
         assert!(n.publish("c", &Publication::default()));
         assert!(String::from_utf8_lossy(&n.out).starts_with("PUB centrifugo.client.c "));
-        assert!(n.down().is_empty());
+        n.down();
         assert!(!n.publish("c", &Publication::default()));
     }
 }

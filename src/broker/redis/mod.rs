@@ -29,9 +29,10 @@ use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::{BorrowedFrame, BytesFrame};
 
 use crate::broker::memory::{new_epoch, HistoryError, HistoryPolicy, HistoryQuery, Position};
+use crate::broker::Gate;
 use crate::protocol::{protobuf, ClientInfo, Publication};
 use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, Event, Lane, Published, RequestId, SubscribeCall};
+use crate::shard::msg::{Answer, Event, Lane, PublishCall, Published, RequestId, SubscribeCall};
 
 pub use scripts::Script;
 
@@ -512,9 +513,6 @@ impl SubEntry {
     }
 }
 
-/// An interest acknowledgement released without a confirmation: (shard, generation, channel).
-pub type HeldAck = (ShardId, u64, Arc<str>);
-
 /// A PUB/SUB connection's protocol state.
 #[derive(Debug, Default)]
 pub struct PubSub {
@@ -542,7 +540,7 @@ impl PubSub {
         let up = self.up;
         let e = self.channels.entry(Arc::clone(channel)).or_default();
         if e.wanted {
-            return e.active();
+            return e.active() && up;
         }
         e.wanted = true;
         if up {
@@ -618,20 +616,20 @@ impl PubSub {
         }
     }
 
-    /// The connection broke: held work is released (acks) or failed (calls) by the caller;
-    /// wanted channels stay and are subscribed again on reconnect.
-    pub fn down(&mut self) -> (Vec<HeldAck>, Vec<(ReplyTo, SubscribeCall)>) {
+    /// The connection broke: held subscribe calls are returned to be failed (positioned
+    /// subscribers retry). Held acknowledgements stay, and so do wanted channels: they are
+    /// subscribed again on reconnect and the acknowledgements go out once Redis confirms, so a
+    /// subscribe reply still promises every publication after it.
+    pub fn down(&mut self) -> Vec<(ReplyTo, SubscribeCall)> {
         self.up = false;
         self.out.clear();
-        let mut acks = Vec::new();
         let mut calls = Vec::new();
-        for (channel, e) in &mut self.channels {
+        for e in self.channels.values_mut() {
             e.inflight = 0;
-            acks.extend(e.acks.drain(..).map(|(s, g)| (s, g, Arc::clone(channel))));
             calls.append(&mut e.deferred);
         }
         self.channels.retain(|_, e| e.wanted);
-        (acks, calls)
+        calls
     }
 }
 
@@ -1126,3 +1124,91 @@ fn stream_entry(entry: &BytesFrame) -> Result<Publication, RedisError> {
 
 #[cfg(test)]
 mod tests;
+
+impl crate::broker::Broker for Redis {
+    fn publish(&mut self, p: &PublishCall, to: ReplyTo) -> Option<Answer> {
+        let then = Then::Answer(to, Parse::Published);
+        let key = p.idempotency_key.as_deref();
+        Redis::publish(self, &p.channel, &p.publication, p.history, key, p.version.as_ref(), then)
+            .err()
+            .map(|_| Answer::Failed)
+    }
+
+    fn publish_presence_event(&mut self, channel: &str, info: &ClientInfo, join: bool) {
+        Redis::publish_presence_event(self, channel, info, join);
+    }
+
+    fn history(
+        &mut self,
+        channel: &str,
+        policy: HistoryPolicy,
+        query: HistoryQuery,
+        to: ReplyTo,
+    ) -> Option<Answer> {
+        let then = Then::Answer(to, Parse::History(query.clone()));
+        Redis::history(self, channel, policy, Some(&query), then).err().map(|_| Answer::Failed)
+    }
+
+    fn remove_history(&mut self, channel: &str, to: ReplyTo) -> Option<Answer> {
+        Redis::remove_history(self, channel, Then::Answer(to, Parse::Done))
+            .err()
+            .map(|_| Answer::Failed)
+    }
+
+    fn top(&mut self, channel: &str, to: ReplyTo) -> Option<Answer> {
+        Redis::top(self, channel, Then::Answer(to, Parse::Top)).err().map(|_| Answer::Failed)
+    }
+
+    fn gate(&mut self, sub: SubscribeCall, to: ReplyTo) -> Gate {
+        let pubsub = &mut self.server(&sub.channel).sub;
+        if !pubsub.up {
+            return Gate::Refused;
+        }
+        match pubsub.channels.get_mut(&sub.channel) {
+            Some(e) if !e.active() => {
+                e.deferred.push((to, sub));
+                Gate::Held
+            }
+            Some(_) => Gate::Open(sub),
+            // Interest always precedes the call on the lane; a channel without it lost its
+            // last subscriber meanwhile and the answer no longer matters.
+            None => Gate::Refused,
+        }
+    }
+
+    fn read_position(
+        &mut self,
+        channel: &str,
+        policy: HistoryPolicy,
+        query: Option<HistoryQuery>,
+        to: ReplyTo,
+    ) -> Option<Answer> {
+        let then = Then::Answer(to, Parse::Subscribed(query.clone()));
+        Redis::history(self, channel, policy, query.as_ref(), then).err().map(|_| Answer::Failed)
+    }
+
+    fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool {
+        let settings = Arc::clone(&self.settings);
+        let pubsub = &mut self.server(channel).sub;
+        if pubsub.want(&settings, channel) {
+            return true;
+        }
+        if let (Some(ack), Some(e)) = (ack, pubsub.channels.get_mut(channel)) {
+            e.acks.push(ack);
+        }
+        false
+    }
+
+    fn unwant(&mut self, channel: &str) {
+        let settings = Arc::clone(&self.settings);
+        self.server(channel).sub.unwant(&settings, channel);
+    }
+
+    fn publish_control(&mut self, data: &[u8]) {
+        Redis::publish_control(self, data);
+    }
+
+    fn publish_to_node(&mut self, uid: &str, data: &[u8]) {
+        Redis::publish_to_node(self, uid, data);
+    }
+}
