@@ -469,3 +469,55 @@ fn uni_websocket_can_close_without_the_disconnect_push() {
     assert_eq!(server.http().api("disconnect", json!({"user": "hal"})).status, 200);
     assert_eq!(c.next_event(), Event::Closed(3503, "force disconnect".into()));
 }
+
+#[test]
+fn emulation_posted_to_another_node_reaches_the_session_through_redis() {
+    let redis_port = free_port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", ""])
+        .args(["--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (Debian package redis-server)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = |name: &str| {
+        let mut c = config();
+        let address = format!("127.0.0.1:{redis_port}");
+        merge(
+            &mut c,
+            json!({"node": {"name": name}, "engine": {"type": "redis", "redis": {"address": address}}}),
+        );
+        Server::start(c)
+    };
+    let (a, b) = (start("a"), start("b"));
+    let connect = json!({"id": 1, "connect": {"token": token("alice")}}).to_string();
+    let mut s = Stream::post(a.port, "/connection/http_stream", &[], connect.as_bytes());
+    let reply = s.line().unwrap();
+    let session = reply["connect"]["session"].as_str().expect("session").to_owned();
+    let node = reply["connect"]["node"].as_str().expect("node").to_owned();
+
+    // The load balancer sent the command to node b: b forwards it to a, which owns the session.
+    let sub = json!({"id": 2, "subscribe": {"channel": "chat:room"}});
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // 404 until b has heard a's first announcement.
+        let status = emulate(&b, &node, &session, std::slice::from_ref(&sub));
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 404);
+        assert!(std::time::Instant::now() < deadline, "b never learnt of a");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let reply = s.line().unwrap();
+    assert_eq!(reply["id"], 2, "{reply}");
+    publish(&b, "chat:room", json!({"via": "b"}));
+    assert_eq!(s.line().unwrap()["push"]["pub"]["data"], json!({"via": "b"}));
+    assert_eq!(emulate(&b, "no-such-node", &session, &[sub]), 404);
+    let _ = redis.kill();
+    let _ = redis.wait();
+}

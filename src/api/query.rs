@@ -215,6 +215,7 @@ pub async fn channels(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure>
     let call = Call::Survey {
         op: control::SURVEY_CHANNELS.to_owned(),
         data: question.encode_to_vec().into(),
+        to_node: None,
     };
     let req = shard.borrow_mut().call(crate::shard::id::ShardId(0), call);
     match PendingAnswer::new(shard.clone(), req).await {
@@ -253,6 +254,10 @@ async fn answer_survey(
     request: control::SurveyRequest,
 ) -> control::SurveyResponse {
     let mut response = control::SurveyResponse { id: request.id, ..Default::default() };
+    if request.op == control::SURVEY_EMULATION {
+        response.code = crate::server::forwarded_emulation(shard, &request.data);
+        return response;
+    }
     if request.op != control::SURVEY_CHANNELS {
         response.code = SURVEY_UNKNOWN_OP;
         return response;

@@ -135,8 +135,12 @@ pub struct ChannelInfo {
     pub num_clients: u32,
 }
 
-/// The survey op Rotor asks and answers.
+/// The survey op of API `channels`.
 pub const SURVEY_CHANNELS: &str = "channels";
+
+/// The survey op that hands an `/emulation` request to the node owning the session (its data
+/// is a protobuf `EmulationRequest`; for JSON sessions `data` holds the JSON string).
+pub const SURVEY_EMULATION: &str = "centrifuge_emulation";
 
 /// What a control message from another node asks of this one.
 #[derive(Debug)]

@@ -56,9 +56,24 @@ impl Shard {
     /// delimited Protobuf as the connection speaks). An unknown session is ignored, as upstream
     /// does: the stream it belonged to is gone and the client reconnects. A frame that does
     /// not decode closes the connection with 3501.
-    pub fn emulate(&mut self, session: uuid::Uuid, data: &Bytes) {
+    pub fn emulate(&mut self, session: uuid::Uuid, data: &Bytes, quoted: bool) {
         let Some(&key) = self.sessions.get(&session) else { return };
         let protobuf = self.is_protobuf(key);
+        let unquoted;
+        let data = if quoted && !protobuf {
+            match serde_json::from_slice::<String>(data) {
+                Ok(text) => {
+                    unquoted = Bytes::from(text.into_bytes());
+                    &unquoted
+                }
+                Err(_) => {
+                    self.disconnect(key, codes::DISCONNECT_BAD_REQUEST);
+                    return;
+                }
+            }
+        } else {
+            data
+        };
         let Some(commands) = decode_commands(protobuf, data) else {
             self.disconnect(key, codes::DISCONNECT_BAD_REQUEST);
             return;

@@ -33,6 +33,8 @@ use crate::transport::Transport;
 
 mod streaming;
 
+pub use streaming::forwarded_emulation;
+
 /// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
 const HTTP_IDLE: Duration = Duration::from_secs(60);
 /// Largest HTTP API request body.
@@ -128,7 +130,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         };
         let keep_alive = head.keep_alive() && !shard.borrow().shutting_down;
         let reply = match endpoint {
-            Some((e, _)) => match streaming::request(&shard, &env, e, &head, body) {
+            Some((e, _)) => match streaming::request(&shard, &env, e, &head, body).await {
                 Ok(open) => {
                     // Like WebSocket, a stream gets a task of its own.
                     glommio::spawn_local(streaming::serve(shard, stream, open)).detach();

@@ -16,6 +16,7 @@ use glommio::net::TcpStream;
 use prost::Message as _;
 
 use super::{finish_conn, handle_commands, shard_header, write_loop, Env, Reply};
+use crate::broker::control;
 use crate::client::emulation::parse_session;
 use crate::client::Conn;
 use crate::config::Config;
@@ -23,8 +24,8 @@ use crate::http::{self, Head};
 use crate::hub::ConnKey;
 use crate::protocol::{decode_commands, json, pb, Command, Request};
 use crate::shard::id::ShardId;
-use crate::shard::msg::{Cast, Lane, ShardMsg};
-use crate::shard::ShardRef;
+use crate::shard::msg::{Answer, Call, Cast, Lane, ShardMsg};
+use crate::shard::{PendingAnswer, ShardRef};
 use crate::transport::{stream, Transport};
 
 /// Deadline of one flush to a streaming response (as upstream).
@@ -100,7 +101,7 @@ pub struct Open {
 }
 
 /// Answers a request to `endpoint`: a short reply, or a stream to open.
-pub fn request(
+pub async fn request(
     shard: &ShardRef,
     env: &Env,
     endpoint: Endpoint,
@@ -135,7 +136,7 @@ pub fn request(
     let transport = match endpoint {
         Endpoint::Init => return Err(with_cors(Reply::json(200, b"{}".to_vec()))),
         Endpoint::Emulation => {
-            return Err(match emulation(shard, protobuf, &body) {
+            return Err(match emulation(shard, protobuf, &body).await {
                 Ok(()) => with_cors(no_content()),
                 Err((status, message)) => reply(status, message),
             });
@@ -165,30 +166,85 @@ pub fn request(
 }
 
 /// `/emulation`: hands the commands to the shard that owns the session, without waiting for
-/// it (replies travel on the session's stream). Errors are (status, message).
-fn emulation(shard: &ShardRef, protobuf: bool, body: &[u8]) -> Result<(), (u16, &'static str)> {
-    let (node, session, data) = if protobuf {
+/// it (replies travel on the session's stream). A session of another node is forwarded to it
+/// (a one-node survey, as Centrifugo does), and that is awaited. Errors are (status, message).
+async fn emulation(
+    shard: &ShardRef,
+    protobuf: bool,
+    body: &[u8],
+) -> Result<(), (u16, &'static str)> {
+    let (node, session, data, quoted) = if protobuf {
         let req = pb::EmulationRequest::decode(body).map_err(|_| (400, "malformed request"))?;
-        (req.node, req.session, req.data)
+        (req.node, req.session, req.data, false)
     } else {
         let req = json::decode_emulation_request(body).map_err(|_| (400, "malformed request"))?;
-        (req.node, req.session, Bytes::from(req.data.into_bytes()))
+        (req.node, req.session, Bytes::from(req.data.into_bytes()), false)
     };
     if node != crate::node::get().uid {
-        return Err((404, "unknown node"));
+        return forward(shard, protobuf, node, session, data).await;
     }
-    let (owner, session) = parse_session(&session).ok_or((404, "unknown session"))?;
+    to_session(shard, &session, data, quoted)
+}
+
+/// Hands commands to the local shard owning `session`.
+fn to_session(
+    shard: &ShardRef,
+    session: &str,
+    data: Bytes,
+    quoted: bool,
+) -> Result<(), (u16, &'static str)> {
+    let (owner, session) = parse_session(session).ok_or((404, "unknown session"))?;
     let mut s = shard.borrow_mut();
     if owner >= s.count {
         return Err((404, "unknown session"));
     }
     if owner == s.id.index() {
-        s.emulate(session, &data);
+        s.emulate(session, &data, quoted);
     } else {
-        let to = ShardId(owner as u16);
-        s.send(Lane::Main, to, ShardMsg::Cast(Box::new(Cast::Emulation { session, data })));
+        let cast = Cast::Emulation { session, data, quoted };
+        s.send(Lane::Main, ShardId(owner as u16), ShardMsg::Cast(Box::new(cast)));
     }
     Ok(())
+}
+
+/// Sends an emulation request to the node owning the session and waits for its answer.
+async fn forward(
+    shard: &ShardRef,
+    protobuf: bool,
+    node: String,
+    session: String,
+    data: Bytes,
+) -> Result<(), (u16, &'static str)> {
+    // Centrifugo carries a JSON session's commands as the JSON string they came in.
+    let data = if protobuf {
+        data
+    } else {
+        let text = std::str::from_utf8(&data).map_err(|_| (400, "malformed request"))?;
+        Bytes::from(serde_json::to_vec(text).map_err(|_| (400, "malformed request"))?)
+    };
+    let req = pb::EmulationRequest { node: node.clone(), session, data };
+    let call = Call::Survey {
+        op: control::SURVEY_EMULATION.to_owned(),
+        data: req.encode_to_vec().into(),
+        to_node: Some(node),
+    };
+    let id = shard.borrow_mut().call(ShardId(0), call);
+    match PendingAnswer::new(shard.clone(), id).await {
+        Some(Answer::Survey(answers)) if !answers.is_empty() => Ok(()),
+        Some(Answer::Survey(_)) => Err((500, "the session's node did not answer")),
+        _ => Err((404, "unknown node")),
+    }
+}
+
+/// Another node forwarded an `/emulation` request for a session of this one; returns the
+/// survey answer code (0 = handed over, 1 = malformed, 2 = not a session of this node).
+pub fn forwarded_emulation(shard: &ShardRef, data: &[u8]) -> u32 {
+    let Ok(req) = pb::EmulationRequest::decode(data) else { return 1 };
+    // The owner decides how to read `data`: a JSON session gets it JSON-decoded first.
+    match to_session(shard, &req.session, req.data, true) {
+        Ok(()) => 0,
+        Err(_) => 2,
+    }
 }
 
 /// Serves a streaming connection until either side ends it.

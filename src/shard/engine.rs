@@ -58,8 +58,8 @@ impl Shard {
     /// Serves a call through the broker (or the Redis presence manager). `Some` is an answer
     /// available now; `None` means the answer follows the broker's reply.
     pub(super) fn serve_engine(&mut self, call: Call, to: ReplyTo) -> Option<Answer> {
-        if let Call::Survey { op, data } = call {
-            return self.start_survey(op, data, to);
+        if let Call::Survey { op, data, to_node } = call {
+            return self.start_survey(op, data, to_node, to);
         }
         if let (Call::Presence { channel }, Some(redis)) = (&call, self.redis.as_mut()) {
             let then = Then::Answer(to, Parse::Presence);

@@ -512,7 +512,7 @@ impl Shard {
                 }
             }
             Cast::Conns(op) => self.conns_op(*op),
-            Cast::Emulation { session, data } => self.emulate(session, &data),
+            Cast::Emulation { session, data, quoted } => self.emulate(session, &data, quoted),
         }
     }
 

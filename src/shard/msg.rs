@@ -125,10 +125,12 @@ pub enum Call {
     /// To shard 0: ask every other node (`op` with `data`, see `shard::survey`); answer
     /// `Survey` once all answered or the survey timed out.
     Survey {
-        /// What is asked (`channels`).
+        /// What is asked (`channels`, `centrifuge_emulation`).
         op: String,
         /// The question's parameters.
         data: bytes::Bytes,
+        /// Ask only this node (an emulation request for a session it owns); `None` = all.
+        to_node: Option<String>,
     },
     /// To the user's home shard (`home_of(user)`): count one more connection of `user` unless
     /// it has `limit` already; answer `Admitted`.
@@ -274,8 +276,11 @@ pub enum Cast {
     Emulation {
         /// Random part of the session id.
         session: uuid::Uuid,
-        /// The command frame as the connection's protocol encodes it.
+        /// The command frame as the connection's protocol encodes it; for a JSON connection
+        /// forwarded by another node, a JSON string holding it (`quoted`).
         data: bytes::Bytes,
+        /// `data` is a JSON string to decode first (Centrifugo's forwarding format).
+        quoted: bool,
     },
 }
 

@@ -89,17 +89,31 @@ impl Shard {
         &mut self,
         op: String,
         data: bytes::Bytes,
+        to_node: Option<String>,
         to: ReplyTo,
     ) -> Option<Answer> {
         let now = Instant::now();
-        let waiting: HashSet<String> = self.nodes.alive(now).into_iter().map(|n| n.uid).collect();
+        let mut waiting: HashSet<String> =
+            self.nodes.alive(now).into_iter().map(|n| n.uid).collect();
+        if let Some(node) = &to_node {
+            // A node this one has not heard from: nobody to forward to.
+            if !waiting.contains(node) {
+                return Some(Answer::Failed);
+            }
+            waiting = HashSet::from([node.clone()]);
+        }
         if waiting.is_empty() || !self.external_broker() {
             return Some(Answer::Survey(Vec::new()));
         }
         self.surveys.next_id += 1;
         let id = self.surveys.next_id;
-        let request = SurveyRequest { id, op, data };
-        self.publish_control(&control::survey_request(&crate::node::get().uid, request));
+        let uid = &crate::node::get().uid;
+        let request = control::survey_request(uid, SurveyRequest { id, op, data });
+        match (&to_node, self.broker()) {
+            (Some(node), Some(b)) => b.publish_to_node(node, &request),
+            (None, Some(b)) => b.publish_control(&request),
+            (_, None) => {}
+        }
         let deadline = now + SURVEY_TIMEOUT;
         self.surveys.open.insert(id, Open { to, waiting, answers: Vec::new(), deadline });
         // The control task sleeps until the earliest deadline; this one may be earlier.
