@@ -424,7 +424,8 @@ impl Shard {
             ),
             Call::Info => Answer::Info(Box::new(self.counts())),
             Call::Nodes => Answer::Nodes(self.nodes.alive(Instant::now())),
-            // One node: nobody else to ask.
+            // One node: nobody else to ask, and no other node to forward to.
+            Call::Survey { to_node: Some(_), .. } => Answer::Failed,
             Call::Survey { .. } => Answer::Survey(Vec::new()),
             Call::Conns(op) => {
                 self.conns_op(*op);
