@@ -361,7 +361,7 @@ async fn start_redis(
         }
     }
     let limit = settings.connect_timeout.max(Duration::from_secs(1)) * 3;
-    if !redis::io::wait_up(shard, limit).await {
+    if !broker_up(shard, limit, |s| s.redis.as_ref().is_some_and(|r| r.up())).await {
         let id = shard.borrow().id;
         tracing::warn!(shard = %id, "redis not reachable yet; publishing fails until it is");
     }
@@ -377,16 +377,24 @@ async fn start_nats(shard: &ShardRef, settings: Arc<nats::Settings>) {
     shard.borrow_mut().nats = Some(nats::Nats::new(Arc::clone(&settings), id.0 == 0));
     glommio::spawn_local(nats::io::run(shard.clone(), Arc::clone(&settings))).detach();
     let limit = settings.dial_timeout.max(Duration::from_secs(1)) * 3;
-    let deadline = std::time::Instant::now() + limit;
-    while !shard.borrow().nats.as_ref().is_some_and(|n| n.up) {
-        if std::time::Instant::now() >= deadline {
-            tracing::warn!(shard = %id, "nats not reachable yet; publishing fails until it is");
-            break;
-        }
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+    if !broker_up(shard, limit, |s| s.nats.as_ref().is_some_and(|n| n.up)).await {
+        tracing::warn!(shard = %id, "nats not reachable yet; publishing fails until it is");
     }
     if id.0 == 0 {
         glommio::spawn_local(crate::api::query::control_loop(shard.clone())).detach();
+    }
+}
+
+/// Waits (up to `limit`) until `up` holds for the shard's broker links, so a node that reports
+/// itself ready can publish. Returns whether it does.
+async fn broker_up(shard: &ShardRef, limit: Duration, up: impl Fn(&Shard) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let ready = up(&shard.borrow());
+        if ready || std::time::Instant::now() >= deadline {
+            return ready;
+        }
+        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
 

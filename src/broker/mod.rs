@@ -9,6 +9,7 @@ pub mod nats;
 pub mod redis;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::protocol::ClientInfo;
 use crate::shard::id::ShardId;
@@ -73,4 +74,52 @@ pub trait Broker {
     fn publish_control(&mut self, data: &[u8]);
     /// Sends a control message to one node.
     fn publish_to_node(&mut self, uid: &str, data: &[u8]);
+}
+
+/// Reconnect delays of a broker link: 50 ms after the first failure, doubled per failed
+/// attempt, at most 2 s; back to 50 ms once a connection is made.
+#[derive(Debug)]
+pub struct Backoff(Duration);
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(2);
+
+    /// The first delay.
+    pub fn new() -> Backoff {
+        Backoff(Self::MIN)
+    }
+
+    /// A connection was made: the next failure waits the shortest delay again.
+    pub fn reset(&mut self) {
+        self.0 = Self::MIN;
+    }
+
+    /// How long to wait before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (d * 2).min(Self::MAX);
+        d
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_double_up_to_two_seconds_and_reset() {
+        let mut b = Backoff::new();
+        let first: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(first, [50, 100, 200, 400, 800, 1600, 2000]);
+        assert_eq!(b.next_delay(), Duration::from_secs(2));
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(50));
+    }
 }

@@ -290,14 +290,7 @@ impl Shard {
                 whitelist: vec![client.to_string()],
                 disconnect: codes::DISCONNECT_CONNECTION_LIMIT,
             };
-            for i in 0..self.count {
-                let to = crate::shard::id::ShardId(i as u16);
-                self.send(
-                    Lane::Main,
-                    to,
-                    ShardMsg::Cast(Box::new(Cast::Conns(Box::new(op.clone())))),
-                );
-            }
+            self.conns_everywhere(&op);
         }
         let mut reqs: Vec<RequestId> = Vec::with_capacity(subs.len());
         let mut waiting = Vec::with_capacity(subs.len());

@@ -173,17 +173,18 @@ async fn emulation(
     protobuf: bool,
     body: &[u8],
 ) -> Result<(), (u16, &'static str)> {
-    let (node, session, data, quoted) = if protobuf {
+    let (node, session, data) = if protobuf {
         let req = pb::EmulationRequest::decode(body).map_err(|_| (400, "malformed request"))?;
-        (req.node, req.session, req.data, false)
+        (req.node, req.session, req.data)
     } else {
         let req = json::decode_emulation_request(body).map_err(|_| (400, "malformed request"))?;
-        (req.node, req.session, Bytes::from(req.data.into_bytes()), false)
+        (req.node, req.session, Bytes::from(req.data.into_bytes()))
     };
     if node != crate::node::get().uid {
         return forward(shard, protobuf, node, session, data).await;
     }
-    to_session(shard, &session, data, quoted)
+    // Our own clients send the commands themselves, never a JSON string of them.
+    to_session(shard, &session, data, false)
 }
 
 /// Hands commands to the local shard owning `session`.

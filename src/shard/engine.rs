@@ -280,10 +280,8 @@ impl Shard {
             Incoming::Subscribed(channel) => {
                 let Some(s) = r.servers.get_mut(server) else { return };
                 let Some(held) = s.sub.confirmed(&channel) else { return };
-                for (shard, generation) in held.acks {
-                    let msg = ShardMsg::InterestAcked { channel: Arc::clone(&channel), generation };
-                    self.send(Lane::Reply, shard, msg);
-                }
+                let acks = held.acks.into_iter().map(|(s, g)| (s, g, Arc::clone(&channel)));
+                self.release_acks(acks.collect());
                 for (to, sub) in held.deferred {
                     if let Some(answer) = self.subscribe_engine(sub, to) {
                         self.answer_to(to, answer);

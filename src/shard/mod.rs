@@ -587,6 +587,14 @@ impl Shard {
         self.call(home_of(channel, self.count), call)
     }
 
+    /// Has every shard (this one included) act on its matching connections, with no answer.
+    pub fn conns_everywhere(&mut self, op: &msg::ConnsOp) {
+        for i in 0..self.count {
+            let cast = Cast::Conns(Box::new(op.clone()));
+            self.send(Lane::Main, ShardId(i as u16), ShardMsg::Cast(Box::new(cast)));
+        }
+    }
+
     /// Sends the same request to every shard; the answers come back in shard order.
     pub fn call_all(&mut self, make: impl Fn() -> Call) -> Vec<RequestId> {
         (0..self.count).map(|i| self.call(ShardId(i as u16), make())).collect()

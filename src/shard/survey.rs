@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::broker::control::{self, Received, SurveyRequest, SurveyResponse};
 use crate::broker::redis::ReplyTo;
-use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, Cast, Lane, ShardMsg};
+use crate::shard::msg::{Answer, ShardMsg};
 use crate::shard::Shard;
 
 /// How long a survey waits for the slowest node.
@@ -60,12 +59,7 @@ impl Shard {
     pub(super) fn control_message(&mut self, data: &[u8]) {
         let now = Instant::now();
         match self.nodes.receive(data, &crate::node::get().uid, now) {
-            Some(Received::Op(op)) => {
-                for i in 0..self.count {
-                    let cast = Cast::Conns(Box::new(op.clone()));
-                    self.send(Lane::Main, ShardId(i as u16), ShardMsg::Cast(Box::new(cast)));
-                }
-            }
+            Some(Received::Op(op)) => self.conns_everywhere(&op),
             Some(Received::Survey { from, request }) => {
                 self.surveys.inbox.push_back((from, request));
                 self.surveys.wake();

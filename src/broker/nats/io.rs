@@ -17,12 +17,9 @@ use glommio::net::TcpStream;
 use super::{parse, Op, Settings};
 use crate::shard::ShardRef;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
 /// Keeps the shard's NATS connection up until shutdown.
 pub async fn run(shard: ShardRef, settings: Arc<Settings>) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = crate::broker::Backoff::new();
     let mut logged = false;
     loop {
         if shard.borrow().shutting_down {
@@ -33,7 +30,7 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>) {
                 if logged {
                     tracing::info!("nats connection restored");
                 }
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 shard.borrow_mut().nats_up();
                 let why = serve(&shard, &settings, stream, buf).await;
                 tracing::warn!(error = %why, "nats connection lost");
@@ -47,8 +44,7 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>) {
                 }
             }
         }
-        glommio::timer::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        glommio::timer::sleep(backoff.next_delay()).await;
     }
 }
 

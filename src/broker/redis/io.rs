@@ -13,7 +13,6 @@
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::future::or;
@@ -23,10 +22,6 @@ use redis_protocol::resp2::types::BytesFrame;
 
 use super::{encode_command, encode_setup, scripts, Address, Sentinel, Settings};
 use crate::shard::ShardRef;
-
-/// First reconnect delay; doubled per failure up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Which of the shard's two links a task drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +34,7 @@ pub enum Role {
 
 /// Keeps one link of a shard connected until shutdown.
 pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role, server: usize) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = crate::broker::Backoff::new();
     let mut logged = false;
     loop {
         if shard.borrow().shutting_down {
@@ -50,7 +45,7 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role, server: u
                 if logged {
                     tracing::info!(?role, "redis connection restored");
                 }
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 {
                     let mut s = shard.borrow_mut();
                     match role {
@@ -74,8 +69,7 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role, server: u
                 }
             }
         }
-        glommio::timer::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        glommio::timer::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -321,18 +315,5 @@ async fn write_loop(
         if let Err(e) = writer.flush().await {
             return e.to_string();
         }
-    }
-}
-
-/// Waits (up to `limit`) until both links of a shard are up, so a node that reports itself ready
-/// can publish. Returns whether they are.
-pub async fn wait_up(shard: &ShardRef, limit: Duration) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        let up = shard.borrow().redis.as_ref().is_some_and(|r| r.up());
-        if up || std::time::Instant::now() >= deadline {
-            return up;
-        }
-        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
