@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    api_publish as publish, base_config, connect_as as connect, free_port, merge, next_pub, Server,
+    api_publish as publish, base_config, connect_as as connect, eventually, free_port, merge,
+    next_pub, wait_for_port, RedisServer, Server,
 };
 use serde_json::json;
 
@@ -41,11 +41,7 @@ impl Nats {
             .spawn()
             .expect("nats-server must be installed (Debian package nats-server)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(self.port, "nats-server");
     }
 
     fn kill(&mut self) {
@@ -127,8 +123,7 @@ fn history_is_not_available_and_nodes_see_each_other() {
         .api("disconnect", json!({"user": "carol", "disconnect": {"code": 4100, "reason": "x"}}));
     assert_eq!(c.expect_close(), (4100, "x".to_owned()));
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), Duration::from_millis(200), || {
         let info = b.http().api("info", json!({})).json();
         let mut names: Vec<String> = info["result"]["nodes"]
             .as_array()
@@ -137,12 +132,8 @@ fn history_is_not_available_and_nodes_see_each_other() {
             .map(|n| n["name"].as_str().unwrap().to_owned())
             .collect();
         names.sort();
-        if names == ["a", "b"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "info never listed both nodes: {info}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (names == ["a", "b"]).then_some(()).ok_or(format!("info never listed both nodes: {info}"))
+    });
 }
 
 #[test]
@@ -159,21 +150,19 @@ fn publishing_fails_fast_while_nats_is_down_and_resumes_after() {
     assert_eq!(r["error"]["code"], 100, "{r}");
     assert!(started.elapsed() < Duration::from_secs(2));
     nats.spawn();
-    let deadline = Instant::now() + Duration::from_secs(10);
     // Once both nodes are back (and A subscribed again), publications flow again.
-    loop {
+    eventually(Duration::from_secs(10), Duration::from_millis(100), || {
         let r = publish(&b, "chat:r", json!({"n": 2}));
         if r.get("error").is_none() {
             c.ws.get_ref().set_read_timeout(Some(Duration::from_millis(500))).unwrap();
             if let Ok(tungstenite::Message::Text(t)) = c.ws.read() {
                 if t.as_str().contains("\"n\":2") {
-                    break;
+                    return Ok(());
                 }
             }
         }
-        assert!(Instant::now() < deadline, "publications never flowed again");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Err("publications never flowed again".to_owned())
+    });
 }
 
 #[test]
@@ -182,32 +171,18 @@ fn api_channels_covers_both_nodes_over_nats() {
     let (a, b) = (node(&nats, "a"), node(&nats, "b"));
     let mut c = connect(&a, "erin");
     c.subscribe("chat:z");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), Duration::from_millis(200), || {
         let r = b.http().api("channels", json!({})).json();
-        if r["result"]["channels"] == json!({"chat:z": {"num_clients": 1}}) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "channels never saw node a: {r}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let seen = r["result"]["channels"] == json!({"chat:z": {"num_clients": 1}});
+        seen.then_some(()).ok_or(format!("channels never saw node a: {r}"))
+    });
 }
 
 #[test]
 fn nats_between_nodes_with_presence_in_redis() {
     let nats = Nats::start();
-    let redis_port = free_port();
-    let mut redis = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", ""])
-        .args(["--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (Debian package redis-server)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let redis = RedisServer::start();
+    let redis_port = redis.port;
     let start = |name: &str| {
         let mut cfg = base_config();
         merge(
@@ -240,6 +215,4 @@ fn nats_between_nodes_with_presence_in_redis() {
     assert_eq!(users, ["fay", "gil"], "presence from Redis covers both nodes");
     publish(&b, "chat:p", json!({"x": 1}));
     assert_eq!(next_pub(&mut on_a, "chat:p")["data"], json!({"x": 1}));
-    let _ = redis.kill();
-    let _ = redis.wait();
 }

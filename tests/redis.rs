@@ -4,106 +4,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    api_publish as publish, base_config, connect_as as connect, free_port, merge, next_pub, Server,
+    api_publish as publish, base_config, connect_as as connect, eventually, merge, next_pub,
+    RedisServer as Redis, Server,
 };
 use serde_json::{json, Value};
 
-/// A `redis-server` owned by one test: no persistence unless asked, stopped by PID on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    /// Everything but the address (persistence, `--replicaof`, a Sentinel's config).
-    args: Vec<String>,
-}
-
-impl Redis {
-    /// A server that keeps an append-only file, so a restart loses nothing.
-    fn start() -> Redis {
-        Self::start_with(|_, dir| {
-            let dir = dir.display().to_string();
-            ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &dir]
-                .map(String::from)
-                .to_vec()
-        })
-    }
-
-    /// Starts one with arguments made from its port and directory.
-    fn start_with(args: impl FnOnce(u16, &PathBuf) -> Vec<String>) -> Redis {
-        let dir = std::env::temp_dir().join(format!(
-            "rotor-redis-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let args = args(port, &dir);
-        let mut r = Redis { child: None, port, dir, args };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(&self.args)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("redis-server must be installed (Debian package redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                if s.write_all(b"PING\r\n").is_ok() {
-                    let mut buf = [0u8; 7];
-                    if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
-                        return;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-
-    /// Kills the server (SIGKILL: no goodbye to clients), keeping its append-only file.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Runs one command and returns the raw RESP reply.
-    fn command(&self, args: &[&str]) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let mut buf = vec![0u8; 64 << 10];
-        let n = s.read(&mut buf).unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// How often the polling checks below try again.
+const POLL: Duration = Duration::from_millis(200);
 
 fn node(redis: &Redis, name: &str) -> Server {
     let mut cfg = base_config();
@@ -239,24 +150,24 @@ fn presence_join_leave_and_info_span_nodes() {
     assert_eq!(p["result"]["presence"].as_object().unwrap().len(), 1, "{p}");
 
     // Nodes announce themselves every 3 s.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let info = eventually(Duration::from_secs(10), POLL, || {
         let info = a.http().api("info", json!({})).json();
-        let names: Vec<&str> = info["result"]["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|n| n["name"].as_str())
-            .collect();
+        let listed = info["result"]["nodes"].as_array().map_or(0, Vec::len);
         // b's entry shows its watcher once an announcement made after the connect arrived.
-        if names.len() == 2 && info["result"]["nodes"][1]["num_clients"] == 1 {
-            assert_eq!(names, ["a", "b"], "{info}");
-            assert_eq!(info["result"]["nodes"][0]["num_clients"], 0, "{info}");
-            break;
+        if listed == 2 && info["result"]["nodes"][1]["num_clients"] == 1 {
+            Ok(info)
+        } else {
+            Err(format!("info never listed both nodes: {info}"))
         }
-        assert!(Instant::now() < deadline, "info never listed both nodes: {info}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    let names: Vec<&str> = info["result"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"], "{info}");
+    assert_eq!(info["result"]["nodes"][0]["num_clients"], 0, "{info}");
 }
 
 #[test]
@@ -275,15 +186,13 @@ fn publishing_fails_fast_while_redis_is_down_and_works_once_it_is_back() {
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 
     redis.spawn();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let accepted = loop {
+    let accepted = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
         let r = publish(&a, "hist:r", json!({"n": 2}));
-        if r.get("error").is_none() {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "publishing never recovered: {r}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        r.get("error")
+            .is_none()
+            .then(|| r.clone())
+            .ok_or(format!("publishing never recovered: {r}"))
+    });
     // The append-only file kept the stream: same epoch, next offset, nothing lost.
     assert_eq!(accepted["result"]["epoch"], epoch.as_str(), "{accepted}");
     assert_eq!(accepted["result"]["offset"], 2);
@@ -451,11 +360,11 @@ fn a_sentinel_failover_is_followed_and_history_survives_it() {
         vec![conf.display().to_string(), "--sentinel".to_owned()]
     });
     // The Sentinel must know the replica before the master goes.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sentinel.command(&["SENTINEL", "replicas", "main"]).contains(&replica.port.to_string()) {
-        assert!(Instant::now() < deadline, "sentinel never saw the replica");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(20), Duration::from_millis(100), || {
+        let replicas = sentinel.command(&["SENTINEL", "replicas", "main"]);
+        let seen = replicas.contains(&replica.port.to_string());
+        seen.then_some(()).ok_or("sentinel never saw the replica".to_owned())
+    });
     let mut cfg = base_config();
     merge(
         &mut cfg,
@@ -479,16 +388,14 @@ fn a_sentinel_failover_is_followed_and_history_survives_it() {
 
     let mut master = master;
     master.kill();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let accepted = loop {
+    let accepted = eventually(Duration::from_secs(30), POLL, || {
         let r = publish(&a, "hist:fo", json!({"n": 2}));
         if r.get("error").is_none() {
-            break r;
+            return Ok(r);
         }
         assert_eq!(r["error"]["code"], 100, "{r}");
-        assert!(Instant::now() < deadline, "no new master was followed: {r}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        Err(format!("no new master was followed: {r}"))
+    });
     assert_eq!(accepted["result"]["epoch"], epoch.as_str(), "{accepted}");
     assert_eq!(accepted["result"]["offset"], 2);
     assert!(replica.command(&["ROLE"]).contains("master"), "the replica was promoted");
@@ -530,11 +437,11 @@ fn cluster_round_trip(sharded: bool) {
         .status()
         .expect("redis-cli must be installed (Debian package redis-tools)");
     assert!(created.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !masters.iter().all(|m| m.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok")) {
-        assert!(Instant::now() < deadline, "the cluster never became ok");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(20), Duration::from_millis(100), || {
+        let ok =
+            masters.iter().all(|m| m.command(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+        ok.then_some(()).ok_or("the cluster never became ok".to_owned())
+    });
     let start = |name: &str| {
         let mut cfg = base_config();
         merge(
@@ -593,16 +500,12 @@ fn api_channels_counts_subscribers_on_every_node() {
     on_b.subscribe("y");
     // Channels outside the join/leave namespace, so no push races the subscribe replies.
     // Surveys ask the nodes that announced themselves (every 3 s).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), POLL, || {
         let r = a.http().api("channels", json!({})).json();
         let want = json!({"x": {"num_clients": 2}, "y": {"num_clients": 1}});
-        if r["result"]["channels"] == want {
-            break;
-        }
-        assert!(Instant::now() < deadline, "channels never covered both nodes: {r}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let covered = r["result"]["channels"] == want;
+        covered.then_some(()).ok_or(format!("channels never covered both nodes: {r}"))
+    });
     let r = b.http().api("channels", json!({"pattern": "y"})).json();
     assert_eq!(r["result"]["channels"], json!({"y": {"num_clients": 1}}), "{r}");
 }

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::api_publish as publish;
 use common::*;
 use prost::Message as _;
 use rotor::protocol::pb;
@@ -180,11 +181,6 @@ impl Stream {
 /// Percent-encodes every byte (a valid query value whatever it holds).
 fn url_encode(text: &str) -> String {
     text.bytes().map(|b| format!("%{b:02X}")).collect()
-}
-
-fn publish(server: &Server, channel: &str, data: Value) {
-    let r = server.http().api("publish", json!({"channel": channel, "data": data}));
-    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
 }
 
 fn emulate(server: &Server, node: &str, session: &str, commands: &[Value]) -> u16 {
@@ -472,18 +468,8 @@ fn uni_websocket_can_close_without_the_disconnect_push() {
 
 #[test]
 fn emulation_posted_to_another_node_reaches_the_session_through_redis() {
-    let redis_port = free_port();
-    let mut redis = std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string(), "--save", ""])
-        .args(["--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (Debian package redis-server)");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let redis = RedisServer::start();
+    let redis_port = redis.port;
     let start = |name: &str| {
         let mut c = config();
         let address = format!("127.0.0.1:{redis_port}");
@@ -502,22 +488,18 @@ fn emulation_posted_to_another_node_reaches_the_session_through_redis() {
 
     // The load balancer sent the command to node b: b forwards it to a, which owns the session.
     let sub = json!({"id": 2, "subscribe": {"channel": "chat:room"}});
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), Duration::from_millis(200), || {
         // 404 until b has heard a's first announcement.
         let status = emulate(&b, &node, &session, std::slice::from_ref(&sub));
         if status == 204 {
-            break;
+            return Ok(());
         }
         assert_eq!(status, 404);
-        assert!(std::time::Instant::now() < deadline, "b never learnt of a");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        Err("b never learnt of a".to_owned())
+    });
     let reply = s.line().unwrap();
     assert_eq!(reply["id"], 2, "{reply}");
     publish(&b, "chat:room", json!({"via": "b"}));
     assert_eq!(s.line().unwrap()["push"]["pub"]["data"], json!({"via": "b"}));
     assert_eq!(emulate(&b, "no-such-node", &session, &[sub]), 404);
-    let _ = redis.kill();
-    let _ = redis.wait();
 }

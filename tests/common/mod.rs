@@ -432,3 +432,122 @@ pub fn next_pub(c: &mut Client, channel: &str) -> Value {
         }
     }
 }
+
+/// A `redis-server` (Debian package) owned by one test on a free loopback port, stopped by PID
+/// on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    /// Its loopback port.
+    pub port: u16,
+    dir: PathBuf,
+    /// Everything but the address (persistence, `--replicaof`, a Sentinel's config).
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// A server that keeps an append-only file, so a restart loses nothing.
+    pub fn start() -> RedisServer {
+        Self::start_with(|_, dir| {
+            let dir = dir.display().to_string();
+            ["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", &dir]
+                .map(String::from)
+                .to_vec()
+        })
+    }
+
+    /// Starts one with arguments made from its port and directory.
+    pub fn start_with(args: impl FnOnce(u16, &PathBuf) -> Vec<String>) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!(
+            "rotor-redis-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let args = args(port, &dir);
+        let mut r = RedisServer { child: None, port, dir, args };
+        r.spawn();
+        r
+    }
+
+    /// Starts (or restarts) the process and waits until it answers PING.
+    pub fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server must be installed (Debian package redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                if s.write_all(b"PING\r\n").is_ok() {
+                    let mut buf = [0u8; 7];
+                    if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients), keeping its append-only file.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs one command and returns the raw RESP reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut buf = vec![0u8; 64 << 10];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Retries `check` every `every` until it gives `Ok`; once `within` has passed, fails with the
+/// reason from its last try.
+pub fn eventually<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits until something listens on loopback `port`.
+pub fn wait_for_port(port: u16, what: &str) {
+    eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+        TcpStream::connect(("127.0.0.1", port))
+            .map(drop)
+            .map_err(|_| format!("{what} did not start"))
+    });
+}
