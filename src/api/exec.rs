@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
+use crate::api::response::{Failure, Response};
 use crate::api::query;
 use crate::api::types::{
     self, ApiError, ApiMethod, BroadcastRequest, PublishPayload, PublishRequest, PublishResult,
 };
 use crate::client::{data_format_ok, history_policy};
-use crate::http::{self, Head};
+use crate::http::Head;
 use crate::protocol::{Publication, RawJson};
-use crate::server::Reply;
 use crate::shard::msg::{Answer, Call, PublishCall, RequestId};
 use crate::shard::{PendingAnswer, ShardRef};
 
@@ -45,65 +45,41 @@ pub fn authorized(head: &Head, key: &str, insecure: bool) -> bool {
 }
 
 /// Handles `POST {prefix}` (legacy) and `POST {prefix}/<method>`.
-pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<u8>) -> Reply {
+pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<u8>) -> Response {
     let cfg = shard.borrow().cfg.clone();
     if head.method != "POST" {
-        let mut r = Reply::json(405, http::json_error_body("method not allowed"));
-        r.headers.push(("Allow", "POST".to_string()));
-        return r;
+        return Response::MethodNotAllowed;
     }
     if !authorized(head, &cfg.http_api.key, cfg.http_api.insecure) {
-        return Reply { status: 401, content_type: "", headers: Vec::new(), body: Vec::new() };
+        return Response::Unauthorized;
     }
     if method.is_empty() {
         if shard.borrow().shutting_down {
-            return Reply::json(503, http::json_error_body("shutting down"));
+            return Response::error(503, "shutting down");
         }
         return legacy(shard, &body).await;
     }
     let Some(api_method) = ApiMethod::from_path_segment(method) else {
-        return Reply::json(404, http::json_error_body("unknown method"));
+        return Response::error(404, "unknown method");
     };
     let transport_errors = cfg.http_api.error_mode == "transport"
         || head.header("x-centrifugo-error-mode").is_some_and(|v| v == b"transport");
     let mut out = Vec::new();
     match run(shard, api_method, &body).await {
         // A batch answer is `{"replies":[..]}` itself, never wrapped in `result` (spec §3.3).
-        Ok(result) if api_method == ApiMethod::Batch => return Reply::json(200, result),
+        Ok(result) if api_method == ApiMethod::Batch => return Response::Json(200, result),
         Ok(result) => types::encode_result_response(&result, &mut out),
-        Err(Failure::Undecodable) => return Reply::json(400, http::json_error_body("bad request")),
+        Err(Failure::Undecodable) => return Response::error(400, "bad request"),
         Err(Failure::Unsupported) => {
-            return Reply::json(404, http::json_error_body("method not implemented by rotor yet"))
+            return Response::error(404, "method not implemented by rotor yet")
         }
         Err(Failure::Api(e)) if transport_errors => {
             types::encode_error_object(&e, &mut out);
-            return Reply::json(e.http_status(), out);
+            return Response::Json(e.http_status(), out);
         }
         Err(Failure::Api(e)) => types::encode_error_response(&e, &mut out),
     }
-    Reply::json(200, out)
-}
-
-/// Why a method produced no `result` (shared with [`super::query`]).
-pub enum Failure {
-    /// The body is not valid JSON for the method → HTTP 400.
-    Undecodable,
-    /// A Centrifugo method Rotor does not implement yet.
-    Unsupported,
-    /// A logical API error → `{"error":{...}}`.
-    Api(ApiError),
-}
-
-impl Failure {
-    /// The error a command gets inside a batch or the legacy route, where no HTTP status of
-    /// its own can be sent: an undecodable body is 107, an unimplemented method 104.
-    fn into_api_error(self) -> ApiError {
-        match self {
-            Failure::Undecodable => types::API_ERROR_BAD_REQUEST,
-            Failure::Unsupported => types::API_ERROR_NOT_FOUND,
-            Failure::Api(e) => e,
-        }
-    }
+    Response::Json(200, out)
 }
 
 /// Runs one method; `Ok` is the encoded result object (what goes under `"result"`).
@@ -233,13 +209,13 @@ async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F:
 }
 
 /// The legacy multi-command route (spec §3.5): a JSON stream of `{"id","method","params"}`.
-async fn legacy(shard: &ShardRef, body: &[u8]) -> Reply {
+async fn legacy(shard: &ShardRef, body: &[u8]) -> Response {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Reply::json(400, http::json_error_body("empty body"));
+        return Response::error(400, "empty body");
     }
     let commands = match types::decode_legacy(body) {
         Ok(c) => c,
-        Err(_) => return Reply::json(400, http::json_error_body("bad request")),
+        Err(_) => return Response::error(400, "bad request"),
     };
     let mut replies = Vec::with_capacity(commands.len());
     for cmd in commands {
@@ -253,7 +229,7 @@ async fn legacy(shard: &ShardRef, body: &[u8]) -> Reply {
     }
     let mut out = Vec::new();
     types::encode_legacy_replies(&replies, &mut out);
-    Reply::json(200, out)
+    Response::Json(200, out)
 }
 
 /// Validates a publish and hands it to the channel's home shard; returns the parked request.
@@ -360,7 +336,7 @@ mod tests {
 
     fn head(extra: &str) -> Head {
         let text = format!("POST /api/publish{extra}");
-        http::parse_head(text.as_bytes()).unwrap().unwrap().0
+        crate::http::parse_head(text.as_bytes()).unwrap().unwrap().0
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Must not touch connections; publishes go to the channel's home shard through `Shard`.
 
 pub mod exec;
+pub mod response;
 pub mod query;
 pub mod types;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::exec::Failure;
+use super::response::Failure;
 use super::types::{self, ApiError, ApiMethod};
 use crate::auth::SubscribeOverrides;
 use crate::broker::control::{self, Node};
@@ -22,7 +22,8 @@ use crate::client::query::{presence_map, presence_stats};
 use crate::client::subscribe::owned;
 use crate::protocol::json::{self, write_json_string};
 use crate::protocol::{codes, Disconnect, HistoryResult, PresenceResult, RawJson, ReplyBody};
-use crate::shard::msg::{Answer, Call, ConnFilter, ConnsOp, ShardCounts};
+use crate::broker::control::{ConnFilter, ConnsOp};
+use crate::shard::msg::{Answer, Call, ShardCounts};
 use crate::shard::{PendingAnswer, ShardRef};
 use prost::Message as _;
 
@@ -255,7 +256,7 @@ async fn answer_survey(
 ) -> control::SurveyResponse {
     let mut response = control::SurveyResponse { id: request.id, ..Default::default() };
     if request.op == control::SURVEY_EMULATION {
-        response.code = crate::server::forwarded_emulation(shard, &request.data);
+        response.code = forwarded_emulation(shard, &request.data);
         return response;
     }
     if request.op != control::SURVEY_CHANNELS {
@@ -283,6 +284,17 @@ async fn answer_survey(
     };
     response.data = result.encode_to_vec().into();
     response
+}
+
+/// Another node forwarded an `/emulation` request for a session of this one; returns the
+/// survey answer code (0 = handed over, 1 = malformed, 2 = not a session of this node).
+fn forwarded_emulation(shard: &ShardRef, data: &[u8]) -> u32 {
+    let Ok(req) = crate::protocol::pb::EmulationRequest::decode(data) else { return 1 };
+    // The owner decides how to read `data`: a JSON session gets it JSON-decoded first.
+    match shard.borrow_mut().emulate_session(&req.session, req.data, true) {
+        Ok(()) => 0,
+        Err(_) => 2,
+    }
 }
 
 /// Survey answer codes (0 = fine).

@@ -1,7 +1,9 @@
 //! Node-to-node control messages: Centrifugo's `controlpb.Command` (the subset Rotor sends and
 //! reads), so Rotor and Centrifugo nodes on one broker see each other in API `info`.
 //!
-//! Owns: the wire structs and the node registry kept by shard 0. Must not: touch connections.
+//! Owns: the wire structs, the server-side operations on a user's connections that travel
+//! between shards and nodes ([`ConnsOp`]), and the node registry kept by shard 0. Must not:
+//! touch connections.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,13 +16,74 @@ use crate::auth::SubscribeOverrides;
 use crate::broker::memory::Position;
 use crate::config::ChannelOptions;
 use crate::protocol::protobuf::{bytes_of, raw};
-use crate::shard::msg::{ConnFilter, ConnsOp};
+use crate::protocol::RawJson;
 
 /// A node not heard from for this long is dropped from `info` (spec §10.1).
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// How often a node announces itself.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
+
+/// Which connections a server-side operation targets (spec §3.3).
+#[derive(Debug, Clone, Default)]
+pub struct ConnFilter {
+    /// User id (required by the API).
+    pub user: String,
+    /// Only this client id, when set.
+    pub client: String,
+    /// Only this session, when set (WebSocket connections have none).
+    pub session: String,
+}
+
+/// A server API operation on live connections.
+#[derive(Debug, Clone)]
+pub enum ConnsOp {
+    /// Subscribe server-side; the connection gets a `subscribe` push.
+    Subscribe {
+        /// Target connections.
+        filter: ConnFilter,
+        /// Channel.
+        channel: Arc<str>,
+        /// `chan_info` for presence and join/leave.
+        info: Option<RawJson>,
+        /// `data` for the subscribe push.
+        data: Option<RawJson>,
+        /// Unix seconds of expiry (0 = none).
+        expire_at: i64,
+        /// Recover from this position.
+        recover_since: Option<Position>,
+        /// Namespace option overrides.
+        overrides: SubscribeOverrides,
+    },
+    /// Unsubscribe (every channel when `channel` is empty); the connection gets an
+    /// `unsubscribe` push with 2000.
+    Unsubscribe {
+        /// Target connections.
+        filter: ConnFilter,
+        /// Channel, or empty for all.
+        channel: String,
+    },
+    /// Close with a code and reason.
+    Disconnect {
+        /// Target connections.
+        filter: ConnFilter,
+        /// Client ids to spare.
+        whitelist: Vec<String>,
+        /// Close code and reason.
+        disconnect: crate::protocol::Disconnect,
+    },
+    /// Change expiry or info; `expired` closes with 3005 at once.
+    Refresh {
+        /// Target connections.
+        filter: ConnFilter,
+        /// Close now as expired.
+        expired: bool,
+        /// New expiry, Unix seconds (0 = never).
+        expire_at: i64,
+        /// New connection info.
+        info: Option<RawJson>,
+    },
+}
 
 /// `controlpb.Command`: one control message. Rotor reads and writes node announcements and the
 /// four server-side operations on a user's connections.

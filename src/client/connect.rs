@@ -24,7 +24,8 @@ use crate::channel::{self, Subject};
 use crate::hub::ConnKey;
 use crate::protocol::{codes, ConnectRequest, ConnectResult, RawJson, ReplyBody, SubscribeRequest};
 use crate::shard::id::home_of;
-use crate::shard::msg::{Answer, Call, Cast, ConnFilter, ConnsOp, Lane, RequestId, ShardMsg};
+use crate::broker::control::{ConnFilter, ConnsOp};
+use crate::shard::msg::{Answer, Call, Cast, Lane, RequestId, ShardMsg};
 use crate::shard::{after, Shard};
 use crate::transport::Transport;
 

@@ -14,7 +14,13 @@ use super::Command;
 use crate::hub::ConnKey;
 use crate::protocol::{codes, decode_commands, Disconnect};
 use crate::shard::id::ShardId;
+use crate::shard::msg::{Cast, Lane, ShardMsg};
 use crate::shard::Shard;
+
+/// A session id that names no shard of this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown session")]
+pub struct UnknownSession;
 
 /// An emulated connection's session.
 #[derive(Debug)]
@@ -83,6 +89,28 @@ impl Shard {
         if let Some(w) = self.conn_mut(key).and_then(|c| c.reader.take()) {
             w.wake();
         }
+    }
+
+    /// Hands `/emulation` commands to the shard owning `session` (this one, or another in one
+    /// hop). `quoted`: `data` is a JSON string holding a JSON session's commands (what another
+    /// node forwards).
+    pub fn emulate_session(
+        &mut self,
+        session: &str,
+        data: Bytes,
+        quoted: bool,
+    ) -> Result<(), UnknownSession> {
+        let (owner, session) = parse_session(session).ok_or(UnknownSession)?;
+        if owner >= self.count {
+            return Err(UnknownSession);
+        }
+        if owner == self.id.index() {
+            self.emulate(session, &data, quoted);
+        } else {
+            let cast = Cast::Emulation { session, data, quoted };
+            self.send(Lane::Main, ShardId(owner as u16), ShardMsg::Cast(Box::new(cast)));
+        }
+        Ok(())
     }
 
     /// Takes an emulated connection's waiting commands (empty when none).

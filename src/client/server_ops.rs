@@ -11,7 +11,7 @@ use super::subscribe::ServerSub;
 use super::{unix_now, State};
 use crate::hub::ConnKey;
 use crate::protocol::{codes, PushBody};
-use crate::shard::msg::{ConnFilter, ConnsOp};
+use crate::broker::control::{ConnFilter, ConnsOp};
 use crate::shard::Shard;
 
 impl Shard {

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Number, Value};
 
-use super::{load::unsupported_patterns, ChannelOptions, Config, ConfigError};
+use super::unsupported::unsupported_patterns;
+use super::{ChannelOptions, Config, ConfigError};
 
 /// Prefixes in increasing priority: a `ROTOR_` variable wins over the `CENTRIFUGO_` one.
 const PREFIXES: [&str; 2] = ["CENTRIFUGO_", "ROTOR_"];

@@ -10,6 +10,7 @@ mod codec;
 pub mod duration;
 mod env;
 mod load;
+mod unsupported;
 mod validate;
 
 use std::time::Duration;

@@ -33,8 +33,6 @@ use crate::transport::Transport;
 
 mod streaming;
 
-pub use streaming::forwarded_emulation;
-
 /// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
 const HTTP_IDLE: Duration = Duration::from_secs(60);
 /// Largest HTTP API request body.
@@ -188,6 +186,22 @@ impl Reply {
     }
 }
 
+/// An API response as HTTP.
+fn http_reply(response: api::response::Response) -> Reply {
+    use api::response::Response;
+    match response {
+        Response::Json(status, body) => Reply::json(status, body),
+        Response::Unauthorized => {
+            Reply { status: 401, content_type: "", headers: Vec::new(), body: Vec::new() }
+        }
+        Response::MethodNotAllowed => {
+            let mut r = Reply::json(405, http::json_error_body("method not allowed"));
+            r.headers.push(("Allow", "POST".to_string()));
+            r
+        }
+    }
+}
+
 async fn route(shard: &ShardRef, head: &Head, body: Vec<u8>) -> Reply {
     let cfg = shard.borrow().cfg.clone();
     if cfg.health.enabled && head.path == cfg.health.handler_prefix {
@@ -198,7 +212,7 @@ async fn route(shard: &ShardRef, head: &Head, body: Vec<u8>) -> Reply {
         if head.path == prefix || head.path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
         {
             let method = head.path[prefix.len()..].trim_start_matches('/');
-            return api::handle_http(shard, head, method, body).await;
+            return http_reply(api::handle_http(shard, head, method, body).await);
         }
     }
     Reply::json(404, http::json_error_body("not found"))

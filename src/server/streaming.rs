@@ -17,14 +17,13 @@ use prost::Message as _;
 
 use super::{finish_conn, handle_commands, shard_header, write_loop, Env, Reply};
 use crate::broker::control;
-use crate::client::emulation::parse_session;
 use crate::client::Conn;
 use crate::config::Config;
 use crate::http::{self, Head};
 use crate::hub::ConnKey;
 use crate::protocol::{decode_commands, json, pb, Command, Request};
 use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, Call, Cast, Lane, ShardMsg};
+use crate::shard::msg::{Answer, Call};
 use crate::shard::{PendingAnswer, ShardRef};
 use crate::transport::{stream, Transport};
 
@@ -184,28 +183,7 @@ async fn emulation(
         return forward(shard, protobuf, node, session, data).await;
     }
     // Our own clients send the commands themselves, never a JSON string of them.
-    to_session(shard, &session, data, false)
-}
-
-/// Hands commands to the local shard owning `session`.
-fn to_session(
-    shard: &ShardRef,
-    session: &str,
-    data: Bytes,
-    quoted: bool,
-) -> Result<(), (u16, &'static str)> {
-    let (owner, session) = parse_session(session).ok_or((404, "unknown session"))?;
-    let mut s = shard.borrow_mut();
-    if owner >= s.count {
-        return Err((404, "unknown session"));
-    }
-    if owner == s.id.index() {
-        s.emulate(session, &data, quoted);
-    } else {
-        let cast = Cast::Emulation { session, data, quoted };
-        s.send(Lane::Main, ShardId(owner as u16), ShardMsg::Cast(Box::new(cast)));
-    }
-    Ok(())
+    shard.borrow_mut().emulate_session(&session, data, false).map_err(|_| (404, "unknown session"))
 }
 
 /// Sends an emulation request to the node owning the session and waits for its answer.
@@ -234,17 +212,6 @@ async fn forward(
         Some(Answer::Survey(answers)) if !answers.is_empty() => Ok(()),
         Some(Answer::Survey(_)) => Err((500, "the session's node did not answer")),
         _ => Err((404, "unknown node")),
-    }
-}
-
-/// Another node forwarded an `/emulation` request for a session of this one; returns the
-/// survey answer code (0 = handed over, 1 = malformed, 2 = not a session of this node).
-pub fn forwarded_emulation(shard: &ShardRef, data: &[u8]) -> u32 {
-    let Ok(req) = pb::EmulationRequest::decode(data) else { return 1 };
-    // The owner decides how to read `data`: a JSON session gets it JSON-decoded first.
-    match to_session(shard, &req.session, req.data, true) {
-        Ok(()) => 0,
-        Err(_) => 2,
     }
 }
 

@@ -588,7 +588,7 @@ impl Shard {
     }
 
     /// Has every shard (this one included) act on its matching connections, with no answer.
-    pub fn conns_everywhere(&mut self, op: &msg::ConnsOp) {
+    pub fn conns_everywhere(&mut self, op: &crate::broker::control::ConnsOp) {
         for i in 0..self.count {
             let cast = Cast::Conns(Box::new(op.clone()));
             self.send(Lane::Main, ShardId(i as u16), ShardMsg::Cast(Box::new(cast)));

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use glommio::net::AcceptedTcpStream;
 
-use crate::auth::SubscribeOverrides;
+use crate::broker::control::ConnsOp;
 use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery, Position};
-use crate::protocol::{ClientInfo, Disconnect, Publication, RawJson};
+use crate::protocol::{ClientInfo, Publication};
 use crate::shard::id::ShardId;
 
 /// Identifies a parked request on its origin shard (slot and generation in `Shard::pending`).
@@ -139,67 +139,6 @@ pub enum Call {
         user: Arc<str>,
         /// `client.user_connection_limit`.
         limit: usize,
-    },
-}
-
-/// Which connections a server-side operation targets (spec §3.3).
-#[derive(Debug, Clone, Default)]
-pub struct ConnFilter {
-    /// User id (required by the API).
-    pub user: String,
-    /// Only this client id, when set.
-    pub client: String,
-    /// Only this session, when set (WebSocket connections have none).
-    pub session: String,
-}
-
-/// A server API operation on live connections.
-#[derive(Debug, Clone)]
-pub enum ConnsOp {
-    /// Subscribe server-side; the connection gets a `subscribe` push.
-    Subscribe {
-        /// Target connections.
-        filter: ConnFilter,
-        /// Channel.
-        channel: Arc<str>,
-        /// `chan_info` for presence and join/leave.
-        info: Option<RawJson>,
-        /// `data` for the subscribe push.
-        data: Option<RawJson>,
-        /// Unix seconds of expiry (0 = none).
-        expire_at: i64,
-        /// Recover from this position.
-        recover_since: Option<Position>,
-        /// Namespace option overrides.
-        overrides: SubscribeOverrides,
-    },
-    /// Unsubscribe (every channel when `channel` is empty); the connection gets an
-    /// `unsubscribe` push with 2000.
-    Unsubscribe {
-        /// Target connections.
-        filter: ConnFilter,
-        /// Channel, or empty for all.
-        channel: String,
-    },
-    /// Close with a code and reason.
-    Disconnect {
-        /// Target connections.
-        filter: ConnFilter,
-        /// Client ids to spare.
-        whitelist: Vec<String>,
-        /// Close code and reason.
-        disconnect: Disconnect,
-    },
-    /// Change expiry or info; `expired` closes with 3005 at once.
-    Refresh {
-        /// Target connections.
-        filter: ConnFilter,
-        /// Close now as expired.
-        expired: bool,
-        /// New expiry, Unix seconds (0 = never).
-        expire_at: i64,
-        /// New connection info.
-        info: Option<RawJson>,
     },
 }
 
