@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rotor::auth::TokenVerifier;
+use rotor::broker::Event;
 use rotor::channel::Namespaces;
 use rotor::client::{Conn, Session, State, Sub, SubFlags};
 use rotor::config::Config;
 use rotor::hub::Begin;
 use rotor::protocol::{json, Publication, RawJson};
 use rotor::shard::id::{home_of, ShardId};
-use rotor::shard::msg::Event;
 use rotor::shard::Shard;
 use serde_json::json;
 

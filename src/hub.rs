@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::task::Waker;
 
+use crate::broker::Event;
 use crate::protocol::RawJson;
-use crate::shard::msg::Event;
 
 /// A connection slot on this shard plus a generation, so a stale key never reaches a newer
 /// connection that reused the slot.

@@ -23,8 +23,9 @@ use crate::channel::Namespaces;
 use crate::config::{self, Config};
 use crate::protocol::codes;
 use crate::server::{self, Env};
+use crate::shard::id::Lane;
 use crate::shard::id::{ShardId, SHARDS_MAX};
-use crate::shard::msg::{Lane, ShardMsg};
+use crate::shard::msg::ShardMsg;
 use crate::shard::{Shard, ShardRef};
 use crate::systemd;
 use crate::transport::websocket::OriginPolicy;
@@ -347,7 +348,8 @@ async fn start_redis(
     broker: bool,
     presence: bool,
 ) {
-    shard.borrow_mut().redis = Some(redis::Redis::new(Arc::clone(&settings), broker, presence));
+    let engine = redis::Redis::new(Arc::clone(&settings), broker, presence);
+    shard.borrow_mut().engine().set_redis(engine);
     // A presence-only Redis needs no PUB/SUB connection.
     let roles: &[redis::io::Role] = if broker {
         &[redis::io::Role::Commands, redis::io::Role::PubSub]
@@ -361,7 +363,7 @@ async fn start_redis(
         }
     }
     let limit = settings.connect_timeout.max(Duration::from_secs(1)) * 3;
-    if !broker_up(shard, limit, |s| s.redis.as_ref().is_some_and(|r| r.up())).await {
+    if !broker_up(shard, limit, |s| s.engine().redis_up()).await {
         let id = shard.borrow().id;
         tracing::warn!(shard = %id, "redis not reachable yet; publishing fails until it is");
     }
@@ -374,10 +376,10 @@ async fn start_redis(
 /// announcements.
 async fn start_nats(shard: &ShardRef, settings: Arc<nats::Settings>) {
     let id = shard.borrow().id;
-    shard.borrow_mut().nats = Some(nats::Nats::new(Arc::clone(&settings), id.0 == 0));
+    shard.borrow_mut().engine().set_nats(nats::Nats::new(Arc::clone(&settings), id.0 == 0));
     glommio::spawn_local(nats::io::run(shard.clone(), Arc::clone(&settings))).detach();
     let limit = settings.dial_timeout.max(Duration::from_secs(1)) * 3;
-    if !broker_up(shard, limit, |s| s.nats.as_ref().is_some_and(|n| n.up)).await {
+    if !broker_up(shard, limit, |s| s.engine().nats_up()).await {
         tracing::warn!(shard = %id, "nats not reachable yet; publishing fails until it is");
     }
     if id.0 == 0 {
@@ -387,10 +389,10 @@ async fn start_nats(shard: &ShardRef, settings: Arc<nats::Settings>) {
 
 /// Waits (up to `limit`) until `up` holds for the shard's broker links, so a node that reports
 /// itself ready can publish. Returns whether it does.
-async fn broker_up(shard: &ShardRef, limit: Duration, up: impl Fn(&Shard) -> bool) -> bool {
+async fn broker_up(shard: &ShardRef, limit: Duration, up: impl Fn(&mut Shard) -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let ready = up(&shard.borrow());
+        let ready = up(&mut shard.borrow_mut());
         if ready || std::time::Instant::now() >= deadline {
             return ready;
         }

@@ -8,15 +8,18 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use crate::api::response::{Failure, Response};
 use crate::api::query;
+use crate::api::response::{Failure, Response};
 use crate::api::types::{
     self, ApiError, ApiMethod, BroadcastRequest, PublishPayload, PublishRequest, PublishResult,
 };
+use crate::broker::PublishCall;
+use crate::broker::Reply;
 use crate::client::{data_format_ok, history_policy};
 use crate::http::Head;
 use crate::protocol::{Publication, RawJson};
-use crate::shard::msg::{Answer, Call, PublishCall, RequestId};
+use crate::shard::id::RequestId;
+use crate::shard::msg::{Answer, Call};
 use crate::shard::{PendingAnswer, ShardRef};
 
 /// Whether the request carries the configured API key (spec §3.1): `X-API-Key`, else
@@ -284,8 +287,10 @@ fn start_publish(
 
 async fn finish(shard: &ShardRef, req: RequestId) -> Result<PublishResult, ApiError> {
     match PendingAnswer::new(shard.clone(), req).await {
-        Some(Answer::Published(Some(p))) => Ok(PublishResult { offset: p.offset, epoch: p.epoch }),
-        Some(Answer::Published(None)) => Ok(PublishResult::default()),
+        Some(Answer::Channel(Reply::Published(Some(p)))) => {
+            Ok(PublishResult { offset: p.offset, epoch: p.epoch })
+        }
+        Some(Answer::Channel(Reply::Published(None))) => Ok(PublishResult::default()),
         _ => Err(types::API_ERROR_INTERNAL),
     }
 }

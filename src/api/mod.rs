@@ -3,8 +3,8 @@
 //! Must not touch connections; publishes go to the channel's home shard through `Shard`.
 
 pub mod exec;
-pub mod response;
 pub mod query;
+pub mod response;
 pub mod types;
 
 pub use exec::handle_http;

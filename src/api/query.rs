@@ -15,14 +15,15 @@ use super::response::Failure;
 use super::types::{self, ApiError, ApiMethod};
 use crate::auth::SubscribeOverrides;
 use crate::broker::control::{self, Node};
-use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery, Position};
+use crate::broker::control::{ConnFilter, ConnsOp};
+use crate::broker::stream::{HistoryError, HistoryPolicy, HistoryQuery, Position};
+use crate::broker::Reply;
 use crate::channel::ChannelError;
 use crate::client::history_policy;
 use crate::client::query::{presence_map, presence_stats};
 use crate::client::subscribe::owned;
 use crate::protocol::json::{self, write_json_string};
 use crate::protocol::{codes, Disconnect, HistoryResult, PresenceResult, RawJson, ReplyBody};
-use crate::broker::control::{ConnFilter, ConnsOp};
 use crate::shard::msg::{Answer, Call, ShardCounts};
 use crate::shard::{PendingAnswer, ShardRef};
 use prost::Message as _;
@@ -103,7 +104,7 @@ pub async fn presence(shard: &ShardRef, body: &[u8], stats: bool) -> Result<Vec<
         return Err(api(types::API_ERROR_NOT_AVAILABLE));
     }
     let ch: Arc<str> = Arc::from(channel.as_str());
-    let Answer::Presence(entries) =
+    let Answer::Channel(Reply::Presence(entries)) =
         ask_home(shard, &channel, Call::Presence { channel: ch }).await?
     else {
         return Err(api(types::API_ERROR_INTERNAL));
@@ -138,7 +139,7 @@ pub async fn history(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> 
     let ch: Arc<str> = Arc::from(channel.as_str());
     let answer = ask_home(shard, &channel, Call::History { channel: ch, policy, query }).await?;
     match answer {
-        Answer::History(Ok((pubs, top))) => {
+        Answer::Channel(Reply::History(Ok((pubs, top)))) => {
             let body = ReplyBody::History(HistoryResult {
                 publications: owned(&pubs),
                 epoch: top.epoch,
@@ -148,10 +149,12 @@ pub async fn history(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> 
             json::encode_result_object(&body, &mut out);
             Ok(out)
         }
-        Answer::History(Err(HistoryError::NotAvailable)) => {
+        Answer::Channel(Reply::History(Err(HistoryError::NotAvailable))) => {
             Err(api(types::API_ERROR_NOT_AVAILABLE))
         }
-        Answer::History(Err(_)) => Err(api(types::API_ERROR_UNRECOVERABLE_POSITION)),
+        Answer::Channel(Reply::History(Err(_))) => {
+            Err(api(types::API_ERROR_UNRECOVERABLE_POSITION))
+        }
         _ => Err(api(types::API_ERROR_INTERNAL)),
     }
 }

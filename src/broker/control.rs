@@ -13,7 +13,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use crate::auth::SubscribeOverrides;
-use crate::broker::memory::Position;
+use crate::broker::stream::Position;
 use crate::config::ChannelOptions;
 use crate::protocol::protobuf::{bytes_of, raw};
 use crate::protocol::RawJson;

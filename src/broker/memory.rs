@@ -1,306 +1,262 @@
-//! Memory engine: per-channel stream position (offset, epoch) and history ring.
+//! The memory broker (`engine.type: memory`, one node): each channel's stream, idempotency
+//! results and last version, kept by the channel's home shard.
 //!
-//! Owns: the stream of every channel whose home is this shard. One instance per shard, used only
-//! by that shard's home-channel handling, so there is no locking and publish order is simply the
-//! order in which the home shard handles `Publish` messages.
+//! Owns: that state for the channels homed on this shard. Publish order is simply the order in
+//! which the home shard calls [`Broker::publish`], so there is no locking. A publication is
+//! delivered the moment it is ordered ([`Effect::Emit`] before the answer), the same path a Redis
+//! or NATS publication takes when it comes back through their subscription.
 //!
-//! Must not: deliver anything (delivery is `shard`'s job) or know about connections.
+//! Must not: know about connections or other shards, or read a clock (time is passed in).
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use rand::Rng;
+use crate::broker::stream::{HistoryPolicy, HistoryQuery, Position, Stream};
+use crate::broker::{Broker, Event, Gate, Outbox, PublishCall, Reply, ReplyTo, SubscribeCall};
+use crate::protocol::ClientInfo;
+use crate::shard::id::ShardId;
 
-use crate::protocol::Publication;
+/// How long an API `idempotency_key` result is remembered (spec §6.7).
+pub const IDEMPOTENCY_TTL_MS: u64 = 5 * 60 * 1000;
 
-/// Length of a generated epoch (Centrifugo uses 8 ASCII letters).
-const EPOCH_LEN: usize = 8;
-
-/// History settings of one publish, resolved by the publisher's shard from namespace options.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HistoryPolicy {
-    /// Most publications kept (`history_size`); 0 = no history.
-    pub size: usize,
-    /// How long publications are kept after the last publish (`history_ttl`).
-    pub ttl: Duration,
-    /// How long the stream's position (epoch, offset) outlives its last publish or read
-    /// (`history_meta_ttl`); ZERO = forever.
-    pub meta_ttl: Duration,
+/// One channel's state in the memory broker.
+#[derive(Debug, Default)]
+struct Channel {
+    /// Created on the first stored publication or the first positioned subscription.
+    stream: Option<Stream>,
+    /// API idempotency keys → (first result, expiry in ms).
+    idempotency: HashMap<String, (Option<Position>, u64)>,
+    /// Last published `version` and its `version_epoch`.
+    version: Option<(u64, String)>,
 }
 
-impl HistoryPolicy {
-    /// Whether this publish goes into a stream (assigns an offset).
-    pub fn enabled(&self) -> bool {
-        self.size > 0 && !self.ttl.is_zero()
+impl Channel {
+    fn is_idle(&self) -> bool {
+        self.stream.is_none() && self.idempotency.is_empty() && self.version.is_none()
+    }
+
+    fn top(&self) -> Option<Position> {
+        self.stream.as_ref().map(|s| s.position().clone())
+    }
+
+    /// The stream, created (or renewed past its meta TTL) for `policy`.
+    fn touched(&mut self, policy: HistoryPolicy, now_ms: u64) -> &mut Stream {
+        let stream = self.stream.get_or_insert_with(Stream::default);
+        stream.touch(policy, now_ms);
+        stream
     }
 }
 
-/// Position of a stream: the offset of its newest publication and its epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Position {
-    /// Top offset (0 before the first publication of an epoch).
-    pub offset: u64,
-    /// Stream identity; a new epoch invalidates saved offsets.
-    pub epoch: String,
+/// The memory broker of one shard.
+#[derive(Debug, Default)]
+pub struct Memory {
+    channels: HashMap<Arc<str>, Channel>,
 }
 
-/// What a history read asks for (spec §6.2).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HistoryQuery {
-    /// Most publications to return; `None` = every retained one. `Some(0)` returns only the
-    /// position.
-    pub limit: Option<usize>,
-    /// Only publications after (or, reversed, before) this offset of this epoch.
-    pub since: Option<Position>,
-    /// Newest first.
-    pub reverse: bool,
-}
-
-/// Why a history read failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HistoryError {
-    /// `since.epoch` names another stream (error 112).
-    #[error("unrecoverable position")]
-    UnrecoverablePosition,
-    /// The broker keeps no history (NATS; error 108).
-    #[error("not available")]
-    NotAvailable,
-}
-
-/// A channel's stream: position plus the retained publications, oldest first.
-#[derive(Debug)]
-pub struct Stream {
-    position: Position,
-    entries: VecDeque<Entry>,
-    /// When the retained publications expire (`history_ttl` after the last publish), in ms.
-    expire_at_ms: u64,
-    /// When the position itself is forgotten (`history_meta_ttl` after the last publish or
-    /// read), in ms; `u64::MAX` = never.
-    meta_expire_at_ms: u64,
-    /// `history_meta_ttl` of the last touch, in ms (0 = forever).
-    meta_ttl_ms: u64,
-}
-
-#[derive(Debug)]
-struct Entry {
-    publication: Arc<Publication>,
-}
-
-/// A fresh random epoch of ASCII letters.
-pub fn new_epoch() -> String {
-    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let mut rng = rand::rng();
-    (0..EPOCH_LEN).map(|_| char::from(LETTERS[rng.random_range(0..LETTERS.len())])).collect()
-}
-
-impl Default for Stream {
-    fn default() -> Self {
-        Stream {
-            position: Position { offset: 0, epoch: new_epoch() },
-            entries: VecDeque::new(),
-            expire_at_ms: 0,
-            meta_expire_at_ms: u64::MAX,
-            meta_ttl_ms: 0,
+impl Memory {
+    fn forget_if_idle(&mut self, channel: &str) {
+        if self.channels.get(channel).is_some_and(Channel::is_idle) {
+            self.channels.remove(channel);
         }
     }
+
+    /// Periodic upkeep: drops expired history, forgets streams whose `history_meta_ttl` passed
+    /// while nobody was subscribed, and idempotency keys older than five minutes, then channels
+    /// with nothing left. A stream with subscribers (`subscribed`) keeps its epoch:
+    /// publications carry no epoch, so a silent restart at offset 1 could not be told apart by
+    /// them.
+    pub fn sweep(&mut self, now_ms: u64, subscribed: impl Fn(&str) -> bool) {
+        self.channels.retain(|name, c| {
+            if let Some(s) = c.stream.as_mut().filter(|_| subscribed(name)) {
+                s.keep_alive(now_ms);
+            }
+            if c.stream.as_ref().is_some_and(|s| s.meta_expired(now_ms)) {
+                c.stream = None;
+            }
+            if let Some(s) = c.stream.as_mut() {
+                s.expire(now_ms);
+            }
+            c.idempotency.retain(|_, (_, expire)| *expire > now_ms);
+            !c.is_idle()
+        });
+    }
+
+    /// The stream top of a channel, if it keeps one (tests and the simulation read it).
+    pub fn position(&self, channel: &str) -> Option<Position> {
+        self.channels.get(channel).and_then(Channel::top)
+    }
 }
 
-impl Stream {
-    /// Current position.
-    pub fn position(&self) -> &Position {
-        &self.position
-    }
-
-    /// Whether the position has outlived `history_meta_ttl`: the stream is then gone, and the
-    /// next use starts a new epoch (saved positions become unrecoverable, as upstream).
-    pub fn meta_expired(&self, now_ms: u64) -> bool {
-        now_ms >= self.meta_expire_at_ms
-    }
-
-    /// Starts a new epoch when the meta expired, then extends the meta's life from `now`.
-    pub fn touch(&mut self, policy: HistoryPolicy, now_ms: u64) {
-        if self.meta_expired(now_ms) {
-            *self = Stream::default();
+impl Broker for Memory {
+    fn publish(&mut self, call: PublishCall, to: ReplyTo, now_ms: u64, out: &mut Outbox) {
+        let PublishCall { channel, publication, history, idempotency_key, version } = call;
+        let entry = self.channels.entry(Arc::clone(&channel)).or_default();
+        entry.idempotency.retain(|_, (_, expire)| *expire > now_ms);
+        if let Some(first) = idempotency_key.as_ref().and_then(|k| entry.idempotency.get(k)) {
+            out.answer(to, Reply::Published(first.0.clone()));
+            return;
         }
-        self.meta_ttl_ms = u64::try_from(policy.meta_ttl.as_millis()).unwrap_or(u64::MAX);
-        self.keep_alive(now_ms);
-    }
-
-    /// Extends the meta's life from `now` by the last known `history_meta_ttl`.
-    pub fn keep_alive(&mut self, now_ms: u64) {
-        self.meta_expire_at_ms = match self.meta_ttl_ms {
-            0 => u64::MAX,
-            ttl => now_ms.saturating_add(ttl),
+        if let Some((v, epoch)) = &version {
+            if let Some((stored, stored_epoch)) = &entry.version {
+                if *v <= *stored && (epoch.is_empty() || epoch == stored_epoch) {
+                    out.answer(to, Reply::Published(entry.top()));
+                    return;
+                }
+            }
+            entry.version = Some((*v, epoch.clone()));
+        }
+        let (publication, position) = if history.enabled() {
+            let stream = entry.stream.get_or_insert_with(Stream::default);
+            let stored = stream.append(publication, history, now_ms);
+            (stored, entry.top())
+        } else {
+            (Arc::new(publication), None)
         };
+        if let Some(k) = idempotency_key {
+            entry.idempotency.insert(k, (position.clone(), now_ms + IDEMPOTENCY_TTL_MS));
+        }
+        out.emit(Arc::clone(&channel), Event::Pub(publication));
+        out.answer(to, Reply::Published(position));
+        self.forget_if_idle(&channel);
     }
 
-    /// Appends a publication: assigns the next offset, stores it, trims by size and age.
-    /// Returns the stored publication (with its offset) to be delivered.
-    pub fn append(
+    fn publish_presence_event(
         &mut self,
-        mut publication: Publication,
+        channel: &Arc<str>,
+        info: Arc<ClientInfo>,
+        join: bool,
+        out: &mut Outbox,
+    ) {
+        let event = if join { Event::Join(info) } else { Event::Leave(info) };
+        out.emit(Arc::clone(channel), event);
+    }
+
+    fn history(
+        &mut self,
+        channel: &Arc<str>,
         policy: HistoryPolicy,
+        query: HistoryQuery,
+        to: ReplyTo,
         now_ms: u64,
-    ) -> Arc<Publication> {
-        self.touch(policy, now_ms);
-        self.expire(now_ms);
-        self.position.offset += 1;
-        publication.offset = self.position.offset;
-        let publication = Arc::new(publication);
-        self.entries.push_back(Entry { publication: Arc::clone(&publication) });
-        while self.entries.len() > policy.size {
-            self.entries.pop_front();
+        out: &mut Outbox,
+    ) {
+        let stream = self.channels.entry(Arc::clone(channel)).or_default().touched(policy, now_ms);
+        let read = stream.read(&query, now_ms).map(|p| (p, stream.position().clone()));
+        out.answer(to, Reply::History(read));
+    }
+
+    fn remove_history(&mut self, channel: &str, to: ReplyTo, out: &mut Outbox) {
+        if let Some(stream) = self.channels.get_mut(channel).and_then(|c| c.stream.as_mut()) {
+            stream.clear();
         }
-        let ttl_ms = u64::try_from(policy.ttl.as_millis()).unwrap_or(u64::MAX);
-        self.expire_at_ms = now_ms.saturating_add(ttl_ms);
-        publication
+        out.answer(to, Reply::Done);
     }
 
-    /// Drops retained publications once `history_ttl` has passed since the last publish; the
-    /// position (offset and epoch) survives, as in Centrifugo.
-    pub fn expire(&mut self, now_ms: u64) {
-        if now_ms >= self.expire_at_ms {
-            self.entries.clear();
-        }
+    fn top(&mut self, channel: &str, to: ReplyTo, out: &mut Outbox) {
+        out.answer(to, Reply::Position(self.position(channel).map(|p| p.offset)));
     }
 
-    /// Retained publications, oldest first.
-    pub fn publications(&self) -> impl Iterator<Item = &Arc<Publication>> {
-        self.entries.iter().map(|e| &e.publication)
+    fn gate(&mut self, sub: SubscribeCall, _: ReplyTo) -> Gate {
+        // Delivery is immediate here: a position read can never miss a publication.
+        Gate::Open(sub)
     }
 
-    /// Reads retained publications per `query` (spec §6.2); the position to report alongside is
-    /// [`Stream::position`], the stream top, never the page position.
-    pub fn read(
+    fn read_position(
         &mut self,
-        query: &HistoryQuery,
+        channel: &Arc<str>,
+        policy: HistoryPolicy,
+        query: Option<HistoryQuery>,
+        to: ReplyTo,
         now_ms: u64,
-    ) -> Result<Vec<Arc<Publication>>, HistoryError> {
-        self.expire(now_ms);
-        if let Some(since) = &query.since {
-            if !since.epoch.is_empty() && since.epoch != self.position.epoch {
-                return Err(HistoryError::UnrecoverablePosition);
-            }
-        }
-        let limit = query.limit.unwrap_or(usize::MAX);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let all = self.entries.iter().map(|e| &e.publication);
-        let picked: Vec<Arc<Publication>> = match (&query.since, query.reverse) {
-            (None, false) => all.take(limit).cloned().collect(),
-            (None, true) => all.rev().take(limit).cloned().collect(),
-            (Some(since), false) => {
-                all.filter(|p| p.offset > since.offset).take(limit).cloned().collect()
-            }
-            (Some(since), true) => {
-                all.rev().filter(|p| p.offset < since.offset).take(limit).cloned().collect()
-            }
+        out: &mut Outbox,
+    ) {
+        let stream = self.channels.entry(Arc::clone(channel)).or_default().touched(policy, now_ms);
+        let read = match &query {
+            Some(q) => stream.read(q, now_ms),
+            None => Ok(Vec::new()),
         };
-        Ok(picked)
+        out.answer(to, Reply::Subscribed { top: Some(stream.position().clone()), read });
     }
 
-    /// Drops every retained publication; the position stays (API `history_remove`).
-    pub fn clear(&mut self) {
-        self.entries.clear();
+    fn want(&mut self, _: &Arc<str>, _: Option<(ShardId, u64)>) -> bool {
+        true
+    }
+
+    fn unwant(&mut self, _: &str) {}
+
+    fn publish_control(&mut self, _: &[u8]) {}
+
+    fn publish_to_node(&mut self, _: &str, _: &[u8]) {}
+
+    fn connects_nodes(&self) -> bool {
+        false
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RawJson;
+    use crate::broker::Effect;
+    use crate::protocol::{Publication, RawJson};
+    use crate::shard::id::Lane;
+    use std::time::Duration;
 
-    fn publication(n: u32) -> Publication {
-        Publication {
-            data: RawJson::from_value_str(&format!("{{\"n\":{n}}}")).unwrap(),
-            ..Publication::default()
+    const TO: ReplyTo = ReplyTo { origin: ShardId(0), req: 1, lane: Lane::Reply };
+
+    fn call(channel: &str, history: HistoryPolicy, key: Option<&str>) -> PublishCall {
+        PublishCall {
+            channel: Arc::from(channel),
+            publication: Publication {
+                data: RawJson::from_value_str("{}").unwrap(),
+                ..Publication::default()
+            },
+            history,
+            idempotency_key: key.map(str::to_owned),
+            version: None,
         }
     }
 
-    #[test]
-    fn offsets_grow_and_ring_keeps_newest() {
-        let policy = HistoryPolicy { size: 3, ttl: Duration::from_secs(60), ..Default::default() };
-        let mut s = Stream::default();
-        let epoch = s.position().epoch.clone();
-        assert_eq!(epoch.len(), EPOCH_LEN);
-        for n in 1..=5 {
-            let p = s.append(publication(n), policy, 1_000);
-            assert_eq!(p.offset, u64::from(n));
-        }
-        assert_eq!(s.position(), &Position { offset: 5, epoch });
-        let kept: Vec<u64> = s.publications().map(|p| p.offset).collect();
-        assert_eq!(kept, vec![3, 4, 5]);
+    fn drain(out: &mut Outbox) -> Vec<Effect> {
+        std::iter::from_fn(|| out.pop()).collect()
     }
 
     #[test]
-    fn ttl_expires_publications_but_keeps_position() {
-        let policy = HistoryPolicy { size: 10, ttl: Duration::from_secs(1), ..Default::default() };
-        let mut s = Stream::default();
-        s.append(publication(1), policy, 0);
-        s.expire(999);
-        assert_eq!(s.publications().count(), 1);
-        s.expire(1_000);
-        assert_eq!(s.publications().count(), 0);
-        assert_eq!(s.position().offset, 1);
-        assert_eq!(s.append(publication(2), policy, 2_000).offset, 2);
-    }
-
-    fn offsets(r: Result<Vec<Arc<Publication>>, HistoryError>) -> Vec<u64> {
-        r.unwrap().iter().map(|p| p.offset).collect()
-    }
-
-    #[test]
-    fn history_queries_follow_the_spec_table() {
+    fn a_publication_is_delivered_before_it_is_answered_and_a_repeated_key_is_not() {
         let policy = HistoryPolicy { size: 10, ttl: Duration::from_secs(60), ..Default::default() };
-        let mut s = Stream::default();
-        for n in 1..=5 {
-            s.append(publication(n), policy, 0);
-        }
-        let epoch = s.position().epoch.clone();
-        let q = |limit: Option<usize>, since: Option<u64>, reverse: bool| HistoryQuery {
-            limit,
-            since: since.map(|offset| Position { offset, epoch: epoch.clone() }),
-            reverse,
-        };
-        assert!(offsets(s.read(&q(Some(0), None, false), 1)).is_empty());
-        assert_eq!(offsets(s.read(&q(None, None, false), 1)), vec![1, 2, 3, 4, 5]);
-        assert_eq!(offsets(s.read(&q(Some(2), None, false), 1)), vec![1, 2]);
-        assert_eq!(offsets(s.read(&q(Some(2), None, true), 1)), vec![5, 4]);
-        assert_eq!(offsets(s.read(&q(Some(10), Some(3), false), 1)), vec![4, 5]);
-        assert_eq!(offsets(s.read(&q(Some(10), Some(3), true), 1)), vec![2, 1]);
-        let other = HistoryQuery {
-            limit: Some(10),
-            since: Some(Position { offset: 1, epoch: "other".into() }),
-            reverse: false,
-        };
-        assert_eq!(s.read(&other, 1), Err(HistoryError::UnrecoverablePosition));
-        s.clear();
-        assert!(offsets(s.read(&q(None, None, false), 1)).is_empty());
-        assert_eq!(s.position().offset, 5, "history_remove keeps the position");
+        let (mut m, mut out) = (Memory::default(), Outbox::default());
+        m.publish(call("c", policy, Some("k")), TO, 0, &mut out);
+        let effects = drain(&mut out);
+        assert!(
+            matches!(&effects[0], Effect::Emit(ch, Event::Pub(p)) if &**ch == "c" && p.offset == 1)
+        );
+        assert!(
+            matches!(&effects[1], Effect::Answer(to, Reply::Published(Some(p))) if *to == TO && p.offset == 1)
+        );
+        m.publish(call("c", policy, Some("k")), TO, 1, &mut out);
+        let effects = drain(&mut out);
+        assert_eq!(effects.len(), 1, "a repeat is answered with the first result, not delivered");
+        assert!(
+            matches!(&effects[0], Effect::Answer(_, Reply::Published(Some(p))) if p.offset == 1)
+        );
     }
 
     #[test]
-    fn meta_ttl_forgets_the_position_and_starts_a_new_epoch() {
+    fn sweep_forgets_streams_past_their_meta_ttl_unless_someone_subscribes() {
         let policy = HistoryPolicy {
             size: 10,
-            ttl: Duration::from_secs(1),
-            meta_ttl: Duration::from_secs(5),
+            ttl: Duration::from_millis(1),
+            meta_ttl: Duration::from_millis(1),
         };
-        let mut s = Stream::default();
-        s.append(publication(1), policy, 0);
-        let epoch = s.position().epoch.clone();
-        s.touch(policy, 4_000);
-        assert!(!s.meta_expired(8_999), "a read at 4 s extends the meta to 9 s");
-        assert!(s.meta_expired(9_000));
-        let p = s.append(publication(2), policy, 9_000);
-        assert_eq!(p.offset, 1, "a new stream starts again at 1");
-        assert_ne!(s.position().epoch, epoch);
-    }
-
-    #[test]
-    fn epochs_differ_between_streams() {
-        assert_ne!(Stream::default().position().epoch, Stream::default().position().epoch);
+        let (mut m, mut out) = (Memory::default(), Outbox::default());
+        for ch in ["quiet", "watched"] {
+            m.publish(call(ch, policy, None), TO, 0, &mut out);
+        }
+        m.sweep(5, |ch| ch == "watched");
+        assert_eq!(m.position("quiet"), None, "an idle expired stream is forgotten");
+        assert_eq!(
+            m.position("watched").map(|p| p.offset),
+            Some(1),
+            "a subscribed stream keeps its epoch"
+        );
     }
 }

@@ -1,79 +1,232 @@
 //! Brokers: where a channel's publications are ordered and kept, and how nodes reach each other.
-//! `memory` keeps everything on each channel's home shard (one node); `redis` keeps history and
-//! presence in Redis and carries publications between nodes over Redis PUB/SUB; `nats` carries
-//! publications between nodes over NATS (no history); `control` is the node-to-node message set. Brokers never touch connections.
+//!
+//! Every broker implements [`Broker`], the contract the channel's home shard uses
+//! (`channel::home`): [`memory`] keeps streams on the home shard itself (one node); [`redis`]
+//! keeps history and presence in Redis and carries publications between nodes over Redis
+//! PUB/SUB; [`nats`] carries publications between nodes over NATS (no history). [`stream`] is the
+//! history vocabulary they share and [`control`] the node-to-node message set.
+//!
+//! A broker speaks only the types of this module: requests ([`PublishCall`], [`SubscribeCall`]),
+//! where an answer goes ([`ReplyTo`]), and what it produces ([`Effect`]s in an [`Outbox`]: answers,
+//! channel events to deliver, released interest acknowledgements). It never sends anything to
+//! another shard itself and never touches connections: the home shard drains the outbox.
+//!
+//! Delivery has one path for every broker: a publication becomes an [`Effect::Emit`] when the
+//! broker has ordered it (at once for memory; when it comes back through the broker's
+//! subscription on every node, this one included, for Redis and NATS).
 
 pub mod control;
 pub mod memory;
 pub mod nats;
 pub mod redis;
+pub mod stream;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::protocol::ClientInfo;
-use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, PublishCall, SubscribeCall};
+use bytes::Bytes;
 
-pub use memory::{HistoryPolicy, HistoryQuery};
-pub use redis::ReplyTo;
+use crate::broker::stream::{HistoryError, HistoryPolicy, HistoryQuery, Position};
+use crate::protocol::{ClientInfo, Publication};
+use crate::shard::id::{Lane, RequestId, ShardId};
+
+/// Something that happened in a channel, handed by the home shard to every interested shard.
+/// Behind `Arc`: one allocation is read by every shard.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A publication (with its offset when the channel keeps history).
+    Pub(Arc<Publication>),
+    /// A client subscribed (channels with `join_leave`).
+    Join(Arc<ClientInfo>),
+    /// A client unsubscribed or disconnected.
+    Leave(Arc<ClientInfo>),
+}
+
+/// A publish handed to the channel's home shard.
+#[derive(Debug)]
+pub struct PublishCall {
+    /// Channel name.
+    pub channel: Arc<str>,
+    /// The publication without offset.
+    pub publication: Publication,
+    /// Whether and how to keep it in history.
+    pub history: HistoryPolicy,
+    /// API `idempotency_key`: a repeat within 5 minutes returns the first result.
+    pub idempotency_key: Option<String>,
+    /// API `version` and `version_epoch`: skip when not newer than the stored version.
+    pub version: Option<(u64, String)>,
+}
+
+/// A subscription that needs the home shard: presence, join/leave, or a stream position.
+#[derive(Debug)]
+pub struct SubscribeCall {
+    /// Channel name.
+    pub channel: Arc<str>,
+    /// The subscriber, as presence and join/leave show it.
+    pub info: Arc<ClientInfo>,
+    /// Add `info` to the channel's presence.
+    pub presence: bool,
+    /// Emit a join event to the channel's join/leave receivers.
+    pub join: bool,
+    /// Report the stream top (and read this history for recovery); the policy creates the
+    /// stream meta when the channel was never published to.
+    pub position: Option<(HistoryPolicy, Option<HistoryQuery>)>,
+}
+
+impl SubscribeCall {
+    /// Whether the subscriber tracks a stream position (the broker must deliver the channel
+    /// before the position is read, see [`Broker::gate`]).
+    pub fn positioned(&self) -> bool {
+        self.position.as_ref().is_some_and(|(policy, _)| policy.enabled())
+    }
+}
+
+/// A broker's answer to a channel request.
+#[derive(Debug)]
+pub enum Reply {
+    /// The publication is ordered and handed to delivery; its position when history is on.
+    Published(Option<Position>),
+    /// The subscriber is registered; the stream top and the history read, when asked.
+    Subscribed {
+        /// Stream top (positioned subscriptions).
+        top: Option<Position>,
+        /// Publications read for recovery.
+        read: Result<Vec<Arc<Publication>>, HistoryError>,
+    },
+    /// A history page and the stream top.
+    History(Result<(Vec<Arc<Publication>>, Position), HistoryError>),
+    /// Presence entries of a channel.
+    Presence(Vec<Arc<ClientInfo>>),
+    /// A stream's top offset, `None` when the channel keeps no stream.
+    Position(Option<u64>),
+    /// Done, nothing to report.
+    Done,
+    /// The broker could not do it (its server unreachable or erroring): a temporary error for
+    /// the caller; nothing was accepted.
+    Failed,
+}
+
+/// Where an answer goes: the parked request on the asking shard and the lane it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The asking shard.
+    pub origin: ShardId,
+    /// Its parked request.
+    pub req: RequestId,
+    /// Subscribe and position answers travel on the main lane, behind deliveries.
+    pub lane: Lane,
+}
+
+/// What a broker leaves for the home shard to do, in the order it happened.
+#[derive(Debug)]
+pub enum Effect {
+    /// Answer a parked request.
+    Answer(ReplyTo, Reply),
+    /// Deliver an event to every shard with subscribers of the channel.
+    Emit(Arc<str>, Event),
+    /// The broker now delivers the channel: acknowledge this interest (shard, generation).
+    Ack(ShardId, u64, Arc<str>),
+    /// A positioned subscribe held at the gate may go on: the channel is delivered now.
+    Resume(ReplyTo, SubscribeCall),
+    /// A control message from another node.
+    Control(Bytes),
+}
+
+/// Effects in the order brokers produced them; the home shard drains it after every call into
+/// a broker, so it stays short.
+#[derive(Debug, Default)]
+pub struct Outbox(VecDeque<Effect>);
+
+impl Outbox {
+    /// Queues an effect.
+    pub fn push(&mut self, effect: Effect) {
+        self.0.push_back(effect);
+    }
+
+    /// Queues an answer.
+    pub fn answer(&mut self, to: ReplyTo, reply: Reply) {
+        self.push(Effect::Answer(to, reply));
+    }
+
+    /// Queues an event for delivery.
+    pub fn emit(&mut self, channel: Arc<str>, event: Event) {
+        self.push(Effect::Emit(channel, event));
+    }
+
+    /// The oldest effect.
+    pub fn pop(&mut self) -> Option<Effect> {
+        self.0.pop_front()
+    }
+}
 
 /// What a positioned subscription may do next.
 #[derive(Debug)]
 pub enum Gate {
     /// Go ahead: the broker delivers the channel, a position read cannot miss anything.
     Open(SubscribeCall),
-    /// The broker keeps the call until it delivers the channel, then hands it back.
+    /// The broker keeps the call until it delivers the channel, then hands it back
+    /// ([`Effect::Resume`]).
     Held,
     /// Fail the subscription now (broker down, or no streams at all).
     Refused,
 }
 
-/// A broker that carries publications between nodes, as the home shard uses it (style.md
-/// §3.4): Redis and NATS. The memory engine needs none of it, since the home shard is the
-/// whole broker there (`broker::memory`).
+/// A broker as the channel's home shard uses it (style.md §3.4). One instance per shard,
+/// called only for channels homed there; `now_ms` is the shard's clock.
 ///
-/// Delivery never starts here. Whatever a broker publishes comes back through its
-/// subscription on every node, this one included, and goes through `Shard::emit`, the same
-/// path as the memory engine's append. Every answer either comes now (`Some`), or is sent to
-/// `to` once the broker's server has replied (`None`).
+/// Every answer goes into `out`, now or once the broker's server replied. Delivery never starts
+/// from a request: what a broker orders comes back as [`Effect::Emit`].
 pub trait Broker {
-    /// Orders (and, with history, stores) a publication.
-    fn publish(&mut self, call: &PublishCall, to: ReplyTo) -> Option<Answer>;
-    /// Sends a join or leave to every node.
-    fn publish_presence_event(&mut self, channel: &str, info: &ClientInfo, join: bool);
-    /// A page of history and the stream top.
+    /// Orders (and, with history, stores) a publication; answers `Published`.
+    fn publish(&mut self, call: PublishCall, to: ReplyTo, now_ms: u64, out: &mut Outbox);
+    /// Sends a join or leave to every node (memory: to this node's subscribers).
+    fn publish_presence_event(
+        &mut self,
+        channel: &Arc<str>,
+        info: Arc<ClientInfo>,
+        join: bool,
+        out: &mut Outbox,
+    );
+    /// A page of history and the stream top (the policy is enabled); answers `History`.
     fn history(
         &mut self,
-        channel: &str,
+        channel: &Arc<str>,
         policy: HistoryPolicy,
         query: HistoryQuery,
         to: ReplyTo,
-    ) -> Option<Answer>;
-    /// Drops a channel's stored publications.
-    fn remove_history(&mut self, channel: &str, to: ReplyTo) -> Option<Answer>;
-    /// The stream's top offset (the periodic position check).
-    fn top(&mut self, channel: &str, to: ReplyTo) -> Option<Answer>;
+        now_ms: u64,
+        out: &mut Outbox,
+    );
+    /// Drops a channel's stored publications, keeping the position; answers `Done`.
+    fn remove_history(&mut self, channel: &str, to: ReplyTo, out: &mut Outbox);
+    /// The stream's top offset (the periodic position check); answers `Position`.
+    fn top(&mut self, channel: &str, to: ReplyTo, out: &mut Outbox);
     /// Whether a positioned subscription may read its position now.
     fn gate(&mut self, sub: SubscribeCall, to: ReplyTo) -> Gate;
     /// The position (and the publications to recover) of a positioned subscription that passed
     /// the gate; answers `Subscribed`.
     fn read_position(
         &mut self,
-        channel: &str,
+        channel: &Arc<str>,
         policy: HistoryPolicy,
         query: Option<HistoryQuery>,
         to: ReplyTo,
-    ) -> Option<Answer>;
+        now_ms: u64,
+        out: &mut Outbox,
+    );
     /// The channel gained interest on this node: receive it. `true` when the acknowledgement
-    /// may go out now; otherwise the broker keeps `ack` until it receives the channel.
+    /// may go out now; otherwise the broker keeps `ack` and releases it ([`Effect::Ack`]) once it
+    /// receives the channel.
     fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool;
     /// The channel lost its last interest on this node.
     fn unwant(&mut self, channel: &str);
-    /// Sends a control message to every node.
+    /// Sends a control message to every other node (nothing with one node).
     fn publish_control(&mut self, data: &[u8]);
     /// Sends a control message to one node.
     fn publish_to_node(&mut self, uid: &str, data: &[u8]);
+    /// Whether publications cross nodes through this broker (Redis, NATS).
+    fn connects_nodes(&self) -> bool;
 }
 
 /// Reconnect delays of a broker link: 50 ms after the first failure, doubled per failed

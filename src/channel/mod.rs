@@ -2,9 +2,10 @@
 //!
 //! Owns the pure, configuration-derived rules: which options a channel name maps to
 //! (`name`) and whether a connection may subscribe, publish, or read presence and
-//! history (`permission`). Must not hold runtime channel state (subscribers,
-//! history, home shards), verify tokens, or do I/O.
+//! history (`permission`); and, in [`home`], what a channel's home shard keeps and does for it.
+//! Must not verify tokens, hold connection state, or do I/O.
 
+pub mod home;
 mod name;
 mod permission;
 

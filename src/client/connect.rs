@@ -20,12 +20,13 @@ use super::{
     channel_error, unix_now, Resume, Session, State, Step, Timer, TimerKind, SERVER_VERSION,
 };
 use crate::auth::{self, Expiry, SubscribeOverrides, TokenError};
+use crate::broker::control::{ConnFilter, ConnsOp};
 use crate::channel::{self, Subject};
 use crate::hub::ConnKey;
 use crate::protocol::{codes, ConnectRequest, ConnectResult, RawJson, ReplyBody, SubscribeRequest};
 use crate::shard::id::home_of;
-use crate::broker::control::{ConnFilter, ConnsOp};
-use crate::shard::msg::{Answer, Call, Cast, Lane, RequestId, ShardMsg};
+use crate::shard::id::{Lane, RequestId};
+use crate::shard::msg::{Answer, Call, Cast, ShardMsg};
 use crate::shard::{after, Shard};
 use crate::transport::Transport;
 

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{event_out, Out, State, SubFlags};
+use crate::broker::Event;
 use crate::hub::ConnKey;
 use crate::protocol::{fossil, Publication, RawJson};
-use crate::shard::msg::Event;
 use crate::shard::Shard;
 use crate::transport::Encoding;
 

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use super::Command;
 use crate::hub::ConnKey;
 use crate::protocol::{codes, decode_commands, Disconnect};
+use crate::shard::id::Lane;
 use crate::shard::id::ShardId;
-use crate::shard::msg::{Cast, Lane, ShardMsg};
+use crate::shard::msg::{Cast, ShardMsg};
 use crate::shard::Shard;
 
 /// A session id that names no shard of this node.

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::auth::{self, Expiry, TokenError};
-use crate::broker::memory::HistoryPolicy;
+use crate::broker::stream::HistoryPolicy;
+use crate::broker::PublishCall;
+use crate::broker::Reply;
 use crate::channel::{self, ChannelError, Subject};
 use crate::hub::{Begin, ConnKey};
 use crate::protocol::codes;
@@ -32,7 +34,8 @@ use crate::protocol::{
     PushBody, RefreshResult, ReplyBody, Request, SubscribeResult,
 };
 use crate::shard::id::home_of;
-use crate::shard::msg::{Answer, Call, Lane, PublishCall, RequestId, ShardMsg};
+use crate::shard::id::{Lane, RequestId};
+use crate::shard::msg::{Answer, Call, ShardMsg};
 use crate::shard::{after, Shard};
 use crate::transport::websocket::{self, OpCode};
 use crate::transport::{stream, Encoding, Transport};
@@ -588,13 +591,8 @@ impl Shard {
     }
 
     /// Queues a channel event (publication, join, leave) for one connection.
-    pub(crate) fn push_event(
-        &mut self,
-        key: ConnKey,
-        channel: &str,
-        event: &crate::shard::msg::Event,
-    ) {
-        if let crate::shard::msg::Event::Pub(p) = event {
+    pub(crate) fn push_event(&mut self, key: ConnKey, channel: &str, event: &crate::broker::Event) {
+        if let crate::broker::Event::Pub(p) = event {
             // Not from the live fan-out (events kept while subscribing): full payloads.
             if self.delta_state(key, channel, false).is_some() {
                 self.enqueue_as(key, |encoding| delta::publication_out(channel, p, None, encoding));
@@ -1017,7 +1015,9 @@ impl Shard {
         match then {
             Resume::Admit(pending) => return self.admit(key, *pending, answer),
             Resume::Publish { id } => match answer {
-                Some(Answer::Published(_)) => self.reply(key, id, &ReplyBody::Publish),
+                Some(Answer::Channel(Reply::Published(_))) => {
+                    self.reply(key, id, &ReplyBody::Publish)
+                }
                 _ => self.reply_error(key, id, codes::ERROR_INTERNAL),
             },
             Resume::Subscribe(pending) => return self.finish_subscribe(key, *pending, answer),
@@ -1062,12 +1062,8 @@ pub fn rpc_reply(rpc: &crate::config::Rpc, method: &str) -> ReplyBody {
 }
 
 /// A channel event as one push frame in an encoding; `None` for binary data in JSON.
-pub fn event_out(
-    channel: &str,
-    event: &crate::shard::msg::Event,
-    encoding: Encoding,
-) -> Option<Out> {
-    use crate::shard::msg::Event;
+pub fn event_out(channel: &str, event: &crate::broker::Event, encoding: Encoding) -> Option<Out> {
+    use crate::broker::Event;
     let bare = |body: PushBody| {
         Out::json(|buf| json::encode_push(channel, &body, json::PushFraming::Bare, buf))
     };
@@ -1265,43 +1261,6 @@ mod tests {
         assert_eq!(shard.hub.subscribers("news"), &[key]);
         let Some(Batch::One(frame)) = shard.conn_mut(key).unwrap().take_batch() else { panic!() };
         assert_eq!(&frame[2..], br#"{"id":7,"subscribe":{}}"#);
-    }
-
-    #[test]
-    fn sweep_forgets_streams_past_their_meta_ttl_unless_someone_subscribes() {
-        let mut shard = test_shard(1 << 20);
-        let policy = HistoryPolicy {
-            size: 10,
-            ttl: Duration::from_millis(1),
-            meta_ttl: Duration::from_millis(1),
-        };
-        for ch in ["quiet", "watched"] {
-            let call = Call::Publish(PublishCall {
-                channel: Arc::from(ch),
-                publication: Publication::default(),
-                history: policy,
-                idempotency_key: None,
-                version: None,
-            });
-            shard.call_home(ch, call);
-        }
-        let watched: Arc<str> = Arc::from("watched");
-        shard.handle(ShardMsg::Interest {
-            channel: Arc::clone(&watched),
-            shard: shard.id,
-            subscribed: true,
-            ack: None,
-        });
-        std::thread::sleep(Duration::from_millis(5));
-        shard.next_sweep = Instant::now();
-        shard.sweep(Instant::now());
-        assert!(!shard.home.contains_key("quiet"), "an idle expired stream is forgotten");
-        let kept = shard.home.get("watched").and_then(|e| e.stream.as_ref());
-        assert_eq!(
-            kept.map(|s| s.position().offset),
-            Some(1),
-            "a subscribed stream keeps its epoch"
-        );
     }
 
     #[test]

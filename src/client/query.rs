@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::subscribe::owned;
 use super::{channel_error, history_policy, Resume, Step};
-use crate::broker::memory::{HistoryQuery, Position};
+use crate::broker::stream::{HistoryQuery, Position};
+use crate::broker::Reply;
 use crate::channel::{self, Subject};
 use crate::hub::ConnKey;
 use crate::protocol::{
@@ -47,7 +48,7 @@ impl Shard {
         id: u32,
         channel: &str,
         check: fn(&channel::Resolved<'_>, &Subject<'_>, bool) -> Result<(), channel::ChannelError>,
-    ) -> Result<crate::broker::memory::HistoryPolicy, Step> {
+    ) -> Result<crate::broker::stream::HistoryPolicy, Step> {
         if channel.is_empty() {
             return Err(self.bad_request(key));
         }
@@ -99,15 +100,19 @@ impl Shard {
 
     pub(super) fn finish_history(&mut self, key: ConnKey, id: u32, answer: Option<Answer>) {
         let body = match answer {
-            Some(Answer::History(Ok((pubs, top)))) => ReplyBody::History(HistoryResult {
-                publications: owned(&pubs),
-                epoch: top.epoch,
-                offset: top.offset,
-            }),
-            Some(Answer::History(Err(crate::broker::memory::HistoryError::NotAvailable))) => {
-                ReplyBody::Error(codes::ERROR_NOT_AVAILABLE)
+            Some(Answer::Channel(Reply::History(Ok((pubs, top))))) => {
+                ReplyBody::History(HistoryResult {
+                    publications: owned(&pubs),
+                    epoch: top.epoch,
+                    offset: top.offset,
+                })
             }
-            Some(Answer::History(Err(_))) => ReplyBody::Error(codes::ERROR_UNRECOVERABLE_POSITION),
+            Some(Answer::Channel(Reply::History(Err(
+                crate::broker::stream::HistoryError::NotAvailable,
+            )))) => ReplyBody::Error(codes::ERROR_NOT_AVAILABLE),
+            Some(Answer::Channel(Reply::History(Err(_)))) => {
+                ReplyBody::Error(codes::ERROR_UNRECOVERABLE_POSITION)
+            }
             _ => ReplyBody::Error(codes::ERROR_INTERNAL),
         };
         self.reply(key, id, &body);
@@ -137,10 +142,10 @@ impl Shard {
         answer: Option<Answer>,
     ) {
         let body = match answer {
-            Some(Answer::Presence(entries)) if stats => {
+            Some(Answer::Channel(Reply::Presence(entries))) if stats => {
                 ReplyBody::PresenceStats(presence_stats(&entries))
             }
-            Some(Answer::Presence(entries)) => {
+            Some(Answer::Channel(Reply::Presence(entries))) => {
                 ReplyBody::Presence(PresenceResult { presence: presence_map(&entries) })
             }
             _ => ReplyBody::Error(codes::ERROR_INTERNAL),

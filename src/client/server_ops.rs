@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use super::subscribe::ServerSub;
 use super::{unix_now, State};
+use crate::broker::control::{ConnFilter, ConnsOp};
 use crate::hub::ConnKey;
 use crate::protocol::{codes, PushBody};
-use crate::broker::control::{ConnFilter, ConnsOp};
 use crate::shard::Shard;
 
 impl Shard {

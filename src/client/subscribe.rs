@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use super::{channel_error, history_policy, unix_now, Resume, Step, Then, Timer, TimerKind};
 use crate::auth::{self, Expiry, SubscribeOverrides, TokenError};
-use crate::broker::memory::{HistoryPolicy, HistoryQuery, Position};
+use crate::broker::stream::{HistoryPolicy, HistoryQuery, Position};
+use crate::broker::Reply;
+use crate::broker::{Event, SubscribeCall};
 use crate::channel::{self, Resolved, Subject};
 use crate::client::State;
 use crate::hub::ConnKey;
@@ -23,7 +25,7 @@ use crate::protocol::{
     codes, ClientInfo, Publication, PushBody, RawJson, ReplyBody, SubRefreshRequest,
     SubRefreshResult, SubscribePush, SubscribeRequest, SubscribeResult,
 };
-use crate::shard::msg::{Answer, Call, Cast, Event, SubscribeCall};
+use crate::shard::msg::{Answer, Call, Cast};
 use crate::shard::{after, Continue, Shard};
 
 /// `SubscribeRequest.flag` bit: answer 112 instead of `recovered: false`.
@@ -521,7 +523,7 @@ impl Shard {
             self.abandon(&channel);
             return Settled::Gone;
         }
-        let Some(Answer::Subscribed { top, read }) = answer else {
+        let Some(Answer::Channel(Reply::Subscribed { top, read })) = answer else {
             self.drop_sub(key, &channel);
             self.abandon(&channel);
             return Settled::Failed;
@@ -695,7 +697,7 @@ impl Shard {
             let cast = Cast::Unsubscribed { channel: Arc::clone(&sub.channel), client, leave };
             let home = crate::shard::id::home_of(&sub.channel, self.count);
             self.send(
-                crate::shard::msg::Lane::Main,
+                crate::shard::id::Lane::Main,
                 home,
                 crate::shard::msg::ShardMsg::Cast(Box::new(cast)),
             );

@@ -225,4 +225,3 @@ fn collect_leaves(value: &Value, prefix: Vec<Segment>, out: &mut Vec<Vec<Segment
         _ => out.push(prefix),
     }
 }
-

@@ -1,128 +1,120 @@
-//! The home shard's side of the brokers that connect nodes (Redis, NATS, through
-//! [`crate::broker::Broker`]) and of the Redis presence manager: which calls they serve, what
-//! happens to Redis replies, and what their subscriptions bring in.
+//! The engine part of a shard: which broker orders its home channels (memory, Redis or NATS),
+//! which presence manager keeps their presence (memory or Redis), and the protocol state of the
+//! broker links, fed by the link events their I/O tasks report.
 //!
-//! With such a broker, a home shard no longer answers publish, history and positioned subscribe
-//! calls itself: it hands them to the broker and answers when the broker's server replied
-//! ([`crate::broker::redis::Then`]). Delivery does not start from the publish at all: the
-//! publication comes back through the broker's subscription, like every other node's, and goes
-//! through [`Shard::emit`], the path the memory engine uses right after its append. So every
-//! node delivers every publication through one code path, whichever node accepted it.
-//!
-//! Must not: answer a call before the broker did (except when it is down: then at once, with
-//! [`Answer::Failed`]), or read a position before the broker delivers the channel.
+//! Owns: the brokers' per-shard state. Everything a broker produces (answers, events to deliver,
+//! released acknowledgements, control messages) goes into the [`Outbox`] the caller passes; the
+//! shard drains it. Must not: send to other shards, touch connections, or read a clock.
 
 use std::sync::Arc;
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use crate::broker::redis::{self, Incoming, Parse, ReplyTo, Then};
-use crate::broker::{nats, Broker, Gate};
-use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, Call, Lane, ShardMsg, SubscribeCall};
-use crate::shard::Shard;
+use crate::broker::memory::Memory;
+use crate::broker::redis::{self, Incoming, Parse, Redis, Then};
+use crate::broker::{nats, Broker, Effect, Outbox, Reply, ReplyTo};
+use crate::protocol::ClientInfo;
 
-impl Shard {
-    /// Whether publications cross nodes here (a Redis or NATS broker).
-    pub(super) fn external_broker(&self) -> bool {
-        self.nats.is_some() || self.redis.as_ref().is_some_and(|r| r.broker)
+/// The brokers of one shard.
+#[derive(Debug, Default)]
+pub struct Engine {
+    memory: Memory,
+    redis: Option<Redis>,
+    nats: Option<nats::Nats>,
+}
+
+impl Engine {
+    /// Adds the Redis engine (broker, presence manager, or both); before its links start.
+    pub fn set_redis(&mut self, redis: Redis) {
+        self.redis = Some(redis);
     }
 
-    fn redis_presence(&self) -> bool {
+    /// Adds the NATS broker; before its link starts.
+    pub fn set_nats(&mut self, nats: nats::Nats) {
+        self.nats = Some(nats);
+    }
+
+    /// The Redis engine, for its link tasks.
+    pub fn redis_mut(&mut self) -> Option<&mut Redis> {
+        self.redis.as_mut()
+    }
+
+    /// The NATS broker, for its link task.
+    pub fn nats_mut(&mut self) -> Option<&mut nats::Nats> {
+        self.nats.as_mut()
+    }
+
+    /// The broker that orders this shard's channels.
+    pub fn broker(&mut self) -> &mut dyn Broker {
+        if let Some(n) = self.nats.as_mut() {
+            return n;
+        }
+        match self.redis.as_mut().filter(|r| r.broker) {
+            Some(r) => r,
+            None => &mut self.memory,
+        }
+    }
+
+    /// Whether publications cross nodes (a Redis or NATS broker).
+    pub fn connects_nodes(&mut self) -> bool {
+        self.broker().connects_nodes()
+    }
+
+    /// The memory broker (its streams are swept by the shard's timer).
+    pub fn memory(&mut self) -> &mut Memory {
+        &mut self.memory
+    }
+
+    fn redis_presence(&mut self) -> Option<&mut Redis> {
+        self.redis.as_mut().filter(|r| r.presence)
+    }
+
+    /// Whether a Redis presence manager keeps presence (else the home shard's own map does).
+    pub fn presence_in_redis(&self) -> bool {
         self.redis.as_ref().is_some_and(|r| r.presence)
     }
 
-    /// Whether `call` is served by the Redis or NATS broker (or the Redis presence manager) on
-    /// this shard rather than by the memory engine.
-    pub(super) fn engine_serves(&self, call: &Call) -> bool {
-        match call {
-            Call::Publish(_)
-            | Call::Subscribe(_)
-            | Call::History { .. }
-            | Call::HistoryRemove { .. }
-            | Call::Position { .. }
-            | Call::Survey { .. } => self.external_broker(),
-            Call::Presence { .. } => self.redis_presence(),
-            _ => false,
+    /// Adds or refreshes a presence entry in the presence manager (nothing for memory).
+    pub fn presence_add(&mut self, channel: &str, info: &ClientInfo, now_ms: u64) {
+        if let Some(r) = self.redis_presence() {
+            r.presence_add(channel, info, now_ms);
         }
     }
 
-    /// The broker that carries publications between nodes, if any.
-    pub(super) fn broker(&mut self) -> Option<&mut dyn Broker> {
-        if let Some(n) = self.nats.as_mut() {
-            return Some(n);
-        }
-        self.redis.as_mut().filter(|r| r.broker).map(|r| r as &mut dyn Broker)
-    }
-
-    /// Serves a call through the broker (or the Redis presence manager). `Some` is an answer
-    /// available now; `None` means the answer follows the broker's reply.
-    pub(super) fn serve_engine(&mut self, call: Call, to: ReplyTo) -> Option<Answer> {
-        if let Call::Survey { op, data, to_node } = call {
-            return self.start_survey(op, data, to_node, to);
-        }
-        if let (Call::Presence { channel }, Some(redis)) = (&call, self.redis.as_mut()) {
-            let then = Then::Answer(to, Parse::Presence);
-            return redis.presence(channel, then).err().map(|_| Answer::Failed);
-        }
-        if let Call::Subscribe(sub) = call {
-            return self.subscribe_engine(sub, to);
-        }
-        let Some(broker) = self.broker() else { return Some(self.serve_now(call)) };
-        match call {
-            Call::Publish(p) => broker.publish(&p, to),
-            Call::History { policy, .. } if !policy.enabled() => {
-                Some(Answer::History(Ok((Vec::new(), Default::default()))))
-            }
-            Call::History { channel, policy, query } => broker.history(&channel, policy, query, to),
-            Call::HistoryRemove { channel } => broker.remove_history(&channel, to),
-            Call::Position { channel } => broker.top(&channel, to),
-            other => Some(self.serve_now(other)),
+    /// Removes a presence entry from the presence manager (nothing for memory).
+    pub fn presence_remove(&mut self, channel: &str, client: &str) {
+        if let Some(r) = self.redis_presence() {
+            r.presence_remove(channel, client);
         }
     }
 
-    /// Home half of a subscription with a broker: a positioned one waits at the broker's gate
-    /// until this node receives the channel; then presence and join go out, and the position
-    /// (with the publications to recover) is read.
-    fn subscribe_engine(&mut self, sub: SubscribeCall, to: ReplyTo) -> Option<Answer> {
-        let positioned = sub.position.as_ref().is_some_and(|(policy, _)| policy.enabled());
-        let sub = if positioned {
-            match self.broker()?.gate(sub, to) {
-                Gate::Open(sub) => sub,
-                Gate::Held => return None,
-                Gate::Refused => return Some(Answer::Failed),
-            }
-        } else {
-            sub
-        };
-        if sub.presence {
-            if let Some(r) = self.redis.as_mut().filter(|r| r.presence) {
-                r.presence_add(&sub.channel, &sub.info);
-            }
-            let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
-            entry.presence.insert(Arc::from(sub.info.client.as_str()), Arc::clone(&sub.info));
+    /// Reads a channel's presence from Redis; `false` when presence is kept in memory.
+    pub fn read_presence(
+        &mut self,
+        channel: &str,
+        to: ReplyTo,
+        now_ms: u64,
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(r) = self.redis_presence() else { return false };
+        if r.presence(channel, now_ms, Then::Answer(to, Parse::Presence)).is_err() {
+            out.answer(to, Reply::Failed);
         }
-        let broker = self.broker()?;
-        if sub.join {
-            broker.publish_presence_event(&sub.channel, &sub.info, true);
-        }
-        match sub.position {
-            Some((policy, query)) if policy.enabled() => {
-                broker.read_position(&sub.channel, policy, query, to)
-            }
-            _ => Some(Answer::Subscribed { top: None, read: Ok(Vec::new()) }),
-        }
+        true
     }
 
-    /// Publishes a control message to every node (Redis or NATS); nothing with one node.
-    pub fn publish_control(&mut self, data: &[u8]) {
-        if let Some(b) = self.broker() {
-            b.publish_control(data);
-        }
+    /// The Redis engine's links are all up (boot waits for it).
+    pub fn redis_up(&self) -> bool {
+        self.redis.as_ref().is_some_and(Redis::up)
     }
 
-    /// The NATS connection is (again) up.
-    pub fn nats_up(&mut self) {
+    /// The NATS link is up (boot waits for it).
+    pub fn nats_up(&self) -> bool {
+        self.nats.as_ref().is_some_and(|n| n.up)
+    }
+
+    /// The NATS connection is (again) up: subscribe everything again.
+    pub fn nats_connected(&mut self) {
         if let Some(n) = self.nats.as_mut() {
             n.resubscribe();
         }
@@ -130,79 +122,34 @@ impl Shard {
 
     /// The NATS connection broke: waiting subscribers keep waiting for the subscription to be
     /// confirmed after the reconnect.
-    pub fn nats_down(&mut self) {
+    pub fn nats_disconnected(&mut self) {
         if let Some(n) = self.nats.as_mut() {
             n.down();
         }
     }
 
-    fn release_acks(&mut self, acks: Vec<(ShardId, u64, Arc<str>)>) {
-        for (shard, generation, channel) in acks {
-            self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
-        }
-    }
-
     /// One operation from the NATS server.
-    pub fn nats_op(&mut self, op: nats::Op) {
+    pub fn nats_op(&mut self, op: nats::Op, out: &mut Outbox) {
         let Some(n) = self.nats.as_mut() else { return };
         match op {
             nats::Op::Msg { sid, payload } => match n.message(sid, payload) {
-                nats::Incoming::Event(channel, event) => self.emit(&channel, event),
-                nats::Incoming::Control(data) => self.control_message(&data),
+                nats::Incoming::Event(channel, event) => out.emit(channel, event),
+                nats::Incoming::Control(data) => out.push(Effect::Control(data)),
                 nats::Incoming::Other => {}
             },
             nats::Op::Ping => n.ping(),
             nats::Op::Pong => {
-                let released = n.pong();
-                self.release_acks(released);
+                for (shard, generation, channel) in n.pong() {
+                    out.push(Effect::Ack(shard, generation, channel));
+                }
             }
             nats::Op::Info | nats::Op::Ok | nats::Op::Err(_) => {}
         }
     }
 
-    /// Interest in a channel homed here changed. Returns whether an acknowledgement may go out
-    /// now (otherwise it waits for the broker to deliver the channel).
-    pub(super) fn engine_interest(
-        &mut self,
-        channel: &Arc<str>,
-        subscribed: bool,
-        ack: Option<(ShardId, u64)>,
-    ) -> bool {
-        let gone = self.home.get(channel.as_ref()).is_none_or(|e| e.interest.is_empty());
-        let Some(broker) = self.broker() else { return true };
-        if subscribed {
-            broker.want(channel, ack)
-        } else {
-            if gone {
-                broker.unwant(channel);
-            }
-            true
-        }
-    }
-
-    /// A subscriber left: its presence entry goes, and a leave event goes to every node.
-    pub(super) fn engine_unsubscribed(
-        &mut self,
-        channel: &str,
-        client: &str,
-        leave: Option<&Arc<crate::protocol::ClientInfo>>,
-    ) -> bool {
-        if !self.external_broker() {
-            return false;
-        }
-        let had = self.home.get_mut(channel).and_then(|e| e.presence.remove(client)).is_some();
-        if let Some(r) = self.redis.as_mut().filter(|r| r.presence && had) {
-            r.presence_remove(channel, client);
-        }
-        if let (Some(info), Some(broker)) = (leave, self.broker()) {
-            broker.publish_presence_event(channel, info, false);
-        }
-        true
-    }
-
-    /// The reply to the oldest outstanding command. `false` when no command was waiting (the
-    /// connection is out of step and must be dropped).
-    pub fn redis_reply(&mut self, server: usize, frame: BytesFrame) -> bool {
+    /// The reply to the oldest outstanding command of a Redis command link. `false` when no
+    /// command was waiting (the connection is out of step and must be dropped).
+    pub fn redis_reply(&mut self, server: usize, frame: BytesFrame, out: &mut Outbox) -> bool {
         let Some(link) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else {
             return false;
         };
@@ -213,19 +160,12 @@ impl Shard {
                     tracing::warn!(error = %e, "redis command failed");
                 }
             }
-            Then::Answer(to, parse) => {
-                let answer = redis::answer(parse, Ok(frame));
-                self.answer_to(to, answer);
-            }
+            Then::Answer(to, parse) => out.answer(to, redis::answer(parse, Ok(frame))),
         }
         true
     }
 
-    fn answer_to(&mut self, to: ReplyTo, answer: Answer) {
-        self.send(to.lane, to.origin, ShardMsg::Answer { req: to.req, answer: Box::new(answer) });
-    }
-
-    /// The command link is connected and the scripts are loaded.
+    /// A Redis command link is connected and its scripts are loaded.
     pub fn redis_commands_up(&mut self, server: usize, shas: Vec<String>) {
         if let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) {
             r.shas = shas;
@@ -233,24 +173,24 @@ impl Shard {
         }
     }
 
-    /// The command link broke: every outstanding call fails (the caller sees a temporary error;
-    /// a publish whose reply was lost may have been applied, exactly as with Centrifugo).
-    pub fn redis_commands_down(&mut self, server: usize) {
+    /// A Redis command link broke: every outstanding call fails (the caller sees a temporary
+    /// error; a publish whose reply was lost may have been applied, exactly as with
+    /// Centrifugo).
+    pub fn redis_commands_down(&mut self, server: usize, out: &mut Outbox) {
         let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else { return };
         for then in r.cmd.down() {
             if let Then::Answer(to, _) = then {
-                self.answer_to(to, Answer::Failed);
+                out.answer(to, Reply::Failed);
             }
         }
     }
 
-    /// The PUB/SUB link is connected: subscribe every channel with interest again.
-    pub fn redis_pubsub_up(&mut self, server: usize) {
+    /// A Redis PUB/SUB link is connected: subscribe every channel with interest again (and, on
+    /// shard 0's first server, the control channels, as Centrifugo does).
+    pub fn redis_pubsub_up(&mut self, server: usize, control: bool) {
         let Some(r) = self.redis.as_mut() else { return };
         let settings = Arc::clone(&r.settings);
-        // The control channel lives on the first server, as with Centrifugo.
-        let control = self.id.0 == 0 && server == 0;
-        let extra = if control {
+        let extra = if control && server == 0 {
             vec![settings.control_channel(), settings.node_channel(&crate::node::get().uid)]
         } else {
             Vec::new()
@@ -260,47 +200,52 @@ impl Shard {
         }
     }
 
-    /// The PUB/SUB link broke: publications may be missed until it is back. Positioned
+    /// A Redis PUB/SUB link broke: publications may be missed until it is back. Positioned
     /// subscribe calls waiting at the gate fail (their clients retry); plain subscribers keep
     /// waiting for the subscription to be confirmed after the reconnect. Positioned subscribers
     /// already in place notice the gap on the next publication or position check and recover.
-    pub fn redis_pubsub_down(&mut self, server: usize) {
+    pub fn redis_pubsub_down(&mut self, server: usize, out: &mut Outbox) {
         let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else { return };
-        let calls = r.sub.down();
-        for (to, _) in calls {
-            self.answer_to(to, Answer::Failed);
+        for (to, _) in r.sub.down() {
+            out.answer(to, Reply::Failed);
         }
     }
 
-    /// A frame from the PUB/SUB link.
-    pub fn redis_incoming(&mut self, server: usize, frame: BytesFrame) {
+    /// A frame from a Redis PUB/SUB link.
+    pub fn redis_incoming(&mut self, server: usize, frame: BytesFrame, out: &mut Outbox) {
         let Some(r) = self.redis.as_mut() else { return };
         match r.incoming(frame) {
-            Incoming::Event(channel, event) => self.emit(&channel, event),
+            Incoming::Event(channel, event) => out.emit(channel, event),
             Incoming::Subscribed(channel) => {
                 let Some(s) = r.servers.get_mut(server) else { return };
                 let Some(held) = s.sub.confirmed(&channel) else { return };
-                let acks = held.acks.into_iter().map(|(s, g)| (s, g, Arc::clone(&channel)));
-                self.release_acks(acks.collect());
+                for (shard, generation) in held.acks {
+                    out.push(Effect::Ack(shard, generation, Arc::clone(&channel)));
+                }
                 for (to, sub) in held.deferred {
-                    if let Some(answer) = self.subscribe_engine(sub, to) {
-                        self.answer_to(to, answer);
-                    }
+                    out.push(Effect::Resume(to, sub));
                 }
             }
-            Incoming::Control(data) => self.control_message(&data),
+            Incoming::Control(data) => out.push(Effect::Control(data)),
             Incoming::Other => {}
         }
     }
 
-    /// Presence entries live `presence_ttl` in Redis: the home shard re-adds the entries of
-    /// this node's subscribers (called every `client.presence_update_interval`).
-    pub(super) fn refresh_presence(&mut self) {
-        let Some(r) = self.redis.as_mut().filter(|r| r.presence) else { return };
-        for (channel, e) in &self.home {
-            for info in e.presence.values() {
-                r.presence_add(channel, info);
-            }
+    /// Presence entries live `presence_ttl` in Redis: re-adds the entries of this node's
+    /// subscribers (every `client.presence_update_interval`).
+    pub fn refresh_presence<'a>(
+        &mut self,
+        entries: impl Iterator<Item = (&'a Arc<str>, &'a Arc<ClientInfo>)>,
+        now_ms: u64,
+    ) {
+        let Some(r) = self.redis_presence() else { return };
+        for (channel, info) in entries {
+            r.presence_add(channel, info, now_ms);
         }
+    }
+
+    /// Publishes a control message to every node (Redis or NATS); nothing with one node.
+    pub fn publish_control(&mut self, data: &[u8]) {
+        self.broker().publish_control(data);
     }
 }

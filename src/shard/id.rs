@@ -1,4 +1,5 @@
-//! Shard identities and the channel → home shard mapping.
+//! Shard identities, the channel → home shard mapping, and the names a cross-shard request is
+//! known by (request id, lane).
 //!
 //! Owns: the hash that decides which shard owns a channel. It must stay stable across versions and
 //! processes (the load tester and tests compute it too), so it is a plain FNV-1a, not `std`'s
@@ -24,6 +25,19 @@ impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
+}
+
+/// Identifies a parked request on its origin shard (a slot and a generation).
+pub type RequestId = u64;
+
+/// Which cross-shard lane a message travels on. Replies have their own lane so a response never
+/// waits behind a burst of fan-out traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Requests, interest changes, deliveries, accepted sockets.
+    Main = 0,
+    /// Answers to requests.
+    Reply = 1,
 }
 
 /// FNV-1a, 64 bit.

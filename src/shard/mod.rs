@@ -14,8 +14,9 @@
 //! Must not: block, await while borrowed, or send a request that makes a home shard wait on a
 //! third shard (every cross-shard call is one hop: requester → home → reply).
 
-mod engine;
+pub mod engine;
 pub mod id;
+mod links;
 pub mod msg;
 #[cfg(test)]
 mod sim_tests;
@@ -35,18 +36,17 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::{GlommioError, ResourceType};
 use slab::Slab;
 
-use crate::broker::memory::Stream;
+use crate::broker::{Effect, Event, Outbox, ReplyTo};
+use crate::channel::home::Home;
 use crate::channel::Namespaces;
 use crate::client::event_out;
 use crate::client::{Conn, Out, Timer};
 use crate::config::Config;
 use crate::hub::{ConnKey, Hub};
-use crate::protocol::{json, protobuf, ClientInfo};
-use crate::shard::id::{home_of, ShardId, ShardSet};
-use crate::shard::msg::{
-    Answer, Call, Cast, Event, Lane, PublishCall, Published, RequestId, ShardCounts, ShardMsg,
-    SubscribeCall,
-};
+use crate::protocol::{json, protobuf};
+use crate::shard::engine::Engine;
+use crate::shard::id::{home_of, Lane, RequestId, ShardId};
+use crate::shard::msg::{Answer, Call, Cast, ShardCounts, ShardMsg};
 use crate::transport::websocket;
 use crate::transport::Encoding;
 
@@ -55,37 +55,6 @@ pub const SPILL_MAX: usize = 65_536;
 
 /// The shard state shared by the tasks of one executor.
 pub type ShardRef = Rc<RefCell<Shard>>;
-
-/// How long an API `idempotency_key` result is remembered (spec §6.7).
-pub const IDEMPOTENCY_TTL_MS: u64 = 5 * 60 * 1000;
-
-/// Channel state kept by the channel's home shard.
-#[derive(Debug, Default)]
-pub struct HomeChannel {
-    /// Shards with at least one local subscriber.
-    pub interest: ShardSet,
-    /// Stream position and history (memory engine), created on the first stored publication
-    /// or the first positioned subscription.
-    pub stream: Option<Stream>,
-    /// client id → presence entry.
-    pub presence: HashMap<Arc<str>, Arc<ClientInfo>>,
-    /// API idempotency keys → (first result, expiry in ms).
-    pub idempotency: HashMap<String, (Option<Published>, u64)>,
-    /// Last published `version` and its `version_epoch`.
-    pub version: Option<(u64, String)>,
-}
-
-impl HomeChannel {
-    /// Nothing worth keeping: no subscribers anywhere, no stream, no presence, no remembered
-    /// publish results.
-    fn is_idle(&self) -> bool {
-        self.interest.is_empty()
-            && self.stream.is_none()
-            && self.presence.is_empty()
-            && self.idempotency.is_empty()
-            && self.version.is_none()
-    }
-}
 
 /// Messages waiting for a peer lane that was full.
 #[derive(Debug, Default)]
@@ -183,8 +152,12 @@ pub struct Shard {
     next_generation: u32,
     /// channel → local subscribers.
     pub hub: Hub,
-    /// Channels whose home is this shard.
-    pub home: HashMap<Arc<str>, HomeChannel>,
+    /// Channels (and users) whose home is this shard.
+    home: Home,
+    /// The brokers and presence manager of the home channels.
+    engine: Engine,
+    /// What the brokers left to do; drained after every call into them.
+    out: Outbox,
     pending: Pendings,
     /// Cross-shard senders per lane (None until the meshes are joined; absent with one shard).
     pub senders: [Option<Rc<Senders<ShardMsg>>>; 2],
@@ -200,9 +173,6 @@ pub struct Shard {
     pub stats: Stats,
     /// Connected clients in the whole process (`client.connection_limit`), shared by all shards.
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
-    /// Counted connections of the users whose home is this shard
-    /// (`client.user_connection_limit`).
-    pub user_conns: HashMap<Arc<str>, usize>,
     /// When `sweep` runs next.
     pub next_sweep: Instant,
     /// Set while a command runs again after a JWKS key fetch: a key still missing is then an
@@ -219,10 +189,6 @@ pub struct Shard {
     pub sessions: HashMap<uuid::Uuid, ConnKey>,
     /// Emulated connections' sessions and inboxes.
     pub emulated: HashMap<ConnKey, crate::client::emulation::Emulated>,
-    /// The Redis engine's links (`engine.type: redis`); `None` with the memory engine.
-    pub redis: Option<crate::broker::redis::Redis>,
-    /// The NATS broker's connection (`broker.type: nats`).
-    pub nats: Option<crate::broker::nats::Nats>,
     /// Other nodes heard on the control channel (shard 0 only).
     pub nodes: crate::broker::control::Registry,
     /// Surveys of other nodes (shard 0).
@@ -258,7 +224,9 @@ impl Shard {
             conns: Slab::new(),
             next_generation: 0,
             hub: Hub::default(),
-            home: HashMap::new(),
+            home: Home::default(),
+            engine: Engine::default(),
+            out: Outbox::default(),
             pending: Pendings::default(),
             senders: [None, None],
             spill: [spill(), spill()],
@@ -269,14 +237,11 @@ impl Shard {
             keys_retry: false,
             next_sweep: first_sweep,
             connections: Arc::default(),
-            user_conns: HashMap::new(),
             ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
             pb_ping_frame: websocket::frame(websocket::OpCode::Binary, protobuf::PING),
             heartbeat: Arc::default(),
             sessions: HashMap::new(),
             emulated: HashMap::new(),
-            redis: None,
-            nats: None,
             nodes: Default::default(),
             surveys: Default::default(),
             next_presence_refresh: Instant::now(),
@@ -342,35 +307,17 @@ impl Shard {
                 } else {
                     Lane::Reply
                 };
-                let answer = if self.engine_serves(&call) {
-                    let to = crate::broker::redis::ReplyTo { origin, req, lane };
-                    self.serve_engine(*call, to)
-                } else {
-                    Some(self.serve_now(*call))
-                };
-                if let Some(answer) = answer {
-                    self.send(lane, origin, ShardMsg::Answer { req, answer: Box::new(answer) });
-                }
+                self.serve(*call, ReplyTo { origin, req, lane });
             }
             ShardMsg::Answer { req, answer } => self.answer(req, *answer),
             ShardMsg::Cast(cast) => self.cast(*cast),
             ShardMsg::Interest { channel, shard, subscribed, ack } => {
-                let entry = self.home.entry(Arc::clone(&channel)).or_default();
-                if subscribed {
-                    entry.interest.insert(shard);
-                    let ack_now = self.engine_interest(&channel, true, ack.map(|g| (shard, g)));
-                    if let Some(generation) = ack.filter(|_| ack_now) {
-                        self.send(
-                            Lane::Reply,
-                            shard,
-                            ShardMsg::InterestAcked { channel, generation },
-                        );
-                    }
-                } else {
-                    entry.interest.remove(shard);
-                    self.engine_interest(&channel, false, None);
-                    self.forget_if_idle(&channel);
+                let ack_now =
+                    self.home.interest(&mut self.engine, &channel, shard, subscribed, ack);
+                if let Some(generation) = ack.filter(|_| subscribed && ack_now) {
+                    self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
                 }
+                self.flush_effects();
             }
             ShardMsg::InterestAcked { channel, generation } => {
                 self.hub.acknowledged(&channel, generation);
@@ -381,40 +328,28 @@ impl Shard {
         None
     }
 
-    fn forget_if_idle(&mut self, channel: &str) {
-        if self.home.get(channel).is_some_and(HomeChannel::is_idle) {
-            self.home.remove(channel);
-        }
-    }
-
-    /// Runs a request addressed to this shard and returns its answer.
-    fn serve_now(&mut self, call: Call) -> Answer {
+    /// Runs a request addressed to this shard and answers it (now, or once a broker replied).
+    fn serve(&mut self, call: Call, to: ReplyTo) {
         let now = now_ms();
-        match call {
-            Call::Publish(p) => Answer::Published(self.publish_home(p)),
-            Call::Subscribe(sub) => self.subscribe_home(sub),
+        let answer = match call {
+            Call::Publish(p) => return self.with_effects(|h, e, o| h.publish(e, p, to, now, o)),
+            Call::Subscribe(sub) => {
+                return self.with_effects(|h, e, o| h.subscribe(e, sub, to, now, o));
+            }
             Call::History { channel, policy, query } => {
-                if !policy.enabled() {
-                    return Answer::History(Ok((Vec::new(), Default::default())));
-                }
-                let entry = self.home.entry(channel).or_default();
-                let stream = entry.stream.get_or_insert_with(Stream::default);
-                stream.touch(policy, now);
-                let read = stream.read(&query, now).map(|p| (p, stream.position().clone()));
-                Answer::History(read)
+                return self.with_effects(|h, e, o| {
+                    h.history(e, &channel, policy, query, to, now, o);
+                });
             }
             Call::HistoryRemove { channel } => {
-                if let Some(stream) = self.home.get_mut(&channel).and_then(|e| e.stream.as_mut()) {
-                    stream.clear();
-                }
-                Answer::Done
+                return self.with_effects(|_, e, o| e.broker().remove_history(&channel, to, o));
             }
-            Call::Presence { channel } => Answer::Presence(
-                self.home
-                    .get(&channel)
-                    .map(|e| e.presence.values().cloned().collect())
-                    .unwrap_or_default(),
-            ),
+            Call::Presence { channel } => {
+                return self.with_effects(|h, e, o| h.presence(e, &channel, to, now, o));
+            }
+            Call::Position { channel } => {
+                return self.with_effects(|_, e, o| e.broker().top(&channel, to, o));
+            }
             Call::Channels { pattern } => Answer::Channels(
                 self.hub
                     .counts()
@@ -424,26 +359,47 @@ impl Shard {
             ),
             Call::Info => Answer::Info(Box::new(self.counts())),
             Call::Nodes => Answer::Nodes(self.nodes.alive(Instant::now())),
-            // One node: nobody else to ask, and no other node to forward to.
-            Call::Survey { to_node: Some(_), .. } => Answer::Failed,
-            Call::Survey { .. } => Answer::Survey(Vec::new()),
+            Call::Survey { op, data, to_node } => match self.start_survey(op, data, to_node, to) {
+                Some(answer) => answer,
+                None => return,
+            },
             Call::Conns(op) => {
                 self.conns_op(*op);
                 Answer::Done
             }
-            Call::Position { channel } => Answer::Position(
-                self.home
-                    .get(&channel)
-                    .and_then(|e| e.stream.as_ref())
-                    .map(|s| s.position().offset),
-            ),
             Call::UserConnect { user, limit } => {
-                let n = self.user_conns.entry(user).or_default();
-                let admitted = *n < limit;
-                if admitted {
-                    *n += 1;
+                Answer::Admitted(self.home.admit_user(user, limit))
+            }
+        };
+        self.send(to.lane, to.origin, ShardMsg::Answer { req: to.req, answer: Box::new(answer) });
+    }
+
+    /// Runs `f` on the home part with the engine, then does what the brokers left to do.
+    fn with_effects(&mut self, f: impl FnOnce(&mut Home, &mut Engine, &mut Outbox)) {
+        f(&mut self.home, &mut self.engine, &mut self.out);
+        self.flush_effects();
+    }
+
+    /// Does what the brokers left in the outbox, in order: answers go to their requesters,
+    /// events to every shard with subscribers, released acknowledgements to their shards, held
+    /// subscribes on through the home part, control messages to the control plane.
+    pub(crate) fn flush_effects(&mut self) {
+        while let Some(effect) = self.out.pop() {
+            match effect {
+                Effect::Answer(to, reply) => {
+                    let msg =
+                        ShardMsg::Answer { req: to.req, answer: Box::new(Answer::Channel(reply)) };
+                    self.send(to.lane, to.origin, msg);
                 }
-                Answer::Admitted(admitted)
+                Effect::Emit(channel, event) => self.emit(&channel, event),
+                Effect::Ack(shard, generation, channel) => {
+                    self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
+                }
+                Effect::Resume(to, sub) => {
+                    let now = now_ms();
+                    self.home.subscribe_open(&mut self.engine, sub, to, now, &mut self.out);
+                }
+                Effect::Control(data) => self.control_message(&data),
             }
         }
     }
@@ -462,56 +418,16 @@ impl Shard {
         users.sort_unstable();
         users.dedup();
         counts.users = users;
-        counts.channels = self.home.values().filter(|e| !e.interest.is_empty()).count() as u64;
+        counts.channels = self.home.channels_with_interest();
         counts
-    }
-
-    /// Home-shard half of a subscription: presence, join, and the stream position.
-    fn subscribe_home(&mut self, sub: SubscribeCall) -> Answer {
-        let now = now_ms();
-        let entry = self.home.entry(Arc::clone(&sub.channel)).or_default();
-        if sub.presence {
-            entry.presence.insert(Arc::from(sub.info.client.as_str()), Arc::clone(&sub.info));
-        }
-        let mut top = None;
-        let mut read = Ok(Vec::new());
-        if let Some((policy, query)) = &sub.position {
-            if policy.enabled() {
-                let stream = entry.stream.get_or_insert_with(Stream::default);
-                stream.touch(*policy, now);
-                if let Some(q) = query {
-                    read = stream.read(q, now);
-                }
-                top = Some(stream.position().clone());
-            }
-        }
-        if sub.join {
-            self.emit(&sub.channel, Event::Join(sub.info));
-        }
-        Answer::Subscribed { top, read }
     }
 
     fn cast(&mut self, cast: Cast) {
         match cast {
             Cast::Unsubscribed { channel, client, leave } => {
-                if !self.engine_unsubscribed(&channel, &client, leave.as_ref()) {
-                    if let Some(e) = self.home.get_mut(&channel) {
-                        e.presence.remove(&client);
-                    }
-                    if let Some(info) = leave {
-                        self.emit(&channel, Event::Leave(info));
-                    }
-                }
-                self.forget_if_idle(&channel);
+                self.with_effects(|h, e, o| h.unsubscribed(e, &channel, &client, leave, o));
             }
-            Cast::UserGone { user } => {
-                if let Some(n) = self.user_conns.get_mut(&user) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        self.user_conns.remove(&user);
-                    }
-                }
-            }
+            Cast::UserGone { user } => self.home.user_gone(&user),
             Cast::Conns(op) => self.conns_op(*op),
             Cast::Emulation { session, data, quoted } => self.emulate(session, &data, quoted),
         }
@@ -519,50 +435,11 @@ impl Shard {
 
     /// Hands an event to every shard with subscribers of a channel homed here.
     fn emit(&mut self, channel: &Arc<str>, event: Event) {
-        let Some(targets) = self.home.get(channel).map(|e| e.interest) else { return };
+        let Some(targets) = self.home.interested(channel) else { return };
         for shard in targets.iter() {
             let msg = ShardMsg::Deliver { channel: Arc::clone(channel), event: event.clone() };
             self.send(Lane::Main, shard, msg);
         }
-    }
-
-    /// Home-shard half of a publish: apply idempotency and version rules, assign a position
-    /// (when history is on) and hand one shared publication to every interested shard.
-    fn publish_home(&mut self, call: PublishCall) -> Option<Published> {
-        let PublishCall { channel, publication, history, idempotency_key, version } = call;
-        let now = now_ms();
-        let entry = self.home.entry(Arc::clone(&channel)).or_default();
-        entry.idempotency.retain(|_, (_, expire)| *expire > now);
-        if let Some(first) = idempotency_key.as_ref().and_then(|k| entry.idempotency.get(k)) {
-            return first.0.clone();
-        }
-        let top = |e: &HomeChannel| {
-            e.stream.as_ref().map(|s| Published {
-                offset: s.position().offset,
-                epoch: s.position().epoch.clone(),
-            })
-        };
-        if let Some((v, epoch)) = &version {
-            if let Some((stored, stored_epoch)) = &entry.version {
-                if *v <= *stored && (epoch.is_empty() || epoch == stored_epoch) {
-                    return top(entry);
-                }
-            }
-            entry.version = Some((*v, epoch.clone()));
-        }
-        let (publication, position) = if history.enabled() {
-            let stream = entry.stream.get_or_insert_with(Stream::default);
-            let stored = stream.append(publication, history, now);
-            (stored, top(entry))
-        } else {
-            (Arc::new(publication), None)
-        };
-        if let Some(k) = idempotency_key {
-            entry.idempotency.insert(k, (position.clone(), now + IDEMPOTENCY_TTL_MS));
-        }
-        self.emit(&channel, Event::Pub(publication));
-        self.forget_if_idle(&channel);
-        position
     }
 
     /// Sends a request to shard `to` (inline when it is this shard) and parks it; await the
@@ -629,7 +506,7 @@ impl Shard {
                     self.resume(key, then, Some(answer));
                 }
                 Some(Continue::Position(channel)) => {
-                    if let Answer::Position(Some(top)) = answer {
+                    if let Answer::Channel(crate::broker::Reply::Position(Some(top))) = answer {
                         if self.hub.sync_position(&channel, top) {
                             self.insufficient_state(&channel);
                         }
@@ -691,37 +568,23 @@ impl Shard {
         self.stats.messages_sent += 1;
     }
 
-    /// Periodic upkeep of the channels homed here (called by the timer task): drops expired
-    /// history, forgets streams without subscribers whose `history_meta_ttl` passed, and
-    /// idempotency keys older than five minutes, then channels with nothing left. At most once
-    /// per `client.channel_position_check_delay` (at least a second).
+    /// Periodic upkeep (called by the timer task): refreshes this node's presence entries in
+    /// Redis every `client.presence_update_interval`; at most once per
+    /// `client.channel_position_check_delay` (at least a second) checks the positions of local
+    /// subscribers' channels and sweeps the memory broker's streams.
     pub fn sweep(&mut self, now: Instant) {
-        if self.redis.is_some() && now >= self.next_presence_refresh {
+        let now_ms = now_ms();
+        if self.engine.presence_in_redis() && now >= self.next_presence_refresh {
             self.next_presence_refresh = now + self.cfg.client.presence_update_interval;
-            self.refresh_presence();
+            self.engine.refresh_presence(self.home.presence_entries(), now_ms);
         }
         if now < self.next_sweep {
             return;
         }
         self.next_sweep = now + self.sweep_every();
-        let now_ms = now_ms();
         self.check_positions();
-        self.home.retain(|_, e| {
-            // A stream with subscribers keeps its epoch: publications carry no epoch, so a
-            // silent restart at offset 1 could not be told apart by them. Centrifugo would
-            // send them to recovery, which then fails anyway.
-            if let Some(s) = e.stream.as_mut().filter(|_| !e.interest.is_empty()) {
-                s.keep_alive(now_ms);
-            }
-            if e.stream.as_ref().is_some_and(|s| s.meta_expired(now_ms)) {
-                e.stream = None;
-            }
-            if let Some(s) = e.stream.as_mut() {
-                s.expire(now_ms);
-            }
-            e.idempotency.retain(|_, (_, expire)| *expire > now_ms);
-            !e.is_idle()
-        });
+        let home = &self.home;
+        self.engine.memory().sweep(now_ms, |ch| home.has_interest(ch));
     }
 
     fn sweep_every(&self) -> Duration {

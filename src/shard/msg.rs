@@ -8,74 +8,10 @@ use std::sync::Arc;
 use glommio::net::AcceptedTcpStream;
 
 use crate::broker::control::ConnsOp;
-use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery, Position};
-use crate::protocol::{ClientInfo, Publication};
-use crate::shard::id::ShardId;
-
-/// Identifies a parked request on its origin shard (slot and generation in `Shard::pending`).
-pub type RequestId = u64;
-
-/// Which cross-shard lane a message travels on. Replies have their own lane so a response never
-/// waits behind a burst of fan-out traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// Requests, interest changes, deliveries, accepted sockets.
-    Main = 0,
-    /// Answers to requests.
-    Reply = 1,
-}
-
-/// Stream position assigned by the home shard to a stored publication.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// Offset of the publication.
-    pub offset: u64,
-    /// Epoch of the stream.
-    pub epoch: String,
-}
-
-/// Something that happened in a channel, handed by the home shard to every interested shard.
-/// Behind `Arc`: one allocation is read by every shard.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A publication (with its offset when the channel keeps history).
-    Pub(Arc<Publication>),
-    /// A client subscribed (channels with `join_leave`).
-    Join(Arc<ClientInfo>),
-    /// A client unsubscribed or disconnected.
-    Leave(Arc<ClientInfo>),
-}
-
-/// A publish handed to the channel's home shard.
-#[derive(Debug)]
-pub struct PublishCall {
-    /// Channel name.
-    pub channel: Arc<str>,
-    /// The publication without offset.
-    pub publication: Publication,
-    /// Whether and how to keep it in history.
-    pub history: HistoryPolicy,
-    /// API `idempotency_key`: a repeat within 5 minutes returns the first result.
-    pub idempotency_key: Option<String>,
-    /// API `version` and `version_epoch`: skip when not newer than the stored version.
-    pub version: Option<(u64, String)>,
-}
-
-/// A subscription that needs the home shard: presence, join/leave, or a stream position.
-#[derive(Debug)]
-pub struct SubscribeCall {
-    /// Channel name.
-    pub channel: Arc<str>,
-    /// The subscriber, as presence and join/leave show it.
-    pub info: Arc<ClientInfo>,
-    /// Add `info` to the channel's presence.
-    pub presence: bool,
-    /// Emit a join event to the channel's join/leave receivers.
-    pub join: bool,
-    /// Report the stream top (and read this history for recovery); the policy creates the
-    /// stream meta when the channel was never published to.
-    pub position: Option<(HistoryPolicy, Option<HistoryQuery>)>,
-}
+use crate::broker::stream::{HistoryPolicy, HistoryQuery};
+use crate::broker::{Event, PublishCall, Reply, SubscribeCall};
+use crate::protocol::ClientInfo;
+use crate::shard::id::{RequestId, ShardId};
 
 /// A request to another shard (or this one, handled inline), answered with [`Answer`].
 #[derive(Debug)]
@@ -159,25 +95,12 @@ pub struct ShardCounts {
 /// The answer to a [`Call`].
 #[derive(Debug)]
 pub enum Answer {
-    /// The publication is ordered and handed to delivery; the position when history is on.
-    Published(Option<Published>),
-    /// The subscriber is registered; the stream top and the history read, when asked.
-    Subscribed {
-        /// Stream top (positioned subscriptions).
-        top: Option<Position>,
-        /// Publications read for recovery.
-        read: Result<Vec<Arc<Publication>>, HistoryError>,
-    },
-    /// A history page and the stream top.
-    History(Result<(Vec<Arc<Publication>>, Position), HistoryError>),
-    /// Presence entries of a channel.
-    Presence(Vec<Arc<ClientInfo>>),
+    /// The home shard's broker answered a channel request.
+    Channel(Reply),
     /// Local channel → subscriber counts.
     Channels(Vec<(Arc<str>, u32)>),
     /// Local counts for `info`.
     Info(Box<ShardCounts>),
-    /// A stream's top offset, `None` when the channel keeps no stream.
-    Position(Option<u64>),
     /// Whether a connection of the user may be added (`UserConnect`).
     Admitted(bool),
     /// The other nodes' answers to a survey: (node id, answer).
@@ -186,8 +109,7 @@ pub enum Answer {
     Nodes(Vec<crate::broker::control::Node>),
     /// Done, nothing to report.
     Done,
-    /// The broker could not do it (Redis unreachable or erroring): a temporary error for the
-    /// caller; nothing was accepted.
+    /// Nobody could answer (a survey naming a node nobody heard of).
     Failed,
 }
 

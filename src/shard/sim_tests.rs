@@ -22,9 +22,10 @@ use std::task::{Context, Poll};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::msg::{Call, PublishCall, ShardMsg};
+use super::msg::{Call, ShardMsg};
 use super::{PendingAnswer, Shard, ShardRef};
-use crate::broker::memory::HistoryPolicy;
+use crate::broker::stream::HistoryPolicy;
+use crate::broker::PublishCall;
 use crate::client::{Conn, Session, State, Step};
 use crate::hub::ConnKey;
 use crate::protocol::{json as pjson, Publication, RawJson};
@@ -424,11 +425,11 @@ impl Sim {
             let ch = Self::channel(client);
             let home = crate::shard::id::home_of(ch, SHARDS).index();
             let top = self.shards[home]
-                .borrow()
-                .home
-                .get(ch)
-                .and_then(|h| h.stream.as_ref().map(|s| s.position().offset))
-                .unwrap_or(0);
+                .borrow_mut()
+                .engine()
+                .memory()
+                .position(ch)
+                .map_or(0, |p| p.offset);
             prop_assert_eq!(c.expect_next, Some(top + 1), "client {} missed the end", client);
         }
         Ok(())

@@ -12,7 +12,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::broker::control::{self, Received, SurveyRequest, SurveyResponse};
-use crate::broker::redis::ReplyTo;
+use crate::broker::ReplyTo;
 use crate::shard::msg::{Answer, ShardMsg};
 use crate::shard::Shard;
 
@@ -96,17 +96,16 @@ impl Shard {
             }
             waiting = HashSet::from([node.clone()]);
         }
-        if waiting.is_empty() || !self.external_broker() {
+        if waiting.is_empty() || !self.engine.connects_nodes() {
             return Some(Answer::Survey(Vec::new()));
         }
         self.surveys.next_id += 1;
         let id = self.surveys.next_id;
         let uid = &crate::node::get().uid;
         let request = control::survey_request(uid, SurveyRequest { id, op, data });
-        match (&to_node, self.broker()) {
-            (Some(node), Some(b)) => b.publish_to_node(node, &request),
-            (None, Some(b)) => b.publish_control(&request),
-            (_, None) => {}
+        match &to_node {
+            Some(node) => self.engine.broker().publish_to_node(node, &request),
+            None => self.engine.broker().publish_control(&request),
         }
         let deadline = now + SURVEY_TIMEOUT;
         self.surveys.open.insert(id, Open { to, waiting, answers: Vec::new(), deadline });
@@ -147,8 +146,6 @@ impl Shard {
     /// Sends this node's answer to a survey to the asking node.
     pub fn answer_survey(&mut self, to_node: &str, response: SurveyResponse) {
         let data = control::survey_response(&crate::node::get().uid, response);
-        if let Some(b) = self.broker() {
-            b.publish_to_node(to_node, &data);
-        }
+        self.engine.broker().publish_to_node(to_node, &data);
     }
 }

@@ -134,7 +134,7 @@ async fn serve(shard: &ShardRef, s: &Settings, stream: TcpStream, mut buf: Bytes
         loop {
             let batch = std::future::poll_fn(|cx| {
                 let mut s = shard.borrow_mut();
-                let Some(n) = s.nats.as_mut() else { return Poll::Ready(None) };
+                let Some(n) = s.engine().nats_mut() else { return Poll::Ready(None) };
                 if n.out.is_empty() {
                     n.waker = Some(cx.waker().clone());
                     Poll::Pending

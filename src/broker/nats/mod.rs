@@ -22,13 +22,11 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery};
-use crate::broker::redis::ReplyTo;
-use crate::broker::Gate;
+use crate::broker::stream::{HistoryError, HistoryPolicy, HistoryQuery};
+use crate::broker::{Event, Gate, Outbox, PublishCall, Reply, ReplyTo, SubscribeCall};
 use crate::protocol::protobuf::{self, BrokerPush};
 use crate::protocol::{ClientInfo, Publication};
 use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, Event, PublishCall, SubscribeCall};
 
 /// The broker settings every shard shares.
 #[derive(Debug, Clone)]
@@ -185,8 +183,9 @@ impl Nats {
     }
 
     /// Publishes a publication; `false` when the connection is down.
-    pub fn publish(&mut self, channel: &str, p: &Publication) -> bool {
-        let payload = protobuf::encode_broker_push_pub(channel, p, crate::shard::now_ms() as i64);
+    pub fn publish(&mut self, channel: &str, p: &Publication, now_ms: u64) -> bool {
+        let time = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let payload = protobuf::encode_broker_push_pub(channel, p, time);
         let subject = self.settings.client_subject(channel);
         self.publish_raw(&subject, &payload)
     }
@@ -407,32 +406,41 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Op>, ParseError> {
 }
 
 impl crate::broker::Broker for Nats {
-    fn publish(&mut self, p: &PublishCall, _: ReplyTo) -> Option<Answer> {
+    fn publish(&mut self, p: PublishCall, to: ReplyTo, now_ms: u64, out: &mut Outbox) {
         // NATS confirms nothing per message (as in Centrifugo): written is published.
-        let ok = supported_channel(&p.channel) && Nats::publish(self, &p.channel, &p.publication);
-        Some(if ok { Answer::Published(None) } else { Answer::Failed })
+        let ok = supported_channel(&p.channel)
+            && Nats::publish(self, &p.channel, &p.publication, now_ms);
+        out.answer(to, if ok { Reply::Published(None) } else { Reply::Failed });
     }
 
-    fn publish_presence_event(&mut self, channel: &str, info: &ClientInfo, join: bool) {
-        Nats::publish_presence_event(self, channel, info, join);
+    fn publish_presence_event(
+        &mut self,
+        channel: &Arc<str>,
+        info: Arc<ClientInfo>,
+        join: bool,
+        _: &mut Outbox,
+    ) {
+        Nats::publish_presence_event(self, channel, &info, join);
     }
 
     fn history(
         &mut self,
-        _: &str,
+        _: &Arc<str>,
         _: HistoryPolicy,
         _: HistoryQuery,
-        _: ReplyTo,
-    ) -> Option<Answer> {
-        Some(Answer::History(Err(HistoryError::NotAvailable)))
+        to: ReplyTo,
+        _: u64,
+        out: &mut Outbox,
+    ) {
+        out.answer(to, Reply::History(Err(HistoryError::NotAvailable)));
     }
 
-    fn remove_history(&mut self, _: &str, _: ReplyTo) -> Option<Answer> {
-        Some(Answer::Failed)
+    fn remove_history(&mut self, _: &str, to: ReplyTo, out: &mut Outbox) {
+        out.answer(to, Reply::Failed);
     }
 
-    fn top(&mut self, _: &str, _: ReplyTo) -> Option<Answer> {
-        Some(Answer::Position(None))
+    fn top(&mut self, _: &str, to: ReplyTo, out: &mut Outbox) {
+        out.answer(to, Reply::Position(None));
     }
 
     fn gate(&mut self, _: SubscribeCall, _: ReplyTo) -> Gate {
@@ -442,12 +450,14 @@ impl crate::broker::Broker for Nats {
 
     fn read_position(
         &mut self,
-        _: &str,
+        _: &Arc<str>,
         _: HistoryPolicy,
         _: Option<HistoryQuery>,
-        _: ReplyTo,
-    ) -> Option<Answer> {
-        Some(Answer::Failed)
+        to: ReplyTo,
+        _: u64,
+        out: &mut Outbox,
+    ) {
+        out.answer(to, Reply::Failed);
     }
 
     fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool {
@@ -465,6 +475,10 @@ impl crate::broker::Broker for Nats {
 
     fn publish_to_node(&mut self, uid: &str, data: &[u8]) {
         Nats::publish_to_node(self, uid, data);
+    }
+
+    fn connects_nodes(&self) -> bool {
+        true
     }
 }
 
@@ -561,12 +575,12 @@ mod tests {
     #[test]
     fn publishing_fails_while_down() {
         let mut n = Nats::new(settings(), false);
-        assert!(!n.publish("c", &Publication::default()));
+        assert!(!n.publish("c", &Publication::default(), 0));
         n.resubscribe();
         n.out.clear();
-        assert!(n.publish("c", &Publication::default()));
+        assert!(n.publish("c", &Publication::default(), 0));
         assert!(String::from_utf8_lossy(&n.out).starts_with("PUB centrifugo.client.c "));
         n.down();
-        assert!(!n.publish("c", &Publication::default()));
+        assert!(!n.publish("c", &Publication::default(), 0));
     }
 }

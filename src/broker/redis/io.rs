@@ -243,10 +243,10 @@ async fn serve(
                 Some(Err(e)) => return e,
                 None => {
                     // Quiet is fine unless commands wait for their replies that long.
-                    let s = shard.borrow();
+                    let mut s = shard.borrow_mut();
                     let stalled = s
-                        .redis
-                        .as_ref()
+                        .engine()
+                        .redis_mut()
                         .and_then(|r| r.servers.get(server))
                         .is_some_and(|r| r.cmd.stalled(settings.io_timeout));
                     if role == Role::Commands && stalled {
@@ -293,7 +293,7 @@ async fn write_loop(
     loop {
         let batch = std::future::poll_fn(|cx| {
             let mut s = shard.borrow_mut();
-            let Some(r) = s.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else {
+            let Some(r) = s.engine().redis_mut().and_then(|r| r.servers.get_mut(server)) else {
                 return Poll::Ready(None);
             };
             let (out, waker) = match role {

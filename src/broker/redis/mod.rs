@@ -28,11 +28,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::{BorrowedFrame, BytesFrame};
 
-use crate::broker::memory::{new_epoch, HistoryError, HistoryPolicy, HistoryQuery, Position};
-use crate::broker::Gate;
+use crate::broker::stream::{new_epoch, HistoryError, HistoryPolicy, HistoryQuery, Position};
+use crate::broker::{Event, Gate, Outbox, PublishCall, Reply, ReplyTo, SubscribeCall};
 use crate::protocol::{protobuf, ClientInfo, Publication};
 use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, Event, Lane, PublishCall, Published, RequestId, SubscribeCall};
 
 pub use scripts::Script;
 
@@ -354,17 +353,6 @@ impl Settings {
     }
 }
 
-/// Where an answer goes: the parked request on the asking shard and the lane it takes.
-#[derive(Debug, Clone, Copy)]
-pub struct ReplyTo {
-    /// The asking shard.
-    pub origin: ShardId,
-    /// Its parked request.
-    pub req: RequestId,
-    /// Subscribe and position answers travel on the main lane, behind deliveries.
-    pub lane: Lane,
-}
-
 /// What to do with the reply to one command.
 #[derive(Debug)]
 pub enum Then {
@@ -374,7 +362,7 @@ pub enum Then {
     Answer(ReplyTo, Parse),
 }
 
-/// How a reply becomes an [`Answer`].
+/// How a reply becomes a [`Reply`].
 #[derive(Debug)]
 pub enum Parse {
     /// A publish (history script, idempotent script or PUBLISH).
@@ -722,6 +710,10 @@ impl Redis {
 
     /// Publishes: with history through the history script (which also publishes), otherwise a
     /// plain PUBLISH, or the idempotency script when a key is given.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a publish request's parts, as the script takes them"
+    )]
     pub fn publish(
         &mut self,
         channel: &str,
@@ -729,12 +721,13 @@ impl Redis {
         history: HistoryPolicy,
         idempotency_key: Option<&str>,
         version: Option<&(u64, String)>,
+        now_ms: u64,
         then: Then,
     ) -> Result<(), Then> {
         let s = Arc::clone(&self.settings);
         let delta_flag = !history.enabled() && publication.delta_eligible;
-        let payload =
-            protobuf::broker_publication(publication, crate::shard::now_ms() as i64, delta_flag);
+        let time = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let payload = protobuf::broker_publication(publication, time, delta_flag);
         let pubsub = s.client_channel(channel);
         let result_key = s.result_key(channel, idempotency_key.unwrap_or(""));
         let result_ttl = if idempotency_key.is_some() {
@@ -858,10 +851,10 @@ impl Redis {
     }
 
     /// Adds or refreshes a presence entry.
-    pub fn presence_add(&mut self, channel: &str, info: &ClientInfo) {
+    pub fn presence_add(&mut self, channel: &str, info: &ClientInfo, now_ms: u64) {
         let s = Arc::clone(&self.settings);
         let ttl = secs(s.presence_ttl).max(1);
-        let expire_at = (crate::shard::now_ms() / 1000 + ttl).to_string();
+        let expire_at = (now_ms / 1000 + ttl).to_string();
         let ttl = ttl.to_string();
         let value = protobuf::encode_client_info(info);
         let _ = self.server(channel).eval(
@@ -884,9 +877,9 @@ impl Redis {
     }
 
     /// Reads a channel's live presence entries.
-    pub fn presence(&mut self, channel: &str, then: Then) -> Result<(), Then> {
+    pub fn presence(&mut self, channel: &str, now_ms: u64, then: Then) -> Result<(), Then> {
         let s = Arc::clone(&self.settings);
-        let now = (crate::shard::now_ms() / 1000).to_string();
+        let now = (now_ms / 1000).to_string();
         self.server(channel).eval(
             Script::PresenceGet,
             &[&s.key("presence.expire", channel), &s.key("presence.data", channel)],
@@ -1016,49 +1009,49 @@ fn split_field(b: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Turns a command reply into the answer its caller waits for.
-pub fn answer(parse: Parse, reply: Result<BytesFrame, RedisError>) -> Answer {
+pub fn answer(parse: Parse, reply: Result<BytesFrame, RedisError>) -> Reply {
     match parse_answer(parse, reply) {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(error = %e, "redis command failed");
-            Answer::Failed
+            Reply::Failed
         }
     }
 }
 
-fn parse_answer(parse: Parse, reply: Result<BytesFrame, RedisError>) -> Result<Answer, RedisError> {
+fn parse_answer(parse: Parse, reply: Result<BytesFrame, RedisError>) -> Result<Reply, RedisError> {
     let reply = reply?;
     if let BytesFrame::Error(e) = &reply {
         return Err(RedisError::Server(e.to_string()));
     }
     Ok(match parse {
-        Parse::Done => Answer::Done,
+        Parse::Done => Reply::Done,
         Parse::Published => match &reply {
             // PUBLISH, or the idempotency script's first publish: no position.
-            BytesFrame::Integer(_) => Answer::Published(None),
+            BytesFrame::Integer(_) => Reply::Published(None),
             BytesFrame::Array(a) if a.len() >= 2 => {
                 let offset = u64_of(&a[0]).ok_or(RedisError::Shape("offset"))?;
                 let epoch = string_of(&a[1]).ok_or(RedisError::Shape("epoch"))?;
                 // A repeated idempotency key of a publish without history has no position.
                 if epoch.is_empty() {
-                    Answer::Published(None)
+                    Reply::Published(None)
                 } else {
-                    Answer::Published(Some(Published { offset, epoch }))
+                    Reply::Published(Some(Position { offset, epoch }))
                 }
             }
             _ => return Err(RedisError::Shape("publish reply")),
         },
         Parse::Top => match &reply {
-            BytesFrame::Null => Answer::Position(None),
-            other => Answer::Position(Some(u64_of(other).ok_or(RedisError::Shape("offset"))?)),
+            BytesFrame::Null => Reply::Position(None),
+            other => Reply::Position(Some(u64_of(other).ok_or(RedisError::Shape("offset"))?)),
         },
         Parse::Subscribed(query) => {
             let (read, top) = stream_reply(&reply, query.as_ref())?;
-            Answer::Subscribed { top: Some(top), read }
+            Reply::Subscribed { top: Some(top), read }
         }
         Parse::History(query) => {
             let (read, top) = stream_reply(&reply, Some(&query))?;
-            Answer::History(read.map(|pubs| (pubs, top)))
+            Reply::History(read.map(|pubs| (pubs, top)))
         }
         Parse::Presence => {
             let BytesFrame::Array(items) = reply else {
@@ -1071,7 +1064,7 @@ fn parse_answer(parse: Parse, reply: Result<BytesFrame, RedisError>) -> Result<A
                     out.push(Arc::new(info));
                 }
             }
-            Answer::Presence(out)
+            Reply::Presence(out)
         }
     })
 }
@@ -1126,37 +1119,52 @@ fn stream_entry(entry: &BytesFrame) -> Result<Publication, RedisError> {
 mod tests;
 
 impl crate::broker::Broker for Redis {
-    fn publish(&mut self, p: &PublishCall, to: ReplyTo) -> Option<Answer> {
+    fn publish(&mut self, p: PublishCall, to: ReplyTo, now_ms: u64, out: &mut Outbox) {
         let then = Then::Answer(to, Parse::Published);
         let key = p.idempotency_key.as_deref();
-        Redis::publish(self, &p.channel, &p.publication, p.history, key, p.version.as_ref(), then)
-            .err()
-            .map(|_| Answer::Failed)
+        let version = p.version.as_ref();
+        let sent =
+            Redis::publish(self, &p.channel, &p.publication, p.history, key, version, now_ms, then);
+        if sent.is_err() {
+            out.answer(to, Reply::Failed);
+        }
     }
 
-    fn publish_presence_event(&mut self, channel: &str, info: &ClientInfo, join: bool) {
-        Redis::publish_presence_event(self, channel, info, join);
+    fn publish_presence_event(
+        &mut self,
+        channel: &Arc<str>,
+        info: Arc<ClientInfo>,
+        join: bool,
+        _: &mut Outbox,
+    ) {
+        Redis::publish_presence_event(self, channel, &info, join);
     }
 
     fn history(
         &mut self,
-        channel: &str,
+        channel: &Arc<str>,
         policy: HistoryPolicy,
         query: HistoryQuery,
         to: ReplyTo,
-    ) -> Option<Answer> {
+        _: u64,
+        out: &mut Outbox,
+    ) {
         let then = Then::Answer(to, Parse::History(query.clone()));
-        Redis::history(self, channel, policy, Some(&query), then).err().map(|_| Answer::Failed)
+        if Redis::history(self, channel, policy, Some(&query), then).is_err() {
+            out.answer(to, Reply::Failed);
+        }
     }
 
-    fn remove_history(&mut self, channel: &str, to: ReplyTo) -> Option<Answer> {
-        Redis::remove_history(self, channel, Then::Answer(to, Parse::Done))
-            .err()
-            .map(|_| Answer::Failed)
+    fn remove_history(&mut self, channel: &str, to: ReplyTo, out: &mut Outbox) {
+        if Redis::remove_history(self, channel, Then::Answer(to, Parse::Done)).is_err() {
+            out.answer(to, Reply::Failed);
+        }
     }
 
-    fn top(&mut self, channel: &str, to: ReplyTo) -> Option<Answer> {
-        Redis::top(self, channel, Then::Answer(to, Parse::Top)).err().map(|_| Answer::Failed)
+    fn top(&mut self, channel: &str, to: ReplyTo, out: &mut Outbox) {
+        if Redis::top(self, channel, Then::Answer(to, Parse::Top)).is_err() {
+            out.answer(to, Reply::Failed);
+        }
     }
 
     fn gate(&mut self, sub: SubscribeCall, to: ReplyTo) -> Gate {
@@ -1178,13 +1186,17 @@ impl crate::broker::Broker for Redis {
 
     fn read_position(
         &mut self,
-        channel: &str,
+        channel: &Arc<str>,
         policy: HistoryPolicy,
         query: Option<HistoryQuery>,
         to: ReplyTo,
-    ) -> Option<Answer> {
+        _: u64,
+        out: &mut Outbox,
+    ) {
         let then = Then::Answer(to, Parse::Subscribed(query.clone()));
-        Redis::history(self, channel, policy, query.as_ref(), then).err().map(|_| Answer::Failed)
+        if Redis::history(self, channel, policy, query.as_ref(), then).is_err() {
+            out.answer(to, Reply::Failed);
+        }
     }
 
     fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool {
@@ -1210,5 +1222,9 @@ impl crate::broker::Broker for Redis {
 
     fn publish_to_node(&mut self, uid: &str, data: &[u8]) {
         Redis::publish_to_node(self, uid, data);
+    }
+
+    fn connects_nodes(&self) -> bool {
+        true
     }
 }

@@ -135,7 +135,7 @@ fn history_replies_become_answers() {
         BytesFrame::Array(vec![entry]),
     ]);
     let query = HistoryQuery { limit: None, since: None, reverse: false };
-    let Answer::History(Ok((pubs, top))) = answer(Parse::History(query), Ok(reply.clone())) else {
+    let Reply::History(Ok((pubs, top))) = answer(Parse::History(query), Ok(reply.clone())) else {
         panic!()
     };
     assert_eq!((pubs.len(), pubs[0].offset, top.offset, top.epoch.as_str()), (1, 3, 3, "epochxyz"));
@@ -146,19 +146,19 @@ fn history_replies_become_answers() {
     };
     assert!(matches!(
         answer(Parse::History(stale), Ok(reply)),
-        Answer::History(Err(HistoryError::UnrecoverablePosition))
+        Reply::History(Err(HistoryError::UnrecoverablePosition))
     ));
     // Meta read as a string (HMGET) or missing altogether.
     let reply = BytesFrame::Array(vec![bulk(b"12"), bulk(b"e")]);
     assert!(matches!(
         answer(Parse::Subscribed(None), Ok(reply)),
-        Answer::Subscribed { top: Some(Position { offset: 12, .. }), .. }
+        Reply::Subscribed { top: Some(Position { offset: 12, .. }), .. }
     ));
-    assert!(matches!(answer(Parse::Top, Ok(BytesFrame::Null)), Answer::Position(None)));
-    assert!(matches!(answer(Parse::Published, Err(RedisError::Unavailable)), Answer::Failed));
-    assert!(matches!(answer(Parse::Done, Ok(BytesFrame::Error("ERR x".into()))), Answer::Failed));
+    assert!(matches!(answer(Parse::Top, Ok(BytesFrame::Null)), Reply::Position(None)));
+    assert!(matches!(answer(Parse::Published, Err(RedisError::Unavailable)), Reply::Failed));
+    assert!(matches!(answer(Parse::Done, Ok(BytesFrame::Error("ERR x".into()))), Reply::Failed));
     let idem = BytesFrame::Array(vec![bulk(b"5"), bulk(b"")]);
-    assert!(matches!(answer(Parse::Published, Ok(idem)), Answer::Published(None)));
+    assert!(matches!(answer(Parse::Published, Ok(idem)), Reply::Published(None)));
 }
 
 #[test]
