@@ -9,9 +9,11 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use rotor::auth::TokenVerifier;
 use rotor::broker::Event;
 use rotor::channel::Namespaces;
-use rotor::client::{Conn, Session, State, Sub, SubFlags};
+use rotor::client::conn::{Conn, ConnKey, State};
+use rotor::client::queue::Batch;
+use rotor::client::session::Session;
+use rotor::client::Env;
 use rotor::config::Config;
-use rotor::hub::Begin;
 use rotor::protocol::{json, Publication, RawJson};
 use rotor::shard::id::{home_of, ShardId};
 use rotor::shard::Shard;
@@ -75,42 +77,44 @@ fn encode(c: &mut Criterion) {
     });
 }
 
-/// A shard with `n` connected subscribers of `channel`, as the pump would see it.
-fn shard_with_subscribers(n: usize, channel: &str) -> Shard {
+/// A shard with `n` connected subscribers of `channel` (each subscribed through the real
+/// `subscribe` command), as the pump would see it.
+fn shard_with_subscribers(n: usize, channel: &str) -> (Shard, Vec<ConnKey>) {
     let mut cfg = Config::default();
     cfg.client.token.hmac_secret_key = SECRET.into();
+    cfg.channel.without_namespace.allow_subscribe_for_client = true;
     let verifier = Arc::new(TokenVerifier::for_connections(&cfg.client).unwrap());
     let namespaces = Arc::new(Namespaces::new(&cfg.channel).unwrap());
-    let mut shard =
-        Shard::new(ShardId(0), 1, Arc::new(cfg), namespaces, (verifier.clone(), verifier));
-    let ch: Arc<str> = Arc::from(channel);
+    let env = Env::new(Arc::new(cfg), namespaces, (verifier.clone(), verifier));
+    let mut shard = Shard::new(ShardId(0), 1, env, Arc::default(), Arc::default());
+    let subscribe = format!(r#"{{"id":1,"subscribe":{{"channel":"{channel}"}}}}"#);
+    let mut keys = Vec::with_capacity(n);
     for i in 0..n {
-        let key = shard.insert_conn(|g| {
-            let mut conn =
-                Conn::new(g, rotor::transport::Transport::WebSocket { native_ping: false }, false);
+        let key =
+            shard.open_conn(rotor::transport::Transport::WebSocket { native_ping: false }, false);
+        if let Some(conn) = shard.conns().get_mut(key) {
             conn.state = State::Connected(Session {
                 client: uuid::Uuid::from_u128(i as u128),
                 user: Arc::from("u"),
                 conn_info: None,
-                subs: vec![Sub::new(Arc::clone(&ch), SubFlags::default())],
+                subs: Vec::new(),
                 expire_at: None,
                 counted: false,
                 token_channels: 0,
             });
-            conn
-        });
-        if let Begin::Request(generation) = shard.hub.begin(&ch) {
-            shard.hub.acknowledged(&ch, generation);
         }
-        shard.hub.finish(&ch, key);
+        let cmd = json::decode_frame(subscribe.as_bytes()).unwrap().remove(0);
+        shard.client_command(key, cmd);
+        // The subscribe reply.
+        shard.conns().get_mut(key).and_then(Conn::take_batch).unwrap();
+        keys.push(key);
     }
-    shard
+    (shard, keys)
 }
 
 fn fanout(c: &mut Criterion) {
     let n = 10_000;
-    let mut shard = shard_with_subscribers(n, "news");
-    let keys: Vec<_> = shard.hub.subscribers("news").to_vec();
+    let (mut shard, keys) = shard_with_subscribers(n, "news");
     let event = Event::Pub(Arc::new(publication()));
     let mut g = c.benchmark_group("fanout");
     g.throughput(Throughput::Elements(n as u64));
@@ -118,11 +122,11 @@ fn fanout(c: &mut Criterion) {
         b.iter_batched(
             || (),
             |()| {
-                shard.deliver_local("news", &event);
+                shard.with_clients(|c| c.deliver("news", &event));
                 let mut frames = 0;
                 for k in &keys {
-                    if let Some(rotor::client::Batch::One(_)) =
-                        shard.conn_mut(*k).and_then(Conn::take_batch)
+                    if let Some(Batch::One(_)) =
+                        shard.conns().get_mut(*k).and_then(Conn::take_batch)
                     {
                         frames += 1;
                     }

@@ -92,6 +92,7 @@ pub mod broker;
 pub mod channel;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod hub;

@@ -21,11 +21,11 @@ use crate::auth::TokenVerifier;
 use crate::broker::{nats, redis};
 use crate::channel::Namespaces;
 use crate::config::{self, Config};
-use crate::protocol::codes;
 use crate::server::{self, Env};
 use crate::shard::id::Lane;
 use crate::shard::id::{ShardId, SHARDS_MAX};
-use crate::shard::msg::ShardMsg;
+use crate::shard::mesh;
+use crate::shard::msg::Frame;
 use crate::shard::{Shard, ShardRef};
 use crate::systemd;
 use crate::transport::websocket::OriginPolicy;
@@ -148,7 +148,7 @@ fn reserve_port(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), RunEr
 pub struct Running {
     /// Address every shard listens on.
     pub addr: SocketAddr,
-    /// One heartbeat counter per shard (see `Shard::heartbeat`).
+    /// One heartbeat counter per shard (bumped on every timer tick).
     pub heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
     controls: Vec<ControlTx>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
@@ -235,8 +235,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pin = cfg.runtime.pin_cpus && count <= cpus;
     let cfg = Arc::new(cfg);
-    let main_mesh = MeshBuilder::<ShardMsg, _>::full(count, cfg.runtime.lane_capacity.max(1));
-    let reply_mesh = MeshBuilder::<ShardMsg, _>::full(count, cfg.runtime.lane_capacity.max(1));
+    let main_mesh = MeshBuilder::<Frame, _>::full(count, cfg.runtime.lane_capacity.max(1));
+    let reply_mesh = MeshBuilder::<Frame, _>::full(count, cfg.runtime.lane_capacity.max(1));
     let (boot_tx, boot_rx) = bounded::<Boot>(count);
     // Round-robin placement: shard 0 binds first and tells the others nothing (they get sockets
     // through the mesh); the bound address is reported through this channel.
@@ -265,9 +265,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
             .ring_depth(cfg.runtime.ring_depth)
             .spin_before_park(cfg.runtime.spin_before_park)
             .spawn(move || async move {
-                let mut state = Shard::new(id, count, cfg.clone(), namespaces, verifiers);
-                state.heartbeat = heartbeat;
-                state.connections = connections;
+                let commands = crate::client::Env::new(cfg.clone(), namespaces, verifiers);
+                let state = Shard::new(id, count, commands, connections, heartbeat);
                 let shard: ShardRef = Rc::new(RefCell::new(state));
                 let env = Rc::new(Env { origins });
                 let ready = join_meshes(&shard, &env, main_mesh, reply_mesh).await;
@@ -364,10 +363,10 @@ async fn start_redis(
     }
     let limit = settings.connect_timeout.max(Duration::from_secs(1)) * 3;
     if !broker_up(shard, limit, |s| s.engine().redis_up()).await {
-        let id = shard.borrow().id;
+        let id = shard.borrow().id();
         tracing::warn!(shard = %id, "redis not reachable yet; publishing fails until it is");
     }
-    if broker && shard.borrow().id.0 == 0 {
+    if broker && shard.borrow().id().0 == 0 {
         glommio::spawn_local(crate::api::query::control_loop(shard.clone())).detach();
     }
 }
@@ -375,7 +374,7 @@ async fn start_redis(
 /// Connects a shard's NATS broker (waiting a bounded time) and, on shard 0, starts the node
 /// announcements.
 async fn start_nats(shard: &ShardRef, settings: Arc<nats::Settings>) {
-    let id = shard.borrow().id;
+    let id = shard.borrow().id();
     shard.borrow_mut().engine().set_nats(nats::Nats::new(Arc::clone(&settings), id.0 == 0));
     glommio::spawn_local(nats::io::run(shard.clone(), Arc::clone(&settings))).detach();
     let limit = settings.dial_timeout.max(Duration::from_secs(1)) * 3;
@@ -403,24 +402,32 @@ async fn broker_up(shard: &ShardRef, limit: Duration, up: impl Fn(&mut Shard) ->
 async fn join_meshes(
     shard: &ShardRef,
     env: &Rc<Env>,
-    main_mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
-    reply_mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    main_mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
+    reply_mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
 ) -> Result<(), String> {
-    let id = shard.borrow().id;
+    let (id, count) = {
+        let s = shard.borrow();
+        (s.id(), s.count())
+    };
     for (lane, mesh) in [(Lane::Main, main_mesh), (Lane::Reply, reply_mesh)] {
-        let (senders, receivers) =
+        let (senders, mut receivers) =
             mesh.join().await.map_err(|_| "joining the shard mesh failed".to_string())?;
         if senders.peer_id() != id.index() {
             return Err(format!("mesh peer id {} does not match shard id {id}", senders.peer_id()));
         }
         let senders = Rc::new(senders);
-        let count = shard.borrow().count;
         for peer in (0..count).filter(|&p| p != id.index()) {
-            glommio::spawn_local(server::forwarder(shard.clone(), senders.clone(), lane, peer))
-                .detach();
+            let spill = shard.borrow_mut().mesh().spill_of(lane, peer);
+            let bounced = shard.clone();
+            let forward = mesh::forward(spill, senders.clone(), peer, move |msg| {
+                bounced.borrow_mut().undeliverable(msg);
+            });
+            glommio::spawn_local(forward).detach();
         }
-        shard.borrow_mut().senders[lane as usize] = Some(senders);
-        server::spawn_pumps(shard, env, receivers);
+        shard.borrow_mut().mesh().join(lane, senders);
+        for (_, rx) in receivers.streams() {
+            server::spawn_pump(shard, env, rx);
+        }
     }
     Ok(())
 }
@@ -431,26 +438,20 @@ async fn drain(shard: &ShardRef) {
     let timeout = {
         let mut s = shard.borrow_mut();
         s.begin_shutdown();
-        let keys: Vec<_> = s
-            .conns
-            .iter()
-            .map(|(slot, c)| crate::hub::ConnKey { slot: slot as u32, generation: c.generation })
-            .collect();
-        for key in keys {
-            s.disconnect(key, codes::DISCONNECT_SHUTDOWN);
-        }
-        s.cfg.shutdown.timeout
+        s.cfg().shutdown.timeout
     };
     let deadline = std::time::Instant::now() + timeout;
-    while !shard.borrow().conns.is_empty() && std::time::Instant::now() < deadline {
+    while !shard.borrow_mut().conns().is_empty() && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     let s = shard.borrow();
+    let stats = s.stats();
     tracing::info!(
-        shard = %s.id,
-        publications_delivered = s.stats.messages_sent,
-        deliveries_dropped = s.stats.deliveries_dropped,
-        slow_disconnects = s.stats.slow_disconnects,
+        shard = %s.id(),
+        publications_delivered = stats.messages_sent,
+        deliveries_dropped = stats.deliveries_dropped,
+        calls_refused = stats.calls_refused,
+        slow_disconnects = stats.slow_disconnects,
         "shard stopped"
     );
 }

@@ -15,7 +15,7 @@ use crate::api::types::{
 };
 use crate::broker::PublishCall;
 use crate::broker::Reply;
-use crate::client::{data_format_ok, history_policy};
+use crate::client::rules::{data_format_ok, history_policy};
 use crate::http::Head;
 use crate::protocol::{Publication, RawJson};
 use crate::shard::id::RequestId;
@@ -49,7 +49,7 @@ pub fn authorized(head: &Head, key: &str, insecure: bool) -> bool {
 
 /// Handles `POST {prefix}` (legacy) and `POST {prefix}/<method>`.
 pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<u8>) -> Response {
-    let cfg = shard.borrow().cfg.clone();
+    let cfg = Arc::clone(shard.borrow().cfg());
     if head.method != "POST" {
         return Response::MethodNotAllowed;
     }
@@ -57,7 +57,7 @@ pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<
         return Response::Unauthorized;
     }
     if method.is_empty() {
-        if shard.borrow().shutting_down {
+        if shard.borrow().shutting_down() {
             return Response::error(503, "shutting down");
         }
         return legacy(shard, &body).await;
@@ -245,7 +245,7 @@ fn start_publish(
     if channel.is_empty() {
         return Err(types::API_ERROR_BAD_REQUEST);
     }
-    let namespaces = Arc::clone(&s.namespaces);
+    let namespaces = Arc::clone(&s.env().namespaces);
     let resolved = namespaces.resolve(channel).map_err(|e| match e {
         crate::channel::ChannelError::UnknownChannel => types::API_ERROR_UNKNOWN_CHANNEL,
         _ => types::API_ERROR_BAD_REQUEST,
@@ -257,7 +257,7 @@ fn start_publish(
         Some(PublishPayload::Binary(bytes)) => (RawJson(bytes), false),
     };
     let format = if resolved.options.publication_data_format.is_empty() {
-        s.cfg.channel.publication_data_format.as_str()
+        s.cfg().channel.publication_data_format.as_str()
     } else {
         resolved.options.publication_data_format.as_str()
     };

@@ -19,9 +19,9 @@ use crate::broker::control::{ConnFilter, ConnsOp};
 use crate::broker::stream::{HistoryError, HistoryPolicy, HistoryQuery, Position};
 use crate::broker::Reply;
 use crate::channel::ChannelError;
-use crate::client::history_policy;
 use crate::client::query::{presence_map, presence_stats};
-use crate::client::subscribe::owned;
+use crate::client::recovery::owned;
+use crate::client::rules::history_policy;
 use crate::protocol::json::{self, write_json_string};
 use crate::protocol::{codes, Disconnect, HistoryResult, PresenceResult, RawJson, ReplyBody};
 use crate::shard::msg::{Answer, Call, ShardCounts};
@@ -73,7 +73,7 @@ fn resolve(shard: &ShardRef, channel: &str) -> Result<(HistoryPolicy, bool), Fai
     if channel.is_empty() {
         return Err(api(types::API_ERROR_BAD_REQUEST));
     }
-    let namespaces = Arc::clone(&shard.borrow().namespaces);
+    let namespaces = Arc::clone(&shard.borrow().env().namespaces);
     let resolved = namespaces.resolve(channel).map_err(|e| match e {
         ChannelError::UnknownChannel => api(types::API_ERROR_UNKNOWN_CHANNEL),
         _ => api(types::API_ERROR_BAD_REQUEST),
@@ -105,7 +105,7 @@ pub async fn presence(shard: &ShardRef, body: &[u8], stats: bool) -> Result<Vec<
     }
     let ch: Arc<str> = Arc::from(channel.as_str());
     let Answer::Channel(Reply::Presence(entries)) =
-        ask_home(shard, &channel, Call::Presence { channel: ch }).await?
+        ask_home(shard, &channel, Call::ReadPresence { channel: ch }).await?
     else {
         return Err(api(types::API_ERROR_INTERNAL));
     };
@@ -137,7 +137,8 @@ pub async fn history(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> 
         reverse: req.reverse.unwrap_or(false),
     };
     let ch: Arc<str> = Arc::from(channel.as_str());
-    let answer = ask_home(shard, &channel, Call::History { channel: ch, policy, query }).await?;
+    let answer =
+        ask_home(shard, &channel, Call::ReadHistory { channel: ch, policy, query }).await?;
     match answer {
         Answer::Channel(Reply::History(Ok((pubs, top)))) => {
             let body = ReplyBody::History(HistoryResult {
@@ -165,7 +166,7 @@ pub async fn history_remove(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Fa
     let channel = req.channel.unwrap_or_default();
     history_policy_of(shard, &channel)?;
     let ch: Arc<str> = Arc::from(channel.as_str());
-    ask_home(shard, &channel, Call::HistoryRemove { channel: ch }).await?;
+    ask_home(shard, &channel, Call::RemoveHistory { channel: ch }).await?;
     Ok(b"{}".to_vec())
 }
 
@@ -195,7 +196,7 @@ async fn local_channels(
     shard: &ShardRef,
     pattern: Option<Arc<globset::GlobMatcher>>,
 ) -> Result<std::collections::BTreeMap<Arc<str>, u64>, Failure> {
-    let answers = ask_all(shard, || Call::Channels { pattern: pattern.clone() }).await?;
+    let answers = ask_all(shard, || Call::CountChannels { pattern: pattern.clone() }).await?;
     let mut merged: std::collections::BTreeMap<Arc<str>, u64> = Default::default();
     for a in answers {
         if let Answer::Channels(list) = a {
@@ -294,7 +295,7 @@ async fn answer_survey(
 fn forwarded_emulation(shard: &ShardRef, data: &[u8]) -> u32 {
     let Ok(req) = crate::protocol::pb::EmulationRequest::decode(data) else { return 1 };
     // The owner decides how to read `data`: a JSON session gets it JSON-decoded first.
-    match shard.borrow_mut().emulate_session(&req.session, req.data, true) {
+    match shard.borrow_mut().with_clients(|c| c.emulate_session(&req.session, req.data, true)) {
         Ok(()) => 0,
         Err(_) => 2,
     }
@@ -308,11 +309,11 @@ const SURVEY_INTERNAL: u32 = 3;
 /// This node with counts summed over its shards (users counted once across shards), as
 /// `info` lists it and the control channel announces it.
 pub async fn local_node(shard: &ShardRef) -> Result<Node, Failure> {
-    let answers = ask_all(shard, || Call::Info).await?;
+    let answers = ask_all(shard, || Call::CountClients).await?;
     let mut total = ShardCounts::default();
     let mut users: Vec<Arc<str>> = Vec::new();
     for a in answers {
-        if let Answer::Info(c) = a {
+        if let Answer::Counts(c) = a {
             total.clients += c.clients;
             total.subs += c.subs;
             total.channels += c.channels;
@@ -339,7 +340,7 @@ pub async fn local_node(shard: &ShardRef) -> Result<Node, Failure> {
 pub async fn info(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
     let _: serde::de::IgnoredAny = decode(body)?;
     let mut nodes = vec![local_node(shard).await?];
-    let req = shard.borrow_mut().call(crate::shard::id::ShardId(0), Call::Nodes);
+    let req = shard.borrow_mut().call(crate::shard::id::ShardId(0), Call::ListNodes);
     if let Some(Answer::Nodes(others)) = PendingAnswer::new(shard.clone(), req).await {
         nodes.extend(others);
     }
@@ -369,7 +370,7 @@ pub async fn info(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
 pub async fn control_loop(shard: ShardRef) {
     let mut next_announce = std::time::Instant::now();
     loop {
-        if shard.borrow().shutting_down {
+        if shard.borrow().shutting_down() {
             return;
         }
         let now = std::time::Instant::now();
@@ -379,7 +380,7 @@ pub async fn control_loop(shard: ShardRef) {
                 shard.borrow_mut().publish_control(&node.announcement());
             }
         }
-        let question = shard.borrow_mut().surveys.inbox.pop_front();
+        let question = shard.borrow_mut().take_question();
         if let Some((from, request)) = question {
             let response = answer_survey(&shard, request).await;
             shard.borrow_mut().answer_survey(&from, response);
@@ -387,19 +388,11 @@ pub async fn control_loop(shard: ShardRef) {
         }
         let wake_at = {
             let mut s = shard.borrow_mut();
-            s.expire_surveys(std::time::Instant::now());
-            s.surveys.next_deadline().map_or(next_announce, |d| d.min(next_announce))
+            s.expire_surveys();
+            s.next_survey_deadline().map_or(next_announce, |d| d.min(next_announce))
         };
         let wait = wake_at.saturating_duration_since(std::time::Instant::now());
-        let woken = std::future::poll_fn(|cx| {
-            let mut s = shard.borrow_mut();
-            if s.surveys.inbox.is_empty() {
-                s.surveys.waker = Some(cx.waker().clone());
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        });
+        let woken = std::future::poll_fn(|cx| shard.borrow_mut().poll_question(cx));
         futures_lite::future::or(woken, glommio::timer::sleep(wait)).await;
     }
 }
@@ -547,13 +540,13 @@ pub async fn conns(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<V
         },
         _ => return Err(Failure::Unsupported),
     };
-    ask_all(shard, || Call::Conns(Box::new(op.clone()))).await?;
+    ask_all(shard, || Call::ApplyToConns(Box::new(op.clone()))).await?;
     // With Redis or NATS the user may be connected to other nodes too: they get it over
     // the control channel (at most once, as in Centrifugo).
     let mut s = shard.borrow_mut();
     let options = match &op {
         ConnsOp::Subscribe { channel, .. } => {
-            s.namespaces.resolve(channel).ok().map(|r| r.options.clone())
+            s.env().namespaces.resolve(channel).ok().map(|r| r.options.clone())
         }
         _ => None,
     };

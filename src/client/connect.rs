@@ -9,30 +9,26 @@
 //!
 //! Must not: write anything but the reply before the reply, or count a connection twice.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
-use rand::Rng;
-
-use super::subscribe::{PendingSub, ServerSub, SubReply};
-use super::{
-    channel_error, unix_now, Resume, Session, State, Step, Timer, TimerKind, SERVER_VERSION,
-};
 use crate::auth::{self, Expiry, SubscribeOverrides, TokenError};
 use crate::broker::control::{ConnFilter, ConnsOp};
 use crate::channel::{self, Subject};
-use crate::hub::ConnKey;
+use crate::client::conn::{ConnKey, State};
+use crate::client::emulation::session_id;
+use crate::client::recovery::Settled;
+use crate::client::recovery::{PendingSub, SubReply};
+use crate::client::session::Session;
+use crate::client::subscribe::ServerSub;
+use crate::client::{rules, Clients, Resume, Step, SERVER_VERSION};
 use crate::protocol::{codes, ConnectRequest, ConnectResult, RawJson, ReplyBody, SubscribeRequest};
-use crate::shard::id::home_of;
-use crate::shard::id::{Lane, RequestId};
-use crate::shard::msg::{Answer, Call, Cast, ShardMsg};
-use crate::shard::{after, Shard};
+use crate::shard::id::ShardId;
+use crate::shard::msg::{Answer, Call};
 use crate::transport::Transport;
 
 /// A connect that passed authentication, waiting for admission.
 #[derive(Debug)]
-pub struct PendingConnect {
+struct PendingConnect {
     id: u32,
     user: Arc<str>,
     conn_info: Option<RawJson>,
@@ -48,18 +44,18 @@ pub struct PendingConnect {
 
 /// A connect reply waiting for the home shards of its server-side subscriptions.
 #[derive(Debug)]
-pub struct ConnectWait {
+struct ConnectWait {
     id: u32,
     result: ConnectResult,
     subs: Vec<PendingSub>,
 }
 
-impl Shard {
+impl Clients<'_> {
     /// `connect`: verify credentials, collect server-side subscriptions, then admit.
     pub(super) fn connect(&mut self, key: ConnKey, id: u32, req: ConnectRequest) -> Step {
-        let client_cfg = &self.cfg.client;
+        let client_cfg = &self.env.cfg.client;
         let insecure = client_cfg.insecure;
-        let now = unix_now();
+        let now = self.env.clock.unix_secs();
         let mut subs: Vec<ServerSub> = Vec::new();
         let (user, conn_info, expire_at, fingerprint) = if req.token.is_empty() {
             if !(insecure || client_cfg.allow_anonymous_connect_without_token) {
@@ -67,7 +63,7 @@ impl Shard {
             }
             (String::new(), None, None, 0)
         } else {
-            match self.verifier.verify_connection(&req.token, now) {
+            match self.env.verifier.verify_connection(&req.token, now) {
                 Ok(claims) => {
                     let expiry = match auth::connection_expiry(&claims, now) {
                         _ if insecure => None,
@@ -82,7 +78,7 @@ impl Shard {
                         self.disconnect(key, codes::DISCONNECT_PERMISSION_DENIED);
                         return Step::Stop;
                     }
-                    let fingerprint = super::token_channels(&claims);
+                    let fingerprint = rules::token_channels(&claims);
                     // `subs` replaces `channels` when present (spec §4.2).
                     match claims.subs {
                         Some(list) => subs.extend(list.into_iter().map(|s| ServerSub {
@@ -119,21 +115,22 @@ impl Shard {
         };
         // Token channels must all resolve (else 102).
         for s in &subs {
-            if let Err(e) = self.namespaces.resolve(&s.channel) {
-                self.reply_error(key, id, channel_error(e));
+            if let Err(e) = self.env.namespaces.resolve(&s.channel) {
+                self.reply_error(key, id, rules::channel_error(e));
                 return Step::Next;
             }
         }
-        let personal = &self.cfg.client.subscribe_to_user_personal_channel;
+        let cfg = &self.env.cfg;
+        let personal = &cfg.client.subscribe_to_user_personal_channel;
         if personal.enabled && !user.is_empty() {
             let name = if personal.personal_channel_namespace.is_empty() {
-                format!("{}{user}", self.cfg.channel.user_boundary)
+                format!("{}{user}", cfg.channel.user_boundary)
             } else {
                 format!(
                     "{}{}{}{user}",
                     personal.personal_channel_namespace,
-                    self.cfg.channel.namespace_boundary,
-                    self.cfg.channel.user_boundary
+                    cfg.channel.namespace_boundary,
+                    cfg.channel.user_boundary
                 )
             };
             subs.push(ServerSub::plain(Arc::from(name.as_str())));
@@ -146,6 +143,7 @@ impl Shard {
                 continue;
             }
             let allowed = self
+                .env
                 .namespaces
                 .resolve(ch)
                 .is_ok_and(|r| !r.private && channel::check_subscribe(&r, &who, false).is_ok());
@@ -155,7 +153,7 @@ impl Shard {
         }
         let mut seen = std::collections::HashSet::new();
         subs.retain(|s| seen.insert(Arc::clone(&s.channel)));
-        let limit = self.cfg.client.channel_limit;
+        let limit = self.env.cfg.client.channel_limit;
         if limit > 0 && subs.len() > limit {
             self.disconnect(key, codes::DISCONNECT_CHANNEL_LIMIT);
             return Step::Stop;
@@ -170,26 +168,28 @@ impl Shard {
             counted: false,
             token_channels: fingerprint,
         };
-        let user_limit = self.cfg.client.user_connection_limit;
+        let user_limit = self.env.cfg.client.user_connection_limit;
         if user_limit > 0 && !pending.user.is_empty() {
-            let call = Call::UserConnect { user: Arc::clone(&pending.user), limit: user_limit };
-            let req = self.call(home_of(&pending.user, self.count), call);
-            return Step::AwaitAnswer { req, then: Resume::Admit(Box::new(pending)) };
+            let call = Call::AdmitUser { user: Arc::clone(&pending.user), limit: user_limit };
+            let home = self.mesh.home_of(&pending.user);
+            let resume: Resume =
+                Box::new(move |c: &mut Clients<'_>, answers| c.admit(key, pending, answers));
+            return self.wait_for(key, vec![(home, call)], resume);
         }
         self.establish(key, pending)
     }
 
     /// The user's home shard answered the per-user limit check.
-    pub(super) fn admit(
+    fn admit(
         &mut self,
         key: ConnKey,
         mut pending: PendingConnect,
-        answer: Option<Answer>,
+        answers: Vec<Option<Answer>>,
     ) -> Step {
-        match answer {
+        match answers.into_iter().next().flatten() {
             Some(Answer::Admitted(true)) => {
                 pending.counted = true;
-                if self.conn_mut(key).is_some_and(|c| c.closing.is_none()) {
+                if self.conns.get(key).is_some_and(|c| c.closing.is_none()) {
                     self.establish(key, pending)
                 } else {
                     // Closed while waiting: give the slot back.
@@ -208,12 +208,6 @@ impl Shard {
         }
     }
 
-    /// Tells a user's home shard that one of its counted connections is gone.
-    pub(crate) fn user_gone(&mut self, user: &Arc<str>) {
-        let cast = Cast::UserGone { user: Arc::clone(user) };
-        self.send(Lane::Main, home_of(user, self.count), ShardMsg::Cast(Box::new(cast)));
-    }
-
     /// Makes the session, starts timers and server-side subscriptions; the reply waits for the
     /// subscriptions' home shards (`ConnectWait`).
     fn establish(&mut self, key: ConnKey, pending: PendingConnect) -> Step {
@@ -227,21 +221,18 @@ impl Shard {
             counted,
             token_channels,
         } = pending;
-        let limit = self.cfg.client.connection_limit;
-        let before = self.connections.fetch_add(1, Ordering::Relaxed);
-        if limit > 0 && before >= limit {
-            self.connections.fetch_sub(1, Ordering::Relaxed);
+        if !self.conns.count_connected(self.env.cfg.client.connection_limit) {
             if counted {
                 self.user_gone(&user);
             }
             self.disconnect(key, codes::DISCONNECT_CONNECTION_LIMIT);
             return Step::Stop;
         }
-        let now = unix_now();
+        let now = self.env.clock.unix_secs();
         let client = uuid::Uuid::new_v4();
-        let ping = self.cfg.client.ping_interval;
-        let pong = self.cfg.client.pong_timeout;
-        let Some(transport) = self.conn_mut(key).map(|c| c.transport) else { return Step::Stop };
+        let ping = self.env.cfg.client.ping_interval;
+        let pong = self.env.cfg.client.pong_timeout;
+        let Some(transport) = self.conns.get(key).map(|c| c.transport) else { return Step::Stop };
         // With native WebSocket pings the protocol advertises no app-level ping at all;
         // unidirectional clients get pings but cannot answer them.
         let app_ping = !matches!(transport, Transport::WebSocket { native_ping: true });
@@ -253,7 +244,7 @@ impl Shard {
             ..ConnectResult::default()
         };
         if transport.emulation() {
-            result.session = self.open_session(key);
+            result.session = session_id(self.mesh.id(), self.conns.open_session(key));
             result.node = crate::node::get().uid.clone();
         } else if transport.unidirectional() {
             result.session = uuid::Uuid::new_v4().to_string();
@@ -271,20 +262,13 @@ impl Shard {
             counted,
             token_channels,
         };
-        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
+        let Some(conn) = self.conns.get_mut(key) else { return Step::Stop };
         conn.state = State::Connected(session);
-        if !ping.is_zero() {
-            // First ping at a random moment in [interval/2, interval] so pings of connections
-            // accepted together do not all fire in the same tick.
-            let half = ping / 2;
-            let jitter =
-                Duration::from_millis(rand::rng().random_range(0..=half.as_millis() as u64));
-            self.timers.push(Timer { at: after(half + jitter), key, kind: TimerKind::Ping });
-        }
+        self.start_pings(key, self.env.clock.now());
         if let Some(at) = expire_at {
             self.arm_expiry(key, at, now);
         }
-        let personal = &self.cfg.client.subscribe_to_user_personal_channel;
+        let personal = &self.env.cfg.client.subscribe_to_user_personal_channel;
         if personal.enabled && personal.single_connection && !user.is_empty() {
             // Older connections of this user, on every shard, make way for this one.
             let op = ConnsOp::Disconnect {
@@ -292,9 +276,9 @@ impl Shard {
                 whitelist: vec![client.to_string()],
                 disconnect: codes::DISCONNECT_CONNECTION_LIMIT,
             };
-            self.conns_everywhere(&op);
+            self.apply_everywhere(&op);
         }
-        let mut reqs: Vec<RequestId> = Vec::with_capacity(subs.len());
+        let mut calls: Vec<(ShardId, Call)> = Vec::with_capacity(subs.len());
         let mut waiting = Vec::with_capacity(subs.len());
         for spec in subs {
             let position = positions.iter().find(|(c, _)| **c == *spec.channel).map(|(_, r)| r);
@@ -303,19 +287,22 @@ impl Shard {
             else {
                 continue;
             };
-            reqs.push(self.call_home(&spec.channel, call));
+            calls.push((self.mesh.home_of(&spec.channel), call));
             waiting.push(sub);
         }
         if waiting.is_empty() {
             self.reply(key, id, &ReplyBody::Connect(result));
             return Step::Next;
         }
-        Step::AwaitConnect { reqs, wait: Box::new(ConnectWait { id, result, subs: waiting }) }
+        let wait = ConnectWait { id, result, subs: waiting };
+        let resume: Resume =
+            Box::new(move |c: &mut Clients<'_>, answers| c.finish_connect(key, wait, answers));
+        self.wait_for(key, calls, resume)
     }
 
     /// Every server-side subscription's home shard answered: reply to `connect` with their
     /// results, then hand over what each kept meanwhile.
-    pub fn finish_connect(
+    fn finish_connect(
         &mut self,
         key: ConnKey,
         wait: ConnectWait,
@@ -325,12 +312,12 @@ impl Shard {
         let mut live = Vec::with_capacity(subs.len());
         for (pending, answer) in subs.into_iter().zip(answers) {
             match self.settle(key, pending, answer) {
-                super::subscribe::Settled::Gone => {}
-                super::subscribe::Settled::Failed | super::subscribe::Settled::Unrecovered(_) => {
+                Settled::Gone => {}
+                Settled::Failed | Settled::Unrecovered(_) => {
                     self.disconnect(key, codes::DISCONNECT_SERVER_ERROR);
                     return Step::Stop;
                 }
-                super::subscribe::Settled::Done(done) => {
+                Settled::Done(done) => {
                     let mut done = *done;
                     let r = std::mem::take(&mut done.result);
                     result.subs.push((done.channel.to_string(), r));
@@ -340,7 +327,7 @@ impl Shard {
         }
         // `go_live` gives the place up for a connection that closed meanwhile (or whose reply
         // overflowed its queue).
-        if self.conn_mut(key).is_some_and(|c| c.closing.is_none()) {
+        if self.conns.get(key).is_some_and(|c| c.closing.is_none()) {
             self.reply(key, id, &ReplyBody::Connect(result));
         }
         for done in live {

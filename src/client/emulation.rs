@@ -1,36 +1,22 @@
-//! Sessions of the emulated and unidirectional transports (spec §1.4–§1.6): the session id a
-//! connect reply carries, the `/emulation` commands it routes to its connection, and the
-//! disconnect a unidirectional client gets instead of a connect error.
+//! Sessions of the emulated transports (spec §1.4–§1.5): the session id a connect reply carries
+//! and the `/emulation` commands it routes to its connection.
 //!
-//! Owns: the session → connection map and each emulated connection's inbox of commands waiting
-//! for its command task. Session ids start with the owning shard's index, so a request that
-//! arrives on any shard reaches the owner in one hop.
-//!
-//! Must not: run commands here (the connection's task in `server` does, in order).
+//! Owns: the session id format and the routing of commands to the shard that owns the session.
+//! Session ids start with the owning shard's index, so a request that arrives on any shard
+//! reaches the owner in one hop. The session → connection map and the inbox are the connection
+//! table's. Must not: run commands here (the connection's task in `server` does, in order).
 
 use bytes::Bytes;
 
-use super::Command;
-use crate::hub::ConnKey;
-use crate::protocol::{codes, decode_commands, Disconnect};
-use crate::shard::id::Lane;
-use crate::shard::id::ShardId;
+use crate::client::Clients;
+use crate::protocol::{codes, decode_commands};
+use crate::shard::id::{Lane, ShardId};
 use crate::shard::msg::{Cast, ShardMsg};
-use crate::shard::Shard;
 
 /// A session id that names no shard of this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("unknown session")]
 pub struct UnknownSession;
-
-/// An emulated connection's session.
-#[derive(Debug)]
-pub struct Emulated {
-    /// The random part of its session id.
-    pub session: uuid::Uuid,
-    /// Commands received through `/emulation`, not handled yet.
-    pub inbox: Vec<Command>,
-}
 
 /// Session id as the client sees it: `<shard>.<uuid>`.
 pub fn session_id(shard: ShardId, session: uuid::Uuid) -> String {
@@ -43,20 +29,22 @@ pub fn parse_session(id: &str) -> Option<(usize, uuid::Uuid)> {
     Some((shard.parse().ok()?, uuid::Uuid::parse_str(session).ok()?))
 }
 
-impl Shard {
-    /// Registers a new emulated connection's session; returns the id for its connect reply.
-    pub(crate) fn open_session(&mut self, key: ConnKey) -> String {
-        let session = uuid::Uuid::new_v4();
-        self.sessions.insert(session, key);
-        self.emulated.insert(key, Emulated { session, inbox: Vec::new() });
-        session_id(self.id, session)
-    }
-
-    /// Forgets a closed connection's session.
-    pub(crate) fn close_session(&mut self, key: ConnKey) {
-        if let Some(e) = self.emulated.remove(&key) {
-            self.sessions.remove(&e.session);
-        }
+impl Clients<'_> {
+    /// Hands `/emulation` commands to the shard owning `session` (this one, or another in one
+    /// hop). `quoted`: `data` is a JSON string holding a JSON session's commands (what another
+    /// node forwards).
+    pub fn emulate_session(
+        &mut self,
+        session: &str,
+        data: Bytes,
+        quoted: bool,
+    ) -> Result<(), UnknownSession> {
+        let (owner, session) = parse_session(session).ok_or(UnknownSession)?;
+        let owner = u16::try_from(owner).ok().filter(|o| usize::from(*o) < self.mesh.count());
+        let owner = ShardId(owner.ok_or(UnknownSession)?);
+        let cast = Cast::Emulate { session, data, quoted };
+        self.mesh.send(Lane::Main, owner, ShardMsg::Cast(Box::new(cast)));
+        Ok(())
     }
 
     /// Commands from `/emulation` for `session` (its `data`: the command frame, JSON text or
@@ -64,7 +52,7 @@ impl Shard {
     /// does: the stream it belonged to is gone and the client reconnects. A frame that does
     /// not decode closes the connection with 3501.
     pub fn emulate(&mut self, session: uuid::Uuid, data: &Bytes, quoted: bool) {
-        let Some(&key) = self.sessions.get(&session) else { return };
+        let Some(key) = self.conns.session_conn(session) else { return };
         let protobuf = self.is_protobuf(key);
         let unquoted;
         let data = if quoted && !protobuf {
@@ -85,56 +73,7 @@ impl Shard {
             self.disconnect(key, codes::DISCONNECT_BAD_REQUEST);
             return;
         };
-        let Some(e) = self.emulated.get_mut(&key) else { return };
-        e.inbox.extend(commands);
-        if let Some(w) = self.conn_mut(key).and_then(|c| c.reader.take()) {
-            w.wake();
-        }
-    }
-
-    /// Hands `/emulation` commands to the shard owning `session` (this one, or another in one
-    /// hop). `quoted`: `data` is a JSON string holding a JSON session's commands (what another
-    /// node forwards).
-    pub fn emulate_session(
-        &mut self,
-        session: &str,
-        data: Bytes,
-        quoted: bool,
-    ) -> Result<(), UnknownSession> {
-        let (owner, session) = parse_session(session).ok_or(UnknownSession)?;
-        if owner >= self.count {
-            return Err(UnknownSession);
-        }
-        if owner == self.id.index() {
-            self.emulate(session, &data, quoted);
-        } else {
-            let cast = Cast::Emulation { session, data, quoted };
-            self.send(Lane::Main, ShardId(owner as u16), ShardMsg::Cast(Box::new(cast)));
-        }
-        Ok(())
-    }
-
-    /// Takes an emulated connection's waiting commands (empty when none).
-    pub fn take_inbox(&mut self, key: ConnKey) -> Vec<Command> {
-        self.emulated.get_mut(&key).map(|e| std::mem::take(&mut e.inbox)).unwrap_or_default()
-    }
-
-    /// The disconnect a unidirectional client gets for a connect error:
-    /// `client.connect_code_to_unidirectional_disconnect` when enabled, else the built-in map
-    /// (spec §1.6).
-    pub(crate) fn uni_connect_error(&self, code: u32) -> Disconnect {
-        let map = &self.cfg.client.connect_code_to_unidirectional_disconnect;
-        if map.enabled {
-            if let Some(t) = map.transforms.iter().find(|t| t.code == code) {
-                return Disconnect { code: t.to.code, reason: t.to.reason.clone().into() };
-            }
-        }
-        match code {
-            109 | 110 => codes::DISCONNECT_EXPIRED,
-            111 => codes::DISCONNECT_TOO_MANY_REQUESTS,
-            103 => codes::DISCONNECT_PERMISSION_DENIED,
-            _ => codes::DISCONNECT_SERVER_ERROR,
-        }
+        self.conns.deliver_commands(key, commands);
     }
 }
 

@@ -6,17 +6,16 @@
 
 use std::sync::Arc;
 
-use super::subscribe::owned;
-use super::{channel_error, history_policy, Resume, Step};
-use crate::broker::stream::{HistoryQuery, Position};
+use crate::broker::stream::{HistoryError, HistoryPolicy, HistoryQuery, Position};
 use crate::broker::Reply;
 use crate::channel::{self, Subject};
-use crate::hub::ConnKey;
+use crate::client::conn::ConnKey;
+use crate::client::recovery::owned;
+use crate::client::{rules, Clients, Resume, Step};
 use crate::protocol::{
     codes, HistoryRequest, HistoryResult, PresenceResult, PresenceStatsResult, ReplyBody,
 };
 use crate::shard::msg::{Answer, Call};
-use crate::shard::Shard;
 
 /// Counts of a presence answer: distinct clients and distinct users (anonymous is user "").
 pub fn presence_stats(entries: &[Arc<crate::protocol::ClientInfo>]) -> PresenceStatsResult {
@@ -39,7 +38,7 @@ pub fn presence_map(
     out
 }
 
-impl Shard {
+impl Clients<'_> {
     /// Resolves `channel` and runs `check` for this connection; `Err` carries the step to
     /// return (a reply was queued or the connection is closing).
     fn channel_query(
@@ -48,13 +47,13 @@ impl Shard {
         id: u32,
         channel: &str,
         check: fn(&channel::Resolved<'_>, &Subject<'_>, bool) -> Result<(), channel::ChannelError>,
-    ) -> Result<crate::broker::stream::HistoryPolicy, Step> {
+    ) -> Result<HistoryPolicy, Step> {
         if channel.is_empty() {
             return Err(self.bad_request(key));
         }
-        let insecure = self.cfg.client.insecure;
-        let namespaces = Arc::clone(&self.namespaces);
-        let Some(session) = self.conn_mut(key).and_then(|c| c.session()) else {
+        let insecure = self.env.cfg.client.insecure;
+        let namespaces = Arc::clone(&self.env.namespaces);
+        let Some(session) = self.conns.get(key).and_then(|c| c.session()) else {
             return Err(Step::Stop);
         };
         let subscribed = session.has_sub(channel);
@@ -62,10 +61,10 @@ impl Shard {
         let checked = namespaces.resolve(channel).and_then(|r| {
             channel::check_name(&r)?;
             check(&r, &Subject { user: &user, insecure }, subscribed)?;
-            Ok(history_policy(r.options, false))
+            Ok(rules::history_policy(r.options, false))
         });
         checked.map_err(|e| {
-            self.reply_error(key, id, channel_error(e));
+            self.reply_error(key, id, rules::channel_error(e));
             Step::Next
         })
     }
@@ -80,7 +79,7 @@ impl Shard {
             self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
             return Step::Next;
         }
-        let max = self.cfg.client.history_max_publication_limit;
+        let max = self.env.cfg.client.history_max_publication_limit;
         let limit = match usize::try_from(req.limit) {
             Ok(n) if max == 0 || n <= max => Some(n),
             // Negative or above the cap: the cap (spec §5.4).
@@ -93,12 +92,15 @@ impl Shard {
             reverse: req.reverse,
         };
         let channel: Arc<str> = Arc::from(req.channel.as_str());
-        let call = Call::History { channel: Arc::clone(&channel), policy, query };
-        let req = self.call_home(&channel, call);
-        Step::AwaitAnswer { req, then: Resume::History { id } }
+        let call = Call::ReadHistory { channel: Arc::clone(&channel), policy, query };
+        let resume: Resume = Box::new(move |c: &mut Clients<'_>, answers| {
+            c.finish_history(key, id, answers.into_iter().next().flatten());
+            Step::Next
+        });
+        self.ask_home(key, &channel, call, resume)
     }
 
-    pub(super) fn finish_history(&mut self, key: ConnKey, id: u32, answer: Option<Answer>) {
+    fn finish_history(&mut self, key: ConnKey, id: u32, answer: Option<Answer>) {
         let body = match answer {
             Some(Answer::Channel(Reply::History(Ok((pubs, top))))) => {
                 ReplyBody::History(HistoryResult {
@@ -107,9 +109,9 @@ impl Shard {
                     offset: top.offset,
                 })
             }
-            Some(Answer::Channel(Reply::History(Err(
-                crate::broker::stream::HistoryError::NotAvailable,
-            )))) => ReplyBody::Error(codes::ERROR_NOT_AVAILABLE),
+            Some(Answer::Channel(Reply::History(Err(HistoryError::NotAvailable)))) => {
+                ReplyBody::Error(codes::ERROR_NOT_AVAILABLE)
+            }
             Some(Answer::Channel(Reply::History(Err(_)))) => {
                 ReplyBody::Error(codes::ERROR_UNRECOVERABLE_POSITION)
             }
@@ -130,17 +132,14 @@ impl Shard {
             return step;
         }
         let ch: Arc<str> = Arc::from(channel);
-        let req = self.call_home(channel, Call::Presence { channel: ch });
-        Step::AwaitAnswer { req, then: Resume::Presence { id, stats } }
+        let resume: Resume = Box::new(move |c: &mut Clients<'_>, answers| {
+            c.finish_presence(key, id, stats, answers.into_iter().next().flatten());
+            Step::Next
+        });
+        self.ask_home(key, channel, Call::ReadPresence { channel: ch }, resume)
     }
 
-    pub(super) fn finish_presence(
-        &mut self,
-        key: ConnKey,
-        id: u32,
-        stats: bool,
-        answer: Option<Answer>,
-    ) {
+    fn finish_presence(&mut self, key: ConnKey, id: u32, stats: bool, answer: Option<Answer>) {
         let body = match answer {
             Some(Answer::Channel(Reply::Presence(entries))) if stats => {
                 ReplyBody::PresenceStats(presence_stats(&entries))

@@ -7,27 +7,37 @@
 
 use std::sync::Arc;
 
-use super::subscribe::ServerSub;
-use super::{unix_now, State};
 use crate::broker::control::{ConnFilter, ConnsOp};
-use crate::hub::ConnKey;
+use crate::client::conn::ConnKey;
+use crate::client::subscribe::ServerSub;
+use crate::client::Clients;
 use crate::protocol::{codes, PushBody};
-use crate::shard::Shard;
+use crate::shard::id::Lane;
+use crate::shard::msg::{Cast, ShardMsg};
 
-impl Shard {
+impl Clients<'_> {
+    /// Has every shard (this one included) apply `op` to its matching connections, with no
+    /// answer.
+    pub fn apply_everywhere(&mut self, op: &ConnsOp) {
+        for shard in self.mesh.all().collect::<Vec<_>>() {
+            let cast = Cast::ApplyToConns(Box::new(op.clone()));
+            self.mesh.send(Lane::Main, shard, ShardMsg::Cast(Box::new(cast)));
+        }
+    }
+
     /// Live local connections matching `filter`.
     fn matching(&self, filter: &ConnFilter) -> Vec<ConnKey> {
         self.conns
             .iter()
-            .filter_map(|(slot, c)| {
-                let State::Connected(s) = &c.state else { return None };
+            .filter_map(|(key, c)| {
+                let s = c.session()?;
                 let hit = c.closing.is_none()
                     && *s.user == *filter.user
                     && (filter.client.is_empty() || s.client.to_string() == filter.client)
                     // WebSocket connections have no session id, so a session filter matches
                     // none of them.
                     && filter.session.is_empty();
-                hit.then_some(ConnKey { slot: slot as u32, generation: c.generation })
+                hit.then_some(key)
             })
             .collect()
     }
@@ -51,18 +61,18 @@ impl Shard {
             }
             ConnsOp::Unsubscribe { filter, channel } => {
                 for key in self.matching(&filter) {
-                    let channels: Vec<Arc<str>> = match self.conn_mut(key).and_then(|c| c.session())
-                    {
-                        Some(s) if channel.is_empty() => {
-                            s.subs.iter().map(|sub| Arc::clone(&sub.channel)).collect()
-                        }
-                        Some(s) => s
-                            .sub(&channel)
-                            .map(|sub| Arc::clone(&sub.channel))
-                            .into_iter()
-                            .collect(),
-                        None => Vec::new(),
-                    };
+                    let channels: Vec<Arc<str>> =
+                        match self.conns.get(key).and_then(|c| c.session()) {
+                            Some(s) if channel.is_empty() => {
+                                s.subs.iter().map(|sub| Arc::clone(&sub.channel)).collect()
+                            }
+                            Some(s) => s
+                                .sub(&channel)
+                                .map(|sub| Arc::clone(&sub.channel))
+                                .into_iter()
+                                .collect(),
+                            None => Vec::new(),
+                        };
                     for ch in channels {
                         self.server_unsubscribe(key, &ch);
                     }
@@ -70,7 +80,7 @@ impl Shard {
             }
             ConnsOp::Disconnect { filter, whitelist, disconnect } => {
                 for key in self.matching(&filter) {
-                    let spared = self.conn_mut(key).and_then(|c| c.session()).is_some_and(|s| {
+                    let spared = self.conns.get(key).and_then(|c| c.session()).is_some_and(|s| {
                         let id = s.client.to_string();
                         whitelist.contains(&id)
                     });
@@ -94,10 +104,11 @@ impl Shard {
     /// Removes a subscription at the server's request and tells the client with an
     /// `unsubscribe` push (2000).
     fn server_unsubscribe(&mut self, key: ConnKey, channel: &str) {
-        let removed = match self.conn_mut(key).map(|c| &mut c.state) {
-            Some(State::Connected(s)) => s.remove_sub(channel),
-            _ => None,
-        };
+        let removed = self
+            .conns
+            .get_mut(key)
+            .and_then(|c| c.session_mut())
+            .and_then(|s| s.remove_sub(channel));
         let Some(sub) = removed else { return };
         self.unsubscribed(key, sub);
         self.push(key, channel, &PushBody::Unsubscribe(codes::UNSUBSCRIBE_SERVER));
@@ -111,8 +122,8 @@ impl Shard {
         expire_at: i64,
         info: Option<crate::protocol::RawJson>,
     ) {
-        let now = unix_now();
-        let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) else { return };
+        let now = self.env.clock.unix_secs();
+        let Some(s) = self.conns.get_mut(key).and_then(|c| c.session_mut()) else { return };
         if let Some(info) = info {
             s.conn_info = Some(info);
         }

@@ -1,134 +1,38 @@
 //! Subscriptions of one connection: the `subscribe`, `unsubscribe` and `sub_refresh` commands,
-//! the options a subscription gets (presence, join/leave, positioning, recovery), and recovery
-//! itself (spec §5.4, §6.3–6.5, §7).
+//! server-side subscriptions (token `channels`/`subs`, API `subscribe`), the options a
+//! subscription gets (presence, join/leave, positioning, recovery), and this shard's interest in
+//! a channel (spec §5.4, §6, §7).
 //!
 //! Owns: a connection's [`Sub`] entries and the shard-local half of a subscription. What is
-//! channel-global (presence, the stream, join/leave fan-out) is asked of the channel's home shard
-//! with one `Call::Subscribe`; until it answers, the hub keeps the channel's events for this
-//! subscriber, so the reply goes out first and nothing published meanwhile is lost or doubled.
+//! channel-global (presence, the stream, join/leave fan-out) is asked of the channel's home
+//! shard with one `Call::Subscribe`; until it answers, the hub keeps the channel's events for
+//! this subscriber, so the reply goes out first (`recovery`) and nothing published meanwhile is
+//! lost or doubled. A plain subscription waits only until the home shard has registered this
+//! shard's interest.
 //!
 //! Must not: read another shard's state, or write a publication of a channel to a client before
 //! that client's subscribe reply.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::{channel_error, history_policy, unix_now, Resume, Step, Then, Timer, TimerKind};
 use crate::auth::{self, Expiry, SubscribeOverrides, TokenError};
-use crate::broker::stream::{HistoryPolicy, HistoryQuery, Position};
-use crate::broker::Reply;
-use crate::broker::{Event, SubscribeCall};
+use crate::broker::stream::{HistoryPolicy, Position};
+use crate::broker::SubscribeCall;
 use crate::channel::{self, Resolved, Subject};
-use crate::client::State;
-use crate::hub::ConnKey;
+use crate::client::conn::ConnKey;
+use crate::client::recovery::{recover_from, PendingSub, SubReply};
+use crate::client::session::{Sub, SubExtra, SubFlags};
+use crate::client::{rules, Clients, Resume, Step};
+use crate::hub::Begin;
 use crate::protocol::{
-    codes, ClientInfo, Publication, PushBody, RawJson, ReplyBody, SubRefreshRequest,
-    SubRefreshResult, SubscribePush, SubscribeRequest, SubscribeResult,
+    codes, ClientInfo, PushBody, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
+    SubscribeRequest, SubscribeResult,
 };
-use crate::shard::msg::{Answer, Call, Cast};
-use crate::shard::{after, Continue, Shard};
+use crate::shard::id::Lane;
+use crate::shard::msg::{Call, Cast, ShardMsg};
 
 /// `SubscribeRequest.flag` bit: answer 112 instead of `recovered: false`.
 const FLAG_REJECT_UNRECOVERED: i64 = 2;
-
-/// What a subscription does, decided once at subscribe time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SubFlags(u16);
-
-impl SubFlags {
-    /// The subscriber tracks its stream position (offset and epoch).
-    pub const POSITIONED: u16 = 1;
-    /// The subscriber may recover missed publications on resubscribe.
-    pub const RECOVERABLE: u16 = 1 << 1;
-    /// Made by the server (token `channels`/`subs`, API `subscribe`): failures disconnect.
-    pub const SERVER_SIDE: u16 = 1 << 2;
-    /// The subscriber is in the channel's presence.
-    pub const PRESENCE: u16 = 1 << 3;
-    /// Joining and leaving emit join/leave events.
-    pub const JOIN_LEAVE: u16 = 1 << 4;
-    /// The subscriber receives join/leave pushes.
-    pub const PUSH_JOIN_LEAVE: u16 = 1 << 5;
-    /// Recovery in cache mode (latest publication only).
-    pub const CACHE: u16 = 1 << 6;
-    /// Cache mode recovers on every subscribe, asked or not (`auto_cache_recover`).
-    pub const AUTO_CACHE: u16 = 1 << 7;
-    /// The subscriber negotiated fossil deltas (spec §11.3).
-    pub const DELTA: u16 = 1 << 8;
-    /// A delta subscriber got a full publication from the live stream: the next ones may be
-    /// patches against this shard's delta base.
-    pub const DELTA_READY: u16 = 1 << 9;
-
-    /// Whether `flag` is set.
-    pub fn has(self, flag: u16) -> bool {
-        self.0 & flag != 0
-    }
-
-    /// Clears `flag`.
-    pub fn clear(&mut self, flag: u16) {
-        self.0 &= !flag;
-    }
-
-    /// Sets `flag` when `on`.
-    pub fn set(&mut self, flag: u16, on: bool) {
-        if on {
-            self.0 |= flag;
-        }
-    }
-
-    /// Whether the home shard must take part (presence, join/leave or a stream position).
-    fn needs_home(self) -> bool {
-        self.has(Self::PRESENCE | Self::JOIN_LEAVE | Self::POSITIONED)
-    }
-}
-
-/// One subscription of a connection.
-#[derive(Debug)]
-pub struct Sub {
-    /// Channel name.
-    pub channel: Arc<str>,
-    /// Behaviour.
-    pub flags: SubFlags,
-    /// Rarely set fields, boxed so that a plain subscription stays small (idle memory).
-    pub extra: Option<Box<SubExtra>>,
-}
-
-/// The less common parts of a subscription.
-#[derive(Debug, Default)]
-pub struct SubExtra {
-    /// `chan_info` from the subscription token.
-    pub chan_info: Option<RawJson>,
-    /// Unix seconds when the subscription expires (token `exp`/`expire_at`).
-    pub expire_at: Option<i64>,
-}
-
-impl Sub {
-    /// A subscription with `flags` and nothing else.
-    pub fn new(channel: Arc<str>, flags: SubFlags) -> Sub {
-        Sub { channel, flags, extra: None }
-    }
-
-    /// `chan_info`, if any.
-    pub fn chan_info(&self) -> Option<RawJson> {
-        self.extra.as_ref().and_then(|e| e.chan_info.clone())
-    }
-
-    /// Expiry, if any.
-    pub fn expire_at(&self) -> Option<i64> {
-        self.extra.as_ref().and_then(|e| e.expire_at)
-    }
-}
-
-/// How a finished subscription is announced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubReply {
-    /// Reply to the client's `subscribe` command with this id.
-    Command(u32),
-    /// A `subscribe` push (server-side subscription made while connected); recovered
-    /// publications follow as publication pushes.
-    Push,
-    /// An entry of the connect reply's `subs`.
-    Connect,
-}
 
 /// A server-side subscription to make: the channel and what the token or API gave for it.
 #[derive(Debug, Clone)]
@@ -148,45 +52,6 @@ impl ServerSub {
     pub fn plain(channel: Arc<str>) -> ServerSub {
         ServerSub { channel, info: None, data: None, overrides: SubscribeOverrides::default() }
     }
-}
-
-/// A subscription whose home-shard answer is in and whose outcome is decided.
-#[derive(Debug)]
-pub struct DoneSub {
-    /// Channel.
-    pub channel: Arc<str>,
-    flags: SubFlags,
-    /// The subscribe result.
-    pub result: SubscribeResult,
-    events: Vec<Event>,
-    /// Offset the client is at once it has the result (0 = no stream).
-    base: u64,
-}
-
-/// What `Shard::settle` decided.
-#[derive(Debug)]
-pub enum Settled {
-    /// The subscription went away meanwhile; nothing to announce.
-    Gone,
-    /// The home shard's answer was lost (shutdown); the subscription is undone.
-    Failed,
-    /// Recovery failed and the client asked for an error instead (flag 2); undone.
-    Unrecovered(SubReply),
-    /// Announce `result`, then `Shard::go_live`.
-    Done(Box<DoneSub>),
-}
-
-/// A subscribe reply waiting for the home shard.
-#[derive(Debug)]
-pub struct PendingSub {
-    reply: SubReply,
-    channel: Arc<str>,
-    flags: SubFlags,
-    /// The client asked to recover from this position.
-    recover: Option<Position>,
-    reject_unrecovered: bool,
-    /// Fields known before the home shard answers (token data, expiry).
-    result: SubscribeResult,
 }
 
 /// Options of a subscription per spec §5.4: namespace defaults, token overrides, then what the
@@ -236,21 +101,7 @@ fn token_fits(
     claims.user == user && claims.channel == channel && client_ok
 }
 
-/// Where a subscription recovers from: the client's position when it asked (`recover`), the
-/// start of the stream when cache mode recovers unasked (spec §6.5), else nowhere.
-fn recover_from(flags: SubFlags, req: &SubscribeRequest) -> Option<Position> {
-    if !flags.has(SubFlags::RECOVERABLE) {
-        None
-    } else if req.recover {
-        Some(Position { offset: req.offset, epoch: req.epoch.clone() })
-    } else if flags.has(SubFlags::AUTO_CACHE) {
-        Some(Position::default())
-    } else {
-        None
-    }
-}
-
-impl Shard {
+impl Clients<'_> {
     /// `subscribe` (spec §2.11, §5.4).
     pub(super) fn subscribe(&mut self, key: ConnKey, id: u32, req: SubscribeRequest) -> Step {
         if req.channel.is_empty() {
@@ -259,11 +110,12 @@ impl Shard {
         if !req.delta.is_empty() && req.delta != "fossil" {
             return self.bad_request(key);
         }
-        let channel_limit = self.cfg.client.channel_limit;
-        let insecure = self.cfg.client.insecure;
-        let namespaces = Arc::clone(&self.namespaces);
-        let Some(conn) = self.conn_mut(key) else { return Step::Stop };
-        let Some(session) = conn.session() else { return Step::Stop };
+        let channel_limit = self.env.cfg.client.channel_limit;
+        let insecure = self.env.cfg.client.insecure;
+        let namespaces = Arc::clone(&self.env.namespaces);
+        let Some(session) = self.conns.get(key).and_then(|c| c.session()) else {
+            return Step::Stop;
+        };
         let channel: Arc<str> = Arc::from(req.channel.as_str());
         if session.has_sub(&channel) {
             self.reply_error(key, id, codes::ERROR_ALREADY_SUBSCRIBED);
@@ -278,7 +130,7 @@ impl Shard {
         let resolved = match namespaces.resolve(&channel) {
             Ok(r) => r,
             Err(e) => {
-                self.reply_error(key, id, channel_error(e));
+                self.reply_error(key, id, rules::channel_error(e));
                 return Step::Next;
             }
         };
@@ -295,13 +147,13 @@ impl Shard {
             self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
             return Step::Next;
         }
-        let now = unix_now();
+        let now = self.env.clock.unix_secs();
         let mut result = SubscribeResult::default();
         let mut extra = SubExtra::default();
         let mut overrides = SubscribeOverrides::default();
         let has_token = !req.token.is_empty();
         if has_token {
-            match self.sub_verifier.verify_subscription(&req.token, now) {
+            match self.env.sub_verifier.verify_subscription(&req.token, now) {
                 Ok(claims) => {
                     if !token_fits(&claims, &user, &channel, &client) {
                         self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
@@ -342,11 +194,11 @@ impl Shard {
         }
         let who = Subject { user: &user, insecure };
         if let Err(e) = channel::check_subscribe(&resolved, &who, has_token) {
-            self.reply_error(key, id, channel_error(e));
+            self.reply_error(key, id, rules::channel_error(e));
             return Step::Next;
         }
         let mut flags = sub_flags(&resolved, &overrides, &req, &who);
-        let history = history_policy(resolved.options, false);
+        let history = rules::history_policy(resolved.options, false);
         // A delta type the namespace does not allow is not an error: the subscription simply
         // gets full payloads (`delta` stays false in the result).
         let delta =
@@ -358,10 +210,7 @@ impl Shard {
             self.hub.mark_delta(&channel);
         }
         if !flags.needs_home() {
-            return Step::AwaitInterest {
-                channels: vec![channel],
-                then: Then::Subscribe { id, result: Box::new(result) },
-            };
+            return self.await_registration(key, channel, id, result);
         }
         let mut pending = PendingSub {
             reply: SubReply::Command(id),
@@ -372,8 +221,11 @@ impl Shard {
             result,
         };
         let call = self.subscribe_at_home(key, &mut pending, info, history, &req);
-        let req_id = self.call_home(&pending.channel, call);
-        Step::AwaitAnswer { req: req_id, then: Resume::Subscribe(Box::new(pending)) }
+        let channel = Arc::clone(&pending.channel);
+        let resume: Resume = Box::new(move |c: &mut Clients<'_>, answers| {
+            c.finish_subscribe(key, pending, answers.into_iter().next().flatten())
+        });
+        self.ask_home(key, &channel, call, resume)
     }
 
     /// Adds a subscription to the connection's session (arming its expiry) and to the hub;
@@ -392,9 +244,7 @@ impl Shard {
         let sub =
             Sub { channel: Arc::clone(channel), flags, extra: has_extra.then(|| Box::new(extra)) };
         let chan_info = sub.chan_info();
-        let Some(State::Connected(session)) = self.conn_mut(key).map(|c| &mut c.state) else {
-            return None;
-        };
+        let session = self.conns.get_mut(key).and_then(|c| c.session_mut())?;
         session.push_sub(sub);
         let info = Arc::new(session.info(chan_info));
         if let Some(at) = expire_at {
@@ -446,8 +296,10 @@ impl Shard {
         if let Some((call, pending)) =
             self.prepare_server_sub(key, spec, position.as_ref(), expire_at, SubReply::Push)
         {
-            let then = Continue::Conn(key, Resume::Subscribe(Box::new(pending)));
-            self.call_home_then(&spec.channel, call, then);
+            let resume: Resume = Box::new(move |c: &mut Clients<'_>, answers| {
+                c.finish_subscribe(key, pending, answers.into_iter().next().flatten())
+            });
+            self.ask_home_detached(Some(key), &spec.channel, call, resume);
         }
     }
 
@@ -463,24 +315,24 @@ impl Shard {
         expire_at: i64,
         reply: SubReply,
     ) -> Option<(Call, PendingSub)> {
-        let namespaces = Arc::clone(&self.namespaces);
+        let namespaces = Arc::clone(&self.env.namespaces);
         let resolved = namespaces.resolve(&spec.channel).ok()?;
-        let session = self.conn_mut(key).and_then(|c| c.session())?;
+        let session = self.conns.get(key).and_then(|c| c.session())?;
         if session.has_sub(&spec.channel) {
             return None;
         }
         let user = Arc::clone(&session.user);
-        let who = Subject { user: &user, insecure: self.cfg.client.insecure };
+        let who = Subject { user: &user, insecure: self.env.cfg.client.insecure };
         let default_req = SubscribeRequest::default();
         let req = position.unwrap_or(&default_req);
         let mut flags = sub_flags(&resolved, &spec.overrides, req, &who);
-        flags.0 |= SubFlags::SERVER_SIDE;
-        let history = history_policy(resolved.options, false);
+        flags.set(SubFlags::SERVER_SIDE, true);
+        let history = rules::history_policy(resolved.options, false);
         let extra = SubExtra {
             chan_info: spec.info.clone(),
             expire_at: (expire_at > 0).then_some(expire_at),
         };
-        let info = self.add_sub(key, &spec.channel, flags, extra, unix_now())?;
+        let info = self.add_sub(key, &spec.channel, flags, extra, self.env.clock.unix_secs())?;
         let mut pending = PendingSub {
             reply,
             channel: Arc::clone(&spec.channel),
@@ -491,171 +343,6 @@ impl Shard {
         };
         let call = self.subscribe_at_home(key, &mut pending, info, history, req);
         Some((call, pending))
-    }
-
-    /// The history read that recovery needs: everything after `from` (stream mode, up to
-    /// `client.recovery_max_publication_limit`), or the newest publication (cache mode).
-    fn recovery_query(&self, flags: SubFlags, from: &Position) -> HistoryQuery {
-        if flags.has(SubFlags::CACHE) {
-            return HistoryQuery { limit: Some(1), since: None, reverse: true };
-        }
-        let limit = self.cfg.client.recovery_max_publication_limit;
-        HistoryQuery {
-            limit: (limit > 0).then_some(limit),
-            since: Some(from.clone()),
-            reverse: false,
-        }
-    }
-
-    /// Decides a subscription from the home shard's answer (spec §6.4, §6.5): its result and
-    /// the events kept meanwhile. Nothing is written to the client here.
-    pub(crate) fn settle(
-        &mut self,
-        key: ConnKey,
-        pending: PendingSub,
-        answer: Option<Answer>,
-    ) -> Settled {
-        let PendingSub { reply, channel, flags, recover, reject_unrecovered, mut result } = pending;
-        // `None`: the subscription was removed meanwhile (unsubscribe, disconnect), which also
-        // took it out of the hub and told the home shard.
-        let Some(events) = self.hub.take_buffered(&channel, key) else { return Settled::Gone };
-        if !self.holds_sub(key, &channel) {
-            self.abandon(&channel);
-            return Settled::Gone;
-        }
-        let Some(Answer::Channel(Reply::Subscribed { top, read })) = answer else {
-            self.drop_sub(key, &channel);
-            self.abandon(&channel);
-            return Settled::Failed;
-        };
-        let mut base = 0;
-        if let Some(top) = top.filter(|_| flags.has(SubFlags::POSITIONED)) {
-            result.positioned = true;
-            result.recoverable = flags.has(SubFlags::RECOVERABLE);
-            result.offset = top.offset;
-            result.epoch = top.epoch.clone();
-            base = top.offset;
-            if let Some(from) = recover {
-                result.was_recovering = true;
-                let same_epoch = from.epoch.is_empty() || from.epoch == top.epoch;
-                let (recovered, publications) = match read {
-                    Err(_) => (false, Vec::new()),
-                    Ok(pubs) if flags.has(SubFlags::CACHE) => {
-                        let at_top = from.offset == top.offset && same_epoch;
-                        match pubs.first() {
-                            Some(_) if at_top => (true, Vec::new()),
-                            Some(_) => (true, pubs),
-                            None => (at_top && from.offset > 0, Vec::new()),
-                        }
-                    }
-                    Ok(pubs) => {
-                        let complete = match (pubs.first(), pubs.last()) {
-                            (Some(first), Some(last)) => {
-                                first.offset == from.offset + 1 && last.offset == top.offset
-                            }
-                            _ => top.offset == from.offset,
-                        };
-                        (complete && same_epoch, pubs)
-                    }
-                };
-                if recovered {
-                    result.recovered = true;
-                    result.offset = from.offset;
-                    result.publications = owned(&publications);
-                } else if reject_unrecovered {
-                    self.drop_sub(key, &channel);
-                    self.abandon(&channel);
-                    return Settled::Unrecovered(reply);
-                }
-            }
-        }
-        Settled::Done(Box::new(DoneSub { channel, flags, result, events, base }))
-    }
-
-    /// Makes a settled subscriber live and hands over the events it kept, merged by offset:
-    /// what the reply already covered is dropped, a gap means lost state (3010).
-    pub(crate) fn go_live(&mut self, key: ConnKey, done: DoneSub) {
-        let DoneSub { channel, flags, events, mut base, .. } = done;
-        // The announcement may have closed the connection (queue overflow): then it gives its
-        // place up instead of joining.
-        if !self.holds_sub(key, &channel) {
-            self.abandon(&channel);
-            return;
-        }
-        let lost = flags.has(SubFlags::POSITIONED) && self.hub.sync_position(&channel, base);
-        self.hub.go_live(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
-        if lost {
-            self.insufficient_state_except(&channel, key);
-        }
-        for event in events {
-            if let Event::Pub(p) = &event {
-                if p.offset > 0 && base > 0 {
-                    if p.offset <= base {
-                        continue;
-                    }
-                    if p.offset > base + 1 && flags.has(SubFlags::POSITIONED) {
-                        self.disconnect(key, codes::DISCONNECT_INSUFFICIENT_STATE);
-                        return;
-                    }
-                    base = p.offset;
-                }
-            }
-            self.push_event(key, &channel, &event);
-        }
-    }
-
-    /// Second half of a subscription that needed the home shard: settle it, announce it (the
-    /// subscribe reply, or a `subscribe` push followed by recovered publications), then go live.
-    pub(super) fn finish_subscribe(
-        &mut self,
-        key: ConnKey,
-        pending: PendingSub,
-        answer: Option<Answer>,
-    ) -> Step {
-        let reply = pending.reply;
-        match self.settle(key, pending, answer) {
-            Settled::Gone => {}
-            Settled::Failed => match reply {
-                SubReply::Command(id) => self.reply_error(key, id, codes::ERROR_INTERNAL),
-                SubReply::Push | SubReply::Connect => {
-                    self.disconnect(key, codes::DISCONNECT_SERVER_ERROR);
-                }
-            },
-            Settled::Unrecovered(SubReply::Command(id)) => {
-                self.reply_error(key, id, codes::ERROR_UNRECOVERABLE_POSITION);
-            }
-            Settled::Unrecovered(_) => self.disconnect(key, codes::DISCONNECT_INSUFFICIENT_STATE),
-            Settled::Done(mut done) => {
-                match reply {
-                    SubReply::Command(id) => {
-                        let mut result = std::mem::take(&mut done.result);
-                        if done.flags.has(SubFlags::DELTA) {
-                            let json = !self.is_protobuf(key);
-                            let pubs = std::mem::take(&mut result.publications);
-                            result.publications = super::delta::chain(pubs, json);
-                        }
-                        self.reply(key, id, &ReplyBody::Subscribe(result));
-                    }
-                    SubReply::Push | SubReply::Connect => {
-                        let r = std::mem::take(&mut done.result);
-                        let push = PushBody::Subscribe(SubscribePush {
-                            recoverable: r.recoverable,
-                            epoch: r.epoch,
-                            offset: r.offset,
-                            positioned: r.positioned,
-                            data: r.data,
-                        });
-                        let channel = Arc::clone(&done.channel);
-                        self.push(key, &channel, &push);
-                        for p in r.publications {
-                            self.push(key, &channel, &PushBody::Publication(p));
-                        }
-                    }
-                }
-                self.go_live(key, *done);
-            }
-        }
-        Step::Next
     }
 
     /// A subscriber taken out of buffering will not go live: the shard gives up its interest
@@ -674,11 +361,12 @@ impl Shard {
     }
 
     /// Removes a subscription from the connection and undoes it everywhere.
-    fn drop_sub(&mut self, key: ConnKey, channel: &str) {
-        let removed = match self.conn_mut(key).map(|c| &mut c.state) {
-            Some(State::Connected(s)) => s.remove_sub(channel),
-            _ => None,
-        };
+    pub(crate) fn drop_sub(&mut self, key: ConnKey, channel: &str) {
+        let removed = self
+            .conns
+            .get_mut(key)
+            .and_then(|c| c.session_mut())
+            .and_then(|s| s.remove_sub(channel));
         if let Some(sub) = removed {
             self.unsubscribed(key, sub);
         }
@@ -688,19 +376,15 @@ impl Shard {
     /// about presence and leave.
     pub(crate) fn unsubscribed(&mut self, key: ConnKey, sub: Sub) {
         if sub.flags.has(SubFlags::PRESENCE) || sub.flags.has(SubFlags::JOIN_LEAVE) {
-            let info = match self.conn_mut(key).and_then(|c| c.session()) {
+            let info = match self.conns.get(key).and_then(|c| c.session()) {
                 Some(s) => s.info(sub.chan_info()),
                 None => return self.release(&sub.channel, key),
             };
             let client: Arc<str> = Arc::from(info.client.as_str());
             let leave = sub.flags.has(SubFlags::JOIN_LEAVE).then(|| Arc::new(info));
             let cast = Cast::Unsubscribed { channel: Arc::clone(&sub.channel), client, leave };
-            let home = crate::shard::id::home_of(&sub.channel, self.count);
-            self.send(
-                crate::shard::id::Lane::Main,
-                home,
-                crate::shard::msg::ShardMsg::Cast(Box::new(cast)),
-            );
+            let home = self.mesh.home_of(&sub.channel);
+            self.mesh.send(Lane::Main, home, ShardMsg::Cast(Box::new(cast)));
         }
         self.release(&sub.channel, key);
     }
@@ -714,7 +398,7 @@ impl Shard {
         code: crate::protocol::Unsubscribe,
         server_side: crate::protocol::Disconnect,
     ) {
-        let Some(sub) = self.conn_mut(key).and_then(|c| c.session()).and_then(|s| s.sub(channel))
+        let Some(sub) = self.conns.get(key).and_then(|c| c.session()).and_then(|s| s.sub(channel))
         else {
             return;
         };
@@ -726,45 +410,13 @@ impl Shard {
         self.push(key, channel, &PushBody::Unsubscribe(code));
     }
 
-    /// A delivery to this shard was lost: every positioned subscriber of `channel` here must
-    /// recover (spec §6.3: unsubscribe 2500, or disconnect 3010 for server-side ones).
-    pub fn insufficient_state(&mut self, channel: &str) {
-        self.insufficient_state_except(channel, ConnKey { slot: u32::MAX, generation: 0 });
-    }
-
-    /// [`Shard::insufficient_state`] for everyone but `spared` (a subscriber whose position
-    /// was just read from the home shard).
-    fn insufficient_state_except(&mut self, channel: &str, spared: ConnKey) {
-        let keys: Vec<ConnKey> = self.hub.subscribers(channel).to_vec();
-        for key in keys.into_iter().filter(|k| *k != spared) {
-            let positioned = self
-                .conn_mut(key)
-                .and_then(|c| c.session())
-                .and_then(|s| s.sub(channel))
-                .is_some_and(|s| s.flags.has(SubFlags::POSITIONED));
-            if positioned {
-                self.unsubscribe_with(
-                    key,
-                    channel,
-                    codes::UNSUBSCRIBE_INSUFFICIENT_STATE,
-                    codes::DISCONNECT_INSUFFICIENT_STATE,
-                );
-            }
-        }
-    }
-
-    fn arm_sub_expiry(&mut self, key: ConnKey, at: i64, now: i64) {
-        let wait =
-            Duration::from_secs((at - now).max(0) as u64) + self.cfg.client.expired_sub_close_delay;
-        self.timers.push(Timer { at: after(wait), key, kind: TimerKind::SubExpire });
-    }
-
     /// Expired token subscriptions of a connection: client-side ones are unsubscribed with
     /// 2501, a server-side one disconnects with 3006 (spec §4.5).
     pub(super) fn expire_subs(&mut self, key: ConnKey) {
-        let delay = self.cfg.client.expired_sub_close_delay.as_secs() as i64;
-        let now = unix_now();
-        let expired: Vec<Arc<str>> = match self.conn_mut(key).and_then(|c| c.session()) {
+        let delay = i64::try_from(self.env.cfg.client.expired_sub_close_delay.as_secs())
+            .unwrap_or(i64::MAX);
+        let now = self.env.clock.unix_secs();
+        let expired: Vec<Arc<str>> = match self.conns.get(key).and_then(|c| c.session()) {
             Some(s) => s
                 .subs
                 .iter()
@@ -788,7 +440,7 @@ impl Shard {
         if req.channel.is_empty() {
             return self.bad_request(key);
         }
-        let Some(session) = self.conn_mut(key).and_then(|c| c.session()) else {
+        let Some(session) = self.conns.get(key).and_then(|c| c.session()) else {
             return Step::Stop;
         };
         if !session.has_sub(&req.channel) {
@@ -801,8 +453,8 @@ impl Shard {
         }
         let user = Arc::clone(&session.user);
         let client = session.client.to_string();
-        let now = unix_now();
-        let (expire_at, ttl) = match self.sub_verifier.verify_subscription(&req.token, now) {
+        let now = self.env.clock.unix_secs();
+        let (expire_at, ttl) = match self.env.sub_verifier.verify_subscription(&req.token, now) {
             Ok(claims) => {
                 if !token_fits(&claims, &user, &req.channel, &client) {
                     self.disconnect(key, codes::DISCONNECT_INVALID_TOKEN);
@@ -828,7 +480,7 @@ impl Shard {
                 return Step::Stop;
             }
         };
-        if let Some(State::Connected(s)) = self.conn_mut(key).map(|c| &mut c.state) {
+        if let Some(s) = self.conns.get_mut(key).and_then(|c| c.session_mut()) {
             if let Some(sub) = s.subs.iter_mut().find(|sub| *sub.channel == *req.channel) {
                 sub.extra.get_or_insert_with(Box::default).expire_at = expire_at;
             }
@@ -840,9 +492,98 @@ impl Shard {
         self.reply(key, id, &ReplyBody::SubRefresh(result));
         Step::Next
     }
-}
 
-/// Publications cloned out of shared history entries for a reply.
-pub fn owned(pubs: &[Arc<Publication>]) -> Vec<Publication> {
-    pubs.iter().map(|p| (**p).clone()).collect()
+    /// Whether a connection is open and still subscribed to `channel` (it may have closed or
+    /// unsubscribed while its subscription was being completed).
+    pub(crate) fn holds_sub(&self, key: ConnKey, channel: &str) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.closing.is_none() && c.session().is_some_and(|s| s.has_sub(channel)))
+    }
+
+    /// Removes a connection's subscriptions from the hub (telling home shards when this shard's
+    /// last subscriber of a channel leaves, and about presence and leave).
+    pub fn drop_subscriptions(&mut self, key: ConnKey) {
+        let Some(session) = self.conns.get_mut(key).and_then(|c| c.session_mut()) else {
+            return;
+        };
+        let subs = std::mem::take(&mut session.subs);
+        for sub in subs {
+            self.unsubscribed(key, sub);
+        }
+    }
+
+    /// Starts subscribing a connection to a channel on this shard: the first local subscriber
+    /// asks the home shard to record this shard (see `hub`).
+    pub(crate) fn begin_subscription(&mut self, channel: &Arc<str>) {
+        if let Begin::Request(generation) = self.hub.begin(channel) {
+            let home = self.mesh.home_of(channel);
+            let msg = ShardMsg::Interest {
+                channel: Arc::clone(channel),
+                shard: self.mesh.id(),
+                subscribed: true,
+                ack: Some(generation),
+            };
+            self.mesh.send(Lane::Main, home, msg);
+        }
+    }
+
+    /// Finishes a subscription whose registration was awaited, then sends the held reply. A
+    /// connection that closed (or dropped the channel) meanwhile gives its place up instead.
+    pub fn complete_subscription(
+        &mut self,
+        key: ConnKey,
+        channel: &Arc<str>,
+        id: u32,
+        result: SubscribeResult,
+    ) {
+        if self.conns.get(key).is_some_and(|c| c.closing.is_none()) {
+            self.reply(key, id, &ReplyBody::Subscribe(result));
+        }
+        // Liveness is decided after queuing the reply: the reply itself can overflow the queue
+        // and disconnect the client (3008), and a closed connection must not join the hub.
+        // The reply is queued before the connection joins the hub, so no publication of these
+        // channels can reach the client ahead of it.
+        if self.holds_sub(key, channel) {
+            self.hub.finish(channel, key);
+        } else if self.hub.abandon(channel) {
+            self.interest_off(channel);
+        }
+    }
+
+    /// This shard's last subscriber of `channel` left: the home shard stops delivering here.
+    pub(crate) fn interest_off(&mut self, channel: &Arc<str>) {
+        let home = self.mesh.home_of(channel);
+        let msg = ShardMsg::Interest {
+            channel: Arc::clone(channel),
+            shard: self.mesh.id(),
+            subscribed: false,
+            ack: None,
+        };
+        self.mesh.send(Lane::Main, home, msg);
+    }
+
+    /// A subscription that needs nothing of the home shard waits only until the home shard has
+    /// registered this shard's interest: then the reply goes out and the subscriber goes live.
+    fn await_registration(
+        &mut self,
+        key: ConnKey,
+        channel: Arc<str>,
+        id: u32,
+        result: SubscribeResult,
+    ) -> Step {
+        let ch = Arc::clone(&channel);
+        let resume: Resume = Box::new(move |c: &mut Clients<'_>, _| {
+            c.complete_subscription(key, &ch, id, result);
+            Step::Next
+        });
+        let token = self.flights.open(Some(key), true, 0, resume);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.busy = true;
+        }
+        if self.hub.registered_or_wait(&channel, token) {
+            self.land(token);
+        }
+        Step::Wait
+    }
 }

@@ -9,26 +9,28 @@
 use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use futures_lite::StreamExt;
-use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
 use tungstenite::Message;
 
 use crate::api;
-use crate::client::{Batch, Conn, Out, Step};
+use crate::client::conn::ConnKey;
+use crate::client::queue::{Batch, Out};
+use crate::client::Step;
 use crate::http::{self, BodyKind, ChunkedDecoder, Head, HttpError};
-use crate::hub::ConnKey;
 use crate::protocol::{codes, json, protobuf, Command, Disconnect};
 use crate::shard::id::Lane;
 use crate::shard::id::ShardId;
-use crate::shard::msg::ShardMsg;
-use crate::shard::{interest_registered, shutdown_signal, PendingAnswer, ShardRef};
+use crate::shard::mesh;
+use crate::shard::msg::{Frame, ShardMsg};
+use crate::shard::{shutdown_signal, ShardRef};
 use crate::transport::websocket::{self, OriginPolicy, Wire};
 use crate::transport::Transport;
 
@@ -55,8 +57,6 @@ const CLOSE_INVALID_PAYLOAD: Disconnect =
 /// WebSocket close for a frame-level protocol violation (RFC 6455 1002).
 const CLOSE_PROTOCOL_ERROR: Disconnect =
     Disconnect { code: 1002, reason: Cow::Borrowed("protocol error") };
-/// Most lane messages handled before the pump yields.
-const PUMP_BATCH_MAX: usize = 256;
 /// Timer task resolution.
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
@@ -70,7 +70,7 @@ pub struct Env {
 pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HTTP_IDLE));
-    let shard_id = shard.borrow().id;
+    let shard_id = shard.borrow().id();
     let mut stream = stream;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
@@ -83,7 +83,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
                 return;
             }
         };
-        let cfg = shard.borrow().cfg.clone();
+        let cfg = Arc::clone(shard.borrow().cfg());
         let bidi = !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix;
         let uni = cfg.uni_websocket.enabled && head.path == cfg.uni_websocket.handler_prefix;
         if bidi || uni {
@@ -127,7 +127,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
                 return;
             }
         };
-        let keep_alive = head.keep_alive() && !shard.borrow().shutting_down;
+        let keep_alive = head.keep_alive() && !shard.borrow().shutting_down();
         let reply = match endpoint {
             Some((e, _)) => match streaming::request(&shard, &env, e, &head, body).await {
                 Ok(open) => {
@@ -204,7 +204,7 @@ fn http_reply(response: api::response::Response) -> Reply {
 }
 
 async fn route(shard: &ShardRef, head: &Head, body: Vec<u8>) -> Reply {
-    let cfg = shard.borrow().cfg.clone();
+    let cfg = Arc::clone(shard.borrow().cfg());
     if cfg.health.enabled && head.path == cfg.health.handler_prefix {
         return Reply::json(200, b"{}".to_vec());
     }
@@ -293,7 +293,7 @@ async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
     let WsOpen { up, transport, connect, leftover } = ws;
     let (shard_id, cfg) = {
         let s = shard.borrow();
-        (s.id, s.cfg.clone())
+        (s.id(), Arc::clone(s.cfg()))
     };
     if stream.write_all(&websocket::switching_protocols(&up, shard_id.index())).await.is_err() {
         return;
@@ -303,13 +303,8 @@ async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
     let write_timeout =
         if uni { cfg.uni_websocket.write_timeout } else { cfg.websocket.write_timeout };
     let _ = stream.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
-    let key = {
-        let mut s = shard.borrow_mut();
-        // Unidirectional WebSocket is JSON only.
-        let key = s.insert_conn(|g| Conn::new(g, transport, up.protobuf && !uni));
-        s.start_conn_timers(key);
-        key
-    };
+    // Unidirectional WebSocket is JSON only.
+    let key = shard.borrow_mut().open_conn(transport, up.protobuf && !uni);
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
     let size_limit =
@@ -329,7 +324,7 @@ async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
 async fn finish_conn(shard: &ShardRef, key: ConnKey, writer_task: glommio::Task<()>) {
     {
         let mut s = shard.borrow_mut();
-        if let Some(c) = s.conn_mut(key) {
+        if let Some(c) = s.conns().get_mut(key) {
             c.reading_done = true;
             if let Some(w) = c.writer.take() {
                 w.wake();
@@ -340,14 +335,14 @@ async fn finish_conn(shard: &ShardRef, key: ConnKey, writer_task: glommio::Task<
         sleep(CLOSE_WAIT).await;
     })
     .await;
-    shard.borrow_mut().remove_conn(key);
+    shard.borrow_mut().with_clients(|c| c.remove_conn(key));
 }
 
 /// Resolves `CLOSE_WAIT` after the server decided to close this connection.
 async fn closed_then_wait(shard: &ShardRef, key: ConnKey) {
     poll_fn(|cx| {
         let mut s = shard.borrow_mut();
-        match s.conn_mut(key) {
+        match s.conns().get_mut(key) {
             None => Poll::Ready(()),
             Some(c) if c.closing.is_some() => Poll::Ready(()),
             Some(c) => {
@@ -376,7 +371,7 @@ async fn uni_connect(shard: &ShardRef, key: ConnKey, request: &[u8]) {
             let cmd = Command { id: 1, request: crate::protocol::Request::Connect(req) };
             Box::pin(handle_commands(shard, key, vec![cmd])).await;
         }
-        Err(_) => shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST),
+        Err(_) => disconnect(shard, key, codes::DISCONNECT_BAD_REQUEST),
     }
 }
 
@@ -389,7 +384,7 @@ async fn read_loop(
     read_buffer_size: usize,
     mut state: ReadState,
 ) {
-    let uni = shard.borrow_mut().conn_mut(key).is_some_and(|c| c.transport.unidirectional());
+    let uni = shard.borrow_mut().conns().get(key).is_some_and(|c| c.transport.unidirectional());
     let mut ctx = websocket::context(
         message_size_limit,
         if read_buffer_size == 0 { WS_PARSE_CHUNK } else { read_buffer_size },
@@ -414,7 +409,7 @@ async fn read_loop(
             let msg = ctx.read(&mut Wire { input: &mut input, output: &mut output });
             if !output.is_empty() {
                 let bytes = bytes::Bytes::from(std::mem::take(&mut output));
-                shard.borrow_mut().enqueue(key, Out::Control(bytes));
+                shard.borrow_mut().with_clients(|c| c.enqueue(key, Out::Control(bytes)));
             }
             match msg {
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) if uni => {
@@ -426,7 +421,7 @@ async fn read_loop(
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
                     // A JSON connection sends text frames and a Protobuf one binary frames;
                     // anything else is a protocol violation.
-                    let protobuf = shard.borrow_mut().is_protobuf(key);
+                    let protobuf = shard.borrow_mut().conns().get(key).is_some_and(|c| c.protobuf);
                     let commands = match (&msg, protobuf) {
                         (Message::Text(t), false) => {
                             json::decode_frame(t.as_bytes()).map_err(|_| ())
@@ -444,7 +439,7 @@ async fn read_loop(
                         }
                         Ok(_) => {}
                         Err(()) => {
-                            shard.borrow_mut().disconnect(key, codes::DISCONNECT_BAD_REQUEST);
+                            disconnect(shard, key, codes::DISCONNECT_BAD_REQUEST);
                             stop_commands = true;
                         }
                     }
@@ -455,27 +450,27 @@ async fn read_loop(
                     let _ = ctx.flush(&mut Wire { input: &mut input, output: &mut output });
                     if !output.is_empty() {
                         let bytes = bytes::Bytes::from(std::mem::take(&mut output));
-                        shard.borrow_mut().enqueue(key, Out::Control(bytes));
+                        shard.borrow_mut().with_clients(|c| c.enqueue(key, Out::Control(bytes)));
                     }
                     return;
                 }
-                Ok(Message::Pong(_)) => shard.borrow_mut().native_pong(key),
+                Ok(Message::Pong(_)) => shard.borrow_mut().with_clients(|c| c.native_pong(key)),
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     break
                 }
                 Err(tungstenite::Error::Capacity(_)) => {
-                    shard.borrow_mut().disconnect(key, CLOSE_MESSAGE_TOO_BIG);
+                    disconnect(shard, key, CLOSE_MESSAGE_TOO_BIG);
                     stop_commands = true;
                     fatal = true;
                 }
                 Err(tungstenite::Error::Utf8(_)) => {
-                    shard.borrow_mut().disconnect(key, CLOSE_INVALID_PAYLOAD);
+                    disconnect(shard, key, CLOSE_INVALID_PAYLOAD);
                     stop_commands = true;
                     fatal = true;
                 }
                 Err(tungstenite::Error::Protocol(_)) => {
-                    shard.borrow_mut().disconnect(key, CLOSE_PROTOCOL_ERROR);
+                    disconnect(shard, key, CLOSE_PROTOCOL_ERROR);
                     stop_commands = true;
                     fatal = true;
                 }
@@ -510,52 +505,39 @@ async fn read_loop(
     }
 }
 
-/// Handles the commands of one frame in order; returns false once the connection stops taking
-/// commands.
+/// Handles the commands of one frame in order, each after the one before has finished (a
+/// command in flight resumes on the shard; this task only waits for the connection to be idle
+/// again); returns false once the connection stops taking commands.
 async fn handle_commands(shard: &ShardRef, key: ConnKey, commands: Vec<Command>) -> bool {
     for cmd in commands {
-        let mut step = shard.borrow_mut().client_command(key, cmd);
-        if let Step::AwaitKeys { fetch, retry } = step {
-            if let Some(fetch) = fetch {
+        // Bound first: a borrow in the match head would live through the arms' awaits.
+        let step = shard.borrow_mut().client_command(key, cmd);
+        match step {
+            Step::Next | Step::KeysPending { .. } => continue,
+            Step::Stop => return false,
+            Step::Wait => {}
+            Step::Fetch { fetch, flight } => {
                 fetch.await;
+                shard.borrow_mut().keys_fetched(flight);
             }
-            step = shard.borrow_mut().retry_command(key, *retry);
         }
-        // A step may lead to another (a connect waits for admission, then for subscriptions).
-        loop {
-            step = match step {
-                Step::Next => break,
-                Step::Stop => return false,
-                // Only produced by `retry_command`, whose key is final, or turned into
-                // `AwaitKeys` by `client_command`.
-                Step::KeysPending { .. } | Step::AwaitKeys { .. } => break,
-                Step::AwaitInterest { channels, then } => {
-                    interest_registered(shard, &channels).await;
-                    shard.borrow_mut().complete_subscriptions(key, &channels, then);
-                    break;
-                }
-                Step::AwaitAnswer { req, then } => {
-                    let answer = PendingAnswer::new(shard.clone(), req).await;
-                    shard.borrow_mut().resume(key, then, answer)
-                }
-                Step::AwaitConnect { reqs, wait } => {
-                    let mut answers = Vec::with_capacity(reqs.len());
-                    for req in reqs {
-                        answers.push(PendingAnswer::new(shard.clone(), req).await);
-                    }
-                    shard.borrow_mut().finish_connect(key, *wait, answers)
-                }
-            };
+        if poll_fn(|cx| shard.borrow_mut().poll_idle(key, cx)).await {
+            return false;
         }
     }
     true
+}
+
+/// Closes a connection from the server side.
+fn disconnect(shard: &ShardRef, key: ConnKey, d: Disconnect) {
+    shard.borrow_mut().with_clients(|c| c.disconnect(key, d));
 }
 
 async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<TcpStream>) {
     loop {
         let batch = poll_fn(|cx| {
             let mut s = shard.borrow_mut();
-            let Some(c) = s.conn_mut(key) else { return Poll::Ready(None) };
+            let Some(c) = s.conns().get_mut(key) else { return Poll::Ready(None) };
             if let Some(b) = c.take_batch() {
                 return Poll::Ready(Some(b));
             }
@@ -573,7 +555,7 @@ async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<TcpStre
         };
         if result.is_err() {
             // Write failed or timed out (`websocket.write_timeout`): the peer is gone or stuck.
-            shard.borrow_mut().abort(key, codes::DISCONNECT_WRITE_ERROR);
+            shard.borrow_mut().with_clients(|c| c.abort(key, codes::DISCONNECT_WRITE_ERROR));
             break;
         }
     }
@@ -583,16 +565,15 @@ async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<TcpStre
 /// Fires connection timers (stale, ping, pong, expiry) for the shard.
 pub async fn timers(shard: ShardRef) {
     loop {
-        let next = {
-            let mut s = shard.borrow_mut();
-            s.heartbeat.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            s.sweep(Instant::now());
-            s.run_timers(Instant::now())
-        };
+        let next = shard.borrow_mut().tick();
         let wait = next
             .map_or(TIMER_TICK, |at| at.saturating_duration_since(Instant::now()).min(TIMER_TICK));
         sleep(wait.max(Duration::from_millis(5))).await;
-        if shard.borrow().shutting_down && shard.borrow().conns.is_empty() {
+        let done = {
+            let mut s = shard.borrow_mut();
+            s.shutting_down() && s.conns().is_empty()
+        };
+        if done {
             return;
         }
     }
@@ -641,86 +622,32 @@ pub async fn accept_round_robin(shard: ShardRef, env: Rc<Env>, listener: TcpList
         &shard,
         || listener.shared_accept(),
         |stream| {
-            let count = shard.borrow().count;
+            let count = shard.borrow().count();
             let target = ShardId((next % count) as u16);
             next = next.wrapping_add(1);
-            if target == shard.borrow().id {
+            if target == shard.borrow().id() {
                 let stream = stream.bind_to_executor();
                 glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream)).detach();
             } else {
-                shard.borrow_mut().send(Lane::Main, target, ShardMsg::Accepted(stream));
+                shard.borrow_mut().mesh().send(Lane::Main, target, ShardMsg::Accepted(stream));
             }
         },
     )
     .await;
 }
 
-/// Drains one peer's lane into this shard: handles every message already queued before yielding,
-/// so the writers woken by a burst of deliveries flush once for the whole burst.
-pub async fn pump(
-    shard: ShardRef,
-    env: Rc<Env>,
-    mut rx: glommio::channels::shared_channel::ConnectedReceiver<ShardMsg>,
-) {
-    while let Some(msg) = rx.next().await {
-        let mut batch = vec![msg];
-        while batch.len() < PUMP_BATCH_MAX {
-            match futures_lite::future::poll_once(rx.next()).await {
-                Some(Some(more)) => batch.push(more),
-                _ => break,
-            }
-        }
-        for msg in batch {
-            let accepted = shard.borrow_mut().handle(msg);
+/// Drains one peer's lane into this shard (`mesh::pump`): every frame goes to
+/// `Shard::receive`; an accepted socket it hands back becomes a connection task here.
+pub fn spawn_pump(shard: &ShardRef, env: &Rc<Env>, rx: ConnectedReceiver<Frame>) {
+    let (shard, env) = (shard.clone(), env.clone());
+    let pump = mesh::pump(rx, move |frames| {
+        for frame in frames {
+            let accepted = shard.borrow_mut().receive(frame);
             if let Some(stream) = accepted {
                 let stream = stream.bind_to_executor();
                 glommio::spawn_local(serve_connection(shard.clone(), env.clone(), stream)).detach();
             }
         }
-        // A peer that keeps its ring full must not starve this shard's writers and timers.
-        glommio::yield_if_needed().await;
-    }
-}
-
-/// Starts pumps for every peer of a lane.
-pub fn spawn_pumps(shard: &ShardRef, env: &Rc<Env>, mut receivers: Receivers<ShardMsg>) {
-    for (_, rx) in receivers.streams() {
-        glommio::spawn_local(pump(shard.clone(), env.clone(), rx)).detach();
-    }
-}
-
-/// Moves spilled messages into a full lane in FIFO order, waiting for room.
-pub async fn forwarder(shard: ShardRef, senders: Rc<Senders<ShardMsg>>, lane: Lane, peer: usize) {
-    loop {
-        let msg = poll_fn(|cx| {
-            let mut s = shard.borrow_mut();
-            let spill = &mut s.spill[lane as usize][peer];
-            match spill.queue.pop_front() {
-                Some(m) => {
-                    spill.in_flight = true;
-                    Poll::Ready(m)
-                }
-                None => {
-                    spill.in_flight = false;
-                    spill.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
-        if let Err(e) = senders.send_to(peer, msg).await {
-            // The peer stopped reading (shutdown): fail this and everything spilled behind it.
-            let mut s = shard.borrow_mut();
-            if let glommio::GlommioError::Closed(glommio::ResourceType::Channel(back)) = e {
-                s.undeliverable(back);
-            }
-            let spill = &mut s.spill[lane as usize][peer];
-            spill.in_flight = false;
-            let rest: Vec<ShardMsg> = spill.queue.drain(..).collect();
-            for m in rest {
-                s.undeliverable(m);
-            }
-            return;
-        }
-    }
+    });
+    glommio::spawn_local(pump).detach();
 }

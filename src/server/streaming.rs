@@ -17,10 +17,9 @@ use prost::Message as _;
 
 use super::{finish_conn, handle_commands, shard_header, write_loop, Env, Reply};
 use crate::broker::control;
-use crate::client::Conn;
+use crate::client::conn::ConnKey;
 use crate::config::Config;
 use crate::http::{self, Head};
-use crate::hub::ConnKey;
 use crate::protocol::{decode_commands, json, pb, Command, Request};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call};
@@ -183,7 +182,8 @@ async fn emulation(
         return forward(shard, protobuf, node, session, data).await;
     }
     // Our own clients send the commands themselves, never a JSON string of them.
-    shard.borrow_mut().emulate_session(&session, data, false).map_err(|_| (404, "unknown session"))
+    let routed = shard.borrow_mut().with_clients(|c| c.emulate_session(&session, data, false));
+    routed.map_err(|_| (404, "unknown session"))
 }
 
 /// Sends an emulation request to the node owning the session and waits for its answer.
@@ -217,7 +217,7 @@ async fn forward(
 
 /// Serves a streaming connection until either side ends it.
 pub async fn serve(shard: ShardRef, mut stream: TcpStream, open: Open) {
-    let shard_id = shard.borrow().id;
+    let shard_id = shard.borrow().id();
     let head =
         stream::response_head(open.transport, open.protobuf, &shard_header(shard_id), &open.cors);
     if stream.write_all(&head).await.is_err() {
@@ -225,12 +225,7 @@ pub async fn serve(shard: ShardRef, mut stream: TcpStream, open: Open) {
     }
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
-    let key = {
-        let mut s = shard.borrow_mut();
-        let key = s.insert_conn(|g| Conn::new(g, open.transport, open.protobuf));
-        s.start_conn_timers(key);
-        key
-    };
+    let key = shard.borrow_mut().open_conn(open.transport, open.protobuf);
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
     Box::pin(handle_commands(&shard, key, open.commands)).await;
@@ -254,8 +249,8 @@ async fn command_loop(shard: &ShardRef, key: ConnKey, mut reader: ReadHalf<TcpSt
             },
             poll_fn(|cx| {
                 let mut s = shard.borrow_mut();
-                let inbox = s.take_inbox(key);
-                let Some(c) = s.conn_mut(key) else { return Poll::Ready(None) };
+                let inbox = s.conns().take_inbox(key);
+                let Some(c) = s.conns().get_mut(key) else { return Poll::Ready(None) };
                 if c.closing.is_some() {
                     return Poll::Ready(None);
                 }

@@ -43,7 +43,7 @@ impl Shard {
     /// A Redis PUB/SUB link is connected.
     pub fn redis_pubsub_up(&mut self, server: usize) {
         // Shard 0 listens to the control channels.
-        let control = self.id.0 == 0;
+        let control = self.id().0 == 0;
         self.engine.redis_pubsub_up(server, control);
     }
 

@@ -1,15 +1,24 @@
-//! The shard: one glommio executor on one core and everything it owns.
+//! The shard: one glommio executor on one core and everything it owns, as a composition of
+//! parts that each own their state:
 //!
-//! Owns: the connections this shard accepted (`conns`), their subscriber index (`hub`), the state
-//! of every channel whose home is this shard (`home`: interest set and stream), parked requests
-//! waiting for another shard (`pending`), and the outgoing spill queues towards each peer.
-//! Other shards reach this state only through [`ShardMsg`]; nothing here is shared between cores.
+//! | part | module | owns |
+//! |---|---|---|
+//! | connections | `client::conn` (commands: [`Clients`]) | sessions, outbound queues, timers, commands in flight |
+//! | hub | `hub` (+ `hub::fanout`) | channel → local subscribers, registration with home shards |
+//! | home | `channel::home` | interest sets, presence and user counts of the channels and users homed here |
+//! | engine | [`engine`] | the brokers (memory, Redis, NATS) and presence manager of the home channels |
+//! | mesh | [`mesh`] | lanes to other shards, spill queues, parked requests, messages to itself |
+//! | control | [`survey`] (shard 0) | other nodes heard on the control channel, surveys |
 //!
-//! The whole state is one plain struct behind a single `Rc<RefCell<_>>` per shard ([`ShardRef`])
-//! so that the connection tasks and the inbox pump of the same executor can reach it. Borrows are
-//! short and never held across `.await` (clippy's `await_holding_refcell_ref` is an error): each
-//! handler runs to completion on `&mut Shard` and leaves effects (queued bytes, woken writers,
-//! messages in a lane) behind.
+//! [`Shard::receive`] dispatches a message to the part that handles it; a handler borrows only
+//! the parts it needs (a client command gets the [`Clients`] view: connections, hub, mesh,
+//! flights). Messages a part sends to this same shard wait in the mesh and are handled by
+//! [`Shard::settle`] after the current handler returns, in order, exactly as a peer would see
+//! them; every public entry point settles before it returns.
+//!
+//! The shard is one plain struct behind a single `Rc<RefCell<_>>` per executor ([`ShardRef`]) so
+//! that the executor's tasks can reach it. Borrows are short and never held across `.await`
+//! (clippy's `await_holding_refcell_ref` is an error).
 //!
 //! Must not: block, await while borrowed, or send a request that makes a home shard wait on a
 //! third shard (every cross-shard call is one hop: requester → home → reply).
@@ -17,116 +26,48 @@
 pub mod engine;
 pub mod id;
 mod links;
+pub mod mesh;
 pub mod msg;
 #[cfg(test)]
 mod sim_tests;
 pub mod survey;
 
 use std::cell::RefCell;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use glommio::channels::channel_mesh::Senders;
-use glommio::{GlommioError, ResourceType};
-use slab::Slab;
+use glommio::net::AcceptedTcpStream;
 
+use crate::broker::control::Registry;
 use crate::broker::{Effect, Event, Outbox, ReplyTo};
 use crate::channel::home::Home;
-use crate::channel::Namespaces;
-use crate::client::event_out;
-use crate::client::{Conn, Out, Timer};
+use crate::client::conn::{ConnKey, Conns};
+use crate::client::flight::Flights;
+use crate::client::{Clients, Env, Resume, Step};
 use crate::config::Config;
-use crate::hub::{ConnKey, Hub};
-use crate::protocol::{json, protobuf};
+use crate::hub::Hub;
+use crate::protocol::{codes, Command};
 use crate::shard::engine::Engine;
-use crate::shard::id::{home_of, Lane, RequestId, ShardId};
-use crate::shard::msg::{Answer, Call, Cast, ShardCounts, ShardMsg};
-use crate::transport::websocket;
-use crate::transport::Encoding;
-
-/// Most messages waiting for one peer lane before deliveries are dropped (and counted).
-pub const SPILL_MAX: usize = 65_536;
+use crate::shard::id::{Lane, RequestId, ShardId};
+use crate::shard::mesh::Mesh;
+use crate::shard::msg::{Answer, Call, Cast, Frame, ShardCounts, ShardMsg};
+use crate::transport::Transport;
 
 /// The shard state shared by the tasks of one executor.
 pub type ShardRef = Rc<RefCell<Shard>>;
 
-/// Messages waiting for a peer lane that was full.
-#[derive(Debug, Default)]
-pub struct Spill {
-    /// FIFO of messages not yet handed to the lane.
-    pub queue: VecDeque<ShardMsg>,
-    /// The forwarder task waiting for work.
-    pub waker: Option<Waker>,
-    /// The forwarder holds a popped message it has not yet handed to the lane; direct sends must
-    /// wait behind it to keep the lane FIFO.
-    pub in_flight: bool,
-}
-
-/// A request parked until another shard answers: either a task awaits it (`waker`), or the
-/// answer continues a connection's work inline (`then`), for work no task waits on (server-side
-/// subscriptions made through the API).
-#[derive(Debug, Default)]
-pub struct Pending {
-    /// Matches the high half of the request id, so that an answer to a request whose
-    /// waiter went away never reaches a newer request in the same slot.
-    generation: u32,
-    answer: Option<Answer>,
-    waker: Option<Waker>,
-    then: Option<Continue>,
-}
-
-/// Work that continues inline when an answer arrives, with no task waiting for it.
-#[derive(Debug)]
-pub enum Continue {
-    /// A connection's command (a server-side subscription made through the API).
-    Conn(ConnKey, crate::client::Resume),
-    /// The periodic position check of a channel with local subscribers.
-    Position(Arc<str>),
-}
-
-/// Parked requests by id: a slab slot in the low 32 bits, a generation in the high 32.
-#[derive(Debug, Default)]
-pub struct Pendings {
-    slots: Slab<Pending>,
-    next_generation: u32,
-}
-
-impl Pendings {
-    fn insert(&mut self, mut p: Pending) -> RequestId {
-        self.next_generation = self.next_generation.wrapping_add(1);
-        p.generation = self.next_generation;
-        let slot = self.slots.insert(p) as u64;
-        (u64::from(self.next_generation) << 32) | slot
-    }
-
-    fn index(&self, id: RequestId) -> Option<usize> {
-        let slot = (id & u64::from(u32::MAX)) as usize;
-        let generation = (id >> 32) as u32;
-        self.slots.get(slot).filter(|p| p.generation == generation).map(|_| slot)
-    }
-
-    fn get_mut(&mut self, id: RequestId) -> Option<&mut Pending> {
-        let i = self.index(id)?;
-        self.slots.get_mut(i)
-    }
-
-    fn remove(&mut self, id: RequestId) -> Option<Pending> {
-        let i = self.index(id)?;
-        Some(self.slots.remove(i))
-    }
-}
-
-/// Counters the shard keeps for observability (plain fields: one owner).
-#[derive(Debug, Default, Clone)]
+/// Counters the shard keeps for observability, summed from its parts.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
     /// Deliveries dropped because a peer lane stayed full.
     pub deliveries_dropped: u64,
+    /// Requests refused because a peer lane stayed full.
+    pub calls_refused: u64,
     /// Publications handed to local subscribers.
     pub messages_sent: u64,
     /// Clients disconnected for overflowing their queue (3008).
@@ -135,194 +76,184 @@ pub struct Stats {
 
 /// Everything one shard owns.
 pub struct Shard {
-    /// This shard.
-    pub id: ShardId,
-    /// Shards in the process.
-    pub count: usize,
-    /// Immutable configuration shared by all shards.
-    pub cfg: Arc<Config>,
-    /// Resolved namespaces.
-    pub namespaces: Arc<Namespaces>,
-    /// Connection token verification (`client.token`).
-    pub verifier: Arc<crate::auth::TokenVerifier>,
-    /// Subscription token verification (`client.subscription_token` when enabled).
-    pub sub_verifier: Arc<crate::auth::TokenVerifier>,
-    /// Connections accepted by this shard.
-    pub conns: Slab<Conn>,
-    next_generation: u32,
-    /// channel → local subscribers.
-    pub hub: Hub,
-    /// Channels (and users) whose home is this shard.
+    env: Env,
+    conns: Conns,
+    flights: Flights<Resume>,
+    hub: Hub,
+    mesh: Mesh,
     home: Home,
-    /// The brokers and presence manager of the home channels.
     engine: Engine,
     /// What the brokers left to do; drained after every call into them.
     out: Outbox,
-    pending: Pendings,
-    /// Cross-shard senders per lane (None until the meshes are joined; absent with one shard).
-    pub senders: [Option<Rc<Senders<ShardMsg>>>; 2],
-    /// Spill queues per lane per peer.
-    pub spill: [Vec<Spill>; 2],
-    /// Connection timers (stale, ping, pong, expiry), earliest first.
-    pub timers: BinaryHeap<Timer>,
-    /// Set once shutdown starts.
-    pub shutting_down: bool,
-    /// Tasks to wake when shutdown starts (accept loops, idle HTTP connections).
-    pub shutdown_wakers: Vec<Waker>,
-    /// Counters.
-    pub stats: Stats,
-    /// Connected clients in the whole process (`client.connection_limit`), shared by all shards.
-    pub connections: Arc<std::sync::atomic::AtomicUsize>,
-    /// When `sweep` runs next.
-    pub next_sweep: Instant,
-    /// Set while a command runs again after a JWKS key fetch: a key still missing is then an
-    /// invalid token instead of another fetch.
-    pub keys_retry: bool,
-    /// The JSON ping `{}` as a shared frame.
-    pub ping_frame: Bytes,
-    /// The Protobuf ping (an empty delimited `Reply`, one zero byte) as a shared frame.
-    pub pb_ping_frame: Bytes,
-    /// Bumped by the timer task on every tick; the supervisor's systemd watchdog only pings
-    /// while every shard's counter moves (a stuck shard stops the pings).
-    pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
-    /// Emulation session → connection (see `client::emulation`).
-    pub sessions: HashMap<uuid::Uuid, ConnKey>,
-    /// Emulated connections' sessions and inboxes.
-    pub emulated: HashMap<ConnKey, crate::client::emulation::Emulated>,
-    /// Other nodes heard on the control channel (shard 0 only).
-    pub nodes: crate::broker::control::Registry,
+    /// Other nodes heard on the control channel (shard 0).
+    nodes: Registry,
     /// Surveys of other nodes (shard 0).
-    pub surveys: survey::Surveys,
-    /// When this shard's presence entries in Redis are refreshed next.
+    surveys: survey::Surveys,
+    client_stats: crate::client::Stats,
+    shutting_down: bool,
+    /// Tasks to wake when shutdown starts (accept loops, idle HTTP connections).
+    shutdown_wakers: Vec<Waker>,
+    /// Bumped on every timer tick; the supervisor's systemd watchdog only pings while every
+    /// shard's counter moves (a stuck shard stops the pings).
+    heartbeat: Arc<AtomicU64>,
+    next_sweep: Instant,
     next_presence_refresh: Instant,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Shard {
-    /// A shard with no connections.
+    /// Shard `id` of `count`, with no connections. `connected` counts connected clients across
+    /// the process; `heartbeat` is the watchdog's view of this shard.
     pub fn new(
         id: ShardId,
         count: usize,
-        cfg: Arc<Config>,
-        namespaces: Arc<Namespaces>,
-        verifiers: (Arc<crate::auth::TokenVerifier>, Arc<crate::auth::TokenVerifier>),
+        env: Env,
+        connected: Arc<AtomicUsize>,
+        heartbeat: Arc<AtomicU64>,
     ) -> Self {
-        let (verifier, sub_verifier) = verifiers;
-        let first_sweep = Instant::now() + cfg.client.channel_position_check_delay;
-        let spill = || (0..count).map(|_| Spill::default()).collect::<Vec<_>>();
+        let now = env.clock.now();
+        let first_sweep = now + env.cfg.client.channel_position_check_delay;
         Shard {
-            id,
-            count,
-            cfg,
-            namespaces,
-            verifier,
-            sub_verifier,
-            conns: Slab::new(),
-            next_generation: 0,
+            env,
+            conns: Conns::new(connected),
+            flights: Flights::default(),
             hub: Hub::default(),
+            mesh: Mesh::new(id, count),
             home: Home::default(),
             engine: Engine::default(),
             out: Outbox::default(),
-            pending: Pendings::default(),
-            senders: [None, None],
-            spill: [spill(), spill()],
-            timers: BinaryHeap::new(),
+            nodes: Registry::default(),
+            surveys: survey::Surveys::default(),
+            client_stats: crate::client::Stats::default(),
             shutting_down: false,
             shutdown_wakers: Vec::new(),
-            stats: Stats::default(),
-            keys_retry: false,
+            heartbeat,
             next_sweep: first_sweep,
-            connections: Arc::default(),
-            ping_frame: websocket::frame(websocket::OpCode::Text, json::PING),
-            pb_ping_frame: websocket::frame(websocket::OpCode::Binary, protobuf::PING),
-            heartbeat: Arc::default(),
-            sessions: HashMap::new(),
-            emulated: HashMap::new(),
-            nodes: Default::default(),
-            surveys: Default::default(),
-            next_presence_refresh: Instant::now(),
+            next_presence_refresh: now,
         }
     }
 
-    /// Stores a new connection and returns its key.
-    pub fn insert_conn(&mut self, make: impl FnOnce(u32) -> Conn) -> ConnKey {
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let generation = self.next_generation;
-        let slot = self.conns.insert(make(generation));
-        ConnKey { slot: slot as u32, generation }
+    /// This shard.
+    pub fn id(&self) -> ShardId {
+        self.mesh.id()
     }
 
-    /// The live connection behind a key, if it still exists.
-    pub fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
-        self.conns.get_mut(key.slot as usize).filter(|c| c.generation == key.generation)
+    /// Shards in the process.
+    pub fn count(&self) -> usize {
+        self.mesh.count()
     }
 
-    /// Sends a message to a shard: inline when it is this shard, else through the lane, spilling
-    /// to a FIFO when the lane is full so that the caller never waits.
-    pub fn send(&mut self, lane: Lane, to: ShardId, msg: ShardMsg) {
-        if to == self.id {
-            self.handle(msg);
-            return;
-        }
-        let mut msg = msg;
-        let spill = &mut self.spill[lane as usize][to.index()];
-        if spill.queue.is_empty() && !spill.in_flight {
-            if let Some(senders) = &self.senders[lane as usize] {
-                match senders.try_send_to(to.index(), msg) {
-                    Ok(()) => return,
-                    Err(GlommioError::WouldBlock(ResourceType::Channel(back))) => msg = back,
-                    Err(GlommioError::Closed(ResourceType::Channel(back))) => {
-                        self.undeliverable(back);
-                        return;
-                    }
-                    Err(_) => return,
-                }
-            }
-        }
-        if spill.queue.len() >= SPILL_MAX && matches!(msg, ShardMsg::Deliver { .. }) {
-            self.stats.deliveries_dropped += 1;
-            return;
-        }
-        spill.queue.push_back(msg);
-        if let Some(w) = spill.waker.take() {
-            w.wake();
+    /// The configuration.
+    pub fn cfg(&self) -> &Arc<Config> {
+        &self.env.cfg
+    }
+
+    /// What client commands read (configuration, namespaces, verifiers).
+    pub fn env(&self) -> &Env {
+        &self.env
+    }
+
+    /// The connection table, for what touches one connection only (its queue, its wakers).
+    pub fn conns(&mut self) -> &mut Conns {
+        &mut self.conns
+    }
+
+    /// The mesh part, for boot (joining lanes, starting forwarders).
+    pub fn mesh(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+
+    fn clients(&mut self) -> Clients<'_> {
+        Clients {
+            env: &self.env,
+            conns: &mut self.conns,
+            hub: &mut self.hub,
+            mesh: &mut self.mesh,
+            flights: &mut self.flights,
+            stats: &mut self.client_stats,
+            keys_retry: false,
         }
     }
 
-    /// Handles a message addressed to this shard. Accepted sockets are returned to the caller,
-    /// which owns spawning connection tasks.
-    pub fn handle(&mut self, msg: ShardMsg) -> Option<glommio::net::AcceptedTcpStream> {
+    /// Runs `f` with the connections part (anything that may close a connection or message
+    /// another shard), then settles.
+    pub fn with_clients<R>(&mut self, f: impl FnOnce(&mut Clients<'_>) -> R) -> R {
+        let r = f(&mut self.clients());
+        self.settle();
+        r
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        let mesh = self.mesh.stats();
+        Stats {
+            deliveries_dropped: mesh.deliveries_dropped,
+            calls_refused: mesh.calls_refused,
+            messages_sent: self.client_stats.messages_sent,
+            slow_disconnects: self.client_stats.slow_disconnects,
+        }
+    }
+
+    // ---- messages ------------------------------------------------------------------------
+
+    /// Handles a frame from a peer's lane. Accepted sockets are returned to the caller, which
+    /// owns spawning connection tasks.
+    pub fn receive(&mut self, frame: Frame) -> Option<AcceptedTcpStream> {
+        debug_assert_eq!(frame.to, self.id(), "a frame reached the wrong shard");
+        let accepted = self.handle(frame.msg);
+        self.settle();
+        accepted
+    }
+
+    /// Handles the messages this shard sent to itself (and the requests that failed before
+    /// reaching their target), until none is left.
+    pub fn settle(&mut self) {
+        while let Some(msg) = self.mesh.take_local() {
+            // Only a peer hands over sockets.
+            let _ = self.handle(msg);
+        }
+    }
+
+    /// A message whose destination shard stopped reading (only during shutdown).
+    pub fn undeliverable(&mut self, msg: ShardMsg) {
+        self.mesh.undeliverable(msg);
+        self.settle();
+    }
+
+    fn handle(&mut self, msg: ShardMsg) -> Option<AcceptedTcpStream> {
         match msg {
             ShardMsg::Call { origin, req, call } => {
                 // A position travels behind the deliveries already sent to the asking shard
                 // (same lane, FIFO): every publication up to the offset it reports has arrived
                 // first, so a subscriber's merge drops them instead of doubling them, and a
                 // position check that finds the shard behind has found a lost delivery.
-                let lane = if matches!(*call, Call::Subscribe(_) | Call::Position { .. }) {
+                let lane = if matches!(*call, Call::Subscribe(_) | Call::ReadPosition { .. }) {
                     Lane::Main
                 } else {
                     Lane::Reply
                 };
                 self.serve(*call, ReplyTo { origin, req, lane });
             }
-            ShardMsg::Answer { req, answer } => self.answer(req, *answer),
+            ShardMsg::Answer { req, answer } => {
+                if let Some((token, index, answer)) = self.mesh.answered(req, *answer) {
+                    self.clients().answered(token, index, answer);
+                }
+            }
             ShardMsg::Cast(cast) => self.cast(*cast),
             ShardMsg::Interest { channel, shard, subscribed, ack } => {
                 let ack_now =
                     self.home.interest(&mut self.engine, &channel, shard, subscribed, ack);
                 if let Some(generation) = ack.filter(|_| subscribed && ack_now) {
-                    self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
+                    let msg = ShardMsg::InterestAcked { channel, generation };
+                    self.mesh.send(Lane::Reply, shard, msg);
                 }
-                self.flush_effects();
             }
             ShardMsg::InterestAcked { channel, generation } => {
-                self.hub.acknowledged(&channel, generation);
+                let mut clients = self.clients();
+                for token in clients.hub.acknowledged(&channel, generation) {
+                    clients.land(token);
+                }
             }
-            ShardMsg::Deliver { channel, event } => self.deliver_local(&channel, &event),
+            ShardMsg::Deliver { channel, event } => self.clients().deliver(&channel, &event),
             ShardMsg::Accepted(stream) => return Some(stream),
         }
         None
@@ -330,52 +261,60 @@ impl Shard {
 
     /// Runs a request addressed to this shard and answers it (now, or once a broker replied).
     fn serve(&mut self, call: Call, to: ReplyTo) {
-        let now = now_ms();
+        let now = self.env.clock.unix_ms();
         let answer = match call {
-            Call::Publish(p) => return self.with_effects(|h, e, o| h.publish(e, p, to, now, o)),
-            Call::Subscribe(sub) => {
-                return self.with_effects(|h, e, o| h.subscribe(e, sub, to, now, o));
+            Call::Publish(p) => return self.at_home(|h, e, o| h.publish(e, p, to, now, o)),
+            Call::Subscribe(sub) => return self.at_home(|h, e, o| h.subscribe(e, sub, to, now, o)),
+            Call::ReadHistory { channel, policy, query } => {
+                return self.at_home(|h, e, o| h.history(e, &channel, policy, query, to, now, o));
             }
-            Call::History { channel, policy, query } => {
-                return self.with_effects(|h, e, o| {
-                    h.history(e, &channel, policy, query, to, now, o);
-                });
+            Call::RemoveHistory { channel } => {
+                return self.at_home(|_, e, o| e.broker().remove_history(&channel, to, o));
             }
-            Call::HistoryRemove { channel } => {
-                return self.with_effects(|_, e, o| e.broker().remove_history(&channel, to, o));
+            Call::ReadPresence { channel } => {
+                return self.at_home(|h, e, o| h.presence(e, &channel, to, now, o));
             }
-            Call::Presence { channel } => {
-                return self.with_effects(|h, e, o| h.presence(e, &channel, to, now, o));
+            Call::ReadPosition { channel } => {
+                return self.at_home(|_, e, o| e.broker().top(&channel, to, o));
             }
-            Call::Position { channel } => {
-                return self.with_effects(|_, e, o| e.broker().top(&channel, to, o));
-            }
-            Call::Channels { pattern } => Answer::Channels(
+            Call::CountChannels { pattern } => Answer::Channels(
                 self.hub
                     .counts()
                     .filter(|(c, _)| pattern.as_ref().is_none_or(|p| p.is_match(c.as_ref())))
                     .map(|(c, n)| (Arc::clone(c), u32::try_from(n).unwrap_or(u32::MAX)))
                     .collect(),
             ),
-            Call::Info => Answer::Info(Box::new(self.counts())),
-            Call::Nodes => Answer::Nodes(self.nodes.alive(Instant::now())),
+            Call::CountClients => Answer::Counts(Box::new(self.counts())),
+            Call::ListNodes => Answer::Nodes(self.nodes.alive(self.env.clock.now())),
             Call::Survey { op, data, to_node } => match self.start_survey(op, data, to_node, to) {
                 Some(answer) => answer,
                 None => return,
             },
-            Call::Conns(op) => {
-                self.conns_op(*op);
+            Call::ApplyToConns(op) => {
+                self.clients().conns_op(*op);
                 Answer::Done
             }
-            Call::UserConnect { user, limit } => {
-                Answer::Admitted(self.home.admit_user(user, limit))
-            }
+            Call::AdmitUser { user, limit } => Answer::Admitted(self.home.admit_user(user, limit)),
         };
-        self.send(to.lane, to.origin, ShardMsg::Answer { req: to.req, answer: Box::new(answer) });
+        let msg = ShardMsg::Answer { req: to.req, answer: Box::new(answer) };
+        self.mesh.send(to.lane, to.origin, msg);
+    }
+
+    fn cast(&mut self, cast: Cast) {
+        match cast {
+            Cast::Unsubscribed { channel, client, leave } => {
+                self.at_home(|h, e, o| h.unsubscribed(e, &channel, &client, leave, o));
+            }
+            Cast::UserGone { user } => self.home.user_gone(&user),
+            Cast::ApplyToConns(op) => self.clients().conns_op(*op),
+            Cast::Emulate { session, data, quoted } => {
+                self.clients().emulate(session, &data, quoted);
+            }
+        }
     }
 
     /// Runs `f` on the home part with the engine, then does what the brokers left to do.
-    fn with_effects(&mut self, f: impl FnOnce(&mut Home, &mut Engine, &mut Outbox)) {
+    fn at_home(&mut self, f: impl FnOnce(&mut Home, &mut Engine, &mut Outbox)) {
         f(&mut self.home, &mut self.engine, &mut self.out);
         self.flush_effects();
     }
@@ -383,20 +322,20 @@ impl Shard {
     /// Does what the brokers left in the outbox, in order: answers go to their requesters,
     /// events to every shard with subscribers, released acknowledgements to their shards, held
     /// subscribes on through the home part, control messages to the control plane.
-    pub(crate) fn flush_effects(&mut self) {
+    fn flush_effects(&mut self) {
         while let Some(effect) = self.out.pop() {
             match effect {
                 Effect::Answer(to, reply) => {
-                    let msg =
-                        ShardMsg::Answer { req: to.req, answer: Box::new(Answer::Channel(reply)) };
-                    self.send(to.lane, to.origin, msg);
+                    let answer = Box::new(Answer::Channel(reply));
+                    self.mesh.send(to.lane, to.origin, ShardMsg::Answer { req: to.req, answer });
                 }
                 Effect::Emit(channel, event) => self.emit(&channel, event),
                 Effect::Ack(shard, generation, channel) => {
-                    self.send(Lane::Reply, shard, ShardMsg::InterestAcked { channel, generation });
+                    let msg = ShardMsg::InterestAcked { channel, generation };
+                    self.mesh.send(Lane::Reply, shard, msg);
                 }
                 Effect::Resume(to, sub) => {
-                    let now = now_ms();
+                    let now = self.env.clock.unix_ms();
                     self.home.subscribe_open(&mut self.engine, sub, to, now, &mut self.out);
                 }
                 Effect::Control(data) => self.control_message(&data),
@@ -404,12 +343,21 @@ impl Shard {
         }
     }
 
+    /// Hands an event to every shard with subscribers of a channel homed here.
+    fn emit(&mut self, channel: &Arc<str>, event: Event) {
+        let Some(targets) = self.home.interested(channel) else { return };
+        for shard in targets.iter() {
+            let msg = ShardMsg::Deliver { channel: Arc::clone(channel), event: event.clone() };
+            self.mesh.send(Lane::Main, shard, msg);
+        }
+    }
+
     /// This shard's share of API `info`.
     fn counts(&self) -> ShardCounts {
         let mut users: Vec<Arc<str>> = Vec::new();
         let mut counts = ShardCounts::default();
-        for (_, c) in &self.conns {
-            if let crate::client::State::Connected(s) = &c.state {
+        for (_, c) in self.conns.iter() {
+            if let Some(s) = c.session() {
                 counts.clients += 1;
                 counts.subs += s.subs.len() as u64;
                 users.push(Arc::clone(&s.user));
@@ -422,197 +370,129 @@ impl Shard {
         counts
     }
 
-    fn cast(&mut self, cast: Cast) {
-        match cast {
-            Cast::Unsubscribed { channel, client, leave } => {
-                self.with_effects(|h, e, o| h.unsubscribed(e, &channel, &client, leave, o));
-            }
-            Cast::UserGone { user } => self.home.user_gone(&user),
-            Cast::Conns(op) => self.conns_op(*op),
-            Cast::Emulation { session, data, quoted } => self.emulate(session, &data, quoted),
-        }
-    }
+    // ---- requests of API tasks -----------------------------------------------------------
 
-    /// Hands an event to every shard with subscribers of a channel homed here.
-    fn emit(&mut self, channel: &Arc<str>, event: Event) {
-        let Some(targets) = self.home.interested(channel) else { return };
-        for shard in targets.iter() {
-            let msg = ShardMsg::Deliver { channel: Arc::clone(channel), event: event.clone() };
-            self.send(Lane::Main, shard, msg);
-        }
-    }
-
-    /// Sends a request to shard `to` (inline when it is this shard) and parks it; await the
-    /// answer with [`PendingAnswer`].
+    /// Sends a request to shard `to` for an async task, which awaits it with [`PendingAnswer`].
     pub fn call(&mut self, to: ShardId, call: Call) -> RequestId {
-        let req = self.pending.insert(Pending::default());
-        let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
-        self.send(Lane::Main, to, msg);
+        let req = self.mesh.call_for_task(to, call);
+        self.settle();
         req
     }
 
-    /// Sends a request to the home shard of `channel` whose answer runs `then` inline, with no
-    /// task waiting.
-    pub fn call_home_then(&mut self, channel: &str, call: Call, then: Continue) {
-        let req = self.pending.insert(Pending { then: Some(then), ..Pending::default() });
-        let msg = ShardMsg::Call { origin: self.id, req, call: Box::new(call) };
-        self.send(Lane::Main, home_of(channel, self.count), msg);
-    }
-
-    /// Sends a request to the home shard of `channel`.
+    /// Sends a request to the home shard of `channel` for an async task.
     pub fn call_home(&mut self, channel: &str, call: Call) -> RequestId {
-        self.call(home_of(channel, self.count), call)
-    }
-
-    /// Has every shard (this one included) act on its matching connections, with no answer.
-    pub fn conns_everywhere(&mut self, op: &crate::broker::control::ConnsOp) {
-        for i in 0..self.count {
-            let cast = Cast::Conns(Box::new(op.clone()));
-            self.send(Lane::Main, ShardId(i as u16), ShardMsg::Cast(Box::new(cast)));
-        }
+        self.call(self.mesh.home_of(channel), call)
     }
 
     /// Sends the same request to every shard; the answers come back in shard order.
     pub fn call_all(&mut self, make: impl Fn() -> Call) -> Vec<RequestId> {
-        (0..self.count).map(|i| self.call(ShardId(i as u16), make())).collect()
+        let shards: Vec<ShardId> = self.mesh.all().collect();
+        shards.into_iter().map(|s| self.call(s, make())).collect()
     }
 
-    /// A message whose destination shard has stopped reading (only during shutdown): fail what
-    /// this shard waits for instead of waiting forever.
-    pub fn undeliverable(&mut self, msg: ShardMsg) {
-        match msg {
-            ShardMsg::Call { origin, req, .. } if origin == self.id => {
-                // Removing the slot makes the parked request resolve as lost (error 100).
-                if let Some(p) = self.pending.remove(req) {
-                    if let Some(w) = p.waker {
-                        w.wake();
-                    }
-                    if let Some(Continue::Conn(key, then)) = p.then {
-                        self.resume(key, then, None);
-                    }
-                }
-            }
-            ShardMsg::Interest { channel, ack: Some(generation), .. } => {
-                self.hub.acknowledged(&channel, generation);
-            }
-            _ => {}
-        }
+    // ---- connection tasks ----------------------------------------------------------------
+
+    /// Registers a new connection (its stale timer starts now).
+    pub fn open_conn(&mut self, transport: Transport, protobuf: bool) -> ConnKey {
+        let key = self.conns.insert(transport, protobuf);
+        let now = self.env.clock.now();
+        self.clients().start_timers(key, now);
+        key
     }
 
-    fn answer(&mut self, req: RequestId, answer: Answer) {
-        if self.pending.get_mut(req).is_some_and(|p| p.then.is_some()) {
-            match self.pending.remove(req).and_then(|p| p.then) {
-                Some(Continue::Conn(key, then)) => {
-                    self.resume(key, then, Some(answer));
-                }
-                Some(Continue::Position(channel)) => {
-                    if let Answer::Channel(crate::broker::Reply::Position(Some(top))) = answer {
-                        if self.hub.sync_position(&channel, top) {
-                            self.insufficient_state(&channel);
-                        }
-                    }
-                }
-                None => {}
-            }
-            return;
-        }
-        // A missing slot means the requester went away (connection closed); nothing to do.
-        if let Some(p) = self.pending.get_mut(req) {
-            p.answer = Some(answer);
-            if let Some(w) = p.waker.take() {
-                w.wake();
+    /// Handles one decoded command from a connection.
+    pub fn client_command(&mut self, key: ConnKey, cmd: Command) -> Step {
+        self.with_clients(|c| c.command(key, cmd))
+    }
+
+    /// A key fetch a command waited for ended: the command runs again.
+    pub fn keys_fetched(&mut self, flight: u64) {
+        self.with_clients(|c| c.land(flight));
+    }
+
+    /// Whether a connection may take its next command: `Ready(false)` when it is idle,
+    /// `Ready(true)` when it is closing (or gone) and takes no more.
+    pub fn poll_idle(&mut self, key: ConnKey, cx: &mut Context<'_>) -> Poll<bool> {
+        match self.conns.get_mut(key) {
+            None => Poll::Ready(true),
+            Some(c) if c.closing.is_some() => Poll::Ready(true),
+            Some(c) if !c.busy => Poll::Ready(false),
+            Some(c) => {
+                c.reader = Some(cx.waker().clone());
+                Poll::Pending
             }
         }
     }
 
-    /// Delivers an event to this shard's subscribers of `channel`: encoded once, the same
-    /// frame queued to each, each writer woken (it flushes everything queued in one write).
-    /// Subscribers still waiting for their subscribe reply keep the event instead.
-    pub fn deliver_local(&mut self, channel: &str, event: &Event) {
-        if self.hub.observe(channel, event) {
-            // A delivery to this shard was dropped: positioned subscribers cannot trust their
-            // stream anymore and must recover.
-            self.insufficient_state(channel);
-        }
-        let subscribers = match event {
-            Event::Pub(_) => self.hub.subscribers(channel),
-            Event::Join(_) | Event::Leave(_) => self.hub.join_leave_subscribers(channel),
-        };
-        if subscribers.is_empty() {
-            return;
-        }
-        // Cloning the key list keeps the hub borrow apart from the connection mutations below
-        // (a slow client is unsubscribed from the hub while we iterate).
-        let keys: Vec<ConnKey> = subscribers.to_vec();
-        if let Event::Pub(p) = event {
-            if let Some(base) = self.hub.next_delta_base(channel, &p.data) {
-                let mut frames = crate::client::delta::Fanout::new(channel, p, base);
-                for key in keys {
-                    let delta = self.delta_state(key, channel, true);
-                    self.enqueue_as(key, |encoding| frames.frame(encoding, delta));
-                }
-                self.stats.messages_sent += 1;
-                return;
-            }
-        }
-        // Encoded at most once per encoding, on first need (`None` inside: JSON cannot carry
-        // binary data, those subscribers get 3506).
-        let mut cache: [Option<Option<Out>>; Encoding::COUNT] = Default::default();
-        for key in keys {
-            self.enqueue_as(key, |encoding| {
-                cache[encoding as usize]
-                    .get_or_insert_with(|| event_out(channel, event, encoding))
-                    .clone()
-            });
-        }
-        self.stats.messages_sent += 1;
+    // ---- timers and shutdown -------------------------------------------------------------
+
+    /// One tick of the timer task: fires due connection timers and does the periodic upkeep;
+    /// returns when the next timer is due.
+    pub fn tick(&mut self) -> Option<Instant> {
+        let now = self.env.clock.now();
+        self.heartbeat.fetch_add(1, Ordering::Relaxed);
+        self.sweep(now);
+        let next = self.clients().run_timers(now);
+        self.settle();
+        next
     }
 
-    /// Periodic upkeep (called by the timer task): refreshes this node's presence entries in
-    /// Redis every `client.presence_update_interval`; at most once per
-    /// `client.channel_position_check_delay` (at least a second) checks the positions of local
-    /// subscribers' channels and sweeps the memory broker's streams.
-    pub fn sweep(&mut self, now: Instant) {
-        let now_ms = now_ms();
+    /// Periodic upkeep: refreshes this node's presence entries in Redis every
+    /// `client.presence_update_interval`; at most once per `client.channel_position_check_delay`
+    /// (at least a second) checks the positions of local subscribers' channels and sweeps the
+    /// memory broker's streams.
+    fn sweep(&mut self, now: Instant) {
+        let now_ms = self.env.clock.unix_ms();
         if self.engine.presence_in_redis() && now >= self.next_presence_refresh {
-            self.next_presence_refresh = now + self.cfg.client.presence_update_interval;
+            self.next_presence_refresh = now + self.env.cfg.client.presence_update_interval;
             self.engine.refresh_presence(self.home.presence_entries(), now_ms);
         }
         if now < self.next_sweep {
             return;
         }
         self.next_sweep = now + self.sweep_every();
-        self.check_positions();
+        self.clients().check_positions();
         let home = &self.home;
         self.engine.memory().sweep(now_ms, |ch| home.has_interest(ch));
     }
 
     fn sweep_every(&self) -> Duration {
-        self.cfg.client.channel_position_check_delay.max(Duration::from_secs(1))
+        self.env.cfg.client.channel_position_check_delay.max(Duration::from_secs(1))
     }
 
-    /// Asks the home shard of every channel with local subscribers for its stream top; a shard
-    /// found behind lost a delivery and sends its positioned subscribers to recovery. This
-    /// catches a lost *last* publication, which no later publication would reveal (spec §6.3's
-    /// periodic position check, once per sweep).
-    pub fn check_positions(&mut self) {
-        let channels: Vec<Arc<str>> = self.hub.positioned_channels().cloned().collect();
-        for channel in channels {
-            let call = Call::Position { channel: Arc::clone(&channel) };
-            self.call_home_then(&channel, call, Continue::Position(Arc::clone(&channel)));
-        }
-    }
-
-    /// Wakes tasks waiting for shutdown.
+    /// Starts shutdown: tasks waiting for it wake, and every client is closed with 3001.
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
         for w in self.shutdown_wakers.drain(..) {
             w.wake();
         }
+        let keys = self.conns.keys();
+        self.with_clients(|c| {
+            for key in keys {
+                c.disconnect(key, codes::DISCONNECT_SHUTDOWN);
+            }
+        });
+    }
+
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Resolves once shutdown has begun (the accept loops and idle HTTP connections wait).
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shutting_down {
+            return Poll::Ready(());
+        }
+        // The accept loops poll this on every accept; keep one waker per task.
+        if !self.shutdown_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            self.shutdown_wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
-/// Future of a parked request's answer. Dropping it frees the slot.
+/// Future of a parked request's answer, for an async task. Dropping it frees the slot.
 pub struct PendingAnswer {
     shard: ShardRef,
     req: RequestId,
@@ -627,32 +507,16 @@ impl PendingAnswer {
 }
 
 impl Future for PendingAnswer {
-    /// `None` when the request was lost (only on shutdown).
+    /// `None` when the request was lost (only on shutdown, or a peer's lane stayed full).
     type Output = Option<Answer>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let req = self.req;
-        let answer = {
-            let mut shard = self.shard.borrow_mut();
-            let Some(slot) = shard.pending.get_mut(req) else { return Poll::Ready(None) };
-            match slot.answer.take() {
-                Some(answer) => {
-                    shard.pending.remove(req);
-                    Some(answer)
-                }
-                None => {
-                    slot.waker = Some(cx.waker().clone());
-                    None
-                }
-            }
-        };
-        match answer {
-            Some(a) => {
-                self.done = true;
-                Poll::Ready(Some(a))
-            }
-            None => Poll::Pending,
+        let polled = self.shard.borrow_mut().mesh.poll_answer(req, cx);
+        if polled.is_ready() {
+            self.done = true;
         }
+        polled
     }
 }
 
@@ -660,46 +524,13 @@ impl Drop for PendingAnswer {
     fn drop(&mut self) {
         if !self.done {
             if let Ok(mut shard) = self.shard.try_borrow_mut() {
-                shard.pending.remove(self.req);
+                shard.mesh.forget(self.req);
             }
         }
     }
 }
 
-/// Resolves once the home shards of all `channels` have acknowledged this shard's interest.
-pub async fn interest_registered(shard: &ShardRef, channels: &[Arc<str>]) {
-    std::future::poll_fn(|cx| {
-        let mut s = shard.borrow_mut();
-        let mut ready = true;
-        for ch in channels {
-            ready &= s.hub.poll_registered(ch, cx.waker());
-        }
-        if ready {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-}
-
 /// Resolves when shutdown has begun on this shard.
 pub fn shutdown_signal(shard: &ShardRef) -> impl Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| {
-        let mut s = shard.borrow_mut();
-        if s.shutting_down {
-            Poll::Ready(())
-        } else {
-            // The accept loops poll this on every accept; keep one waker per task.
-            if !s.shutdown_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                s.shutdown_wakers.push(cx.waker().clone());
-            }
-            Poll::Pending
-        }
-    })
-}
-
-/// A deadline helper for timers.
-pub fn after(d: Duration) -> Instant {
-    Instant::now() + d
+    std::future::poll_fn(move |cx| shard.borrow_mut().poll_shutdown(cx))
 }

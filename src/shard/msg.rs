@@ -1,7 +1,10 @@
-//! `ShardMsg`: the only type that crosses cores.
+//! `ShardMsg`: the only type that crosses cores, and the [`Frame`] that carries it.
 //!
-//! Every variant says who sends it, who handles it and what a drop means. Payloads that several
-//! shards read are behind `Arc` and immutable; nothing here refers to shard-local state.
+//! Every variant says who sends it, who handles it and what a drop means. Requests ([`Call`])
+//! are named as imperatives and expect an [`Answer`]; one-way messages ([`Cast`], interest,
+//! deliveries) expect none. Payloads that several shards read are behind `Arc` and immutable;
+//! nothing here refers to shard-local state. How messages travel (lanes, spill, bounds) is
+//! `shard::mesh`'s.
 
 use std::sync::Arc;
 
@@ -21,7 +24,7 @@ pub enum Call {
     /// To the channel's home: register a subscriber, answer `Subscribed`.
     Subscribe(SubscribeCall),
     /// To the channel's home: read history, answer `History`.
-    History {
+    ReadHistory {
         /// Channel name.
         channel: Arc<str>,
         /// The namespace's history settings (a read creates the stream meta).
@@ -30,34 +33,34 @@ pub enum Call {
         query: HistoryQuery,
     },
     /// To the channel's home: drop stored publications, keep the position; answer `Done`.
-    HistoryRemove {
+    RemoveHistory {
         /// Channel name.
         channel: Arc<str>,
     },
     /// To the channel's home: answer `Presence`.
-    Presence {
+    ReadPresence {
         /// Channel name.
         channel: Arc<str>,
     },
     /// To every shard: local subscriber counts of the channels matching a glob; answer
     /// `Channels`.
-    Channels {
+    CountChannels {
         /// gobwas-style glob, `None` = every channel.
         pattern: Option<Arc<globset::GlobMatcher>>,
     },
-    /// To every shard: local counts for API `info`; answer `Info`.
-    Info,
+    /// To every shard: local counts for API `info`; answer `Counts`.
+    CountClients,
     /// To every shard: act on the matching local connections (API `subscribe`, `unsubscribe`,
     /// `disconnect`, `refresh`); answer `Done`.
-    Conns(Box<ConnsOp>),
+    ApplyToConns(Box<ConnsOp>),
     /// To the channel's home: the stream's top offset (answered on the main lane, behind the
     /// deliveries); answer `Position`.
-    Position {
+    ReadPosition {
         /// Channel name.
         channel: Arc<str>,
     },
     /// To shard 0: the other nodes it has heard from; answer `Nodes`.
-    Nodes,
+    ListNodes,
     /// To shard 0: ask every other node (`op` with `data`, see `shard::survey`); answer
     /// `Survey` once all answered or the survey timed out.
     Survey {
@@ -70,7 +73,7 @@ pub enum Call {
     },
     /// To the user's home shard (`home_of(user)`): count one more connection of `user` unless
     /// it has `limit` already; answer `Admitted`.
-    UserConnect {
+    AdmitUser {
         /// User id.
         user: Arc<str>,
         /// `client.user_connection_limit`.
@@ -100,12 +103,12 @@ pub enum Answer {
     /// Local channel → subscriber counts.
     Channels(Vec<(Arc<str>, u32)>),
     /// Local counts for `info`.
-    Info(Box<ShardCounts>),
-    /// Whether a connection of the user may be added (`UserConnect`).
+    Counts(Box<ShardCounts>),
+    /// Whether a connection of the user may be added (`AdmitUser`).
     Admitted(bool),
     /// The other nodes' answers to a survey: (node id, answer).
     Survey(Vec<(String, crate::broker::control::SurveyResponse)>),
-    /// Other nodes heard on the control channel (`Nodes`).
+    /// Other nodes heard on the control channel (`ListNodes`).
     Nodes(Vec<crate::broker::control::Node>),
     /// Done, nothing to report.
     Done,
@@ -132,9 +135,9 @@ pub enum Cast {
     },
     /// To every shard: act on matching local connections, no answer (a connect with
     /// `single_connection` closing the user's older connections).
-    Conns(Box<ConnsOp>),
+    ApplyToConns(Box<ConnsOp>),
     /// To the shard named by an emulation session id: commands from `/emulation`.
-    Emulation {
+    Emulate {
         /// Random part of the session id.
         session: uuid::Uuid,
         /// The command frame as the connection's protocol encodes it; for a JSON connection
@@ -148,8 +151,9 @@ pub enum Cast {
 /// A message between shards.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Origin → target: a request. A drop (only possible on shutdown) fails the origin's parked
-    /// request with an internal error.
+    /// Origin → target: a request. It is never dropped once queued; one that cannot be queued
+    /// (the lane's spill over its cap, or the target stopped reading at shutdown) fails the
+    /// origin's parked request at once with a temporary error.
     Call {
         /// Shard waiting for the answer.
         origin: ShardId,
@@ -202,5 +206,15 @@ pub enum ShardMsg {
     Accepted(AcceptedTcpStream),
 }
 
-// Keep the message small: it is copied through lock-free rings.
-const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 64);
+/// A message stamped with the shard it is for; the receiver checks the stamp (a frame on the
+/// wrong ring would act on another shard's channels).
+#[derive(Debug)]
+pub struct Frame {
+    /// The shard that must handle `msg`.
+    pub to: ShardId,
+    /// The message.
+    pub msg: ShardMsg,
+}
+
+// Keep frames small: they are copied through lock-free rings and sit in spill queues.
+const _: () = assert!(std::mem::size_of::<Frame>() <= 64);

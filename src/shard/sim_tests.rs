@@ -22,16 +22,20 @@ use std::task::{Context, Poll};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::msg::{Call, ShardMsg};
+use super::msg::{Call, Frame};
 use super::{PendingAnswer, Shard, ShardRef};
 use crate::broker::stream::HistoryPolicy;
 use crate::broker::PublishCall;
-use crate::client::{Conn, Session, State, Step};
-use crate::hub::ConnKey;
+use crate::client::conn::{ConnKey, State};
+use crate::client::queue::Batch;
+use crate::client::session::Session;
+use crate::client::Step;
 use crate::protocol::{json as pjson, Publication, RawJson};
+use crate::shard::id::Lane;
 use crate::shard::id::ShardId;
 
 const SHARDS: usize = 3;
+const LANES: [Lane; 2] = [Lane::Main, Lane::Reply];
 const CHANNELS: [&str; 2] = ["room:a", "room:b"];
 
 fn shards() -> Vec<ShardRef> {
@@ -54,13 +58,12 @@ fn shards() -> Vec<ShardRef> {
     let cfg = Arc::new(cfg);
     (0..SHARDS)
         .map(|i| {
-            let s = Shard::new(
-                ShardId(i as u16),
-                SHARDS,
+            let env = crate::client::Env::new(
                 Arc::clone(&cfg),
                 Arc::clone(&ns),
                 (Arc::clone(&v), Arc::clone(&v)),
             );
+            let s = Shard::new(ShardId(i as u16), SHARDS, env, Arc::default(), Arc::default());
             Rc::new(RefCell::new(s))
         })
         .collect()
@@ -110,19 +113,9 @@ struct Client {
     next_id: u32,
 }
 
-/// Waits registered by the simulation: a command's parked request and what continues it.
-struct Await {
-    client: usize,
-    shard: usize,
-    key: ConnKey,
-    fut: Pin<Box<PendingAnswer>>,
-    then: Option<crate::client::Resume>,
-}
-
 struct Sim {
     shards: Vec<ShardRef>,
     clients: Vec<Client>,
-    awaits: Vec<Await>,
     /// API publishes waiting for their answer (dropped when answered).
     publishes: Vec<Pin<Box<PendingAnswer>>>,
 }
@@ -130,10 +123,10 @@ struct Sim {
 fn lanes(sim: &Sim) -> Vec<(usize, usize, usize)> {
     let mut out = Vec::new();
     for (from, s) in sim.shards.iter().enumerate() {
-        let s = s.borrow();
-        for lane in 0..2 {
+        let mut s = s.borrow_mut();
+        for (lane, l) in LANES.into_iter().enumerate() {
             for to in 0..SHARDS {
-                if !s.spill[lane][to].queue.is_empty() {
+                if !s.mesh().spill_of(l, to).borrow().is_empty() {
                     out.push((from, lane, to));
                 }
             }
@@ -147,7 +140,6 @@ impl Sim {
         Sim {
             shards: shards(),
             clients: (0..4).map(|_| Client::default()).collect(),
-            awaits: Vec::new(),
             publishes: Vec::new(),
         }
     }
@@ -158,9 +150,9 @@ impl Sim {
 
     fn new_conn(&mut self, client: usize) -> (usize, ConnKey) {
         let shard = (client + self.clients[client].next_id as usize) % SHARDS;
-        let key = self.shards[shard].borrow_mut().insert_conn(|g| {
-            let mut c =
-                Conn::new(g, crate::transport::Transport::WebSocket { native_ping: false }, false);
+        let mut s = self.shards[shard].borrow_mut();
+        let key = s.open_conn(crate::transport::Transport::WebSocket { native_ping: false }, false);
+        if let Some(c) = s.conns().get_mut(key) {
             c.state = State::Connected(Session {
                 client: uuid::Uuid::from_u128(client as u128),
                 user: Arc::from("u"),
@@ -170,8 +162,7 @@ impl Sim {
                 counted: false,
                 token_channels: 0,
             });
-            c
-        });
+        }
         (shard, key)
     }
 
@@ -221,17 +212,7 @@ impl Sim {
                 let cmd = pjson::decode_frame(frame.as_bytes()).unwrap().remove(0);
                 let step = self.shards[shard].borrow_mut().client_command(key, cmd);
                 match step {
-                    Step::AwaitAnswer { req, then } => {
-                        let fut = PendingAnswer::new(Rc::clone(&self.shards[shard]), req);
-                        self.awaits.push(Await {
-                            client,
-                            shard,
-                            key,
-                            fut: Box::pin(fut),
-                            then: Some(then),
-                        });
-                        self.clients[client].subscribing = Some(id);
-                    }
+                    Step::Wait => self.clients[client].subscribing = Some(id),
                     other => prop_assert!(false, "positioned subscribe must ask home: {other:?}"),
                 }
             }
@@ -262,15 +243,13 @@ impl Sim {
                 c.subscribed = false;
                 c.subscribing = None;
                 c.expect_next = None;
-                self.shards[shard].borrow_mut().remove_conn(key);
-                self.awaits.retain(|a| a.client != client);
+                self.shards[shard].borrow_mut().with_clients(|c| c.remove_conn(key));
             }
             Op::Step { pick } => {
                 let ls = lanes(self);
                 if let Some(&(from, lane, to)) = ls.get(pick % ls.len().max(1)) {
-                    let msg = self.shards[from].borrow_mut().spill[lane][to].queue.pop_front();
-                    if let Some(msg) = msg {
-                        self.deliver(to, msg);
+                    if let Some(frame) = self.pop(from, lane, to) {
+                        self.deliver(to, frame);
                     }
                 }
                 self.poll()?;
@@ -278,10 +257,10 @@ impl Sim {
             Op::Lose { pick } => {
                 let ls = lanes(self);
                 if let Some(&(from, lane, to)) = ls.get(pick % ls.len().max(1)) {
-                    let mut s = self.shards[from].borrow_mut();
-                    let q = &mut s.spill[lane][to].queue;
-                    if matches!(q.front(), Some(ShardMsg::Deliver { .. })) {
-                        q.pop_front();
+                    let spill = self.shards[from].borrow_mut().mesh().spill_of(LANES[lane], to);
+                    let mut q = spill.borrow_mut();
+                    if q.front_is_delivery() {
+                        q.pop();
                     }
                 }
             }
@@ -289,11 +268,17 @@ impl Sim {
         Ok(())
     }
 
-    fn deliver(&mut self, to: usize, msg: ShardMsg) {
+    fn pop(&mut self, from: usize, lane: usize, to: usize) -> Option<Frame> {
+        let spill = self.shards[from].borrow_mut().mesh().spill_of(LANES[lane], to);
+        let frame = spill.borrow_mut().pop();
+        frame
+    }
+
+    fn deliver(&mut self, to: usize, frame: Frame) {
         if std::env::var_os("SIM_TRACE").is_some() {
-            eprintln!("deliver to {to}: {msg:?}");
+            eprintln!("deliver to {to}: {frame:?}");
         }
-        let accepted = self.shards[to].borrow_mut().handle(msg);
+        let accepted = self.shards[to].borrow_mut().receive(frame);
         assert!(accepted.is_none());
     }
 
@@ -304,17 +289,6 @@ impl Sim {
         }));
         let mut cx = Context::from_waker(&waker);
         self.publishes.retain_mut(|f| f.as_mut().poll(&mut cx).is_pending());
-        let mut i = 0;
-        while i < self.awaits.len() {
-            if let Poll::Ready(answer) = self.awaits[i].fut.as_mut().poll(&mut cx) {
-                let mut a = self.awaits.swap_remove(i);
-                let then = a.then.take().expect("resumed once");
-                let step = self.shards[a.shard].borrow_mut().resume(a.key, then, answer);
-                prop_assert!(matches!(step, Step::Next), "{step:?}");
-            } else {
-                i += 1;
-            }
-        }
         for client in 0..self.clients.len() {
             self.read(client)?;
         }
@@ -326,13 +300,15 @@ impl Sim {
         let Some((shard, key)) = self.clients[client].conn else { return Ok(()) };
         let mut messages: Vec<Value> = Vec::new();
         let mut closed = None;
+        let busy;
         {
             let mut s = self.shards[shard].borrow_mut();
-            let Some(conn) = s.conn_mut(key) else { return Ok(()) };
+            let Some(conn) = s.conns().get_mut(key) else { return Ok(()) };
+            busy = conn.busy;
             if let Some(batch) = conn.take_batch() {
                 let bytes: Vec<u8> = match batch {
-                    crate::client::Batch::One(b) => b.to_vec(),
-                    crate::client::Batch::Many(v) => v,
+                    Batch::One(b) => b.to_vec(),
+                    Batch::Many(v) => v,
                 };
                 for (opcode, payload) in frames(&bytes) {
                     if opcode == 8 {
@@ -356,6 +332,7 @@ impl Sim {
                     continue; // unsubscribe replies, or an abandoned subscribe
                 }
                 c.subscribing = None;
+                prop_assert!(!busy, "a subscribe whose reply is out has finished");
                 let r = &m["subscribe"];
                 prop_assert!(r.is_object(), "subscribe failed: {m}");
                 let epoch = r["epoch"].as_str().unwrap_or_default().to_owned();
@@ -403,8 +380,7 @@ impl Sim {
             c.subscribed = false;
             c.subscribing = None;
             c.expect_next = None;
-            self.shards[shard].borrow_mut().remove_conn(key);
-            self.awaits.retain(|a| a.client != client);
+            self.shards[shard].borrow_mut().with_clients(|c| c.remove_conn(key));
         }
         Ok(())
     }
@@ -415,7 +391,7 @@ impl Sim {
     fn drain_and_check(&mut self) -> Result<(), TestCaseError> {
         self.drain()?;
         for shard in &self.shards {
-            shard.borrow_mut().check_positions();
+            shard.borrow_mut().with_clients(|c| c.check_positions());
         }
         self.drain()?;
         for (client, c) in self.clients.iter().enumerate() {
@@ -439,9 +415,8 @@ impl Sim {
         for _ in 0..100_000 {
             let ls = lanes(self);
             let Some(&(from, lane, to)) = ls.first() else { break };
-            let msg = self.shards[from].borrow_mut().spill[lane][to].queue.pop_front();
-            if let Some(msg) = msg {
-                self.deliver(to, msg);
+            if let Some(frame) = self.pop(from, lane, to) {
+                self.deliver(to, frame);
             }
             self.poll()?;
         }

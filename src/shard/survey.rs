@@ -34,9 +34,9 @@ pub struct Surveys {
     next_id: u64,
     open: HashMap<u64, Open>,
     /// Questions from other nodes, for the control task: (asking node, question).
-    pub inbox: VecDeque<(String, SurveyRequest)>,
+    inbox: VecDeque<(String, SurveyRequest)>,
     /// The control task, asleep.
-    pub waker: Option<Waker>,
+    waker: Option<Waker>,
 }
 
 impl Surveys {
@@ -57,9 +57,9 @@ impl Shard {
     /// operations on connections to every shard, survey questions to the control task and
     /// answers to the open survey.
     pub(super) fn control_message(&mut self, data: &[u8]) {
-        let now = Instant::now();
+        let now = self.env.clock.now();
         match self.nodes.receive(data, &crate::node::get().uid, now) {
-            Some(Received::Op(op)) => self.conns_everywhere(&op),
+            Some(Received::Op(op)) => self.with_clients(|c| c.apply_everywhere(&op)),
             Some(Received::Survey { from, request }) => {
                 self.surveys.inbox.push_back((from, request));
                 self.surveys.wake();
@@ -86,7 +86,7 @@ impl Shard {
         to_node: Option<String>,
         to: ReplyTo,
     ) -> Option<Answer> {
-        let now = Instant::now();
+        let now = self.env.clock.now();
         let mut waiting: HashSet<String> =
             self.nodes.alive(now).into_iter().map(|n| n.uid).collect();
         if let Some(node) = &to_node {
@@ -125,12 +125,18 @@ impl Shard {
             let to = open.to;
             let msg =
                 ShardMsg::Answer { req: to.req, answer: Box::new(Answer::Survey(open.answers)) };
-            self.send(to.lane, to.origin, msg);
+            self.mesh.send(to.lane, to.origin, msg);
         }
     }
 
     /// Ends the surveys whose deadline passed.
-    pub fn expire_surveys(&mut self, now: Instant) {
+    pub fn expire_surveys(&mut self) {
+        let now = self.env.clock.now();
+        self.expire_due(now);
+        self.settle();
+    }
+
+    fn expire_due(&mut self, now: Instant) {
         let due: Vec<u64> = self
             .surveys
             .open
@@ -141,6 +147,27 @@ impl Shard {
         for id in due {
             self.finish_survey(id);
         }
+    }
+
+    /// The next question from another node, for the control task (which answers it, since that
+    /// needs every shard's counts).
+    pub fn take_question(&mut self) -> Option<(String, SurveyRequest)> {
+        self.surveys.inbox.pop_front()
+    }
+
+    /// Resolves when a question waits; the control task sleeps on it.
+    pub fn poll_question(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.surveys.inbox.is_empty() {
+            self.surveys.waker = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    }
+
+    /// The earliest deadline of this node's open surveys.
+    pub fn next_survey_deadline(&self) -> Option<Instant> {
+        self.surveys.next_deadline()
     }
 
     /// Sends this node's answer to a survey to the asking node.

@@ -22,7 +22,7 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>) {
     let mut backoff = crate::broker::Backoff::new();
     let mut logged = false;
     loop {
-        if shard.borrow().shutting_down {
+        if shard.borrow().shutting_down() {
             return;
         }
         match connect(&settings).await {

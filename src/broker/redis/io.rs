@@ -37,7 +37,7 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role, server: u
     let mut backoff = crate::broker::Backoff::new();
     let mut logged = false;
     loop {
-        if shard.borrow().shutting_down {
+        if shard.borrow().shutting_down() {
             return;
         }
         match connect(&settings, server, role == Role::Commands).await {

@@ -1,10 +1,11 @@
-//! Shard-local subscriber index: channel → connections on this shard subscribed to it, plus
-//! whether the channel's home shard has acknowledged that this shard is interested.
+//! The hub part of a shard: channel → connections on this shard subscribed to it, plus whether
+//! the channel's home shard has acknowledged that this shard is interested; and, in
+//! [`fanout`], the one place that encodes a channel event once and queues it to many.
 //!
 //! Owns: only the index, and the events kept for subscribers whose subscribe reply is still
 //! being prepared (so nothing published meanwhile is lost or reordered). Every shard has its own
 //! hub for its own connections; nothing here is shared. Must not hold connection state (that is
-//! `client::Conn`) or channel-global state (that is the home shard's).
+//! `client::conn`) or channel-global state (that is the home shard's), or send anything.
 //!
 //! Why acknowledgements: a subscribe reply promises the client every publication made after it.
 //! The home shard only delivers to shards in its interest set, so the first local subscriber of a
@@ -14,22 +15,16 @@
 //! Each registration has a generation; an acknowledgement for an older registration of the same
 //! channel (subscribe, unsubscribe, subscribe again) is ignored.
 
+pub mod delta;
+pub mod encode;
+pub mod fanout;
+
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::task::Waker;
 
 use crate::broker::Event;
+use crate::client::conn::ConnKey;
 use crate::protocol::RawJson;
-
-/// A connection slot on this shard plus a generation, so a stale key never reaches a newer
-/// connection that reused the slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnKey {
-    /// Slot in the shard's connection slab.
-    pub slot: u32,
-    /// Generation of the connection that owned the slot.
-    pub generation: u32,
-}
 
 /// A subscriber whose subscribe reply waits for the home shard's answer: events of the channel
 /// are kept for it and handed over, merged by offset, once the reply is written.
@@ -57,7 +52,8 @@ struct Entry {
     requested: bool,
     registered: bool,
     generation: u64,
-    waiters: Vec<Waker>,
+    /// Flights waiting for the acknowledgement (tokens of `client::flight`).
+    waiters: Vec<u64>,
 }
 
 /// What a subscriber must do after [`Hub::begin`].
@@ -98,24 +94,25 @@ impl Hub {
         }
     }
 
-    /// The home shard acknowledged registration `generation` of `channel`.
-    pub fn acknowledged(&mut self, channel: &str, generation: u64) {
-        if let Some(e) = self.channels.get_mut(channel).filter(|e| e.generation == generation) {
-            e.registered = true;
-            for w in e.waiters.drain(..) {
-                w.wake();
+    /// The home shard acknowledged registration `generation` of `channel`: returns the flights
+    /// that waited for it.
+    pub fn acknowledged(&mut self, channel: &str, generation: u64) -> Vec<u64> {
+        match self.channels.get_mut(channel).filter(|e| e.generation == generation) {
+            Some(e) => {
+                e.registered = true;
+                std::mem::take(&mut e.waiters)
             }
+            None => Vec::new(),
         }
     }
 
-    /// Whether `channel` is registered; otherwise remembers `waker` for the acknowledgement.
-    pub fn poll_registered(&mut self, channel: &str, waker: &Waker) -> bool {
+    /// Whether `channel` is registered; otherwise the flight `token` waits for the
+    /// acknowledgement ([`Hub::acknowledged`] returns it).
+    pub fn registered_or_wait(&mut self, channel: &str, token: u64) -> bool {
         match self.channels.get_mut(channel) {
             Some(e) if e.registered => true,
             Some(e) => {
-                if !e.waiters.iter().any(|w| w.will_wake(waker)) {
-                    e.waiters.push(waker.clone());
-                }
+                e.waiters.push(token);
                 false
             }
             // Cannot happen while a subscriber is pending; treat as done so nobody hangs.
@@ -291,12 +288,9 @@ mod tests {
         let Begin::Request(generation) = hub.begin(&ch) else { panic!() };
         assert_eq!(hub.begin(&ch), Begin::Wait);
         assert!(hub.subscribers("c").is_empty(), "pending subscribers get no deliveries");
-        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(cx.waker().clone())
-        }));
-        assert!(!hub.poll_registered("c", &waker));
-        hub.acknowledged("c", generation);
-        assert!(hub.poll_registered("c", &waker));
+        assert!(!hub.registered_or_wait("c", 7));
+        assert_eq!(hub.acknowledged("c", generation), vec![7], "the waiting flight resumes");
+        assert!(hub.registered_or_wait("c", 8));
         hub.finish("c", key(1));
         hub.finish("c", key(2));
         assert_eq!(hub.begin(&ch), Begin::Registered);
@@ -312,13 +306,11 @@ mod tests {
         assert!(hub.abandon("c"), "last pending subscriber left: interest off");
         let Begin::Request(new) = hub.begin(&ch) else { panic!() };
         assert_ne!(old, new);
-        hub.acknowledged("c", old);
-        let waker = futures_lite::future::block_on(std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(cx.waker().clone())
-        }));
-        assert!(!hub.poll_registered("c", &waker), "old ack must not register the new generation");
-        hub.acknowledged("c", new);
-        assert!(hub.poll_registered("c", &waker));
+        assert!(!hub.registered_or_wait("c", 1));
+        assert!(hub.acknowledged("c", old).is_empty());
+        assert!(!hub.registered_or_wait("c", 2), "old ack must not register the new generation");
+        assert_eq!(hub.acknowledged("c", new), vec![1, 2]);
+        assert!(hub.registered_or_wait("c", 3));
     }
 
     #[test]

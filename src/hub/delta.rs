@@ -14,11 +14,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{event_out, Out, State, SubFlags};
 use crate::broker::Event;
-use crate::hub::ConnKey;
+use crate::client::queue::Out;
+use crate::hub::encode::event_out;
 use crate::protocol::{fossil, Publication, RawJson};
-use crate::shard::Shard;
 use crate::transport::Encoding;
 
 /// A patch from `base` to `target`, when it is smaller than `target` (else the full payload
@@ -78,7 +77,7 @@ pub fn publication_out(
 }
 
 /// Frames of one publication for a channel with delta subscribers, each built at most once.
-pub struct Fanout<'a> {
+pub struct DeltaFrames<'a> {
     channel: &'a str,
     /// Shared as delivered, so plain subscribers get the event without a copy.
     publication: &'a Arc<Publication>,
@@ -89,13 +88,13 @@ pub struct Fanout<'a> {
     cache: [[Option<Option<Out>>; 3]; Encoding::COUNT],
 }
 
-impl<'a> Fanout<'a> {
+impl<'a> DeltaFrames<'a> {
     /// Prepares the frames of `p`; `base` is the previous publication delivered here.
     pub fn new(channel: &'a str, p: &'a Arc<Publication>, base: Option<RawJson>) -> Self {
         let patch =
             base.filter(|_| p.delta_eligible).and_then(|b| patch(b.as_bytes(), p.data.as_bytes()));
         let patch_is_text = patch.as_deref().is_some_and(|d| std::str::from_utf8(d).is_ok());
-        Fanout { channel, publication: p, patch, patch_is_text, cache: Default::default() }
+        DeltaFrames { channel, publication: p, patch, patch_is_text, cache: Default::default() }
     }
 
     /// The frame for a subscriber: `delta` is `None` for a plain subscription, else whether it
@@ -116,28 +115,6 @@ impl<'a> Fanout<'a> {
                 _ => publication_out(channel, p, patch, encoding),
             })
             .clone()
-    }
-}
-
-impl Shard {
-    /// For a connection's subscription to `channel`: `None` when it did not negotiate deltas,
-    /// else whether it was ready for patches. `ready`: it is being sent a publication from the
-    /// live stream (patch base from now on); otherwise one from elsewhere, after which it
-    /// needs a full payload again.
-    pub(crate) fn delta_state(&mut self, key: ConnKey, channel: &str, ready: bool) -> Option<bool> {
-        let conn = self.conn_mut(key)?;
-        let State::Connected(session) = &mut conn.state else { return None };
-        let sub = session.subs.iter_mut().find(|s| *s.channel == *channel)?;
-        if !sub.flags.has(SubFlags::DELTA) {
-            return None;
-        }
-        let was = sub.flags.has(SubFlags::DELTA_READY);
-        if ready {
-            sub.flags.set(SubFlags::DELTA_READY, true);
-        } else {
-            sub.flags.clear(SubFlags::DELTA_READY);
-        }
-        Some(was)
     }
 }
 
@@ -196,7 +173,7 @@ mod tests {
     fn no_patch_when_it_would_not_be_smaller() {
         assert!(patch(b"abc", b"xyz").is_none());
         let one = Arc::new(p("1", true));
-        let f = Fanout::new("c", &one, Some(RawJson(Bytes::from_static(b"2"))));
+        let f = DeltaFrames::new("c", &one, Some(RawJson(Bytes::from_static(b"2"))));
         assert!(f.patch.is_none());
     }
 }

@@ -1,0 +1,201 @@
+//! What a shard writes to one client: replies, pushes, channel events and the close, each in the
+//! connection's encoding, bounded by `client.queue_max_size`.
+//!
+//! Owns: the rules for a single connection's output (a unidirectional client gets pushes only, a
+//! JSON client cannot carry binary data, an overflowing queue closes with 3008). Fan-out to many
+//! is `hub::fanout`'s. Must not: perform I/O.
+
+use bytes::Bytes;
+
+use crate::broker::Event;
+use crate::client::conn::{ConnKey, Refused};
+use crate::client::queue::Out;
+use crate::client::Clients;
+use crate::hub::encode::event_out;
+use crate::hub::{delta, fanout};
+use crate::protocol::{codes, json, protobuf, Disconnect, ProtocolError, PushBody, ReplyBody};
+use crate::transport::websocket;
+use crate::transport::{stream, Encoding, Transport};
+
+impl Clients<'_> {
+    /// Queues a frame; a refusal closes the connection (3008 slow, 3506 for what its protocol
+    /// cannot carry).
+    pub fn enqueue(&mut self, key: ConnKey, out: Out) {
+        self.enqueue_as(key, |_| Some(out));
+    }
+
+    /// [`Clients::enqueue`] with the frame chosen by the connection's encoding
+    /// (`make(encoding)`; `None`: the protocol cannot carry it).
+    pub fn enqueue_as(&mut self, key: ConnKey, make: impl FnOnce(Encoding) -> Option<Out>) {
+        let max = self.env.cfg.client.queue_max_size;
+        let sent = self.conns.enqueue_as(key, max, make);
+        self.refused(key, sent);
+    }
+
+    /// Closes a connection whose queue refused a frame.
+    pub fn refused(&mut self, key: ConnKey, sent: Result<(), Refused>) {
+        match sent {
+            Ok(()) | Err(Refused::Closed) => {}
+            Err(Refused::Unsupported) => {
+                self.disconnect(key, codes::DISCONNECT_INAPPROPRIATE_PROTOCOL);
+            }
+            Err(Refused::Overflow) => {
+                self.stats.slow_disconnects += 1;
+                self.disconnect(key, codes::DISCONNECT_SLOW);
+            }
+        }
+    }
+
+    /// Queues the reply to command `id`.
+    pub fn reply(&mut self, key: ConnKey, id: u32, body: &ReplyBody) {
+        if self.conns.get(key).is_some_and(|c| c.transport.unidirectional()) {
+            self.uni_reply(key, body);
+            return;
+        }
+        self.enqueue_as(key, |encoding| {
+            Some(match encoding {
+                Encoding::Protobuf => Out::binary(|buf| protobuf::encode_reply(id, body, buf)),
+                _ => Out::json(|buf| json::encode_reply(id, body, buf)),
+            })
+        });
+    }
+
+    /// A unidirectional client sent no command, so only its connect has an answer: a success
+    /// becomes the `connect` push, an error a disconnect (spec §1.6).
+    fn uni_reply(&mut self, key: ConnKey, body: &ReplyBody) {
+        match body {
+            ReplyBody::Connect(result) => {
+                let push = PushBody::Connect(result.clone());
+                self.push(key, "", &push);
+            }
+            ReplyBody::Error(e) => {
+                let d = self.uni_connect_error(e.code);
+                self.disconnect(key, d);
+            }
+            _ => {}
+        }
+    }
+
+    /// The disconnect a unidirectional client gets for a connect error:
+    /// `client.connect_code_to_unidirectional_disconnect` when enabled, else the built-in map
+    /// (spec §1.6).
+    fn uni_connect_error(&self, code: u32) -> Disconnect {
+        let map = &self.env.cfg.client.connect_code_to_unidirectional_disconnect;
+        if map.enabled {
+            if let Some(t) = map.transforms.iter().find(|t| t.code == code) {
+                return Disconnect { code: t.to.code, reason: t.to.reason.clone().into() };
+            }
+        }
+        match code {
+            109 | 110 => codes::DISCONNECT_EXPIRED,
+            111 => codes::DISCONNECT_TOO_MANY_REQUESTS,
+            103 => codes::DISCONNECT_PERMISSION_DENIED,
+            _ => codes::DISCONNECT_SERVER_ERROR,
+        }
+    }
+
+    /// Queues an error reply to command `id`.
+    pub fn reply_error(&mut self, key: ConnKey, id: u32, err: ProtocolError) {
+        self.reply(key, id, &ReplyBody::Error(err));
+    }
+
+    /// Queues one push in the connection's protocol. A JSON connection cannot carry a binary
+    /// publication: it is closed with 3506 instead (spec §2.2).
+    pub fn push(&mut self, key: ConnKey, channel: &str, body: &PushBody) {
+        let binary = matches!(body, PushBody::Publication(p) if p.binary);
+        self.enqueue_as(key, |encoding| match encoding {
+            Encoding::Protobuf => {
+                Some(Out::binary(|buf| protobuf::encode_push(channel, body, buf)))
+            }
+            _ if binary => None,
+            Encoding::Json => Some(Out::json(|buf| {
+                json::encode_push(channel, body, json::PushFraming::Reply, buf);
+            })),
+            Encoding::JsonPush => Some(Out::json(|buf| {
+                json::encode_push(channel, body, json::PushFraming::Bare, buf);
+            })),
+        });
+    }
+
+    /// Queues a channel event (publication, join, leave) for one connection, outside the live
+    /// fan-out (events kept while subscribing): delta subscribers get full payloads.
+    pub fn push_event(&mut self, key: ConnKey, channel: &str, event: &Event) {
+        if let Event::Pub(p) = event {
+            let delta = self
+                .conns
+                .get_mut(key)
+                .and_then(|c| c.session_mut())
+                .and_then(|s| s.delta_state(channel, false));
+            if delta.is_some() {
+                self.enqueue_as(key, |encoding| delta::publication_out(channel, p, None, encoding));
+                return;
+            }
+        }
+        self.enqueue_as(key, |encoding| event_out(channel, event, encoding));
+    }
+
+    /// Whether a connection speaks Protobuf.
+    pub fn is_protobuf(&self, key: ConnKey) -> bool {
+        self.conns.get(key).is_some_and(|c| c.protobuf)
+    }
+
+    /// Closes a connection from the server side: unsubscribes it everywhere, drops unsent frames,
+    /// queues the close and wakes both socket tasks.
+    pub fn disconnect(&mut self, key: ConnKey, d: Disconnect) {
+        self.drop_subscriptions(key);
+        let uni_ws_push = !self.env.cfg.uni_websocket.disable_disconnect_push;
+        let frames = |conn: &crate::client::conn::Conn| {
+            let mut last = Vec::with_capacity(2);
+            // WebSocket carries the code in its close frame; the other transports (and uni
+            // WebSocket, before its close frame, unless configured not to) get a `disconnect`
+            // push, then the stream ends.
+            let push = match conn.transport {
+                Transport::WebSocket { .. } => false,
+                Transport::UniWebSocket { .. } => uni_ws_push,
+                _ => true,
+            };
+            if push {
+                let body = PushBody::Disconnect(d.clone());
+                last.push(match conn.encoding() {
+                    Encoding::Protobuf => Out::binary(|buf| protobuf::encode_push("", &body, buf)),
+                    Encoding::Json => Out::json(|buf| json::encode_disconnect_push(&d, buf)),
+                    Encoding::JsonPush => Out::json(|buf| {
+                        json::encode_push("", &body, json::PushFraming::Bare, buf);
+                    }),
+                });
+            }
+            let end = if conn.transport.websocket() {
+                websocket::close_frame(d.code, &d.reason)
+            } else {
+                Bytes::from_static(stream::END)
+            };
+            last.push(Out::Control(end));
+            last
+        };
+        self.conns.close(key, d.clone(), frames);
+    }
+
+    /// Delivers a channel event to this shard's subscribers (`ShardMsg::Deliver`). A
+    /// publication with an offset past a gap means a delivery to this shard was lost: the
+    /// positioned subscribers recover first, then fan-out queues the event to everyone it
+    /// reaches; connections whose queue refused it are closed afterwards.
+    pub fn deliver(&mut self, channel: &str, event: &Event) {
+        if self.hub.observe(channel, event) {
+            self.insufficient_state(channel);
+        }
+        let max = self.env.cfg.client.queue_max_size;
+        let mut refused = Vec::new();
+        if fanout::deliver(self.hub, self.conns, channel, event, max, &mut refused) {
+            self.stats.messages_sent += 1;
+        }
+        for (key, why) in refused {
+            self.refused(key, Err(why));
+        }
+    }
+
+    /// Marks a connection whose socket failed: no close frame can be sent, both tasks stop.
+    pub fn abort(&mut self, key: ConnKey, d: Disconnect) {
+        self.drop_subscriptions(key);
+        self.conns.abort(key, d);
+    }
+}

@@ -1,0 +1,76 @@
+//! Fan-out: one channel event to this shard's subscribers, encoded once per encoding and queued
+//! as the same shared frame on every connection (each writer then flushes its whole queue in
+//! one write).
+//!
+//! Owns: the encode-once caches of one delivery. It calls down only: into the hub's index, the
+//! connection queues, `hub::encode`/`hub::delta` and the protocol encoders. A connection whose
+//! queue refuses the frame is reported back, not closed here: closing takes subscriptions out
+//! of the hub, which the caller does after the loop.
+//!
+//! Must not: send to other shards, decide recovery (the caller handles a gap first), or copy a
+//! frame per subscriber.
+
+use crate::broker::Event;
+use crate::client::conn::{ConnKey, Conns, Refused};
+use crate::client::queue::Out;
+use crate::hub::delta::DeltaFrames;
+use crate::hub::encode::event_out;
+use crate::hub::Hub;
+use crate::transport::Encoding;
+
+/// Delivers `event` of `channel` to the live local subscribers that take it (publications to
+/// all, join/leave to those who asked), each queue bounded by `queue_max` bytes. Connections
+/// that refused it are appended to `refused`. Returns whether anyone was a recipient.
+pub fn deliver(
+    hub: &mut Hub,
+    conns: &mut Conns,
+    channel: &str,
+    event: &Event,
+    queue_max: usize,
+    refused: &mut Vec<(ConnKey, Refused)>,
+) -> bool {
+    let recipients = match event {
+        Event::Pub(_) => hub.subscribers(channel),
+        Event::Join(_) | Event::Leave(_) => hub.join_leave_subscribers(channel),
+    };
+    if recipients.is_empty() {
+        return false;
+    }
+    if let Event::Pub(p) = event {
+        if let Some(base) = hub.next_delta_base(channel, &p.data) {
+            let mut frames = DeltaFrames::new(channel, p, base);
+            for &key in hub.subscribers(channel) {
+                let delta = conns
+                    .get_mut(key)
+                    .and_then(|c| c.session_mut())
+                    .and_then(|s| s.delta_state(channel, true));
+                let sent = conns.enqueue_as(key, queue_max, |enc| frames.frame(enc, delta));
+                note(key, sent, refused);
+            }
+            return true;
+        }
+    }
+    let keys = match event {
+        Event::Pub(_) => hub.subscribers(channel),
+        Event::Join(_) | Event::Leave(_) => hub.join_leave_subscribers(channel),
+    };
+    // Encoded at most once per encoding, on first need (`None` inside: JSON cannot carry
+    // binary data, those subscribers are refused).
+    let mut cache: [Option<Option<Out>>; Encoding::COUNT] = Default::default();
+    for &key in keys {
+        let sent = conns.enqueue_as(key, queue_max, |encoding| {
+            cache[encoding as usize]
+                .get_or_insert_with(|| event_out(channel, event, encoding))
+                .clone()
+        });
+        note(key, sent, refused);
+    }
+    true
+}
+
+fn note(key: ConnKey, sent: Result<(), Refused>, refused: &mut Vec<(ConnKey, Refused)>) {
+    match sent {
+        Ok(()) | Err(Refused::Closed) => {}
+        Err(why) => refused.push((key, why)),
+    }
+}
