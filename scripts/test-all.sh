@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# No import cycles between the library's source files (the layering lib.rs describes).
+python3 scripts/module-cycles.py src
 cargo build
 cargo test
 # Benchmarks must keep compiling (they run by hand: see README).

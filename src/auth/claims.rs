@@ -2,7 +2,7 @@
 //! subscription claims.
 //!
 //! Owns the claim grammar of spec §4.2/§4.3 (types, `b64*` precedence, raw JSON
-//! pass-through). It must not look at signatures, keys, clocks or channel
+//! pass-through) and [`TokenError`], what every token check reports. It must not look at signatures, keys, clocks or channel
 //! configuration: time checks live in `auth::mod`, namespace checks in the caller.
 
 use std::borrow::Cow;
@@ -13,7 +13,28 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::TokenError;
+/// Why a token was refused.
+///
+/// Reply mapping (spec §4.4): `Invalid` → disconnect 3500 at connect/refresh/
+/// sub_refresh, error 103 at subscribe; `Expired` → error 109 at connect/subscribe
+/// (and sub_refresh, project decision Q1), disconnect 3005 at connection refresh;
+/// `BadConnectionInfo` → error 100; `KeysPending` → not an answer yet (see there).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("invalid token: {0}")]
+    Invalid(Cow<'static, str>),
+    #[error("token expired")]
+    Expired,
+    /// JWKS mode: the token's key (`kid`) is not in the cache, or the cached key set
+    /// is older than an hour. Call `TokenVerifier::fetch_keys`, await the returned
+    /// future if any, then verify once more; `KeysPending` again is an invalid token.
+    #[error("token signing keys are being fetched")]
+    KeysPending,
+    /// A connection token's `b64info` is not valid base64; upstream treats this as
+    /// an internal error rather than an invalid token.
+    #[error("bad base64 in connection token b64info")]
+    BadConnectionInfo,
+}
 
 /// Raw claim bytes handed to clients verbatim: either the JSON text of the claim
 /// (with `\n` bytes removed, so it can never break newline-delimited JSON framing;

@@ -20,7 +20,6 @@ mod jwks;
 #[cfg(test)]
 mod test_keys;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -32,7 +31,7 @@ use serde::Deserialize;
 use crate::config;
 
 pub use claims::{
-    ConnectionClaims, RawBytes, ServerSideSub, SubscribeOverrides, SubscriptionClaims,
+    ConnectionClaims, RawBytes, ServerSideSub, SubscribeOverrides, SubscriptionClaims, TokenError,
 };
 pub use jwks::KeysFetch;
 
@@ -44,29 +43,6 @@ pub const MAX_TTL_SECS: i64 = 365 * 24 * 60 * 60;
 pub enum AuthConfigError {
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
-}
-
-/// Why a token was refused.
-///
-/// Reply mapping (spec §4.4): `Invalid` → disconnect 3500 at connect/refresh/
-/// sub_refresh, error 103 at subscribe; `Expired` → error 109 at connect/subscribe
-/// (and sub_refresh, project decision Q1), disconnect 3005 at connection refresh;
-/// `BadConnectionInfo` → error 100; `KeysPending` → not an answer yet (see there).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TokenError {
-    #[error("invalid token: {0}")]
-    Invalid(Cow<'static, str>),
-    #[error("token expired")]
-    Expired,
-    /// JWKS mode: the token's key (`kid`) is not in the cache, or the cached key set
-    /// is older than an hour. Call [`TokenVerifier::fetch_keys`], await the returned
-    /// future if any, then verify once more; `KeysPending` again is an invalid token.
-    #[error("token signing keys are being fetched")]
-    KeysPending,
-    /// A connection token's `b64info` is not valid base64; upstream treats this as
-    /// an internal error rather than an invalid token.
-    #[error("bad base64 in connection token b64info")]
-    BadConnectionInfo,
 }
 
 /// Failure to produce a token with [`encode_hs256`].

@@ -15,22 +15,14 @@ use bytes::Bytes;
 
 pub mod codes;
 pub mod fossil;
+mod frame;
 pub mod json;
 /// Generated Protobuf messages of the client protocol (`proto/client.proto`, prost).
 #[allow(clippy::all, missing_docs)]
 pub mod pb;
 pub mod protobuf;
 
-/// Decodes one frame of commands as the connection speaks: newline-separated JSON (payloads
-/// sliced from `frame` without copying) or length-delimited Protobuf. `None` when it does not
-/// decode, including an empty frame; callers answer that with 3501 or an HTTP 400.
-pub fn decode_commands(protobuf: bool, frame: &Bytes) -> Option<Vec<Command>> {
-    if protobuf {
-        protobuf::decode_frame(frame).ok()
-    } else {
-        json::decode_frame_bytes(frame).ok()
-    }
-}
+pub use frame::decode_commands;
 
 /// An application payload: valid JSON text with every raw `\n` byte removed.
 ///
@@ -93,14 +85,6 @@ impl RawJson {
             }
         }
         RawJson(Bytes::copy_from_slice(bytes))
-    }
-
-    /// A JSON string value whose content is `text` (properly escaped). Used for JSON delta
-    /// subscriptions, where every `pub.data` is a string (spec §11.3).
-    pub fn json_string(text: &str) -> Self {
-        let mut out = Vec::with_capacity(text.len() + 2);
-        json::write_json_string(&mut out, text);
-        RawJson(Bytes::from(out))
     }
 
     /// The JSON text.

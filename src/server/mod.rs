@@ -7,14 +7,13 @@
 //! borrow across `.await`.
 
 use std::borrow::Cow;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
@@ -22,8 +21,7 @@ use tungstenite::Message;
 
 use crate::api;
 use crate::client::conn::ConnKey;
-use crate::client::queue::{Batch, Out};
-use crate::client::Step;
+use crate::client::queue::Out;
 use crate::http::{self, BodyKind, ChunkedDecoder, Head, HttpError};
 use crate::protocol::{codes, json, protobuf, Command, Disconnect};
 use crate::shard::id::Lane;
@@ -31,17 +29,19 @@ use crate::shard::id::ShardId;
 use crate::shard::mesh;
 use crate::shard::msg::{Frame, ShardMsg};
 use crate::shard::{shutdown_signal, ShardRef};
-use crate::transport::websocket::{self, OriginPolicy, Wire};
+use crate::transport::websocket::{self, Wire};
 use crate::transport::Transport;
 
+mod conn;
 mod streaming;
+
+use conn::{closed_then_wait, disconnect, finish_conn, handle_commands, shard_header, write_loop};
+pub use conn::{Env, Reply};
 
 /// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
 const HTTP_IDLE: Duration = Duration::from_secs(60);
 /// Largest HTTP API request body.
 pub const API_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
-/// How long we wait for the client's close frame after sending ours (RFC 6455 §7.1.1).
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Inline read buffer of an idle WebSocket connection (most client frames fit).
 const WS_IDLE_READ: usize = 256;
 /// Heap read buffer used while a connection streams more than `WS_IDLE_READ` per read.
@@ -59,12 +59,6 @@ const CLOSE_PROTOCOL_ERROR: Disconnect =
     Disconnect { code: 1002, reason: Cow::Borrowed("protocol error") };
 /// Timer task resolution.
 const TIMER_TICK: Duration = Duration::from_millis(250);
-
-/// Everything a shard's connection tasks need besides the shard state.
-pub struct Env {
-    /// Compiled `client.allowed_origins`.
-    pub origins: OriginPolicy,
-}
 
 /// Serves one accepted TCP connection: HTTP requests until it upgrades to WebSocket or closes.
 pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) {
@@ -159,32 +153,6 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
 fn error_response(shard_id: ShardId, status: u16, message: &str) -> Vec<u8> {
     let body = http::json_error_body(message);
     http::response(status, "application/json", &shard_header(shard_id), &body, false)
-}
-
-fn shard_header(id: ShardId) -> [(&'static str, &'static str); 1] {
-    // Shard ids are small; the static strings avoid an allocation per response.
-    const IDS: [&str; 16] =
-        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15"];
-    [("x-rotor-shard", IDS.get(id.index()).copied().unwrap_or("16+"))]
-}
-
-/// An HTTP answer produced by a route.
-pub struct Reply {
-    /// Status code.
-    pub status: u16,
-    /// Content-Type (empty for none).
-    pub content_type: &'static str,
-    /// Extra headers.
-    pub headers: Vec<(&'static str, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    /// A JSON reply.
-    pub fn json(status: u16, body: Vec<u8>) -> Reply {
-        Reply { status, content_type: "application/json", headers: Vec::new(), body }
-    }
 }
 
 /// An API response as HTTP.
@@ -317,42 +285,6 @@ async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
     read_loop(&shard, key, reader, leftover, size_limit, cfg.websocket.read_buffer_size, read)
         .await;
     finish_conn(&shard, key, writer_task).await;
-}
-
-/// The reading side of a connection is done (client closed, error, or close handshake over):
-/// lets the writer finish what is queued (at most `CLOSE_WAIT`), then forgets the connection.
-async fn finish_conn(shard: &ShardRef, key: ConnKey, writer_task: glommio::Task<()>) {
-    {
-        let mut s = shard.borrow_mut();
-        if let Some(c) = s.conns().get_mut(key) {
-            c.reading_done = true;
-            if let Some(w) = c.writer.take() {
-                w.wake();
-            }
-        }
-    }
-    let _ = or(writer_task, async {
-        sleep(CLOSE_WAIT).await;
-    })
-    .await;
-    shard.borrow_mut().with_clients(|c| c.remove_conn(key));
-}
-
-/// Resolves `CLOSE_WAIT` after the server decided to close this connection.
-async fn closed_then_wait(shard: &ShardRef, key: ConnKey) {
-    poll_fn(|cx| {
-        let mut s = shard.borrow_mut();
-        match s.conns().get_mut(key) {
-            None => Poll::Ready(()),
-            Some(c) if c.closing.is_some() => Poll::Ready(()),
-            Some(c) => {
-                c.reader = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
-    })
-    .await;
-    sleep(CLOSE_WAIT).await;
 }
 
 /// What a reader knows beyond the bytes.
@@ -503,63 +435,6 @@ async fn read_loop(
             }
         }
     }
-}
-
-/// Handles the commands of one frame in order, each after the one before has finished (a
-/// command in flight resumes on the shard; this task only waits for the connection to be idle
-/// again); returns false once the connection stops taking commands.
-async fn handle_commands(shard: &ShardRef, key: ConnKey, commands: Vec<Command>) -> bool {
-    for cmd in commands {
-        // Bound first: a borrow in the match head would live through the arms' awaits.
-        let step = shard.borrow_mut().client_command(key, cmd);
-        match step {
-            Step::Next | Step::KeysPending { .. } => continue,
-            Step::Stop => return false,
-            Step::Wait => {}
-            Step::Fetch { fetch, flight } => {
-                fetch.await;
-                shard.borrow_mut().keys_fetched(flight);
-            }
-        }
-        if poll_fn(|cx| shard.borrow_mut().poll_idle(key, cx)).await {
-            return false;
-        }
-    }
-    true
-}
-
-/// Closes a connection from the server side.
-fn disconnect(shard: &ShardRef, key: ConnKey, d: Disconnect) {
-    shard.borrow_mut().with_clients(|c| c.disconnect(key, d));
-}
-
-async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<TcpStream>) {
-    loop {
-        let batch = poll_fn(|cx| {
-            let mut s = shard.borrow_mut();
-            let Some(c) = s.conns().get_mut(key) else { return Poll::Ready(None) };
-            if let Some(b) = c.take_batch() {
-                return Poll::Ready(Some(b));
-            }
-            if c.closing.is_some() || c.reading_done {
-                return Poll::Ready(None);
-            }
-            c.writer = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
-        let Some(batch) = batch else { break };
-        let result = match &batch {
-            Batch::One(b) => writer.write_all(b).await,
-            Batch::Many(v) => writer.write_all(v).await,
-        };
-        if result.is_err() {
-            // Write failed or timed out (`websocket.write_timeout`): the peer is gone or stuck.
-            shard.borrow_mut().with_clients(|c| c.abort(key, codes::DISCONNECT_WRITE_ERROR));
-            break;
-        }
-    }
-    let _ = writer.flush().await;
 }
 
 /// Fires connection timers (stale, ping, pong, expiry) for the shard.

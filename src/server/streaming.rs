@@ -15,7 +15,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
 use glommio::net::TcpStream;
 use prost::Message as _;
 
-use super::{finish_conn, handle_commands, shard_header, write_loop, Env, Reply};
+use super::conn::{finish_conn, handle_commands, shard_header, write_loop, Env, Reply};
 use crate::broker::control;
 use crate::client::conn::ConnKey;
 use crate::config::Config;

@@ -8,7 +8,7 @@
 //! | home | `channel::home` | interest sets, presence and user counts of the channels and users homed here |
 //! | engine | [`engine`] | the brokers (memory, Redis, NATS) and presence manager of the home channels |
 //! | mesh | [`mesh`] | lanes to other shards, spill queues, parked requests, messages to itself |
-//! | control | [`survey`] (shard 0) | other nodes heard on the control channel, surveys |
+//! | control | [`survey`], `control` (shard 0) | other nodes heard on the control channel, surveys |
 //!
 //! [`Shard::receive`] dispatches a message to the part that handles it; a handler borrows only
 //! the parts it needs (a client command gets the [`Clients`] view: connections, hub, mesh,
@@ -23,6 +23,7 @@
 //! Must not: block, await while borrowed, or send a request that makes a home shard wait on a
 //! third shard (every cross-shard call is one hop: requester → home → reply).
 
+mod control;
 pub mod engine;
 pub mod id;
 mod links;

@@ -5,16 +5,14 @@
 //! Owns (shard 0 only): the surveys this node has open and the questions from other nodes
 //! waiting for the control task (answering needs every shard's counts, which takes awaiting).
 //! Must not: wait for a node that stopped announcing itself; an open survey ends at its
-//! deadline with the answers it has.
+//! deadline with the answers it has. Sending is the caller's (`shard::control`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::broker::control::{self, Received, SurveyRequest, SurveyResponse};
+use crate::broker::control::{SurveyRequest, SurveyResponse};
 use crate::broker::ReplyTo;
-use crate::shard::msg::{Answer, ShardMsg};
-use crate::shard::Shard;
 
 /// How long a survey waits for the slowest node.
 pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,6 +24,17 @@ struct Open {
     waiting: HashSet<String>,
     answers: Vec<(String, SurveyResponse)>,
     deadline: Instant,
+}
+
+/// A survey that ended: where its answer goes and what it got.
+#[derive(Debug)]
+pub struct Finished {
+    /// The parked request that asked.
+    pub to: ReplyTo,
+    /// (node id, answer) of the nodes that replied.
+    pub answers: Vec<(String, SurveyResponse)>,
+    /// Nodes that did not reply in time.
+    pub missing: usize,
 }
 
 /// Shard 0's survey state.
@@ -40,139 +49,71 @@ pub struct Surveys {
 }
 
 impl Surveys {
+    /// Opens a survey of the nodes in `waiting`; returns its id. The control task is woken:
+    /// it sleeps until the earliest deadline, and this one may be earlier.
+    pub fn open(&mut self, to: ReplyTo, waiting: HashSet<String>, now: Instant) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let deadline = now + SURVEY_TIMEOUT;
+        self.open.insert(id, Open { to, waiting, answers: Vec::new(), deadline });
+        self.wake();
+        id
+    }
+
+    /// A node answered survey `response.id`; the survey, once every node has.
+    pub fn answered(&mut self, from: String, response: SurveyResponse) -> Option<Finished> {
+        let id = response.id;
+        let open = self.open.get_mut(&id)?;
+        if open.waiting.remove(&from) {
+            open.answers.push((from, response));
+        }
+        if !open.waiting.is_empty() {
+            return None;
+        }
+        self.finish(id)
+    }
+
+    /// The surveys whose deadline passed, ended with the answers they have.
+    pub fn expired(&mut self, now: Instant) -> Vec<Finished> {
+        let due: Vec<u64> =
+            self.open.iter().filter(|(_, o)| o.deadline <= now).map(|(id, _)| *id).collect();
+        due.into_iter().filter_map(|id| self.finish(id)).collect()
+    }
+
+    fn finish(&mut self, id: u64) -> Option<Finished> {
+        let open = self.open.remove(&id)?;
+        Some(Finished { to: open.to, answers: open.answers, missing: open.waiting.len() })
+    }
+
     /// The earliest deadline of an open survey.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.open.values().map(|o| o.deadline).min()
+    }
+
+    /// Queues another node's question for the control task.
+    pub fn ask(&mut self, from: String, request: SurveyRequest) {
+        self.inbox.push_back((from, request));
+        self.wake();
+    }
+
+    /// The next question from another node.
+    pub fn question(&mut self) -> Option<(String, SurveyRequest)> {
+        self.inbox.pop_front()
+    }
+
+    /// Resolves when a question waits; the control task sleeps on it.
+    pub fn poll_question(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inbox.is_empty() {
+            self.waker = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 
     fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
-    }
-}
-
-impl Shard {
-    /// A control message from another node (shard 0): announcements go to the registry,
-    /// operations on connections to every shard, survey questions to the control task and
-    /// answers to the open survey.
-    pub(super) fn control_message(&mut self, data: &[u8]) {
-        let now = self.env.clock.now();
-        match self.nodes.receive(data, &crate::node::get().uid, now) {
-            Some(Received::Op(op)) => self.with_clients(|c| c.apply_everywhere(&op)),
-            Some(Received::Survey { from, request }) => {
-                self.surveys.inbox.push_back((from, request));
-                self.surveys.wake();
-            }
-            Some(Received::Answer { from, response }) => {
-                let id = response.id;
-                let Some(open) = self.surveys.open.get_mut(&id) else { return };
-                if open.waiting.remove(&from) {
-                    open.answers.push((from, response));
-                }
-                if open.waiting.is_empty() {
-                    self.finish_survey(id);
-                }
-            }
-            None => {}
-        }
-    }
-
-    /// Starts a survey of every other node alive (shard 0). `Some` when there is nobody to ask.
-    pub(super) fn start_survey(
-        &mut self,
-        op: String,
-        data: bytes::Bytes,
-        to_node: Option<String>,
-        to: ReplyTo,
-    ) -> Option<Answer> {
-        let now = self.env.clock.now();
-        let mut waiting: HashSet<String> =
-            self.nodes.alive(now).into_iter().map(|n| n.uid).collect();
-        if let Some(node) = &to_node {
-            // A node this one has not heard from: nobody to forward to.
-            if !waiting.contains(node) {
-                return Some(Answer::Failed);
-            }
-            waiting = HashSet::from([node.clone()]);
-        }
-        if waiting.is_empty() || !self.engine.connects_nodes() {
-            return Some(Answer::Survey(Vec::new()));
-        }
-        self.surveys.next_id += 1;
-        let id = self.surveys.next_id;
-        let uid = &crate::node::get().uid;
-        let request = control::survey_request(uid, SurveyRequest { id, op, data });
-        match &to_node {
-            Some(node) => self.engine.broker().publish_to_node(node, &request),
-            None => self.engine.broker().publish_control(&request),
-        }
-        let deadline = now + SURVEY_TIMEOUT;
-        self.surveys.open.insert(id, Open { to, waiting, answers: Vec::new(), deadline });
-        // The control task sleeps until the earliest deadline; this one may be earlier.
-        self.surveys.wake();
-        None
-    }
-
-    fn finish_survey(&mut self, id: u64) {
-        if let Some(open) = self.surveys.open.remove(&id) {
-            if !open.waiting.is_empty() {
-                tracing::warn!(
-                    missing = open.waiting.len(),
-                    "survey timed out; answering with the nodes that replied"
-                );
-            }
-            let to = open.to;
-            let msg =
-                ShardMsg::Answer { req: to.req, answer: Box::new(Answer::Survey(open.answers)) };
-            self.mesh.send(to.lane, to.origin, msg);
-        }
-    }
-
-    /// Ends the surveys whose deadline passed.
-    pub fn expire_surveys(&mut self) {
-        let now = self.env.clock.now();
-        self.expire_due(now);
-        self.settle();
-    }
-
-    fn expire_due(&mut self, now: Instant) {
-        let due: Vec<u64> = self
-            .surveys
-            .open
-            .iter()
-            .filter(|(_, o)| o.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            self.finish_survey(id);
-        }
-    }
-
-    /// The next question from another node, for the control task (which answers it, since that
-    /// needs every shard's counts).
-    pub fn take_question(&mut self) -> Option<(String, SurveyRequest)> {
-        self.surveys.inbox.pop_front()
-    }
-
-    /// Resolves when a question waits; the control task sleeps on it.
-    pub fn poll_question(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.surveys.inbox.is_empty() {
-            self.surveys.waker = Some(cx.waker().clone());
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    }
-
-    /// The earliest deadline of this node's open surveys.
-    pub fn next_survey_deadline(&self) -> Option<Instant> {
-        self.surveys.next_deadline()
-    }
-
-    /// Sends this node's answer to a survey to the asking node.
-    pub fn answer_survey(&mut self, to_node: &str, response: SurveyResponse) {
-        let data = control::survey_response(&crate::node::get().uid, response);
-        self.engine.broker().publish_to_node(to_node, &data);
     }
 }

@@ -1,0 +1,152 @@
+//! What every client connection task of a shard shares, whatever its transport: the
+//! environment of the tasks, the HTTP reply shape, running a frame's commands in order, the
+//! writer loop, and the end of a connection.
+//!
+//! Owns: nothing but the tasks' own locals. Must not: hold a shard borrow across `.await`, or
+//! decide anything about the protocol (that is `client`'s, through the shard).
+
+use std::future::poll_fn;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_lite::future::or;
+use futures_lite::io::{AsyncWriteExt, WriteHalf};
+use glommio::net::TcpStream;
+use glommio::timer::sleep;
+
+use crate::client::conn::ConnKey;
+use crate::client::queue::Batch;
+use crate::client::Step;
+use crate::protocol::{codes, Command, Disconnect};
+use crate::shard::id::ShardId;
+use crate::shard::ShardRef;
+use crate::transport::websocket::OriginPolicy;
+
+/// How long we wait for the client's close frame after sending ours (RFC 6455 §7.1.1).
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Everything a shard's connection tasks need besides the shard state.
+pub struct Env {
+    /// Compiled `client.allowed_origins`.
+    pub origins: OriginPolicy,
+}
+
+/// An HTTP answer produced by a route.
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Content-Type (empty for none).
+    pub content_type: &'static str,
+    /// Extra headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A JSON reply.
+    pub fn json(status: u16, body: Vec<u8>) -> Reply {
+        Reply { status, content_type: "application/json", headers: Vec::new(), body }
+    }
+}
+
+/// The header that names the shard serving a response (tests place clients by it).
+pub fn shard_header(id: ShardId) -> [(&'static str, &'static str); 1] {
+    // Shard ids are small; the static strings avoid an allocation per response.
+    const IDS: [&str; 16] =
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15"];
+    [("x-rotor-shard", IDS.get(id.index()).copied().unwrap_or("16+"))]
+}
+
+/// The reading side of a connection is done (client closed, error, or close handshake over):
+/// lets the writer finish what is queued (at most `CLOSE_WAIT`), then forgets the connection.
+pub async fn finish_conn(shard: &ShardRef, key: ConnKey, writer_task: glommio::Task<()>) {
+    {
+        let mut s = shard.borrow_mut();
+        if let Some(c) = s.conns().get_mut(key) {
+            c.reading_done = true;
+            if let Some(w) = c.writer.take() {
+                w.wake();
+            }
+        }
+    }
+    let _ = or(writer_task, async {
+        sleep(CLOSE_WAIT).await;
+    })
+    .await;
+    shard.borrow_mut().with_clients(|c| c.remove_conn(key));
+}
+
+/// Resolves `CLOSE_WAIT` after the server decided to close this connection.
+pub async fn closed_then_wait(shard: &ShardRef, key: ConnKey) {
+    poll_fn(|cx| {
+        let mut s = shard.borrow_mut();
+        match s.conns().get_mut(key) {
+            None => Poll::Ready(()),
+            Some(c) if c.closing.is_some() => Poll::Ready(()),
+            Some(c) => {
+                c.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    sleep(CLOSE_WAIT).await;
+}
+
+/// Handles the commands of one frame in order, each after the one before has finished (a
+/// command in flight resumes on the shard; this task only waits for the connection to be idle
+/// again); returns false once the connection stops taking commands.
+pub async fn handle_commands(shard: &ShardRef, key: ConnKey, commands: Vec<Command>) -> bool {
+    for cmd in commands {
+        // Bound first: a borrow in the match head would live through the arms' awaits.
+        let step = shard.borrow_mut().client_command(key, cmd);
+        match step {
+            Step::Next | Step::KeysPending { .. } => continue,
+            Step::Stop => return false,
+            Step::Wait => {}
+            Step::Fetch { fetch, flight } => {
+                fetch.await;
+                shard.borrow_mut().keys_fetched(flight);
+            }
+        }
+        if poll_fn(|cx| shard.borrow_mut().poll_idle(key, cx)).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Closes a connection from the server side.
+pub fn disconnect(shard: &ShardRef, key: ConnKey, d: Disconnect) {
+    shard.borrow_mut().with_clients(|c| c.disconnect(key, d));
+}
+
+pub async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<TcpStream>) {
+    loop {
+        let batch = poll_fn(|cx| {
+            let mut s = shard.borrow_mut();
+            let Some(c) = s.conns().get_mut(key) else { return Poll::Ready(None) };
+            if let Some(b) = c.take_batch() {
+                return Poll::Ready(Some(b));
+            }
+            if c.closing.is_some() || c.reading_done {
+                return Poll::Ready(None);
+            }
+            c.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        let Some(batch) = batch else { break };
+        let result = match &batch {
+            Batch::One(b) => writer.write_all(b).await,
+            Batch::Many(v) => writer.write_all(v).await,
+        };
+        if result.is_err() {
+            // Write failed or timed out (`websocket.write_timeout`): the peer is gone or stuck.
+            shard.borrow_mut().with_clients(|c| c.abort(key, codes::DISCONNECT_WRITE_ERROR));
+            break;
+        }
+    }
+    let _ = writer.flush().await;
+}
