@@ -453,7 +453,7 @@ fn sign(
     if token.hmac_secret_key.is_empty() {
         return Err(CliError::MissingSecret { key });
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let mut claims = Map::new();
     let user_claim =

@@ -9,6 +9,13 @@
 //! `chunked`, or obs-fold/garbage bytes is rejected with 400 and the connection is closed, so no two
 //! parsers can ever disagree about where a request ends.
 
+#![deny(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "bytes from the network are parsed here: a silent truncation is a bug"
+)]
+
 use std::fmt::Write as _;
 
 /// Largest request head we accept (request line plus headers).

@@ -106,7 +106,7 @@ impl ControlRx {
 /// Number of shards to run for this configuration.
 pub fn shard_count(cfg: &Config) -> usize {
     let n = if cfg.runtime.shards == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     } else {
         cfg.runtime.shards
     };
@@ -232,7 +232,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     // Shards announce the node (Redis engine) as soon as they run, so its identity is fixed
     // first; with round-robin placement and port 0 the bound port is not known yet.
     crate::node::init(&cfg.node.name, addr.port());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let pin = cfg.runtime.pin_cpus && count <= cpus;
     let cfg = Arc::new(cfg);
     let main_mesh = MeshBuilder::<Frame, _>::full(count, cfg.runtime.lane_capacity.max(1));

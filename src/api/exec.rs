@@ -216,9 +216,8 @@ async fn legacy(shard: &ShardRef, body: &[u8]) -> Response {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Response::error(400, "empty body");
     }
-    let commands = match types::decode_legacy(body) {
-        Ok(c) => c,
-        Err(_) => return Response::error(400, "bad request"),
+    let Ok(commands) = types::decode_legacy(body) else {
+        return Response::error(400, "bad request");
     };
     let mut replies = Vec::with_capacity(commands.len());
     for cmd in commands {

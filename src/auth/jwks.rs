@@ -306,7 +306,7 @@ impl Drop for KeysFetch {
 /// The protected data stays consistent across a panic elsewhere (every critical
 /// section is a few assignments), so a poisoned lock is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 // ---- cache -----------------------------------------------------------------------

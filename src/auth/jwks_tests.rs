@@ -167,6 +167,7 @@ fn sign(alg: Algorithm, kid: Option<&str>, claims: &serde_json::Value) -> String
     format!("{message}.{signature}")
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "tests build a config and hand it over")]
 fn jwks_verifier(cfg: config::Token) -> TokenVerifier {
     TokenVerifier::new(&cfg, false).unwrap().with_jwks_timings(TEST_TIMINGS)
 }
@@ -200,6 +201,7 @@ fn connect(v: &TokenVerifier, jwt: &str) -> Result<ConnectionClaims, TokenError>
     }
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "asserts take what the call returned")]
 fn assert_invalid<T: std::fmt::Debug>(r: Result<T, TokenError>) {
     assert!(matches!(r, Err(TokenError::Invalid(_))), "expected Invalid, got {r:?}");
 }

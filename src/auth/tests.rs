@@ -44,6 +44,7 @@ fn hs256_raw(payload: &str) -> String {
     )
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "asserts take what the call returned")]
 fn assert_invalid<T: std::fmt::Debug>(r: Result<T, TokenError>) {
     assert!(matches!(r, Err(TokenError::Invalid(_))), "expected Invalid, got {r:?}");
 }
@@ -422,13 +423,9 @@ fn malformed_tokens_are_invalid() {
         assert_invalid(v.verify_connection(jwt, NOW));
     }
     // Payloads that verify but are not claim objects or have wrong claim types.
-    for payload in [
-        r#"[1]"#,
-        r#"{"sub":5}"#,
-        r#"{"exp":"soon"}"#,
-        r#"{"channels":"a"}"#,
-        r#"{"expire_at":1.5}"#,
-    ] {
+    for payload in
+        [r"[1]", r#"{"sub":5}"#, r#"{"exp":"soon"}"#, r#"{"channels":"a"}"#, r#"{"expire_at":1.5}"#]
+    {
         assert_invalid(v.verify_connection(&hs256_raw(payload), NOW));
     }
 }

@@ -15,6 +15,13 @@
 //! broker has ordered it (at once for memory; when it comes back through the broker's
 //! subscription on every node, this one included, for Redis and NATS).
 
+#![deny(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "bytes from the network are parsed here: a silent truncation is a bug"
+)]
+
 pub mod control;
 pub mod memory;
 pub mod nats;

@@ -298,10 +298,15 @@ impl Conns {
 
     /// Queues the last frames of a connection the server closes (the queue is dropped first:
     /// a closing client gets nothing it had not read) and wakes both its tasks.
-    pub fn close(&mut self, key: ConnKey, d: Disconnect, last: impl FnOnce(&Conn) -> Vec<Out>) {
+    pub fn close(
+        &mut self,
+        key: ConnKey,
+        d: Disconnect,
+        last: impl FnOnce(&Conn, &Disconnect) -> Vec<Out>,
+    ) {
         let Some(conn) = self.get_mut(key).filter(|c| c.closing.is_none()) else { return };
         conn.queue.clear();
-        for out in last(conn) {
+        for out in last(conn, &d) {
             conn.queue.push(out);
         }
         conn.closing = Some(d);

@@ -245,7 +245,7 @@ impl Clients<'_> {
         };
         if transport.emulation() {
             result.session = session_id(self.mesh.id(), self.conns.open_session(key));
-            result.node = crate::node::get().uid.clone();
+            result.node.clone_from(&crate::node::get().uid);
         } else if transport.unidirectional() {
             result.session = uuid::Uuid::new_v4().to_string();
         }

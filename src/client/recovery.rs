@@ -129,7 +129,7 @@ impl Clients<'_> {
             result.positioned = true;
             result.recoverable = flags.has(SubFlags::RECOVERABLE);
             result.offset = top.offset;
-            result.epoch = top.epoch.clone();
+            result.epoch.clone_from(&top.epoch);
             base = top.offset;
             if let Some(from) = recover {
                 result.was_recovering = true;
@@ -228,7 +228,7 @@ impl Clients<'_> {
                         if done.flags.has(SubFlags::DELTA) {
                             let json = !self.is_protobuf(key);
                             let pubs = std::mem::take(&mut result.publications);
-                            result.publications = delta::chain(pubs, json);
+                            result.publications = delta::chain(&pubs, json);
                         }
                         self.reply(key, id, &ReplyBody::Subscribe(result));
                     }

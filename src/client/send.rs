@@ -144,7 +144,7 @@ impl Clients<'_> {
     pub fn disconnect(&mut self, key: ConnKey, d: Disconnect) {
         self.drop_subscriptions(key);
         let uni_ws_push = !self.env.cfg.uni_websocket.disable_disconnect_push;
-        let frames = |conn: &crate::client::conn::Conn| {
+        let frames = |conn: &crate::client::conn::Conn, d: &Disconnect| {
             let mut last = Vec::with_capacity(2);
             // WebSocket carries the code in its close frame; the other transports (and uni
             // WebSocket, before its close frame, unless configured not to) get a `disconnect`
@@ -158,7 +158,7 @@ impl Clients<'_> {
                 let body = PushBody::Disconnect(d.clone());
                 last.push(match conn.encoding() {
                     Encoding::Protobuf => Out::binary(|buf| protobuf::encode_push("", &body, buf)),
-                    Encoding::Json => Out::json(|buf| json::encode_disconnect_push(&d, buf)),
+                    Encoding::Json => Out::json(|buf| json::encode_disconnect_push(d, buf)),
                     Encoding::JsonPush => Out::json(|buf| {
                         json::encode_push("", &body, json::PushFraming::Bare, buf);
                     }),
@@ -172,7 +172,7 @@ impl Clients<'_> {
             last.push(Out::Control(end));
             last
         };
-        self.conns.close(key, d.clone(), frames);
+        self.conns.close(key, d, frames);
     }
 
     /// Delivers a channel event to this shard's subscribers (`ShardMsg::Deliver`). A

@@ -110,7 +110,7 @@ impl Clients<'_> {
             .and_then(|c| c.session_mut())
             .and_then(|s| s.remove_sub(channel));
         let Some(sub) = removed else { return };
-        self.unsubscribed(key, sub);
+        self.unsubscribed(key, &sub);
         self.push(key, channel, &PushBody::Unsubscribe(codes::UNSUBSCRIBE_SERVER));
     }
 

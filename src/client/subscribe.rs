@@ -210,7 +210,7 @@ impl Clients<'_> {
             self.hub.mark_delta(&channel);
         }
         if !flags.needs_home() {
-            return self.await_registration(key, channel, id, result);
+            return self.await_registration(key, &channel, id, result);
         }
         let mut pending = PendingSub {
             reply: SubReply::Command(id),
@@ -368,13 +368,13 @@ impl Clients<'_> {
             .and_then(|c| c.session_mut())
             .and_then(|s| s.remove_sub(channel));
         if let Some(sub) = removed {
-            self.unsubscribed(key, sub);
+            self.unsubscribed(key, &sub);
         }
     }
 
     /// A subscription already removed from the session: leave the hub and tell the home shard
     /// about presence and leave.
-    pub(crate) fn unsubscribed(&mut self, key: ConnKey, sub: Sub) {
+    pub(crate) fn unsubscribed(&mut self, key: ConnKey, sub: &Sub) {
         if sub.flags.has(SubFlags::PRESENCE) || sub.flags.has(SubFlags::JOIN_LEAVE) {
             let info = match self.conns.get(key).and_then(|c| c.session()) {
                 Some(s) => s.info(sub.chan_info()),
@@ -509,7 +509,7 @@ impl Clients<'_> {
         };
         let subs = std::mem::take(&mut session.subs);
         for sub in subs {
-            self.unsubscribed(key, sub);
+            self.unsubscribed(key, &sub);
         }
     }
 
@@ -568,11 +568,11 @@ impl Clients<'_> {
     fn await_registration(
         &mut self,
         key: ConnKey,
-        channel: Arc<str>,
+        channel: &Arc<str>,
         id: u32,
         result: SubscribeResult,
     ) -> Step {
-        let ch = Arc::clone(&channel);
+        let ch = Arc::clone(channel);
         let resume: Resume = Box::new(move |c: &mut Clients<'_>, _| {
             c.complete_subscription(key, &ch, id, result);
             Step::Next
@@ -581,7 +581,7 @@ impl Clients<'_> {
         if let Some(c) = self.conns.get_mut(key) {
             c.busy = true;
         }
-        if self.hub.registered_or_wait(&channel, token) {
+        if self.hub.registered_or_wait(channel, token) {
             self.land(token);
         }
         Step::Wait

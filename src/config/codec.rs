@@ -125,7 +125,7 @@ impl Codec<Duration> for DisablableDuration {
     fn de<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let nanos = deserializer.deserialize_any(NanosVisitor)?;
         // Negative = disabled; the range check already happened in the visitor.
-        Ok(u64::try_from(nanos).map(Duration::from_nanos).unwrap_or(Duration::ZERO))
+        Ok(u64::try_from(nanos).map_or(Duration::ZERO, Duration::from_nanos))
     }
     fn ser<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
         GoDuration::ser(value, serializer)

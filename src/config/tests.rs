@@ -13,8 +13,7 @@ pub(crate) fn temp_path(ext: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     std::env::temp_dir().join(format!("rotor-config-test-{}-{n}-{nanos}.{ext}", std::process::id()))
 }
 

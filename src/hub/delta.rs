@@ -44,7 +44,7 @@ pub fn publication(p: &Publication, patch: Option<&[u8]>, json: bool) -> Option<
 
 /// Recovered publications of a delta subscription's reply: the first full, each next one a
 /// patch against the one before when that is eligible and smaller.
-pub fn chain(pubs: Vec<Publication>, json: bool) -> Vec<Publication> {
+pub fn chain(pubs: &[Publication], json: bool) -> Vec<Publication> {
     let mut out = Vec::with_capacity(pubs.len());
     for (i, p) in pubs.iter().enumerate() {
         let d = match i.checked_sub(1).map(|j| &pubs[j]) {
@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn a_recovered_chain_starts_full_and_patches_eligible_successors() {
         let pubs = vec![p(&big(1), true), p(&big(2), true), p(&big(3), false), p(&big(4), true)];
-        let out = chain(pubs.clone(), true);
+        let out = chain(&pubs, true);
         assert_eq!(out.iter().map(|p| p.delta).collect::<Vec<_>>(), [false, true, false, true]);
         // Rebuild what an SDK would hold after each one.
         let mut held: Vec<u8> = Vec::new();

@@ -13,6 +13,8 @@ const DIGITS: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmno
 
 /// Window of the rolling hash; matches shorter than this are never looked for.
 const WINDOW: usize = 16;
+/// [`WINDOW`] for the rolling hash's arithmetic.
+const WINDOW_U32: u32 = 16;
 
 /// Why a delta could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,14 +82,16 @@ impl Rolling {
         let (mut a, mut b) = (0u32, 0u32);
         for (i, &x) in window.iter().enumerate() {
             a = a.wrapping_add(u32::from(x));
-            b = b.wrapping_add((WINDOW - i) as u32 * u32::from(x));
+            // At most WINDOW (16): always fits.
+            let weight = u32::try_from(WINDOW - i).unwrap_or(WINDOW_U32);
+            b = b.wrapping_add(weight * u32::from(x));
         }
         Rolling { a, b }
     }
 
     fn roll(&mut self, out: u8, inp: u8) {
         self.a = self.a.wrapping_sub(u32::from(out)).wrapping_add(u32::from(inp));
-        self.b = self.b.wrapping_sub(WINDOW as u32 * u32::from(out)).wrapping_add(self.a);
+        self.b = self.b.wrapping_sub(WINDOW_U32 * u32::from(out)).wrapping_add(self.a);
     }
 
     fn value(self) -> u32 {
@@ -260,7 +264,7 @@ mod tests {
     #[test]
     fn a_small_change_to_a_large_document_is_a_small_delta() {
         let a: Vec<u8> = (0..4000)
-            .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36] ^ (i / 36) as u8)
+            .map(|i: usize| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36] ^ (i / 36).to_le_bytes()[0])
             .collect();
         let mut b = a.clone();
         b[2000] ^= 0x55;
@@ -291,7 +295,7 @@ mod tests {
         let cases: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
         assert!(cases.len() >= 3);
         let bytes = |v: &serde_json::Value| -> Vec<u8> {
-            v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u8).collect()
+            v.as_array().unwrap().iter().map(|x| u8::try_from(x.as_u64().unwrap()).unwrap()).collect()
         };
         for c in &cases {
             let (a, b, d) = (bytes(&c["a"]), bytes(&c["b"]), bytes(&c["d"]));

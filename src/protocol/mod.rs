@@ -9,6 +9,13 @@
 //! Semantic checks (id rules, empty channel → 3501, unknown `delta` → 3501, …) belong to the
 //! caller; this module only reports what the client sent.
 
+#![deny(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "bytes from the network are parsed here: a silent truncation is a bug"
+)]
+
 use std::borrow::Cow;
 
 use bytes::Bytes;
@@ -18,7 +25,7 @@ pub mod fossil;
 mod frame;
 pub mod json;
 /// Generated Protobuf messages of the client protocol (`proto/client.proto`, prost).
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, missing_docs, reason = "generated code")]
 pub mod pb;
 pub mod protobuf;
 

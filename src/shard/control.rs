@@ -37,18 +37,18 @@ impl Shard {
         &mut self,
         op: String,
         data: bytes::Bytes,
-        to_node: Option<String>,
+        to_node: Option<&str>,
         to: ReplyTo,
     ) -> Option<Answer> {
         let now = self.env.clock.now();
         let mut waiting: HashSet<String> =
             self.nodes.alive(now).into_iter().map(|n| n.uid).collect();
-        if let Some(node) = &to_node {
+        if let Some(node) = to_node {
             // A node this one has not heard from: nobody to forward to.
             if !waiting.contains(node) {
                 return Some(Answer::Failed);
             }
-            waiting = HashSet::from([node.clone()]);
+            waiting = HashSet::from([node.to_owned()]);
         }
         if waiting.is_empty() || !self.engine.connects_nodes() {
             return Some(Answer::Survey(Vec::new()));
@@ -56,7 +56,7 @@ impl Shard {
         let id = self.surveys.open(to, waiting, now);
         let uid = &crate::node::get().uid;
         let request = control::survey_request(uid, control::SurveyRequest { id, op, data });
-        match &to_node {
+        match to_node {
             Some(node) => self.engine.broker().publish_to_node(node, &request),
             None => self.engine.broker().publish_control(&request),
         }

@@ -238,13 +238,13 @@ impl Mesh {
             if spill.queue.is_empty() && !spill.in_flight {
                 if let Some(senders) = &self.senders[lane as usize] {
                     match senders.try_send_to(to.index(), frame) {
-                        Ok(()) => return,
                         Err(GlommioError::WouldBlock(ResourceType::Channel(back))) => frame = back,
                         Err(GlommioError::Closed(ResourceType::Channel(back))) => {
                             drop(spill);
                             return self.undeliverable(back.msg);
                         }
-                        Err(_) => return,
+                        // Sent (or an error no channel reports).
+                        _ => return,
                     }
                 }
             }

@@ -287,10 +287,12 @@ impl Shard {
             ),
             Call::CountClients => Answer::Counts(Box::new(self.counts())),
             Call::ListNodes => Answer::Nodes(self.nodes.alive(self.env.clock.now())),
-            Call::Survey { op, data, to_node } => match self.start_survey(op, data, to_node, to) {
-                Some(answer) => answer,
-                None => return,
-            },
+            Call::Survey { op, data, to_node } => {
+                match self.start_survey(op, data, to_node.as_deref(), to) {
+                    Some(answer) => answer,
+                    None => return,
+                }
+            }
             Call::ApplyToConns(op) => {
                 self.clients().conns_op(*op);
                 Answer::Done
@@ -330,7 +332,7 @@ impl Shard {
                     let answer = Box::new(Answer::Channel(reply));
                     self.mesh.send(to.lane, to.origin, ShardMsg::Answer { req: to.req, answer });
                 }
-                Effect::Emit(channel, event) => self.emit(&channel, event),
+                Effect::Emit(channel, event) => self.emit(&channel, &event),
                 Effect::Ack(shard, generation, channel) => {
                     let msg = ShardMsg::InterestAcked { channel, generation };
                     self.mesh.send(Lane::Reply, shard, msg);
@@ -345,7 +347,7 @@ impl Shard {
     }
 
     /// Hands an event to every shard with subscribers of a channel homed here.
-    fn emit(&mut self, channel: &Arc<str>, event: Event) {
+    fn emit(&mut self, channel: &Arc<str>, event: &Event) {
         let Some(targets) = self.home.interested(channel) else { return };
         for shard in targets.iter() {
             let msg = ShardMsg::Deliver { channel: Arc::clone(channel), event: event.clone() };

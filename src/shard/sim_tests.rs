@@ -391,7 +391,9 @@ impl Sim {
     fn drain_and_check(&mut self) -> Result<(), TestCaseError> {
         self.drain()?;
         for shard in &self.shards {
-            shard.borrow_mut().with_clients(|c| c.check_positions());
+            shard.borrow_mut().with_clients(|c| {
+                c.check_positions();
+            });
         }
         self.drain()?;
         for (client, c) in self.clients.iter().enumerate() {

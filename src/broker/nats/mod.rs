@@ -380,9 +380,8 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Op>, ParseError> {
     let op = match verb.as_str() {
         "MSG" => {
             let args: Vec<&str> = words.collect();
-            let (sid, n) = match args.as_slice() {
-                [_, sid, n] | [_, sid, _, n] => (sid, n),
-                _ => return Err(ParseError(line)),
+            let ([_, sid, n] | [_, sid, _, n]) = args.as_slice() else {
+                return Err(ParseError(line));
             };
             let sid: u64 = sid.parse().map_err(|_| ParseError(line.clone()))?;
             let n: usize = n.parse().map_err(|_| ParseError(line.clone()))?;
