@@ -264,7 +264,9 @@ mod tests {
     #[test]
     fn a_small_change_to_a_large_document_is_a_small_delta() {
         let a: Vec<u8> = (0..4000)
-            .map(|i: usize| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36] ^ (i / 36).to_le_bytes()[0])
+            .map(|i: usize| {
+                b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36] ^ (i / 36).to_le_bytes()[0]
+            })
             .collect();
         let mut b = a.clone();
         b[2000] ^= 0x55;
@@ -295,7 +297,11 @@ mod tests {
         let cases: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
         assert!(cases.len() >= 3);
         let bytes = |v: &serde_json::Value| -> Vec<u8> {
-            v.as_array().unwrap().iter().map(|x| u8::try_from(x.as_u64().unwrap()).unwrap()).collect()
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| u8::try_from(x.as_u64().unwrap()).unwrap())
+                .collect()
         };
         for c in &cases {
             let (a, b, d) = (bytes(&c["a"]), bytes(&c["b"]), bytes(&c["d"]));

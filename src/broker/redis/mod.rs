@@ -216,8 +216,11 @@ fn cluster_slots(seed: &Address, timeout: Duration) -> Result<Topology, String> 
                 masters.len() - 1
             }
         };
+        let index = u16::try_from(index).map_err(|_| "too many masters".to_owned())?;
         for slot in start..=end.min(16383) {
-            slots[slot as usize] = index as u16;
+            if let Some(s) = usize::try_from(slot).ok().and_then(|s| slots.get_mut(s)) {
+                *s = index;
+            }
         }
     }
     if masters.is_empty() || slots.contains(&u16::MAX) {
@@ -664,6 +667,12 @@ pub struct Redis {
 
 /// Jump consistent hash (Lamping & Veach) of the channel's 64-bit FNV-1a: the index of the
 /// Redis server that keeps a channel, the same one Centrifugo picks.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss,
+    reason = "the jump hash is defined in float arithmetic; its result is below `servers`"
+)]
 pub fn server_index(channel: &str, servers: usize) -> usize {
     let mut key = channel.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
