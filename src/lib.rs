@@ -1,18 +1,19 @@
 //! Rotor: a thread-per-core, Centrifugo-compatible real-time messaging server.
 //!
-//! # Shards and ownership
+//! # Shards and what they own
 //!
-//! Every shard is one glommio executor (io_uring) on one core. A shard owns the connections it
-//! accepted and never shares them; other shards reach its state only through one message type,
-//! [`shard::msg::ShardMsg`], sent over bounded lock-free single-producer rings (glommio channel
-//! meshes: a *main* lane and a *reply* lane, so answers never queue behind fan-out).
+//! Every shard is one glommio executor (io_uring) on one core: a [`shard::Shard`] built from
+//! parts that each own their state. Other shards reach a part only by message
+//! ([`shard::msg::ShardMsg`], stamped with its target in a [`shard::msg::Frame`]) over bounded
+//! lock-free rings: a *main* lane and a *reply* lane, so answers never queue behind fan-out.
 //!
-//! | State | Owner |
+//! | State | Owner (module) |
 //! |---|---|
-//! | a connection, its session, its outbound queue | the shard that accepted it |
-//! | channel → local subscribers ([`hub::Hub`]) | every shard, for its own connections |
-//! | a channel's interest set (which shards have subscribers), stream position, history, presence, idempotency keys | the channel's **home shard**, `fnv1a(name) % shards` ([`shard::id::home_of`]) |
-//! | a user's connection count (`client.user_connection_limit`) | the user's home shard, same hash |
+//! | a connection, its session, outbound queue, timers, commands in flight | the shard that accepted it ([`client`]: `conn`, `queue`, `session`, `flight`) |
+//! | channel → local subscribers, registration with the home shard | every shard, for its own connections ([`hub`]) |
+//! | a channel's interest set, this node's presence entries; a user's connection count | the channel's (user's) **home shard**, `fnv1a(name) % shards` ([`shard::id::home_of`], [`channel::home`]) |
+//! | a channel's stream, history, idempotency results | the home shard's broker ([`broker::memory`]), or Redis ([`broker::redis`]) |
+//! | lanes to other shards, spill queues, parked requests | the shard's mesh ([`shard::mesh`]) |
 //! | configuration | an immutable `Arc<Config>` cloned into every shard |
 //! | payloads that cross cores | immutable `Arc<Publication>` (one allocation for all shards) |
 //!
@@ -22,69 +23,102 @@
 //!
 //! # Life of a publication
 //!
-//! 1. A backend POSTs `/api/publish` on a connection that shard A owns. [`server`] parses the head
-//!    with httparse, reads the body, and [`api`] checks the API key and decodes the request.
-//! 2. A validates the channel against the namespaces ([`channel`]) and calls `Shard::call_home`
-//!    with a `Call::Publish`: the request is parked in A's pending table (its id carries a
-//!    generation, so a late answer never reaches a newer request) and sent to the channel's home
-//!    shard H (handled inline when H = A).
-//! 3. H applies `idempotency_key` and `version`, then orders the publication: with history on,
-//!    the memory engine ([`broker::memory`]) assigns the next offset in the channel's epoch and
-//!    keeps it in the history ring. H answers `Answer::Published` on the reply lane; A resumes the
-//!    HTTP request and writes `{"result":{...}}`.
+//! A backend POSTs `/api/publish` on a connection that shard A owns; the channel's home is H;
+//! its subscribers sit on B and C.
 //!
-//!    With the Redis engine ([`broker::redis`], several nodes), H instead queues one script call
-//!    on its pipelined Redis connection: the script appends to the channel's Redis stream and
-//!    PUBLISHes `__p1:<offset>:<epoch>__<protobuf>` on `<prefix>.client.<channel>`. H answers
-//!    when the script's reply comes (or at once with a temporary error when Redis is down).
-//!    Every node whose shards have subscribers has that channel's home shard subscribed over its
-//!    own PUB/SUB connection, H of this node included; the message arrives there and continues
-//!    at step 4, the same code path as the memory engine.
-//! 4. H sends one `ShardMsg::Deliver` carrying the same `Event::Pub(Arc<Publication>)` to every
-//!    shard in the channel's interest set (itself included, inline). Interest is kept by
-//!    `Interest` messages that shards send on their first local subscribe and last local
-//!    unsubscribe of a channel. Join and leave events travel the same way.
-//! 5. Each receiving shard encodes the push once per encoding its subscribers need (JSON
-//!    `{"push":{"channel":..,"pub":{..}}}`, Protobuf, or the bare push of unidirectional
-//!    transports), builds the whole unmasked WebSocket frame once, and queues that shared frame
-//!    on every local subscriber, each queue bounded in bytes by `client.queue_max_size`
-//!    (overflow → disconnect 3008 slow). Queuing wakes the connection's writer task. In a
-//!    channel with delta subscribers the shard also computes one fossil patch against the
-//!    previous publication it delivered ([`client::delta`]) and shares those frames the same
-//!    way.
-//! 6. The pump handles every message already waiting in a lane before yielding, so writers run
-//!    once per burst: a writer takes its whole queue and writes it with a single call. On
-//!    WebSocket consecutive frames merge into one frame (newline-joined JSON); HTTP-streaming
-//!    and SSE connections take the payloads behind the frame headers and frame them as lines or
-//!    events in one chunk ([`transport::stream`]). A lone WebSocket frame is written as is,
-//!    without a copy.
+//! 1. `server::serve_connection` parses the head with httparse ([`http::parse_head`]), reads
+//!    the body, and `server::route` calls [`api::exec::handle_http`], which checks the API key
+//!    ([`api::exec::authorized`]) and runs [`api::exec::publish`]: `start_publish` validates the
+//!    channel against the namespaces ([`channel::Namespaces::resolve`]) and the data format,
+//!    builds a [`broker::PublishCall`] and sends `Call::Publish` with
+//!    [`shard::Shard::call_home`]. The mesh parks the request (`Mesh::call_for_task`: its id
+//!    carries a generation, so a late answer never reaches a newer request) and sends it to H
+//!    (queued on A itself when H = A). The API task awaits [`shard::PendingAnswer`].
+//! 2. H's pump (`shard::mesh::pump`) hands the frame to [`shard::Shard::receive`];
+//!    `Shard::serve` gives the call to the home part, [`channel::home::Home::publish`], which
+//!    hands it to the engine's broker ([`broker::Broker::publish`]). The memory broker
+//!    (`Memory::publish`) applies `idempotency_key` and `version`, appends to the channel's
+//!    stream ([`broker::stream::Stream::append`]: next offset in the epoch) and leaves two
+//!    effects in the [`broker::Outbox`]: `Effect::Emit` (the publication) and then
+//!    `Effect::Answer`. `Shard::flush_effects` sends one `ShardMsg::Deliver` to every shard in
+//!    the channel's interest set (`Shard::emit`) and the answer to A on the reply lane.
 //!
-//! # Life of a subscription that needs the home shard
+//!    With Redis ([`broker::redis`]) the broker instead queues one script call on H's pipelined
+//!    command link: the script appends to the channel's Redis stream and PUBLISHes
+//!    `__p1:<offset>:<epoch>__<protobuf>` on `<prefix>.client.<channel>`. The link task hands
+//!    the reply to `Shard::redis_reply` (→ `Effect::Answer`), and the message, which comes back
+//!    on every node's PUB/SUB link (H's included), to `Shard::redis_incoming` (→
+//!    `Effect::Emit`): from there it is the same path as the memory broker.
+//! 3. A's pump delivers the answer: `Mesh::answered` stores it and wakes the API task, which
+//!    writes `{"result":{...}}`.
+//! 4. B and C each get the `Deliver`: `Shard::receive` → [`client::Clients::deliver`].
+//!    `Hub::observe` first checks the offset (a gap means a delivery to this shard was lost:
+//!    `Clients::insufficient_state` sends its positioned subscribers to recovery), then
+//!    [`hub::fanout::deliver`] encodes the push once per encoding its subscribers need
+//!    ([`hub::encode::event_out`]; patches once per publication in a channel with delta
+//!    subscribers, [`hub::delta`]), builds the whole unmasked WebSocket frame once, and queues
+//!    that shared frame on every subscriber (`Conns::enqueue_as`), each queue bounded by
+//!    `client.queue_max_size` (a refusal closes with 3008 slow, after the loop).
+//! 5. Queuing wakes the connection's writer (`server::conn::write_loop`). The pump handles
+//!    every frame already in a lane before yielding, so writers run once per burst: a writer
+//!    takes its whole queue (`Conn::take_batch`) and writes it with a single call. On WebSocket
+//!    consecutive frames merge into one frame (newline-joined JSON); HTTP-streaming and SSE
+//!    connections frame the payloads as lines or events ([`transport::stream`]).
 //!
-//! Presence, join/leave and stream positions (positioning, recovery) live on the home shard, so
-//! such a subscribe asks it once (`Call::Subscribe`), after the `Interest` message on the same
-//! lane. Until the answer comes, the subscriber's shard keeps the channel's events for it in the
-//! hub. The answer travels on the main lane, behind every delivery H already sent to that shard,
-//! so each publication up to the reported offset has arrived first. The shard then writes the
-//! subscribe reply (recovered publications inside), and hands over the kept events with offsets
-//! above what the reply covered: nothing is lost or doubled. A shard that finds itself behind
-//! a reported offset, or sees an offset gap, lost a delivery: its positioned subscribers get
-//! unsubscribe 2500 (disconnect 3010 for server-side ones) and recover. The periodic position
-//! check (`client.channel_position_check_delay`) asks the same question for quiet channels.
-//! `shard::sim_tests` checks all of this against a model under random interleavings. With Redis,
-//! H holds both the interest acknowledgement and the position read until Redis confirms the
-//! PUB/SUB subscription, so no publication can fall between the read and the subscription.
+//! # Life of a subscribe with recovery
 //!
-//! Cross-shard sends never wait: a full lane spills into a per-peer FIFO that a forwarder task
-//! drains in order; past `shard::SPILL_MAX` queued messages deliveries are dropped and counted
-//! (clients recover by offset), requests are still queued.
+//! 1. `server::read_loop` decodes a frame ([`protocol::json::decode_frame`]) and
+//!    `server::conn::handle_commands` hands each command to
+//!    [`shard::Shard::client_command`] → [`client::Clients::command`] → `Clients::subscribe`:
+//!    token and permission checks, the subscription's flags (`client::subscribe::sub_flags`),
+//!    `Clients::add_sub` (the first local subscriber of the channel sends `ShardMsg::Interest` to
+//!    H), and `Clients::subscribe_at_home`, which makes the hub keep the channel's events for
+//!    this subscriber (`Hub::start_buffering`) and builds a [`broker::SubscribeCall`] with the
+//!    history to read (`client::recovery::recover_from`, `Clients::recovery_query`).
+//!    `Clients::ask_home` sends it and opens a flight ([`client::flight`]): the command's
+//!    connection, the answer it waits for, and the closure that resumes it. The command
+//!    returns `Step::Wait`; the reader takes no further command until the connection is idle
+//!    again (`Shard::poll_idle`).
+//! 2. On H, `Home::interest` records B and asks the broker to receive the channel
+//!    ([`broker::Broker::want`]; Redis acknowledges only once its SUBSCRIBE is confirmed).
+//!    `Home::subscribe` lets a positioned subscribe pass the broker's gate
+//!    ([`broker::Broker::gate`]: with Redis it waits until this node receives the channel, so
+//!    no publication falls between the read and the subscription), then
+//!    `Home::subscribe_open` adds presence, emits the join and reads the position and the
+//!    publications to recover ([`broker::Broker::read_position`]). The answer goes back on the
+//!    main lane, behind every delivery H already sent to B.
+//! 3. On B, `Mesh::answered` hands the answer to the flight (`Clients::answered`), which resumes
+//!    `Clients::finish_subscribe`: `Clients::settle` decides the result (recovered, not, or
+//!    error 112 when the client asked for it), the reply is queued, and `Clients::go_live` makes
+//!    the subscriber live and hands over the events kept meanwhile with offsets above what the
+//!    reply covered: nothing is lost or doubled. The flight ends, the connection is idle, the
+//!    reader takes the next command.
 //!
-//! # Modules
+//! A shard that finds itself behind a reported offset, or sees an offset gap, lost a delivery:
+//! its positioned subscribers get unsubscribe 2500 (disconnect 3010 for server-side ones) and
+//! recover. The periodic position check (`Clients::check_positions`, every
+//! `client.channel_position_check_delay`) asks the same question for quiet channels.
+//! `shard::sim_tests` checks all of this against a model under random interleavings.
+//!
+//! # Waiting
+//!
+//! A command never blocks its shard: anything it waits for (another shard, a broker through
+//! its home shard, a JWKS key fetch, an interest acknowledgement) makes it a flight that
+//! resumes on its connection's shard. Cross-shard sends never wait either: a full lane spills
+//! into a per-peer FIFO drained in order by a forwarder task; past `shard::mesh::SPILL_MAX`
+//! queued frames deliveries are dropped and counted (clients recover by offset) and requests
+//! fail at once with a temporary error. A message a shard sends to itself is handled right
+//! after the handler that sent it (`Shard::settle`), never inside it.
+//!
+//! # Layers
 //!
 //! Sans-IO (no sockets, testable without a reactor): [`protocol`], [`http`],
-//! [`transport::websocket`], [`hub`], [`broker`] (except `broker::redis::io`), [`channel`],
-//! [`auth`], [`config`], and the state machines in [`client`] and [`shard`]. Glommio lives in
-//! [`server`], [`runtime`] and `broker::redis::io`.
+//! [`transport::websocket`], [`hub`], [`broker`] (except `broker::redis::io` and
+//! `broker::nats::io`), [`channel`], [`client`], [`auth`] (key fetches run on a thread of
+//! their own), [`config`], [`clock`], and the parts of [`shard`]. glommio lives in [`server`],
+//! [`runtime`], `shard::mesh` (lanes, pump, forwarder), the broker link tasks, and the control
+//! task of [`api::query`]. No file imports another in a cycle (`scripts/module-cycles.py`
+//! checks it in the test command).
 
 pub mod api;
 pub mod auth;

@@ -3,7 +3,7 @@
 //!
 //! Owns: that state for the channels homed on this shard. Publish order is simply the order in
 //! which the home shard calls [`Broker::publish`], so there is no locking. A publication is
-//! delivered the moment it is ordered ([`Effect::Emit`] before the answer), the same path a Redis
+//! delivered the moment it is ordered (`Effect::Emit` before the answer), the same path a Redis
 //! or NATS publication takes when it comes back through their subscription.
 //!
 //! Must not: know about connections or other shards, or read a clock (time is passed in).

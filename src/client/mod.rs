@@ -2,9 +2,9 @@
 //!
 //! Owns, through its submodules: the connection table with each connection's session, outbound
 //! queue and timers ([`conn`], [`queue`], [`session`], [`lifecycle`]), the commands in flight
-//! ([`flight`]), and every client command (`connect`, `subscribe`, `publish`, … in [`connect`],
+//! ([`flight`]), and every client command (`connect`, `subscribe`, `publish`, … in `connect`,
 //! [`subscribe`], [`recovery`], [`query`], [`command`]), server-side operations on connections
-//! ([`server_ops`]) and emulated sessions ([`emulation`]).
+//! (`server_ops`) and emulated sessions ([`emulation`]).
 //!
 //! Handlers are methods of [`Clients`], a view that borrows only the parts a command touches:
 //! the connections, the hub, the mesh (to ask other shards, home shards included: a command
