@@ -1,6 +1,7 @@
 //! How single config values are read from and written to the generic value tree: the
 //! `Section` plumbing used by every config struct, plus codecs for Go durations and ports.
-//! Owns value conversion only; it must not know which keys exist (that is `mod.rs`).
+//! Owns value conversion only; it must not know which keys exist (those are the section
+//! files: `client.rs`, `channel.rs`, `transport.rs`, `engine.rs`, `server.rs`).
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Number, Value};
 
+use super::channel::ChannelOptions;
 use super::unsupported::unsupported_patterns;
-use super::{ChannelOptions, Config, ConfigError};
+use super::{Config, ConfigError};
 
 /// Prefixes in increasing priority: a `ROTOR_` variable wins over the `CENTRIFUGO_` one.
 const PREFIXES: [&str; 2] = ["CENTRIFUGO_", "ROTOR_"];

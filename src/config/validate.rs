@@ -4,7 +4,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{ChannelOptions, Config, ConfigError, Token};
+use super::channel::ChannelOptions;
+use super::client::Token;
+use super::engine::Redis;
+use super::{Config, ConfigError};
 
 /// Hard cap on shards: shard ids travel as small integers and per-shard meshes are O(n²).
 pub const SHARDS_MAX: usize = 256;
@@ -268,7 +271,7 @@ fn check_options(
     check_data_format(&key("publication_data_format"), &options.publication_data_format)
 }
 
-fn check_redis(path: &str, redis: &super::Redis) -> Result<(), ConfigError> {
+fn check_redis(path: &str, redis: &Redis) -> Result<(), ConfigError> {
     if redis.address.is_empty() {
         return Err(invalid(format!("{path}.address"), "needs at least one address"));
     }
