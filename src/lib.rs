@@ -82,9 +82,10 @@
 //! # Modules
 //!
 //! Sans-IO (no sockets, testable without a reactor): [`protocol`], [`http`],
-//! [`transport::websocket`], [`hub`], [`broker`] (except `broker::redis::io`), [`channel`],
+//! [`transport::websocket`], [`hub`], [`broker`] (except its sockets: `broker::redis::io`,
+//! Redis Cluster discovery in `broker::redis::topology`, and `broker::nats::io`), [`channel`],
 //! [`auth`], [`config`], and the state machines in [`client`] and [`shard`]. Glommio lives in
-//! [`server`], [`runtime`] and `broker::redis::io`.
+//! [`server`], [`runtime`] and those broker sockets.
 
 pub mod api;
 pub mod auth;

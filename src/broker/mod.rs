@@ -13,10 +13,21 @@ use std::time::Duration;
 
 use crate::protocol::ClientInfo;
 use crate::shard::id::ShardId;
-use crate::shard::msg::{Answer, PublishCall, SubscribeCall};
+use crate::shard::msg::{Answer, Lane, PublishCall, RequestId, SubscribeCall};
 
 pub use memory::{HistoryPolicy, HistoryQuery};
-pub use redis::ReplyTo;
+
+/// Where a broker's answer goes once its server replied: the parked request on the asking shard
+/// and the lane it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTo {
+    /// The asking shard.
+    pub origin: ShardId,
+    /// Its parked request.
+    pub req: RequestId,
+    /// Subscribe and position answers travel on the main lane, behind deliveries.
+    pub lane: Lane,
+}
 
 /// What a positioned subscription may do next.
 #[derive(Debug)]

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use redis_protocol::resp2::types::BytesFrame;
 
-use crate::broker::redis::{self, Incoming, Parse, ReplyTo, Then};
-use crate::broker::{nats, Broker, Gate};
+use crate::broker::redis::{self, Incoming, Parse, Then};
+use crate::broker::{nats, Broker, Gate, ReplyTo};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call, Lane, ShardMsg, SubscribeCall};
 use crate::shard::Shard;
@@ -251,7 +251,10 @@ impl Shard {
         // The control channel lives on the first server, as with Centrifugo.
         let control = self.id.0 == 0 && server == 0;
         let extra = if control {
-            vec![settings.control_channel(), settings.node_channel(&crate::node::get().uid)]
+            vec![
+                settings.keys.control_channel(),
+                settings.keys.node_channel(&crate::node::get().uid),
+            ]
         } else {
             Vec::new()
         };

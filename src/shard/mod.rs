@@ -343,7 +343,7 @@ impl Shard {
                     Lane::Reply
                 };
                 let answer = if self.engine_serves(&call) {
-                    let to = crate::broker::redis::ReplyTo { origin, req, lane };
+                    let to = crate::broker::ReplyTo { origin, req, lane };
                     self.serve_engine(*call, to)
                 } else {
                     Some(self.serve_now(*call))

@@ -12,7 +12,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::broker::control::{self, Received, SurveyRequest, SurveyResponse};
-use crate::broker::redis::ReplyTo;
+use crate::broker::ReplyTo;
 use crate::shard::msg::{Answer, ShardMsg};
 use crate::shard::Shard;
 

@@ -23,8 +23,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::broker::memory::{HistoryError, HistoryPolicy, HistoryQuery};
-use crate::broker::redis::ReplyTo;
-use crate::broker::Gate;
+use crate::broker::{Gate, ReplyTo};
 use crate::protocol::protobuf::{self, BrokerPush};
 use crate::protocol::{ClientInfo, Publication};
 use crate::shard::id::ShardId;
