@@ -204,10 +204,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     let engines = cfg.engines().map_err(|e| RunError::Config(e.to_string()))?;
     let redis = match engines.redis {
         Some((_, section)) => {
-            let mut settings = redis::Settings::from_config(section).map_err(RunError::Config)?;
-            if !section.cluster_address.is_empty() {
-                redis::discover_cluster(&mut settings, section).map_err(RunError::Io)?;
-            }
+            // A cluster's masters and slots are read by each shard as it starts (start_redis).
+            let settings = redis::Settings::from_config(section).map_err(RunError::Config)?;
             let roles = (engines.broker == config::BrokerKind::Redis, engines.redis_presence);
             Some((Arc::new(settings), roles))
         }
@@ -291,7 +289,10 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                     }
                 }
                 if let Some((settings, (broker, presence))) = redis {
-                    start_redis(&shard, settings, broker, presence).await;
+                    if let Err(e) = start_redis(&shard, settings, broker, presence).await {
+                        let _ = boot_tx.send(Boot::Failed(id, e));
+                        return;
+                    }
                 }
                 if let Some(settings) = nats {
                     start_nats(&shard, settings).await;
@@ -339,15 +340,19 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     Ok(Running { addr, heartbeats, controls, handles })
 }
 
-/// Connects a shard's Redis links (waiting a bounded time so a node that says it listens can
-/// publish) and, on shard 0, starts the node announcements.
+/// Reads the shard's Redis topology (a cluster's masters and slots), connects its links
+/// (waiting a bounded time so a node that says it listens can publish) and, on shard 0, starts
+/// the node announcements. Fails only when the topology cannot be read: the shard then cannot
+/// tell which server keeps a channel.
 async fn start_redis(
     shard: &ShardRef,
     settings: Arc<redis::Settings>,
     broker: bool,
     presence: bool,
-) {
-    let engine = redis::Redis::new(Arc::clone(&settings), broker, presence);
+) -> Result<(), String> {
+    let topology = redis::Topology::discover(&settings).await?;
+    let addresses = topology.addresses.clone();
+    let engine = redis::Redis::new(Arc::clone(&settings), topology, broker, presence);
     shard.borrow_mut().engine().set_redis(engine);
     // A presence-only Redis needs no PUB/SUB connection.
     let roles: &[redis::io::Role] = if broker {
@@ -355,9 +360,10 @@ async fn start_redis(
     } else {
         &[redis::io::Role::Commands]
     };
-    for server in 0..settings.addresses.len() {
+    for (server, address) in addresses.into_iter().enumerate() {
         for &role in roles {
-            let link = redis::io::run(shard.clone(), Arc::clone(&settings), role, server);
+            let link =
+                redis::io::run(shard.clone(), Arc::clone(&settings), role, server, address.clone());
             glommio::spawn_local(link).detach();
         }
     }
@@ -369,6 +375,7 @@ async fn start_redis(
     if broker && shard.borrow().id().0 == 0 {
         glommio::spawn_local(crate::api::query::control_loop(shard.clone())).detach();
     }
+    Ok(())
 }
 
 /// Connects a shard's NATS broker (waiting a bounded time) and, on shard 0, starts the node

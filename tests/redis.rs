@@ -489,6 +489,50 @@ fn cluster_round_trip(sharded: bool) {
     assert_eq!(h["result"]["publications"].as_array().map(Vec::len), Some(1), "{h}");
 }
 
+/// Each shard reads the cluster's slots as it starts; a seed that is no cluster must stop the
+/// whole server, with the reason, instead of leaving it up without a slot map.
+#[test]
+fn a_cluster_seed_that_is_not_a_cluster_stops_the_start() {
+    let redis = Redis::start();
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({"engine": {"type": "redis", "redis": {
+            "cluster_address": [format!("127.0.0.1:{}", redis.port)]}}}),
+    );
+    let path =
+        std::env::temp_dir().join(format!("rotor-test-{}-not-a-cluster.json", std::process::id()));
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rotor");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rotor started on a seed that is no cluster");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = std::fs::remove_file(&path);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("engine.redis.cluster_address: cannot read the cluster's slots (")
+            && stderr.contains("not a cluster"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn api_channels_counts_subscribers_on_every_node() {
     let redis = Redis::start();

@@ -191,7 +191,10 @@ impl Engine {
         let Some(r) = self.redis.as_mut() else { return };
         let settings = Arc::clone(&r.settings);
         let extra = if control && server == 0 {
-            vec![settings.control_channel(), settings.node_channel(&crate::node::get().uid)]
+            vec![
+                settings.keys.control_channel(),
+                settings.keys.node_channel(&crate::node::get().uid),
+            ]
         } else {
             Vec::new()
         };

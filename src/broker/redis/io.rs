@@ -20,7 +20,10 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
 use glommio::net::TcpStream;
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::{encode_command, encode_setup, scripts, Address, Sentinel, Settings};
+use super::link::{encode_command, encode_setup};
+use super::reply::string_of;
+use super::scripts;
+use super::settings::{Address, Sentinel, Settings};
 use crate::shard::ShardRef;
 
 /// Which of the shard's two links a task drives.
@@ -32,15 +35,23 @@ pub enum Role {
     PubSub,
 }
 
-/// Keeps one link of a shard connected until shutdown.
-pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role, server: usize) {
+/// Keeps one link of a shard connected until shutdown. `server` numbers the shard's engine's
+/// servers; `address` is where that server is (or, under Sentinel, the credentials to use with
+/// the master the Sentinels name).
+pub async fn run(
+    shard: ShardRef,
+    settings: Arc<Settings>,
+    role: Role,
+    server: usize,
+    address: Address,
+) {
     let mut backoff = crate::broker::Backoff::new();
     let mut logged = false;
     loop {
         if shard.borrow().shutting_down() {
             return;
         }
-        match connect(&settings, server, role == Role::Commands).await {
+        match connect(&settings, &address, role == Role::Commands).await {
             Ok((stream, shas)) => {
                 if logged {
                     tracing::info!(?role, "redis connection restored");
@@ -77,10 +88,9 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>, role: Role, server: u
 /// Under Sentinel the master is looked up first and confirmed with `ROLE`.
 async fn connect(
     settings: &Settings,
-    server: usize,
+    a: &Address,
     load_scripts: bool,
 ) -> Result<(TcpStream, Vec<String>), String> {
-    let a = &settings.addresses[server];
     let (host, port) = match &settings.sentinel {
         Some(s) => master_of(s, settings).await?,
         None => (a.host.clone(), a.port),
@@ -99,7 +109,7 @@ async fn connect(
     let mut replies = replies.into_iter();
     if settings.sentinel.is_some() {
         let role = match replies.next() {
-            Some(BytesFrame::Array(parts)) => parts.first().and_then(super::string_of),
+            Some(BytesFrame::Array(parts)) => parts.first().and_then(string_of),
             _ => None,
         };
         if role.as_deref() != Some("master") {
@@ -109,7 +119,7 @@ async fn connect(
     let shas = replies
         .map(|f| match f {
             BytesFrame::Error(e) => Err(format!("SCRIPT LOAD: {e}")),
-            f => super::string_of(&f).ok_or_else(|| "SCRIPT LOAD: unexpected reply".to_owned()),
+            f => string_of(&f).ok_or_else(|| "SCRIPT LOAD: unexpected reply".to_owned()),
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((stream, shas))
@@ -124,8 +134,8 @@ async fn master_of(sentinel: &Sentinel, settings: &Settings) -> Result<(String, 
         match open(settings, &a.host, a.port, a, &sentinel.client_name, &[ask]).await {
             Ok((_, replies)) => match replies.first() {
                 Some(BytesFrame::Array(parts)) if parts.len() == 2 => {
-                    let host = super::string_of(&parts[0]);
-                    let port = super::string_of(&parts[1]).and_then(|p| p.parse().ok());
+                    let host = string_of(&parts[0]);
+                    let port = string_of(&parts[1]).and_then(|p| p.parse().ok());
                     if let (Some(host), Some(port)) = (host, port) {
                         return Ok((host, port));
                     }
@@ -146,7 +156,8 @@ async fn master_of(sentinel: &Sentinel, settings: &Settings) -> Result<(String, 
 
 /// Opens a connection: AUTH, SELECT and CLIENT SETNAME as `auth` and `client_name` ask, then
 /// `commands`, all pipelined. Fails on a setup error; returns the replies to `commands`.
-async fn open(
+/// Also what cluster discovery (`topology`) reads `CLUSTER SLOTS` with.
+pub(super) async fn open(
     settings: &Settings,
     host: &str,
     port: u16,

@@ -1,17 +1,25 @@
+//! Tests of the engine and of the protocol state its files share (PUB/SUB subscriptions,
+//! replies and payloads), without Redis. Each file keeps the tests of what it alone owns.
+
+use bytes::Bytes;
+
 use super::*;
+use crate::broker::stream::{HistoryError, Position};
+use crate::broker::Event;
 use crate::protocol::RawJson;
+use crate::shard::id::Lane;
 
 fn settings() -> Settings {
     Settings {
         addresses: vec![Address::parse("127.0.0.1:6379", &crate::config::Redis::default()).unwrap()],
-        prefix: "centrifugo".into(),
+        cluster: Vec::new(),
+        keys: Keys::new("centrifugo", false),
         connect_timeout: Duration::from_secs(1),
         io_timeout: Duration::from_secs(4),
         client_name: String::new(),
         presence_ttl: Duration::from_secs(60),
         sentinel: None,
         sharded: false,
-        slots: None,
     }
 }
 
@@ -21,21 +29,6 @@ fn publication(data: &str) -> Publication {
 
 fn bulk(s: &[u8]) -> BytesFrame {
     BytesFrame::BulkString(Bytes::copy_from_slice(s))
-}
-
-#[test]
-fn addresses_parse_with_defaults_and_reject_what_is_unsupported() {
-    let d = crate::config::Redis::default();
-    let a = Address::parse("redis://bob:s3cret@10.0.0.1:6380/2", &d).unwrap();
-    assert_eq!(
-        (a.host.as_str(), a.port, a.user.as_str(), a.password.as_str(), a.db),
-        ("10.0.0.1", 6380, "bob", "s3cret", 2)
-    );
-    let a = Address::parse("localhost", &d).unwrap();
-    assert_eq!((a.host.as_str(), a.port, a.db), ("localhost", 6379, 0));
-    assert!(Address::parse("rediss://h:1", &d).unwrap_err().contains("TLS"));
-    assert!(Address::parse("redis://h:port", &d).is_err());
-    assert!(Address::parse("redis://:1", &d).is_err());
 }
 
 #[test]
@@ -161,46 +154,69 @@ fn history_replies_become_answers() {
     assert!(matches!(answer(Parse::Published, Ok(idem)), Reply::Published(None)));
 }
 
-#[test]
-fn links_refuse_commands_while_down() {
-    let mut link = Link::default();
-    assert!(link.push(&[b"PING"], Then::Ignore).is_err());
-    link.up = true;
-    assert!(link.push(&[b"PING"], Then::Ignore).is_ok());
-    assert_eq!(&link.out[..], b"*1\r\n$4\r\nPING\r\n");
-    assert_eq!(link.down().len(), 1);
-    assert!(link.out.is_empty() && !link.up);
-}
-
-#[test]
-fn a_link_is_stalled_only_when_its_oldest_command_waited_the_whole_limit() {
-    let mut link = Link { up: true, ..Link::default() };
-    assert!(!link.stalled(Duration::ZERO), "nothing outstanding");
-    link.push(&[b"PING"], Then::Ignore).unwrap();
-    link.push(&[b"PING"], Then::Ignore).unwrap();
-    assert!(link.stalled(Duration::ZERO));
-    assert!(!link.stalled(Duration::from_secs(60)), "just sent");
-    link.pop();
-    assert!(link.stalled_since.is_some(), "one still outstanding");
-    link.pop();
-    assert!(!link.stalled(Duration::ZERO), "all answered");
-}
-
-#[test]
-fn channels_spread_over_servers_and_mostly_stay_when_one_is_added() {
-    let names: Vec<String> = (0..2000).map(|i| format!("ns:channel-{i}")).collect();
-    assert!(names.iter().all(|c| server_index(c, 1) == 0));
-    for n in 1..6 {
-        let mut per = vec![0usize; n + 1];
-        for c in &names {
-            let before = server_index(c, n);
-            let after = server_index(c, n + 1);
-            assert!(before < n && after <= n);
-            // Jump hash: growing the set only moves channels to the new server.
-            assert!(after == before || after == n, "{c}: {before} -> {after}");
-            per[after] += 1;
-        }
-        let even = names.len() / (n + 1);
-        assert!(per.iter().all(|&k| k > even / 2 && k < even * 2), "{per:?}");
+/// An engine on a two-master cluster whose slots 0..=8191 are on the first master.
+fn cluster_engine() -> Redis {
+    let mut s = settings();
+    s.keys = Keys::new("centrifugo", true);
+    s.cluster = s.addresses.clone();
+    let addresses = vec![s.addresses[0].clone(), s.addresses[0].clone()];
+    let slots = Some((0..16384).map(|slot| u16::from(slot >= 8192)).collect());
+    let mut r = Redis::new(Arc::new(s), Topology { addresses, slots }, true, true);
+    for server in &mut r.servers {
+        server.cmd.up = true;
+        server.sub.up = true;
+        server.shas = (0..6).map(|i| format!("sha{i}")).collect();
     }
+    r
+}
+
+#[test]
+fn in_a_cluster_a_channel_s_commands_go_to_its_slot_s_master_with_tagged_keys() {
+    let mut r = cluster_engine();
+    let to = ReplyTo { origin: ShardId(0), req: 1, lane: Lane::Reply };
+    for channel in ["a", "b", "ns:x", "ns:y"] {
+        let home = usize::from(redis_protocol::redis_keyslot(channel.as_bytes()) >= 8192);
+        let p = publication("1");
+        let then = Then::Answer(to, Parse::Published);
+        assert!(r.publish(channel, &p, HistoryPolicy::default(), None, None, 0, then).is_ok());
+        let sent = String::from_utf8_lossy(&r.servers[home].cmd.out).into_owned();
+        assert!(
+            sent.contains(&format!(
+                "PUBLISH\r\n${}\r\ncentrifugo.client.{{{channel}}}\r\n",
+                20 + channel.len()
+            )),
+            "{sent}"
+        );
+        assert!(r.servers[1 - home].cmd.out.is_empty(), "{channel}: nothing on the other master");
+        r.servers[home].cmd.out.clear();
+        r.presence_add(
+            channel,
+            &ClientInfo { user: "u".into(), client: "c".into(), ..Default::default() },
+            0,
+        );
+        let sent = String::from_utf8_lossy(&r.servers[home].cmd.out).into_owned();
+        assert!(sent.contains(&format!("centrifugo.presence.expire.{{{channel}}}")), "{sent}");
+        assert!(sent.contains(&format!("centrifugo.presence.data.{{{channel}}}")), "{sent}");
+        r.servers[home].cmd.out.clear();
+    }
+}
+
+#[test]
+fn in_a_cluster_pubsub_names_carry_the_hash_tag_both_ways() {
+    let r = cluster_engine();
+    let frame =
+        |kind: &[u8], name: &str| BytesFrame::Array(vec![bulk(kind), bulk(name.as_bytes())]);
+    let confirmed = r.incoming(frame(b"ssubscribe", "centrifugo.client.{ns:a}"));
+    assert!(matches!(confirmed, Incoming::Subscribed(c) if &*c == "ns:a"));
+    assert!(matches!(r.incoming(frame(b"subscribe", "centrifugo.client.ns:a")), Incoming::Other));
+    let payload = protobuf::broker_publication(&publication("3"), 0, false);
+    let message = BytesFrame::Array(vec![
+        bulk(b"smessage"),
+        bulk(b"centrifugo.client.{ns:a}"),
+        bulk(&payload),
+    ]);
+    assert!(matches!(r.incoming(message), Incoming::Event(c, Event::Pub(_)) if &*c == "ns:a"));
+    let control =
+        BytesFrame::Array(vec![bulk(b"message"), bulk(b"centrifugo.control"), bulk(b"hi")]);
+    assert!(matches!(r.incoming(control), Incoming::Control(d) if &d[..] == b"hi"));
 }
