@@ -9,6 +9,13 @@
 //! Run: `cargo bench --bench cross_shard` (add `-- --quick` for a short run). Report the batched
 //! per-message cost relative to the unbatched round trip measured in the same run.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
@@ -34,7 +41,7 @@ fn main() {
         .unwrap_or(0);
     let spin = Duration::from_micros(spin_us);
     let rounds: usize = if quick { 2_000 } else { 50_000 };
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let placement = |i: usize| if cpus >= 2 { Placement::Fixed(i) } else { Placement::Unbound };
     let main_mesh = MeshBuilder::<Msg, _>::full(2, 1024);
     let reply_mesh = MeshBuilder::<Msg, _>::full(2, 1024);

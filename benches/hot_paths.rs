@@ -3,6 +3,13 @@
 //! frame on every connection, every writer takes its batch). Run: `cargo bench --bench hot_paths`.
 //! Compare lines within one run; the machines are shared and absolute numbers are noisy.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};

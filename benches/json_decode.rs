@@ -8,6 +8,13 @@
 //! `cargo bench --bench json_decode`. Read the ratio between the two lines of each group; the
 //! machine is shared and absolute numbers are noisy.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 
 fn frames() -> Vec<(&'static str, Vec<u8>)> {

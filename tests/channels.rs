@@ -2,6 +2,13 @@
 //! server API methods around them, against the real binary with 3 shards and round-robin
 //! placement: the k-th accepted TCP connection lands on shard k mod 3.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
 use std::time::Duration;

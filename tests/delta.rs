@@ -2,6 +2,13 @@
 //! A client reconstructs every publication from full payloads and patches and must end up with
 //! exactly what was published.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,13 @@
 //! End-to-end tests against the real binary: 3 shards, round-robin placement (the k-th accepted
 //! TCP connection lands on shard k mod 3, reported in the `x-rotor-shard` response header).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
 use std::net::TcpStream;

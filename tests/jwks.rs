@@ -2,9 +2,16 @@
 //! endpoint (a tiny HTTP server in this test on 127.0.0.1), including a key the server has not
 //! fetched yet when the client connects.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
-#[allow(dead_code)]
+#[allow(dead_code, reason = "the key set is shared with the unit tests, which use all of it")]
 #[path = "../src/auth/test_keys.rs"]
 mod test_keys;
 

@@ -1,6 +1,13 @@
 //! Multi-node end-to-end tests with the NATS broker: a real `nats-server` (Debian package) on a
 //! free loopback port, started and stopped by PID here, and two real Rotor nodes using it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

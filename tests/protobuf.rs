@@ -2,6 +2,13 @@
 //! binary frames both ways, publications encoded per protocol, and binary payloads that only a
 //! Protobuf client may receive (a JSON subscriber is closed with 3506).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,13 @@
 //! a free loopback port, started and stopped by PID here, and two or three real Rotor nodes
 //! sharing it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -1,5 +1,12 @@
 //! Service-manager integration: sd_notify messages from the real binary, and the unit file.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
 use std::os::unix::net::UnixDatagram;

@@ -2,6 +2,13 @@
 //! emulation with `/emulation` (JSON and Protobuf), unidirectional SSE, HTTP-stream and
 //! WebSocket, CORS and `/connection/init`, driven with plain HTTP/1.1 on raw sockets.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::needless_pass_by_value,
+    reason = "test harness code: a failure must panic loudly, and helpers take what tests build"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

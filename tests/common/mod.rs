@@ -1,6 +1,6 @@
 //! Test harness: boots the real `rotor` binary on an ephemeral loopback port and talks to it with
 //! a blocking tungstenite WebSocket client and raw HTTP/1.1.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test crate uses a different subset of the helpers")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -241,8 +241,7 @@ impl Client {
                 }
                 Ok(Message::Close(None)) => return Event::Closed(1005, String::new()),
                 Ok(_) => {}
-                Err(tungstenite::Error::ConnectionClosed)
-                | Err(tungstenite::Error::AlreadyClosed) => {
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
                     return Event::Closed(1006, String::new())
                 }
                 Err(e) => panic!("websocket read failed: {e}"),

@@ -145,7 +145,7 @@ async fn master_of(sentinel: &Sentinel, settings: &Settings) -> Result<(String, 
                     last = format!(
                         "sentinel {}:{} does not know {:?}",
                         a.host, a.port, sentinel.master_name
-                    )
+                    );
                 }
             },
             Err(e) => last = e,

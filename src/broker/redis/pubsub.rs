@@ -128,7 +128,7 @@ impl PubSub {
         }
         if !extra.is_empty() {
             let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-            args.extend(extra.iter().map(|n| n.as_bytes()));
+            args.extend(extra.iter().map(String::as_bytes));
             encode_command(&mut self.out, &args);
         }
         if settings.sharded {
@@ -139,7 +139,7 @@ impl PubSub {
         } else {
             for chunk in names.chunks(512) {
                 let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-                args.extend(chunk.iter().map(|n| n.as_bytes()));
+                args.extend(chunk.iter().map(String::as_bytes));
                 encode_command(&mut self.out, &args);
             }
         }

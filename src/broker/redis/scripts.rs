@@ -29,7 +29,7 @@ pub const SOURCES: [&str; 6] =
 /// epoch to use when none exists, publish command, result ttl (s, empty = no key),
 /// delta ("1" = send previous payload along), version ("0" = none), version epoch.
 /// Returns {offset, epoch, from_cache, suppressed}.
-const PUBLISH_HISTORY: &str = r#"
+const PUBLISH_HISTORY: &str = r"
 local stream, meta, result = KEYS[1], KEYS[2], KEYS[3]
 local payload, size, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local meta_ttl, fresh_epoch, publish, result_ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -96,11 +96,11 @@ if result_ttl ~= '' then
 end
 
 return {offset, epoch, '0', '0'}
-"#;
+";
 
 /// KEYS: idempotency result. ARGV: payload, PUB/SUB channel, publish command, result ttl (s).
 /// Returns the PUBLISH reply, or {offset, epoch} of the first publish with this key.
-const PUBLISH_IDEMPOTENT: &str = r#"
+const PUBLISH_IDEMPOTENT: &str = r"
 local result = KEYS[1]
 local payload, channel, publish, result_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local seen = redis.call('hmget', result, 'e', 's')
@@ -111,12 +111,12 @@ local receivers = redis.call(publish, channel, payload)
 redis.call('hset', result, 'e', '')
 redis.call('expire', result, result_ttl)
 return receivers
-"#;
+";
 
 /// KEYS: stream, meta. ARGV: include publications ("0"/"1"), first id ("0" = from the start,
 /// or the top when reversed), limit ("0" = all), reverse ("0"/"1"), meta ttl (s), epoch to use
 /// when none exists. Returns {top offset, epoch, entries?}.
-const HISTORY: &str = r#"
+const HISTORY: &str = r"
 local stream, meta = KEYS[1], KEYS[2]
 local include, from, limit, reverse = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local meta_ttl, fresh_epoch = ARGV[5], ARGV[6]
@@ -152,24 +152,24 @@ else
   end
 end
 return {top, epoch, entries}
-"#;
+";
 
 /// KEYS: expiry zset, data hash. ARGV: key ttl (s), member expiry (Unix s), client id, info.
-const PRESENCE_ADD: &str = r#"
+const PRESENCE_ADD: &str = r"
 redis.call('hset', KEYS[2], ARGV[3], ARGV[4])
 redis.call('expire', KEYS[2], ARGV[1])
 redis.call('zadd', KEYS[1], ARGV[2], ARGV[3])
 redis.call('expire', KEYS[1], ARGV[1])
-"#;
+";
 
 /// KEYS: expiry zset, data hash. ARGV: client id.
-const PRESENCE_REMOVE: &str = r#"
+const PRESENCE_REMOVE: &str = r"
 redis.call('hdel', KEYS[2], ARGV[1])
 redis.call('zrem', KEYS[1], ARGV[1])
-"#;
+";
 
 /// KEYS: expiry zset, data hash. ARGV: now (Unix s). Returns HGETALL of the live entries.
-const PRESENCE_GET: &str = r#"
+const PRESENCE_GET: &str = r"
 local gone = redis.call('zrangebyscore', KEYS[1], '0', ARGV[1])
 for i = 1, #gone do
   redis.call('hdel', KEYS[2], gone[i])
@@ -178,4 +178,4 @@ if #gone > 0 then
   redis.call('zremrangebyscore', KEYS[1], '0', ARGV[1])
 end
 return redis.call('hgetall', KEYS[2])
-"#;
+";
