@@ -50,17 +50,17 @@ fn jwt(c: &mut Criterion) {
     .unwrap();
     let mut g = c.benchmark_group("jwt_verify");
     g.bench_function("hs256", |b| {
-        b.iter(|| hs.verify_connection(black_box(&hs_token), 1_800_000_000).is_ok())
+        b.iter(|| hs.verify_connection(black_box(&hs_token), 1_800_000_000).is_ok());
     });
     g.bench_function("rs256", |b| {
-        b.iter(|| rs.verify_connection(black_box(&rs_token), 1_800_000_000).is_ok())
+        b.iter(|| rs.verify_connection(black_box(&rs_token), 1_800_000_000).is_ok());
     });
     g.finish();
 }
 
 fn hashing(c: &mut Criterion) {
     c.bench_function("home_of/chat:room-12345 over 16 shards", |b| {
-        b.iter(|| home_of(black_box("chat:room-12345"), 16))
+        b.iter(|| home_of(black_box("chat:room-12345"), 16));
     });
 }
 
@@ -80,7 +80,7 @@ fn encode(c: &mut Criterion) {
             out.clear();
             json::encode_publication_push(black_box("chat:room-1"), &p, &mut out);
             out.len()
-        })
+        });
     });
 }
 
@@ -142,7 +142,7 @@ fn fanout(c: &mut Criterion) {
                 frames
             },
             BatchSize::SmallInput,
-        )
+        );
     });
     g.finish();
 }

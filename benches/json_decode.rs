@@ -35,7 +35,7 @@ fn decode(c: &mut Criterion) {
     for (name, frame) in frames() {
         let mut group = c.benchmark_group(format!("decode/{name}"));
         group.bench_with_input(BenchmarkId::new("rotor-serde_json-typed", name), &frame, |b, f| {
-            b.iter(|| rotor::protocol::json::decode_frame(black_box(f)).map(|v| v.len()))
+            b.iter(|| rotor::protocol::json::decode_frame(black_box(f)).map(|v| v.len()));
         });
         group.bench_with_input(
             BenchmarkId::new("simd-json-borrowed-value", name),
@@ -46,7 +46,7 @@ fn decode(c: &mut Criterion) {
                 b.iter(|| {
                     let mut buf = f.clone();
                     simd_json::to_borrowed_value(black_box(&mut buf)).map(|_| ()).is_ok()
-                })
+                });
             },
         );
         group.finish();

@@ -431,7 +431,8 @@ fn sigterm_sends_3001_to_clients_and_exits_zero() {
         c.handshake(&token("u"));
     }
     let status = std::thread::scope(|s| {
-        let waiter = s.spawn(|| clients.iter_mut().map(|c| c.expect_close()).collect::<Vec<_>>());
+        let waiter =
+            s.spawn(|| clients.iter_mut().map(common::Client::expect_close).collect::<Vec<_>>());
         let status = server.terminate();
         let closes = waiter.join().unwrap();
         assert!(closes.iter().all(|c| *c == (3001, "shutdown".to_string())), "{closes:?}");
