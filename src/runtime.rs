@@ -24,6 +24,7 @@ use crate::config::{self, Config};
 use crate::server::{self, Env};
 use crate::shard::id::Lane;
 use crate::shard::id::{ShardId, SHARDS_MAX};
+use crate::shard::inbox::Inbox;
 use crate::shard::mesh;
 use crate::shard::msg::Frame;
 use crate::shard::{Shard, ShardRef};
@@ -353,17 +354,19 @@ async fn start_redis(
     let topology = redis::Topology::discover(&settings).await?;
     let addresses = topology.addresses.clone();
     let engine = redis::Redis::new(Arc::clone(&settings), topology, broker, presence);
-    shard.borrow_mut().engine().set_redis(engine);
+    let inbox = Rc::new(Inbox::default());
+    let control = shard.borrow().id().0 == 0;
+    let links = shard.borrow_mut().engine().set_redis(engine, Rc::clone(&inbox), control);
+    spawn_inbox(shard, inbox, Shard::redis_events);
     // A presence-only Redis needs no PUB/SUB connection.
     let roles: &[redis::io::Role] = if broker {
         &[redis::io::Role::Commands, redis::io::Role::PubSub]
     } else {
         &[redis::io::Role::Commands]
     };
-    for (server, address) in addresses.into_iter().enumerate() {
+    for (ctx, address) in links.into_iter().zip(addresses) {
         for &role in roles {
-            let link =
-                redis::io::run(shard.clone(), Arc::clone(&settings), role, server, address.clone());
+            let link = redis::io::run(ctx.clone(), Arc::clone(&settings), role, address.clone());
             glommio::spawn_local(link).detach();
         }
     }
@@ -382,8 +385,11 @@ async fn start_redis(
 /// announcements.
 async fn start_nats(shard: &ShardRef, settings: Arc<nats::Settings>) {
     let id = shard.borrow().id();
-    shard.borrow_mut().engine().set_nats(nats::Nats::new(Arc::clone(&settings), id.0 == 0));
-    glommio::spawn_local(nats::io::run(shard.clone(), Arc::clone(&settings))).detach();
+    let inbox = Rc::new(Inbox::default());
+    let broker = nats::Nats::new(Arc::clone(&settings), id.0 == 0);
+    let ctx = shard.borrow_mut().engine().set_nats(broker, Rc::clone(&inbox));
+    spawn_inbox(shard, inbox, Shard::nats_inputs);
+    glommio::spawn_local(nats::io::run(ctx, Arc::clone(&settings))).detach();
     let limit = settings.dial_timeout.max(Duration::from_secs(1)) * 3;
     if !broker_up(shard, limit, |s| s.engine().nats_up()).await {
         tracing::warn!(shard = %id, "nats not reachable yet; publishing fails until it is");
@@ -391,6 +397,13 @@ async fn start_nats(shard: &ShardRef, settings: Arc<nats::Settings>) {
     if id.0 == 0 {
         glommio::spawn_local(crate::api::query::control_loop(shard.clone())).detach();
     }
+}
+
+/// Starts the task that hands what a shard's link tasks push into `inbox` to the shard.
+fn spawn_inbox<T: 'static>(shard: &ShardRef, inbox: Rc<Inbox<T>>, to: fn(&mut Shard, Vec<T>)) {
+    let shard = shard.clone();
+    let task = async move { inbox.drain(|batch| to(&mut shard.borrow_mut(), batch)).await };
+    glommio::spawn_local(task).detach();
 }
 
 /// Waits (up to `limit`) until `up` holds for the shard's broker links, so a node that reports

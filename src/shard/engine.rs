@@ -1,57 +1,110 @@
 //! The engine part of a shard: which broker orders its home channels (memory, Redis or NATS),
-//! which presence manager keeps their presence (memory or Redis), and the protocol state of the
-//! broker links, fed by the link events their I/O tasks report.
+//! which presence manager keeps their presence (memory or Redis), and what their link tasks
+//! report through the shard's inboxes.
 //!
-//! Owns: the brokers' per-shard state. Everything a broker produces (answers, events to deliver,
-//! released acknowledgements, control messages) goes into the [`Outbox`] the caller passes; the
-//! shard drains it. Must not: send to other shards, touch connections, or read a clock.
+//! Owns: the brokers' per-shard state (a link's protocol state is shared with its task, see
+//! `broker::redis::io`, `broker::nats::io`). Everything a broker produces (answers, events to
+//! deliver, released acknowledgements, control messages) goes into the [`Outbox`] the caller
+//! passes; the shard drains it. Must not: send to other shards, touch connections, or read a
+//! clock.
 
+use std::cell::{RefCell, RefMut};
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
 use std::sync::Arc;
 
-use redis_protocol::resp2::types::BytesFrame;
-
 use crate::broker::memory::Memory;
+use crate::broker::redis::io::Event as RedisEvent;
 use crate::broker::redis::{self, Incoming, Parse, Redis, Then};
 use crate::broker::{nats, Broker, Effect, Outbox, Reply, ReplyTo};
 use crate::protocol::ClientInfo;
+use crate::shard::inbox::Inbox;
 
 /// The brokers of one shard.
 #[derive(Debug, Default)]
 pub struct Engine {
     memory: Memory,
     redis: Option<Redis>,
-    nats: Option<nats::Nats>,
+    nats: Option<Rc<RefCell<nats::Nats>>>,
+    /// Inboxes of the link tasks, closed at shutdown so the tasks stop.
+    redis_inbox: Option<Rc<Inbox<RedisEvent>>>,
+    nats_inbox: Option<Rc<Inbox<nats::io::Input>>>,
+}
+
+/// The broker of the shard, borrowed (the NATS state is shared with its link task).
+pub enum BrokerMut<'a> {
+    /// Memory or Redis, owned by the engine.
+    Owned(&'a mut dyn Broker),
+    /// NATS, shared with its link task.
+    Shared(RefMut<'a, nats::Nats>),
+}
+
+impl<'a> Deref for BrokerMut<'a> {
+    type Target = dyn Broker + 'a;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            BrokerMut::Owned(b) => &**b,
+            BrokerMut::Shared(n) => &**n,
+        }
+    }
+}
+
+impl DerefMut for BrokerMut<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            BrokerMut::Owned(b) => &mut **b,
+            BrokerMut::Shared(n) => &mut **n,
+        }
+    }
 }
 
 impl Engine {
-    /// Adds the Redis engine (broker, presence manager, or both); before its links start.
-    pub fn set_redis(&mut self, redis: Redis) {
+    /// Adds the Redis engine (broker, presence manager, or both) and the inbox its link tasks
+    /// feed; before the links start. Returns what each link task shares with it.
+    pub fn set_redis(
+        &mut self,
+        redis: Redis,
+        inbox: Rc<Inbox<RedisEvent>>,
+        control: bool,
+    ) -> Vec<redis::io::LinkCtx> {
+        let links = redis
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(index, server)| redis::io::LinkCtx {
+                server: Rc::clone(server),
+                inbox: Rc::clone(&inbox),
+                index,
+                control,
+            })
+            .collect();
         self.redis = Some(redis);
+        self.redis_inbox = Some(inbox);
+        links
     }
 
-    /// Adds the NATS broker; before its link starts.
-    pub fn set_nats(&mut self, nats: nats::Nats) {
-        self.nats = Some(nats);
-    }
-
-    /// The Redis engine, for its link tasks.
-    pub fn redis_mut(&mut self) -> Option<&mut Redis> {
-        self.redis.as_mut()
-    }
-
-    /// The NATS broker, for its link task.
-    pub fn nats_mut(&mut self) -> Option<&mut nats::Nats> {
-        self.nats.as_mut()
+    /// Adds the NATS broker and the inbox its link task feeds; before the link starts. Returns
+    /// what the link task shares with it.
+    pub fn set_nats(
+        &mut self,
+        nats: nats::Nats,
+        inbox: Rc<Inbox<nats::io::Input>>,
+    ) -> nats::io::LinkCtx {
+        let nats = Rc::new(RefCell::new(nats));
+        self.nats = Some(Rc::clone(&nats));
+        self.nats_inbox = Some(Rc::clone(&inbox));
+        nats::io::LinkCtx { nats, inbox }
     }
 
     /// The broker that orders this shard's channels.
-    pub fn broker(&mut self) -> &mut dyn Broker {
-        if let Some(n) = self.nats.as_mut() {
-            return n;
+    pub fn broker(&mut self) -> BrokerMut<'_> {
+        if let Some(n) = &self.nats {
+            return BrokerMut::Shared(n.borrow_mut());
         }
         match self.redis.as_mut().filter(|r| r.broker) {
-            Some(r) => r,
-            None => &mut self.memory,
+            Some(r) => BrokerMut::Owned(r),
+            None => BrokerMut::Owned(&mut self.memory),
         }
     }
 
@@ -110,118 +163,72 @@ impl Engine {
 
     /// The NATS link is up (boot waits for it).
     pub fn nats_up(&self) -> bool {
-        self.nats.as_ref().is_some_and(|n| n.up)
+        self.nats.as_ref().is_some_and(|n| n.borrow().up)
     }
 
-    /// The NATS connection is (again) up: subscribe everything again.
-    pub fn nats_connected(&mut self) {
-        if let Some(n) = self.nats.as_mut() {
-            n.resubscribe();
+    /// Shutdown: the link tasks stop.
+    pub fn close_links(&mut self) {
+        if let Some(i) = &self.redis_inbox {
+            i.close();
+        }
+        if let Some(i) = &self.nats_inbox {
+            i.close();
         }
     }
 
-    /// The NATS connection broke: waiting subscribers keep waiting for the subscription to be
-    /// confirmed after the reconnect.
-    pub fn nats_disconnected(&mut self) {
-        if let Some(n) = self.nats.as_mut() {
-            n.down();
-        }
-    }
-
-    /// One operation from the NATS server.
-    pub fn nats_op(&mut self, op: nats::Op, out: &mut Outbox) {
-        let Some(n) = self.nats.as_mut() else { return };
-        match op {
-            nats::Op::Msg { sid, payload } => match n.message(sid, payload) {
-                nats::Incoming::Event(channel, event) => out.emit(channel, event),
-                nats::Incoming::Control(data) => out.push(Effect::Control(data)),
-                nats::Incoming::Other => {}
-            },
-            nats::Op::Ping => n.ping(),
-            nats::Op::Pong => {
-                for (shard, generation, channel) in n.pong() {
+    /// What the NATS link task read for channels.
+    pub fn nats_input(&mut self, input: nats::io::Input, out: &mut Outbox) {
+        match input {
+            nats::io::Input::Event(channel, event) => out.emit(channel, event),
+            nats::io::Input::Control(data) => out.push(Effect::Control(data)),
+            nats::io::Input::Acks(acks) => {
+                for (shard, generation, channel) in acks {
                     out.push(Effect::Ack(shard, generation, channel));
                 }
             }
-            nats::Op::Info | nats::Op::Ok | nats::Op::Err(_) => {}
         }
     }
 
-    /// The reply to the oldest outstanding command of a Redis command link. `false` when no
-    /// command was waiting (the connection is out of step and must be dropped).
-    pub fn redis_reply(&mut self, server: usize, frame: BytesFrame, out: &mut Outbox) -> bool {
-        let Some(link) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else {
-            return false;
-        };
-        let Some(then) = link.cmd.pop() else { return false };
-        match then {
-            Then::Ignore => {
-                if let BytesFrame::Error(e) = &frame {
-                    tracing::warn!(error = %e, "redis command failed");
+    /// What a Redis link task reported: a reply with what it answers, commands that failed,
+    /// a PUB/SUB frame, or held subscribes that failed.
+    pub fn redis_event(&mut self, event: RedisEvent, out: &mut Outbox) {
+        match event {
+            RedisEvent::Reply(Then::Answer(to, parse), frame) => {
+                out.answer(to, redis::answer(parse, Ok(frame)));
+            }
+            RedisEvent::Reply(Then::Ignore, _) => {}
+            RedisEvent::Failed(thens) => {
+                for then in thens {
+                    if let Then::Answer(to, _) = then {
+                        out.answer(to, Reply::Failed);
+                    }
                 }
             }
-            Then::Answer(to, parse) => out.answer(to, redis::answer(parse, Ok(frame))),
-        }
-        true
-    }
-
-    /// A Redis command link is connected and its scripts are loaded.
-    pub fn redis_commands_up(&mut self, server: usize, shas: Vec<String>) {
-        if let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) {
-            r.shas = shas;
-            r.cmd.up = true;
-        }
-    }
-
-    /// A Redis command link broke: every outstanding call fails (the caller sees a temporary
-    /// error; a publish whose reply was lost may have been applied, exactly as with
-    /// Centrifugo).
-    pub fn redis_commands_down(&mut self, server: usize, out: &mut Outbox) {
-        let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else { return };
-        for then in r.cmd.down() {
-            if let Then::Answer(to, _) = then {
-                out.answer(to, Reply::Failed);
+            RedisEvent::Refused(tos) => {
+                for to in tos {
+                    out.answer(to, Reply::Failed);
+                }
             }
-        }
-    }
-
-    /// A Redis PUB/SUB link is connected: subscribe every channel with interest again (and, on
-    /// shard 0's first server, the control channels, as Centrifugo does).
-    pub fn redis_pubsub_up(&mut self, server: usize, control: bool) {
-        let Some(r) = self.redis.as_mut() else { return };
-        let settings = Arc::clone(&r.settings);
-        let extra = if control && server == 0 {
-            vec![
-                settings.keys.control_channel(),
-                settings.keys.node_channel(&crate::node::get().uid),
-            ]
-        } else {
-            Vec::new()
-        };
-        if let Some(s) = r.servers.get_mut(server) {
-            s.sub.resubscribe(&settings, &extra);
-        }
-    }
-
-    /// A Redis PUB/SUB link broke: publications may be missed until it is back. Positioned
-    /// subscribe calls waiting at the gate fail (their clients retry); plain subscribers keep
-    /// waiting for the subscription to be confirmed after the reconnect. Positioned subscribers
-    /// already in place notice the gap on the next publication or position check and recover.
-    pub fn redis_pubsub_down(&mut self, server: usize, out: &mut Outbox) {
-        let Some(r) = self.redis.as_mut().and_then(|r| r.servers.get_mut(server)) else { return };
-        for (to, _) in r.sub.down() {
-            out.answer(to, Reply::Failed);
+            RedisEvent::Message { server, frame } => self.redis_incoming(server, frame, out),
         }
     }
 
     /// A frame from a Redis PUB/SUB link.
-    pub fn redis_incoming(&mut self, server: usize, frame: BytesFrame, out: &mut Outbox) {
+    fn redis_incoming(
+        &mut self,
+        server: usize,
+        frame: redis_protocol::resp2::types::BytesFrame,
+        out: &mut Outbox,
+    ) {
         let Some(r) = self.redis.as_mut() else { return };
         match r.incoming(frame) {
             Incoming::Event(channel, event) => out.emit(channel, event),
             Incoming::Subscribed(channel) => {
-                let Some(s) = r.servers.get_mut(server) else { return };
-                let Some(held) = s.sub.confirmed(&channel) else { return };
+                let Some(held) =
+                    r.servers.get(server).and_then(|s| s.borrow_mut().sub.confirmed(&channel))
+                else {
+                    return;
+                };
                 for (shard, generation) in held.acks {
                     out.push(Effect::Ack(shard, generation, Arc::clone(&channel)));
                 }

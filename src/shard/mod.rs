@@ -26,6 +26,7 @@
 mod control;
 pub mod engine;
 pub mod id;
+pub mod inbox;
 mod links;
 pub mod mesh;
 pub mod msg;
@@ -466,6 +467,7 @@ impl Shard {
     /// Starts shutdown: tasks waiting for it wake, and every client is closed with 3001.
     pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
+        self.engine.close_links();
         for w in self.shutdown_wakers.drain(..) {
             w.wake();
         }

@@ -2,9 +2,13 @@
 //! exponential backoff), runs the `INFO`/`CONNECT`/`PING`/`PONG` handshake, then writes what
 //! the shard queued and hands every operation read to the shard.
 //!
-//! Must not: hold the shard borrowed across an await, or resend a publish after a failure.
+//! The task shares only the NATS protocol state with the shard's engine; what its reads bring
+//! for channels (events, control messages, confirmed subscriptions) goes through the shard's
+//! inbox. Must not: resend a publish after a failure.
 
+use std::cell::RefCell;
 use std::net::ToSocketAddrs;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -14,15 +18,38 @@ use futures_lite::future::or;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::{parse, Op, Settings};
-use crate::shard::ShardRef;
+use super::{parse, Incoming, Nats, Op, Settings};
+use crate::broker::Event;
+use crate::shard::id::ShardId;
+use crate::shard::inbox::Inbox;
+
+/// What the link task hands to its shard.
+#[derive(Debug)]
+pub enum Input {
+    /// An event of a channel, from its subject.
+    Event(Arc<str>, Event),
+    /// A control message.
+    Control(bytes::Bytes),
+    /// Subscriptions confirmed by a `PONG`: the interest acknowledgements they release.
+    Acks(Vec<(ShardId, u64, Arc<str>)>),
+}
+
+/// What the link task works with: the shard's NATS state (shared with its engine, borrowed for
+/// a few statements, never across an await) and the shard's inbox.
+#[derive(Debug, Clone)]
+pub struct LinkCtx {
+    /// The connection's protocol state.
+    pub nats: Rc<RefCell<Nats>>,
+    /// Where events, control messages and acknowledgements go.
+    pub inbox: Rc<Inbox<Input>>,
+}
 
 /// Keeps the shard's NATS connection up until shutdown.
-pub async fn run(shard: ShardRef, settings: Arc<Settings>) {
+pub async fn run(ctx: LinkCtx, settings: Arc<Settings>) {
     let mut backoff = crate::broker::Backoff::new();
     let mut logged = false;
     loop {
-        if shard.borrow().shutting_down() {
+        if ctx.inbox.is_closed() {
             return;
         }
         match connect(&settings).await {
@@ -31,11 +58,13 @@ pub async fn run(shard: ShardRef, settings: Arc<Settings>) {
                     tracing::info!("nats connection restored");
                 }
                 backoff.reset();
-                shard.borrow_mut().nats_up();
-                let why = serve(&shard, &settings, stream, buf).await;
+                ctx.nats.borrow_mut().resubscribe();
+                let why = serve(&ctx, &settings, stream, buf).await;
                 tracing::warn!(error = %why, "nats connection lost");
                 logged = true;
-                shard.borrow_mut().nats_down();
+                // Waiting subscribers keep waiting for the subscription to be confirmed after
+                // the reconnect.
+                ctx.nats.borrow_mut().down();
             }
             Err(e) => {
                 if !logged {
@@ -109,14 +138,14 @@ async fn connect(s: &Settings) -> Result<(TcpStream, BytesMut), String> {
 }
 
 /// Runs a connected link until it breaks; returns why.
-async fn serve(shard: &ShardRef, s: &Settings, stream: TcpStream, mut buf: BytesMut) -> String {
+async fn serve(ctx: &LinkCtx, s: &Settings, stream: TcpStream, mut buf: BytesMut) -> String {
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let read = async {
         loop {
             loop {
                 match parse(&mut buf) {
                     Ok(Some(Op::Err(e))) => return format!("server error: {e}"),
-                    Ok(Some(op)) => shard.borrow_mut().nats_op(op),
+                    Ok(Some(op)) => operation(ctx, op),
                     Ok(None) => break,
                     Err(e) => return e.to_string(),
                 }
@@ -133,8 +162,10 @@ async fn serve(shard: &ShardRef, s: &Settings, stream: TcpStream, mut buf: Bytes
     let write = async {
         loop {
             let batch = std::future::poll_fn(|cx| {
-                let mut s = shard.borrow_mut();
-                let Some(n) = s.engine().nats_mut() else { return Poll::Ready(None) };
+                let mut n = ctx.nats.borrow_mut();
+                if ctx.inbox.is_closed() {
+                    return Poll::Ready(None);
+                }
                 if n.out.is_empty() {
                     n.waker = Some(cx.waker().clone());
                     Poll::Pending
@@ -143,7 +174,7 @@ async fn serve(shard: &ShardRef, s: &Settings, stream: TcpStream, mut buf: Bytes
                 }
             })
             .await;
-            let Some(batch) = batch else { return "broker gone".to_owned() };
+            let Some(batch) = batch else { return "shutting down".to_owned() };
             let written = glommio::timer::timeout(s.write_timeout, async {
                 Ok(match writer.write_all(&batch).await {
                     Ok(()) => writer.flush().await,
@@ -159,4 +190,22 @@ async fn serve(shard: &ShardRef, s: &Settings, stream: TcpStream, mut buf: Bytes
         }
     };
     or(read, write).await
+}
+
+/// One operation from the server: what concerns the connection is done here, in order; what
+/// concerns channels goes to the shard.
+fn operation(ctx: &LinkCtx, op: Op) {
+    let mut n = ctx.nats.borrow_mut();
+    let input = match op {
+        Op::Msg { sid, payload } => match n.message(sid, payload) {
+            Incoming::Event(channel, event) => Input::Event(channel, event),
+            Incoming::Control(data) => Input::Control(data),
+            Incoming::Other => return,
+        },
+        Op::Ping => return n.ping(),
+        Op::Pong => Input::Acks(n.pong()),
+        Op::Info | Op::Ok | Op::Err(_) => return,
+    };
+    drop(n);
+    ctx.inbox.push(input);
 }

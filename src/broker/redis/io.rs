@@ -3,14 +3,19 @@
 //!
 //! Each task connects, authenticates, selects the database and (command link) loads the scripts
 //! before marking its link up; from then on a writer flushes whatever the shard queued, in one
-//! write per wake-up (pipelining), and a reader hands each reply to the shard in order. A
+//! write per wake-up (pipelining), and a reader pairs each reply with the command it answers
+//! (Redis answers in order) and hands both to the shard through its inbox ([`Event`]). A
 //! connection that breaks, or leaves a command unanswered for `io_timeout`, marks its link down:
-//! the shard fails what was outstanding and new commands fail at once until the link is back.
+//! what was outstanding goes to the shard to fail, and new commands fail at once until the link
+//! is back.
 //!
-//! Must not: hold the shard borrowed across an await, or retry a command (a retried publish
-//! could be applied twice).
+//! A task shares only its own link's protocol state with the shard (`Rc<RefCell<Server>>`,
+//! borrowed for a few statements, never across an await); it never borrows the shard. Must not:
+//! retry a command (a retried publish could be applied twice).
 
+use std::cell::RefCell;
 use std::net::ToSocketAddrs;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -20,11 +25,45 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
 use glommio::net::TcpStream;
 use redis_protocol::resp2::types::BytesFrame;
 
-use super::link::{encode_command, encode_setup};
+use super::link::{encode_command, encode_setup, Then};
 use super::reply::string_of;
 use super::scripts;
 use super::settings::{Address, Sentinel, Settings};
-use crate::shard::ShardRef;
+use super::Server;
+use crate::broker::ReplyTo;
+use crate::shard::inbox::Inbox;
+
+/// What a link task hands to its shard.
+#[derive(Debug)]
+pub enum Event {
+    /// The reply to a command, with what it answers.
+    Reply(Then, BytesFrame),
+    /// A command link broke: these commands got no reply.
+    Failed(Vec<Then>),
+    /// A frame of server `server`'s PUB/SUB link.
+    Message {
+        /// Index of the server.
+        server: usize,
+        /// The frame.
+        frame: BytesFrame,
+    },
+    /// A PUB/SUB link broke: these positioned subscribes held at the gate fail.
+    Refused(Vec<ReplyTo>),
+}
+
+/// What a link task works with: its server's protocol state, shared with the shard's engine,
+/// and the shard's inbox.
+#[derive(Debug, Clone)]
+pub struct LinkCtx {
+    /// The server's links, as the engine sees them.
+    pub server: Rc<RefCell<Server>>,
+    /// Where replies and PUB/SUB frames go.
+    pub inbox: Rc<Inbox<Event>>,
+    /// Index of the server in the engine.
+    pub index: usize,
+    /// This link also listens to the control channels (shard 0, first server).
+    pub control: bool,
+}
 
 /// Which of the shard's two links a task drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,17 +77,11 @@ pub enum Role {
 /// Keeps one link of a shard connected until shutdown. `server` numbers the shard's engine's
 /// servers; `address` is where that server is (or, under Sentinel, the credentials to use with
 /// the master the Sentinels name).
-pub async fn run(
-    shard: ShardRef,
-    settings: Arc<Settings>,
-    role: Role,
-    server: usize,
-    address: Address,
-) {
+pub async fn run(ctx: LinkCtx, settings: Arc<Settings>, role: Role, address: Address) {
     let mut backoff = crate::broker::Backoff::new();
     let mut logged = false;
     loop {
-        if shard.borrow().shutting_down() {
+        if ctx.inbox.is_closed() {
             return;
         }
         match connect(&settings, &address, role == Role::Commands).await {
@@ -57,21 +90,11 @@ pub async fn run(
                     tracing::info!(?role, "redis connection restored");
                 }
                 backoff.reset();
-                {
-                    let mut s = shard.borrow_mut();
-                    match role {
-                        Role::Commands => s.redis_commands_up(server, shas),
-                        Role::PubSub => s.redis_pubsub_up(server),
-                    }
-                }
-                let why = serve(&shard, &settings, stream, role, server).await;
+                up(&ctx, &settings, role, shas);
+                let why = serve(&ctx, &settings, stream, role).await;
                 tracing::warn!(?role, error = %why, "redis connection lost");
                 logged = true;
-                let mut s = shard.borrow_mut();
-                match role {
-                    Role::Commands => s.redis_commands_down(server),
-                    Role::PubSub => s.redis_pubsub_down(server),
-                }
+                down(&ctx, role);
             }
             Err(e) => {
                 if !logged {
@@ -82,6 +105,45 @@ pub async fn run(
         }
         glommio::timer::sleep(backoff.next_delay()).await;
     }
+}
+
+/// The link is connected: the command link takes commands (the scripts are loaded); the
+/// PUB/SUB link subscribes every channel with interest again (and, on shard 0's first server,
+/// the control channels, as Centrifugo does).
+fn up(ctx: &LinkCtx, settings: &Settings, role: Role, shas: Vec<String>) {
+    let mut server = ctx.server.borrow_mut();
+    match role {
+        Role::Commands => {
+            server.shas = shas;
+            server.cmd.up = true;
+        }
+        Role::PubSub => {
+            let extra = if ctx.control && ctx.index == 0 {
+                let uid = &crate::node::get().uid;
+                vec![settings.keys.control_channel(), settings.keys.node_channel(uid)]
+            } else {
+                Vec::new()
+            };
+            server.sub.resubscribe(settings, &extra);
+        }
+    }
+}
+
+/// The link broke. Every outstanding command fails (the caller sees a temporary error; a
+/// publish whose reply was lost may have been applied, exactly as with Centrifugo). On the
+/// PUB/SUB link, positioned subscribes held at the gate fail (their clients retry); plain
+/// subscribers keep waiting for the subscription to be confirmed after the reconnect.
+fn down(ctx: &LinkCtx, role: Role) {
+    let event = {
+        let mut server = ctx.server.borrow_mut();
+        match role {
+            Role::Commands => Event::Failed(server.cmd.down()),
+            Role::PubSub => {
+                Event::Refused(server.sub.down().into_iter().map(|(to, _)| to).collect())
+            }
+        }
+    };
+    ctx.inbox.push(event);
 }
 
 /// Connects and runs the handshake; returns the stream and (command link) the script SHAs.
@@ -232,13 +294,7 @@ impl<R: AsyncRead + Unpin> Frames<R> {
 }
 
 /// Runs a connected link until it breaks; returns why.
-async fn serve(
-    shard: &ShardRef,
-    settings: &Settings,
-    stream: TcpStream,
-    role: Role,
-    server: usize,
-) -> String {
+async fn serve(ctx: &LinkCtx, settings: &Settings, stream: TcpStream, role: Role) -> String {
     let (reader, writer) = futures_lite::io::split(stream);
     let mut frames = Frames::new(reader);
     let read = async {
@@ -254,12 +310,7 @@ async fn serve(
                 Some(Err(e)) => return e,
                 None => {
                     // Quiet is fine unless commands wait for their replies that long.
-                    let mut s = shard.borrow_mut();
-                    let stalled = s
-                        .engine()
-                        .redis_mut()
-                        .and_then(|r| r.servers.get(server))
-                        .is_some_and(|r| r.cmd.stalled(settings.io_timeout));
+                    let stalled = ctx.server.borrow().cmd.stalled(settings.io_timeout);
                     if role == Role::Commands && stalled {
                         return format!("no reply within {:?}", settings.io_timeout);
                     }
@@ -277,36 +328,39 @@ async fn serve(
                     );
                 }
             }
-            let mut s = shard.borrow_mut();
             match role {
                 Role::Commands => {
-                    if !s.redis_reply(server, frame) {
+                    let Some(then) = ctx.server.borrow_mut().cmd.pop() else {
                         return "a reply nobody waited for".to_owned();
+                    };
+                    match then {
+                        Then::Ignore => {
+                            if let BytesFrame::Error(e) = &frame {
+                                tracing::warn!(error = %e, "redis command failed");
+                            }
+                        }
+                        then => ctx.inbox.push(Event::Reply(then, frame)),
                     }
                     if demoted {
                         return "redis is no longer a writable master".to_owned();
                     }
                 }
-                Role::PubSub => s.redis_incoming(server, frame),
+                Role::PubSub => ctx.inbox.push(Event::Message { server: ctx.index, frame }),
             }
         }
     };
-    or(read, write_loop(shard, writer, role, server)).await
+    or(read, write_loop(ctx, writer, role)).await
 }
 
 /// Writes whatever the shard queued on this link, once per wake-up.
-async fn write_loop(
-    shard: &ShardRef,
-    mut writer: WriteHalf<TcpStream>,
-    role: Role,
-    server: usize,
-) -> String {
+async fn write_loop(ctx: &LinkCtx, mut writer: WriteHalf<TcpStream>, role: Role) -> String {
     loop {
         let batch = std::future::poll_fn(|cx| {
-            let mut s = shard.borrow_mut();
-            let Some(r) = s.engine().redis_mut().and_then(|r| r.servers.get_mut(server)) else {
+            let mut server = ctx.server.borrow_mut();
+            let r = &mut *server;
+            if ctx.inbox.is_closed() {
                 return Poll::Ready(None);
-            };
+            }
             let (out, waker) = match role {
                 Role::Commands => (&mut r.cmd.out, &mut r.cmd.waker),
                 Role::PubSub => (&mut r.sub.out, &mut r.sub.waker),
@@ -319,7 +373,7 @@ async fn write_loop(
             }
         })
         .await;
-        let Some(batch) = batch else { return "engine gone".to_owned() };
+        let Some(batch) = batch else { return "shutting down".to_owned() };
         if let Err(e) = writer.write_all(&batch).await {
             return e.to_string();
         }

@@ -32,6 +32,8 @@ mod scripts;
 mod settings;
 mod topology;
 
+use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,28 +97,32 @@ pub struct Redis {
     pub broker: bool,
     /// Redis keeps presence.
     pub presence: bool,
-    /// In `topology.addresses` order; the first also carries the control channel.
-    pub servers: Vec<Server>,
+    /// In `topology.addresses` order; the first also carries the control channel. Each is
+    /// shared with the tasks of its two links (see `io`).
+    pub servers: Vec<Rc<RefCell<Server>>>,
 }
 
 impl Redis {
     /// A shard's engine before its links connect.
     pub fn new(settings: Arc<Settings>, topology: Topology, broker: bool, presence: bool) -> Redis {
-        let servers = topology.addresses.iter().map(|_| Server::default()).collect();
+        let servers = topology.addresses.iter().map(|_| Rc::default()).collect();
         Redis { settings, topology, broker, presence, servers }
     }
 
     /// The server that keeps `channel`.
-    pub fn server(&mut self, channel: &str) -> &mut Server {
+    pub fn server(&self, channel: &str) -> RefMut<'_, Server> {
         let slots = self.topology.slots.as_deref();
         let i = self.settings.keys.server_of(channel, slots, self.servers.len());
         let i = i.min(self.servers.len() - 1);
-        &mut self.servers[i]
+        self.servers[i].borrow_mut()
     }
 
     /// Every link of every server is up (PUB/SUB only when Redis is the broker).
     pub fn up(&self) -> bool {
-        self.servers.iter().all(|s| s.cmd.up && (s.sub.up || !self.broker))
+        self.servers.iter().all(|s| {
+            let s = s.borrow();
+            s.cmd.up && (s.sub.up || !self.broker)
+        })
     }
 
     /// Publishes: with history through the history script (which also publishes), otherwise a
@@ -302,13 +308,19 @@ impl Redis {
     /// Publishes a control message to every node.
     pub fn publish_control(&mut self, data: &[u8]) {
         let name = self.settings.keys.control_channel();
-        let _ = self.servers[0].cmd.push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
+        let _ = self.servers[0]
+            .borrow_mut()
+            .cmd
+            .push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
     }
 
     /// Publishes a control message to one node.
     pub fn publish_to_node(&mut self, uid: &str, data: &[u8]) {
         let name = self.settings.keys.node_channel(uid);
-        let _ = self.servers[0].cmd.push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
+        let _ = self.servers[0]
+            .borrow_mut()
+            .cmd
+            .push(&[b"PUBLISH", name.as_bytes(), data], Then::Ignore);
     }
 
     /// Classifies a frame from the PUB/SUB link.
@@ -372,7 +384,8 @@ impl crate::broker::Broker for Redis {
     }
 
     fn gate(&mut self, sub: SubscribeCall, to: ReplyTo) -> Gate {
-        let pubsub = &mut self.server(&sub.channel).sub;
+        let mut server = self.server(&sub.channel);
+        let pubsub = &mut server.sub;
         if !pubsub.up {
             return Gate::Refused;
         }
@@ -405,7 +418,8 @@ impl crate::broker::Broker for Redis {
 
     fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool {
         let settings = Arc::clone(&self.settings);
-        let pubsub = &mut self.server(channel).sub;
+        let mut server = self.server(channel);
+        let pubsub = &mut server.sub;
         if pubsub.want(&settings, channel) {
             return true;
         }

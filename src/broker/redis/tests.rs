@@ -161,8 +161,9 @@ fn cluster_engine() -> Redis {
     s.cluster = s.addresses.clone();
     let addresses = vec![s.addresses[0].clone(), s.addresses[0].clone()];
     let slots = Some((0..16384).map(|slot| u16::from(slot >= 8192)).collect());
-    let mut r = Redis::new(Arc::new(s), Topology { addresses, slots }, true, true);
-    for server in &mut r.servers {
+    let r = Redis::new(Arc::new(s), Topology { addresses, slots }, true, true);
+    for server in &r.servers {
+        let mut server = server.borrow_mut();
         server.cmd.up = true;
         server.sub.up = true;
         server.shas = (0..6).map(|i| format!("sha{i}")).collect();
@@ -179,7 +180,7 @@ fn in_a_cluster_a_channel_s_commands_go_to_its_slot_s_master_with_tagged_keys() 
         let p = publication("1");
         let then = Then::Answer(to, Parse::Published);
         assert!(r.publish(channel, &p, HistoryPolicy::default(), None, None, 0, then).is_ok());
-        let sent = String::from_utf8_lossy(&r.servers[home].cmd.out).into_owned();
+        let sent = String::from_utf8_lossy(&r.servers[home].borrow().cmd.out).into_owned();
         assert!(
             sent.contains(&format!(
                 "PUBLISH\r\n${}\r\ncentrifugo.client.{{{channel}}}\r\n",
@@ -187,17 +188,20 @@ fn in_a_cluster_a_channel_s_commands_go_to_its_slot_s_master_with_tagged_keys() 
             )),
             "{sent}"
         );
-        assert!(r.servers[1 - home].cmd.out.is_empty(), "{channel}: nothing on the other master");
-        r.servers[home].cmd.out.clear();
+        assert!(
+            r.servers[1 - home].borrow().cmd.out.is_empty(),
+            "{channel}: nothing on the other master"
+        );
+        r.servers[home].borrow_mut().cmd.out.clear();
         r.presence_add(
             channel,
             &ClientInfo { user: "u".into(), client: "c".into(), ..Default::default() },
             0,
         );
-        let sent = String::from_utf8_lossy(&r.servers[home].cmd.out).into_owned();
+        let sent = String::from_utf8_lossy(&r.servers[home].borrow().cmd.out).into_owned();
         assert!(sent.contains(&format!("centrifugo.presence.expire.{{{channel}}}")), "{sent}");
         assert!(sent.contains(&format!("centrifugo.presence.data.{{{channel}}}")), "{sent}");
-        r.servers[home].cmd.out.clear();
+        r.servers[home].borrow_mut().cmd.out.clear();
     }
 }
 
