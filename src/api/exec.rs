@@ -1,7 +1,7 @@
 //! Server API execution over HTTP: authentication, routing by method, and the publish path.
 //!
 //! Owns: turning an authenticated API request into shard work and the answer into JSON. The
-//! publish itself is ordered by the channel's home shard (`Shard::start_publish`); this module
+//! publish itself is ordered by the channel's home shard (`start_publish` sends it with `Shard::call_home`); this module
 //! only validates, parks the request and encodes the result. It must not touch connections.
 
 use std::sync::Arc;

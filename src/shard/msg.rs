@@ -16,7 +16,8 @@ use crate::broker::{Event, PublishCall, Reply, SubscribeCall};
 use crate::protocol::ClientInfo;
 use crate::shard::id::{RequestId, ShardId};
 
-/// A request to another shard (or this one, handled inline), answered with [`Answer`].
+/// A request to another shard (or to this one: queued, and handled right after the current
+/// handler), answered with [`Answer`].
 #[derive(Debug)]
 pub enum Call {
     /// To the channel's home: order (and store) a publication, deliver it, answer `Published`.

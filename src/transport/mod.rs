@@ -2,7 +2,7 @@
 //! broker state (the `server` connection loops drive transports with what the shard decided).
 //!
 //! Every message is encoded once per [`Encoding`] into a WebSocket frame with its header in
-//! front (`client::Out`); transports that are not WebSocket reuse the payload behind the header
+//! front (`client::queue::Out`); transports that are not WebSocket reuse the payload behind the header
 //! and add their own framing when a connection's queue is flushed ([`stream`]). So a shard
 //! encodes a publication at most once per encoding, whatever mix of transports listens.
 
