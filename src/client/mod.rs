@@ -30,6 +30,8 @@ pub mod send;
 mod server_ops;
 pub mod session;
 pub mod subscribe;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
