@@ -156,16 +156,6 @@ pub struct Clients<'a> {
 }
 
 impl Clients<'_> {
-    /// The live connection behind a key, if it still exists.
-    pub fn conn_mut(&mut self, key: ConnKey) -> Option<&mut conn::Conn> {
-        self.conns.get_mut(key)
-    }
-
-    /// This shard.
-    pub fn shard_id(&self) -> ShardId {
-        self.mesh.id()
-    }
-
     /// Asks shards for answers and parks `key`'s command until all are in; `resume` then gets
     /// them in the order of `calls`.
     pub fn wait_for(&mut self, key: ConnKey, calls: Vec<(ShardId, Call)>, resume: Resume) -> Step {
