@@ -510,28 +510,29 @@ fn a_cluster_seed_that_is_not_a_cluster_stops_the_start() {
     let path =
         std::env::temp_dir().join(format!("rotor-test-{}-not-a-cluster.json", std::process::id()));
     std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rotor");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    // Killed and reaped however the test ends: a server that did start must not outlive it.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("rotor started on a seed that is no cluster");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    }
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_rotor"))
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rotor"),
+    );
+    let status = eventually(Duration::from_secs(20), Duration::from_millis(50), || {
+        child.0.try_wait().unwrap().ok_or("rotor started on a seed that is no cluster".to_owned())
+    });
     let _ = std::fs::remove_file(&path);
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("engine.redis.cluster_address: cannot read the cluster's slots (")
