@@ -44,23 +44,19 @@ impl Clients<'_> {
     /// `client.expired_close_delay` passed without a refresh. It re-checks the session's
     /// `expire_at` when it fires, so an extra timer after a refresh is harmless.
     pub fn arm_expiry(&mut self, key: ConnKey, at: i64, now: i64) {
-        let wait = secs_until(at, now) + self.env.cfg.client.expired_close_delay;
-        self.conns.add_timer(Timer {
-            at: self.env.clock.now() + wait,
-            key,
-            kind: TimerKind::Expire,
-        });
+        let delay = self.env.cfg.client.expired_close_delay;
+        self.arm_after(key, secs_until(at, now) + delay, TimerKind::Expire);
     }
 
     /// Arms the timer that ends a token subscription at `at` plus
     /// `client.expired_sub_close_delay`.
     pub fn arm_sub_expiry(&mut self, key: ConnKey, at: i64, now: i64) {
-        let wait = secs_until(at, now) + self.env.cfg.client.expired_sub_close_delay;
-        self.conns.add_timer(Timer {
-            at: self.env.clock.now() + wait,
-            key,
-            kind: TimerKind::SubExpire,
-        });
+        let delay = self.env.cfg.client.expired_sub_close_delay;
+        self.arm_after(key, secs_until(at, now) + delay, TimerKind::SubExpire);
+    }
+
+    fn arm_after(&mut self, key: ConnKey, wait: Duration, kind: TimerKind) {
+        self.conns.add_timer(Timer { at: self.env.clock.now() + wait, key, kind });
     }
 
     /// Fires due timers; returns when the next one is due.

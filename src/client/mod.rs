@@ -159,16 +159,22 @@ impl Clients<'_> {
     /// Asks shards for answers and parks `key`'s command until all are in; `resume` then gets
     /// them in the order of `calls`.
     pub fn wait_for(&mut self, key: ConnKey, calls: Vec<(ShardId, Call)>, resume: Resume) -> Step {
-        let n = calls.len();
-        let token = self.flights.open(Some(key), true, n, resume);
-        if let Some(c) = self.conns.get_mut(key) {
-            c.busy = true;
-        }
+        let token = self.park(key, calls.len(), resume);
         for (index, (to, call)) in calls.into_iter().enumerate() {
             let index = u16::try_from(index).unwrap_or(u16::MAX);
             self.mesh.call(to, call, Waiter::Flight { token, index });
         }
         Step::Wait
+    }
+
+    /// Opens a flight that holds `key`'s reader until `resume` finishes the command; the flight
+    /// lands after `answers` answers (or by `land` when it waits for something else).
+    pub(super) fn park(&mut self, key: ConnKey, answers: usize, resume: Resume) -> u64 {
+        let token = self.flights.open(Some(key), true, answers, resume);
+        if let Some(c) = self.conns.get_mut(key) {
+            c.busy = true;
+        }
+        token
     }
 
     /// Asks a channel's home shard and parks `key`'s command until it answers.
@@ -260,10 +266,7 @@ impl Clients<'_> {
             c.keys_retry = false;
             step
         });
-        let flight = self.flights.open(Some(key), true, 0, resume);
-        if let Some(c) = self.conns.get_mut(key) {
-            c.busy = true;
-        }
+        let flight = self.park(key, 0, resume);
         match fetch {
             Some(fetch) => Step::Fetch { fetch, flight },
             None => {

@@ -577,10 +577,7 @@ impl Clients<'_> {
             c.complete_subscription(key, &ch, id, result);
             Step::Next
         });
-        let token = self.flights.open(Some(key), true, 0, resume);
-        if let Some(c) = self.conns.get_mut(key) {
-            c.busy = true;
-        }
+        let token = self.park(key, 0, resume);
         if self.hub.registered_or_wait(channel, token) {
             self.land(token);
         }

@@ -59,19 +59,7 @@ macro_rules! section {
             }
         }
 
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                let mut map = serializer.serialize_map(None)?;
-                self.write_keys(&mut map)?;
-                map.end()
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                deserializer.deserialize_any(SectionVisitor::<Self>::new())
-            }
-        }
+        $crate::config::section::section_serde!($name);
     };
     (@key $field:ident) => { stringify!($field) };
     (@key $field:ident $key:literal) => { $key };
@@ -79,7 +67,8 @@ macro_rules! section {
 
 pub(super) use section;
 
-/// Serde for hand-written sections (the ones with keys "side by side").
+/// Serde of a section through its `Section` impl: generated ones and hand-written ones (the
+/// ones with keys "side by side").
 macro_rules! section_serde {
     ($($name:ident),*) => {$(
         impl Serialize for $name {

@@ -29,11 +29,7 @@ pub fn deliver(
     queue_max: usize,
     refused: &mut Vec<(ConnKey, Refused)>,
 ) -> bool {
-    let recipients = match event {
-        Event::Pub(_) => hub.subscribers(channel),
-        Event::Join(_) | Event::Leave(_) => hub.join_leave_subscribers(channel),
-    };
-    if recipients.is_empty() {
+    if recipients(hub, channel, event).is_empty() {
         return false;
     }
     if let Event::Pub(p) = event {
@@ -50,14 +46,10 @@ pub fn deliver(
             return true;
         }
     }
-    let keys = match event {
-        Event::Pub(_) => hub.subscribers(channel),
-        Event::Join(_) | Event::Leave(_) => hub.join_leave_subscribers(channel),
-    };
     // Encoded at most once per encoding, on first need (`None` inside: JSON cannot carry
     // binary data, those subscribers are refused).
     let mut cache: [Option<Option<Out>>; Encoding::COUNT] = Default::default();
-    for &key in keys {
+    for &key in recipients(hub, channel, event) {
         let sent = conns.enqueue_as(key, queue_max, |encoding| {
             cache[encoding as usize]
                 .get_or_insert_with(|| event_out(channel, event, encoding))
@@ -66,6 +58,14 @@ pub fn deliver(
         note(key, sent, refused);
     }
     true
+}
+
+/// Who takes `event`: publications go to all live subscribers, join/leave to those who asked.
+fn recipients<'h>(hub: &'h Hub, channel: &str, event: &Event) -> &'h [ConnKey] {
+    match event {
+        Event::Pub(_) => hub.subscribers(channel),
+        Event::Join(_) | Event::Leave(_) => hub.join_leave_subscribers(channel),
+    }
 }
 
 fn note(key: ConnKey, sent: Result<(), Refused>, refused: &mut Vec<(ConnKey, Refused)>) {

@@ -140,23 +140,6 @@ pub struct MeshStats {
     pub calls_refused: u64,
 }
 
-/// What became of a message that could not reach its shard.
-#[derive(Debug)]
-pub enum Undelivered {
-    /// A request of ours: resume its waiter as lost.
-    Lost(RequestId),
-    /// An interest registration: count it acknowledged, so no subscribe reply waits forever
-    /// (only at shutdown).
-    Registered {
-        /// Channel.
-        channel: std::sync::Arc<str>,
-        /// Registration generation.
-        generation: u64,
-    },
-    /// Nothing to do.
-    Nothing,
-}
-
 /// The mesh part of one shard.
 #[derive(Debug)]
 pub struct Mesh {
@@ -279,24 +262,16 @@ impl Mesh {
         self.lost.pop_front().map(|req| ShardMsg::Answer { req, answer: Box::new(Answer::Failed) })
     }
 
-    /// A message that cannot reach its shard (that shard stopped reading, at shutdown).
+    /// A message that cannot reach its shard (that shard stopped reading, at shutdown). A
+    /// request of ours resumes its waiter as lost; an interest registration counts as
+    /// acknowledged, so no subscribe reply waits forever.
     pub fn undeliverable(&mut self, msg: ShardMsg) {
-        match self.classify(msg) {
-            Undelivered::Lost(req) => self.lost.push_back(req),
-            Undelivered::Registered { channel, generation } => {
+        match msg {
+            ShardMsg::Call { origin, req, .. } if origin == self.id => self.lost.push_back(req),
+            ShardMsg::Interest { channel, ack: Some(generation), .. } => {
                 self.local.push_back(ShardMsg::InterestAcked { channel, generation });
             }
-            Undelivered::Nothing => {}
-        }
-    }
-
-    fn classify(&self, msg: ShardMsg) -> Undelivered {
-        match msg {
-            ShardMsg::Call { origin, req, .. } if origin == self.id => Undelivered::Lost(req),
-            ShardMsg::Interest { channel, ack: Some(generation), .. } => {
-                Undelivered::Registered { channel, generation }
-            }
-            _ => Undelivered::Nothing,
+            _ => {}
         }
     }
 
@@ -318,23 +293,20 @@ impl Mesh {
     /// request is gone (its task went away) is dropped. [`Answer::Failed`] stands for a request
     /// that was lost.
     pub fn answered(&mut self, req: RequestId, answer: Answer) -> Option<(u64, u16, Answer)> {
-        let flight = match &self.pending.get_mut(req)?.waiter {
-            Waiter::Flight { token, index } => Some((*token, *index)),
-            Waiter::Task { .. } => None,
-        };
-        if let Some((token, index)) = flight {
-            self.pending.remove(req);
-            return Some((token, index, answer));
-        }
-        if let Some(Pending { waiter: Waiter::Task { answer: slot, waker }, .. }) =
-            self.pending.get_mut(req)
-        {
-            *slot = Some(answer);
-            if let Some(w) = waker.take() {
-                w.wake();
+        match &mut self.pending.get_mut(req)?.waiter {
+            Waiter::Flight { token, index } => {
+                let flight = (*token, *index, answer);
+                self.pending.remove(req);
+                Some(flight)
+            }
+            Waiter::Task { answer: slot, waker } => {
+                *slot = Some(answer);
+                if let Some(w) = waker.take() {
+                    w.wake();
+                }
+                None
             }
         }
-        None
     }
 
     /// A task polls for its answer; `Ready(None)` when the request was lost.
