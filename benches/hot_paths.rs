@@ -92,13 +92,16 @@ fn shard_with_subscribers(n: usize, channel: &str) -> (Shard, Vec<ConnKey>) {
     cfg.channel.without_namespace.allow_subscribe_for_client = true;
     let verifier = Arc::new(TokenVerifier::for_connections(&cfg.client).unwrap());
     let namespaces = Arc::new(Namespaces::new(&cfg.channel).unwrap());
-    let env = Env::new(Arc::new(cfg), namespaces, (verifier.clone(), verifier));
+    let env = Env::new(Arc::new(cfg), namespaces, (verifier.clone(), verifier), Default::default());
     let mut shard = Shard::new(ShardId(0), 1, env, Arc::default(), Arc::default());
     let subscribe = format!(r#"{{"id":1,"subscribe":{{"channel":"{channel}"}}}}"#);
     let mut keys = Vec::with_capacity(n);
     for i in 0..n {
-        let key =
-            shard.open_conn(rotor::transport::Transport::WebSocket { native_ping: false }, false);
+        let key = shard.open_conn(
+            rotor::transport::Transport::WebSocket { native_ping: false },
+            false,
+            Vec::new(),
+        );
         if let Some(conn) = shard.conns().get_mut(key) {
             conn.state = State::Connected(Session {
                 client: uuid::Uuid::from_u128(i as u128),
@@ -108,6 +111,8 @@ fn shard_with_subscribers(n: usize, channel: &str) -> (Shard, Vec<ConnKey>) {
                 expire_at: None,
                 counted: false,
                 token_channels: 0,
+                server_refresh: false,
+                refreshing: false,
             });
         }
         let cmd = json::decode_frame(subscribe.as_bytes()).unwrap().remove(0);

@@ -132,6 +132,7 @@ pub mod http;
 pub mod hub;
 pub mod node;
 pub mod protocol;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod shard;

@@ -203,6 +203,9 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     let origins = OriginPolicy::new(&cfg.client.allowed_origins)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let engines = cfg.engines().map_err(|e| RunError::Config(e.to_string()))?;
+    let proxies = Arc::new(
+        crate::proxy::Proxies::from_config(&cfg).map_err(|e| RunError::Config(e.to_string()))?,
+    );
     let redis = match engines.redis {
         Some((_, section)) => {
             // A cluster's masters and slots are read by each shard as it starts (start_redis).
@@ -250,8 +253,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         let (ctl_tx, ctl_rx) = control_channel();
         controls.push(ctl_tx);
         let placement = if pin { Placement::Fixed(i % cpus) } else { Placement::Unbound };
-        let (cfg, namespaces, origins) =
-            (Arc::clone(&cfg), Arc::clone(&namespaces), origins.clone());
+        let (cfg, namespaces, origins, proxies) =
+            (Arc::clone(&cfg), Arc::clone(&namespaces), origins.clone(), Arc::clone(&proxies));
         let verifiers = (Arc::clone(&verifier), Arc::clone(&sub_verifier));
         let (heartbeat, connections) = (Arc::clone(beat), Arc::clone(&connections));
         let (redis, nats) = (redis.clone(), nats.clone());
@@ -264,7 +267,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
             .ring_depth(cfg.runtime.ring_depth)
             .spin_before_park(cfg.runtime.spin_before_park)
             .spawn(move || async move {
-                let commands = crate::client::Env::new(cfg.clone(), namespaces, verifiers);
+                let commands = crate::client::Env::new(cfg.clone(), namespaces, verifiers, proxies);
                 let state = Shard::new(id, count, commands, connections, heartbeat);
                 let shard: ShardRef = Rc::new(RefCell::new(state));
                 let env = Rc::new(Env { origins });
@@ -299,6 +302,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                     start_nats(&shard, settings).await;
                 }
                 glommio::spawn_local(server::timers(shard.clone())).detach();
+                server::proxy::spawn(&shard);
                 if let Some(l) = listener {
                     if round_robin {
                         glommio::spawn_local(server::accept_round_robin(

@@ -30,6 +30,10 @@ pub enum ChannelError {
     PermissionDenied,
     #[error("not available")]
     NotAvailable,
+    /// The namespace sends this decision to its proxy (the caller calls it; 108 for a caller
+    /// that cannot, as upstream answers without a proxy handler).
+    #[error("decided by the proxy")]
+    Proxied,
 }
 
 impl ChannelError {
@@ -40,7 +44,7 @@ impl ChannelError {
             ChannelError::UnknownChannel => 102,
             ChannelError::PermissionDenied => 103,
             ChannelError::BadRequest => 107,
-            ChannelError::NotAvailable => 108,
+            ChannelError::NotAvailable | ChannelError::Proxied => 108,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Owns the decision "may this connection subscribe / publish / query presence or
 //! history here", given a resolved channel and who asks. Must not verify tokens
 //! (the caller does, with `crate::auth`, before saying `has_token`), call proxies
-//! (none exist yet, so proxy-enabled namespaces refuse), or mutate anything.
+//! (it answers [`ChannelError::Proxied`] where the namespace's proxy decides), or mutate
+//! anything.
 
 use super::{check_name, ChannelError, Resolved};
 
@@ -48,9 +49,8 @@ pub fn check_subscribe(
     if user_limited && o.allow_user_limited_channels && r.user_listed(who.user) {
         return Ok(());
     }
-    // The subscribe proxy would decide here; without proxy support nobody passes.
     if o.subscribe_proxy_enabled && !user_limited {
-        return Err(ChannelError::PermissionDenied);
+        return Err(ChannelError::Proxied);
     }
     if o.allow_subscribe_for_client
         && (!who.anonymous() || o.allow_subscribe_for_anonymous)
@@ -73,10 +73,8 @@ pub fn check_publish(
 ) -> Result<(), ChannelError> {
     check_name(r)?;
     let o = r.options;
-    // The publish proxy would decide here; answer as upstream does for a proxy that
-    // is not configured.
     if o.publish_proxy_enabled {
-        return Err(ChannelError::NotAvailable);
+        return Err(ChannelError::Proxied);
     }
     allowed(
         who,

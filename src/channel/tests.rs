@@ -303,15 +303,16 @@ fn hash_channels_without_user_limited_option_are_denied_q13() {
 }
 
 #[test]
-fn subscribe_proxy_namespace_refuses_until_proxies_exist() {
+fn subscribe_proxy_namespace_leaves_the_decision_to_the_proxy() {
     let proxied = ChannelOptions {
         subscribe_proxy_enabled: true,
         allow_subscribe_for_client: true,
         ..Default::default()
     };
-    assert_eq!(sub(proxied.clone(), "ns:x", USER, false), DENIED);
+    assert_eq!(sub(proxied.clone(), "ns:x", USER, false), Err(ChannelError::Proxied));
     // Upstream asks the proxy before looking at insecure mode.
-    assert_eq!(sub(proxied, "ns:x", Subject { user: "42", insecure: true }, false), DENIED);
+    let insecure = Subject { user: "42", insecure: true };
+    assert_eq!(sub(proxied, "ns:x", insecure, false), Err(ChannelError::Proxied));
 }
 
 #[test]
@@ -368,15 +369,15 @@ fn publish_permission_rules() {
 }
 
 #[test]
-fn publish_proxy_namespace_is_not_available() {
+fn publish_proxy_namespace_leaves_the_decision_to_the_proxy() {
     let t = single(ChannelOptions {
         publish_proxy_enabled: true,
         allow_publish_for_client: true,
         ..Default::default()
     });
     let r = t.resolve("ns:x").unwrap();
-    assert_eq!(check_publish(&r, &USER, true), NOT_AVAILABLE);
-    assert_eq!(check_publish(&r, &INSECURE_ANON, true), NOT_AVAILABLE);
+    assert_eq!(check_publish(&r, &USER, true), Err(ChannelError::Proxied));
+    assert_eq!(check_publish(&r, &INSECURE_ANON, true), Err(ChannelError::Proxied));
 }
 
 #[test]

@@ -8,11 +8,31 @@ use std::sync::Arc;
 
 use crate::auth::{self, Expiry, TokenError};
 use crate::broker::{PublishCall, Reply};
-use crate::channel::{self, Subject};
+use crate::channel::{self, ChannelError, Subject};
 use crate::client::conn::ConnKey;
 use crate::client::{rules, Clients, Resume, Step};
-use crate::protocol::{codes, Publication, PublishRequest, RefreshResult, ReplyBody};
+use crate::protocol::{codes, Publication, PublishRequest, RawJson, RefreshResult, ReplyBody};
+use crate::proxy::ChannelEvent;
 use crate::shard::msg::{Answer, Call};
+
+/// A client publication that may go to its channel's home shard.
+#[derive(Debug)]
+pub struct Publish {
+    /// Channel.
+    pub channel: Arc<str>,
+    /// Payload.
+    pub data: RawJson,
+    /// Tags (publish proxy).
+    pub tags: Vec<(String, String)>,
+    /// Keep it out of history (publish proxy).
+    pub skip_history: bool,
+    /// Send as a delta where subscribers negotiated it.
+    pub delta: bool,
+    /// Idempotency key (publish proxy).
+    pub idempotency_key: Option<String>,
+    /// Version and epoch (publish proxy).
+    pub version: Option<(u64, String)>,
+}
 
 impl Clients<'_> {
     /// `refresh` (spec §2.10): a new connection token extends (or ends) the expiry.
@@ -90,7 +110,6 @@ impl Clients<'_> {
         };
         let channel: Arc<str> = Arc::from(req.channel.as_str());
         let subscribed = session.has_sub(&channel);
-        let info = session.info(None);
         let user = Arc::clone(&session.user);
         let resolved = match namespaces.resolve(&channel) {
             Ok(r) => r,
@@ -100,10 +119,22 @@ impl Clients<'_> {
             }
         };
         let who = Subject { user: &user, insecure };
-        if let Err(e) = channel::check_publish(&resolved, &who, subscribed) {
-            self.reply_error(key, id, rules::channel_error(e));
-            return Step::Next;
-        }
+        let proxy = match channel::check_publish(&resolved, &who, subscribed) {
+            Ok(()) => None,
+            Err(ChannelError::Proxied) => {
+                match self.env.proxies.channel(ChannelEvent::Publish, resolved.options) {
+                    Some(proxy) => Some(proxy),
+                    None => {
+                        self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
+                        return Step::Next;
+                    }
+                }
+            }
+            Err(e) => {
+                self.reply_error(key, id, rules::channel_error(e));
+                return Step::Next;
+            }
+        };
         let format = if resolved.options.publication_data_format.is_empty() {
             global_format.as_str()
         } else {
@@ -115,20 +146,47 @@ impl Clients<'_> {
             self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
             return Step::Next;
         }
-        let history = rules::history_policy(resolved.options, false);
-        let publication = Publication {
+        if let Some(proxy) = proxy {
+            return self.publish_proxy(key, id, req, proxy);
+        }
+        let delta = resolved.options.delta_publish;
+        let publish = Publish {
+            channel: Arc::clone(&channel),
             data: req.data,
+            tags: Vec::new(),
+            skip_history: false,
+            delta,
+            idempotency_key: None,
+            version: None,
+        };
+        self.publish_at_home(key, id, publish)
+    }
+
+    /// Sends an allowed client publication to its channel's home shard, with the publisher's
+    /// client info; replies once it is ordered.
+    pub(super) fn publish_at_home(&mut self, key: ConnKey, id: u32, p: Publish) -> Step {
+        let namespaces = Arc::clone(&self.env.namespaces);
+        let Ok(resolved) = namespaces.resolve(&p.channel) else { return Step::Stop };
+        let Some(info) = self.conns.get(key).and_then(|c| c.session()).map(|s| s.info(None)) else {
+            return Step::Stop;
+        };
+        let json = !self.is_protobuf(key) || rules::is_json(p.data.as_bytes());
+        let history = rules::history_policy(resolved.options, p.skip_history);
+        let publication = Publication {
+            data: p.data,
             info: Some(info),
+            tags: p.tags,
             binary: !json,
-            delta_eligible: resolved.options.delta_publish,
+            delta_eligible: p.delta,
             ..Publication::default()
         };
+        let channel = p.channel;
         let call = Call::Publish(PublishCall {
             channel: Arc::clone(&channel),
             publication,
             history,
-            idempotency_key: None,
-            version: None,
+            idempotency_key: p.idempotency_key,
+            version: p.version,
         });
         let resume: Resume = Box::new(move |c: &mut Clients<'_>, answers| {
             match answers.into_iter().next().flatten() {

@@ -69,6 +69,19 @@ pub struct Conn {
     /// A command of this connection is in flight: the next one waits (commands of one
     /// connection are handled in order).
     pub busy: bool,
+    /// What later proxy calls send besides the command (boxed: most connections have none).
+    pub proxy: Option<Box<ProxyContext>>,
+}
+
+/// What a connection keeps for its proxy calls (spec §9.3).
+#[derive(Debug, Default)]
+pub struct ProxyContext {
+    /// Headers of its HTTP request that some proxy forwards (names lower-cased).
+    pub transport: Vec<(String, Vec<u8>)>,
+    /// Emulated headers from `ConnectRequest.headers` that some proxy forwards.
+    pub emulated: Vec<(String, String)>,
+    /// `meta` from the connect or refresh proxy: server-side only, never sent to the client.
+    pub meta: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Conn {
@@ -86,6 +99,7 @@ impl Conn {
             awaiting_pong: false,
             reading_done: false,
             busy: false,
+            proxy: None,
         }
     }
 

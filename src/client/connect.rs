@@ -26,10 +26,42 @@ use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call};
 use crate::transport::Transport;
 
+/// Who a connect says the client is: from its token, the connect proxy, or nobody (anonymous).
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// User id (empty: anonymous).
+    pub user: String,
+    /// Connection info.
+    pub conn_info: Option<RawJson>,
+    /// Unix seconds when the connection expires.
+    pub expire_at: Option<i64>,
+    /// Server-side subscriptions it starts with.
+    pub subs: Vec<ServerSub>,
+    /// See `Session::token_channels`.
+    pub token_channels: u64,
+    /// Channels the client lists in `ConnectRequest.subs` are subscribed where it could
+    /// subscribe itself (token and anonymous connects; not proxy ones, as upstream).
+    pub client_channels: bool,
+    /// `ConnectResult.data` (connect proxy).
+    pub data: Option<RawJson>,
+    /// The refresh proxy renews the expiry (else the client refreshes with a token).
+    pub server_refresh: bool,
+}
+
+impl Credentials {
+    /// An anonymous connection.
+    pub fn anonymous() -> Credentials {
+        Credentials { client_channels: true, ..Credentials::default() }
+    }
+}
+
 /// A connect that passed authentication, waiting for admission.
 #[derive(Debug)]
 struct PendingConnect {
     id: u32,
+    client: uuid::Uuid,
+    data: Option<RawJson>,
+    server_refresh: bool,
     user: Arc<str>,
     conn_info: Option<RawJson>,
     expire_at: Option<i64>,
@@ -57,12 +89,22 @@ impl Clients<'_> {
         let insecure = client_cfg.insecure;
         let now = self.env.clock.unix_secs();
         let mut subs: Vec<ServerSub> = Vec::new();
-        let (user, conn_info, expire_at, fingerprint) = if req.token.is_empty() {
+        if req.token.is_empty() {
+            if let Some(proxy) = self.env.proxies.connect {
+                return self.connect_proxy(key, id, &req, proxy);
+            }
             if !(insecure || client_cfg.allow_anonymous_connect_without_token) {
                 return self.bad_request(key);
             }
-            (String::new(), None, None, 0)
-        } else {
+            return self.connect_as(
+                key,
+                id,
+                uuid::Uuid::new_v4(),
+                Credentials::anonymous(),
+                req.subs,
+            );
+        }
+        let (user, conn_info, expire_at, fingerprint) = {
             match self.env.verifier.verify_connection(&req.token, now) {
                 Ok(claims) => {
                     let expiry = match auth::connection_expiry(&claims, now) {
@@ -113,7 +155,46 @@ impl Clients<'_> {
                 }
             }
         };
-        // Token channels must all resolve (else 102).
+        let creds = Credentials {
+            user,
+            conn_info,
+            expire_at,
+            subs,
+            token_channels: fingerprint,
+            client_channels: true,
+            data: None,
+            server_refresh: false,
+        };
+        self.connect_as(key, id, uuid::Uuid::new_v4(), creds, req.subs)
+    }
+
+    /// Continues a connect whose credentials are known: server-side subscriptions (they must
+    /// all resolve, else 102), the personal channel, client-listed channels, limits, admission.
+    pub(super) fn connect_as(
+        &mut self,
+        key: ConnKey,
+        id: u32,
+        client: uuid::Uuid,
+        creds: Credentials,
+        positions: Vec<(String, SubscribeRequest)>,
+    ) -> Step {
+        let Credentials {
+            user,
+            conn_info,
+            expire_at,
+            mut subs,
+            token_channels,
+            client_channels,
+            data,
+            server_refresh,
+        } = creds;
+        let insecure = self.env.cfg.client.insecure;
+        if let Some(at) = expire_at {
+            if at <= self.env.clock.unix_secs() {
+                self.reply_error(key, id, codes::ERROR_EXPIRED);
+                return Step::Next;
+            }
+        }
         for s in &subs {
             if let Err(e) = self.env.namespaces.resolve(&s.channel) {
                 self.reply_error(key, id, rules::channel_error(e));
@@ -138,7 +219,7 @@ impl Clients<'_> {
         // Channels the client lists to get them back (with positions) are accepted only where
         // it could subscribe itself (spec §5.5).
         let who = Subject { user: &user, insecure };
-        for (ch, _) in &req.subs {
+        for (ch, _) in positions.iter().filter(|_| client_channels) {
             if subs.iter().any(|s| *s.channel == **ch) {
                 continue;
             }
@@ -160,13 +241,16 @@ impl Clients<'_> {
         }
         let pending = PendingConnect {
             id,
+            client,
+            data,
+            server_refresh,
             user: Arc::from(user.as_str()),
             conn_info,
             expire_at,
             subs,
-            positions: req.subs,
+            positions,
             counted: false,
-            token_channels: fingerprint,
+            token_channels,
         };
         let user_limit = self.env.cfg.client.user_connection_limit;
         if user_limit > 0 && !pending.user.is_empty() {
@@ -213,6 +297,9 @@ impl Clients<'_> {
     fn establish(&mut self, key: ConnKey, pending: PendingConnect) -> Step {
         let PendingConnect {
             id,
+            client,
+            data,
+            server_refresh,
             user,
             conn_info,
             expire_at,
@@ -229,7 +316,6 @@ impl Clients<'_> {
             return Step::Stop;
         }
         let now = self.env.clock.unix_secs();
-        let client = uuid::Uuid::new_v4();
         let ping = self.env.cfg.client.ping_interval;
         let pong = self.env.cfg.client.pong_timeout;
         let Some(transport) = self.conns.get(key).map(|c| c.transport) else { return Step::Stop };
@@ -241,6 +327,7 @@ impl Clients<'_> {
             version: SERVER_VERSION.to_string(),
             ping: if app_ping { u32::try_from(ping.as_secs()).unwrap_or(u32::MAX) } else { 0 },
             pong: app_ping && !transport.unidirectional() && !ping.is_zero() && !pong.is_zero(),
+            data,
             ..ConnectResult::default()
         };
         if transport.emulation() {
@@ -249,7 +336,8 @@ impl Clients<'_> {
         } else if transport.unidirectional() {
             result.session = uuid::Uuid::new_v4().to_string();
         }
-        if let Some(at) = expire_at {
+        // With the refresh proxy the server renews the expiry itself; the client is not told.
+        if let Some(at) = expire_at.filter(|_| !server_refresh) {
             result.expires = true;
             result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);
         }
@@ -261,12 +349,16 @@ impl Clients<'_> {
             expire_at,
             counted,
             token_channels,
+            server_refresh,
+            refreshing: false,
         };
         let Some(conn) = self.conns.get_mut(key) else { return Step::Stop };
         conn.state = State::Connected(session);
         self.start_pings(key, self.env.clock.now());
-        if let Some(at) = expire_at {
-            self.arm_expiry(key, at, now);
+        match expire_at {
+            Some(at) if server_refresh => self.arm_refresh(key, at, now),
+            Some(at) => self.arm_expiry(key, at, now),
+            None => {}
         }
         let personal = &self.env.cfg.client.subscribe_to_user_personal_channel;
         if personal.enabled && personal.single_connection && !user.is_empty() {

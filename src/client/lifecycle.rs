@@ -55,6 +55,16 @@ impl Clients<'_> {
         self.arm_after(key, secs_until(at, now) + delay, TimerKind::SubExpire);
     }
 
+    /// Server-side subscription refresh (sub_refresh proxy): ask the backend at `at` itself.
+    pub fn arm_sub_refresh(&mut self, key: ConnKey, at: i64, now: i64) {
+        self.arm_after(key, secs_until(at, now), TimerKind::SubExpire);
+    }
+
+    /// Server-side refresh (refresh proxy): ask the backend at `at` itself.
+    pub fn arm_refresh(&mut self, key: ConnKey, at: i64, now: i64) {
+        self.arm_after(key, secs_until(at, now), TimerKind::Expire);
+    }
+
     fn arm_after(&mut self, key: ConnKey, wait: Duration, kind: TimerKind) {
         self.conns.add_timer(Timer { at: self.env.clock.now() + wait, key, kind });
     }
@@ -107,7 +117,17 @@ impl Clients<'_> {
             }
             TimerKind::SubExpire => self.expire_subs(t.key),
             TimerKind::Expire => {
-                let Some(at) = conn.session().and_then(|s| s.expire_at) else { return };
+                let Some(session) = conn.session() else { return };
+                let Some(at) = session.expire_at else { return };
+                if session.server_refresh {
+                    if self.env.clock.unix_secs() >= at {
+                        self.refresh_proxy(t.key);
+                    } else {
+                        let wait = secs_until(at, self.env.clock.unix_secs());
+                        self.arm_after(t.key, wait, TimerKind::Expire);
+                    }
+                    return;
+                }
                 let delay = i64::try_from(expired_delay.as_secs()).unwrap_or(i64::MAX);
                 let close_at = at.saturating_add(delay);
                 if self.env.clock.unix_secs() >= close_at {

@@ -22,6 +22,7 @@ mod connect;
 pub mod emulation;
 pub mod flight;
 pub mod lifecycle;
+mod proxied;
 pub mod query;
 pub mod queue;
 pub mod recovery;
@@ -45,6 +46,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::protocol::{codes, json, protobuf, Command, ReplyBody, Request};
+use crate::proxy::{Calls, Proxies};
 use crate::shard::id::ShardId;
 use crate::shard::mesh::{Mesh, Waiter};
 use crate::shard::msg::{Answer, Call};
@@ -69,6 +71,8 @@ pub struct Env {
     pub pings: Pings,
     /// The shard's one time input.
     pub clock: Clock,
+    /// Backend proxies (spec §9).
+    pub proxies: Arc<Proxies>,
 }
 
 /// The protocol ping of each encoding as a shared WebSocket frame.
@@ -86,13 +90,14 @@ impl Env {
         cfg: Arc<Config>,
         namespaces: Arc<Namespaces>,
         verifiers: (Arc<TokenVerifier>, Arc<TokenVerifier>),
+        proxies: Arc<Proxies>,
     ) -> Env {
         let pings = Pings {
             json: websocket::frame(websocket::OpCode::Text, json::PING),
             protobuf: websocket::frame(websocket::OpCode::Binary, protobuf::PING),
         };
         let (verifier, sub_verifier) = verifiers;
-        Env { cfg, namespaces, verifier, sub_verifier, pings, clock: Clock::system() }
+        Env { cfg, namespaces, verifier, sub_verifier, pings, clock: Clock::system(), proxies }
     }
 }
 
@@ -150,6 +155,8 @@ pub struct Clients<'a> {
     pub flights: &'a mut Flights<Resume>,
     /// Counters.
     pub stats: &'a mut Stats,
+    /// Backend proxy calls waiting for the shard's HTTP client.
+    pub calls: &'a mut Calls,
     /// Set while a command runs again after a JWKS key fetch: a key still missing is then an
     /// invalid token instead of another fetch.
     pub keys_retry: bool,
@@ -310,9 +317,13 @@ impl Clients<'_> {
             Request::History(r) => self.client_history(key, id, r),
             Request::SubRefresh(r) => self.sub_refresh(key, id, r),
             Request::Rpc(r) => {
-                let body = rules::rpc_reply(&self.env.cfg.rpc, &r.method);
-                self.reply(key, id, &body);
-                Step::Next
+                match rules::rpc_route(&self.env.cfg.rpc, &self.env.proxies, &r.method) {
+                    rules::RpcRoute::Reply(body) => {
+                        self.reply(key, id, &body);
+                        Step::Next
+                    }
+                    rules::RpcRoute::Proxy(proxy) => self.rpc_proxy(key, id, &r, proxy),
+                }
             }
         }
     }

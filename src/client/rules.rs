@@ -8,37 +8,48 @@ use crate::broker::stream::HistoryPolicy;
 use crate::channel::ChannelError;
 use crate::protocol::{codes, ProtocolError, ReplyBody};
 
-/// The answer to a client `rpc` (spec §5.4). Like upstream, a connection has an RPC handler
-/// only when the `ping` extension or an RPC proxy is configured; without one every call is 108.
-/// With one: the extension answers its method, a method whose namespace is unknown is 104, a
-/// namespace without a proxy is 104 (nothing could answer it), and one with a proxy is 108
-/// because Rotor has no RPC proxy yet.
-pub fn rpc_reply(rpc: &crate::config::Rpc, method: &str) -> ReplyBody {
-    let proxies =
+/// Where a client `rpc` goes (spec §5.4, §9.4).
+#[derive(Debug, PartialEq)]
+pub enum RpcRoute {
+    /// Answered at once.
+    Reply(ReplyBody),
+    /// To this proxy.
+    Proxy(crate::proxy::ProxyId),
+}
+
+/// Routes a client `rpc`. Like upstream, a connection has an RPC handler only when the `ping`
+/// extension or an RPC proxy is configured; without one every call is 108. With one: the
+/// extension answers its method, a method whose namespace is unknown is 104, a namespace
+/// without a proxy is 108 (as upstream's handler answers it), and one with a proxy goes there.
+pub fn rpc_route(
+    rpc: &crate::config::Rpc,
+    proxies: &crate::proxy::Proxies,
+    method: &str,
+) -> RpcRoute {
+    let any_proxy =
         rpc.without_namespace.proxy_enabled || rpc.namespaces.iter().any(|n| n.proxy_enabled);
-    if !rpc.ping.enabled && !proxies {
-        return ReplyBody::Error(codes::ERROR_NOT_AVAILABLE);
+    if !rpc.ping.enabled && !any_proxy {
+        return RpcRoute::Reply(ReplyBody::Error(codes::ERROR_NOT_AVAILABLE));
     }
     if rpc.ping.enabled && method == rpc.ping.method {
-        return ReplyBody::Rpc(crate::protocol::RpcResult::default());
+        return RpcRoute::Reply(ReplyBody::Rpc(crate::protocol::RpcResult::default()));
     }
-    if !proxies {
-        return ReplyBody::Error(codes::ERROR_METHOD_NOT_FOUND);
+    if !any_proxy {
+        return RpcRoute::Reply(ReplyBody::Error(codes::ERROR_METHOD_NOT_FOUND));
     }
-    let proxy_enabled = match method.split_once(rpc.namespace_boundary.as_str()) {
+    let (enabled, name) = match method.split_once(rpc.namespace_boundary.as_str()) {
         Some((ns, _)) if !rpc.namespace_boundary.is_empty() => {
             match rpc.namespaces.iter().find(|n| n.name == ns) {
-                Some(n) => n.proxy_enabled,
-                None => return ReplyBody::Error(codes::ERROR_METHOD_NOT_FOUND),
+                Some(n) => (n.proxy_enabled, n.proxy_name.as_str()),
+                None => return RpcRoute::Reply(ReplyBody::Error(codes::ERROR_METHOD_NOT_FOUND)),
             }
         }
-        _ => rpc.without_namespace.proxy_enabled,
+        _ => (rpc.without_namespace.proxy_enabled, rpc.without_namespace.proxy_name.as_str()),
     };
-    ReplyBody::Error(if proxy_enabled {
-        codes::ERROR_NOT_AVAILABLE
-    } else {
-        codes::ERROR_METHOD_NOT_FOUND
-    })
+    match proxies.rpc(name).filter(|_| enabled) {
+        Some(id) => RpcRoute::Proxy(id),
+        None => RpcRoute::Reply(ReplyBody::Error(codes::ERROR_NOT_AVAILABLE)),
+    }
 }
 
 /// Order-independent fingerprint of a connection token's server-side channels.
@@ -63,7 +74,7 @@ pub fn channel_error(e: ChannelError) -> ProtocolError {
         ChannelError::UnknownChannel => codes::ERROR_UNKNOWN_CHANNEL,
         ChannelError::BadRequest => codes::ERROR_BAD_REQUEST,
         ChannelError::PermissionDenied => codes::ERROR_PERMISSION_DENIED,
-        ChannelError::NotAvailable => codes::ERROR_NOT_AVAILABLE,
+        ChannelError::NotAvailable | ChannelError::Proxied => codes::ERROR_NOT_AVAILABLE,
     }
 }
 

@@ -35,6 +35,10 @@ impl SubFlags {
     /// A delta subscriber got a full publication from the live stream: the next ones may be
     /// patches against this shard's delta base.
     pub const DELTA_READY: u16 = 1 << 9;
+    /// The sub_refresh proxy renews the expiry (server-side refresh).
+    pub const SERVER_REFRESH: u16 = 1 << 10;
+    /// A sub_refresh proxy call is in flight.
+    pub const REFRESHING: u16 = 1 << 11;
 
     /// Whether `flag` is set.
     pub fn has(self, flag: u16) -> bool {
@@ -117,6 +121,10 @@ pub struct Session {
     /// Fingerprint of the token's server-side channel set (`channels`/`subs`); a refresh token
     /// with another set closes the connection with 3010 so it reconnects with the new set.
     pub token_channels: u64,
+    /// The refresh proxy renews `expire_at` (the connect proxy made this connection).
+    pub server_refresh: bool,
+    /// A refresh proxy call is in flight.
+    pub refreshing: bool,
 }
 
 impl Session {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::auth::{self, Expiry, SubscribeOverrides, TokenError};
 use crate::broker::stream::{HistoryPolicy, Position};
 use crate::broker::SubscribeCall;
-use crate::channel::{self, Resolved, Subject};
+use crate::channel::{self, ChannelError, Resolved, Subject};
 use crate::client::conn::ConnKey;
 use crate::client::recovery::{recover_from, PendingSub, SubReply};
 use crate::client::session::{Sub, SubExtra, SubFlags};
@@ -28,6 +28,7 @@ use crate::protocol::{
     codes, ClientInfo, PushBody, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
     SubscribeRequest, SubscribeResult,
 };
+use crate::proxy::ChannelEvent;
 use crate::shard::id::Lane;
 use crate::shard::msg::{Call, Cast, ShardMsg};
 
@@ -52,6 +53,22 @@ impl ServerSub {
     pub fn plain(channel: Arc<str>) -> ServerSub {
         ServerSub { channel, info: None, data: None, overrides: SubscribeOverrides::default() }
     }
+}
+
+/// What allowed a subscription, besides namespace defaults: a subscription token or the
+/// subscribe proxy.
+#[derive(Debug, Default)]
+pub struct Grant {
+    /// `chan_info`.
+    pub chan_info: Option<RawJson>,
+    /// `SubscribeResult.data`.
+    pub data: Option<RawJson>,
+    /// Unix seconds when it expires.
+    pub expire_at: Option<i64>,
+    /// Namespace option overrides.
+    pub overrides: SubscribeOverrides,
+    /// The sub_refresh proxy renews the expiry (the client is not told about it).
+    pub server_refresh: bool,
 }
 
 /// Options of a subscription per spec §5.4: namespace defaults, token overrides, then what the
@@ -148,9 +165,7 @@ impl Clients<'_> {
             return Step::Next;
         }
         let now = self.env.clock.unix_secs();
-        let mut result = SubscribeResult::default();
-        let mut extra = SubExtra::default();
-        let mut overrides = SubscribeOverrides::default();
+        let mut grant = Grant::default();
         let has_token = !req.token.is_empty();
         if has_token {
             match self.env.sub_verifier.verify_subscription(&req.token, now) {
@@ -161,19 +176,15 @@ impl Clients<'_> {
                     }
                     match auth::subscription_expiry(&claims, now) {
                         Expiry::Never => {}
-                        Expiry::At(at) => {
-                            result.expires = true;
-                            result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);
-                            extra.expire_at = Some(at);
-                        }
+                        Expiry::At(at) => grant.expire_at = Some(at),
                         Expiry::AlreadyExpired => {
                             self.reply_error(key, id, codes::ERROR_EXPIRED);
                             return Step::Next;
                         }
                     }
-                    result.data = claims.data.map(RawJson);
-                    extra.chan_info = claims.info.map(RawJson);
-                    overrides = claims.overrides;
+                    grant.data = claims.data.map(RawJson);
+                    grant.chan_info = claims.info.map(RawJson);
+                    grant.overrides = claims.overrides;
                 }
                 Err(TokenError::Expired) => {
                     self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
@@ -193,11 +204,62 @@ impl Clients<'_> {
             }
         }
         let who = Subject { user: &user, insecure };
-        if let Err(e) = channel::check_subscribe(&resolved, &who, has_token) {
-            self.reply_error(key, id, rules::channel_error(e));
+        match channel::check_subscribe(&resolved, &who, has_token) {
+            Ok(()) => {}
+            Err(ChannelError::Proxied) => {
+                let proxies = &self.env.proxies;
+                let refresh = proxies.channel(ChannelEvent::SubRefresh, resolved.options);
+                if let Some(proxy) = proxies.channel(ChannelEvent::Subscribe, resolved.options) {
+                    return self.subscribe_proxy(key, id, req, proxy, refresh.is_some());
+                }
+                self.reply_error(key, id, codes::ERROR_NOT_AVAILABLE);
+                return Step::Next;
+            }
+            Err(e) => {
+                self.reply_error(key, id, rules::channel_error(e));
+                return Step::Next;
+            }
+        }
+        self.grant_subscribe(key, id, &req, grant)
+    }
+
+    /// A subscribe that is allowed: options, the session entry, then the home shard. Checks
+    /// again what may have changed while a proxy decided (closed, subscribed meanwhile).
+    pub(super) fn grant_subscribe(
+        &mut self,
+        key: ConnKey,
+        id: u32,
+        req: &SubscribeRequest,
+        grant: Grant,
+    ) -> Step {
+        let namespaces = Arc::clone(&self.env.namespaces);
+        let insecure = self.env.cfg.client.insecure;
+        let Some(session) = self.conns.get(key).and_then(|c| c.session()) else {
+            return Step::Stop;
+        };
+        let channel: Arc<str> = Arc::from(req.channel.as_str());
+        if session.has_sub(&channel) {
+            self.reply_error(key, id, codes::ERROR_ALREADY_SUBSCRIBED);
             return Step::Next;
         }
-        let mut flags = sub_flags(&resolved, &overrides, &req, &who);
+        let user = Arc::clone(&session.user);
+        let Ok(resolved) = namespaces.resolve(&channel) else { return Step::Stop };
+        let who = Subject { user: &user, insecure };
+        let now = self.env.clock.unix_secs();
+        let mut result = SubscribeResult { data: grant.data, ..SubscribeResult::default() };
+        if let Some(at) = grant.expire_at {
+            if at <= now {
+                self.reply_error(key, id, codes::ERROR_EXPIRED);
+                return Step::Next;
+            }
+            if !grant.server_refresh {
+                result.expires = true;
+                result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);
+            }
+        }
+        let extra = SubExtra { chan_info: grant.chan_info, expire_at: grant.expire_at };
+        let mut flags = sub_flags(&resolved, &grant.overrides, req, &who);
+        flags.set(SubFlags::SERVER_REFRESH, grant.server_refresh && grant.expire_at.is_some());
         let history = rules::history_policy(resolved.options, false);
         // A delta type the namespace does not allow is not an error: the subscription simply
         // gets full payloads (`delta` stays false in the result).
@@ -220,7 +282,7 @@ impl Clients<'_> {
             reject_unrecovered: req.flag & FLAG_REJECT_UNRECOVERED != 0,
             result,
         };
-        let call = self.subscribe_at_home(key, &mut pending, info, history, &req);
+        let call = self.subscribe_at_home(key, &mut pending, info, history, req);
         let channel = Arc::clone(&pending.channel);
         let resume: Resume = Box::new(move |c: &mut Clients<'_>, answers| {
             c.finish_subscribe(key, pending, answers.into_iter().next().flatten())
@@ -247,8 +309,10 @@ impl Clients<'_> {
         let session = self.conns.get_mut(key).and_then(|c| c.session_mut())?;
         session.push_sub(sub);
         let info = Arc::new(session.info(chan_info));
-        if let Some(at) = expire_at {
-            self.arm_sub_expiry(key, at, now);
+        match expire_at {
+            Some(at) if flags.has(SubFlags::SERVER_REFRESH) => self.arm_sub_refresh(key, at, now),
+            Some(at) => self.arm_sub_expiry(key, at, now),
+            None => {}
         }
         self.begin_subscription(channel);
         Some(info)
@@ -411,20 +475,43 @@ impl Clients<'_> {
     }
 
     /// Expired token subscriptions of a connection: client-side ones are unsubscribed with
-    /// 2501, a server-side one disconnects with 3006 (spec §4.5).
+    /// 2501, a server-side one disconnects with 3006 (spec §4.5). Ones the sub_refresh proxy
+    /// keeps ask it instead, once their expiry is reached.
     pub(super) fn expire_subs(&mut self, key: ConnKey) {
         let delay = i64::try_from(self.env.cfg.client.expired_sub_close_delay.as_secs())
             .unwrap_or(i64::MAX);
         let now = self.env.clock.unix_secs();
-        let expired: Vec<Arc<str>> = match self.conns.get(key).and_then(|c| c.session()) {
-            Some(s) => s
-                .subs
-                .iter()
-                .filter(|sub| sub.expire_at().is_some_and(|at| at.saturating_add(delay) <= now))
-                .map(|sub| Arc::clone(&sub.channel))
-                .collect(),
-            None => return,
-        };
+        let namespaces = Arc::clone(&self.env.namespaces);
+        let proxies = Arc::clone(&self.env.proxies);
+        let Some(session) = self.conns.get_mut(key).and_then(|c| c.session_mut()) else { return };
+        let mut expired: Vec<Arc<str>> = Vec::new();
+        let mut refresh = Vec::new();
+        for sub in &mut session.subs {
+            let Some(at) = sub.expire_at() else { continue };
+            if !sub.flags.has(SubFlags::SERVER_REFRESH) {
+                if at.saturating_add(delay) <= now {
+                    expired.push(Arc::clone(&sub.channel));
+                }
+                continue;
+            }
+            if at > now || sub.flags.has(SubFlags::REFRESHING) {
+                continue;
+            }
+            let proxy = namespaces
+                .resolve(&sub.channel)
+                .ok()
+                .and_then(|r| proxies.channel(ChannelEvent::SubRefresh, r.options));
+            match proxy {
+                Some(proxy) => {
+                    sub.flags.set(SubFlags::REFRESHING, true);
+                    refresh.push((Arc::clone(&sub.channel), proxy));
+                }
+                None => expired.push(Arc::clone(&sub.channel)),
+            }
+        }
+        for (channel, proxy) in refresh {
+            self.sub_refresh_proxy(key, &channel, proxy);
+        }
         for channel in expired {
             self.unsubscribe_with(
                 key,
@@ -480,17 +567,36 @@ impl Clients<'_> {
                 return Step::Stop;
             }
         };
-        if let Some(s) = self.conns.get_mut(key).and_then(|c| c.session_mut()) {
-            if let Some(sub) = s.subs.iter_mut().find(|sub| *sub.channel == *req.channel) {
-                sub.extra.get_or_insert_with(Box::default).expire_at = expire_at;
-            }
-        }
-        if let Some(at) = expire_at {
-            self.arm_sub_expiry(key, at, now);
-        }
+        self.sub_refreshed(key, &req.channel, expire_at, None, now);
         let result = SubRefreshResult { expires: expire_at.is_some(), ttl };
         self.reply(key, id, &ReplyBody::SubRefresh(result));
         Step::Next
+    }
+
+    /// A subscription's expiry was renewed (a token or the sub_refresh proxy): the new expiry
+    /// (`None`: never) and channel info, armed again.
+    pub(super) fn sub_refreshed(
+        &mut self,
+        key: ConnKey,
+        channel: &str,
+        expire_at: Option<i64>,
+        chan_info: Option<RawJson>,
+        now: i64,
+    ) {
+        let Some(s) = self.conns.get_mut(key).and_then(|c| c.session_mut()) else { return };
+        let Some(sub) = s.subs.iter_mut().find(|sub| *sub.channel == *channel) else { return };
+        sub.flags.clear(SubFlags::REFRESHING);
+        let server_refresh = sub.flags.has(SubFlags::SERVER_REFRESH);
+        let extra = sub.extra.get_or_insert_with(Box::default);
+        extra.expire_at = expire_at;
+        if chan_info.is_some() {
+            extra.chan_info = chan_info;
+        }
+        match expire_at {
+            Some(at) if server_refresh => self.arm_sub_refresh(key, at, now),
+            Some(at) => self.arm_sub_expiry(key, at, now),
+            None => {}
+        }
     }
 
     /// Whether a connection is open and still subscribed to `channel` (it may have closed or

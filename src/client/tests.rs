@@ -18,13 +18,13 @@ fn test_shard(queue_max_size: usize) -> Shard {
     cfg.client.queue_max_size = queue_max_size;
     let v = Arc::new(crate::auth::TokenVerifier::for_connections(&cfg.client).unwrap());
     let ns = Arc::new(crate::channel::Namespaces::new(&cfg.channel).unwrap());
-    let env = Env::new(Arc::new(cfg), ns, (v.clone(), v));
+    let env = Env::new(Arc::new(cfg), ns, (v.clone(), v), Arc::default());
     Shard::new(ShardId(0), 1, env, Arc::default(), Arc::default())
 }
 
 /// A connected client subscribed to `channel` in its session.
 fn connected(shard: &mut Shard, channel: &Arc<str>) -> ConnKey {
-    let key = shard.open_conn(Transport::WebSocket { native_ping: false }, false);
+    let key = shard.open_conn(Transport::WebSocket { native_ping: false }, false, Vec::new());
     if let Some(c) = shard.conns().get_mut(key) {
         c.state = State::Connected(Session {
             client: uuid::Uuid::from_u128(1),
@@ -34,6 +34,8 @@ fn connected(shard: &mut Shard, channel: &Arc<str>) -> ConnKey {
             expire_at: None,
             counted: false,
             token_channels: 0,
+            server_refresh: false,
+            refreshing: false,
         });
     }
     key

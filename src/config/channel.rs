@@ -12,6 +12,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codec::{self, GoDuration, Plain, Section, SectionVisitor};
+use super::proxy::ChannelProxies;
 use super::section::{section, section_serde};
 
 section! {
@@ -35,6 +36,8 @@ section! {
         user_boundary: String [Plain] = "#".to_owned(),
         /// Separates users in user-limited channels.
         user_separator: String [Plain] = ",".to_owned(),
+        /// The proxies namespaces call `default` (spec §9).
+        proxy: ChannelProxies [Plain] = ChannelProxies::default(),
     }
 }
 

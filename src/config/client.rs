@@ -12,6 +12,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codec::{self, DisablableDuration, GoDuration, Plain, Section, SectionVisitor};
+use super::proxy::ClientProxies;
 use super::section::{section, section_serde};
 
 section! {
@@ -70,6 +71,8 @@ section! {
         /// Connect error codes → disconnects of unidirectional transports (spec §1.6).
         connect_code_to_unidirectional_disconnect: UniDisconnects [Plain] =
             UniDisconnects::default(),
+        /// Connect and refresh proxies (spec §9).
+        proxy: ClientProxies [Plain] = ClientProxies::default(),
     }
 }
 

@@ -15,7 +15,7 @@ use super::{Config, ConfigError};
 const PREFIXES: [&str; 2] = ["CENTRIFUGO_", "ROTOR_"];
 
 /// Key paths holding arrays of objects, which take a JSON string instead of words.
-const JSON_ARRAY_PATHS: &[&str] = &["channel.namespaces"];
+const JSON_ARRAY_PATHS: &[&str] = &["channel.namespaces", "proxies", "rpc.namespaces"];
 
 const NAMESPACES_SUFFIX: &str = "CHANNEL_NAMESPACES";
 

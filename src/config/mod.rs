@@ -19,6 +19,7 @@ pub mod duration;
 mod engine;
 mod env;
 mod load;
+mod proxy;
 mod section;
 mod server;
 mod transport;
@@ -40,6 +41,10 @@ pub use client::{
 pub use engine::{Broker, Engine, Nats, PresenceManager, Redis};
 pub use env::parse_go_bool;
 pub use load::{load, parse_file_text, Format, Loaded, DEFAULT_CONFIG_FILE};
+pub use proxy::{
+    ChannelProxies, ClientProxies, NamedProxy, Proxy, ProxyGrpc, ProxyHttp, ProxyTls,
+    StatusTransform, SwitchedProxy, TransformDisconnect, TransformError,
+};
 pub use server::{
     Admin, Health, HttpApi, HttpServer, Log, Node, Placement, Prometheus, Rpc, RpcNamespace,
     RpcOptions, RpcPing, Runtime, Shutdown,
@@ -153,6 +158,8 @@ section! {
         node: Node [Plain] = Node::default(),
         /// Client RPC: namespaces and the built-in `ping` extension.
         rpc: Rpc [Plain] = Rpc::default(),
+        /// Named proxies that namespaces and RPC namespaces refer to by name.
+        proxies: Vec<NamedProxy> [Plain] = Vec::new(),
         /// Graceful shutdown.
         shutdown: Shutdown [Plain] = Shutdown::default(),
         /// Rotor's own thread-per-core runtime settings (not a Centrifugo key).

@@ -12,6 +12,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codec::{self, GoDuration, OptionalPort, Plain, Port, Section, SectionVisitor};
+use super::proxy::Proxy;
 use super::section::section;
 
 section! {
@@ -103,9 +104,10 @@ section! {
 }
 
 section! {
-    /// `rpc.*` (spec §5.4). RPC proxies are not implemented: a namespace with `proxy_enabled`
-    /// answers 108.
+    /// `rpc.*` (spec §5.4, §9).
     pub struct Rpc {
+        /// The proxy RPC namespaces call `default`.
+        proxy: Proxy [Plain] = Proxy::default(),
         /// Options of methods without a namespace.
         without_namespace: RpcOptions [Plain] = RpcOptions::default(),
         /// RPC namespaces (`<name>:<method>`).

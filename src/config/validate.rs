@@ -67,6 +67,7 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("unknown level {:?} (one of {})", config.log.level, LOG_LEVELS.join(", ")),
         ));
     }
+    crate::proxy::Proxies::from_config(config)?;
     let engines = config.engines()?;
     if let Some((path, redis)) = engines.redis {
         check_redis(path, redis)?;

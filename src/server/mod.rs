@@ -34,6 +34,7 @@ use crate::transport::websocket::{self, Wire};
 use crate::transport::Transport;
 
 mod conn;
+pub mod proxy;
 mod streaming;
 
 use conn::{closed_then_wait, disconnect, finish_conn, handle_commands, shard_header, write_loop};
@@ -95,7 +96,8 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
                     // buffers, head and request state) is freed instead of living as long as
                     // the connection. Only the bytes after the upgrade request go along.
                     let leftover = buf.as_slice().to_vec();
-                    let ws = WsOpen { up, transport, connect, leftover };
+                    let forwarded = shard.borrow().proxies().keep_transport_headers(&head.headers);
+                    let ws = WsOpen { up, transport, connect, leftover, forwarded };
                     glommio::spawn_local(serve_websocket(shard, stream, ws)).detach();
                 }
                 Err(e) => {
@@ -256,10 +258,12 @@ struct WsOpen {
     connect: Option<String>,
     /// Bytes that followed the upgrade request.
     leftover: Vec<u8>,
+    /// The request headers some proxy forwards (spec §9.3).
+    forwarded: Vec<(String, Vec<u8>)>,
 }
 
 async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
-    let WsOpen { up, transport, connect, leftover } = ws;
+    let WsOpen { up, transport, connect, leftover, forwarded } = ws;
     let (shard_id, cfg) = {
         let s = shard.borrow();
         (s.id(), Arc::clone(s.cfg()))
@@ -273,7 +277,7 @@ async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
         if uni { cfg.uni_websocket.write_timeout } else { cfg.websocket.write_timeout };
     let _ = stream.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
     // Unidirectional WebSocket is JSON only.
-    let key = shard.borrow_mut().open_conn(transport, up.protobuf && !uni);
+    let key = shard.borrow_mut().open_conn(transport, up.protobuf && !uni, forwarded);
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
     let size_limit =

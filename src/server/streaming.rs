@@ -96,6 +96,8 @@ pub struct Open {
     pub commands: Vec<Command>,
     /// CORS headers for the response.
     pub cors: Vec<(&'static str, String)>,
+    /// The request headers some proxy forwards (spec §9.3).
+    pub forwarded: Vec<(String, Vec<u8>)>,
 }
 
 /// Answers a request to `endpoint`: a short reply, or a stream to open.
@@ -160,7 +162,8 @@ pub async fn request(
             _ => return Err(reply(400, "expected a connect command")),
         }
     };
-    Ok(Open { transport, protobuf, commands, cors })
+    let forwarded = shard.borrow().proxies().keep_transport_headers(&head.headers);
+    Ok(Open { transport, protobuf, commands, cors, forwarded })
 }
 
 /// `/emulation`: hands the commands to the shard that owns the session, without waiting for
@@ -225,7 +228,7 @@ pub async fn serve(shard: ShardRef, mut stream: TcpStream, open: Open) {
     }
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
-    let key = shard.borrow_mut().open_conn(open.transport, open.protobuf);
+    let key = shard.borrow_mut().open_conn(open.transport, open.protobuf, open.forwarded);
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
     Box::pin(handle_commands(&shard, key, open.commands)).await;

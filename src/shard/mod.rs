@@ -48,7 +48,7 @@ use glommio::net::AcceptedTcpStream;
 use crate::broker::control::Registry;
 use crate::broker::{Effect, Event, Outbox, ReplyTo};
 use crate::channel::home::Home;
-use crate::client::conn::{ConnKey, Conns};
+use crate::client::conn::{ConnKey, Conns, ProxyContext};
 use crate::client::flight::Flights;
 use crate::client::{Clients, Env, Resume, Step};
 use crate::config::Config;
@@ -92,6 +92,8 @@ pub struct Shard {
     /// Surveys of other nodes (shard 0).
     surveys: survey::Surveys,
     client_stats: crate::client::Stats,
+    /// Backend proxy calls waiting for this shard's HTTP client task.
+    calls: crate::proxy::Calls,
     shutting_down: bool,
     /// Tasks to wake when shutdown starts (accept loops, idle HTTP connections).
     shutdown_wakers: Vec<Waker>,
@@ -126,6 +128,7 @@ impl Shard {
             nodes: Registry::default(),
             surveys: survey::Surveys::default(),
             client_stats: crate::client::Stats::default(),
+            calls: crate::proxy::Calls::default(),
             shutting_down: false,
             shutdown_wakers: Vec::new(),
             heartbeat,
@@ -172,6 +175,7 @@ impl Shard {
             mesh: &mut self.mesh,
             flights: &mut self.flights,
             stats: &mut self.client_stats,
+            calls: &mut self.calls,
             keys_retry: false,
         }
     }
@@ -396,9 +400,23 @@ impl Shard {
 
     // ---- connection tasks ----------------------------------------------------------------
 
-    /// Registers a new connection (its stale timer starts now).
-    pub fn open_conn(&mut self, transport: Transport, protobuf: bool) -> ConnKey {
+    /// Registers a new connection (its stale timer starts now); `forwarded`: the headers of
+    /// its HTTP request that proxies forward.
+    pub fn open_conn(
+        &mut self,
+        transport: Transport,
+        protobuf: bool,
+        forwarded: Vec<(String, Vec<u8>)>,
+    ) -> ConnKey {
         let key = self.conns.insert(transport, protobuf);
+        if !forwarded.is_empty() {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.proxy = Some(Box::new(ProxyContext {
+                    transport: forwarded,
+                    ..ProxyContext::default()
+                }));
+            }
+        }
         let now = self.env.clock.now();
         self.clients().start_timers(key, now);
         key
@@ -412,6 +430,22 @@ impl Shard {
     /// A key fetch a command waited for ended: the command runs again.
     pub fn keys_fetched(&mut self, flight: u64) {
         self.with_clients(|c| c.land(flight));
+    }
+
+    /// The next backend proxy call for this shard's HTTP client task to start.
+    pub fn poll_proxy_call(&mut self, cx: &mut Context<'_>) -> Poll<crate::proxy::Job> {
+        self.calls.poll_next(cx)
+    }
+
+    /// A backend proxy call ended: the command waiting for it resumes.
+    pub fn proxy_answered(&mut self, token: u64, outcome: crate::proxy::Outcome) {
+        self.calls.done();
+        self.with_clients(|c| c.answered(token, 0, Answer::Proxy(outcome)));
+    }
+
+    /// The backend proxies (the server layer reads which request headers to keep).
+    pub fn proxies(&self) -> &Arc<crate::proxy::Proxies> {
+        &self.env.proxies
     }
 
     /// Whether a connection may take its next command: `Ready(false)` when it is idle,

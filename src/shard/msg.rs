@@ -115,6 +115,8 @@ pub enum Answer {
     Done,
     /// Nobody could answer (a survey naming a node nobody heard of).
     Failed,
+    /// A backend proxy call ended (never crosses shards: the connection's shard makes it).
+    Proxy(crate::proxy::Outcome),
 }
 
 /// A one-way message to another shard.

@@ -62,6 +62,7 @@ fn shards() -> Vec<ShardRef> {
                 Arc::clone(&cfg),
                 Arc::clone(&ns),
                 (Arc::clone(&v), Arc::clone(&v)),
+                Arc::default(),
             );
             let s = Shard::new(ShardId(i as u16), SHARDS, env, Arc::default(), Arc::default());
             Rc::new(RefCell::new(s))
@@ -151,7 +152,11 @@ impl Sim {
     fn new_conn(&mut self, client: usize) -> (usize, ConnKey) {
         let shard = (client + self.clients[client].next_id as usize) % SHARDS;
         let mut s = self.shards[shard].borrow_mut();
-        let key = s.open_conn(crate::transport::Transport::WebSocket { native_ping: false }, false);
+        let key = s.open_conn(
+            crate::transport::Transport::WebSocket { native_ping: false },
+            false,
+            Vec::new(),
+        );
         if let Some(c) = s.conns().get_mut(key) {
             c.state = State::Connected(Session {
                 client: uuid::Uuid::from_u128(client as u128),
@@ -161,6 +166,8 @@ impl Sim {
                 expire_at: None,
                 counted: false,
                 token_channels: 0,
+                server_refresh: false,
+                refreshing: false,
             });
         }
         (shard, key)

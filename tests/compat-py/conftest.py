@@ -50,3 +50,45 @@ def rpc_server():
     rotor = _start({"rpc": {"ping": {"enabled": True}}})
     yield rotor
     _stop(rotor)
+
+
+@pytest.fixture(scope="session")
+def proxy_server():
+    """A rotor whose connect and RPC proxies go to the README's example backend
+    (examples/proxy_backend.py), started here as its own process on a free port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(__file__).resolve().parents[2] / "examples" / "proxy_backend.py"
+    backend = subprocess.Popen([sys.executable, str(script), str(port)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the example backend did not start"
+                time.sleep(0.02)
+        url = f"http://127.0.0.1:{port}/centrifugo"
+        proxy = {"timeout": "2s", "http_headers": ["Cookie"]}
+        rotor = _start(
+            {
+                "client": {"proxy": {"connect": {"enabled": True, "endpoint": f"{url}/connect", **proxy}}},
+                "rpc": {
+                    "proxy": {"endpoint": f"{url}/rpc", **proxy},
+                    "without_namespace": {"proxy_enabled": True},
+                },
+            }
+        )
+        yield rotor
+        _stop(rotor)
+    finally:
+        backend.terminate()
+        backend.wait()

@@ -382,3 +382,43 @@ export class RawClient {
     }
   }
 }
+
+/**
+ * Starts the README's example backend (`examples/proxy_backend.py`, a separate Python
+ * process) on a free loopback port; resolves { url(event), stop() } once it accepts.
+ * Only the child it spawned is ever signalled.
+ */
+export async function startBackend() {
+  const { createServer, connect } = await import('node:net');
+  const port = await new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
+  const script = path.resolve(HERE, '../../examples/proxy_backend.py');
+  const child = spawn('python3', [script, String(port)], { stdio: ['ignore', 'inherit', 'inherit'] });
+  live.add(child);
+  child.once('exit', () => live.delete(child));
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const up = await new Promise((resolve) => {
+      const sock = connect(port, '127.0.0.1');
+      sock.once('connect', () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.once('error', () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error('the example backend did not start');
+    await sleep(20);
+  }
+  return {
+    url: (event) => `http://127.0.0.1:${port}/centrifugo/${event}`,
+    stop: () => {
+      child.kill('SIGTERM');
+    },
+  };
+}

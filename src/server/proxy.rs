@@ -1,0 +1,40 @@
+//! The shard's backend proxy task: takes the calls commands queued (`Shard::poll_proxy_call`),
+//! runs each on this executor with the shard's HTTP client, and hands the outcome back to the
+//! command's flight (`Shard::proxy_answered`).
+//!
+//! Owns: the shard's `proxy::http::Client` (its keep-alive pools). Must not: hold a shard
+//! borrow across an `.await`.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+
+use crate::proxy::http::Client;
+use crate::proxy::CallError;
+use crate::shard::ShardRef;
+
+/// Starts the task when the config has proxies.
+pub fn spawn(shard: &ShardRef) {
+    let proxies = Arc::clone(shard.borrow().proxies());
+    if !proxies.any() {
+        return;
+    }
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let client = Client::new();
+        loop {
+            let job = poll_fn(|cx| shard.borrow_mut().poll_proxy_call(cx)).await;
+            let (shard, client, proxies) = (shard.clone(), client.clone(), Arc::clone(&proxies));
+            glommio::spawn_local(async move {
+                let outcome = match proxies.endpoint(job.proxy) {
+                    Some(ep) => {
+                        client.call(job.proxy, ep, job.headers, job.body, job.deadline).await
+                    }
+                    None => Err(CallError::Transport("unknown proxy".into())),
+                };
+                shard.borrow_mut().proxy_answered(job.token, outcome);
+            })
+            .detach();
+        }
+    })
+    .detach();
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""An application backend for Rotor's proxy tests: answers Centrifugo proxy requests and
+records every one it gets (path, headers, JSON body).
+
+    proxy_backend.py PORT
+
+POST /<event> (connect, refresh, subscribe, publish, sub_refresh, rpc) answers from the script
+set for that event, else with the default below. POST /_script with
+{"event": "connect", "status": 200, "body": {...}, "delay_ms": 0} sets a script (an event with
+no other key removes it); GET /_log returns what was recorded, POST /_reset forgets it.
+"""
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+LOG = []
+SCRIPTS = {}
+
+
+def default_answer(event, req, headers):
+    if event == "connect":
+        cookie = headers.get("cookie", "")
+        for part in cookie.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == "session" and value:
+                return {"result": {"user": value}}
+        data = req.get("data") or {}
+        if isinstance(data, dict) and data.get("user"):
+            return {"result": {"user": data["user"]}}
+        return {"disconnect": {"code": 4501, "reason": "unauthorized"}}
+    if event in ("refresh", "sub_refresh"):
+        return {"result": {"expire_at": int(time.time()) + 3600}}
+    if event == "subscribe":
+        if "forbidden" in req.get("channel", ""):
+            return {"error": {"code": 403, "message": "forbidden"}}
+        return {"result": {}}
+    if event == "publish":
+        return {"result": {"data": {"input": req.get("data"), "sanitized": True}}}
+    if event == "rpc":
+        return {"result": {"data": {"method": req.get("method"), "echo": req.get("data")}}}
+    return {}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body):
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self):
+        if self.path == "/_log":
+            with LOCK:
+                return self.answer(200, LOG)
+        self.answer(404, {})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(length)
+        body = json.loads(raw) if raw else {}
+        if self.path == "/_script":
+            with LOCK:
+                event = body.pop("event")
+                if body:
+                    SCRIPTS[event] = body
+                else:
+                    SCRIPTS.pop(event, None)
+            return self.answer(200, {})
+        if self.path == "/_reset":
+            with LOCK:
+                LOG.clear()
+            return self.answer(200, {})
+        event = self.path.strip("/").split("/")[-1]
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with LOCK:
+            LOG.append({"event": event, "headers": headers, "body": body})
+            script = SCRIPTS.get(event)
+        if script is None:
+            return self.answer(200, default_answer(event, body, headers))
+        if script.get("delay_ms"):
+            time.sleep(script["delay_ms"] / 1000.0)
+        self.answer(script.get("status", 200), script.get("body", {}))
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 2048
+
+
+if __name__ == "__main__":
+    Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
