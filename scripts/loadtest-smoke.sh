@@ -40,6 +40,7 @@ run broadcast-uni-sse --scenario broadcast --uni-sse --connections 200 --duratio
 run broadcast-3-nodes --scenario broadcast --nodes 3 --connections 300 --duration 3 --rate 50
 run fanout-many --scenario fanout-many --connections 200 --channels 10 --duration 3 --rate 50
 run connect-storm --scenario connect-storm --connections 200
+run connect-storm-proxy --scenario connect-storm --connect-proxy --connections 200
 # Large payloads so the slow clients overflow the kernel buffers within the phase.
 run slow-consumer --scenario slow-consumer --connections 50 --slow-fraction 0.1 --duration 3 \
   --rate 100 --payload-bytes 16000 --queue-max-size 65536

@@ -70,7 +70,10 @@
 //! 1. `server::read_loop` decodes a frame ([`protocol::json::decode_frame`]) and
 //!    `server::conn::handle_commands` hands each command to
 //!    [`shard::Shard::client_command`] → [`client::Clients::command`] → `Clients::subscribe`:
-//!    token and permission checks, the subscription's flags (`client::subscribe::sub_flags`),
+//!    token and permission checks (in a namespace with a subscribe proxy,
+//!    `Clients::subscribe_proxy` asks the backend first, see Waiting), then
+//!    `Clients::grant_subscribe`:
+//!    the subscription's flags (`client::subscribe::sub_flags`),
 //!    `Clients::add_sub` (the first local subscriber of the channel sends `ShardMsg::Interest` to
 //!    H), and `Clients::subscribe_at_home`, which makes the hub keep the channel's events for
 //!    this subscriber (`Hub::start_buffering`) and builds a [`broker::SubscribeCall`] with the
@@ -103,8 +106,11 @@
 //! # Waiting
 //!
 //! A command never blocks its shard: anything it waits for (another shard, a broker through
-//! its home shard, a JWKS key fetch, an interest acknowledgement) makes it a flight that
-//! resumes on its connection's shard. Cross-shard sends never wait either: a full lane spills
+//! its home shard, a JWKS key fetch, an interest acknowledgement, a backend proxy) makes it a
+//! flight that resumes on its connection's shard. A proxy call (`client::proxied`) queues a
+//! `proxy::Job` in the shard's `proxy::Calls`; the shard's proxy task (`server::proxy`) runs
+//! it on the shard's executor with its `proxy::http::Client` and hands the outcome back by
+//! `Shard::proxy_answered`. Cross-shard sends never wait either: a full lane spills
 //! into a per-peer FIFO drained in order by a forwarder task; past `shard::mesh::SPILL_MAX`
 //! queued frames deliveries are dropped and counted (clients recover by offset) and requests
 //! fail at once with a temporary error. A message a shard sends to itself is handled right
@@ -115,7 +121,8 @@
 //! Sans-IO (no sockets, testable without a reactor): [`protocol`], [`http`],
 //! [`transport::websocket`], [`hub`], [`broker`] (except `broker::redis::io` and
 //! `broker::nats::io`), [`channel`], [`client`], [`auth`] (key fetches run on a thread of
-//! their own), [`config`], [`clock`], and the parts of [`shard`]. glommio lives in [`server`],
+//! their own), [`config`], [`clock`], [`proxy`] (except `proxy::http`), and the parts of
+//! [`shard`]. glommio lives in [`server`], `proxy::http`,
 //! [`runtime`], `shard::mesh` (lanes, pump, forwarder), the broker link tasks, and the control
 //! task of [`api::query`]. No file imports another in a cycle (`scripts/module-cycles.py`
 //! checks it in the test command).

@@ -11,7 +11,7 @@
 mod common;
 
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{eventually, free_port, merge, wait_for_port, Client, Event, Http, Server};
@@ -332,11 +332,16 @@ fn rpc_round_trip_and_errors_from_the_backend() {
 }
 
 #[test]
-fn commands_after_a_pending_one_keep_their_order_and_pings_are_answered() {
+fn commands_after_a_pending_one_keep_their_order_and_pings_do_not_time_out_meanwhile() {
     let backend = Backend::start();
-    let server = Server::start(config(&backend, json!({})));
+    let mut cfg =
+        config(&backend, json!({"client": {"ping_interval": "1s", "pong_timeout": "500ms"}}));
+    cfg["rpc"]["proxy"]["timeout"] = json!("5s");
+    let server = Server::start(cfg);
     let (mut c, _) = connect_with(&server, &[("Cookie", "session=o")], json!({}));
-    backend.script("rpc", 200, json!({"result": {"data": {"slow": true}}}), 400);
+    // The backend takes longer than two ping periods: the client's pongs wait unread behind
+    // the pending command, and the connection must not be closed for them (3012).
+    backend.script("rpc", 200, json!({"result": {"data": {"slow": true}}}), 2500);
     let first = c.command(json!({"rpc": {"method": "slow"}}));
     let second = c.command(json!({"presence_stats": {"channel": "chat:x"}}));
     let a = c.next_json();
@@ -462,4 +467,75 @@ fn proxy_config_mistakes_are_refused_naming_the_key() {
     let (ok, err) = out(json!({"proxies": [{"name": "p", "endpoint": "http://127.0.0.1:1/x"}],
         "channel": {"namespaces": [{"name": "aa", "publish_proxy_enabled": true, "publish_proxy_name": "p"}]}}));
     assert!(ok, "a named proxy resolves: {err}");
+}
+
+/// Publish → every subscriber received it, `rounds` times; the latencies, sorted.
+fn delivery_latencies(server: &Server, subs: &mut [Client], rounds: usize) -> Vec<Duration> {
+    let mut http = server.http();
+    let mut out: Vec<Duration> = (0..rounds)
+        .map(|n| {
+            let t = Instant::now();
+            let r = http.api("publish", json!({"channel": "chat:lat", "data": {"n": n}}));
+            assert_eq!(r.status, 200);
+            for s in subs.iter_mut() {
+                assert_eq!(common::next_pub(s, "chat:lat")["data"]["n"], n);
+            }
+            t.elapsed()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn connects_waiting_on_a_slow_backend_do_not_delay_publications_on_their_shard() {
+    let backend = Backend::start();
+    let mut cfg = config(&backend, json!({"runtime": {"shards": 1}}));
+    cfg["client"]["proxy"]["connect"]["timeout"] = json!("10s");
+    let server = Server::start(cfg);
+    let mut subs: Vec<Client> = (0..20)
+        .map(|i| {
+            let mut c = Client::connect(server.port, "/connection/websocket", &[]);
+            c.handshake(&common::token(&format!("lat{i}")));
+            c.subscribe("chat:lat");
+            c
+        })
+        .collect();
+    let base = delivery_latencies(&server, &mut subs, 30);
+    // 1,000 connects on the same (only) shard, each held 1.5 s by the backend.
+    backend.script("connect", 200, json!({"result": {"user": "w"}}), 1500);
+    let mut waiting: Vec<Client> = (0..1000)
+        .map(|_| {
+            let mut c = Client::connect(server.port, "/connection/websocket", &[]);
+            c.command(json!({"connect": {}}));
+            c
+        })
+        .collect();
+    eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+        let n = backend.requests("connect").len();
+        (n >= 1000).then_some(()).ok_or(format!("{n} of 1000 connects reached the backend"))
+    });
+    let started = Instant::now();
+    let loaded = delivery_latencies(&server, &mut subs, 30);
+    let spent = started.elapsed();
+    assert!(spent < Duration::from_millis(1200), "measured while connects waited: {spent:?}");
+    let (base_p50, loaded_p50) = (base[base.len() / 2], loaded[loaded.len() / 2]);
+    let loaded_max = loaded[loaded.len() - 1];
+    eprintln!(
+        "delivery to 20 subscribers: p50 {base_p50:?} max {:?} alone; p50 {loaded_p50:?} max \
+         {loaded_max:?} with 1,000 connects waiting on the backend",
+        base[base.len() - 1]
+    );
+    assert!(
+        loaded_p50 < base_p50 * 10 + Duration::from_millis(50),
+        "p50 {loaded_p50:?} with 1,000 waiting connects vs {base_p50:?} without"
+    );
+    assert!(
+        loaded_max < Duration::from_millis(500),
+        "max {loaded_max:?}: blocked behind the backend"
+    );
+    for c in &mut waiting {
+        let reply = c.next_json();
+        assert!(reply["connect"]["client"].is_string(), "{reply}");
+    }
 }

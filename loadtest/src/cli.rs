@@ -36,6 +36,16 @@ pub enum Sub {
         #[arg(long, default_value_t = 900)]
         max_seconds: u64,
     },
+    /// The application backend of `--connect-proxy` runs.
+    #[command(hide = true)]
+    ProxyBackend {
+        /// Listen address (loopback only).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Exit after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        max_seconds: u64,
+    },
 }
 
 /// Which server to load.
@@ -127,6 +137,11 @@ pub struct RunArgs {
     /// Seconds slow clients stay stopped after the slow phase before reading again.
     #[arg(long, default_value_t = 3.0)]
     pub slow_grace: f64,
+    /// Rotor authenticates connects through its connect proxy instead of tokens: clients send
+    /// no token and a local backend (this binary's `proxy-backend`, reported as the helper
+    /// process) answers every connect.
+    #[arg(long)]
+    pub connect_proxy: bool,
     /// Connection attempts in flight per worker (connect-storm uses --storm-concurrency).
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,

@@ -153,6 +153,7 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
                         queue_max_size: args.queue_max_size,
                         log_level: args.server_log_level.clone(),
                         flavor: Flavor::from_flags(args.protobuf, args.uni_sse),
+                        connect_proxy: args.connect_proxy.then(|| exe.clone()),
                     };
                     if args.nodes > 1 {
                         Box::new(target::start_cluster(&opts, args.nodes, &args.redis_bin)?)

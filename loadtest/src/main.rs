@@ -22,6 +22,7 @@ mod payload;
 mod plots;
 mod procfs;
 mod proto;
+mod proxy_backend;
 mod raw_server;
 mod report;
 mod target;
@@ -34,6 +35,9 @@ fn main() {
     let result = match cli.command {
         Some(cli::Sub::Worker) => worker::main(),
         Some(cli::Sub::RawServer { listen, max_seconds }) => raw_server::main(listen, max_seconds),
+        Some(cli::Sub::ProxyBackend { listen, max_seconds }) => {
+            proxy_backend::main(listen, max_seconds)
+        }
         None => coordinator::main(&cli.run),
     };
     if let Err(e) = result {

@@ -80,6 +80,8 @@ pub struct Spawned {
     log: Arc<Mutex<ServerLog>>,
     _stdin: Option<ChildStdin>,
     _dir: Option<TempDir>,
+    /// A process the server depends on (the connect proxy's backend), stopped after it.
+    helper: Option<Box<Spawned>>,
 }
 
 /// A directory removed on drop.
@@ -101,6 +103,9 @@ impl Target for Spawned {
     fn pid(&self) -> Option<u32> {
         self.measured.or_else(|| self.child.as_ref().map(Child::id))
     }
+    fn helper_pid(&self) -> Option<u32> {
+        self.helper.as_ref().and_then(|h| h.pid())
+    }
     fn protocol(&self) -> ProtocolSpec {
         self.protocol.clone()
     }
@@ -108,8 +113,14 @@ impl Target for Spawned {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
     fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        stop_child(&mut child, &self.name)
+        let stopped = match self.child.take() {
+            Some(mut child) => stop_child(&mut child, &self.name),
+            None => Ok(()),
+        };
+        if let Some(helper) = self.helper.as_mut() {
+            helper.stop()?;
+        }
+        stopped
     }
 }
 
@@ -280,6 +291,9 @@ pub struct RotorOptions {
     pub log_level: String,
     /// How clients connect.
     pub flavor: crate::adapter::Flavor,
+    /// Authenticate connects through a connect proxy served by this binary (`self_exe`'s
+    /// `proxy-backend`) instead of tokens.
+    pub connect_proxy: Option<PathBuf>,
 }
 
 fn random_token(bytes: usize) -> Result<String> {
@@ -341,6 +355,18 @@ fn start_rotor_node(
     if let (Some(base), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
         base.extend(extra);
     }
+    let helper = match &opts.connect_proxy {
+        Some(self_exe) => {
+            let backend = start_proxy_backend(self_exe)?;
+            config["client"]["proxy"] = serde_json::json!({"connect": {
+                "enabled": true,
+                "endpoint": format!("http://{}/centrifugo/connect", backend.addr),
+                "timeout": "10s",
+            }});
+            Some(Box::new(backend))
+        }
+        None => None,
+    };
     let text = serde_json::to_string_pretty(&config).context("encoding rotor config")?;
     f.write_all(text.as_bytes()).context("writing rotor config")?;
     drop(f);
@@ -354,12 +380,37 @@ fn start_rotor_node(
         addr,
         protocol: ProtocolSpec::centrifugo(
             opts.flavor,
-            Some(secret.to_owned()),
+            // Through the connect proxy clients send no token.
+            helper.is_none().then(|| secret.to_owned()),
             api_key.to_owned(),
         ),
         log,
         _stdin: None,
         _dir: Some(dir),
+        helper,
+    })
+}
+
+/// Starts the connect proxy's backend (this binary's `proxy-backend` subcommand).
+fn start_proxy_backend(self_exe: &Path) -> Result<Spawned> {
+    let mut cmd = Command::new(self_exe);
+    cmd.args(["proxy-backend", "--listen", "127.0.0.1:0"]);
+    let (child, addr, log, stdin) =
+        spawn_and_wait("proxy-backend", cmd, "proxy-backend listening on ", true)?;
+    Ok(Spawned {
+        name: "proxy-backend".into(),
+        child: Some(child),
+        measured: None,
+        addr,
+        protocol: ProtocolSpec::CentrifugoJson {
+            ws_path: String::new(),
+            hmac_secret: None,
+            api_key: String::new(),
+        },
+        log,
+        _stdin: stdin,
+        _dir: None,
+        helper: None,
     })
 }
 
@@ -478,6 +529,7 @@ pub fn start_raw(self_exe: &Path, max_seconds: u64) -> Result<Spawned> {
         log,
         _stdin: stdin,
         _dir: None,
+        helper: None,
     })
 }
 
@@ -583,6 +635,7 @@ pub fn start_nats(bin: &Path, max_seconds: u64) -> Result<Spawned> {
         log,
         _stdin: None,
         _dir: Some(dir),
+        helper: None,
     })
 }
 
@@ -659,6 +712,7 @@ pub fn start_socketio(node: &Path, dir: &Path, max_seconds: u64) -> Result<Spawn
         log,
         _stdin: stdin,
         _dir: None,
+        helper: None,
     })
 }
 

@@ -163,7 +163,8 @@ impl Clients<'_> {
             token_channels: fingerprint,
             client_channels: true,
             data: None,
-            server_refresh: false,
+            // As upstream: with a refresh proxy every connection is refreshed by the server.
+            server_refresh: self.env.proxies.refresh.is_some(),
         };
         self.connect_as(key, id, uuid::Uuid::new_v4(), creds, req.subs)
     }

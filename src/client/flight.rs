@@ -1,7 +1,7 @@
 //! Commands in flight: the one way a connection's command waits and resumes.
 //!
 //! Anything a command waits for (another shard's answer, several of them, the home shard's
-//! acknowledgement of this shard's interest, a JWKS key fetch; next, a backend proxy) makes it a
+//! acknowledgement of this shard's interest, a JWKS key fetch, a backend proxy call) makes it a
 //! [`Flight`]: its connection, how many answers it waits for, and what resumes it (a closure
 //! holding the command's state). The answers arrive on this shard (the mesh hands them over by
 //! the flight's token) and the flight resumes inline, on the shard, with no task awaiting it.

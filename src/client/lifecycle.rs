@@ -92,6 +92,11 @@ impl Clients<'_> {
                     self.disconnect(t.key, codes::DISCONNECT_STALE);
                 }
             }
+            TimerKind::Ping if conn.busy && conn.awaiting_pong => {
+                // The last pong waits unread behind a command in flight: one unanswered
+                // ping at a time, or the second pong would arrive unasked for (3501).
+                self.conns.add_timer(Timer { at: now + ping, key: t.key, kind: TimerKind::Ping });
+            }
             TimerKind::Ping => {
                 // Unidirectional clients cannot answer.
                 let pong = if conn.transport.unidirectional() { Duration::ZERO } else { pong };
@@ -111,7 +116,15 @@ impl Clients<'_> {
                 }
             }
             TimerKind::Pong => {
-                if conn.awaiting_pong {
+                if conn.awaiting_pong && conn.busy {
+                    // A command in flight (a backend proxy call) holds the reader: the pong
+                    // is likely unread in the socket. Look again once it could be read.
+                    self.conns.add_timer(Timer {
+                        at: now + pong,
+                        key: t.key,
+                        kind: TimerKind::Pong,
+                    });
+                } else if conn.awaiting_pong {
                     self.disconnect(t.key, codes::DISCONNECT_NO_PONG);
                 }
             }

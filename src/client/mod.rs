@@ -3,7 +3,8 @@
 //! Owns, through its submodules: the connection table with each connection's session, outbound
 //! queue and timers ([`conn`], [`queue`], [`session`], [`lifecycle`]), the commands in flight
 //! ([`flight`]), and every client command (`connect`, `subscribe`, `publish`, … in `connect`,
-//! [`subscribe`], [`recovery`], [`query`], [`command`]), server-side operations on connections
+//! [`subscribe`], [`recovery`], [`query`], [`command`], and `proxied` for the ones a backend
+//! proxy decides), server-side operations on connections
 //! (`server_ops`) and emulated sessions ([`emulation`]).
 //!
 //! Handlers are methods of [`Clients`], a view that borrows only the parts a command touches:

@@ -1,0 +1,125 @@
+//! The application backend of `--connect-proxy` runs (`rotor-loadtest proxy-backend`,
+//! hidden): answers every `POST` with a fixed connect-proxy result (`{"result":{"user":…}}`)
+//! over keep-alive HTTP/1.1, on one thread, doing as little as it can so that a connect storm
+//! measures the server's proxy path rather than the backend. Exits on stdin EOF or after
+//! `--max-seconds`.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::error::{Context, Error, Result};
+
+/// Largest request the backend reads.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// The connect result every request gets.
+const RESULT: &str = r#"{"result":{"user":"bench-user"}}"#;
+
+/// The whole HTTP answer.
+fn answer() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{RESULT}",
+        RESULT.len()
+    )
+    .into_bytes()
+}
+
+pub fn main(listen: SocketAddr, max_seconds: u64) -> Result<()> {
+    if !listen.ip().is_loopback() {
+        return Err(Error::Args(format!("proxy-backend listens on loopback only, not {listen}")));
+    }
+    std::thread::spawn(|| {
+        let mut sink = String::new();
+        while matches!(std::io::stdin().lock().read_line(&mut sink), Ok(n) if n > 0) {
+            sink.clear();
+        }
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let sock = TcpSocket::new_v4().context("listener socket")?;
+        sock.set_reuseaddr(true).context("SO_REUSEADDR")?;
+        sock.bind(listen).context(format!("binding {listen}"))?;
+        let listener: TcpListener = sock.listen(4096).context("listen")?;
+        let addr = listener.local_addr().context("local_addr")?;
+        println!("proxy-backend listening on {addr}");
+        let _ = std::io::stdout().flush();
+        let answer: std::rc::Rc<[u8]> = answer().into();
+        let deadline = tokio::time::sleep(Duration::from_secs(max_seconds));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        let _ = stream.set_nodelay(true);
+                        tokio::task::spawn_local(serve(stream, std::rc::Rc::clone(&answer)));
+                    }
+                }
+                _ = &mut deadline => return Ok(()),
+            }
+        }
+    })
+}
+
+/// Answers the requests of one keep-alive connection until it closes.
+async fn serve(mut stream: TcpStream, answer: std::rc::Rc<[u8]>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        // Answer every complete request in the buffer (pipelined ones too).
+        while let Some(len) = complete(&buf) {
+            buf.drain(..len);
+            if stream.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+        if buf.len() > MAX_REQUEST {
+            return;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The length of the first complete request in `buf` (head plus `Content-Length` body).
+fn complete(buf: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(head) = req.parse(buf).ok()? else { return None };
+    let body = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    (buf.len() >= head + body).then_some(head + body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_is_a_connect_result_and_requests_are_framed_by_content_length() {
+        let answer = answer();
+        let text = std::str::from_utf8(&answer).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["result"]["user"], "bench-user");
+        let req = b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}POST";
+        assert_eq!(complete(req), Some(req.len() - 4));
+        assert_eq!(complete(b"POST /c HTTP/1.1\r\nContent-Length: 5\r\n\r\n{}"), None);
+    }
+}
