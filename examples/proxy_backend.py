@@ -4,8 +4,10 @@
     python3 examples/proxy_backend.py 3000
 
 Rotor POSTs JSON to /centrifugo/<event>; this backend answers:
-- connect: the user is the `session` cookie (a real app would look the session up);
-  no cookie -> disconnect 4501 (terminal: the SDK does not reconnect).
+- connect: the user is the `session` cookie (a real app would look the session up), or the
+  `X-Session` header an SDK sends with its `headers` option (Rotor forwards it when the
+  proxy lists it in `emulated_headers`); neither -> disconnect 4501 (terminal: the SDK does
+  not reconnect).
 - subscribe: anything but channels containing "admin" is allowed.
 - publish: the payload is passed on with the publisher's name added.
 - rpc: `getCurrentYear` answers the year; other methods get error 1404.
@@ -17,24 +19,25 @@ from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def connect(req, cookies):
+def connect(req, cookies, headers):
     session = cookies.get("session")
-    if session is None or not session.value:
+    user = session.value if session is not None else headers.get("X-Session", "")
+    if not user:
         return {"disconnect": {"code": 4501, "reason": "unauthorized"}}
-    return {"result": {"user": session.value, "info": {"name": session.value.title()}}}
+    return {"result": {"user": user, "info": {"name": user.title()}}}
 
 
-def subscribe(req, cookies):
+def subscribe(req, cookies, headers):
     if "admin" in req["channel"]:
         return {"error": {"code": 403, "message": "permission denied"}}
     return {"result": {}}
 
 
-def publish(req, cookies):
+def publish(req, cookies, headers):
     return {"result": {"data": {"text": (req.get("data") or {}).get("text"), "by": req["user"]}}}
 
 
-def rpc(req, cookies):
+def rpc(req, cookies, headers):
     if req["method"] == "getCurrentYear":
         return {"result": {"data": {"year": datetime.date.today().year}}}
     return {"error": {"code": 1404, "message": "unknown method"}}
@@ -53,7 +56,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         cookies = SimpleCookie(self.headers.get("Cookie", ""))
-        answer = json.dumps(handler(json.loads(body), cookies)).encode()
+        answer = json.dumps(handler(json.loads(body), cookies, self.headers)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))

@@ -21,15 +21,30 @@ use serde_json::{json, Value};
 struct Backend {
     child: Child,
     port: u16,
+    /// Its HTTPS port, when started with a certificate.
+    tls_port: u16,
 }
 
 impl Backend {
     fn start() -> Backend {
-        let port = free_port();
+        Self::start_with(&[])
+    }
+
+    /// `tls`: the certificate and key files to also serve HTTPS with.
+    fn start_with(tls: &[&std::path::Path]) -> Backend {
+        let (port, tls_port) = (free_port(), free_port());
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/proxy_backend.py");
-        let child = Command::new("python3").arg(script).arg(port.to_string()).spawn().unwrap();
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(port.to_string());
+        if !tls.is_empty() {
+            cmd.arg(tls_port.to_string()).args(tls);
+        }
+        let child = cmd.spawn().unwrap();
         wait_for_port(port, "proxy backend");
-        Backend { child, port }
+        if !tls.is_empty() {
+            wait_for_port(tls_port, "proxy backend (HTTPS)");
+        }
+        Backend { child, port, tls_port }
     }
 
     fn url(&self, event: &str) -> String {
@@ -538,4 +553,79 @@ fn connects_waiting_on_a_slow_backend_do_not_delay_publications_on_their_shard()
         let reply = c.next_json();
         assert!(reply["connect"]["client"].is_string(), "{reply}");
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI in
+/// `dir`: (ca.pem, cert.pem, key.pem).
+fn make_certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rotor test CA"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+    ]
+    .concat());
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    [dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem")]
+}
+
+#[test]
+fn https_endpoints_are_verified_against_the_configured_ca() {
+    let dir = std::env::temp_dir().join(format!(
+        "rotor-proxy-tls-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let [ca, cert, key] = make_certificates(&dir);
+    let backend = Backend::start_with(&[&cert, &key]);
+    let https = |event: &str| format!("https://127.0.0.1:{}/{event}", backend.tls_port);
+    let connect = |ca_pem: Option<&std::path::Path>| {
+        let mut proxy =
+            json!({"enabled": true, "endpoint": https("connect"), "http_headers": ["cookie"]});
+        if let Some(ca) = ca_pem {
+            proxy["http"] =
+                json!({"tls": {"enabled": true, "server_ca_pem": ca.to_str().unwrap()}});
+        }
+        let mut cfg = common::base_config();
+        merge(&mut cfg, json!({"client": {"proxy": {"connect": proxy}}}));
+        let server = Server::start(cfg);
+        let (_c, reply) = connect_with(&server, &[("Cookie", "session=tls")], json!({}));
+        reply
+    };
+    let reply = connect(Some(&ca));
+    assert!(reply["connect"]["client"].is_string(), "verified with server_ca_pem: {reply}");
+    assert_eq!(backend.nth("connect", 0)["headers"]["cookie"], "session=tls");
+    // Without the CA the backend's certificate is not trusted: the call fails, error 100.
+    assert_eq!(connect(None)["error"]["code"], 100);
+    assert_eq!(backend.requests("connect").len(), 1, "nothing reached an untrusted backend");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -217,8 +217,10 @@ impl Clients<'_> {
     ) -> Step {
         let client = uuid::Uuid::new_v4();
         let kept = self.env.proxies.keep_emulated_headers(&req.headers);
-        if let Some(ctx) = self.proxy_context(key) {
-            ctx.emulated = kept;
+        if !kept.is_empty() {
+            if let Some(ctx) = self.proxy_context(key) {
+                ctx.emulated = kept;
+            }
         }
         let channels: Vec<&str> = req.subs.iter().map(|(c, _)| c.as_str()).collect();
         let data = req.data.as_ref().map_or(&[][..], |d| &d.0[..]);

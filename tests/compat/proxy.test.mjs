@@ -24,9 +24,10 @@ describe('proxies with the centrifuge SDK', () => {
   before(async () => {
     backend = await startBackend();
     const proxy = (event) => ({ endpoint: backend.url(event), timeout: '2s', http_headers: ['Cookie'] });
+    const connect = { enabled: true, ...proxy('connect'), emulated_headers: ['X-Session'] };
     server = await startRotor({
       extra: {
-        client: { proxy: { connect: { enabled: true, ...proxy('connect') } } },
+        client: { proxy: { connect } },
         channel: {
           namespaces: [{ name: 'app', subscribe_proxy_enabled: true, publish_proxy_enabled: true }],
           proxy: { subscribe: proxy('subscribe'), publish: proxy('publish') },
@@ -42,8 +43,8 @@ describe('proxies with the centrifuge SDK', () => {
     backend?.stop();
   });
 
-  function client(cookie) {
-    const c = new Centrifuge(server.wsUrl, { websocket: withCookie(cookie) });
+  function client(cookie, opts = {}) {
+    const c = new Centrifuge(server.wsUrl, { websocket: withCookie(cookie), ...opts });
     c.on('error', () => {});
     clients.push(c);
     return c;
@@ -72,6 +73,21 @@ describe('proxies with the centrifuge SDK', () => {
     const year = await c.rpc('getCurrentYear', {});
     assert.equal(year.data.year, new Date().getFullYear());
     await assert.rejects(c.rpc('nope', {}), (e) => e.code === 1404);
+  });
+
+  test('the SDK\'s headers option reaches the backend for a listed header only', async () => {
+    const c = client('other=1', { headers: { 'X-Session': 'carol', 'X-Unlisted': 'x' } });
+    const connected = waitEvent(c, 'connected');
+    c.connect();
+    await connected;
+    const sub = c.newSubscription('app:room');
+    sub.on('error', () => {});
+    const subscribed = waitEvent(sub, 'subscribed');
+    sub.subscribe();
+    await subscribed;
+    const got = waitEvent(sub, 'publication');
+    await c.publish('app:room', { text: 'from carol' });
+    assert.equal((await got).info.user, 'carol', 'the emulated X-Session header authenticated');
   });
 
   test('the backend denies a subscription and a connection without a cookie', async () => {

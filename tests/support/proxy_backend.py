@@ -2,7 +2,10 @@
 """An application backend for Rotor's proxy tests: answers Centrifugo proxy requests and
 records every one it gets (path, headers, JSON body).
 
-    proxy_backend.py PORT
+    proxy_backend.py PORT [TLS_PORT CERT KEY]
+
+With TLS_PORT, CERT and KEY (PEM files) it also serves HTTPS on TLS_PORT (same handlers and
+log; the test reads the log over plain HTTP).
 
 POST /<event> (connect, refresh, subscribe, publish, sub_refresh, rpc) answers from the script
 set for that event, else with the default below. POST /_script with
@@ -10,6 +13,7 @@ set for that event, else with the default below. POST /_script with
 no other key removes it); GET /_log returns what was recorded, POST /_reset forgets it.
 """
 import json
+import ssl
 import sys
 import threading
 import time
@@ -98,4 +102,10 @@ class Server(ThreadingHTTPServer):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 4:
+        tls = Server(("127.0.0.1", int(sys.argv[2])), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[3], sys.argv[4])
+        tls.socket = context.wrap_socket(tls.socket, server_side=True)
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
     Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
