@@ -32,9 +32,14 @@ impl Backend {
 
     /// `tls`: the certificate and key files to also serve HTTPS with.
     fn start_with(tls: &[&std::path::Path]) -> Backend {
+        Self::spawn(tls, &[])
+    }
+
+    fn spawn(tls: &[&std::path::Path], env: &[(&str, &str)]) -> Backend {
         let (port, tls_port) = (free_port(), free_port());
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/proxy_backend.py");
         let mut cmd = Command::new("python3");
+        cmd.envs(env.iter().copied());
         cmd.arg(script).arg(port.to_string());
         if !tls.is_empty() {
             cmd.arg(tls_port.to_string()).args(tls);
@@ -628,4 +633,20 @@ fn https_endpoints_are_verified_against_the_configured_ca() {
     assert_eq!(connect(None)["error"]["code"], 100);
     assert_eq!(backend.requests("connect").len(), 1, "nothing reached an untrusted backend");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_kept_alive_connection_the_backend_closed_is_replaced_without_an_error() {
+    let backend = Backend::spawn(&[], &[("BACKEND_IDLE_TIMEOUT", "0.3")]);
+    let server = Server::start(config(&backend, json!({})));
+    let (mut c, _) = connect_with(&server, &[("Cookie", "session=k")], json!({}));
+    assert!(rpc(&mut c, "one", json!({})).get("rpc").is_some());
+    // The backend drops the idle connection Rotor's RPC proxy kept: wait for that.
+    eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+        let closed = backend.requests("_closed");
+        let rpc_closed = closed.iter().any(|c| c["served"].to_string().contains("rpc"));
+        rpc_closed.then_some(()).ok_or(format!("closed so far: {closed:?}"))
+    });
+    let reply = rpc(&mut c, "two", json!({}));
+    assert_eq!(reply["rpc"]["data"]["method"], "two", "{reply}");
 }

@@ -130,14 +130,27 @@ impl Client {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(body))
             .map_err(|e| CallError::Transport(format!("bad request header: {e}")))?;
-        let mut sender = match self.take_idle(id) {
-            Some(s) => s,
-            None => connect(ep).await?,
+        let (sender, response) = match self.take_idle(id) {
+            Some(mut idle) => match idle.try_send_request(request).await {
+                Ok(response) => (idle, response),
+                // The backend closed the kept-alive connection before taking the request
+                // (its idle timeout): the request was not sent, so one new connection may.
+                Err(mut e) => match e.take_message() {
+                    Some(request) => {
+                        let mut fresh = connect(ep).await?;
+                        let response =
+                            fresh.send_request(request).await.map_err(|e| request_error(&e))?;
+                        (fresh, response)
+                    }
+                    None => return Err(request_error(&e.into_error())),
+                },
+            },
+            None => {
+                let mut fresh = connect(ep).await?;
+                let response = fresh.send_request(request).await.map_err(|e| request_error(&e))?;
+                (fresh, response)
+            }
         };
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| CallError::Transport(format!("HTTP request error: {e}")))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
@@ -171,6 +184,10 @@ impl Client {
             list.push(sender);
         }
     }
+}
+
+fn request_error(e: &hyper::Error) -> CallError {
+    CallError::Transport(format!("HTTP request error: {e}"))
 }
 
 /// Opens a connection to `ep` (TLS for `https://`) and spawns its driver on this executor.

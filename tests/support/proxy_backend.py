@@ -11,8 +11,12 @@ POST /<event> (connect, refresh, subscribe, publish, sub_refresh, rpc) answers f
 set for that event, else with the default below. POST /_script with
 {"event": "connect", "status": 200, "body": {...}, "delay_ms": 0} sets a script (an event with
 no other key removes it); GET /_log returns what was recorded, POST /_reset forgets it.
+With BACKEND_IDLE_TIMEOUT=S in the environment a kept-alive connection idle for S seconds is
+closed, and the close of a connection that carried proxy requests is logged as event
+"_closed" with the events it "served".
 """
 import json
+import os
 import ssl
 import sys
 import threading
@@ -50,6 +54,14 @@ def default_answer(event, req, headers):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = float(os.environ["BACKEND_IDLE_TIMEOUT"]) if "BACKEND_IDLE_TIMEOUT" in os.environ else None
+
+    def handle(self):
+        self.served = []
+        super().handle()
+        if self.served:
+            with LOCK:
+                LOG.append({"event": "_closed", "served": self.served})
 
     def log_message(self, *args):
         pass
@@ -85,6 +97,7 @@ class Handler(BaseHTTPRequestHandler):
                 LOG.clear()
             return self.answer(200, {})
         event = self.path.strip("/").split("/")[-1]
+        self.served.append(event)
         headers = {k.lower(): v for k, v in self.headers.items()}
         with LOCK:
             LOG.append({"event": event, "headers": headers, "body": body})
