@@ -650,3 +650,53 @@ fn a_kept_alive_connection_the_backend_closed_is_replaced_without_an_error() {
     let reply = rpc(&mut c, "two", json!({}));
     assert_eq!(reply["rpc"]["data"]["method"], "two", "{reply}");
 }
+
+#[test]
+fn named_proxies_serve_rpc_namespaces_and_binary_encoding_sends_base64() {
+    let backend = Backend::start();
+    let server = Server::start(config(
+        &backend,
+        json!({
+            "proxies": [{"name": "bin", "endpoint": backend.url("rpc"), "binary_encoding": true}],
+            "rpc": {"namespaces": [
+                {"name": "files", "proxy_enabled": true, "proxy_name": "bin"},
+                {"name": "off"}
+            ]}
+        }),
+    ));
+    let (mut c, _) = connect_with(&server, &[("Cookie", "session=n")], json!({}));
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    backend.script("rpc", 200, json!({"result": {"b64data": b64(r#"{"size":3}"#)}}), 0);
+    let reply = rpc(&mut c, "files:stat", json!({"path": "/a"}));
+    assert_eq!(reply["rpc"]["data"], json!({"size": 3}));
+    let req = backend.nth("rpc", 0);
+    assert_eq!(req["body"]["encoding"], "binary");
+    assert_eq!(req["body"]["b64data"], b64(r#"{"path":"/a"}"#));
+    assert!(req["body"].get("data").is_none(), "{req}");
+    assert_eq!(rpc(&mut c, "off:x", json!({}))["error"]["code"], 108, "no proxy in namespace");
+    assert_eq!(rpc(&mut c, "nope:x", json!({}))["error"]["code"], 104, "unknown namespace");
+    // The default RPC proxy (JSON encoding) still serves methods without a namespace.
+    rpc(&mut c, "plain", json!({"v": 1}));
+    assert_eq!(backend.nth("rpc", 1)["body"]["data"], json!({"v": 1}));
+}
+
+#[test]
+fn a_connection_that_closes_while_its_proxy_call_waits_is_forgotten() {
+    let backend = Backend::start();
+    let server = Server::start(config(&backend, json!({"runtime": {"shards": 1}})));
+    backend.script("connect", 200, json!({"result": {"user": "gone"}}), 300);
+    let mut c = Client::connect(server.port, "/connection/websocket", &[]);
+    c.command(json!({"connect": {}}));
+    backend.nth("connect", 0);
+    drop(c);
+    // Once the late answer has come back, the shard serves others, and counts nobody.
+    backend.script("connect", 200, json!({"result": {"user": "next"}}), 0);
+    let (mut next, reply) = connect_with(&server, &[], json!({}));
+    assert!(reply["connect"]["client"].is_string(), "{reply}");
+    eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+        let info = server.http().api("info", json!({})).json();
+        let clients = info["result"]["nodes"][0]["num_clients"].as_u64();
+        (clients == Some(1)).then_some(()).ok_or(format!("{info}"))
+    });
+    assert!(rpc(&mut next, "still", json!({})).get("rpc").is_some());
+}
