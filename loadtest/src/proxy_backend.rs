@@ -4,14 +4,13 @@
 //! measures the server's proxy path rather than the backend. Exits on stdin EOF or after
 //! `--max-seconds`.
 
-use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::rc::Rc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::error::{Context, Error, Result};
+use crate::error::Result;
 
 /// Largest request the backend reads.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -29,48 +28,14 @@ fn answer() -> Vec<u8> {
 }
 
 pub fn main(listen: SocketAddr, max_seconds: u64) -> Result<()> {
-    if !listen.ip().is_loopback() {
-        return Err(Error::Args(format!("proxy-backend listens on loopback only, not {listen}")));
-    }
-    std::thread::spawn(|| {
-        let mut sink = String::new();
-        while matches!(std::io::stdin().lock().read_line(&mut sink), Ok(n) if n > 0) {
-            sink.clear();
-        }
-        std::process::exit(0);
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
-        let sock = TcpSocket::new_v4().context("listener socket")?;
-        sock.set_reuseaddr(true).context("SO_REUSEADDR")?;
-        sock.bind(listen).context(format!("binding {listen}"))?;
-        let listener: TcpListener = sock.listen(4096).context("listen")?;
-        let addr = listener.local_addr().context("local_addr")?;
-        println!("proxy-backend listening on {addr}");
-        let _ = std::io::stdout().flush();
-        let answer: std::rc::Rc<[u8]> = answer().into();
-        let deadline = tokio::time::sleep(Duration::from_secs(max_seconds));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        let _ = stream.set_nodelay(true);
-                        tokio::task::spawn_local(serve(stream, std::rc::Rc::clone(&answer)));
-                    }
-                }
-                _ = &mut deadline => return Ok(()),
-            }
-        }
+    let answer: Rc<[u8]> = answer().into();
+    crate::raw_server::serve_loopback("proxy-backend", listen, max_seconds, move |stream| {
+        tokio::task::spawn_local(serve(stream, Rc::clone(&answer)));
     })
 }
 
 /// Answers the requests of one keep-alive connection until it closes.
-async fn serve(mut stream: TcpStream, answer: std::rc::Rc<[u8]>) {
+async fn serve(mut stream: TcpStream, answer: Rc<[u8]>) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     loop {

@@ -88,8 +88,23 @@ struct State {
 
 /// Entry point of the `raw-server` subcommand.
 pub fn main(listen: SocketAddr, max_seconds: u64) -> Result<()> {
+    let state = Rc::new(State::default());
+    serve_loopback("raw-server", listen, max_seconds, move |stream| {
+        tokio::task::spawn_local(serve(Rc::clone(&state), stream));
+    })
+}
+
+/// Runs a single-threaded server of this binary (`name` is its subcommand): listens on
+/// loopback `listen`, prints `<name> listening on <addr>`, hands every accepted socket to
+/// `accept`, and exits after `max_seconds` or when the coordinator's end of stdin closes.
+pub fn serve_loopback(
+    name: &str,
+    listen: SocketAddr,
+    max_seconds: u64,
+    mut accept: impl FnMut(TcpStream),
+) -> Result<()> {
     if !listen.ip().is_loopback() {
-        return Err(Error::Args(format!("raw-server listens on loopback only, not {listen}")));
+        return Err(Error::Args(format!("{name} listens on loopback only, not {listen}")));
     }
     // Stop when the coordinator goes away (its end of our stdin closes).
     std::thread::spawn(|| {
@@ -110,9 +125,8 @@ pub fn main(listen: SocketAddr, max_seconds: u64) -> Result<()> {
         sock.bind(listen).context(format!("binding {listen}"))?;
         let listener: TcpListener = sock.listen(4096).context("listen")?;
         let addr = listener.local_addr().context("local_addr")?;
-        println!("raw-server listening on {addr}");
+        println!("{name} listening on {addr}");
         let _ = std::io::stdout().flush();
-        let state = Rc::new(State::default());
         let deadline = tokio::time::sleep(Duration::from_secs(max_seconds));
         tokio::pin!(deadline);
         loop {
@@ -120,7 +134,7 @@ pub fn main(listen: SocketAddr, max_seconds: u64) -> Result<()> {
                 accepted = listener.accept() => {
                     if let Ok((stream, _)) = accepted {
                         let _ = stream.set_nodelay(true);
-                        tokio::task::spawn_local(serve(Rc::clone(&state), stream));
+                        accept(stream);
                     }
                 }
                 _ = &mut deadline => return Ok(()),

@@ -393,17 +393,29 @@ fn start_rotor_node(
 
 /// Starts the connect proxy's backend (this binary's `proxy-backend` subcommand).
 fn start_proxy_backend(self_exe: &Path) -> Result<Spawned> {
+    let args = ["proxy-backend", "--listen", "127.0.0.1:0"];
+    start_own(self_exe, &args, "proxy-backend", "proxy-backend listening on ", "")
+}
+
+/// Starts a server this binary provides as a hidden subcommand (`args`); it is up once it
+/// prints `ready` and its address. `ws_path` is where clients connect.
+fn start_own(
+    self_exe: &Path,
+    args: &[&str],
+    name: &str,
+    ready: &'static str,
+    ws_path: &str,
+) -> Result<Spawned> {
     let mut cmd = Command::new(self_exe);
-    cmd.args(["proxy-backend", "--listen", "127.0.0.1:0"]);
-    let (child, addr, log, stdin) =
-        spawn_and_wait("proxy-backend", cmd, "proxy-backend listening on ", true)?;
+    cmd.args(args);
+    let (child, addr, log, stdin) = spawn_and_wait(name, cmd, ready, true)?;
     Ok(Spawned {
-        name: "proxy-backend".into(),
+        name: name.into(),
         child: Some(child),
         measured: None,
         addr,
         protocol: ProtocolSpec::CentrifugoJson {
-            ws_path: String::new(),
+            ws_path: ws_path.into(),
             hmac_secret: None,
             api_key: String::new(),
         },
@@ -512,25 +524,9 @@ impl Target for Cluster {
 
 /// Starts the raw floor server (this binary's `raw-server` subcommand).
 pub fn start_raw(self_exe: &Path, max_seconds: u64) -> Result<Spawned> {
-    let mut cmd = Command::new(self_exe);
-    cmd.args(["raw-server", "--listen", "127.0.0.1:0", "--max-seconds"])
-        .arg(max_seconds.to_string());
-    let (child, addr, log, stdin) = spawn_and_wait("raw", cmd, "raw-server listening on ", true)?;
-    Ok(Spawned {
-        name: "raw".into(),
-        child: Some(child),
-        measured: None,
-        addr,
-        protocol: ProtocolSpec::CentrifugoJson {
-            ws_path: "/connection/websocket".into(),
-            hmac_secret: None,
-            api_key: String::new(),
-        },
-        log,
-        _stdin: stdin,
-        _dir: None,
-        helper: None,
-    })
+    let max = max_seconds.to_string();
+    let args = ["raw-server", "--listen", "127.0.0.1:0", "--max-seconds", &max];
+    start_own(self_exe, &args, "raw", "raw-server listening on ", "/connection/websocket")
 }
 
 /// A loopback port that was free a moment ago (bound to port 0, then released).

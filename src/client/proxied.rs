@@ -164,6 +164,20 @@ impl Clients<'_> {
         Step::Wait
     }
 
+    /// The backend's answer to a call, for a connection that still waits for it (`None`: it
+    /// closed meanwhile).
+    fn verdict_for<R: serde::de::DeserializeOwned>(
+        &self,
+        key: ConnKey,
+        proxy: ProxyId,
+        outcome: Outcome,
+    ) -> Option<Verdict<R>> {
+        if !self.open(key) {
+            return None;
+        }
+        Some(proxy::verdict(self.env.proxies.endpoint(proxy)?, outcome))
+    }
+
     /// Whether the connection still waits for what its proxy call decides.
     fn open(&self, key: ConnKey) -> bool {
         self.conns.get(key).is_some_and(|c| c.closing.is_none())
@@ -249,12 +263,10 @@ impl Clients<'_> {
         positions: Vec<(String, SubscribeRequest)>,
         outcome: Outcome,
     ) -> Step {
-        if !self.open(key) {
+        let Some(verdict) = self.verdict_for::<wire::ConnectResult>(key, proxy, outcome) else {
             return Step::Stop;
-        }
-        let proxies = Arc::clone(&self.env.proxies);
-        let Some(ep) = proxies.endpoint(proxy) else { return Step::Stop };
-        let result = match proxy::verdict::<wire::ConnectResult>(ep, outcome) {
+        };
+        let result = match verdict {
             Verdict::Result(Some(r)) => r,
             Verdict::Result(None) => {
                 // No credentials: the anonymous rules decide (spec §4.6).
@@ -300,7 +312,7 @@ impl Clients<'_> {
             token_channels: 0,
             client_channels: false,
             data,
-            server_refresh: proxies.refresh.is_some(),
+            server_refresh: self.env.proxies.refresh.is_some(),
         };
         self.connect_as(key, id, client, creds, positions)
     }
@@ -320,13 +332,10 @@ impl Clients<'_> {
     }
 
     fn refresh_answered(&mut self, key: ConnKey, proxy: ProxyId, outcome: Outcome) -> Step {
-        if !self.open(key) {
+        let Some(verdict) = self.verdict_for::<wire::RefreshResult>(key, proxy, outcome) else {
             return Step::Stop;
-        }
-        let proxies = Arc::clone(&self.env.proxies);
-        let Some(ep) = proxies.endpoint(proxy) else { return Step::Stop };
+        };
         let now = self.env.clock.unix_secs();
-        let verdict = proxy::verdict::<wire::RefreshResult>(ep, outcome);
         let info = match &verdict {
             Verdict::Result(Some(r)) => self.pick(key, &r.info, &r.b64info),
             _ => Ok(None),
@@ -402,13 +411,11 @@ impl Clients<'_> {
         server_refresh: bool,
         outcome: Outcome,
     ) -> Step {
-        if !self.open(key) {
+        let Some(verdict) = self.verdict_for::<wire::SubscribeResult>(key, proxy, outcome) else {
             return Step::Stop;
-        }
-        let proxies = Arc::clone(&self.env.proxies);
-        let Some(ep) = proxies.endpoint(proxy) else { return Step::Stop };
+        };
         let mut grant = Grant { server_refresh, ..Grant::default() };
-        match proxy::verdict::<wire::SubscribeResult>(ep, outcome) {
+        match verdict {
             // Anything but an error or a disconnect allows, with namespace defaults.
             Verdict::Result(None) => {}
             Verdict::Result(Some(r)) => {
@@ -446,13 +453,10 @@ impl Clients<'_> {
         proxy: ProxyId,
         outcome: Outcome,
     ) -> Step {
-        if !self.open(key) {
+        let Some(verdict) = self.verdict_for::<wire::RefreshResult>(key, proxy, outcome) else {
             return Step::Stop;
-        }
-        let proxies = Arc::clone(&self.env.proxies);
-        let Some(ep) = proxies.endpoint(proxy) else { return Step::Stop };
+        };
         let now = self.env.clock.unix_secs();
-        let verdict = proxy::verdict::<wire::RefreshResult>(ep, outcome);
         let (at, info) = match verdict {
             Verdict::Failed(why) => {
                 tracing::warn!(%why, %channel, "sub_refresh proxy call failed");
@@ -506,12 +510,10 @@ impl Clients<'_> {
         proxy: ProxyId,
         outcome: Outcome,
     ) -> Step {
-        if !self.open(key) {
+        let Some(verdict) = self.verdict_for::<wire::PublishResult>(key, proxy, outcome) else {
             return Step::Stop;
-        }
-        let proxies = Arc::clone(&self.env.proxies);
-        let Some(ep) = proxies.endpoint(proxy) else { return Step::Stop };
-        let result = match proxy::verdict::<wire::PublishResult>(ep, outcome) {
+        };
+        let result = match verdict {
             Verdict::Result(r) => r.unwrap_or_default(),
             refused => return self.denied(key, id, refused),
         };
@@ -546,12 +548,10 @@ impl Clients<'_> {
     ) -> Step {
         let data = req.data.as_ref().map_or(Bytes::new(), |d| d.0.clone());
         let then: Then = Box::new(move |c: &mut Clients<'_>, outcome| {
-            if !c.open(key) {
+            let Some(verdict) = c.verdict_for::<wire::RpcResult>(key, proxy, outcome) else {
                 return Step::Stop;
-            }
-            let proxies = Arc::clone(&c.env.proxies);
-            let Some(ep) = proxies.endpoint(proxy) else { return Step::Stop };
-            let result = match proxy::verdict::<wire::RpcResult>(ep, outcome) {
+            };
+            let result = match verdict {
                 Verdict::Result(r) => r.unwrap_or_default(),
                 refused => return c.denied(key, id, refused),
             };

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codec::{self, GoDuration, Plain, Section, SectionVisitor};
 use super::proxy::ChannelProxies;
-use super::section::{section, section_serde};
+use super::section::{section, side_by_side};
 
 section! {
     /// `channel.*`.
@@ -128,23 +128,4 @@ pub struct Namespace {
     pub options: ChannelOptions,
 }
 
-impl Section for Namespace {
-    fn read_key<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-    ) -> Result<bool, A::Error> {
-        if key == "name" {
-            self.name = map.next_value()?;
-            return Ok(true);
-        }
-        self.options.read_key(key, map)
-    }
-
-    fn write_keys<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
-        map.serialize_entry("name", &self.name)?;
-        self.options.write_keys(map)
-    }
-}
-
-section_serde!(Namespace);
+side_by_side!(Namespace { name: "name", options });

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codec::{self, DisablableDuration, GoDuration, Plain, Section, SectionVisitor};
 use super::proxy::ClientProxies;
-use super::section::{section, section_serde};
+use super::section::{section, side_by_side};
 
 section! {
     /// `client.*`.
@@ -155,23 +155,4 @@ pub struct SubscriptionToken {
     pub token: Token,
 }
 
-impl Section for SubscriptionToken {
-    fn read_key<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-    ) -> Result<bool, A::Error> {
-        if key == "enabled" {
-            self.enabled = map.next_value()?;
-            return Ok(true);
-        }
-        self.token.read_key(key, map)
-    }
-
-    fn write_keys<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
-        map.serialize_entry("enabled", &self.enabled)?;
-        self.token.write_keys(map)
-    }
-}
-
-section_serde!(SubscriptionToken);
+side_by_side!(SubscriptionToken { enabled: "enabled", token });

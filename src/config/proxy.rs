@@ -13,7 +13,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codec::{self, GoDuration, Plain, Section, SectionVisitor};
-use super::section::{section, section_serde};
+use super::section::{section, side_by_side};
 
 section! {
     /// One proxy: where events go and what travels with them.
@@ -139,45 +139,8 @@ pub struct NamedProxy {
     pub proxy: Proxy,
 }
 
-impl Section for SwitchedProxy {
-    fn read_key<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-    ) -> Result<bool, A::Error> {
-        if key == "enabled" {
-            self.enabled = map.next_value()?;
-            return Ok(true);
-        }
-        self.proxy.read_key(key, map)
-    }
-
-    fn write_keys<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
-        map.serialize_entry("enabled", &self.enabled)?;
-        self.proxy.write_keys(map)
-    }
-}
-
-impl Section for NamedProxy {
-    fn read_key<'de, A: MapAccess<'de>>(
-        &mut self,
-        key: &str,
-        map: &mut A,
-    ) -> Result<bool, A::Error> {
-        if key == "name" {
-            self.name = map.next_value()?;
-            return Ok(true);
-        }
-        self.proxy.read_key(key, map)
-    }
-
-    fn write_keys<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
-        map.serialize_entry("name", &self.name)?;
-        self.proxy.write_keys(map)
-    }
-}
-
-section_serde!(SwitchedProxy, NamedProxy);
+side_by_side!(SwitchedProxy { enabled: "enabled", proxy });
+side_by_side!(NamedProxy { name: "name", proxy });
 
 section! {
     /// `client.proxy`.

@@ -67,8 +67,7 @@ macro_rules! section {
 
 pub(super) use section;
 
-/// Serde of a section through its `Section` impl: generated ones and hand-written ones (the
-/// ones with keys "side by side").
+/// Serde of a section through its `Section` impl (both macros above and below use it).
 macro_rules! section_serde {
     ($($name:ident),*) => {$(
         impl Serialize for $name {
@@ -88,3 +87,33 @@ macro_rules! section_serde {
 }
 
 pub(super) use section_serde;
+
+/// A section made of one key of its own (`$key`, read into `$field`) plus the keys of an inner
+/// section side by side: Centrifugo's `mapstructure:",squash"` (a namespace's `name`, a
+/// proxy's `enabled` or `name`, `subscription_token.enabled`).
+macro_rules! side_by_side {
+    ($name:ident { $field:ident: $key:literal, $inner:ident }) => {
+        impl Section for $name {
+            fn read_key<'de, A: MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Result<bool, A::Error> {
+                if key == $key {
+                    self.$field = map.next_value()?;
+                    return Ok(true);
+                }
+                self.$inner.read_key(key, map)
+            }
+
+            fn write_keys<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+                map.serialize_entry($key, &self.$field)?;
+                self.$inner.write_keys(map)
+            }
+        }
+
+        $crate::config::section::section_serde!($name);
+    };
+}
+
+pub(super) use side_by_side;

@@ -110,27 +110,10 @@ pub struct ConnectResult {
     pub b64data: String,
     /// Server-side subscriptions with namespace defaults.
     pub channels: Vec<String>,
-    /// Server-side subscriptions with options.
-    pub subs: HashMap<String, SubOptions>,
+    /// Server-side subscriptions with options (the subscribe result's fields).
+    pub subs: HashMap<String, SubscribeResult>,
     /// Kept on the server, sent to later proxies.
     pub meta: Raw,
-}
-
-/// One `subs` entry of a connect result.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct SubOptions {
-    /// Channel info.
-    pub info: Raw,
-    /// Channel info as base64 (wins).
-    pub b64info: String,
-    /// Data for the subscribe push/result.
-    pub data: Raw,
-    /// Same as base64 (wins).
-    pub b64data: String,
-    /// Namespace option overrides.
-    #[serde(rename = "override")]
-    pub override_: Option<Override>,
 }
 
 /// `override` of a subscribe or connect `subs` result: each a `{"value": bool}` wrapper.
