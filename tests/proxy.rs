@@ -243,11 +243,19 @@ fn backend_errors_disconnects_failures_and_status_transforms_reach_the_client() 
 }
 
 #[test]
-fn a_token_bypasses_the_connect_proxy() {
+fn a_token_bypasses_the_connect_proxy_and_its_meta_reaches_later_proxies() {
     let backend = Backend::start();
     let server = Server::start(config(&backend, json!({})));
-    let (_c, reply) = connect_with(&server, &[], json!({"token": common::token("tok")}));
+    let token = common::token_with(json!({"sub": "tok", "meta": {"plan": "gold"}}));
+    let (mut c, reply) = connect_with(&server, &[], json!({ "token": token }));
     assert!(reply["connect"]["client"].is_string(), "{reply}");
+    assert!(!reply.to_string().contains("gold"), "meta stays on the server: {reply}");
+    rpc(&mut c, "m", json!({}));
+    let req = backend.nth("rpc", 0);
+    assert_eq!(
+        (req["body"]["user"].as_str(), req["body"]["meta"].clone()),
+        (Some("tok"), json!({"plan": "gold"}))
+    );
     let (_c2, _) = connect_with(&server, &[("Cookie", "session=c")], json!({}));
     assert_eq!(backend.requests("connect").len(), 1, "only the connect without a token");
 }
@@ -399,6 +407,9 @@ fn refresh_proxy_extends_a_connection_past_its_first_expiry() {
         assert!(reply.get("rpc").is_some(), "{reply}");
         (common::now() > at + 2).then_some(()).ok_or("still before expiry + delay".to_owned())
     });
+    // The client was never told it expires: a refresh from it is a protocol violation.
+    c.command(json!({"refresh": {"token": common::token("dan")}}));
+    assert_eq!(c.expect_close().0, 3501);
     // A refresh that says expired closes the connection with 3005.
     backend.script("refresh", 200, json!({"result": {"expired": true}}), 0);
     backend.script(
@@ -444,6 +455,9 @@ fn sub_refresh_proxy_keeps_and_ends_a_subscription() {
             Event::Closed(code, reason) => panic!("closed {code} {reason}"),
         }
     }
+    // sr:a is refreshed by the server: a client sub_refresh for it is a protocol violation.
+    c.command(json!({"sub_refresh": {"channel": "sr:a", "token": "t"}}));
+    assert_eq!(c.expect_close().0, 3501);
 }
 
 #[test]

@@ -37,7 +37,11 @@ pub struct Publish {
 impl Clients<'_> {
     /// `refresh` (spec §2.10): a new connection token extends (or ends) the expiry.
     pub(super) fn refresh(&mut self, key: ConnKey, id: u32, token: &str) -> Step {
-        if token.is_empty() {
+        // With the refresh proxy the server renews the connection: it was never told it
+        // expires, and a client refresh is a protocol violation, as upstream.
+        let server_refresh =
+            self.conns.get(key).and_then(|c| c.session()).is_some_and(|s| s.server_refresh);
+        if token.is_empty() || server_refresh {
             return self.bad_request(key);
         }
         let now = self.env.clock.unix_secs();
@@ -82,6 +86,8 @@ impl Clients<'_> {
         if let Some(info) = claims.info {
             session.conn_info = Some(crate::protocol::RawJson(info));
         }
+        let meta = claims.meta.as_deref().and_then(crate::client::connect::raw_value);
+        self.keep_meta(key, meta);
         if let Some(at) = expiry {
             self.arm_expiry(key, at, now);
         }

@@ -46,6 +46,14 @@ pub struct Credentials {
     pub data: Option<RawJson>,
     /// The refresh proxy renews the expiry (else the client refreshes with a token).
     pub server_refresh: bool,
+    /// `meta` (token claim or connect proxy): server-side only, sent to proxies that ask.
+    pub meta: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// A token's raw JSON claim as the text proxies forward.
+pub fn raw_value(bytes: &[u8]) -> Option<Box<serde_json::value::RawValue>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    serde_json::value::RawValue::from_string(text.to_owned()).ok()
 }
 
 impl Credentials {
@@ -104,7 +112,7 @@ impl Clients<'_> {
                 req.subs,
             );
         }
-        let (user, conn_info, expire_at, fingerprint) = {
+        let (user, conn_info, expire_at, fingerprint, meta) = {
             match self.env.verifier.verify_connection(&req.token, now) {
                 Ok(claims) => {
                     let expiry = match auth::connection_expiry(&claims, now) {
@@ -136,7 +144,8 @@ impl Clients<'_> {
                             overrides: SubscribeOverrides::default(),
                         })),
                     }
-                    (claims.user, claims.info.map(RawJson), expiry, fingerprint)
+                    let meta = claims.meta.as_deref().and_then(raw_value);
+                    (claims.user, claims.info.map(RawJson), expiry, fingerprint, meta)
                 }
                 Err(TokenError::Expired) => {
                     self.reply_error(key, id, codes::ERROR_TOKEN_EXPIRED);
@@ -165,6 +174,7 @@ impl Clients<'_> {
             data: None,
             // As upstream: with a refresh proxy every connection is refreshed by the server.
             server_refresh: self.env.proxies.refresh.is_some(),
+            meta,
         };
         self.connect_as(key, id, uuid::Uuid::new_v4(), creds, req.subs)
     }
@@ -188,7 +198,9 @@ impl Clients<'_> {
             client_channels,
             data,
             server_refresh,
+            meta,
         } = creds;
+        self.keep_meta(key, meta);
         let insecure = self.env.cfg.client.insecure;
         if let Some(at) = expire_at {
             if at <= self.env.clock.unix_secs() {

@@ -106,6 +106,17 @@ impl Clients<'_> {
         Some(conn.proxy.get_or_insert_with(Box::default))
     }
 
+    /// Keeps a connection's new `meta` (from its token or a proxy) for later proxy calls;
+    /// nothing is kept when no proxy could send it.
+    pub(super) fn keep_meta(&mut self, key: ConnKey, meta: Option<Box<RawValue>>) {
+        if meta.is_none() || !self.env.proxies.any() {
+            return;
+        }
+        if let Some(ctx) = self.proxy_context(key) {
+            ctx.meta = meta;
+        }
+    }
+
     /// Queues a call to proxy `id` for `key`'s command: the common fields, the event's
     /// `fields`, the payload and the meta. `blocks`: the connection takes no next command until
     /// `then` has run (a client command); else the call runs beside it (a refresh).
@@ -299,11 +310,6 @@ impl Clients<'_> {
                 overrides: o.override_.as_ref().map(wire::Override::overrides).unwrap_or_default(),
             });
         }
-        if let Some(meta) = result.meta {
-            if let Some(ctx) = self.proxy_context(key) {
-                ctx.meta = Some(meta);
-            }
-        }
         let creds = Credentials {
             user: result.user,
             conn_info,
@@ -313,6 +319,7 @@ impl Clients<'_> {
             client_channels: false,
             data,
             server_refresh: self.env.proxies.refresh.is_some(),
+            meta: result.meta,
         };
         self.connect_as(key, id, client, creds, positions)
     }
@@ -354,11 +361,7 @@ impl Clients<'_> {
                 if let Ok(Some(info)) = info {
                     session.conn_info = Some(info);
                 }
-                if let Some(meta) = r.meta {
-                    if let Some(ctx) = self.proxy_context(key) {
-                        ctx.meta = Some(meta);
-                    }
-                }
+                self.keep_meta(key, r.meta);
                 if r.expire_at == 0 {
                     if let Some(s) = self.conns.get_mut(key).and_then(|c| c.session_mut()) {
                         s.expire_at = None;

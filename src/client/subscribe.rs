@@ -530,9 +530,13 @@ impl Clients<'_> {
         let Some(session) = self.conns.get(key).and_then(|c| c.session()) else {
             return Step::Stop;
         };
-        if !session.has_sub(&req.channel) {
+        let Some(sub) = session.sub(&req.channel) else {
             self.reply_error(key, id, codes::ERROR_PERMISSION_DENIED);
             return Step::Next;
+        };
+        if sub.flags.has(SubFlags::SERVER_REFRESH) {
+            // The sub_refresh proxy renews this one; the client was never told it expires.
+            return self.bad_request(key);
         }
         if req.token.is_empty() {
             self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
