@@ -14,49 +14,11 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::pb_client::{next, pb_client, send};
 use common::*;
-use prost::Message as _;
 use rotor::protocol::pb;
 use serde_json::json;
 use tungstenite::Message;
-
-fn pb_client(server: &Server) -> Client {
-    Client::connect(
-        server.port,
-        "/connection/websocket",
-        &[("Sec-WebSocket-Protocol", "centrifuge-protobuf")],
-    )
-}
-
-fn send(c: &mut Client, cmds: &[pb::Command]) {
-    let mut frame = Vec::new();
-    for cmd in cmds {
-        cmd.encode_length_delimited(&mut frame).unwrap();
-    }
-    c.ws.send(Message::binary(frame)).unwrap();
-}
-
-/// Next replies (a frame may batch several); server pings (empty replies) are answered.
-fn next(c: &mut Client) -> Vec<pb::Reply> {
-    loop {
-        match c.ws.read().expect("read") {
-            Message::Binary(b) => {
-                let mut rest = &b[..];
-                let mut out = Vec::new();
-                while !rest.is_empty() {
-                    out.push(pb::Reply::decode_length_delimited(&mut rest).expect("reply"));
-                }
-                out.retain(|r| *r != pb::Reply::default());
-                if !out.is_empty() {
-                    return out;
-                }
-            }
-            Message::Text(t) => panic!("text frame on a protobuf connection: {t}"),
-            Message::Close(f) => panic!("closed: {f:?}"),
-            _ => {}
-        }
-    }
-}
 
 fn connect_cmd(token: &str) -> pb::Command {
     pb::Command {

@@ -714,3 +714,45 @@ fn a_connection_that_closes_while_its_proxy_call_waits_is_forgotten() {
     });
     assert!(rpc(&mut next, "still", json!({})).get("rpc").is_some());
 }
+
+#[test]
+fn protobuf_clients_send_and_get_binary_payloads_through_a_binary_encoding_proxy() {
+    use common::pb_client::{next, send};
+    use rotor::protocol::pb;
+    let backend = Backend::start();
+    let server = Server::start(config(
+        &backend,
+        json!({
+            "proxies": [{"name": "bin", "endpoint": backend.url("rpc"), "binary_encoding": true}],
+            "rpc": {"namespaces": [{"name": "files", "proxy_enabled": true, "proxy_name": "bin"}]}
+        }),
+    ));
+    let headers = [("Sec-WebSocket-Protocol", "centrifuge-protobuf"), ("Cookie", "session=pb")];
+    let mut c = Client::connect(server.port, "/connection/websocket", &headers);
+    let connect = pb::ConnectRequest::default();
+    send(&mut c, &[pb::Command { id: 1, connect: Some(connect), ..Default::default() }]);
+    let reply = next(&mut c).remove(0);
+    assert!(reply.connect.is_some_and(|r| !r.client.is_empty()), "connected through the proxy");
+    assert_eq!(backend.nth("connect", 0)["body"]["protocol"], "protobuf");
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    backend.script("rpc", 200, json!({"result": {"b64data": b64(&[0xfe, 0x02])}}), 0);
+    let rpc = |id: u32, method: &str| pb::Command {
+        id,
+        rpc: Some(pb::RpcRequest { method: method.into(), data: vec![0xff, 0x00, 0x01].into() }),
+        ..Default::default()
+    };
+    send(&mut c, &[rpc(2, "files:raw")]);
+    let reply = next(&mut c).remove(0);
+    assert_eq!(reply.rpc.map(|r| r.data.to_vec()), Some(vec![0xfe, 0x02]), "bytes back as sent");
+    let req = backend.nth("rpc", 0);
+    assert_eq!(
+        (req["body"]["encoding"].as_str(), req["body"]["protocol"].as_str()),
+        (Some("binary"), Some("protobuf"))
+    );
+    assert_eq!(req["body"]["b64data"], b64(&[0xff, 0x00, 0x01]));
+    // The default RPC proxy expects JSON: bytes that are not JSON cannot be sent to it.
+    send(&mut c, &[rpc(3, "plain")]);
+    let reply = next(&mut c).remove(0);
+    assert_eq!(reply.error.map(|e| e.code), Some(100));
+    assert_eq!(backend.requests("rpc").len(), 1, "nothing was sent");
+}
