@@ -44,6 +44,16 @@ struct Fields<'a> {
     method: &'a str,
 }
 
+/// What a refresh or sub_refresh renews.
+struct Renewal {
+    /// New expiry (`None`: never).
+    expire_at: Option<i64>,
+    /// New info, when the answer gives one.
+    info: Option<RawJson>,
+    /// New connection meta (refresh only).
+    meta: Option<Box<RawValue>>,
+}
+
 /// The fields every request carries.
 struct Common {
     client: String,
@@ -324,8 +334,33 @@ impl Clients<'_> {
         self.connect_as(key, id, client, creds, positions)
     }
 
-    /// A proxy-made connection reached its `expire_at` with the refresh proxy enabled: ask the
-    /// backend, beside the connection's commands.
+    /// What a refresh or sub_refresh answer renews (`None`: expired, or no result). A call
+    /// that failed retries in a minute, as upstream; the `error`/`disconnect` of an answer are
+    /// not for the client here (spec §9.2) and mean no result.
+    fn renewal(
+        &self,
+        key: ConnKey,
+        verdict: Verdict<wire::RefreshResult>,
+        now: i64,
+    ) -> Option<Renewal> {
+        match verdict {
+            Verdict::Failed(why) => {
+                tracing::warn!(%why, "refresh proxy call failed");
+                Some(Renewal { expire_at: Some(now + 60), info: None, meta: None })
+            }
+            Verdict::Result(Some(r)) if !r.expired && (r.expire_at == 0 || r.expire_at > now) => {
+                Some(Renewal {
+                    expire_at: (r.expire_at > 0).then_some(r.expire_at),
+                    info: self.pick(key, &r.info, &r.b64info).ok().flatten(),
+                    meta: r.meta,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// A connection the refresh proxy renews reached its `expire_at`: ask the backend, beside
+    /// the connection's commands.
     pub(super) fn refresh_proxy(&mut self, key: ConnKey) {
         let Some(proxy) = self.env.proxies.refresh else { return };
         let Some(session) = self.conns.get_mut(key).and_then(|c| c.session_mut()) else { return };
@@ -343,42 +378,23 @@ impl Clients<'_> {
             return Step::Stop;
         };
         let now = self.env.clock.unix_secs();
-        let info = match &verdict {
-            Verdict::Result(Some(r)) => self.pick(key, &r.info, &r.b64info),
-            _ => Ok(None),
+        let Some(Renewal { expire_at, info: conn_info, meta }) = self.renewal(key, verdict, now)
+        else {
+            self.disconnect(key, codes::DISCONNECT_EXPIRED);
+            return Step::Stop;
         };
+        self.keep_meta(key, meta);
         let Some(session) = self.conns.get_mut(key).and_then(|c| c.session_mut()) else {
             return Step::Stop;
         };
         session.refreshing = false;
-        let at = match verdict {
-            // The backend could not be asked: try again in a minute, as upstream.
-            Verdict::Failed(why) => {
-                tracing::warn!(%why, "refresh proxy call failed");
-                now + 60
-            }
-            Verdict::Result(Some(r)) if !r.expired && (r.expire_at == 0 || r.expire_at > now) => {
-                if let Ok(Some(info)) = info {
-                    session.conn_info = Some(info);
-                }
-                self.keep_meta(key, r.meta);
-                if r.expire_at == 0 {
-                    if let Some(s) = self.conns.get_mut(key).and_then(|c| c.session_mut()) {
-                        s.expire_at = None;
-                    }
-                    return Step::Next;
-                }
-                r.expire_at
-            }
-            _ => {
-                self.disconnect(key, codes::DISCONNECT_EXPIRED);
-                return Step::Stop;
-            }
-        };
-        if let Some(s) = self.conns.get_mut(key).and_then(|c| c.session_mut()) {
-            s.expire_at = Some(at);
+        session.expire_at = expire_at;
+        if conn_info.is_some() {
+            session.conn_info = conn_info;
         }
-        self.arm_refresh(key, at, now);
+        if let Some(at) = expire_at {
+            self.arm_refresh(key, at, now);
+        }
         Step::Next
     }
 
@@ -460,26 +476,15 @@ impl Clients<'_> {
             return Step::Stop;
         };
         let now = self.env.clock.unix_secs();
-        let (at, info) = match verdict {
-            Verdict::Failed(why) => {
-                tracing::warn!(%why, %channel, "sub_refresh proxy call failed");
-                (Some(now + 60), None)
-            }
-            Verdict::Result(Some(r)) if !r.expired && (r.expire_at == 0 || r.expire_at > now) => {
-                let info = self.pick(key, &r.info, &r.b64info).ok().flatten();
-                ((r.expire_at > 0).then_some(r.expire_at), info)
-            }
-            _ => {
-                self.unsubscribe_with(
-                    key,
-                    channel,
-                    codes::UNSUBSCRIBE_EXPIRED,
-                    codes::DISCONNECT_SUBSCRIPTION_EXPIRED,
-                );
-                return Step::Next;
-            }
-        };
-        self.sub_refreshed(key, channel, at, info, now);
+        match self.renewal(key, verdict, now) {
+            Some(r) => self.sub_refreshed(key, channel, r.expire_at, r.info, now),
+            None => self.unsubscribe_with(
+                key,
+                channel,
+                codes::UNSUBSCRIBE_EXPIRED,
+                codes::DISCONNECT_SUBSCRIPTION_EXPIRED,
+            ),
+        }
         Step::Next
     }
 

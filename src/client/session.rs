@@ -121,7 +121,7 @@ pub struct Session {
     /// Fingerprint of the token's server-side channel set (`channels`/`subs`); a refresh token
     /// with another set closes the connection with 3010 so it reconnects with the new set.
     pub token_channels: u64,
-    /// The refresh proxy renews `expire_at` (the connect proxy made this connection).
+    /// The refresh proxy renews `expire_at` (configured: every connection with an expiry).
     pub server_refresh: bool,
     /// A refresh proxy call is in flight.
     pub refreshing: bool,
