@@ -3,6 +3,8 @@
 
     python3 examples/proxy_backend.py 3000
 
+(port 0 picks a free one; the port is printed once the backend listens).
+
 Rotor POSTs JSON to /centrifugo/<event>; this backend answers:
 - connect: the user is the `session` cookie (a real app would look the session up), or the
   `X-Session` header an SDK sends with its `headers` option (Rotor forwards it when the
@@ -69,4 +71,6 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print(f"proxy backend listening on 127.0.0.1:{server.server_port}", flush=True)
+    server.serve_forever()

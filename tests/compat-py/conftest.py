@@ -55,28 +55,22 @@ def rpc_server():
 @pytest.fixture(scope="session")
 def proxy_server():
     """A rotor whose connect and RPC proxies go to the README's example backend
-    (examples/proxy_backend.py), started here as its own process on a free port."""
-    import socket
+    (examples/proxy_backend.py), started here as its own process on a port it picks."""
+    import re
+    import select
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = Path(__file__).resolve().parents[2] / "examples" / "proxy_backend.py"
-    backend = subprocess.Popen([sys.executable, str(script), str(port)])
+    backend = subprocess.Popen([sys.executable, str(script), "0"], stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the example backend did not start"
-                time.sleep(0.02)
-        url = f"http://127.0.0.1:{port}/centrifugo"
+        # The backend prints its port once it listens; a bounded wait for that line.
+        ready, _, _ = select.select([backend.stdout], [], [], 10)
+        line = backend.stdout.readline() if ready else ""
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert found, f"the example backend did not start: {line!r}"
+        url = f"http://127.0.0.1:{found.group(1)}/centrifugo"
         proxy = {"timeout": "2s", "http_headers": ["Cookie"]}
         rotor = _start(
             {

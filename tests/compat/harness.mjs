@@ -385,36 +385,25 @@ export class RawClient {
 
 /**
  * Starts the README's example backend (`examples/proxy_backend.py`, a separate Python
- * process) on a free loopback port; resolves { url(event), stop() } once it accepts.
- * Only the child it spawned is ever signalled.
+ * process) on a port it picks; resolves { url(event), stop() } once it printed that it
+ * listens. Only the child it spawned is ever signalled.
  */
 export async function startBackend() {
-  const { createServer, connect } = await import('node:net');
-  const port = await new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = s.address().port;
-      s.close(() => resolve(p));
-    });
-  });
   const script = path.resolve(HERE, '../../examples/proxy_backend.py');
-  const child = spawn('python3', [script, String(port)], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn('python3', [script, '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
   live.add(child);
   child.once('exit', () => live.delete(child));
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const up = await new Promise((resolve) => {
-      const sock = connect(port, '127.0.0.1');
-      sock.once('connect', () => {
-        sock.destroy();
-        resolve(true);
-      });
-      sock.once('error', () => resolve(false));
+  const listening = new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk) => {
+      buf += chunk;
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(buf);
+      if (m) resolve(Number(m[1]));
     });
-    if (up) break;
-    if (Date.now() > deadline) throw new Error('the example backend did not start');
-    await sleep(20);
-  }
+    child.once('exit', (code) => reject(new Error(`the example backend exited (code ${code})`)));
+  });
+  const port = await withTimeout(listening, 'the example backend to listen');
   return {
     url: (event) => `http://127.0.0.1:${port}/centrifugo/${event}`,
     stop: () => {
