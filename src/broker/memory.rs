@@ -182,7 +182,7 @@ impl Broker for Memory {
         true
     }
 
-    fn unwant(&mut self, _: &str) {}
+    fn unwant(&mut self, _: &str, _: &mut Outbox) {}
 
     fn publish_control(&mut self, _: &[u8]) {}
 

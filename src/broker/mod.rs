@@ -134,7 +134,7 @@ pub enum Effect {
     Emit(Arc<str>, Event),
     /// The broker now delivers the channel: acknowledge this interest (shard, generation).
     Ack(ShardId, u64, Arc<str>),
-    /// A positioned subscribe held at the gate may go on: the channel is delivered now.
+    /// A subscribe held at the gate may go on: the channel is delivered now.
     Resume(ReplyTo, SubscribeCall),
     /// A control message from another node.
     Control(Bytes),
@@ -167,15 +167,16 @@ impl Outbox {
     }
 }
 
-/// What a positioned subscription may do next.
+/// What a subscription may do next.
 #[derive(Debug)]
 pub enum Gate {
-    /// Go ahead: the broker delivers the channel, a position read cannot miss anything.
+    /// Go ahead: the broker delivers the channel, nothing published from now on can be missed.
     Open(SubscribeCall),
     /// The broker keeps the call until it delivers the channel, then hands it back
     /// ([`Effect::Resume`]).
     Held,
-    /// Fail the subscription now (broker down, or no streams at all).
+    /// Fail the subscription now (broker down, or a position asked of a broker without
+    /// streams).
     Refused,
 }
 
@@ -209,7 +210,9 @@ pub trait Broker {
     fn remove_history(&mut self, channel: &str, to: ReplyTo, out: &mut Outbox);
     /// The stream's top offset (the periodic position check); answers `Position`.
     fn top(&mut self, channel: &str, to: ReplyTo, out: &mut Outbox);
-    /// Whether a positioned subscription may read its position now.
+    /// Whether a subscription may be answered now: only once this node receives the channel,
+    /// or a publication made between the answer and the broker's subscription would be lost
+    /// (and a positioned one's position read could miss it).
     fn gate(&mut self, sub: SubscribeCall, to: ReplyTo) -> Gate;
     /// The position (and the publications to recover) of a positioned subscription that passed
     /// the gate; answers `Subscribed`.
@@ -226,8 +229,9 @@ pub trait Broker {
     /// may go out now; otherwise the broker keeps `ack` and releases it ([`Effect::Ack`]) once it
     /// receives the channel.
     fn want(&mut self, channel: &Arc<str>, ack: Option<(ShardId, u64)>) -> bool;
-    /// The channel lost its last interest on this node.
-    fn unwant(&mut self, channel: &str);
+    /// The channel lost its last interest on this node. Subscribes still held at the gate
+    /// are answered `Failed` (their connections are gone).
+    fn unwant(&mut self, channel: &str, out: &mut Outbox);
     /// Sends a control message to every other node (nothing with one node).
     fn publish_control(&mut self, data: &[u8]);
     /// Sends a control message to one node.

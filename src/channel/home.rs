@@ -79,6 +79,7 @@ impl Home {
         shard: ShardId,
         on: bool,
         ack: Option<u64>,
+        out: &mut Outbox,
     ) -> bool {
         let entry = self.channels.entry(Arc::clone(channel)).or_default();
         if on {
@@ -87,7 +88,7 @@ impl Home {
         }
         entry.interest.remove(shard);
         if entry.interest.is_empty() {
-            engine.broker().unwant(channel);
+            engine.broker().unwant(channel, out);
         }
         self.forget_if_idle(channel);
         true
@@ -105,10 +106,10 @@ impl Home {
         engine.broker().publish(call, to, now_ms, out);
     }
 
-    /// Registers a subscriber (`Call::Subscribe`). A positioned one first waits at the broker's
-    /// gate until this node receives the channel, so no publication can fall between its
-    /// position read and its subscription; the broker hands a held call back through
-    /// [`Home::subscribe_open`].
+    /// Registers a subscriber (`Call::Subscribe`). It first waits at the broker's gate until
+    /// this node receives the channel: its answer promises every later publication, and a
+    /// positioned one's read must not miss one made before the broker subscribed. The broker
+    /// hands a held call back through [`Home::subscribe_open`].
     pub fn subscribe(
         &mut self,
         engine: &mut Engine,
@@ -117,14 +118,10 @@ impl Home {
         now_ms: u64,
         out: &mut Outbox,
     ) {
-        let sub = if sub.positioned() {
-            match engine.broker().gate(sub, to) {
-                Gate::Open(sub) => sub,
-                Gate::Held => return,
-                Gate::Refused => return out.answer(to, Reply::Failed),
-            }
-        } else {
-            sub
+        let sub = match engine.broker().gate(sub, to) {
+            Gate::Open(sub) => sub,
+            Gate::Held => return,
+            Gate::Refused => return out.answer(to, Reply::Failed),
         };
         self.subscribe_open(engine, sub, to, now_ms, out);
     }

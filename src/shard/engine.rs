@@ -181,9 +181,12 @@ impl Engine {
         match input {
             nats::io::Input::Event(channel, event) => out.emit(channel, event),
             nats::io::Input::Control(data) => out.push(Effect::Control(data)),
-            nats::io::Input::Acks(acks) => {
-                for (shard, generation, channel) in acks {
+            nats::io::Input::Confirmed(released) => {
+                for (shard, generation, channel) in released.acks {
                     out.push(Effect::Ack(shard, generation, channel));
+                }
+                for (to, sub) in released.calls {
+                    out.push(Effect::Resume(to, sub));
                 }
             }
         }

@@ -246,12 +246,19 @@ impl Shard {
             }
             ShardMsg::Cast(cast) => self.cast(*cast),
             ShardMsg::Interest { channel, shard, subscribed, ack } => {
-                let ack_now =
-                    self.home.interest(&mut self.engine, &channel, shard, subscribed, ack);
+                let ack_now = self.home.interest(
+                    &mut self.engine,
+                    &channel,
+                    shard,
+                    subscribed,
+                    ack,
+                    &mut self.out,
+                );
                 if let Some(generation) = ack.filter(|_| subscribed && ack_now) {
                     let msg = ShardMsg::InterestAcked { channel, generation };
                     self.mesh.send(Lane::Reply, shard, msg);
                 }
+                self.flush_effects();
             }
             ShardMsg::InterestAcked { channel, generation } => {
                 let mut clients = self.clients();

@@ -20,7 +20,6 @@ use glommio::net::TcpStream;
 
 use super::{parse, Incoming, Nats, Op, Settings};
 use crate::broker::Event;
-use crate::shard::id::ShardId;
 use crate::shard::inbox::Inbox;
 
 /// What the link task hands to its shard.
@@ -30,8 +29,8 @@ pub enum Input {
     Event(Arc<str>, Event),
     /// A control message.
     Control(bytes::Bytes),
-    /// Subscriptions confirmed by a `PONG`: the interest acknowledgements they release.
-    Acks(Vec<(ShardId, u64, Arc<str>)>),
+    /// Subscriptions confirmed by a `PONG`: the acknowledgements and calls they release.
+    Confirmed(super::Released),
 }
 
 /// What the link task works with: the shard's NATS state (shared with its engine, borrowed for
@@ -203,7 +202,7 @@ fn operation(ctx: &LinkCtx, op: Op) {
             Incoming::Other => return,
         },
         Op::Ping => return n.ping(),
-        Op::Pong => Input::Acks(n.pong()),
+        Op::Pong => Input::Confirmed(n.pong()),
         Op::Info | Op::Ok | Op::Err(_) => return,
     };
     drop(n);

@@ -111,10 +111,19 @@ pub struct SubEntry {
     pub active: bool,
     /// Interest acknowledgements waiting for the confirmation: (shard, generation).
     pub acks: Vec<(ShardId, u64)>,
+    /// Subscribe calls held at the gate until the confirmation.
+    pub held: Vec<(ReplyTo, SubscribeCall)>,
 }
 
-/// Interest acknowledgements released by a confirmation or a lost connection.
-pub type Released = Vec<(ShardId, u64, Arc<str>)>;
+/// What a `PONG` releases: interest acknowledgements (shard, generation, channel) and the
+/// subscribe calls held at the gate.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// Interest acknowledgements to send.
+    pub acks: Vec<(ShardId, u64, Arc<str>)>,
+    /// Subscribe calls to go on.
+    pub calls: Vec<(ReplyTo, SubscribeCall)>,
+}
 
 /// A shard's NATS connection state.
 #[derive(Debug)]
@@ -243,9 +252,10 @@ impl Nats {
         false
     }
 
-    /// The channel lost its last interest.
-    pub fn unwant(&mut self, channel: &str) {
-        let Some(e) = self.subs.remove(channel) else { return };
+    /// The channel lost its last interest: returns the subscribe calls it still held (their
+    /// connections are gone).
+    pub fn unwant(&mut self, channel: &str) -> Vec<(ReplyTo, SubscribeCall)> {
+        let Some(e) = self.subs.remove(channel) else { return Vec::new() };
         if e.sid != 0 {
             self.by_sid.remove(&e.sid);
             if self.up {
@@ -253,6 +263,7 @@ impl Nats {
                 self.wake();
             }
         }
+        e.held
     }
 
     /// The connection is (again) up: subscribe control (shard 0) and every wanted channel,
@@ -283,11 +294,13 @@ impl Nats {
 
     /// A `PONG`: the subscriptions sent before its `PING` are in place.
     pub fn pong(&mut self) -> Released {
-        let mut released = Vec::new();
+        let mut released = Released::default();
         for channel in self.pings.pop_front().unwrap_or_default() {
             if let Some(e) = self.subs.get_mut(&channel) {
                 e.active = true;
-                released.extend(e.acks.drain(..).map(|(s, g)| (s, g, Arc::clone(&channel))));
+                let acks = e.acks.drain(..).map(|(s, g)| (s, g, Arc::clone(&channel)));
+                released.acks.extend(acks);
+                released.calls.append(&mut e.held);
             }
         }
         released
@@ -442,9 +455,28 @@ impl crate::broker::Broker for Nats {
         out.answer(to, Reply::Position(None));
     }
 
-    fn gate(&mut self, _: SubscribeCall, _: ReplyTo) -> Gate {
-        // Positioning needs a stream the NATS broker does not keep.
-        Gate::Refused
+    fn gate(&mut self, sub: SubscribeCall, to: ReplyTo) -> Gate {
+        if sub.positioned() {
+            // Positioning needs a stream the NATS broker does not keep.
+            return Gate::Refused;
+        }
+        if !supported_channel(&sub.channel) {
+            // Never subscribed (see `want`): nothing to wait for.
+            return Gate::Open(sub);
+        }
+        let up = self.up;
+        match self.subs.get_mut(&sub.channel) {
+            Some(e) if e.active && up => Gate::Open(sub),
+            // Held across a reconnect too: the resubscription's `PONG` releases it, as it
+            // does the interest acknowledgements.
+            Some(e) => {
+                e.held.push((to, sub));
+                Gate::Held
+            }
+            // Interest precedes the call on the lane: without it the channel lost its last
+            // subscriber meanwhile and the answer no longer matters.
+            None => Gate::Refused,
+        }
     }
 
     fn read_position(
@@ -464,8 +496,10 @@ impl crate::broker::Broker for Nats {
         !supported_channel(channel) || Nats::want(self, channel, ack)
     }
 
-    fn unwant(&mut self, channel: &str) {
-        Nats::unwant(self, channel);
+    fn unwant(&mut self, channel: &str, out: &mut Outbox) {
+        for (to, _) in Nats::unwant(self, channel) {
+            out.answer(to, Reply::Failed);
+        }
     }
 
     fn publish_control(&mut self, data: &[u8]) {
@@ -539,13 +573,48 @@ mod tests {
         let other: Arc<str> = Arc::from("other");
         assert!(!n.want(&other, Some((ShardId(1), 5))));
         assert!(!n.want(&other, Some((ShardId(2), 6))), "still waiting");
-        assert!(n.pong().is_empty(), "the first PONG confirms only news");
+        assert!(n.pong().acks.is_empty(), "the first PONG confirms only news");
         let released = n.pong();
-        assert_eq!(released.len(), 2);
+        assert_eq!(released.acks.len(), 2);
         assert!(n.want(&other, None), "active now");
         n.out.clear();
         n.unwant("other");
         assert_eq!(&n.out[..], b"UNSUB 4\r\n");
+    }
+
+    #[test]
+    fn a_subscribe_is_answered_only_once_the_server_confirmed_the_sub() {
+        use crate::broker::Broker;
+        use crate::shard::id::Lane;
+        let call = |channel: &str| SubscribeCall {
+            channel: Arc::from(channel),
+            info: Arc::new(ClientInfo::default()),
+            presence: true,
+            join: true,
+            position: None,
+        };
+        let to = |req| ReplyTo { origin: ShardId(1), req, lane: Lane::Main };
+        let mut n = Nats::new(settings(), true);
+        n.resubscribe();
+        n.pong();
+        let ch: Arc<str> = Arc::from("room");
+        assert!(!n.want(&ch, Some((ShardId(1), 1))));
+        assert!(matches!(n.gate(call("room"), to(7)), Gate::Held), "SUB not confirmed yet");
+        let released = n.pong();
+        assert_eq!(released.acks.len(), 1);
+        assert_eq!(released.calls.len(), 1, "the held call goes on with the acknowledgement");
+        assert_eq!(released.calls[0].0, to(7));
+        assert!(matches!(n.gate(call("room"), to(8)), Gate::Open(_)), "active now");
+        assert!(matches!(n.gate(call("gone"), to(9)), Gate::Refused), "no interest");
+
+        n.down();
+        assert!(matches!(n.gate(call("room"), to(10)), Gate::Held), "held across a reconnect");
+        let mut out = Outbox::default();
+        Broker::unwant(&mut n, "room", &mut out);
+        assert!(
+            matches!(out.pop(), Some(crate::broker::Effect::Answer(t, Reply::Failed)) if t == to(10)),
+            "a call held for a channel without subscribers is failed, not forgotten"
+        );
     }
 
     #[test]

@@ -429,9 +429,11 @@ impl crate::broker::Broker for Redis {
         false
     }
 
-    fn unwant(&mut self, channel: &str) {
+    fn unwant(&mut self, channel: &str, out: &mut Outbox) {
         let settings = Arc::clone(&self.settings);
-        self.server(channel).sub.unwant(&settings, channel);
+        for (to, _) in self.server(channel).sub.unwant(&settings, channel) {
+            out.answer(to, Reply::Failed);
+        }
     }
 
     fn publish_control(&mut self, data: &[u8]) {

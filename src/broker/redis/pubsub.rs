@@ -81,10 +81,12 @@ impl PubSub {
         false
     }
 
-    /// The channel lost its last interest.
-    pub fn unwant(&mut self, settings: &Settings, channel: &str) {
-        let Some(e) = self.channels.get_mut(channel) else { return };
+    /// The channel lost its last interest: returns the subscribe calls it still held (their
+    /// connections are gone; they are answered as failed).
+    pub fn unwant(&mut self, settings: &Settings, channel: &str) -> Vec<(ReplyTo, SubscribeCall)> {
+        let Some(e) = self.channels.get_mut(channel) else { return Vec::new() };
         e.wanted = false;
+        let held = std::mem::take(&mut e.deferred);
         // An entry with SUBSCRIBEs in flight stays, so their confirmations are not mistaken
         // for confirmations of a later SUBSCRIBE.
         if e.inflight == 0 {
@@ -94,6 +96,7 @@ impl PubSub {
             let name = settings.keys.client_channel(channel);
             self.send(settings.verb(b"UNSUBSCRIBE", b"SUNSUBSCRIBE"), &name);
         }
+        held
     }
 
     /// Redis confirmed a SUBSCRIBE: returns the held work when the channel became active.
