@@ -116,7 +116,7 @@ fn shard_with_subscribers(n: usize, channel: &str) -> (Shard, Vec<ConnKey>) {
             });
         }
         let cmd = json::decode_frame(subscribe.as_bytes()).unwrap().remove(0);
-        shard.client_command(key, cmd);
+        shard.client_command(key, cmd, 0);
         // The subscribe reply.
         shard.conns().get_mut(key).and_then(Conn::take_batch).unwrap();
         keys.push(key);

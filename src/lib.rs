@@ -84,9 +84,10 @@
 //!    again (`Shard::poll_idle`).
 //! 2. On H, `Home::interest` records B and asks the broker to receive the channel
 //!    ([`broker::Broker::want`]; Redis acknowledges only once its SUBSCRIBE is confirmed).
-//!    `Home::subscribe` lets a positioned subscribe pass the broker's gate
-//!    ([`broker::Broker::gate`]: with Redis it waits until this node receives the channel, so
-//!    no publication falls between the read and the subscription), then
+//!    `Home::subscribe` lets the subscribe pass the broker's gate
+//!    ([`broker::Broker::gate`]: with Redis or NATS it waits until this node receives the
+//!    channel, so no publication falls between the reply (or the position read) and the
+//!    subscription), then
 //!    `Home::subscribe_open` adds presence, emits the join and reads the position and the
 //!    publications to recover ([`broker::Broker::read_position`]). The answer goes back on the
 //!    main lane, behind every delivery H already sent to B.
@@ -137,6 +138,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod node;
 pub mod protocol;
 pub mod proxy;

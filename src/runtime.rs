@@ -21,7 +21,7 @@ use crate::auth::TokenVerifier;
 use crate::broker::{nats, redis};
 use crate::channel::Namespaces;
 use crate::config::{self, Config};
-use crate::server::{self, Env};
+use crate::server::{self, Env, Port};
 use crate::shard::id::Lane;
 use crate::shard::id::{ShardId, SHARDS_MAX};
 use crate::shard::inbox::Inbox;
@@ -115,17 +115,34 @@ pub fn shard_count(cfg: &Config) -> usize {
 }
 
 fn listen_addr(cfg: &Config) -> Result<SocketAddr, RunError> {
-    let ip: IpAddr = if cfg.http_server.address.is_empty() {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    Ok(SocketAddr::new(
+        ip_of("http_server.address", &cfg.http_server.address)?,
+        cfg.http_server.port,
+    ))
+}
+
+fn ip_of(key: &str, address: &str) -> Result<IpAddr, RunError> {
+    if address.is_empty() {
+        return Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+    address.parse().map_err(|_| RunError::Config(format!("{key}: not an IP address: {address:?}")))
+}
+
+/// The internal endpoints' own address (`http_server.internal_port`, on `internal_address` or
+/// else `address`); `None` when they share the main listener, as upstream does when both
+/// name the same address.
+fn internal_addr(cfg: &Config, main: SocketAddr) -> Result<Option<SocketAddr>, RunError> {
+    let s = &cfg.http_server;
+    if s.internal_port == 0 {
+        return Ok(None);
+    }
+    let ip = if s.internal_address.is_empty() {
+        main.ip()
     } else {
-        cfg.http_server.address.parse().map_err(|_| {
-            RunError::Config(format!(
-                "http_server.address: not an IP address: {:?}",
-                cfg.http_server.address
-            ))
-        })?
+        ip_of("http_server.internal_address", &s.internal_address)?
     };
-    Ok(SocketAddr::new(ip, cfg.http_server.port))
+    let addr = SocketAddr::new(ip, s.internal_port);
+    Ok((addr != main).then_some(addr))
 }
 
 /// Binds (without listening) a SO_REUSEPORT socket to learn a free port when port 0 is asked for;
@@ -149,6 +166,8 @@ fn reserve_port(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), RunEr
 pub struct Running {
     /// Address every shard listens on.
     pub addr: SocketAddr,
+    /// The internal endpoints' address, when they have their own.
+    pub internal: Option<SocketAddr>,
     /// One heartbeat counter per shard (bumped on every timer tick).
     pub heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
     controls: Vec<ControlTx>,
@@ -234,6 +253,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     // Shards announce the node (Redis engine) as soon as they run, so its identity is fixed
     // first; with round-robin placement and port 0 the bound port is not known yet.
     crate::node::init(&cfg.node.name, addr.port());
+    let internal = internal_addr(&cfg, addr)?;
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let pin = cfg.runtime.pin_cpus && count <= cpus;
     let cfg = Arc::new(cfg);
@@ -270,7 +290,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                 let commands = crate::client::Env::new(cfg.clone(), namespaces, verifiers, proxies);
                 let state = Shard::new(id, count, commands, connections, heartbeat);
                 let shard: ShardRef = Rc::new(RefCell::new(state));
-                let env = Rc::new(Env { origins });
+                let port = if internal.is_some() { Port::Main } else { Port::Both };
+                let env = Rc::new(Env { origins: origins.clone(), port });
                 let ready = join_meshes(&shard, &env, main_mesh, reply_mesh).await;
                 if let Err(e) = ready {
                     let _ = boot_tx.send(Boot::Failed(id, e));
@@ -292,6 +313,18 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                         let _ = addr_tx.try_send(local);
                     }
                 }
+                // Low traffic (API, metrics, admin): with round-robin placement only shard 0
+                // listens there and serves what it accepts itself.
+                let internal_listener = match internal {
+                    Some(at) if !round_robin || id.0 == 0 => match TcpListener::bind(at) {
+                        Ok(l) => Some(l),
+                        Err(e) => {
+                            let _ = boot_tx.send(Boot::Failed(id, format!("binding {at}: {e}")));
+                            return;
+                        }
+                    },
+                    _ => None,
+                };
                 if let Some((settings, (broker, presence))) = redis {
                     if let Err(e) = start_redis(&shard, settings, broker, presence).await {
                         let _ = boot_tx.send(Boot::Failed(id, e));
@@ -316,6 +349,10 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                             .detach();
                     }
                 }
+                if let Some(l) = internal_listener {
+                    let env = Rc::new(Env { origins, port: Port::Internal });
+                    glommio::spawn_local(server::accept_loop(shard.clone(), env, l)).detach();
+                }
                 let _ = boot_tx.send(Boot::Listening);
                 if let Some(Control::Shutdown) = ctl_rx.recv().await {
                     drain(&shard).await;
@@ -329,7 +366,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         match boot_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Boot::Listening) => {}
             Ok(Boot::Failed(id, e)) => {
-                let running = Running { addr, heartbeats, controls, handles };
+                let running = Running { addr, internal, heartbeats, controls, handles };
                 running.request_shutdown();
                 return Err(RunError::Io(format!("shard {id}: {e}")));
             }
@@ -342,7 +379,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         }
     }
     drop(reservation);
-    Ok(Running { addr, heartbeats, controls, handles })
+    Ok(Running { addr, internal, heartbeats, controls, handles })
 }
 
 /// Reads the shard's Redis topology (a cluster's masters and slots), connects its links
@@ -497,10 +534,18 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     for w in limits.warnings(shard_count(&cfg), cfg.client.connection_limit) {
         tracing::warn!("{w}");
     }
+    if cfg.admin.enabled {
+        tracing::warn!(
+            "admin.enabled: the admin web UI and /admin routes are not served by rotor yet"
+        );
+    }
     let node_name = cfg.node.name.clone();
     let running = start(cfg)?;
     crate::node::init(&node_name, running.addr.port());
     println!("rotor listening on {}", running.addr);
+    if let Some(internal) = running.internal {
+        println!("rotor internal endpoints on {internal}");
+    }
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let notifier = Arc::new(systemd::Notifier::from_env());
     notifier.notify(&format!("READY=1\nSTATUS=listening on {}", running.addr));

@@ -85,8 +85,24 @@ pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<
     Response::Json(200, out)
 }
 
-/// Runs one method; `Ok` is the encoded result object (what goes under `"result"`).
+/// Runs one method and counts it (`centrifugo_api_command_*`; a batch counts its commands).
 async fn run(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<Vec<u8>, Failure> {
+    let started = std::time::Instant::now();
+    let result = Box::pin(execute(shard, method, body)).await;
+    if method != ApiMethod::Batch {
+        let error = match &result {
+            Ok(_) => None,
+            Err(Failure::Undecodable) => Some("unmarshal".to_owned()),
+            Err(Failure::Unsupported) => Some(types::API_ERROR_NOT_AVAILABLE.code.to_string()),
+            Err(Failure::Api(e)) => Some(e.code.to_string()),
+        };
+        shard.borrow_mut().metrics().api_done(method.name(), started.elapsed(), error);
+    }
+    result
+}
+
+/// Runs one method; `Ok` is the encoded result object (what goes under `"result"`).
+async fn execute(shard: &ShardRef, method: ApiMethod, body: &[u8]) -> Result<Vec<u8>, Failure> {
     let mut out = Vec::new();
     match method {
         ApiMethod::Publish => {

@@ -20,6 +20,7 @@ use slab::Slab;
 
 use crate::client::queue::{Batch, Out, Queue};
 use crate::client::session::Session;
+use crate::metrics::{ClientLabel, FrameType, ShardMetrics};
 use crate::protocol::{Command, Disconnect};
 use crate::transport::{Encoding, Transport};
 
@@ -71,6 +72,13 @@ pub struct Conn {
     pub busy: bool,
     /// What later proxy calls send besides the command (boxed: most connections have none).
     pub proxy: Option<Box<ProxyContext>>,
+    /// The command waiting for its reply and when it started ([`Conns::micros`]), for the
+    /// command duration and reply error metrics.
+    pub command: Option<(FrameType, u32)>,
+    /// When the last ping went out ([`Conns::micros`]), for the ping/pong duration.
+    pub ping_sent: u32,
+    /// Whether its `connect` named the client app and its version (metric labels).
+    pub label: ClientLabel,
 }
 
 /// What a connection keeps for its proxy calls (spec §9.3).
@@ -97,6 +105,9 @@ impl Conn {
             reader: None,
             closing: None,
             awaiting_pong: false,
+            command: None,
+            ping_sent: 0,
+            label: ClientLabel::default(),
             reading_done: false,
             busy: false,
             proxy: None,
@@ -217,12 +228,22 @@ pub struct Conns {
     emulated: HashMap<ConnKey, Emulated>,
     /// Connected clients in the whole process, shared by all shards.
     connected: Arc<AtomicUsize>,
+    /// Origin of [`Conns::micros`].
+    epoch: Option<Instant>,
 }
 
 impl Conns {
     /// An empty table counting connected clients in `connected` (shared by all shards).
     pub fn new(connected: Arc<AtomicUsize>) -> Conns {
-        Conns { connected, ..Conns::default() }
+        Conns { connected, epoch: Some(Instant::now()), ..Conns::default() }
+    }
+
+    /// Microseconds since this table was made, wrapping every ~71 minutes: four bytes per
+    /// connection time a command or a ping (`wrapping_sub` gives the duration).
+    pub fn micros(&self) -> u32 {
+        // Truncation is the point: only differences below the wrap are used.
+        #[allow(clippy::cast_possible_truncation, reason = "wrapping timestamps")]
+        self.epoch.map_or(0, |e| e.elapsed().as_micros() as u32)
     }
 
     /// Stores a new connection and returns its key.
@@ -293,17 +314,22 @@ impl Conns {
 
     /// Queues a frame chosen by the connection's encoding (`make(encoding)`; `None`: the
     /// protocol cannot carry it) and wakes the writer, unless the connection is closing or the
-    /// frame would take the queue past `max` bytes.
+    /// frame would take the queue past `max` bytes. A queued frame is counted in `metrics` as
+    /// `frame` on the connection's transport (`None`: a WebSocket control frame, not counted).
     pub fn enqueue_as(
         &mut self,
         key: ConnKey,
         max: usize,
+        (metrics, frame): (&mut ShardMetrics, Option<FrameType>),
         make: impl FnOnce(Encoding) -> Option<Out>,
     ) -> Result<(), Refused> {
         let conn = self.get_mut(key).filter(|c| c.closing.is_none()).ok_or(Refused::Closed)?;
         let out = make(conn.encoding()).ok_or(Refused::Unsupported)?;
         if conn.queue.bytes() + out.len() > max {
             return Err(Refused::Overflow);
+        }
+        if let Some(frame) = frame {
+            metrics.sent(conn.transport.into(), frame, out.len());
         }
         conn.queue.push(out);
         conn.wake_writer();

@@ -21,6 +21,7 @@ use crate::client::recovery::{PendingSub, SubReply};
 use crate::client::session::Session;
 use crate::client::subscribe::ServerSub;
 use crate::client::{rules, Clients, Resume, Step, SERVER_VERSION};
+use crate::metrics::{ClientLabel, TransportLabel};
 use crate::protocol::{codes, ConnectRequest, ConnectResult, RawJson, ReplyBody, SubscribeRequest};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call};
@@ -93,6 +94,9 @@ struct ConnectWait {
 impl Clients<'_> {
     /// `connect`: verify credentials, collect server-side subscriptions, then admit.
     pub(super) fn connect(&mut self, key: ConnKey, id: u32, req: ConnectRequest) -> Step {
+        if let Some(c) = self.conns.get_mut(key) {
+            c.label = ClientLabel::new(&req.name, &req.version);
+        }
         let client_cfg = &self.env.cfg.client;
         let insecure = client_cfg.insecure;
         let now = self.env.clock.unix_secs();
@@ -322,6 +326,7 @@ impl Clients<'_> {
             token_channels,
         } = pending;
         if !self.conns.count_connected(self.env.cfg.client.connection_limit) {
+            self.metrics.connection_limit += 1;
             if counted {
                 self.user_gone(&user);
             }
@@ -367,6 +372,8 @@ impl Clients<'_> {
         };
         let Some(conn) = self.conns.get_mut(key) else { return Step::Stop };
         conn.state = State::Connected(session);
+        let (t, label) = (TransportLabel::from(transport) as usize, conn.label.0 as usize);
+        self.metrics.connections_accepted[t][label] += 1;
         self.start_pings(key, self.env.clock.now());
         match expire_at {
             Some(at) if server_refresh => self.arm_refresh(key, at, now),

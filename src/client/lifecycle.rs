@@ -12,6 +12,7 @@ use rand::Rng;
 use crate::client::conn::{ConnKey, State, Timer, TimerKind};
 use crate::client::queue::Out;
 use crate::client::Clients;
+use crate::metrics::{FrameType, TransportLabel, COMMAND_BUCKETS};
 use crate::protocol::codes;
 use crate::shard::id::Lane;
 use crate::shard::msg::{Cast, ShardMsg};
@@ -108,7 +109,11 @@ impl Clients<'_> {
                 } else {
                     Out::Data { frame: self.env.pings.json.clone(), header: 2 }
                 };
-                self.enqueue(t.key, out);
+                self.enqueue(t.key, Some(FrameType::ServerPing), out);
+                let sent = self.conns.micros();
+                if let Some(c) = self.conns.get_mut(t.key) {
+                    c.ping_sent = sent;
+                }
                 self.conns.add_timer(Timer { at: now + ping, key: t.key, kind: TimerKind::Ping });
                 if !pong.is_zero() {
                     let at = now + pong;
@@ -160,9 +165,19 @@ impl Clients<'_> {
 
     /// A WebSocket pong frame arrived (native ping mode).
     pub fn native_pong(&mut self, key: ConnKey) {
-        if let Some(c) = self.conns.get_mut(key).filter(|c| c.native_ping()) {
-            c.awaiting_pong = false;
+        if self.conns.get(key).is_some_and(|c| c.native_ping() && c.awaiting_pong) {
+            self.ponged(key);
         }
+    }
+
+    /// The client answered the last ping: the round trip is counted.
+    pub(crate) fn ponged(&mut self, key: ConnKey) {
+        let now = self.conns.micros();
+        let Some(c) = self.conns.get_mut(key) else { return };
+        c.awaiting_pong = false;
+        let took = Duration::from_micros(u64::from(now.wrapping_sub(c.ping_sent)));
+        let transport = TransportLabel::from(c.transport) as usize;
+        self.metrics.ping_pong[transport].observe_duration(took, &COMMAND_BUCKETS);
     }
 
     /// Forgets a connection whose socket tasks have finished: its subscriptions go, and the

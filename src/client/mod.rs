@@ -46,6 +46,7 @@ use crate::client::flight::{Flight, Flights};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::{FrameType, ShardMetrics};
 use crate::protocol::{codes, json, protobuf, Command, ReplyBody, Request};
 use crate::proxy::{Calls, Proxies};
 use crate::shard::id::ShardId;
@@ -102,15 +103,6 @@ impl Env {
     }
 }
 
-/// Counters of the connections part (plain fields: one owner).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stats {
-    /// Publications handed to local subscribers (one per delivery to this shard).
-    pub messages_sent: u64,
-    /// Clients disconnected for overflowing their queue (3008).
-    pub slow_disconnects: u64,
-}
-
 /// What a command does once what it waited for is in: its answers, in the order asked.
 pub type Resume = Box<dyn for<'c> FnOnce(&mut Clients<'c>, Vec<Option<Answer>>) -> Step>;
 
@@ -154,8 +146,8 @@ pub struct Clients<'a> {
     pub mesh: &'a mut Mesh,
     /// Commands in flight.
     pub flights: &'a mut Flights<Resume>,
-    /// Counters.
-    pub stats: &'a mut Stats,
+    /// This shard's metrics.
+    pub metrics: &'a mut ShardMetrics,
     /// Backend proxy calls waiting for the shard's HTTP client.
     pub calls: &'a mut Calls,
     /// Set while a command runs again after a JWKS key fetch: a key still missing is then an
@@ -248,6 +240,14 @@ impl Clients<'_> {
         if needs_id && id == 0 {
             return self.bad_request(key);
         }
+        if needs_id && !self.keys_retry {
+            // Timed until its reply goes out (`command_done`); a rerun after a key fetch
+            // keeps the first start.
+            let started = (FrameType::of_request(&cmd.request), self.conns.micros());
+            if let Some(c) = self.conns.get_mut(key) {
+                c.command = Some(started);
+            }
+        }
         // Commands that verify a token may have to wait for a key fetch and run again.
         let retry = match &cmd.request {
             Request::Connect(_) | Request::Refresh(_) | Request::SubRefresh(_) => Some(cmd.clone()),
@@ -290,11 +290,11 @@ impl Clients<'_> {
             Request::Connect(_) => self.bad_request(key),
             _ if !connected => self.bad_request(key),
             Request::Pong => {
-                let Some(conn) = self.conns.get_mut(key) else { return Step::Stop };
+                let Some(conn) = self.conns.get(key) else { return Step::Stop };
                 if !conn.awaiting_pong {
                     return self.bad_request(key);
                 }
-                conn.awaiting_pong = false;
+                self.ponged(key);
                 Step::Next
             }
             Request::Ping => self.bad_request(key),

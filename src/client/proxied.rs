@@ -33,6 +33,8 @@ type Then = Box<dyn for<'c> FnOnce(&mut Clients<'c>, Outcome) -> Step>;
 /// The fields of a request that depend on the event.
 #[derive(Default)]
 struct Fields<'a> {
+    /// The event (the metrics' `type` label).
+    kind: &'static str,
     /// The client id (connect: the one the connection will get).
     client: Option<uuid::Uuid>,
     /// The command's payload.
@@ -181,7 +183,8 @@ impl Clients<'_> {
         } else {
             self.flights.open(Some(key), false, 1, resume)
         };
-        self.calls.push(Job { token, proxy: id, headers, body, deadline });
+        self.metrics.proxy(fields.kind, &ep.name).inflight += 1;
+        self.calls.push(Job { token, kind: fields.kind, proxy: id, headers, body, deadline });
         Step::Wait
     }
 
@@ -265,6 +268,7 @@ impl Clients<'_> {
         });
         let (name, version) = (req.name.as_str(), req.version.as_str());
         let fields = Fields {
+            kind: "connect",
             client: Some(client),
             data,
             name,
@@ -370,7 +374,7 @@ impl Clients<'_> {
         session.refreshing = true;
         let then: Then =
             Box::new(move |c: &mut Clients<'_>, outcome| c.refresh_answered(key, proxy, outcome));
-        self.call_proxy(key, proxy, false, &Fields::default(), then);
+        self.call_proxy(key, proxy, false, &Fields { kind: "refresh", ..Fields::default() }, then);
     }
 
     fn refresh_answered(&mut self, key: ConnKey, proxy: ProxyId, outcome: Outcome) -> Step {
@@ -416,7 +420,7 @@ impl Clients<'_> {
             key,
             proxy,
             true,
-            &Fields { data: &data, channel: &channel, ..Fields::default() },
+            &Fields { kind: "subscribe", data: &data, channel: &channel, ..Fields::default() },
             then,
         )
     }
@@ -462,7 +466,13 @@ impl Clients<'_> {
         let then: Then = Box::new(move |c: &mut Clients<'_>, outcome| {
             c.sub_refresh_answered(key, &name, proxy, outcome)
         });
-        self.call_proxy(key, proxy, false, &Fields { channel, ..Fields::default() }, then);
+        self.call_proxy(
+            key,
+            proxy,
+            false,
+            &Fields { kind: "sub_refresh", channel, ..Fields::default() },
+            then,
+        );
     }
 
     fn sub_refresh_answered(
@@ -505,7 +515,7 @@ impl Clients<'_> {
             key,
             proxy,
             true,
-            &Fields { data: &data, channel: &channel, ..Fields::default() },
+            &Fields { kind: "publish", data: &data, channel: &channel, ..Fields::default() },
             then,
         )
     }
@@ -571,7 +581,7 @@ impl Clients<'_> {
                 Err(()) => c.denied::<()>(key, id, Verdict::Failed("undecodable data".into())),
             }
         });
-        let fields = Fields { data: &data, method: &req.method, ..Fields::default() };
+        let fields = Fields { kind: "rpc", data: &data, method: &req.method, ..Fields::default() };
         self.call_proxy(key, proxy, true, &fields, then)
     }
 }

@@ -154,6 +154,7 @@ impl Clients<'_> {
                         (complete && same_epoch, pubs)
                     }
                 };
+                self.metrics.recovered(recovered, recovered && !publications.is_empty());
                 if recovered {
                     result.recovered = true;
                     result.offset = from.offset;

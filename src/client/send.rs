@@ -13,6 +13,7 @@ use crate::client::queue::Out;
 use crate::client::Clients;
 use crate::hub::encode::event_out;
 use crate::hub::{delta, fanout};
+use crate::metrics::FrameType;
 use crate::protocol::{codes, json, protobuf, Disconnect, ProtocolError, PushBody, ReplyBody};
 use crate::transport::websocket;
 use crate::transport::{stream, Encoding, Transport};
@@ -20,15 +21,20 @@ use crate::transport::{stream, Encoding, Transport};
 impl Clients<'_> {
     /// Queues a frame; a refusal closes the connection (3008 slow, 3506 for what its protocol
     /// cannot carry).
-    pub fn enqueue(&mut self, key: ConnKey, out: Out) {
-        self.enqueue_as(key, |_| Some(out));
+    pub fn enqueue(&mut self, key: ConnKey, frame: Option<FrameType>, out: Out) {
+        self.enqueue_as(key, frame, |_| Some(out));
     }
 
     /// [`Clients::enqueue`] with the frame chosen by the connection's encoding
     /// (`make(encoding)`; `None`: the protocol cannot carry it).
-    pub fn enqueue_as(&mut self, key: ConnKey, make: impl FnOnce(Encoding) -> Option<Out>) {
+    pub fn enqueue_as(
+        &mut self,
+        key: ConnKey,
+        frame: Option<FrameType>,
+        make: impl FnOnce(Encoding) -> Option<Out>,
+    ) {
         let max = self.env.cfg.client.queue_max_size;
-        let sent = self.conns.enqueue_as(key, max, make);
+        let sent = self.conns.enqueue_as(key, max, (self.metrics, frame), make);
         self.refused(key, sent);
     }
 
@@ -40,7 +46,7 @@ impl Clients<'_> {
                 self.disconnect(key, codes::DISCONNECT_INAPPROPRIATE_PROTOCOL);
             }
             Err(Refused::Overflow) => {
-                self.stats.slow_disconnects += 1;
+                self.metrics.slow_disconnects += 1;
                 self.disconnect(key, codes::DISCONNECT_SLOW);
             }
         }
@@ -48,11 +54,12 @@ impl Clients<'_> {
 
     /// Queues the reply to command `id`.
     pub fn reply(&mut self, key: ConnKey, id: u32, body: &ReplyBody) {
+        let method = self.command_done(key, body);
         if self.conns.get(key).is_some_and(|c| c.transport.unidirectional()) {
             self.uni_reply(key, body);
             return;
         }
-        self.enqueue_as(key, |encoding| {
+        self.enqueue_as(key, Some(method), |encoding| {
             Some(match encoding {
                 Encoding::Protobuf => Out::binary(|buf| protobuf::encode_reply(id, body, buf)),
                 _ => Out::json(|buf| json::encode_reply(id, body, buf)),
@@ -94,6 +101,25 @@ impl Clients<'_> {
         }
     }
 
+    /// The reply to a connection's command is going out: its duration and error code are
+    /// counted. Returns the frame type the reply counts as.
+    fn command_done(&mut self, key: ConnKey, body: &ReplyBody) -> FrameType {
+        let now = self.conns.micros();
+        let started = self.conns.get_mut(key).and_then(|c| c.command.take());
+        let method = started
+            .map(|(m, _)| m)
+            .or_else(|| FrameType::of_reply(body))
+            .unwrap_or(FrameType::Unknown);
+        let error = match body {
+            ReplyBody::Error(e) => Some(e.code),
+            _ => None,
+        };
+        let took = started.map_or(0, |(_, at)| now.wrapping_sub(at));
+        let took = std::time::Duration::from_micros(u64::from(took));
+        self.metrics.command_done(method, took, error);
+        method
+    }
+
     /// Queues an error reply to command `id`.
     pub fn reply_error(&mut self, key: ConnKey, id: u32, err: ProtocolError) {
         self.reply(key, id, &ReplyBody::Error(err));
@@ -103,7 +129,7 @@ impl Clients<'_> {
     /// publication: it is closed with 3506 instead (spec §2.2).
     pub fn push(&mut self, key: ConnKey, channel: &str, body: &PushBody) {
         let binary = matches!(body, PushBody::Publication(p) if p.binary);
-        self.enqueue_as(key, |encoding| match encoding {
+        self.enqueue_as(key, Some(FrameType::of_push(body)), |encoding| match encoding {
             Encoding::Protobuf => {
                 Some(Out::binary(|buf| protobuf::encode_push(channel, body, buf)))
             }
@@ -127,11 +153,13 @@ impl Clients<'_> {
                 .and_then(|c| c.session_mut())
                 .and_then(|s| s.delta_state(channel, false));
             if delta.is_some() {
-                self.enqueue_as(key, |encoding| delta::publication_out(channel, p, None, encoding));
+                let out = |encoding| delta::publication_out(channel, p, None, encoding);
+                self.enqueue_as(key, Some(FrameType::PushPublication), out);
                 return;
             }
         }
-        self.enqueue_as(key, |encoding| event_out(channel, event, encoding));
+        let frame = Some(FrameType::of_event(event));
+        self.enqueue_as(key, frame, |encoding| event_out(channel, event, encoding));
     }
 
     /// Whether a connection speaks Protobuf.
@@ -142,6 +170,9 @@ impl Clients<'_> {
     /// Closes a connection from the server side: unsubscribes it everywhere, drops unsent frames,
     /// queues the close and wakes both socket tasks.
     pub fn disconnect(&mut self, key: ConnKey, d: Disconnect) {
+        if self.conns.get(key).is_some_and(|c| c.closing.is_none()) {
+            self.metrics.server_disconnect(u32::from(d.code));
+        }
         self.drop_subscriptions(key);
         let uni_ws_push = !self.env.cfg.uni_websocket.disable_disconnect_push;
         let frames = |conn: &crate::client::conn::Conn, d: &Disconnect| {
@@ -185,8 +216,8 @@ impl Clients<'_> {
         }
         let max = self.env.cfg.client.queue_max_size;
         let mut refused = Vec::new();
-        if fanout::deliver(self.hub, self.conns, channel, event, max, &mut refused) {
-            self.stats.messages_sent += 1;
+        if fanout::deliver(self.hub, self.conns, self.metrics, channel, event, max, &mut refused) {
+            self.metrics.deliveries += 1;
         }
         for (key, why) in refused {
             self.refused(key, Err(why));

@@ -111,6 +111,7 @@ impl Clients<'_> {
             .and_then(|s| s.remove_sub(channel));
         let Some(sub) = removed else { return };
         self.unsubscribed(key, &sub);
+        self.metrics.server_unsubscribe(codes::UNSUBSCRIBE_SERVER.code);
         self.push(key, channel, &PushBody::Unsubscribe(codes::UNSUBSCRIBE_SERVER));
     }
 

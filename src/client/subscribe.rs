@@ -471,6 +471,7 @@ impl Clients<'_> {
             return;
         }
         self.drop_sub(key, channel);
+        self.metrics.server_unsubscribe(code.code);
         self.push(key, channel, &PushBody::Unsubscribe(code));
     }
 

@@ -16,6 +16,7 @@ use crate::client::queue::Out;
 use crate::hub::delta::DeltaFrames;
 use crate::hub::encode::event_out;
 use crate::hub::Hub;
+use crate::metrics::{FrameType, ShardMetrics};
 use crate::transport::Encoding;
 
 /// Delivers `event` of `channel` to the live local subscribers that take it (publications to
@@ -24,6 +25,7 @@ use crate::transport::Encoding;
 pub fn deliver(
     hub: &mut Hub,
     conns: &mut Conns,
+    metrics: &mut ShardMetrics,
     channel: &str,
     event: &Event,
     queue_max: usize,
@@ -40,7 +42,8 @@ pub fn deliver(
                     .get_mut(key)
                     .and_then(|c| c.session_mut())
                     .and_then(|s| s.delta_state(channel, true));
-                let sent = conns.enqueue_as(key, queue_max, |enc| frames.frame(enc, delta));
+                let count = (&mut *metrics, Some(FrameType::PushPublication));
+                let sent = conns.enqueue_as(key, queue_max, count, |enc| frames.frame(enc, delta));
                 note(key, sent, refused);
             }
             return true;
@@ -49,8 +52,9 @@ pub fn deliver(
     // Encoded at most once per encoding, on first need (`None` inside: JSON cannot carry
     // binary data, those subscribers are refused).
     let mut cache: [Option<Option<Out>>; Encoding::COUNT] = Default::default();
+    let frame = Some(FrameType::of_event(event));
     for &key in recipients(hub, channel, event) {
-        let sent = conns.enqueue_as(key, queue_max, |encoding| {
+        let sent = conns.enqueue_as(key, queue_max, (&mut *metrics, frame), |encoding| {
             cache[encoding as usize]
                 .get_or_insert_with(|| event_out(channel, event, encoding))
                 .clone()

@@ -60,6 +60,8 @@ pub struct Target {
 pub struct Endpoint {
     /// Config path of the proxy, for logs and errors.
     pub key: String,
+    /// Its `proxies[]` name, `default` for a section's own (the metrics' `name` label).
+    pub name: Arc<str>,
     /// Where it goes.
     pub target: Target,
     /// Whole-call budget.
@@ -137,15 +139,15 @@ impl Proxies {
                     format!("duplicate proxy name {:?}", named.name),
                 ));
             }
-            let id = p.add(&key, &named.proxy)?;
+            let id = p.add(&key, &named.name, &named.proxy)?;
             p.named.insert(named.name.clone(), id);
         }
         let client = &cfg.client.proxy;
         if client.connect.enabled {
-            p.connect = Some(p.add("client.proxy.connect", &client.connect.proxy)?);
+            p.connect = Some(p.add("client.proxy.connect", "default", &client.connect.proxy)?);
         }
         if client.refresh.enabled {
-            p.refresh = Some(p.add("client.proxy.refresh", &client.refresh.proxy)?);
+            p.refresh = Some(p.add("client.proxy.refresh", "default", &client.refresh.proxy)?);
         }
         let channel = &cfg.channel.proxy;
         let defaults = [
@@ -155,11 +157,11 @@ impl Proxies {
         ];
         for (slot, (key, proxy)) in defaults.into_iter().enumerate() {
             if !proxy.endpoint.is_empty() {
-                p.channel_default[slot] = Some(p.add(key, proxy)?);
+                p.channel_default[slot] = Some(p.add(key, "default", proxy)?);
             }
         }
         if !cfg.rpc.proxy.endpoint.is_empty() {
-            p.rpc_default = Some(p.add("rpc.proxy", &cfg.rpc.proxy)?);
+            p.rpc_default = Some(p.add("rpc.proxy", "default", &cfg.rpc.proxy)?);
         }
         p.check_channel_names("channel.without_namespace", &cfg.channel.without_namespace)?;
         for (i, ns) in cfg.channel.namespaces.iter().enumerate() {
@@ -210,7 +212,7 @@ impl Proxies {
         }
     }
 
-    fn add(&mut self, key: &str, proxy: &Proxy) -> Result<ProxyId, ConfigError> {
+    fn add(&mut self, key: &str, name: &str, proxy: &Proxy) -> Result<ProxyId, ConfigError> {
         let endpoint_key = format!("{key}.endpoint");
         if proxy.endpoint.is_empty() {
             return Err(invalid(endpoint_key, "must be set"));
@@ -251,6 +253,7 @@ impl Proxies {
         let lower = |v: &[String]| v.iter().map(|h| h.to_ascii_lowercase()).collect::<Vec<_>>();
         let endpoint = Endpoint {
             key: key.to_owned(),
+            name: Arc::from(name),
             server_name: if tls_cfg.server_name.is_empty() {
                 target.host.clone()
             } else {
@@ -485,6 +488,8 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 pub struct Job {
     /// The flight waiting for it.
     pub token: u64,
+    /// The event (`connect`, `subscribe`, `rpc`, …: the metrics' `type` label).
+    pub kind: &'static str,
     /// Which proxy.
     pub proxy: ProxyId,
     /// Request headers (static and forwarded ones).

@@ -3,6 +3,7 @@ use super::*;
 fn endpoint(transforms: Vec<StatusTransform>) -> Endpoint {
     Endpoint {
         key: "test".into(),
+        name: Arc::from("default"),
         target: parse_target("http://127.0.0.1:1/x").unwrap(),
         timeout: Duration::from_secs(1),
         http_headers: vec!["cookie".into(), "authorization".into()],

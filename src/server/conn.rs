@@ -29,6 +29,41 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub struct Env {
     /// Compiled `client.allowed_origins`.
     pub origins: OriginPolicy,
+    /// Which endpoints the listener that accepted the connection serves.
+    pub port: Port,
+}
+
+/// The endpoints a listener serves (`http_server.internal_port`, as upstream splits them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// No separate internal port: everything.
+    Both,
+    /// The main port beside an internal one: client transports, plus the API and admin when
+    /// `http_api.external` / `admin.external`.
+    Main,
+    /// The internal port: API, admin, metrics, health.
+    Internal,
+}
+
+impl Port {
+    /// WebSocket, streams and emulation.
+    pub fn clients(self) -> bool {
+        self != Port::Internal
+    }
+
+    /// An endpoint that lives on the internal port unless `external`.
+    pub fn internal(self, external: bool) -> bool {
+        match self {
+            Port::Both => true,
+            Port::Main => external,
+            Port::Internal => !external,
+        }
+    }
+
+    /// Metrics, health, readiness: never on the main port beside an internal one.
+    pub fn ops(self) -> bool {
+        self != Port::Main
+    }
 }
 
 /// An HTTP answer produced by a route.
@@ -97,10 +132,17 @@ pub async fn closed_then_wait(shard: &ShardRef, key: ConnKey) {
 /// Handles the commands of one frame in order, each after the one before has finished (a
 /// command in flight resumes on the shard; this task only waits for the connection to be idle
 /// again); returns false once the connection stops taking commands.
-pub async fn handle_commands(shard: &ShardRef, key: ConnKey, commands: Vec<Command>) -> bool {
+pub async fn handle_commands(
+    shard: &ShardRef,
+    key: ConnKey,
+    commands: Vec<Command>,
+    bytes: usize,
+) -> bool {
+    // A frame's size is shared among its commands (the decoders do not report each one's).
+    let each = bytes / commands.len().max(1);
     for cmd in commands {
         // Bound first: a borrow in the match head would live through the arms' awaits.
-        let step = shard.borrow_mut().client_command(key, cmd);
+        let step = shard.borrow_mut().client_command(key, cmd, each);
         match step {
             Step::Next | Step::KeysPending { .. } => continue,
             Step::Stop => return false,

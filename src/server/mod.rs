@@ -34,11 +34,12 @@ use crate::transport::websocket::{self, Wire};
 use crate::transport::Transport;
 
 mod conn;
+mod ops;
 pub mod proxy;
 mod streaming;
 
 use conn::{closed_then_wait, disconnect, finish_conn, handle_commands, shard_header, write_loop};
-pub use conn::{Env, Reply};
+pub use conn::{Env, Port, Reply};
 
 /// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
 const HTTP_IDLE: Duration = Duration::from_secs(60);
@@ -80,8 +81,10 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             }
         };
         let cfg = Arc::clone(shard.borrow().cfg());
-        let bidi = !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix;
-        let uni = cfg.uni_websocket.enabled && head.path == cfg.uni_websocket.handler_prefix;
+        let clients = env.port.clients();
+        let bidi = clients && !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix;
+        let uni =
+            clients && cfg.uni_websocket.enabled && head.path == cfg.uni_websocket.handler_prefix;
         if bidi || uni {
             match websocket::check_upgrade(&head, &env.origins) {
                 Ok(up) => {
@@ -114,7 +117,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         {
             let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        let endpoint = streaming::Endpoint::at(&cfg, &head.path);
+        let endpoint = streaming::Endpoint::at(&cfg, &head.path).filter(|_| clients);
         let limit = endpoint.map_or(API_BODY_MAX_BYTES, |(_, limit)| limit);
         let body = match read_body(&mut stream, &mut buf, &head, limit).await {
             Ok(b) => b,
@@ -136,7 +139,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             },
             // Boxed: API request state is allocated per request, not carried by every
             // connection.
-            None => Box::pin(route(&shard, &head, body)).await,
+            None => Box::pin(route(&shard, env.port, &head, body)).await,
         };
         let mut extra = shard_header(shard_id).to_vec();
         extra.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
@@ -174,12 +177,14 @@ fn http_reply(response: api::response::Response) -> Reply {
     }
 }
 
-async fn route(shard: &ShardRef, head: &Head, body: Vec<u8>) -> Reply {
+async fn route(shard: &ShardRef, port: Port, head: &Head, body: Vec<u8>) -> Reply {
     let cfg = Arc::clone(shard.borrow().cfg());
-    if cfg.health.enabled && head.path == cfg.health.handler_prefix {
-        return Reply::json(200, b"{}".to_vec());
+    if port.ops() {
+        if let Some(reply) = ops::route(shard, &cfg, head).await {
+            return reply;
+        }
     }
-    if !cfg.http_api.disabled {
+    if !cfg.http_api.disabled && port.internal(cfg.http_api.external) {
         let prefix = cfg.http_api.handler_prefix.trim_end_matches('/');
         if head.path == prefix || head.path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
         {
@@ -306,7 +311,7 @@ async fn uni_connect(shard: &ShardRef, key: ConnKey, request: &[u8]) {
     match json::decode_connect_request(request) {
         Ok(req) => {
             let cmd = Command { id: 1, request: crate::protocol::Request::Connect(req) };
-            Box::pin(handle_commands(shard, key, vec![cmd])).await;
+            Box::pin(handle_commands(shard, key, vec![cmd], request.len())).await;
         }
         Err(_) => disconnect(shard, key, codes::DISCONNECT_BAD_REQUEST),
     }
@@ -346,7 +351,7 @@ async fn read_loop(
             let msg = ctx.read(&mut Wire { input: &mut input, output: &mut output });
             if !output.is_empty() {
                 let bytes = bytes::Bytes::from(std::mem::take(&mut output));
-                shard.borrow_mut().with_clients(|c| c.enqueue(key, Out::Control(bytes)));
+                shard.borrow_mut().with_clients(|c| c.enqueue(key, None, Out::Control(bytes)));
             }
             match msg {
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) if uni => {
@@ -359,6 +364,7 @@ async fn read_loop(
                     // A JSON connection sends text frames and a Protobuf one binary frames;
                     // anything else is a protocol violation.
                     let protobuf = shard.borrow_mut().conns().get(key).is_some_and(|c| c.protobuf);
+                    let bytes = msg.len();
                     let commands = match (&msg, protobuf) {
                         (Message::Text(t), false) => {
                             json::decode_frame(t.as_bytes()).map_err(|_| ())
@@ -370,7 +376,7 @@ async fn read_loop(
                         Ok(commands) if !stop_commands => {
                             // Boxed: command handling state exists only while a frame is
                             // processed, not in every idle connection's reader.
-                            if !Box::pin(handle_commands(shard, key, commands)).await {
+                            if !Box::pin(handle_commands(shard, key, commands, bytes)).await {
                                 stop_commands = true;
                             }
                         }
@@ -387,7 +393,9 @@ async fn read_loop(
                     let _ = ctx.flush(&mut Wire { input: &mut input, output: &mut output });
                     if !output.is_empty() {
                         let bytes = bytes::Bytes::from(std::mem::take(&mut output));
-                        shard.borrow_mut().with_clients(|c| c.enqueue(key, Out::Control(bytes)));
+                        shard
+                            .borrow_mut()
+                            .with_clients(|c| c.enqueue(key, None, Out::Control(bytes)));
                     }
                     return;
                 }

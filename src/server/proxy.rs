@@ -8,6 +8,7 @@
 use std::future::poll_fn;
 use std::sync::Arc;
 
+use crate::metrics::DEFAULT_BUCKETS;
 use crate::proxy::http::Client;
 use crate::proxy::CallError;
 use crate::shard::ShardRef;
@@ -25,13 +26,18 @@ pub fn spawn(shard: &ShardRef) {
             let job = poll_fn(|cx| shard.borrow_mut().poll_proxy_call(cx)).await;
             let (shard, client, proxies) = (shard.clone(), client.clone(), Arc::clone(&proxies));
             glommio::spawn_local(async move {
-                let outcome = match proxies.endpoint(job.proxy) {
-                    Some(ep) => {
-                        client.call(job.proxy, ep, job.headers, job.body, job.deadline).await
-                    }
-                    None => Err(CallError::Transport("unknown proxy".into())),
+                let Some(ep) = proxies.endpoint(job.proxy) else {
+                    let outcome = Err(CallError::Transport("unknown proxy".into()));
+                    return shard.borrow_mut().proxy_answered(job.token, outcome);
                 };
-                shard.borrow_mut().proxy_answered(job.token, outcome);
+                let started = std::time::Instant::now();
+                let outcome = client.call(job.proxy, ep, job.headers, job.body, job.deadline).await;
+                let mut s = shard.borrow_mut();
+                let calls = s.metrics().proxy(job.kind, &ep.name);
+                calls.inflight -= 1;
+                calls.duration.observe_duration(started.elapsed(), &DEFAULT_BUCKETS);
+                calls.errors += u64::from(outcome.is_err());
+                s.proxy_answered(job.token, outcome);
             })
             .detach();
         }

@@ -94,6 +94,8 @@ pub struct Open {
     pub protobuf: bool,
     /// The connect command (and any that came with it).
     pub commands: Vec<Command>,
+    /// Their encoded size.
+    pub bytes: usize,
     /// CORS headers for the response.
     pub cors: Vec<(&'static str, String)>,
     /// The request headers some proxy forwards (spec §9.3).
@@ -163,7 +165,7 @@ pub async fn request(
         }
     };
     let forwarded = shard.borrow().proxies().keep_transport_headers(&head.headers);
-    Ok(Open { transport, protobuf, commands, cors, forwarded })
+    Ok(Open { transport, protobuf, commands, bytes: input.len(), cors, forwarded })
 }
 
 /// `/emulation`: hands the commands to the shard that owns the session, without waiting for
@@ -231,7 +233,7 @@ pub async fn serve(shard: ShardRef, mut stream: TcpStream, open: Open) {
     let key = shard.borrow_mut().open_conn(open.transport, open.protobuf, open.forwarded);
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
-    Box::pin(handle_commands(&shard, key, open.commands)).await;
+    Box::pin(handle_commands(&shard, key, open.commands, open.bytes)).await;
     command_loop(&shard, key, reader).await;
     finish_conn(&shard, key, writer_task).await;
 }
@@ -267,7 +269,8 @@ async fn command_loop(shard: &ShardRef, key: ConnKey, mut reader: ReadHalf<TcpSt
         .await;
         let Some(commands) = next else { return };
         if !commands.is_empty() {
-            Box::pin(handle_commands(shard, key, commands)).await;
+            // Counted without a size: `/emulation` queued them decoded.
+            Box::pin(handle_commands(shard, key, commands, 0)).await;
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use crate::broker::control::{self, Received, SurveyResponse};
 use crate::broker::ReplyTo;
+use crate::metrics::BrokerMessage;
 use crate::shard::msg::{Answer, ShardMsg};
 use crate::shard::survey::Finished;
 use crate::shard::Shard;
@@ -19,6 +20,7 @@ impl Shard {
     /// operations on connections to every shard, survey questions to the control task and
     /// answers to the open survey.
     pub(super) fn control_message(&mut self, data: &[u8]) {
+        self.metrics.broker_received(BrokerMessage::Control);
         let now = self.env.clock.now();
         match self.nodes.receive(data, &crate::node::get().uid, now) {
             Some(Received::Op(op)) => self.with_clients(|c| c.apply_everywhere(&op)),
@@ -56,6 +58,7 @@ impl Shard {
         let id = self.surveys.open(to, waiting, now);
         let uid = &crate::node::get().uid;
         let request = control::survey_request(uid, control::SurveyRequest { id, op, data });
+        self.metrics.broker_sent(BrokerMessage::Control);
         match to_node {
             Some(node) => self.engine.broker().publish_to_node(node, &request),
             None => self.engine.broker().publish_control(&request),
@@ -103,6 +106,7 @@ impl Shard {
     /// Sends this node's answer to a survey to the asking node.
     pub fn answer_survey(&mut self, to_node: &str, response: SurveyResponse) {
         let data = control::survey_response(&crate::node::get().uid, response);
+        self.metrics.broker_sent(BrokerMessage::Control);
         self.engine.broker().publish_to_node(to_node, &data);
     }
 }

@@ -166,6 +166,11 @@ impl Engine {
         self.nats.as_ref().is_some_and(|n| n.borrow().up)
     }
 
+    /// Every broker and presence link this shard has is up (readiness).
+    pub fn links_up(&self) -> bool {
+        (self.redis.is_none() || self.redis_up()) && (self.nats.is_none() || self.nats_up())
+    }
+
     /// Shutdown: the link tasks stop.
     pub fn close_links(&mut self) {
         if let Some(i) = &self.redis_inbox {
@@ -181,6 +186,7 @@ impl Engine {
         match input {
             nats::io::Input::Event(channel, event) => out.emit(channel, event),
             nats::io::Input::Control(data) => out.push(Effect::Control(data)),
+            nats::io::Input::Lost => {}
             nats::io::Input::Confirmed(released) => {
                 for (shard, generation, channel) in released.acks {
                     out.push(Effect::Ack(shard, generation, channel));

@@ -134,6 +134,10 @@ impl Pendings {
 /// Counters of the mesh (plain fields: one owner).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MeshStats {
+    /// Messages sent to peers, by lane (main, reply).
+    pub sent: [u64; 2],
+    /// Frames that went to a spill queue because their lane was full (or had spilled frames).
+    pub spilled: u64,
     /// Deliveries dropped because a peer lane stayed full.
     pub deliveries_dropped: u64,
     /// Requests refused because a peer lane stayed full.
@@ -215,6 +219,7 @@ impl Mesh {
         let Some(spill) = self.spill[lane as usize].get(to.index()) else {
             return self.undeliverable(msg);
         };
+        self.stats.sent[lane as usize] += 1;
         let mut frame = Frame { to, msg };
         {
             let spill = spill.borrow();
@@ -247,6 +252,7 @@ impl Mesh {
                 _ => {}
             }
         }
+        self.stats.spilled += 1;
         spill.queue.push_back(frame);
         if let Some(w) = spill.waker.take() {
             w.wake();

@@ -53,6 +53,7 @@ use crate::client::flight::Flights;
 use crate::client::{Clients, Env, Resume, Step};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::metrics::{BrokerMessage, FrameType, ShardMetrics, ShardSnapshot, TransportLabel};
 use crate::protocol::{codes, Command};
 use crate::shard::engine::Engine;
 use crate::shard::id::{Lane, RequestId, ShardId};
@@ -91,7 +92,7 @@ pub struct Shard {
     nodes: Registry,
     /// Surveys of other nodes (shard 0).
     surveys: survey::Surveys,
-    client_stats: crate::client::Stats,
+    metrics: ShardMetrics,
     /// Backend proxy calls waiting for this shard's HTTP client task.
     calls: crate::proxy::Calls,
     shutting_down: bool,
@@ -127,7 +128,7 @@ impl Shard {
             out: Outbox::default(),
             nodes: Registry::default(),
             surveys: survey::Surveys::default(),
-            client_stats: crate::client::Stats::default(),
+            metrics: ShardMetrics::default(),
             calls: crate::proxy::Calls::default(),
             shutting_down: false,
             shutdown_wakers: Vec::new(),
@@ -174,7 +175,7 @@ impl Shard {
             hub: &mut self.hub,
             mesh: &mut self.mesh,
             flights: &mut self.flights,
-            stats: &mut self.client_stats,
+            metrics: &mut self.metrics,
             calls: &mut self.calls,
             keys_retry: false,
         }
@@ -194,8 +195,8 @@ impl Shard {
         Stats {
             deliveries_dropped: mesh.deliveries_dropped,
             calls_refused: mesh.calls_refused,
-            messages_sent: self.client_stats.messages_sent,
-            slow_disconnects: self.client_stats.slow_disconnects,
+            messages_sent: self.metrics.deliveries,
+            slow_disconnects: self.metrics.slow_disconnects,
         }
     }
 
@@ -276,8 +277,16 @@ impl Shard {
     fn serve(&mut self, call: Call, to: ReplyTo) {
         let now = self.env.clock.unix_ms();
         let answer = match call {
-            Call::Publish(p) => return self.at_home(|h, e, o| h.publish(e, p, to, now, o)),
-            Call::Subscribe(sub) => return self.at_home(|h, e, o| h.subscribe(e, sub, to, now, o)),
+            Call::Publish(p) => {
+                self.metrics.broker_sent(BrokerMessage::Publication);
+                return self.at_home(|h, e, o| h.publish(e, p, to, now, o));
+            }
+            Call::Subscribe(sub) => {
+                if sub.join {
+                    self.metrics.broker_sent(BrokerMessage::Join);
+                }
+                return self.at_home(|h, e, o| h.subscribe(e, sub, to, now, o));
+            }
             Call::ReadHistory { channel, policy, query } => {
                 return self.at_home(|h, e, o| h.history(e, &channel, policy, query, to, now, o));
             }
@@ -298,6 +307,7 @@ impl Shard {
                     .collect(),
             ),
             Call::CountClients => Answer::Counts(Box::new(self.counts())),
+            Call::Metrics => Answer::Metrics(Box::new(self.snapshot())),
             Call::ListNodes => Answer::Nodes(self.nodes.alive(self.env.clock.now())),
             Call::Survey { op, data, to_node } => {
                 match self.start_survey(op, data, to_node.as_deref(), to) {
@@ -318,6 +328,9 @@ impl Shard {
     fn cast(&mut self, cast: Cast) {
         match cast {
             Cast::Unsubscribed { channel, client, leave } => {
+                if leave.is_some() {
+                    self.metrics.broker_sent(BrokerMessage::Leave);
+                }
                 self.at_home(|h, e, o| h.unsubscribed(e, &channel, &client, leave, o));
             }
             Cast::UserGone { user } => self.home.user_gone(&user),
@@ -360,11 +373,41 @@ impl Shard {
 
     /// Hands an event to every shard with subscribers of a channel homed here.
     fn emit(&mut self, channel: &Arc<str>, event: &Event) {
+        self.metrics.broker_received(match event {
+            Event::Pub(_) => BrokerMessage::Publication,
+            Event::Join(_) => BrokerMessage::Join,
+            Event::Leave(_) => BrokerMessage::Leave,
+        });
         let Some(targets) = self.home.interested(channel) else { return };
         for shard in targets.iter() {
             let msg = ShardMsg::Deliver { channel: Arc::clone(channel), event: event.clone() };
             self.mesh.send(Lane::Main, shard, msg);
         }
+    }
+
+    /// This shard's metrics with the gauges read now.
+    fn snapshot(&self) -> ShardSnapshot {
+        let mesh = self.mesh.stats();
+        let mut s = ShardSnapshot {
+            metrics: self.metrics.clone(),
+            channels: self.home.channels_with_interest(),
+            mesh_sent: mesh.sent,
+            mesh_spilled: mesh.spilled,
+            mesh_dropped: mesh.deliveries_dropped,
+            ..ShardSnapshot::default()
+        };
+        for (_, c) in self.conns.iter() {
+            s.queue_bytes += c.queue.bytes() as u64;
+            if let Some(session) = c.session() {
+                let label = c.label.0 as usize;
+                s.inflight[TransportLabel::from(c.transport) as usize][label] += 1;
+                s.subscriptions[label] += session.subs.len() as u64;
+                s.users.push(Arc::clone(&session.user));
+            }
+        }
+        s.users.sort_unstable();
+        s.users.dedup();
+        s
     }
 
     /// This shard's share of API `info`.
@@ -430,7 +473,11 @@ impl Shard {
     }
 
     /// Handles one decoded command from a connection.
-    pub fn client_command(&mut self, key: ConnKey, cmd: Command) -> Step {
+    pub fn client_command(&mut self, key: ConnKey, cmd: Command, bytes: usize) -> Step {
+        if let Some(c) = self.conns.get(key) {
+            let frame = FrameType::of_request(&cmd.request);
+            self.metrics.received(c.transport.into(), frame, bytes);
+        }
         self.with_clients(|c| c.command(key, cmd))
     }
 
@@ -523,6 +570,16 @@ impl Shard {
     /// Whether shutdown has begun.
     pub fn shutting_down(&self) -> bool {
         self.shutting_down
+    }
+
+    /// This shard's counters (the HTTP API and proxy tasks count here).
+    pub fn metrics(&mut self) -> &mut ShardMetrics {
+        &mut self.metrics
+    }
+
+    /// Every broker and presence link of this shard is up.
+    pub fn links_up(&self) -> bool {
+        self.engine.links_up()
     }
 
     /// Resolves once shutdown has begun (the accept loops and idle HTTP connections wait).

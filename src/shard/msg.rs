@@ -51,6 +51,8 @@ pub enum Call {
     },
     /// To every shard: local counts for API `info`; answer `Counts`.
     CountClients,
+    /// To every shard: its metrics and gauges for a scrape; answer `Metrics`.
+    Metrics,
     /// To every shard: act on the matching local connections (API `subscribe`, `unsubscribe`,
     /// `disconnect`, `refresh`); answer `Done`.
     ApplyToConns(Box<ConnsOp>),
@@ -105,6 +107,8 @@ pub enum Answer {
     Channels(Vec<(Arc<str>, u32)>),
     /// Local counts for `info`.
     Counts(Box<ShardCounts>),
+    /// A shard's metrics snapshot.
+    Metrics(Box<crate::metrics::ShardSnapshot>),
     /// Whether a connection of the user may be added (`AdmitUser`).
     Admitted(bool),
     /// The other nodes' answers to a survey: (node id, answer).

@@ -217,7 +217,7 @@ impl Sim {
                 }
                 let frame = json!({"id": id, "subscribe": sub}).to_string();
                 let cmd = pjson::decode_frame(frame.as_bytes()).unwrap().remove(0);
-                let step = self.shards[shard].borrow_mut().client_command(key, cmd);
+                let step = self.shards[shard].borrow_mut().client_command(key, cmd, 0);
                 match step {
                     Step::Wait => self.clients[client].subscribing = Some(id),
                     other => prop_assert!(false, "positioned subscribe must ask home: {other:?}"),
@@ -236,7 +236,7 @@ impl Sim {
                     json!({"id": c.next_id, "unsubscribe": {"channel": Self::channel(client)}})
                         .to_string();
                 let cmd = pjson::decode_frame(frame.as_bytes()).unwrap().remove(0);
-                self.shards[shard].borrow_mut().client_command(key, cmd);
+                self.shards[shard].borrow_mut().client_command(key, cmd, 0);
                 self.read(client)?;
                 let c = &mut self.clients[client];
                 c.subscribed = false;

@@ -334,6 +334,11 @@ impl Response {
 impl Http {
     pub fn connect(port: u16) -> Http {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Self::from_stream(stream)
+    }
+
+    /// Over a connection the caller made (to a server that may not listen yet).
+    pub fn from_stream(stream: TcpStream) -> Http {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         Http { stream, buf: Vec::new() }
     }

@@ -31,6 +31,8 @@ pub enum Input {
     Control(bytes::Bytes),
     /// Subscriptions confirmed by a `PONG`: the acknowledgements and calls they release.
     Confirmed(super::Released),
+    /// The connection broke (it is being made again).
+    Lost,
 }
 
 /// What the link task works with: the shard's NATS state (shared with its engine, borrowed for
@@ -64,6 +66,7 @@ pub async fn run(ctx: LinkCtx, settings: Arc<Settings>) {
                 // Waiting subscribers keep waiting for the subscription to be confirmed after
                 // the reconnect.
                 ctx.nats.borrow_mut().down();
+                ctx.inbox.push(Input::Lost);
             }
             Err(e) => {
                 if !logged {

@@ -1,0 +1,78 @@
+//! Operator endpoints on the internal port (or the only one): `/metrics` (`prometheus.*`),
+//! `/health` and its readiness sibling `/health/ready` (`health.*`).
+//!
+//! Owns: their paths and answers. A scrape asks every shard for its snapshot over the mesh and
+//! renders the sum (`metrics::render`); the shards keep counting meanwhile. Must not: read
+//! another shard's state directly, or answer anything on the main port beside an internal one.
+
+use std::sync::Arc;
+
+use super::conn::Reply;
+use crate::config::Config;
+use crate::http::Head;
+use crate::metrics::render::{render, Scrape, CONTENT_TYPE};
+use crate::shard::id::ShardId;
+use crate::shard::msg::{Answer, Call};
+use crate::shard::{PendingAnswer, ShardRef};
+
+/// The answer of an operator endpoint at `head.path`, if it is one.
+pub async fn route(shard: &ShardRef, cfg: &Arc<Config>, head: &Head) -> Option<Reply> {
+    if cfg.prometheus.enabled && head.path == cfg.prometheus.handler_prefix {
+        return Some(match scrape(shard).await {
+            Some(scrape) => {
+                let mut reply = Reply::json(200, render(&scrape));
+                reply.content_type = CONTENT_TYPE;
+                reply
+            }
+            None => Reply::json(500, crate::http::json_error_body("a shard did not answer")),
+        });
+    }
+    if !cfg.health.enabled {
+        return None;
+    }
+    let health = cfg.health.handler_prefix.trim_end_matches('/');
+    if head.path == cfg.health.handler_prefix {
+        // As upstream: any method, `{}`, never unhealthy while the process answers.
+        return Some(Reply::json(200, b"{}".to_vec()));
+    }
+    if head.path.strip_prefix(health) == Some("/ready") {
+        return Some(ready(shard));
+    }
+    None
+}
+
+/// Readiness: 503 while draining or while this shard's broker links are down, so a load
+/// balancer stops sending new clients to a node that would refuse or lose them.
+fn ready(shard: &ShardRef) -> Reply {
+    let s = shard.borrow();
+    let why = if s.shutting_down() {
+        Some("draining")
+    } else if !s.links_up() {
+        Some("broker unavailable")
+    } else {
+        None
+    };
+    match why {
+        None => Reply::json(200, b"{}".to_vec()),
+        Some(why) => Reply::json(503, crate::http::json_error_body(why)),
+    }
+}
+
+/// Every shard's snapshot and the cluster's node count; `None` if a shard did not answer.
+async fn scrape(shard: &ShardRef) -> Option<Scrape> {
+    let reqs = shard.borrow_mut().call_all(|| Call::Metrics);
+    let mut shards = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        match PendingAnswer::new(shard.clone(), req).await? {
+            Answer::Metrics(s) => shards.push(*s),
+            _ => return None,
+        }
+    }
+    let req = shard.borrow_mut().call(ShardId(0), Call::ListNodes);
+    let others = match PendingAnswer::new(shard.clone(), req).await {
+        Some(Answer::Nodes(n)) => n.len() as u64,
+        _ => 0,
+    };
+    let version = crate::client::SERVER_VERSION.to_owned();
+    Some(Scrape { shards, nodes: 1 + others, version })
+}
