@@ -46,6 +46,17 @@ fn scrape(port: u16) -> String {
     String::from_utf8(r.body).unwrap()
 }
 
+/// A node with metrics on and its own internal port; returns that port too.
+fn with_internal_port() -> (Server, u16) {
+    let internal = free_port();
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({"http_server": {"internal_port": internal}, "prometheus": {"enabled": true}}),
+    );
+    (Server::start(cfg), internal)
+}
+
 #[test]
 fn counts_are_exact_across_shards() {
     let mut cfg = base_config();
@@ -124,13 +135,7 @@ fn counts_are_exact_across_shards() {
 
 #[test]
 fn the_internal_port_carries_the_api_metrics_and_health_and_the_main_port_only_clients() {
-    let internal = free_port();
-    let mut cfg = base_config();
-    merge(
-        &mut cfg,
-        json!({"http_server": {"internal_port": internal}, "prometheus": {"enabled": true}}),
-    );
-    let server = Server::start(cfg);
+    let (server, internal) = with_internal_port();
     for path in ["/metrics", "/health", "/health/ready"] {
         assert_eq!(get(server.port, path).status, 404, "{path} is internal");
     }
@@ -215,13 +220,7 @@ impl Drop for Prometheus {
 
 #[test]
 fn a_real_prometheus_scrapes_rotor() {
-    let internal = free_port();
-    let mut cfg = base_config();
-    merge(
-        &mut cfg,
-        json!({"http_server": {"internal_port": internal}, "prometheus": {"enabled": true}}),
-    );
-    let server = Server::start(cfg);
+    let (server, internal) = with_internal_port();
     let prometheus = Prometheus::start(internal);
     let mut clients: Vec<_> = (0..3).map(|i| connect_as(&server, &format!("p{i}"))).collect();
     for c in &mut clients {
