@@ -110,11 +110,17 @@ impl Head {
 
     /// Value of a query parameter, percent-decoded.
     pub fn query_param(&self, key: &str) -> Option<String> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == key).then(|| percent_decode(v))
-        })
+        form_value(&self.query, key)
     }
+}
+
+/// The value of `key` in `application/x-www-form-urlencoded` text (a query string or a form
+/// body), decoded; the first one when repeated.
+pub fn form_value(encoded: &str, key: &str) -> Option<String> {
+    encoded.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == key).then(|| percent_decode(v))
+    })
 }
 
 /// Parses a request head from the start of `buf`.

@@ -534,10 +534,8 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     for w in limits.warnings(shard_count(&cfg), cfg.client.connection_limit) {
         tracing::warn!("{w}");
     }
-    if cfg.admin.enabled {
-        tracing::warn!(
-            "admin.enabled: the admin web UI and /admin routes are not served by rotor yet"
-        );
+    if cfg.admin.enabled && cfg.admin.insecure {
+        tracing::warn!("INSECURE admin mode enabled, make sure you understand risks");
     }
     let node_name = cfg.node.name.clone();
     let running = start(cfg)?;

@@ -228,7 +228,7 @@ async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F:
 }
 
 /// The legacy multi-command route (spec §3.5): a JSON stream of `{"id","method","params"}`.
-async fn legacy(shard: &ShardRef, body: &[u8]) -> Response {
+pub async fn legacy(shard: &ShardRef, body: &[u8]) -> Response {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Response::error(400, "empty body");
     }

@@ -309,6 +309,15 @@ impl Clients<'_> {
         }
     }
 
+    /// An admin UI tail (`/admin/tail`, authorised by the admin session): an anonymous
+    /// connection subscribed server-side to `channel` with its namespace's options; the
+    /// publications reach the UI as bare pushes.
+    pub fn admin_tail(&mut self, key: ConnKey, channel: Arc<str>) -> Step {
+        let creds =
+            Credentials { subs: vec![ServerSub::plain(channel)], ..Credentials::anonymous() };
+        self.connect_as(key, 1, uuid::Uuid::new_v4(), creds, Vec::new())
+    }
+
     /// Makes the session, starts timers and server-side subscriptions; the reply waits for the
     /// subscriptions' home shards (`ConnectWait`).
     fn establish(&mut self, key: ConnKey, pending: PendingConnect) -> Step {

@@ -628,3 +628,19 @@ fn jwks_endpoint_must_be_http_or_https() {
     c.client.token.audience_regex = "^(?P<region>eu|us)$".into();
     validate(&c).unwrap();
 }
+
+#[test]
+fn an_admin_ui_nobody_could_log_in_to_is_refused_at_start() {
+    let mut cfg = Config::default();
+    cfg.admin.enabled = true;
+    assert!(validate(&cfg).unwrap_err().to_string().contains("admin.password"));
+    cfg.admin.password = "pw".into();
+    assert!(validate(&cfg).unwrap_err().to_string().contains("admin.secret"));
+    cfg.admin.secret = "s".into();
+    validate(&cfg).unwrap();
+    let insecure = Config {
+        admin: Admin { enabled: true, insecure: true, ..Admin::default() },
+        ..Config::default()
+    };
+    validate(&insecure).unwrap();
+}

@@ -61,6 +61,16 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if !config.admin.handler_prefix.is_empty() {
         check_prefix("admin.handler_prefix", &config.admin.handler_prefix)?;
     }
+    let admin = &config.admin;
+    if admin.enabled && !admin.insecure {
+        // Upstream starts and then refuses every login; an admin UI nobody can open is a
+        // mistake to report now.
+        for (key, value) in [("admin.password", &admin.password), ("admin.secret", &admin.secret)] {
+            if value.is_empty() {
+                return Err(invalid(key, "must be set when admin.enabled (or set admin.insecure)"));
+            }
+        }
+    }
     if !LOG_LEVELS.contains(&config.log.level.as_str()) {
         return Err(invalid(
             "log.level",

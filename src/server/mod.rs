@@ -33,6 +33,7 @@ use crate::shard::{shutdown_signal, ShardRef};
 use crate::transport::websocket::{self, Wire};
 use crate::transport::Transport;
 
+mod admin;
 mod conn;
 mod ops;
 pub mod proxy;
@@ -85,10 +86,20 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         let bidi = clients && !cfg.websocket.disabled && head.path == cfg.websocket.handler_prefix;
         let uni =
             clients && cfg.uni_websocket.enabled && head.path == cfg.uni_websocket.handler_prefix;
-        if bidi || uni {
-            match websocket::check_upgrade(&head, &env.origins) {
+        let tail = match admin::tail_request(&cfg, env.port, &head) {
+            Some(Ok(channel)) => Some(channel),
+            Some(Err((status, why))) => {
+                let _ = stream.write_all(&error_response(shard_id, status, why)).await;
+                return;
+            }
+            None => None,
+        };
+        if bidi || uni || tail.is_some() {
+            let any = websocket::OriginPolicy::any();
+            let origins = if tail.is_some() { &any } else { &env.origins };
+            match websocket::check_upgrade(&head, origins) {
                 Ok(up) => {
-                    let transport = if uni {
+                    let transport = if uni || tail.is_some() {
                         Transport::UniWebSocket { join: cfg.uni_websocket.join_push_messages }
                     } else {
                         Transport::WebSocket { native_ping: up.frame_ping_pong }
@@ -100,7 +111,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
                     // the connection. Only the bytes after the upgrade request go along.
                     let leftover = buf.as_slice().to_vec();
                     let forwarded = shard.borrow().proxies().keep_transport_headers(&head.headers);
-                    let ws = WsOpen { up, transport, connect, leftover, forwarded };
+                    let ws = WsOpen { up, transport, connect, tail, leftover, forwarded };
                     glommio::spawn_local(serve_websocket(shard, stream, ws)).detach();
                 }
                 Err(e) => {
@@ -192,6 +203,12 @@ async fn route(shard: &ShardRef, port: Port, head: &Head, body: Vec<u8>) -> Repl
             return http_reply(api::handle_http(shard, head, method, body).await);
         }
     }
+    // Last: with the default empty prefix the admin UI takes every path left.
+    if cfg.admin.enabled && port.internal(cfg.admin.external) {
+        if let Some(reply) = admin::route(shard, &cfg, head, &body).await {
+            return reply;
+        }
+    }
     Reply::json(404, http::json_error_body("not found"))
 }
 
@@ -261,6 +278,8 @@ struct WsOpen {
     transport: Transport,
     /// A uni client's `cf_connect` (a bare connect request).
     connect: Option<String>,
+    /// The channel an admin UI tail follows (the connection is authorised already).
+    tail: Option<Arc<str>>,
     /// Bytes that followed the upgrade request.
     leftover: Vec<u8>,
     /// The request headers some proxy forwards (spec §9.3).
@@ -268,7 +287,7 @@ struct WsOpen {
 }
 
 async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
-    let WsOpen { up, transport, connect, leftover, forwarded } = ws;
+    let WsOpen { up, transport, connect, tail, leftover, forwarded } = ws;
     let (shard_id, cfg) = {
         let s = shard.borrow();
         (s.id(), Arc::clone(s.cfg()))
@@ -291,6 +310,9 @@ async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
     if let Some(text) = connect {
         read.connect_sent = true;
         uni_connect(&shard, key, text.as_bytes()).await;
+    } else if let Some(channel) = tail {
+        read.connect_sent = true;
+        shard.borrow_mut().with_clients(|c| c.admin_tail(key, channel));
     }
     read_loop(&shard, key, reader, leftover, size_limit, cfg.websocket.read_buffer_size, read)
         .await;

@@ -202,6 +202,11 @@ impl OriginPolicy {
         Ok(policy)
     }
 
+    /// Every origin passes (requests authorised otherwise, such as the admin UI's tail).
+    pub fn any() -> Self {
+        OriginPolicy { any: true, ..OriginPolicy::default() }
+    }
+
     /// Requests without `Origin` always pass (non-browser clients); with an empty list every
     /// browser request is refused, as in Centrifugo.
     pub fn allows(&self, origin: Option<&str>) -> bool {

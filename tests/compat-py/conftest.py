@@ -43,6 +43,17 @@ def server():
     _stop(rotor)
 
 
+ADMIN_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def admin_server():
+    """A rotor with the admin web UI on (password login, sessions signed by admin.secret)."""
+    rotor = _start({"admin": {"enabled": True, "password": ADMIN_PASSWORD, "secret": "admin-secret-for-tests"}})
+    yield rotor
+    _stop(rotor)
+
+
 @pytest.fixture(scope="session")
 def rpc_server():
     """A rotor with the built-in `ping` RPC extension on (spec §5.4): an RPC handler exists,
