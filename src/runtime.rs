@@ -335,6 +335,9 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                     start_nats(&shard, settings).await;
                 }
                 glommio::spawn_local(server::timers(shard.clone())).detach();
+                if id.0 == 0 {
+                    glommio::spawn_local(server::ops::aggregate_info(shard.clone())).detach();
+                }
                 server::proxy::spawn(&shard);
                 if let Some(l) = listener {
                     if round_robin {

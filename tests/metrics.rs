@@ -250,3 +250,24 @@ fn a_real_prometheus_scrapes_rotor() {
         });
     }
 }
+
+#[test]
+fn info_carries_aggregated_metrics_and_process_use() {
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"node": {"info_metrics_aggregate_interval": "1s"}}));
+    let server = Server::start(cfg);
+    let _client = connect_as(&server, "u1");
+    let node = eventually(Duration::from_secs(10), Duration::from_millis(100), || {
+        let info = server.http().api("info", json!({})).json();
+        let node = info["result"]["nodes"][0].clone();
+        match node["metrics"]["items"]["centrifugo.node.num_clients"].as_f64() {
+            Some(1.0) => Ok(node),
+            _ => Err(format!("no aggregated client count yet: {node}")),
+        }
+    });
+    assert_eq!(node["metrics"]["interval"], 1.0, "{node}");
+    assert!(node["process"]["rss"].as_i64().unwrap() > 1 << 20, "{node}");
+    assert!(node["process"]["cpu"].as_f64().unwrap() >= 0.0, "{node}");
+    let keys: Vec<&String> = node["metrics"]["items"].as_object().unwrap().keys().collect();
+    assert!(keys.iter().all(|k| k.starts_with("centrifugo.")), "{keys:?}");
+}

@@ -322,6 +322,12 @@ pub async fn local_node(shard: &ShardRef) -> Result<Node, Failure> {
     }
     users.sort_unstable();
     users.dedup();
+    let req = shard.borrow_mut().call(crate::shard::id::ShardId(0), Call::InfoMetrics);
+    let info = match PendingAnswer::new(shard.clone(), req).await {
+        Some(Answer::InfoMetrics(Some(info))) => Some(*info),
+        _ => None,
+    };
+    let (metrics, process) = info.map_or((None, None), |i| (Some(i.metrics), i.process));
     let node = crate::node::get();
     let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
     Ok(Node {
@@ -332,6 +338,8 @@ pub async fn local_node(shard: &ShardRef) -> Result<Node, Failure> {
         num_users: n(users.len() as u64),
         num_channels: n(total.channels),
         uptime: n(node.started.elapsed().as_secs()),
+        metrics,
+        process,
         num_subs: n(total.subs),
     })
 }
@@ -355,11 +363,21 @@ pub async fn info(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Failure> {
         write_json_string(&mut out, &node.name);
         out.extend_from_slice(b",\"version\":");
         write_json_string(&mut out, &node.version);
-        let rest = format!(
-            ",\"num_clients\":{},\"num_users\":{},\"num_channels\":{},\"uptime\":{},\"num_subs\":{}}}",
-            node.num_clients, node.num_users, node.num_channels, node.uptime, node.num_subs
+        let counts = format!(
+            ",\"num_clients\":{},\"num_users\":{},\"num_channels\":{},\"uptime\":{}",
+            node.num_clients, node.num_users, node.num_channels, node.uptime
         );
-        out.extend_from_slice(rest.as_bytes());
+        out.extend_from_slice(counts.as_bytes());
+        // Plain numbers and strings: serializing them cannot fail.
+        if let Some(m) = &node.metrics {
+            out.extend_from_slice(b",\"metrics\":");
+            out.extend_from_slice(&serde_json::to_vec(m).unwrap_or_default());
+        }
+        if let Some(p) = &node.process {
+            out.extend_from_slice(b",\"process\":");
+            out.extend_from_slice(&serde_json::to_vec(p).unwrap_or_default());
+        }
+        out.extend_from_slice(format!(",\"num_subs\":{}}}", node.num_subs).as_bytes());
     }
     out.extend_from_slice(b"]}");
     Ok(out)

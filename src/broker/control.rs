@@ -420,6 +420,12 @@ pub struct Node {
     /// Seconds since start.
     #[prost(uint32, tag = "7")]
     pub uptime: u32,
+    /// Aggregated metrics (`node.info_metrics_aggregate_interval`).
+    #[prost(message, optional, tag = "8")]
+    pub metrics: Option<crate::metrics::info::NodeMetrics>,
+    /// CPU and memory (Rotor's; a tag upstream's nodes skip).
+    #[prost(message, optional, tag = "100")]
+    pub process: Option<crate::metrics::info::NodeProcess>,
     /// Subscriptions.
     #[prost(uint32, tag = "10")]
     pub num_subs: u32,

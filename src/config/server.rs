@@ -100,6 +100,8 @@ section! {
     pub struct Node {
         /// Node name; `""` = `<hostname>_<port>` computed at startup.
         name: String [Plain] = String::new(),
+        /// How often the `info` API's per-node `metrics` are aggregated.
+        info_metrics_aggregate_interval: Duration [GoDuration] = Duration::from_secs(60),
     }
 }
 

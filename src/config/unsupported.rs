@@ -61,7 +61,6 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "prometheus.instrument_http_handlers",
     "prometheus.recovered_publications_histogram",
     "prometheus.native_histograms",
-    "node.info_metrics_aggregate_interval",
 ];
 
 /// Centrifugo channel option keys (namespace-level) Rotor does not implement yet.

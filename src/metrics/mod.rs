@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod info;
 pub mod labels;
 pub mod render;
 #[cfg(test)]

@@ -32,6 +32,17 @@ pub struct Scrape {
 
 /// The body of a `/metrics` answer.
 pub fn render(scrape: &Scrape) -> Vec<u8> {
+    let mut families = families(scrape);
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    families.extend(process.collect());
+    let mut out = Vec::with_capacity(16 * 1024);
+    // Writing into a Vec cannot fail, and every family is well formed (built above).
+    let _ = prometheus::TextEncoder::new().encode(&families, &mut out);
+    out
+}
+
+/// The node's series (without the process collector's), summed over its shards.
+pub fn families(scrape: &Scrape) -> Vec<MetricFamily> {
     let mut total = ShardMetrics::default();
     for s in &scrape.shards {
         total.merge(&s.metrics);
@@ -43,12 +54,7 @@ pub fn render(scrape: &Scrape) -> Vec<u8> {
     api_and_proxy_families(&mut families, &total);
     rotor_families(&mut families, scrape);
     families.retain(|f| !f.get_metric().is_empty());
-    let process = prometheus::process_collector::ProcessCollector::for_self();
-    families.extend(process.collect());
-    let mut out = Vec::with_capacity(16 * 1024);
-    // Writing into a Vec cannot fail, and every family is well formed (built above).
-    let _ = prometheus::TextEncoder::new().encode(&families, &mut out);
-    out
+    families
 }
 
 /// The text format's content type.

@@ -35,7 +35,7 @@ use crate::transport::Transport;
 
 mod admin;
 mod conn;
-mod ops;
+pub mod ops;
 pub mod proxy;
 mod streaming;
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use super::conn::Reply;
 use crate::config::Config;
 use crate::http::Head;
-use crate::metrics::render::{render, Scrape, CONTENT_TYPE};
+use crate::metrics::info::{Aggregator, NodeInfo};
+use crate::metrics::render::{families, render, Scrape, CONTENT_TYPE};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call};
 use crate::shard::{PendingAnswer, ShardRef};
@@ -55,6 +56,35 @@ fn ready(shard: &ShardRef) -> Reply {
     match why {
         None => Reply::json(200, b"{}".to_vec()),
         Some(why) => Reply::json(503, crate::http::json_error_body(why)),
+    }
+}
+
+/// Shard 0's task: aggregates the node's `info` metrics and process use every
+/// `node.info_metrics_aggregate_interval` (at once at start), until shutdown.
+pub async fn aggregate_info(shard: ShardRef) {
+    let interval = shard.borrow().cfg().node.info_metrics_aggregate_interval;
+    let mut aggregator = Aggregator::default();
+    loop {
+        if let Some(scrape) = scrape(&shard).await {
+            let metrics = aggregator.metrics(&families(&scrape), interval);
+            let info = NodeInfo { metrics, process: aggregator.process() };
+            shard.borrow_mut().set_info_metrics(info);
+        }
+        let stop = crate::shard::shutdown_signal(&shard);
+        if futures_lite::future::or(
+            async {
+                glommio::timer::sleep(interval).await;
+                false
+            },
+            async {
+                stop.await;
+                true
+            },
+        )
+        .await
+        {
+            return;
+        }
     }
 }
 

@@ -93,6 +93,8 @@ pub struct Shard {
     /// Surveys of other nodes (shard 0).
     surveys: survey::Surveys,
     metrics: ShardMetrics,
+    /// Shard 0: the node's latest `info` metrics (`server::ops::aggregate_info`).
+    info_metrics: Option<Box<crate::metrics::info::NodeInfo>>,
     /// Backend proxy calls waiting for this shard's HTTP client task.
     calls: crate::proxy::Calls,
     shutting_down: bool,
@@ -129,6 +131,7 @@ impl Shard {
             nodes: Registry::default(),
             surveys: survey::Surveys::default(),
             metrics: ShardMetrics::default(),
+            info_metrics: None,
             calls: crate::proxy::Calls::default(),
             shutting_down: false,
             shutdown_wakers: Vec::new(),
@@ -308,6 +311,7 @@ impl Shard {
             ),
             Call::CountClients => Answer::Counts(Box::new(self.counts())),
             Call::Metrics => Answer::Metrics(Box::new(self.snapshot())),
+            Call::InfoMetrics => Answer::InfoMetrics(self.info_metrics.clone()),
             Call::ListNodes => Answer::Nodes(self.nodes.alive(self.env.clock.now())),
             Call::Survey { op, data, to_node } => {
                 match self.start_survey(op, data, to_node.as_deref(), to) {
@@ -575,6 +579,11 @@ impl Shard {
     /// This shard's counters (the HTTP API and proxy tasks count here).
     pub fn metrics(&mut self) -> &mut ShardMetrics {
         &mut self.metrics
+    }
+
+    /// Keeps the node's latest aggregated `info` metrics (shard 0).
+    pub fn set_info_metrics(&mut self, info: crate::metrics::info::NodeInfo) {
+        self.info_metrics = Some(Box::new(info));
     }
 
     /// Every broker and presence link of this shard is up.

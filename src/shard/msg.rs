@@ -53,6 +53,8 @@ pub enum Call {
     CountClients,
     /// To every shard: its metrics and gauges for a scrape; answer `Metrics`.
     Metrics,
+    /// To shard 0: the node's latest aggregated `info` metrics; answer `InfoMetrics`.
+    InfoMetrics,
     /// To every shard: act on the matching local connections (API `subscribe`, `unsubscribe`,
     /// `disconnect`, `refresh`); answer `Done`.
     ApplyToConns(Box<ConnsOp>),
@@ -109,6 +111,8 @@ pub enum Answer {
     Counts(Box<ShardCounts>),
     /// A shard's metrics snapshot.
     Metrics(Box<crate::metrics::ShardSnapshot>),
+    /// The node's aggregated metrics and process use, once aggregated.
+    InfoMetrics(Option<Box<crate::metrics::info::NodeInfo>>),
     /// Whether a connection of the user may be added (`AdmitUser`).
     Admitted(bool),
     /// The other nodes' answers to a survey: (node id, answer).
