@@ -111,7 +111,10 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
         }
     };
     let mut cfg = loaded.config;
-    init_logging(&cfg);
+    if let Err(e) = init_logging(&cfg) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -130,15 +133,31 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
     }
 }
 
-fn init_logging(cfg: &Config) {
+/// Logs go to stderr as text, or as JSON lines with `log.format: json`; with `log.file` they
+/// are JSON lines appended to that file (as upstream writes it). `ROTOR_LOG` overrides the
+/// level with a filter (e.g. `rotor::proxy=debug`).
+fn init_logging(cfg: &Config) -> Result<(), String> {
     let level = match cfg.log.level.as_str() {
         "none" => "off",
         other => other,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROTOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    if !cfg.log.file.is_empty() {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&cfg.log.file)
+            .map_err(|e| format!("log.file: cannot open {:?}: {e}", cfg.log.file))?;
+        // A lock per line written: logging is never on the fan-out path.
+        let _ = fmt.json().with_writer(std::sync::Mutex::new(file)).try_init();
+    } else if cfg.log.format == "json" {
+        let _ = fmt.json().with_writer(std::io::stderr).try_init();
+    } else {
+        let _ = fmt.with_writer(std::io::stderr).try_init();
+    }
+    Ok(())
 }
 
 /// No config file: make the server usable for this run and say how to use it.

@@ -271,3 +271,39 @@ fn info_carries_aggregated_metrics_and_process_use() {
     let keys: Vec<&String> = node["metrics"]["items"].as_object().unwrap().keys().collect();
     assert!(keys.iter().all(|k| k.starts_with("centrifugo.")), "{keys:?}");
 }
+
+#[test]
+fn log_file_gets_json_lines_and_an_abnormal_disconnect_is_logged_once() {
+    let path = std::env::temp_dir().join(format!(
+        "rotor-log-{}-{}.jsonl",
+        std::process::id(),
+        free_port()
+    ));
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"log": {"file": path.display().to_string()}}));
+    let server = Server::start(cfg);
+    let mut c = server.ws();
+    let reply = c.handshake(&common::token("logged-user"));
+    let client = reply["connect"]["client"].as_str().unwrap().to_owned();
+    // A command without an id is a protocol violation: 3501.
+    c.send_text(r#"{"subscribe":{"channel":"chat:x"}}"#);
+    assert_eq!(c.expect_close().0, 3501);
+    let line = eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let closes: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["fields"]["message"] == "closing client connection")
+            .collect();
+        match closes.as_slice() {
+            [one] => Ok((*one).clone()),
+            other => Err(format!("{} close lines in {text}", other.len())),
+        }
+    });
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["fields"]["client"], client.as_str(), "{line}");
+    assert_eq!(line["fields"]["user"], "logged-user", "{line}");
+    assert_eq!(line["fields"]["code"], 3501, "{line}");
+    assert_eq!(line["fields"]["reason"], "bad request", "{line}");
+}

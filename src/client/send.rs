@@ -18,6 +18,22 @@ use crate::protocol::{codes, json, protobuf, Disconnect, ProtocolError, PushBody
 use crate::transport::websocket;
 use crate::transport::{stream, Encoding, Transport};
 
+/// Logs a server-side close once, as upstream does (`closing client connection` with the
+/// client, user and reason): at info for what an operator should look into (a client that
+/// misbehaves, falls behind or hits a server error), at debug for the ordinary ones.
+fn log_disconnect(c: &crate::client::conn::Conn, d: &Disconnect) {
+    let (client, user) = match c.session() {
+        Some(s) => (s.client.to_string(), s.user.to_string()),
+        None => (String::new(), String::new()),
+    };
+    let (code, reason) = (d.code, &*d.reason);
+    if code == 3004 || code == 3008 || (3500..3600).contains(&code) {
+        tracing::info!(%client, %user, code, reason, "closing client connection");
+    } else {
+        tracing::debug!(%client, %user, code, reason, "closing client connection");
+    }
+}
+
 impl Clients<'_> {
     /// Queues a frame; a refusal closes the connection (3008 slow, 3506 for what its protocol
     /// cannot carry).
@@ -170,8 +186,9 @@ impl Clients<'_> {
     /// Closes a connection from the server side: unsubscribes it everywhere, drops unsent frames,
     /// queues the close and wakes both socket tasks.
     pub fn disconnect(&mut self, key: ConnKey, d: Disconnect) {
-        if self.conns.get(key).is_some_and(|c| c.closing.is_none()) {
+        if let Some(c) = self.conns.get(key).filter(|c| c.closing.is_none()) {
             self.metrics.server_disconnect(u32::from(d.code));
+            log_disconnect(c, &d);
         }
         self.drop_subscriptions(key);
         let uni_ws_push = !self.env.cfg.uni_websocket.disable_disconnect_push;

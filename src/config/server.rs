@@ -34,8 +34,10 @@ section! {
     pub struct Log {
         /// One of none, trace, debug, info, warn, error.
         level: String [Plain] = "info".to_owned(),
-        /// Log file path; `""` = stderr.
+        /// Log file path; `""` = stderr. A file gets JSON lines, as upstream writes it.
         file: String [Plain] = String::new(),
+        /// Rotor's: `text` or `json` lines on stderr.
+        format: String [Plain] = "text".to_owned(),
     }
 }
 

@@ -71,6 +71,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
             }
         }
     }
+    if !["text", "json"].contains(&config.log.format.as_str()) {
+        return Err(invalid("log.format", "must be \"text\" or \"json\""));
+    }
     if !LOG_LEVELS.contains(&config.log.level.as_str()) {
         return Err(invalid(
             "log.level",
