@@ -55,6 +55,14 @@ def admin_server():
 
 
 @pytest.fixture(scope="session")
+def metrics_server():
+    """A rotor with /metrics on (on its main port: no internal port configured)."""
+    rotor = _start({"prometheus": {"enabled": True}})
+    yield rotor
+    _stop(rotor)
+
+
+@pytest.fixture(scope="session")
 def rpc_server():
     """A rotor with the built-in `ping` RPC extension on (spec §5.4): an RPC handler exists,
     so an unknown method is 104 rather than 108."""
