@@ -1,7 +1,9 @@
 //! Socket loops of one shard: accepting, HTTP/1.1 keep-alive, the WebSocket reader (bidi and
 //! uni), the HTTP streaming transports (`streaming`), what every connection task shares
-//! (`conn`: commands in order, the writer, the end of a connection), the timer task, and the
-//! tasks that drain each peer's lane into the shard (`spawn_pump`; the pump is `shard::mesh`'s).
+//! (`conn`: commands in order, the writer, the end of a connection), the operator endpoints
+//! (`ops`: metrics, health) and the admin UI (`admin`), which of them each listener serves
+//! (`Port`: main and internal), the timer task, and the tasks that drain each peer's lane into
+//! the shard (`spawn_pump`; the pump is `shard::mesh`'s).
 //!
 //! Owns: the glommio sockets and tasks. All protocol decisions are made by `client`, `api` and
 //! `shard` on `&mut Shard`; this module only moves bytes and wakes tasks. It never holds a shard
