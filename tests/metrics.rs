@@ -112,6 +112,13 @@ fn counts_are_exact_across_shards() {
             "centrifugo_client_command_duration_seconds_histogram_count{channel_namespace=\"\",method=\"subscribe\"}",
             4.0,
         ),
+        ("centrifugo_node_action_count{action=\"add_client\",channel_namespace=\"\"}", 3.0),
+        ("centrifugo_node_action_count{action=\"add_subscription\",channel_namespace=\"\"}", 3.0),
+        ("centrifugo_node_action_count{action=\"broker_subscribe\",channel_namespace=\"\"}", 1.0),
+        (
+            "centrifugo_node_broadcast_duration_seconds_count{channel_namespace=\"\",type=\"publication\"}",
+            18.0,
+        ),
         ("rotor_shard_connections{shard=\"0\"}", 1.0),
         ("rotor_shard_connections{shard=\"1\"}", 1.0),
         ("rotor_shard_connections{shard=\"2\"}", 1.0),

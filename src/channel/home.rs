@@ -54,6 +54,11 @@ impl Home {
         self.channels.get(channel).map(|c| c.interest).filter(|s| !s.is_empty())
     }
 
+    /// Whether `client` is in this node's presence of `channel`.
+    pub fn in_presence(&self, channel: &str, client: &str) -> bool {
+        self.channels.get(channel).is_some_and(|c| c.presence.contains_key(client))
+    }
+
     /// Whether any shard has subscribers of `channel`.
     pub fn has_interest(&self, channel: &str) -> bool {
         self.interested(channel).is_some()

@@ -383,6 +383,7 @@ impl Clients<'_> {
         conn.state = State::Connected(session);
         let (t, label) = (TransportLabel::from(transport) as usize, conn.label.0 as usize);
         self.metrics.connections_accepted[t][label] += 1;
+        self.metrics.action("add_client");
         self.start_pings(key, self.env.clock.now());
         match expire_at {
             Some(at) if server_refresh => self.arm_refresh(key, at, now),

@@ -186,6 +186,7 @@ impl Clients<'_> {
         self.drop_subscriptions(key);
         let Some(conn) = self.conns.remove(key) else { return };
         if let State::Connected(s) = conn.state {
+            self.metrics.action("remove_client");
             if s.counted {
                 self.user_gone(&s.user);
             }

@@ -233,8 +233,13 @@ impl Clients<'_> {
         }
         let max = self.env.cfg.client.queue_max_size;
         let mut refused = Vec::new();
+        let started = std::time::Instant::now();
         if fanout::deliver(self.hub, self.conns, self.metrics, channel, event, max, &mut refused) {
             self.metrics.deliveries += 1;
+            if matches!(event, Event::Pub(_)) {
+                let took = started.elapsed();
+                self.metrics.broadcast.observe_duration(took, &crate::metrics::BROADCAST_BUCKETS);
+            }
         }
         for (key, why) in refused {
             self.refused(key, Err(why));

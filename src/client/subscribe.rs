@@ -308,6 +308,7 @@ impl Clients<'_> {
         let chan_info = sub.chan_info();
         let session = self.conns.get_mut(key).and_then(|c| c.session_mut())?;
         session.push_sub(sub);
+        self.metrics.action("add_subscription");
         let info = Arc::new(session.info(chan_info));
         match expire_at {
             Some(at) if flags.has(SubFlags::SERVER_REFRESH) => self.arm_sub_refresh(key, at, now),
@@ -439,6 +440,7 @@ impl Clients<'_> {
     /// A subscription already removed from the session: leave the hub and tell the home shard
     /// about presence and leave.
     pub(crate) fn unsubscribed(&mut self, key: ConnKey, sub: &Sub) {
+        self.metrics.action("remove_subscription");
         if sub.flags.has(SubFlags::PRESENCE) || sub.flags.has(SubFlags::JOIN_LEAVE) {
             let info = match self.conns.get(key).and_then(|c| c.session()) {
                 Some(s) => s.info(sub.chan_info()),

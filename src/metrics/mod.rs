@@ -27,6 +27,12 @@ pub const COMMAND_BUCKETS: [f64; 15] =
 pub const DEFAULT_BUCKETS: [f64; 11] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Fan-out duration buckets (centrifuge's `broadcast_duration_seconds`).
+pub const BROADCAST_BUCKETS: [f64; 19] = [
+    0.000001, 0.000005, 0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// A histogram with fixed bounds `B`: per-bucket (not cumulative) counts, the count and sum.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram<const N: usize> {
@@ -110,6 +116,8 @@ pub struct ProxyCalls {
 pub struct ShardMetrics {
     /// Events handed to this shard's subscribers (one per delivery to the shard).
     pub deliveries: u64,
+    /// How long queuing one publication to this shard's subscribers took.
+    pub broadcast: Histogram<19>,
     /// Clients disconnected for overflowing their queue (3008).
     pub slow_disconnects: u64,
     /// Messages queued to clients.
@@ -144,9 +152,16 @@ pub struct ShardMetrics {
     pub proxy: HashMap<(&'static str, Arc<str>), ProxyCalls>,
     /// Broker connections lost, by broker (`redis`, `nats`).
     pub broker_connection_errors: HashMap<&'static str, u64>,
+    /// Node actions by upstream's `action` label (`add_client`, `history`, …).
+    pub actions: HashMap<&'static str, u64>,
 }
 
 impl ShardMetrics {
+    /// A node action happened (`centrifugo_node_action_count`).
+    pub fn action(&mut self, action: &'static str) {
+        *self.actions.entry(action).or_default() += 1;
+    }
+
     /// A message queued to a client.
     #[inline]
     pub fn sent(&mut self, transport: TransportLabel, frame: FrameType, bytes: usize) {
@@ -232,6 +247,7 @@ impl ShardMetrics {
         add_map(&mut self.server_unsubscribes, &other.server_unsubscribes);
         add_map(&mut self.api_errors, &other.api_errors);
         add_map(&mut self.broker_connection_errors, &other.broker_connection_errors);
+        add_map(&mut self.actions, &other.actions);
         for (r, o) in self.recover.iter_mut().flatten().zip(other.recover.iter().flatten()) {
             *r += o;
         }
@@ -245,6 +261,7 @@ impl ShardMetrics {
         }
         self.connection_limit += other.connection_limit;
         self.deliveries += other.deliveries;
+        self.broadcast.merge(&other.broadcast);
         self.slow_disconnects += other.slow_disconnects;
         for (a, b) in self.broker_sent.iter_mut().zip(other.broker_sent) {
             *a += b;

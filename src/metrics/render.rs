@@ -16,7 +16,7 @@ use prometheus::Encoder;
 
 use super::{
     BrokerMessage, ClientLabel, FrameType, Histogram, ShardMetrics, ShardSnapshot, TrafficTable,
-    TransportLabel, COMMAND_BUCKETS, DEFAULT_BUCKETS,
+    TransportLabel, BROADCAST_BUCKETS, COMMAND_BUCKETS, DEFAULT_BUCKETS,
 };
 
 /// What a scrape gathered.
@@ -112,6 +112,27 @@ fn node_families(out: &mut Vec<MetricFamily>, scrape: &Scrape, total: &ShardMetr
             .collect();
         out.push(family(name, help, MetricType::COUNTER, metrics));
     }
+    out.push(family(
+        "centrifugo_node_broadcast_duration_seconds",
+        "Broadcast duration in seconds",
+        MetricType::HISTOGRAM,
+        vec![histogram(
+            &[("channel_namespace", NS), ("type", "publication")],
+            &total.broadcast,
+            &BROADCAST_BUCKETS,
+        )],
+    ));
+    let mut actions: Vec<_> = total.actions.iter().collect();
+    actions.sort();
+    out.push(family(
+        "centrifugo_node_action_count",
+        "Number of various actions called.",
+        MetricType::COUNTER,
+        actions
+            .into_iter()
+            .map(|(a, n)| counter(&[("action", a), ("channel_namespace", NS)], *n as f64))
+            .collect(),
+    ));
     out.push(family(
         "centrifugo_node_client_connection_limit",
         "Number of refused requests due to node client connection limit.",

@@ -250,6 +250,7 @@ impl Shard {
             }
             ShardMsg::Cast(cast) => self.cast(*cast),
             ShardMsg::Interest { channel, shard, subscribed, ack } => {
+                let had = self.home.has_interest(&channel);
                 let ack_now = self.home.interest(
                     &mut self.engine,
                     &channel,
@@ -258,6 +259,11 @@ impl Shard {
                     ack,
                     &mut self.out,
                 );
+                match (had, self.home.has_interest(&channel)) {
+                    (false, true) => self.metrics.action("broker_subscribe"),
+                    (true, false) => self.metrics.action("broker_unsubscribe"),
+                    _ => {}
+                }
                 if let Some(generation) = ack.filter(|_| subscribed && ack_now) {
                     let msg = ShardMsg::InterestAcked { channel, generation };
                     self.mesh.send(Lane::Reply, shard, msg);
@@ -276,8 +282,32 @@ impl Shard {
         None
     }
 
+    /// Counts the node action a request is, under upstream's `action` label.
+    fn count_action(&mut self, call: &Call) {
+        let action = match call {
+            Call::Subscribe(sub) => {
+                if sub.presence {
+                    self.metrics.action("add_presence");
+                }
+                match &sub.position {
+                    Some((_, Some(_))) if sub.positioned() => "history_recover",
+                    Some(_) if sub.positioned() => "history_stream_top",
+                    _ => return,
+                }
+            }
+            Call::ReadHistory { .. } => "history",
+            Call::RemoveHistory { .. } => "history_remove",
+            Call::ReadPresence { .. } => "presence",
+            Call::ReadPosition { .. } => "history_stream_top",
+            Call::Survey { .. } => "survey",
+            _ => return,
+        };
+        self.metrics.action(action);
+    }
+
     /// Runs a request addressed to this shard and answers it (now, or once a broker replied).
     fn serve(&mut self, call: Call, to: ReplyTo) {
+        self.count_action(&call);
         let now = self.env.clock.unix_ms();
         let answer = match call {
             Call::Publish(p) => {
@@ -334,6 +364,9 @@ impl Shard {
             Cast::Unsubscribed { channel, client, leave } => {
                 if leave.is_some() {
                     self.metrics.broker_sent(BrokerMessage::Leave);
+                }
+                if self.home.in_presence(&channel, &client) {
+                    self.metrics.action("remove_presence");
                 }
                 self.at_home(|h, e, o| h.unsubscribed(e, &channel, &client, leave, o));
             }
