@@ -314,3 +314,34 @@ fn log_file_gets_json_lines_and_an_abnormal_disconnect_is_logged_once() {
     assert_eq!(line["fields"]["code"], 3501, "{line}");
     assert_eq!(line["fields"]["reason"], "bad request", "{line}");
 }
+
+#[test]
+fn a_node_measures_the_pub_sub_lag_of_what_another_node_published() {
+    let redis = common::RedisServer::start();
+    let node = || {
+        let mut cfg = base_config();
+        merge(
+            &mut cfg,
+            json!({
+                "prometheus": {"enabled": true},
+                "engine": {"type": "redis", "redis": {"address": format!("redis://127.0.0.1:{}", redis.port)}}
+            }),
+        );
+        Server::start(cfg)
+    };
+    let (a, b) = (node(), node());
+    let mut on_b = connect_as(&b, "lagging");
+    assert!(on_b.subscribe("chat:lag")["subscribe"].is_object());
+    for n in 0..3 {
+        publish(a.port, "chat:lag", n);
+    }
+    for n in 0..3 {
+        assert_eq!(next_pub(&mut on_b, "chat:lag")["data"]["n"], n);
+    }
+    let text = scrape(b.port);
+    let count = "centrifugo_node_pub_sub_lag_seconds_count{channel_namespace=\"\"}";
+    assert_eq!(value(&text, count), Some(3.0), "{text}");
+    let under_a_second =
+        "centrifugo_node_pub_sub_lag_seconds_bucket{channel_namespace=\"\",le=\"1\"}";
+    assert_eq!(value(&text, under_a_second), Some(3.0), "loopback lag is far below 1 s: {text}");
+}

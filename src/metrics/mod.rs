@@ -33,6 +33,10 @@ pub const BROADCAST_BUCKETS: [f64; 19] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// PUB/SUB lag buckets (centrifuge's `pub_sub_lag_seconds`).
+pub const LAG_BUCKETS: [f64; 12] =
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
+
 /// A histogram with fixed bounds `B`: per-bucket (not cumulative) counts, the count and sum.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Histogram<const N: usize> {
@@ -118,6 +122,8 @@ pub struct ShardMetrics {
     pub deliveries: u64,
     /// How long queuing one publication to this shard's subscribers took.
     pub broadcast: Histogram<19>,
+    /// From publish on some node to this node receiving it from the broker.
+    pub pub_sub_lag: Histogram<12>,
     /// Clients disconnected for overflowing their queue (3008).
     pub slow_disconnects: u64,
     /// Messages queued to clients.
@@ -262,6 +268,7 @@ impl ShardMetrics {
         self.connection_limit += other.connection_limit;
         self.deliveries += other.deliveries;
         self.broadcast.merge(&other.broadcast);
+        self.pub_sub_lag.merge(&other.pub_sub_lag);
         self.slow_disconnects += other.slow_disconnects;
         for (a, b) in self.broker_sent.iter_mut().zip(other.broker_sent) {
             *a += b;

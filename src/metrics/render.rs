@@ -16,7 +16,7 @@ use prometheus::Encoder;
 
 use super::{
     BrokerMessage, ClientLabel, FrameType, Histogram, ShardMetrics, ShardSnapshot, TrafficTable,
-    TransportLabel, BROADCAST_BUCKETS, COMMAND_BUCKETS, DEFAULT_BUCKETS,
+    TransportLabel, BROADCAST_BUCKETS, COMMAND_BUCKETS, DEFAULT_BUCKETS, LAG_BUCKETS,
 };
 
 /// What a scrape gathered.
@@ -121,6 +121,14 @@ fn node_families(out: &mut Vec<MetricFamily>, scrape: &Scrape, total: &ShardMetr
             &total.broadcast,
             &BROADCAST_BUCKETS,
         )],
+    ));
+    let lag = (total.pub_sub_lag.count > 0)
+        .then(|| histogram(&[("channel_namespace", NS)], &total.pub_sub_lag, &LAG_BUCKETS));
+    out.push(family(
+        "centrifugo_node_pub_sub_lag_seconds",
+        "Pub sub lag in seconds",
+        MetricType::HISTOGRAM,
+        lag.into_iter().collect(),
     ));
     let mut actions: Vec<_> = total.actions.iter().collect();
     actions.sort();

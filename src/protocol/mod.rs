@@ -322,6 +322,9 @@ pub struct Publication {
     /// Delta subscribers may get this one as a patch (publisher's `delta`, or the namespace's
     /// `delta_publish`); not on the wire.
     pub delta_eligible: bool,
+    /// When it was published (Unix ms), as another node's broker message carries it, for the
+    /// PUB/SUB lag metric; 0 when unknown. Not sent to clients.
+    pub time: i64,
 }
 
 /// An error reply (`Reply.error`, spec §2.12). Instances are in [`codes`]; proxies may build

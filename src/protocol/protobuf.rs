@@ -411,6 +411,7 @@ fn broker_publication_from(m: pb::Publication) -> Publication {
         delta: false,
         binary,
         delta_eligible: m.delta,
+        time: m.time,
     }
 }
 

@@ -410,6 +410,13 @@ impl Shard {
 
     /// Hands an event to every shard with subscribers of a channel homed here.
     fn emit(&mut self, channel: &Arc<str>, event: &Event) {
+        if let Event::Pub(p) = event {
+            if p.time > 0 {
+                let now = i64::try_from(self.env.clock.unix_ms()).unwrap_or(i64::MAX);
+                let lag = now.abs_diff(p.time) as f64 / 1000.0;
+                self.metrics.pub_sub_lag.observe(lag, &crate::metrics::LAG_BUCKETS);
+            }
+        }
         self.metrics.broker_received(match event {
             Event::Pub(_) => BrokerMessage::Publication,
             Event::Join(_) => BrokerMessage::Join,
