@@ -345,3 +345,65 @@ fn a_node_measures_the_pub_sub_lag_of_what_another_node_published() {
         "centrifugo_node_pub_sub_lag_seconds_bucket{channel_namespace=\"\",le=\"1\"}";
     assert_eq!(value(&text, under_a_second), Some(3.0), "loopback lag is far below 1 s: {text}");
 }
+
+#[test]
+fn readiness_fails_while_the_broker_is_away_and_while_draining() {
+    let mut redis = common::RedisServer::start();
+    let mut cfg = base_config();
+    merge(
+        &mut cfg,
+        json!({
+            "shutdown": {"timeout": "10s"},
+            "engine": {"type": "redis", "redis": {"address": format!("redis://127.0.0.1:{}", redis.port)}}
+        }),
+    );
+    let mut server = Server::start(cfg);
+    assert_eq!(get(server.port, "/health/ready").status, 200);
+    redis.kill();
+    let why = eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+        let r = get(server.port, "/health/ready");
+        match r.status {
+            503 => Ok(r.json()),
+            s => Err(format!("still {s} with Redis gone")),
+        }
+    });
+    assert_eq!(why["error"], "broker unavailable");
+    assert_eq!(get(server.port, "/health").status, 200, "liveness does not depend on Redis");
+
+    // Draining: a client that never answers the close keeps the drain going, and meanwhile a
+    // readiness check fails (the node stops accepting, or answers 503 to one already read).
+    let _silent = server.ws();
+    let pid = server.pid().to_string();
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+        match ready_status(server.port) {
+            Some(200) => Err("still ready after SIGTERM".to_owned()),
+            _ => Ok(()),
+        }
+    });
+    assert!(server.terminate().success());
+}
+
+/// `/health/ready`'s status, `None` when no answer comes (refused or closed).
+fn ready_status(port: u16) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+#[test]
+fn an_insecure_admin_needs_no_session() {
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"admin": {"enabled": true, "insecure": true}}));
+    let server = Server::start(cfg);
+    let r = server.http().post("/admin/api", &[], r#"{"method":"info","params":{}}"#);
+    assert_eq!(r.status, 200);
+    assert!(r.json()["result"]["nodes"].is_array(), "{}", String::from_utf8_lossy(&r.body));
+    let init = get(server.port, "/admin/init").json();
+    assert_eq!(init, json!({"authenticated": true, "edition": "oss", "insecure": true}));
+}
