@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::unsupported::is_unsupported;
+use super::unsupported::{is_unsupported, refused_when_on};
 use super::{env, Config, ConfigError};
 
 /// File used when no `-c/--config` is given; its absence is not an error.
@@ -108,6 +108,14 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
     for segments in ignored {
         let pattern = pattern_of(&segments);
         if is_unsupported(&pattern) {
+            if lookup(&input, &segments).is_some_and(|v| refused_when_on(&pattern, v)) {
+                return Err(ConfigError::Invalid {
+                    key: display_path(&segments),
+                    message: "TLS is not supported by rotor yet: refusing to start rather than \
+                              serve without it"
+                        .to_owned(),
+                });
+            }
             warnings.push(format!(
                 "config key {:?} is not supported by rotor yet (ignored)",
                 display_path(&segments)

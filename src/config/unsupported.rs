@@ -75,6 +75,29 @@ const UNSUPPORTED_CHANNEL_OPTIONS: &[&str] = &[
     "map_users_presence_channel_prefix",
 ];
 
+/// Unsupported keys an operator relies on for security: switched on (`true`, or an object
+/// with `enabled: true`), Rotor refuses to start instead of ignoring them, since serving
+/// cleartext on a port the operator believes is TLS fails open.
+const REFUSED_WHEN_ON: &[&str] = &[
+    "http_server.tls",
+    "http_server.tls_autocert",
+    "http_server.tls_external",
+    "http_server.internal_tls",
+    "engine.redis.tls",
+    "engine.redis.sentinel_tls",
+    "broker.nats.tls",
+];
+
+/// Whether an unsupported key's `value` switches on something Rotor must not ignore.
+pub(super) fn refused_when_on(pattern: &str, value: &serde_json::Value) -> bool {
+    let on = match value {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Object(o) => o.get("enabled").is_some_and(|e| e == true),
+        _ => false,
+    };
+    on && REFUSED_WHEN_ON.contains(&pattern)
+}
+
 /// Every not-yet-supported key as a dotted pattern (`*` = any array index).
 pub(super) fn unsupported_patterns() -> Vec<String> {
     let mut patterns: Vec<String> = UNSUPPORTED_SECTIONS.iter().map(|s| (*s).to_owned()).collect();
