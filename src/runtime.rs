@@ -541,7 +541,15 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         tracing::warn!("INSECURE admin mode enabled, make sure you understand risks");
     }
     let node_name = cfg.node.name.clone();
+    let pid_file = cfg.pid_file.clone();
     let running = start(cfg)?;
+    if !pid_file.is_empty() {
+        // Written once listening, as init scripts and `PIDFile=` expect.
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            running.shutdown();
+            return Err(RunError::Config(format!("pid_file: cannot write {pid_file:?}: {e}")));
+        }
+    }
     crate::node::init(&node_name, running.addr.port());
     println!("rotor listening on {}", running.addr);
     if let Some(internal) = running.internal {
@@ -564,6 +572,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         let _ = w.join();
     }
     running.shutdown();
+    if !pid_file.is_empty() {
+        let _ = std::fs::remove_file(&pid_file);
+    }
     Ok(())
 }
 

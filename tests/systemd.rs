@@ -75,3 +75,15 @@ fn unit_file_passes_systemd_analyze_verify() {
     assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn pid_file_holds_the_pid_while_running_and_goes_at_exit() {
+    let path = std::env::temp_dir().join(format!("rotor-pid-{}.pid", std::process::id()));
+    let mut cfg = common::base_config();
+    common::merge(&mut cfg, serde_json::json!({"pid_file": path.display().to_string()}));
+    let mut server = common::Server::start(cfg);
+    let written = std::fs::read_to_string(&path).expect("pid_file written once listening");
+    assert_eq!(written.trim(), server.pid().to_string());
+    assert!(server.terminate().success());
+    assert!(!path.exists(), "pid_file removed at exit");
+}

@@ -162,6 +162,8 @@ section! {
         proxies: Vec<NamedProxy> [Plain] = Vec::new(),
         /// Graceful shutdown.
         shutdown: Shutdown [Plain] = Shutdown::default(),
+        /// File to write the process id to once listening (removed at exit); `""` = none.
+        pid_file: String [Plain] = String::new(),
         /// Rotor's own thread-per-core runtime settings (not a Centrifugo key).
         runtime: Runtime [Plain] = Runtime::default(),
     }

@@ -16,7 +16,6 @@ const UNSUPPORTED_SECTIONS: &[&str] = &[
     "opentelemetry",
     "graphite",
     "usage_stats",
-    "pid_file",
     "enable_unreleased_features",
 ];
 
