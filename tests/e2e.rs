@@ -604,3 +604,19 @@ fn a_refresh_that_adds_an_expiry_is_enforced() {
     assert_eq!(c.expect_close(), (3005, "connection expired".to_string()));
     assert!(started.elapsed() < Duration::from_secs(6));
 }
+
+#[test]
+fn connect_includes_server_time_when_asked() {
+    let plain = Server::start(base_config());
+    let reply = plain.ws().handshake(&token("t1"));
+    assert!(reply["connect"].get("time").is_none(), "not sent by default: {reply}");
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"connect_include_server_time": true}}));
+    let server = Server::start(cfg);
+    let reply = server.ws().handshake(&token("t1"));
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+            as i64;
+    let time = reply["connect"]["time"].as_i64().expect("time in the connect result");
+    assert!((now_ms - time).abs() < 60_000, "{time} vs {now_ms}");
+}

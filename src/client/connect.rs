@@ -355,6 +355,12 @@ impl Clients<'_> {
             ping: if app_ping { u32::try_from(ping.as_secs()).unwrap_or(u32::MAX) } else { 0 },
             pong: app_ping && !transport.unidirectional() && !ping.is_zero() && !pong.is_zero(),
             data,
+            // `client.connect_include_server_time`: SDKs estimate their clock offset from it.
+            time: if self.env.cfg.client.connect_include_server_time {
+                i64::try_from(self.env.clock.unix_ms()).unwrap_or(i64::MAX)
+            } else {
+                0
+            },
             ..ConnectResult::default()
         };
         if transport.emulation() {
