@@ -158,7 +158,14 @@ impl Clients<'_> {
                 if recovered {
                     result.recovered = true;
                     result.offset = from.offset;
-                    result.publications = owned(&publications);
+                    // Completeness is judged on the whole stream; the client gets only what
+                    // its tags filter passes, as it would have live.
+                    let filter = self.sub_filter(key, &channel);
+                    let passes =
+                        |p: &&Arc<Publication>| filter.as_ref().is_none_or(|f| f.matches(&p.tags));
+                    let kept: Vec<Arc<Publication>> =
+                        publications.iter().filter(passes).cloned().collect();
+                    result.publications = owned(&kept);
                 } else if reject_unrecovered {
                     self.drop_sub(key, &channel);
                     self.abandon(&channel);
@@ -180,7 +187,8 @@ impl Clients<'_> {
             return;
         }
         let lost = flags.has(SubFlags::POSITIONED) && self.hub.sync_position(&channel, base);
-        self.hub.go_live(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE));
+        let filter = self.sub_filter(key, &channel);
+        self.hub.go_live(&channel, key, flags.has(SubFlags::PUSH_JOIN_LEAVE), filter.as_ref());
         if lost {
             self.insufficient_state_except(&channel, key);
         }
@@ -195,6 +203,9 @@ impl Clients<'_> {
                         return;
                     }
                     base = p.offset;
+                }
+                if filter.as_ref().is_some_and(|f| !f.matches(&p.tags)) {
+                    continue;
                 }
             }
             self.push_event(key, &channel, &event);
@@ -286,7 +297,7 @@ impl Clients<'_> {
     /// [`Shard::insufficient_state`] for everyone but `spared` (a subscriber whose position
     /// was just read from the home shard).
     fn insufficient_state_except(&mut self, channel: &str, spared: ConnKey) {
-        let keys: Vec<ConnKey> = self.hub.subscribers(channel).to_vec();
+        let keys: Vec<ConnKey> = self.hub.all_subscribers(channel);
         for key in keys.into_iter().filter(|k| *k != spared) {
             let positioned = self
                 .conns

@@ -81,6 +81,8 @@ pub struct SubExtra {
     pub chan_info: Option<RawJson>,
     /// Unix seconds when the subscription expires (token `exp`/`expire_at`).
     pub expire_at: Option<i64>,
+    /// Its tags filter (`SubscribeRequest.tf`): publications it rejects are not sent.
+    pub filter: Option<Arc<crate::hub::filter::TagsFilter>>,
 }
 
 impl Sub {

@@ -23,6 +23,7 @@ use crate::client::conn::ConnKey;
 use crate::client::recovery::{recover_from, PendingSub, SubReply};
 use crate::client::session::{Sub, SubExtra, SubFlags};
 use crate::client::{rules, Clients, Resume, Step};
+use crate::hub::filter::TagsFilter;
 use crate::hub::Begin;
 use crate::protocol::{
     codes, ClientInfo, PushBody, RawJson, ReplyBody, SubRefreshRequest, SubRefreshResult,
@@ -160,9 +161,13 @@ impl Clients<'_> {
             self.reply_error(key, id, err);
             return Step::Next;
         }
-        if req.has_tf {
-            self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
-            return Step::Next;
+        if let Some(tf) = &req.tf {
+            // As upstream: a filter where the namespace allows none, or a malformed one, is
+            // 107 (the subscription does not happen).
+            if !resolved.options.allow_tags_filter || TagsFilter::new(tf.clone()).is_err() {
+                self.reply_error(key, id, codes::ERROR_BAD_REQUEST);
+                return Step::Next;
+            }
         }
         let now = self.env.clock.unix_secs();
         let mut grant = Grant::default();
@@ -257,14 +262,22 @@ impl Clients<'_> {
                 result.ttl = u32::try_from(at - now).unwrap_or(u32::MAX);
             }
         }
-        let extra = SubExtra { chan_info: grant.chan_info, expire_at: grant.expire_at };
+        // Checked in `subscribe`; a filtered subscription gets full payloads (a delta against a
+        // publication its filter dropped could not be applied).
+        let filter = req.tf.clone().and_then(|tf| TagsFilter::new(tf).ok()).map(Arc::new);
+        let extra = SubExtra {
+            chan_info: grant.chan_info,
+            expire_at: grant.expire_at,
+            filter: filter.clone(),
+        };
         let mut flags = sub_flags(&resolved, &grant.overrides, req, &who);
         flags.set(SubFlags::SERVER_REFRESH, grant.server_refresh && grant.expire_at.is_some());
         let history = rules::history_policy(resolved.options, false);
         // A delta type the namespace does not allow is not an error: the subscription simply
         // gets full payloads (`delta` stays false in the result).
-        let delta =
-            !req.delta.is_empty() && resolved.options.allowed_delta_types.contains(&req.delta);
+        let delta = filter.is_none()
+            && !req.delta.is_empty()
+            && resolved.options.allowed_delta_types.contains(&req.delta);
         flags.set(SubFlags::DELTA, delta);
         result.delta = delta;
         let Some(info) = self.add_sub(key, &channel, flags, extra, now) else { return Step::Stop };
@@ -302,7 +315,7 @@ impl Clients<'_> {
         now: i64,
     ) -> Option<Arc<ClientInfo>> {
         let expire_at = extra.expire_at;
-        let has_extra = extra.chan_info.is_some() || expire_at.is_some();
+        let has_extra = extra.chan_info.is_some() || expire_at.is_some() || extra.filter.is_some();
         let sub =
             Sub { channel: Arc::clone(channel), flags, extra: has_extra.then(|| Box::new(extra)) };
         let chan_info = sub.chan_info();
@@ -396,6 +409,7 @@ impl Clients<'_> {
         let extra = SubExtra {
             chan_info: spec.info.clone(),
             expire_at: (expire_at > 0).then_some(expire_at),
+            filter: None,
         };
         let info = self.add_sub(key, &spec.channel, flags, extra, self.env.clock.unix_secs())?;
         let mut pending = PendingSub {
@@ -606,6 +620,12 @@ impl Clients<'_> {
         }
     }
 
+    /// The tags filter of a connection's subscription to `channel`, if it has one.
+    pub(crate) fn sub_filter(&self, key: ConnKey, channel: &str) -> Option<Arc<TagsFilter>> {
+        let sub = self.conns.get(key)?.session()?.sub(channel)?;
+        sub.extra.as_ref()?.filter.clone()
+    }
+
     /// Whether a connection is open and still subscribed to `channel` (it may have closed or
     /// unsubscribed while its subscription was being completed).
     pub(crate) fn holds_sub(&self, key: ConnKey, channel: &str) -> bool {
@@ -658,7 +678,8 @@ impl Clients<'_> {
         // The reply is queued before the connection joins the hub, so no publication of these
         // channels can reach the client ahead of it.
         if self.holds_sub(key, channel) {
-            self.hub.finish(channel, key);
+            let filter = self.sub_filter(key, channel);
+            self.hub.finish(channel, key, filter.as_ref());
         } else if self.hub.abandon(channel) {
             self.interest_off(channel);
         }

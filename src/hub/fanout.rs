@@ -20,8 +20,9 @@ use crate::metrics::{FrameType, ShardMetrics};
 use crate::transport::Encoding;
 
 /// Delivers `event` of `channel` to the live local subscribers that take it (publications to
-/// all, join/leave to those who asked), each queue bounded by `queue_max` bytes. Connections
-/// that refused it are appended to `refused`. Returns whether anyone was a recipient.
+/// all whose tags filter passes it, each distinct filter evaluated once; join/leave to those
+/// who asked), each queue bounded by `queue_max` bytes. Connections that refused it are
+/// appended to `refused`. Returns whether anyone was a recipient.
 pub fn deliver(
     hub: &mut Hub,
     conns: &mut Conns,
@@ -31,29 +32,45 @@ pub fn deliver(
     queue_max: usize,
     refused: &mut Vec<(ConnKey, Refused)>,
 ) -> bool {
-    if recipients(hub, channel, event).is_empty() {
+    // Filter groups whose filter passes this publication (no allocation without filters).
+    let passing: Vec<usize> = match event {
+        Event::Pub(p) => hub
+            .filtered_subscribers(channel)
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.filter.matches(&p.tags))
+            .map(|(i, _)| i)
+            .collect(),
+        Event::Join(_) | Event::Leave(_) => Vec::new(),
+    };
+    if recipients(hub, channel, event).is_empty() && passing.is_empty() {
         return false;
     }
-    if let Event::Pub(p) = event {
-        if let Some(base) = hub.next_delta_base(channel, &p.data) {
-            let mut frames = DeltaFrames::new(channel, p, base);
-            for &key in hub.subscribers(channel) {
-                let delta = conns
-                    .get_mut(key)
-                    .and_then(|c| c.session_mut())
-                    .and_then(|s| s.delta_state(channel, true));
-                let count = (&mut *metrics, Some(FrameType::PushPublication));
-                let sent = conns.enqueue_as(key, queue_max, count, |enc| frames.frame(enc, delta));
-                note(key, sent, refused);
-            }
-            return true;
+    let base = match event {
+        Event::Pub(p) => hub.next_delta_base(channel, &p.data),
+        Event::Join(_) | Event::Leave(_) => None,
+    };
+    let groups = hub.filtered_subscribers(channel);
+    let slices = std::iter::once(recipients(hub, channel, event))
+        .chain(passing.iter().map(|i| groups[*i].keys.as_slice()));
+    if let (Event::Pub(p), Some(base)) = (event, base) {
+        let mut frames = DeltaFrames::new(channel, p, base);
+        for &key in slices.flatten() {
+            let delta = conns
+                .get_mut(key)
+                .and_then(|c| c.session_mut())
+                .and_then(|s| s.delta_state(channel, true));
+            let count = (&mut *metrics, Some(FrameType::PushPublication));
+            let sent = conns.enqueue_as(key, queue_max, count, |enc| frames.frame(enc, delta));
+            note(key, sent, refused);
         }
+        return true;
     }
     // Encoded at most once per encoding, on first need (`None` inside: JSON cannot carry
     // binary data, those subscribers are refused).
     let mut cache: [Option<Option<Out>>; Encoding::COUNT] = Default::default();
     let frame = Some(FrameType::of_event(event));
-    for &key in recipients(hub, channel, event) {
+    for &key in slices.flatten() {
         let sent = conns.enqueue_as(key, queue_max, (&mut *metrics, frame), |encoding| {
             cache[encoding as usize]
                 .get_or_insert_with(|| event_out(channel, event, encoding))

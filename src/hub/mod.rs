@@ -18,6 +18,7 @@
 pub mod delta;
 pub mod encode;
 pub mod fanout;
+pub mod filter;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,16 @@ use std::sync::Arc;
 use crate::broker::Event;
 use crate::client::conn::ConnKey;
 use crate::protocol::RawJson;
+use filter::TagsFilter;
+
+/// Live subscribers that share one tags filter: it is evaluated once per publication for all.
+#[derive(Debug)]
+pub struct FilterGroup {
+    /// The filter.
+    pub filter: Arc<TagsFilter>,
+    /// Its subscribers.
+    pub keys: Vec<ConnKey>,
+}
 
 /// A subscriber whose subscribe reply waits for the home shard's answer: events of the channel
 /// are kept for it and handed over, merged by offset, once the reply is written.
@@ -38,6 +49,9 @@ struct Buffering {
 #[derive(Debug, Default)]
 struct Entry {
     keys: Vec<ConnKey>,
+    /// Live subscribers with a tags filter, grouped by filter (publications only; join/leave
+    /// go by `join_leave` as for everyone).
+    filtered: Vec<FilterGroup>,
     /// Live subscribers that receive join/leave pushes (a subset of `keys`).
     join_leave: Vec<ConnKey>,
     buffering: Vec<Buffering>,
@@ -120,11 +134,12 @@ impl Hub {
         }
     }
 
-    /// A pending subscriber becomes a live one: deliveries reach it from now on.
-    pub fn finish(&mut self, channel: &str, key: ConnKey) {
+    /// A pending subscriber becomes a live one: deliveries reach it from now on (publications
+    /// only those its tags `filter` passes).
+    pub fn finish(&mut self, channel: &str, key: ConnKey, filter: Option<&Arc<TagsFilter>>) {
         if let Some(e) = self.channels.get_mut(channel) {
             e.pending = e.pending.saturating_sub(1);
-            e.keys.push(key);
+            e.add(key, filter);
         }
     }
 
@@ -147,10 +162,16 @@ impl Hub {
     }
 
     /// A subscriber taken out of buffering becomes live.
-    pub fn go_live(&mut self, channel: &str, key: ConnKey, join_leave: bool) {
+    pub fn go_live(
+        &mut self,
+        channel: &str,
+        key: ConnKey,
+        join_leave: bool,
+        filter: Option<&Arc<TagsFilter>>,
+    ) {
         if let Some(e) = self.channels.get_mut(channel) {
             e.pending = e.pending.saturating_sub(1);
-            e.keys.push(key);
+            e.add(key, filter);
             if join_leave {
                 e.join_leave.push(key);
             }
@@ -238,6 +259,16 @@ impl Hub {
             e.keys.swap_remove(pos);
         } else if let Some(pos) = e.buffering.iter().position(|b| b.key == key) {
             e.buffering.swap_remove(pos);
+        } else if let Some((g, pos)) = e
+            .filtered
+            .iter()
+            .enumerate()
+            .find_map(|(g, group)| group.keys.iter().position(|k| *k == key).map(|p| (g, p)))
+        {
+            e.filtered[g].keys.swap_remove(pos);
+            if e.filtered[g].keys.is_empty() {
+                e.filtered.swap_remove(g);
+            }
         } else {
             return false;
         }
@@ -245,19 +276,32 @@ impl Hub {
     }
 
     fn release_if_empty(&mut self, channel: &str) -> bool {
-        let empty = self
-            .channels
-            .get(channel)
-            .is_some_and(|e| e.keys.is_empty() && e.buffering.is_empty() && e.pending == 0);
+        let empty = self.channels.get(channel).is_some_and(|e| {
+            e.keys.is_empty() && e.filtered.is_empty() && e.buffering.is_empty() && e.pending == 0
+        });
         if empty {
             self.channels.remove(channel);
         }
         empty
     }
 
-    /// Live local subscribers of a channel.
+    /// Live local subscribers of a channel without a tags filter.
     pub fn subscribers(&self, channel: &str) -> &[ConnKey] {
         self.channels.get(channel).map_or(&[], |e| e.keys.as_slice())
+    }
+
+    /// Live local subscribers of a channel with a tags filter, by filter.
+    pub fn filtered_subscribers(&self, channel: &str) -> &[FilterGroup] {
+        self.channels.get(channel).map_or(&[], |e| e.filtered.as_slice())
+    }
+
+    /// Every live local subscriber of a channel, filtered or not.
+    pub fn all_subscribers(&self, channel: &str) -> Vec<ConnKey> {
+        let mut all = self.subscribers(channel).to_vec();
+        for g in self.filtered_subscribers(channel) {
+            all.extend_from_slice(&g.keys);
+        }
+        all
     }
 
     /// Number of channels with local subscribers (live or pending).
@@ -267,7 +311,22 @@ impl Hub {
 
     /// Channels with live local subscribers and their counts.
     pub fn counts(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
-        self.channels.iter().filter(|(_, e)| !e.keys.is_empty()).map(|(c, e)| (c, e.keys.len()))
+        self.channels
+            .iter()
+            .map(|(c, e)| {
+                (c, e.keys.len() + e.filtered.iter().map(|g| g.keys.len()).sum::<usize>())
+            })
+            .filter(|(_, n)| *n > 0)
+    }
+}
+
+impl Entry {
+    fn add(&mut self, key: ConnKey, filter: Option<&Arc<TagsFilter>>) {
+        let Some(filter) = filter else { return self.keys.push(key) };
+        match self.filtered.iter_mut().find(|g| *g.filter == **filter) {
+            Some(group) => group.keys.push(key),
+            None => self.filtered.push(FilterGroup { filter: Arc::clone(filter), keys: vec![key] }),
+        }
     }
 }
 
@@ -291,10 +350,10 @@ mod tests {
         assert!(!hub.registered_or_wait("c", 7));
         assert_eq!(hub.acknowledged("c", generation), vec![7], "the waiting flight resumes");
         assert!(hub.registered_or_wait("c", 8));
-        hub.finish("c", key(1));
-        hub.finish("c", key(2));
+        hub.finish("c", key(1), None);
+        hub.finish("c", key(2), None);
         assert_eq!(hub.begin(&ch), Begin::Registered);
-        hub.finish("c", key(3));
+        hub.finish("c", key(3), None);
         assert_eq!(hub.subscribers("c").len(), 3);
     }
 
@@ -319,10 +378,10 @@ mod tests {
         let ch: Arc<str> = Arc::from("c");
         let Begin::Request(g) = hub.begin(&ch) else { panic!() };
         hub.acknowledged("c", g);
-        hub.finish("c", key(1));
+        hub.finish("c", key(1), None);
         assert_eq!(hub.begin(&ch), Begin::Registered);
         assert!(!hub.remove("c", key(1)), "a pending subscriber still needs the channel");
-        hub.finish("c", key(2));
+        hub.finish("c", key(2), None);
         assert!(hub.remove("c", key(2)));
         assert_eq!(hub.channel_count(), 0);
     }
@@ -344,7 +403,7 @@ mod tests {
                         Begin::Registered => prop_assert!(!first),
                         Begin::Wait => prop_assert!(false, "no request is left in flight in this model"),
                     }
-                    hub.finish(&name, key(slot));
+                    hub.finish(&name, key(slot), None);
                 } else {
                     let present = set.remove(&slot);
                     let last = present && set.is_empty();

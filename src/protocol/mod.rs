@@ -210,8 +210,9 @@ pub struct SubscribeRequest {
     pub flag: i64,
     /// (ext) subscription `type`: 0 stream; non-zero → caller answers 103/108 (§2.9).
     pub type_: i32,
-    /// (ext) a tags filter `tf` was present; caller answers 107 unless filters are allowed.
-    pub has_tf: bool,
+    /// Tags filter `tf` (protocol `FilterNode`), unvalidated; the caller answers 107 unless
+    /// the namespace allows filters and the tree is well formed.
+    pub tf: Option<pb::FilterNode>,
 }
 
 /// Subscribe flag bit 2: reply error 112 instead of `recovered:false`.

@@ -131,7 +131,7 @@ fn subscribe_request(r: pb::SubscribeRequest) -> SubscribeRequest {
         delta: r.delta,
         flag: r.flag,
         type_: 0,
-        has_tf: r.tf.is_some(),
+        tf: r.tf,
     }
 }
 

@@ -182,11 +182,41 @@ struct WireSubscribe<'a> {
     #[serde(default, deserialize_with = "nullable")]
     delta: String,
     #[serde(default)]
-    tf: Option<IgnoredAny>,
+    tf: Option<WireFilter>,
     #[serde(default, deserialize_with = "nullable")]
     flag: i64,
     #[serde(default, rename = "type", deserialize_with = "nullable")]
     type_: i32,
+}
+
+/// A tags filter node (`FilterNode`) as JSON carries it.
+#[derive(Deserialize)]
+struct WireFilter {
+    #[serde(default, deserialize_with = "nullable")]
+    op: String,
+    #[serde(default, deserialize_with = "nullable")]
+    key: String,
+    #[serde(default, deserialize_with = "nullable")]
+    cmp: String,
+    #[serde(default, deserialize_with = "nullable")]
+    val: String,
+    #[serde(default, deserialize_with = "nullable")]
+    vals: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    nodes: Vec<WireFilter>,
+}
+
+impl WireFilter {
+    fn into_node(self) -> crate::protocol::pb::FilterNode {
+        crate::protocol::pb::FilterNode {
+            op: self.op,
+            key: self.key,
+            cmp: self.cmp,
+            val: self.val,
+            vals: self.vals,
+            nodes: self.nodes.into_iter().map(WireFilter::into_node).collect(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -272,7 +302,7 @@ impl WireSubscribe<'_> {
             delta: self.delta,
             flag: self.flag,
             type_: self.type_,
-            has_tf: self.tf.is_some(),
+            tf: self.tf.map(WireFilter::into_node),
         }
     }
 }

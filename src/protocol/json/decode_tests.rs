@@ -69,12 +69,12 @@ fn subscribe_decodes_every_field_including_ext() {
         delta: "fossil".into(),
         flag: 3,
         type_: 4,
-        has_tf: true,
+        tf: Some(crate::protocol::pb::FilterNode { op: "and".into(), ..Default::default() }),
     };
     assert_eq!(c, Command { id: 2, request: Request::Subscribe(want) });
     let c = one(r#"{"id":2,"subscribe":{"channel":"a","flag":1,"tf":null}}"#);
     let Request::Subscribe(s) = c.request else { panic!() };
-    assert!(!s.has_tf);
+    assert!(s.tf.is_none());
     assert_eq!(s.flag, 1);
     assert_eq!(s.type_, 0);
 }
