@@ -19,7 +19,7 @@ fn server() -> Server {
     let mut cfg = base_config();
     merge(
         &mut cfg,
-        json!({"channel": {"namespaces": [
+        json!({"prometheus": {"enabled": true}, "channel": {"namespaces": [
             {"name": "chat", "allow_subscribe_for_client": true},
             {"name": "tf", "allow_subscribe_for_client": true, "allow_tags_filter": true,
              "history_size": 50, "history_ttl": "300s", "force_recovery": true}
@@ -93,6 +93,11 @@ fn live_publications_reach_only_subscribers_whose_filter_passes_them() {
     for n in 1..=4 {
         assert_eq!(next_pub(&mut everyone, "tf:live")["data"]["n"], n);
     }
+    // Dropped per subscriber: 2 and 3 for each of the two buyers, 1 to 3 for the cheap one.
+    let metrics = server.http().raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = String::from_utf8(metrics.body).unwrap();
+    let dropped = "centrifugo_node_tags_filter_dropped_publications{channel_namespace=\"\"} 7";
+    assert!(text.lines().any(|l| l == dropped), "{text}");
 }
 
 #[test]

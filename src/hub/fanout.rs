@@ -33,16 +33,16 @@ pub fn deliver(
     refused: &mut Vec<(ConnKey, Refused)>,
 ) -> bool {
     // Filter groups whose filter passes this publication (no allocation without filters).
-    let passing: Vec<usize> = match event {
-        Event::Pub(p) => hub
-            .filtered_subscribers(channel)
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| g.filter.matches(&p.tags))
-            .map(|(i, _)| i)
-            .collect(),
-        Event::Join(_) | Event::Leave(_) => Vec::new(),
-    };
+    let mut passing: Vec<usize> = Vec::new();
+    if let Event::Pub(p) = event {
+        for (i, g) in hub.filtered_subscribers(channel).iter().enumerate() {
+            if g.filter.matches(&p.tags) {
+                passing.push(i);
+            } else {
+                metrics.tags_filter_dropped += g.keys.len() as u64;
+            }
+        }
+    }
     if recipients(hub, channel, event).is_empty() && passing.is_empty() {
         return false;
     }

@@ -122,6 +122,8 @@ pub struct ShardMetrics {
     pub deliveries: u64,
     /// How long queuing one publication to this shard's subscribers took.
     pub broadcast: Histogram<19>,
+    /// Deliveries a subscriber's tags filter dropped (one per subscriber per publication).
+    pub tags_filter_dropped: u64,
     /// From publish on some node to this node receiving it from the broker.
     pub pub_sub_lag: Histogram<12>,
     /// Clients disconnected for overflowing their queue (3008).
@@ -269,6 +271,7 @@ impl ShardMetrics {
         self.deliveries += other.deliveries;
         self.broadcast.merge(&other.broadcast);
         self.pub_sub_lag.merge(&other.pub_sub_lag);
+        self.tags_filter_dropped += other.tags_filter_dropped;
         self.slow_disconnects += other.slow_disconnects;
         for (a, b) in self.broker_sent.iter_mut().zip(other.broker_sent) {
             *a += b;

@@ -130,6 +130,12 @@ fn node_families(out: &mut Vec<MetricFamily>, scrape: &Scrape, total: &ShardMetr
         MetricType::HISTOGRAM,
         lag.into_iter().collect(),
     ));
+    out.push(family(
+        "centrifugo_node_tags_filter_dropped_publications",
+        "Number of publications dropped due to tags filtering.",
+        MetricType::COUNTER,
+        vec![counter(&[("channel_namespace", NS)], total.tags_filter_dropped as f64)],
+    ));
     let mut actions: Vec<_> = total.actions.iter().collect();
     actions.sort();
     out.push(family(
