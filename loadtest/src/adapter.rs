@@ -32,6 +32,14 @@ pub enum ProtocolSpec {
         hmac_secret: Option<String>,
         /// API key for `/api/publish`.
         api_key: String,
+        /// Clients subscribe with one of this many distinct tags filters, all of which pass
+        /// the load's publications (tagged `lt=1`); 0 = no filter.
+        #[serde(default)]
+        tags_filters: usize,
+        /// Publications carry the tag `lt=1` (implied by `tags_filters`): a baseline with the
+        /// same bytes on the wire and no filters.
+        #[serde(default)]
+        tagged: bool,
     },
     /// Centrifugo protocol v2 in Protobuf over WebSocket (`?format=protobuf`); publishes
     /// through the HTTP API.
@@ -68,19 +76,35 @@ impl ProtocolSpec {
                 ws_path: "/connection/websocket".into(),
                 hmac_secret,
                 api_key,
+                tags_filters: 0,
+                tagged: false,
             },
         }
+    }
+
+    /// JSON clients subscribe with `n` distinct tags filters (`--tags-filters`), and
+    /// publications are tagged when `n > 0` or `tagged` (`--tag-publications`); other
+    /// protocols ignore both.
+    pub fn with_tags_filters(mut self, n: usize, tagged: bool) -> Self {
+        if let ProtocolSpec::CentrifugoJson { tags_filters, tagged: t, .. } = &mut self {
+            *tags_filters = n;
+            *t = tagged || n > 0;
+        }
+        self
     }
 
     /// The per-connection client side.
     pub fn client(&self) -> Box<dyn ClientProtocol> {
         match self {
-            ProtocolSpec::CentrifugoJson { ws_path, hmac_secret, .. } => Box::new(CentrifugoJson {
-                ws_path: ws_path.clone(),
-                key: hmac_secret
-                    .as_ref()
-                    .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
-            }),
+            ProtocolSpec::CentrifugoJson { ws_path, hmac_secret, tags_filters, .. } => {
+                Box::new(CentrifugoJson {
+                    ws_path: ws_path.clone(),
+                    tags_filters: *tags_filters,
+                    key: hmac_secret
+                        .as_ref()
+                        .map(|s| jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
+                })
+            }
             ProtocolSpec::CentrifugoProtobuf { hmac_secret, .. } => Box::new(CentrifugoProtobuf {
                 key: hmac_secret
                     .as_ref()
@@ -99,8 +123,11 @@ impl ProtocolSpec {
     /// The coordinator's publisher for a server at `addr`.
     pub fn publisher(&self, addr: SocketAddr) -> Box<dyn Publisher> {
         match self {
-            ProtocolSpec::CentrifugoJson { api_key, .. }
-            | ProtocolSpec::CentrifugoProtobuf { api_key, .. }
+            ProtocolSpec::CentrifugoJson { api_key, tagged, .. } => {
+                let publisher = HttpApiPublisher::new(addr, api_key.clone());
+                Box::new(if *tagged { publisher.tagged() } else { publisher })
+            }
+            ProtocolSpec::CentrifugoProtobuf { api_key, .. }
             | ProtocolSpec::CentrifugoUniSse { api_key, .. } => {
                 Box::new(HttpApiPublisher::new(addr, api_key.clone()))
             }
@@ -215,6 +242,7 @@ pub trait Publisher: Send {
 pub struct CentrifugoJson {
     ws_path: String,
     key: Option<jsonwebtoken::EncodingKey>,
+    tags_filters: usize,
 }
 
 #[derive(Serialize)]
@@ -255,7 +283,15 @@ impl ClientProtocol for CentrifugoJson {
         let token = client_token(self.key.as_ref(), client)?;
         let connect =
             serde_json::json!({"id": 1, "connect": {"token": token, "name": "rotor-loadtest"}});
-        let subscribe = serde_json::json!({"id": 2, "subscribe": {"channel": channel}});
+        let mut subscribe = serde_json::json!({"id": 2, "subscribe": {"channel": channel}});
+        if self.tags_filters > 0 {
+            // Distinct per group (the `g` branch), and every one passes the load's `lt=1`.
+            let group = (client % self.tags_filters).to_string();
+            subscribe["subscribe"]["tf"] = serde_json::json!({"op": "or", "nodes": [
+                {"key": "lt", "cmp": "eq", "val": "1"},
+                {"key": "g", "cmp": "eq", "val": group},
+            ]});
+        }
         Ok(vec![Frame::Text(format!("{connect}\n{subscribe}"))])
     }
 
@@ -412,17 +448,24 @@ pub struct HttpApiPublisher {
     api_key: String,
     conn: Option<BufReader<TcpStream>>,
     body: Vec<u8>,
+    /// Publications carry the tag `lt=1` (what `--tags-filters` subscribers filter on).
+    tagged: bool,
 }
 
 impl HttpApiPublisher {
     /// A publisher for the server at `addr`.
     pub fn new(addr: SocketAddr, api_key: String) -> Self {
-        Self { addr, path: "/api/publish", api_key, conn: None, body: Vec::new() }
+        Self { addr, path: "/api/publish", api_key, conn: None, body: Vec::new(), tagged: false }
+    }
+
+    /// Publications tagged `lt=1`.
+    pub fn tagged(self) -> Self {
+        Self { tagged: true, ..self }
     }
 
     /// A publisher posting the same body to `path`, without an API key.
     pub fn with_path(addr: SocketAddr, path: &'static str) -> Self {
-        Self { addr, path, api_key: String::new(), conn: None, body: Vec::new() }
+        Self { addr, path, api_key: String::new(), conn: None, body: Vec::new(), tagged: false }
     }
 
     fn connection(&mut self) -> Result<&mut BufReader<TcpStream>> {
@@ -481,6 +524,9 @@ impl Publisher for HttpApiPublisher {
             .context("encoding publish")?;
         // Splice the payload in raw: it is already JSON and must reach clients byte for byte.
         self.body.pop();
+        if self.tagged {
+            self.body.extend_from_slice(b",\"tags\":{\"lt\":\"1\"}");
+        }
         self.body.extend_from_slice(b",\"data\":");
         self.body.extend_from_slice(payload.as_bytes());
         self.body.push(b'}');
@@ -772,6 +818,8 @@ mod tests {
             ws_path: "/connection/websocket".into(),
             hmac_secret: Some("s3cret".into()),
             api_key: "k".into(),
+            tags_filters: 0,
+            tagged: false,
         }
         .client()
     }

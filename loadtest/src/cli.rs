@@ -142,6 +142,15 @@ pub struct RunArgs {
     /// process) answers every connect.
     #[arg(long)]
     pub connect_proxy: bool,
+    /// Rotor's JSON clients subscribe with one of this many distinct tags filters, each
+    /// passing every publication (publications carry a tag): the cost of filter evaluation
+    /// per delivery against 0 (no filters).
+    #[arg(long, default_value_t = 0)]
+    pub tags_filters: usize,
+    /// Publications carry the tag `--tags-filters` filters on, without any filter: the
+    /// baseline with the same bytes on the wire.
+    #[arg(long)]
+    pub tag_publications: bool,
     /// Connection attempts in flight per worker (connect-storm uses --storm-concurrency).
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,

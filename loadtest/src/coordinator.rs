@@ -144,7 +144,8 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
                         Flavor::from_flags(args.protobuf, args.uni_sse),
                         args.hmac_secret.clone(),
                         args.api_key.clone(),
-                    ),
+                    )
+                    .with_tags_filters(args.tags_filters, args.tag_publications),
                 }),
                 None => {
                     let opts = RotorOptions {
@@ -154,6 +155,8 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
                         log_level: args.server_log_level.clone(),
                         flavor: Flavor::from_flags(args.protobuf, args.uni_sse),
                         connect_proxy: args.connect_proxy.then(|| exe.clone()),
+                        tags_filters: args.tags_filters,
+                        tag_publications: args.tag_publications,
                     };
                     if args.nodes > 1 {
                         Box::new(target::start_cluster(&opts, args.nodes, &args.redis_bin)?)

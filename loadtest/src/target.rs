@@ -294,6 +294,10 @@ pub struct RotorOptions {
     /// Authenticate connects through a connect proxy served by this binary (`self_exe`'s
     /// `proxy-backend`) instead of tokens.
     pub connect_proxy: Option<PathBuf>,
+    /// JSON clients subscribe with this many distinct tags filters (`--tags-filters`).
+    pub tags_filters: usize,
+    /// Publications carry a tag even without filters (`--tag-publications`).
+    pub tag_publications: bool,
 }
 
 fn random_token(bytes: usize) -> Result<String> {
@@ -324,7 +328,7 @@ pub fn rotor_config(opts: &RotorOptions, secret: &str, api_key: &str) -> serde_j
         },
         "http_api": {"key": api_key},
         "uni_sse": {"enabled": true},
-        "channel": {"without_namespace": {"allow_subscribe_for_client": true}},
+        "channel": {"without_namespace": {"allow_subscribe_for_client": true, "allow_tags_filter": true}},
         "runtime": {"shards": opts.shards, "pin_cpus": false},
         "shutdown": {"timeout": "5s"},
     })
@@ -383,7 +387,8 @@ fn start_rotor_node(
             // Through the connect proxy clients send no token.
             helper.is_none().then(|| secret.to_owned()),
             api_key.to_owned(),
-        ),
+        )
+        .with_tags_filters(opts.tags_filters, opts.tag_publications),
         log,
         _stdin: None,
         _dir: Some(dir),
@@ -418,6 +423,8 @@ fn start_own(
             ws_path: ws_path.into(),
             hmac_secret: None,
             api_key: String::new(),
+            tags_filters: 0,
+            tagged: false,
         },
         log,
         _stdin: stdin,
