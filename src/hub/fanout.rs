@@ -15,6 +15,7 @@ use crate::client::conn::{ConnKey, Conns, Refused};
 use crate::client::queue::Out;
 use crate::hub::delta::DeltaFrames;
 use crate::hub::encode::event_out;
+use crate::hub::filter::TagsFilter;
 use crate::hub::Hub;
 use crate::metrics::{FrameType, ShardMetrics};
 use crate::transport::Encoding;
@@ -32,30 +33,32 @@ pub fn deliver(
     queue_max: usize,
     refused: &mut Vec<(ConnKey, Refused)>,
 ) -> bool {
-    // Filter groups whose filter passes this publication (no allocation without filters).
-    let mut passing: Vec<usize> = Vec::new();
-    if let Event::Pub(p) = event {
-        for (i, g) in hub.filtered_subscribers(channel).iter().enumerate() {
-            if g.filter.matches(&p.tags) {
-                passing.push(i);
-            } else {
-                metrics.tags_filter_dropped += g.keys.len() as u64;
-            }
-        }
+    // Each distinct filter's verdict on this publication (no allocation without filters).
+    let mut verdicts: Vec<bool> = Vec::new();
+    if let (Event::Pub(p), Some(f)) = (event, hub.filtered_subscribers(channel)) {
+        let verdict = |s: &Option<(std::sync::Arc<TagsFilter>, u32)>| {
+            s.as_ref().is_some_and(|(f, _)| f.matches(&p.tags))
+        };
+        verdicts = f.filters.iter().map(verdict).collect();
+        let dropped = f.keys.iter().filter(|(_, slot)| !verdicts[*slot as usize]).count();
+        metrics.tags_filter_dropped += dropped as u64;
     }
-    if recipients(hub, channel, event).is_empty() && passing.is_empty() {
+    if recipients(hub, channel, event).is_empty() && !verdicts.contains(&true) {
         return false;
     }
     let base = match event {
         Event::Pub(p) => hub.next_delta_base(channel, &p.data),
         Event::Join(_) | Event::Leave(_) => None,
     };
-    let groups = hub.filtered_subscribers(channel);
-    let slices = std::iter::once(recipients(hub, channel, event))
-        .chain(passing.iter().map(|i| groups[*i].keys.as_slice()));
+    let filtered = hub.filtered_subscribers(channel).map_or(&[][..], |f| f.keys.as_slice());
+    let passing = filtered
+        .iter()
+        .filter(|(_, slot)| verdicts.get(*slot as usize).copied().unwrap_or(false))
+        .map(|(k, _)| k);
+    let slices = recipients(hub, channel, event).iter().chain(passing);
     if let (Event::Pub(p), Some(base)) = (event, base) {
         let mut frames = DeltaFrames::new(channel, p, base);
-        for &key in slices.flatten() {
+        for &key in slices {
             let delta = conns
                 .get_mut(key)
                 .and_then(|c| c.session_mut())
@@ -70,7 +73,7 @@ pub fn deliver(
     // binary data, those subscribers are refused).
     let mut cache: [Option<Option<Out>>; Encoding::COUNT] = Default::default();
     let frame = Some(FrameType::of_event(event));
-    for &key in slices.flatten() {
+    for &key in slices {
         let sent = conns.enqueue_as(key, queue_max, (&mut *metrics, frame), |encoding| {
             cache[encoding as usize]
                 .get_or_insert_with(|| event_out(channel, event, encoding))
