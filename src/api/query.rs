@@ -171,7 +171,10 @@ pub async fn history_remove(shard: &ShardRef, body: &[u8]) -> Result<Vec<u8>, Fa
 }
 
 /// Sends `call` to every shard and collects the answers in shard order.
-async fn ask_all(shard: &ShardRef, call: impl Fn() -> Call) -> Result<Vec<Answer>, Failure> {
+pub(crate) async fn ask_all(
+    shard: &ShardRef,
+    call: impl Fn() -> Call,
+) -> Result<Vec<Answer>, Failure> {
     let reqs = shard.borrow_mut().call_all(call);
     let mut answers = Vec::with_capacity(reqs.len());
     for req in reqs {

@@ -21,8 +21,7 @@ use crate::api::exec::legacy;
 use crate::api::response::Response;
 use crate::config::Config;
 use crate::http::Head;
-use crate::shard::msg::{Answer, Call};
-use crate::shard::{PendingAnswer, ShardRef};
+use crate::shard::ShardRef;
 
 /// How long a session token is accepted (upstream's 30 days).
 const TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -199,12 +198,11 @@ fn verify(secret: &str, token: &str, now: u64) -> bool {
 
 /// `POST /admin/stats`: this node's live totals for the UI's charts (summed over shards).
 async fn stats(shard: &ShardRef) -> Reply {
-    let reqs = shard.borrow_mut().call_all(|| Call::Metrics);
+    let Some(shards) = super::ops::snapshots(shard).await else {
+        return Reply::json(500, crate::http::json_error_body("a shard did not answer"));
+    };
     let (mut clients, mut subscriptions, mut sent, mut received) = (0u64, 0u64, 0u64, 0u64);
-    for req in reqs {
-        let Some(Answer::Metrics(s)) = PendingAnswer::new(shard.clone(), req).await else {
-            return Reply::json(500, crate::http::json_error_body("a shard did not answer"));
-        };
+    for s in shards {
         clients += s.clients();
         subscriptions += s.subscriptions.iter().sum::<u64>();
         sent += s.metrics.sent.iter().flatten().map(|t| t.count).sum::<u64>();

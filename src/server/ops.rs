@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::http::Head;
 use crate::metrics::info::{Aggregator, NodeInfo};
 use crate::metrics::render::{families, render, Scrape, CONTENT_TYPE};
+use crate::metrics::ShardSnapshot;
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call};
 use crate::shard::{PendingAnswer, ShardRef};
@@ -88,16 +89,21 @@ pub async fn aggregate_info(shard: ShardRef) {
     }
 }
 
+/// Every shard's metrics snapshot, in shard order; `None` if a shard did not answer.
+pub(super) async fn snapshots(shard: &ShardRef) -> Option<Vec<ShardSnapshot>> {
+    let answers = crate::api::query::ask_all(shard, || Call::Metrics).await.ok()?;
+    answers
+        .into_iter()
+        .map(|a| match a {
+            Answer::Metrics(s) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Every shard's snapshot and the cluster's node count; `None` if a shard did not answer.
 async fn scrape(shard: &ShardRef) -> Option<Scrape> {
-    let reqs = shard.borrow_mut().call_all(|| Call::Metrics);
-    let mut shards = Vec::with_capacity(reqs.len());
-    for req in reqs {
-        match PendingAnswer::new(shard.clone(), req).await? {
-            Answer::Metrics(s) => shards.push(*s),
-            _ => return None,
-        }
-    }
+    let shards = snapshots(shard).await?;
     let req = shard.borrow_mut().call(ShardId(0), Call::ListNodes);
     let others = match PendingAnswer::new(shard.clone(), req).await {
         Some(Answer::Nodes(n)) => n.len() as u64,
