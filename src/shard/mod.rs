@@ -431,9 +431,13 @@ impl Shard {
 
     /// This shard's metrics with the gauges read now.
     fn snapshot(&self) -> ShardSnapshot {
+        ShardSnapshot { metrics: self.metrics.clone(), ..self.gauges() }
+    }
+
+    /// The gauges of a snapshot (one walk over the connections), without the counters.
+    fn gauges(&self) -> ShardSnapshot {
         let mesh = self.mesh.stats();
         let mut s = ShardSnapshot {
-            metrics: self.metrics.clone(),
             channels: self.home.channels_with_interest(),
             mesh_sent: mesh.sent,
             mesh_spilled: mesh.spilled,
@@ -456,20 +460,13 @@ impl Shard {
 
     /// This shard's share of API `info`.
     fn counts(&self) -> ShardCounts {
-        let mut users: Vec<Arc<str>> = Vec::new();
-        let mut counts = ShardCounts::default();
-        for (_, c) in self.conns.iter() {
-            if let Some(s) = c.session() {
-                counts.clients += 1;
-                counts.subs += s.subs.len() as u64;
-                users.push(Arc::clone(&s.user));
-            }
+        let g = self.gauges();
+        ShardCounts {
+            clients: g.clients(),
+            subs: g.subscriptions.iter().sum(),
+            channels: g.channels,
+            users: g.users,
         }
-        users.sort_unstable();
-        users.dedup();
-        counts.users = users;
-        counts.channels = self.home.channels_with_interest();
-        counts
     }
 
     // ---- requests of API tasks -----------------------------------------------------------
