@@ -10,9 +10,11 @@ import asyncio
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -44,20 +46,29 @@ class Browser:
                 "--disable-dev-shm-usage", "--window-size=1280,900",
                 "--remote-debugging-port=0", f"--user-data-dir={self.dir}", "about:blank",
             ],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self.ws = None
         self.next_id = 0
+        # Chromium prints "DevTools listening on ws://127.0.0.1:PORT/…" once it listens; the
+        # reader keeps draining stderr afterwards so Chromium never blocks on a full pipe.
+        self.listening = threading.Event()
+        self.devtools_port = 0
+
+        def read_stderr() -> None:
+            for line in self.proc.stderr:
+                found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+                if found and not self.listening.is_set():
+                    self.devtools_port = int(found.group(1))
+                    self.listening.set()
+            self.listening.set()  # EOF: Chromium exited.
+
+        threading.Thread(target=read_stderr, name="chromium-stderr", daemon=True).start()
 
     async def open(self) -> None:
-        # Chromium writes the port it picked to DevToolsActivePort once it listens.
-        port_file = self.dir / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert self.proc.poll() is None, "chromium exited"
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            await asyncio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
+        ready = await asyncio.to_thread(self.listening.wait, 30)
+        assert ready and self.devtools_port, "chromium did not open its DevTools port"
+        port = self.devtools_port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=WAIT_S) as r:
             page = next(t for t in json.load(r) if t["type"] == "page")
         self.ws = await websockets.connect(page["webSocketDebuggerUrl"], max_size=None)
