@@ -3,9 +3,9 @@
 //! Owns, through its submodules: the connection table with each connection's session, outbound
 //! queue and timers ([`conn`], [`queue`], [`session`], [`lifecycle`]), the commands in flight
 //! ([`flight`]), and every client command (`connect`, `subscribe`, `publish`, … in `connect`,
-//! [`subscribe`], [`recovery`], [`query`], [`command`], and `proxied` for the ones a backend
-//! proxy decides), server-side operations on connections
-//! (`server_ops`) and emulated sessions ([`emulation`]).
+//! [`subscribe`] (`sub_expiry` for expiry and `sub_refresh`), [`recovery`], [`query`],
+//! [`command`], and `proxied` for the ones a backend proxy decides), server-side operations on
+//! connections (`server_ops`) and emulated sessions ([`emulation`]).
 //!
 //! Handlers are methods of [`Clients`], a view that borrows only the parts a command touches:
 //! the connections, the hub, the mesh (to ask other shards, home shards included: a command
@@ -31,6 +31,7 @@ pub mod rules;
 pub mod send;
 mod server_ops;
 pub mod session;
+mod sub_expiry;
 pub mod subscribe;
 #[cfg(test)]
 mod tests;
