@@ -146,4 +146,5 @@ pub mod runtime;
 pub mod server;
 pub mod shard;
 pub mod systemd;
+pub mod tls;
 pub mod transport;

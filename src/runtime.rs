@@ -219,6 +219,14 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     } else {
         Arc::clone(&verifier)
     };
+    for (key, t) in [
+        ("http_server.tls", &cfg.http_server.tls),
+        ("http_server.internal_tls", &cfg.http_server.internal_tls),
+    ] {
+        if t.enabled {
+            return Err(RunError::Config(format!("{key}: the listeners do not serve TLS yet")));
+        }
+    }
     let origins = OriginPolicy::new(&cfg.client.allowed_origins)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let engines = cfg.engines().map_err(|e| RunError::Config(e.to_string()))?;

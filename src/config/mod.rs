@@ -22,6 +22,7 @@ mod load;
 mod proxy;
 mod section;
 mod server;
+mod tls;
 mod transport;
 mod unsupported;
 mod validate;
@@ -42,13 +43,14 @@ pub use engine::{Broker, Engine, Nats, PresenceManager, Redis};
 pub use env::parse_go_bool;
 pub use load::{load, parse_file_text, Format, Loaded, DEFAULT_CONFIG_FILE};
 pub use proxy::{
-    ChannelProxies, ClientProxies, NamedProxy, Proxy, ProxyGrpc, ProxyHttp, ProxyTls,
-    StatusTransform, SwitchedProxy, TransformDisconnect, TransformError,
+    ChannelProxies, ClientProxies, NamedProxy, Proxy, ProxyGrpc, ProxyHttp, StatusTransform,
+    SwitchedProxy, TransformDisconnect, TransformError,
 };
 pub use server::{
     Admin, Health, HttpApi, HttpServer, Log, Node, Placement, Prometheus, Rpc, RpcNamespace,
     RpcOptions, RpcPing, Runtime, Shutdown,
 };
+pub use tls::Tls;
 pub use transport::{
     Emulation, HttpStream, Init, Sse, UniHttpStream, UniSse, UniWebSocket, WebSocket,
 };

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codec::{self, GoDuration, Plain, Section, SectionVisitor};
 use super::section::{section, side_by_side};
+use super::tls::Tls;
 
 section! {
     /// One proxy: where events go and what travels with them.
@@ -43,7 +44,7 @@ section! {
     /// `<proxy>.http`.
     pub struct ProxyHttp {
         /// TLS of the backend connection (`https://`).
-        tls: ProxyTls [Plain] = ProxyTls::default(),
+        tls: Tls [Plain] = Tls::default(),
         /// Headers set on every request, before forwarded ones.
         static_headers: BTreeMap<String, String> [Plain] = BTreeMap::new(),
         /// HTTP status → protocol error or disconnect.
@@ -52,30 +53,10 @@ section! {
 }
 
 section! {
-    /// `<proxy>.http.tls` (upstream's `TLSConfig`, client side).
-    pub struct ProxyTls {
-        /// Use these settings for `https://` endpoints (system roots are used either way).
-        enabled: bool [Plain] = false,
-        /// Client certificate (PEM text, file path or base64 of the PEM).
-        cert_pem: String [Plain] = String::new(),
-        /// Client certificate key (same forms).
-        key_pem: String [Plain] = String::new(),
-        /// Extra root CA to trust for the backend (same forms).
-        server_ca_pem: String [Plain] = String::new(),
-        /// Server-side setting; meaningless for a client, accepted and unused.
-        client_ca_pem: String [Plain] = String::new(),
-        /// Skip certificate verification (refused by Rotor: it would fail open).
-        insecure_skip_verify: bool [Plain] = false,
-        /// Name to verify instead of the endpoint's host.
-        server_name: String [Plain] = String::new(),
-    }
-}
-
-section! {
     /// `<proxy>.grpc`.
     pub struct ProxyGrpc {
         /// TLS of the gRPC connection.
-        tls: ProxyTls [Plain] = ProxyTls::default(),
+        tls: Tls [Plain] = Tls::default(),
         /// Per-RPC credentials key.
         credentials_key: String [Plain] = String::new(),
         /// Per-RPC credentials value.

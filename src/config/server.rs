@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::codec::{self, GoDuration, OptionalPort, Plain, Port, Section, SectionVisitor};
 use super::proxy::Proxy;
 use super::section::section;
+use super::tls::Tls;
 
 section! {
     /// `http_server.*`.
@@ -26,6 +27,13 @@ section! {
         internal_address: String [Plain] = String::new(),
         /// Port for internal endpoints; 0 (Centrifugo: `""`) = same as `port`.
         internal_port: u16 [OptionalPort] = 0,
+        /// TLS of the main port, and of the internal port unless `tls_external` or
+        /// `internal_tls` says otherwise.
+        tls: Tls [Plain] = Tls::default(),
+        /// The internal port serves cleartext even when `tls` is enabled.
+        tls_external: bool [Plain] = false,
+        /// TLS of the internal port of its own (wins over `tls` and `tls_external`).
+        internal_tls: Tls [Plain] = Tls::default(),
     }
 }
 

@@ -648,11 +648,7 @@ fn an_admin_ui_nobody_could_log_in_to_is_refused_at_start() {
 #[test]
 fn tls_switched_on_refuses_to_start_instead_of_serving_cleartext() {
     for (config, key) in [
-        (
-            r#"{"http_server": {"tls": {"enabled": true, "cert_pem_file": "c.pem"}}}"#,
-            "http_server.tls",
-        ),
-        (r#"{"http_server": {"tls_external": true}}"#, "http_server.tls_external"),
+        (r#"{"http_server": {"tls_autocert": {"enabled": true}}}"#, "http_server.tls_autocert"),
         (r#"{"engine": {"redis": {"tls": {"enabled": true}}}}"#, "engine.redis.tls"),
         (r#"{"broker": {"nats": {"tls": {"enabled": true}}}}"#, "broker.nats.tls"),
     ] {
@@ -660,6 +656,11 @@ fn tls_switched_on_refuses_to_start_instead_of_serving_cleartext() {
         assert!(err.contains(key) && err.contains("TLS"), "{config}: {err}");
     }
     // Present but off: harmless, one warning.
-    let loaded = load_text("json", r#"{"http_server": {"tls": {"enabled": false}}}"#).unwrap();
-    assert!(loaded.warnings.iter().any(|w| w.contains("http_server.tls")), "{:?}", loaded.warnings);
+    let loaded =
+        load_text("json", r#"{"engine": {"redis": {"tls": {"enabled": false}}}}"#).unwrap();
+    assert!(
+        loaded.warnings.iter().any(|w| w.contains("engine.redis.tls")),
+        "{:?}",
+        loaded.warnings
+    );
 }

@@ -21,10 +21,7 @@ const UNSUPPORTED_SECTIONS: &[&str] = &[
 
 /// Centrifugo v6 keys inside implemented sections that Rotor does not implement yet.
 const UNSUPPORTED_KEYS: &[&str] = &[
-    "http_server.tls",
     "http_server.tls_autocert",
-    "http_server.tls_external",
-    "http_server.internal_tls",
     "http_server.http3",
     "http_server.h2c_external",
     "broker.nats.tls",
@@ -78,10 +75,7 @@ const UNSUPPORTED_CHANNEL_OPTIONS: &[&str] = &[
 /// with `enabled: true`), Rotor refuses to start instead of ignoring them, since serving
 /// cleartext on a port the operator believes is TLS fails open.
 const REFUSED_WHEN_ON: &[&str] = &[
-    "http_server.tls",
     "http_server.tls_autocert",
-    "http_server.tls_external",
-    "http_server.internal_tls",
     "engine.redis.tls",
     "engine.redis.sentinel_tls",
     "broker.nats.tls",

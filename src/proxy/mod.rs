@@ -10,7 +10,6 @@
 //! block: every call is a future on the shard that owns the connection.
 
 pub mod http;
-pub mod tls;
 pub mod wire;
 
 use std::borrow::Cow;
@@ -244,8 +243,8 @@ impl Proxies {
         }
         let tls_cfg = &proxy.http.tls;
         let tls = if target.tls {
-            let config = tls::client_config(tls_cfg)
-                .map_err(|(k, m)| invalid(format!("{key}.http.tls.{k}"), m))?;
+            let config = crate::tls::client_config(tls_cfg)
+                .map_err(|e| invalid(format!("{key}.http.tls.{}", e.key), e.message))?;
             Some(Arc::new(config))
         } else {
             None
