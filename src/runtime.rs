@@ -29,6 +29,7 @@ use crate::shard::mesh;
 use crate::shard::msg::Frame;
 use crate::shard::{Shard, ShardRef};
 use crate::systemd;
+use crate::tls::ServerTls;
 use crate::transport::websocket::OriginPolicy;
 
 /// Why the server could not start or stopped abnormally.
@@ -170,11 +171,24 @@ pub struct Running {
     pub internal: Option<SocketAddr>,
     /// One heartbeat counter per shard (bumped on every timer tick).
     pub heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
+    /// The listeners' TLS (main, then internal when it has its own), for `reload_tls`.
+    tls: Vec<(&'static str, Arc<ServerTls>)>,
     controls: Vec<ControlTx>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
 }
 
 impl Running {
+    /// Reads every listener's certificate and key again (SIGHUP); a listener whose new pair
+    /// does not load keeps the old one. Open connections are not touched.
+    pub fn reload_tls(&self) {
+        for (key, tls) in &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!(key, "TLS certificate reloaded"),
+                Err(e) => tracing::error!(key, error = %e, "TLS certificate not reloaded"),
+            }
+        }
+    }
+
     /// Asks every shard to shut down and waits for them.
     pub fn shutdown(self) {
         for c in &self.controls {
@@ -200,6 +214,30 @@ impl Running {
     }
 }
 
+/// A listener's TLS, when it serves TLS (one object may serve both listeners).
+type ListenerTls = Option<Arc<ServerTls>>;
+
+/// The TLS of the main listener and of the internal one, as upstream chooses them: the main
+/// port uses `http_server.tls`; the internal port (when it has its own) uses `internal_tls`
+/// when enabled, else `tls` unless `tls_external` keeps it cleartext.
+fn listener_tls(cfg: &Config) -> Result<(ListenerTls, ListenerTls), RunError> {
+    let server = &cfg.http_server;
+    let build = |key: &str, t: &config::Tls| {
+        ServerTls::new(t)
+            .map(Arc::new)
+            .map_err(|e| RunError::Config(format!("{key}.{}: {}", e.key, e.message)))
+    };
+    let main = if server.tls.enabled { Some(build("http_server.tls", &server.tls)?) } else { None };
+    let internal = if server.internal_tls.enabled {
+        Some(build("http_server.internal_tls", &server.internal_tls)?)
+    } else if server.tls_external {
+        None
+    } else {
+        main.clone()
+    };
+    Ok((main, internal))
+}
+
 /// Starts all shards and returns once every one of them listens.
 pub fn start(cfg: Config) -> Result<Running, RunError> {
     config::validate(&cfg).map_err(|e| RunError::Config(e.to_string()))?;
@@ -219,14 +257,6 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     } else {
         Arc::clone(&verifier)
     };
-    for (key, t) in [
-        ("http_server.tls", &cfg.http_server.tls),
-        ("http_server.internal_tls", &cfg.http_server.internal_tls),
-    ] {
-        if t.enabled {
-            return Err(RunError::Config(format!("{key}: the listeners do not serve TLS yet")));
-        }
-    }
     let origins = OriginPolicy::new(&cfg.client.allowed_origins)
         .map_err(|e| RunError::Config(e.to_string()))?;
     let engines = cfg.engines().map_err(|e| RunError::Config(e.to_string()))?;
@@ -248,6 +278,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         }
         _ => None,
     };
+    let (main_tls, internal_tls) = listener_tls(&cfg)?;
     let count = shard_count(&cfg);
     let round_robin = cfg.runtime.placement == config::Placement::RoundRobin;
     let mut addr = listen_addr(&cfg)?;
@@ -286,6 +317,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         let verifiers = (Arc::clone(&verifier), Arc::clone(&sub_verifier));
         let (heartbeat, connections) = (Arc::clone(beat), Arc::clone(&connections));
         let (redis, nats) = (redis.clone(), nats.clone());
+        let (main_tls, internal_tls) =
+            (main_tls.as_ref().map(|t| t.acceptor()), internal_tls.as_ref().map(|t| t.acceptor()));
         let (main_mesh, reply_mesh, boot_tx, addr_tx) =
             (main_mesh.clone(), reply_mesh.clone(), boot_tx.clone(), addr_tx.clone());
         let id = ShardId(i as u16);
@@ -299,7 +332,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                 let state = Shard::new(id, count, commands, connections, heartbeat);
                 let shard: ShardRef = Rc::new(RefCell::new(state));
                 let port = if internal.is_some() { Port::Main } else { Port::Both };
-                let env = Rc::new(Env { origins: origins.clone(), port });
+                let env = Rc::new(Env { origins: origins.clone(), port, tls: main_tls });
                 let ready = join_meshes(&shard, &env, main_mesh, reply_mesh).await;
                 if let Err(e) = ready {
                     let _ = boot_tx.send(Boot::Failed(id, e));
@@ -361,7 +394,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                     }
                 }
                 if let Some(l) = internal_listener {
-                    let env = Rc::new(Env { origins, port: Port::Internal });
+                    let env = Rc::new(Env { origins, port: Port::Internal, tls: internal_tls });
                     glommio::spawn_local(server::accept_loop(shard.clone(), env, l)).detach();
                 }
                 let _ = boot_tx.send(Boot::Listening);
@@ -373,11 +406,19 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         handles.push(handle);
     }
     drop(boot_tx);
+    // The internal port mostly shares the main port's TLS: reload that only once.
+    let internal_tls =
+        internal_tls.filter(|i| main_tls.as_ref().is_none_or(|m| !Arc::ptr_eq(m, i)));
+    let tls: Vec<(&'static str, Arc<ServerTls>)> =
+        [("http_server.tls", main_tls), ("http_server.internal_tls", internal_tls)]
+            .into_iter()
+            .filter_map(|(key, t)| Some((key, t?)))
+            .collect();
     for _ in 0..count {
         match boot_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Boot::Listening) => {}
             Ok(Boot::Failed(id, e)) => {
-                let running = Running { addr, internal, heartbeats, controls, handles };
+                let running = Running { addr, internal, heartbeats, tls, controls, handles };
                 running.request_shutdown();
                 return Err(RunError::Io(format!("shard {id}: {e}")));
             }
@@ -390,7 +431,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         }
     }
     drop(reservation);
-    Ok(Running { addr, internal, heartbeats, controls, handles })
+    Ok(Running { addr, internal, heartbeats, tls, controls, handles })
 }
 
 /// Reads the shard's Redis topology (a cluster's masters and slots), connects its links
@@ -528,12 +569,13 @@ async fn drain(shard: &ShardRef) {
     );
 }
 
-/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully. Tells systemd (when
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully; SIGHUP reloads the
+/// listeners' TLS certificates. Tells systemd (when
 /// `$NOTIFY_SOCKET` is set) READY=1 once every shard listens and STOPPING=1 when draining starts,
 /// and pings its watchdog while every shard's heartbeat moves.
 pub fn run(cfg: Config) -> Result<(), RunError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| RunError::Io(format!("installing signal handlers: {e}")))?;
     let limits = systemd::Limits::read();
     tracing::info!(
@@ -571,8 +613,13 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         let (notifier, beats) = (Arc::clone(&notifier), running.heartbeats.clone());
         std::thread::spawn(move || watchdog_loop(&notifier, &beats, every, &stop_rx))
     });
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            running.reload_tls();
+            continue;
+        }
         tracing::info!(signal = sig, "shutting down");
+        break;
     }
     notifier.notify("STOPPING=1");
     drop(stop_tx);

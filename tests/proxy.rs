@@ -14,6 +14,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::certs::Pki;
 use common::{eventually, free_port, merge, wait_for_port, Client, Event, Http, Server};
 use serde_json::{json, Value};
 
@@ -574,57 +575,11 @@ fn connects_waiting_on_a_slow_backend_do_not_delay_publications_on_their_shard()
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI in
-/// `dir`: (ca.pem, cert.pem, key.pem).
-fn make_certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rotor test CA"],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &["-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
-    ]
-    .concat());
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-        .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    [dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem")]
-}
-
 #[test]
 fn https_endpoints_are_verified_against_the_configured_ca() {
-    let dir = std::env::temp_dir().join(format!(
-        "rotor-proxy-tls-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let [ca, cert, key] = make_certificates(&dir);
+    let pki = Pki::new("proxy");
+    let (cert, key) = pki.server("backend");
+    let ca = pki.ca.clone();
     let backend = Backend::start_with(&[&cert, &key]);
     let https = |event: &str| format!("https://127.0.0.1:{}/{event}", backend.tls_port);
     let connect = |ca_pem: Option<&std::path::Path>| {
@@ -646,7 +601,6 @@ fn https_endpoints_are_verified_against_the_configured_ca() {
     // Without the CA the backend's certificate is not trusted: the call fails, error 100.
     assert_eq!(connect(None)["error"]["code"], 100);
     assert_eq!(backend.requests("connect").len(), 1, "nothing reached an untrusted backend");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

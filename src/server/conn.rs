@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use futures_lite::future::or;
 use futures_lite::io::{AsyncWriteExt, WriteHalf};
-use glommio::net::TcpStream;
 use glommio::timer::sleep;
 
+use super::socket::{send, Socket};
 use crate::client::conn::ConnKey;
 use crate::client::queue::Batch;
 use crate::client::Step;
@@ -31,6 +31,8 @@ pub struct Env {
     pub origins: OriginPolicy,
     /// Which endpoints the listener that accepted the connection serves.
     pub port: Port,
+    /// The listener's TLS, when it serves TLS.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 /// The endpoints a listener serves (`http_server.internal_port`, as upstream splits them).
@@ -164,7 +166,7 @@ pub fn disconnect(shard: &ShardRef, key: ConnKey, d: Disconnect) {
     shard.borrow_mut().with_clients(|c| c.disconnect(key, d));
 }
 
-pub async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<TcpStream>) {
+pub async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<Socket>) {
     loop {
         let batch = poll_fn(|cx| {
             let mut s = shard.borrow_mut();
@@ -181,8 +183,8 @@ pub async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<Tcp
         .await;
         let Some(batch) = batch else { break };
         let result = match &batch {
-            Batch::One(b) => writer.write_all(b).await,
-            Batch::Many(v) => writer.write_all(v).await,
+            Batch::One(b) => send(&mut writer, b).await,
+            Batch::Many(v) => send(&mut writer, v).await,
         };
         if result.is_err() {
             // Write failed or timed out (`websocket.write_timeout`): the peer is gone or stuck.

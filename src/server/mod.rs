@@ -1,4 +1,4 @@
-//! Socket loops of one shard: accepting, HTTP/1.1 keep-alive, the WebSocket reader (bidi and
+//! Socket loops of one shard: accepting (and TLS, `socket`), HTTP/1.1 keep-alive, the WebSocket reader (bidi and
 //! uni), the HTTP streaming transports (`streaming`), what every connection task shares
 //! (`conn`: commands in order, the writer, the end of a connection), the operator endpoints
 //! (`ops`: metrics, health) and the admin UI (`admin`), which of them each listener serves
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
+use futures_lite::io::{AsyncReadExt, ReadHalf};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::sleep;
@@ -39,10 +39,12 @@ mod admin;
 mod conn;
 pub mod ops;
 pub mod proxy;
+mod socket;
 mod streaming;
 
 use conn::{closed_then_wait, disconnect, finish_conn, handle_commands, shard_header, write_loop};
 pub use conn::{Env, Port, Reply};
+use socket::{send, Socket};
 
 /// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
 const HTTP_IDLE: Duration = Duration::from_secs(60);
@@ -67,11 +69,11 @@ const CLOSE_PROTOCOL_ERROR: Disconnect =
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
 /// Serves one accepted TCP connection: HTTP requests until it upgrades to WebSocket or closes.
-pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(HTTP_IDLE));
+pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_read_timeout(Some(HTTP_IDLE));
     let shard_id = shard.borrow().id();
-    let mut stream = stream;
+    let Some(mut stream) = Socket::accept(tcp, env.tls.as_ref()).await else { return };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         let head = match read_head(&mut stream, &mut buf).await {
@@ -79,7 +81,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             Ok(None) => return,
             Err(e) => {
                 let _ =
-                    stream.write_all(&error_response(shard_id, e.status(), &e.to_string())).await;
+                    send(&mut stream, &error_response(shard_id, e.status(), &e.to_string())).await;
                 return;
             }
         };
@@ -91,7 +93,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         let tail = match admin::tail_request(&cfg, env.port, &head) {
             Some(Ok(channel)) => Some(channel),
             Some(Err((status, why))) => {
-                let _ = stream.write_all(&error_response(shard_id, status, why)).await;
+                let _ = send(&mut stream, &error_response(shard_id, status, why)).await;
                 return;
             }
             None => None,
@@ -117,9 +119,9 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
                     glommio::spawn_local(serve_websocket(shard, stream, ws)).detach();
                 }
                 Err(e) => {
-                    let _ = stream
-                        .write_all(&error_response(shard_id, e.status(), &e.to_string()))
-                        .await;
+                    let _ =
+                        send(&mut stream, &error_response(shard_id, e.status(), &e.to_string()))
+                            .await;
                 }
             }
             return;
@@ -128,7 +130,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             && head.header_has_token("expect", "100-continue")
             && buf.is_empty()
         {
-            let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            let _ = send(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
         let endpoint = streaming::Endpoint::at(&cfg, &head.path).filter(|_| clients);
         let limit = endpoint.map_or(API_BODY_MAX_BYTES, |(_, limit)| limit);
@@ -136,7 +138,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
             Ok(b) => b,
             Err(e) => {
                 let _ =
-                    stream.write_all(&error_response(shard_id, e.status(), &e.to_string())).await;
+                    send(&mut stream, &error_response(shard_id, e.status(), &e.to_string())).await;
                 return;
             }
         };
@@ -162,7 +164,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, stream: TcpStream) 
         }
         let resp =
             http::response(reply.status, reply.content_type, &extra, &reply.body, keep_alive);
-        if stream.write_all(&resp).await.is_err() || !keep_alive {
+        if send(&mut stream, &resp).await.is_err() || !keep_alive {
             return;
         }
     }
@@ -216,7 +218,7 @@ async fn route(shard: &ShardRef, port: Port, head: &Head, body: Vec<u8>) -> Repl
 
 /// Reads more bytes straight into `buf`'s spare room (no scratch array in the future: every
 /// connection task would carry it for its whole life). Returns 0 at EOF or on error.
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, room: usize) -> usize {
+async fn read_more(stream: &mut Socket, buf: &mut Vec<u8>, room: usize) -> usize {
     let len = buf.len();
     buf.resize(len + room, 0);
     let n = stream.read(&mut buf[len..]).await.unwrap_or(0);
@@ -224,7 +226,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, room: usize) -> us
     n
 }
 
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Head>, HttpError> {
+async fn read_head(stream: &mut Socket, buf: &mut Vec<u8>) -> Result<Option<Head>, HttpError> {
     loop {
         if !buf.is_empty() {
             if let Some((head, used)) = http::parse_head(buf)? {
@@ -239,7 +241,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<H
 }
 
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut Socket,
     buf: &mut Vec<u8>,
     head: &Head,
     limit: usize,
@@ -288,20 +290,20 @@ struct WsOpen {
     forwarded: Vec<(String, Vec<u8>)>,
 }
 
-async fn serve_websocket(shard: ShardRef, mut stream: TcpStream, ws: WsOpen) {
+async fn serve_websocket(shard: ShardRef, mut stream: Socket, ws: WsOpen) {
     let WsOpen { up, transport, connect, tail, leftover, forwarded } = ws;
     let (shard_id, cfg) = {
         let s = shard.borrow();
         (s.id(), Arc::clone(s.cfg()))
     };
-    if stream.write_all(&websocket::switching_protocols(&up, shard_id.index())).await.is_err() {
+    if send(&mut stream, &websocket::switching_protocols(&up, shard_id.index())).await.is_err() {
         return;
     }
-    let _ = stream.set_read_timeout(None);
+    let _ = stream.tcp().set_read_timeout(None);
     let uni = transport.unidirectional();
     let write_timeout =
         if uni { cfg.uni_websocket.write_timeout } else { cfg.websocket.write_timeout };
-    let _ = stream.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
+    let _ = stream.tcp().set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
     // Unidirectional WebSocket is JSON only.
     let key = shard.borrow_mut().open_conn(transport, up.protobuf && !uni, forwarded);
     let (reader, writer) = futures_lite::io::split(stream);
@@ -344,7 +346,7 @@ async fn uni_connect(shard: &ShardRef, key: ConnKey, request: &[u8]) {
 async fn read_loop(
     shard: &ShardRef,
     key: ConnKey,
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: ReadHalf<Socket>,
     leftover: Vec<u8>,
     message_size_limit: usize,
     read_buffer_size: usize,

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::future::or;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf};
-use glommio::net::TcpStream;
+use futures_lite::io::{AsyncReadExt, ReadHalf};
 use prost::Message as _;
 
 use super::conn::{finish_conn, handle_commands, shard_header, write_loop, Env, Reply};
+use super::socket::{send, Socket};
 use crate::broker::control;
 use crate::client::conn::ConnKey;
 use crate::config::Config;
@@ -221,15 +221,15 @@ async fn forward(
 }
 
 /// Serves a streaming connection until either side ends it.
-pub async fn serve(shard: ShardRef, mut stream: TcpStream, open: Open) {
+pub async fn serve(shard: ShardRef, mut stream: Socket, open: Open) {
     let shard_id = shard.borrow().id();
     let head =
         stream::response_head(open.transport, open.protobuf, &shard_header(shard_id), &open.cors);
-    if stream.write_all(&head).await.is_err() {
+    if send(&mut stream, &head).await.is_err() {
         return;
     }
-    let _ = stream.set_read_timeout(None);
-    let _ = stream.set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
+    let _ = stream.tcp().set_read_timeout(None);
+    let _ = stream.tcp().set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
     let key = shard.borrow_mut().open_conn(open.transport, open.protobuf, open.forwarded);
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
@@ -240,7 +240,7 @@ pub async fn serve(shard: ShardRef, mut stream: TcpStream, open: Open) {
 
 /// Runs the commands `/emulation` brings, in order, until the connection closes or the client
 /// goes away (its socket reads end).
-async fn command_loop(shard: &ShardRef, key: ConnKey, mut reader: ReadHalf<TcpStream>) {
+async fn command_loop(shard: &ShardRef, key: ConnKey, mut reader: ReadHalf<Socket>) {
     let mut scratch = [0u8; 64];
     loop {
         let next = or(

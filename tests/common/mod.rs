@@ -2,6 +2,7 @@
 //! a blocking tungstenite WebSocket client and raw HTTP/1.1.
 #![allow(dead_code, reason = "each test crate uses a different subset of the helpers")]
 
+pub mod certs;
 pub mod pb_client;
 
 use std::io::{BufRead, BufReader, Read, Write};

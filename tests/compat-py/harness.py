@@ -134,6 +134,9 @@ class Rotor:
         self.port = 0
         self.exit_info: Optional[dict] = None
         self._api: Optional[CentClient] = None
+        #: With `http_server.tls` on: the CA file clients verify the server with.
+        self.ca_file: Optional[str] = None
+        self._tls = bool(self.config.get("http_server", {}).get("tls", {}).get("enabled"))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -214,11 +217,13 @@ class Rotor:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/connection/websocket"
+        scheme = "wss" if self._tls else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/connection/websocket"
 
     def token(self, sub: str = "alice", ttl: int = 3600, **claims: Any) -> str:
         """HS256 connection token for `sub`, valid `ttl` seconds unless claims override."""
@@ -237,6 +242,8 @@ class Rotor:
         if self._api is None:
             session = requests.Session()
             session.trust_env = False
+            if self.ca_file:
+                session.verify = self.ca_file
             self._api = CentClient(f"{self.http_url}/api", self.api_key, timeout=WAIT_S, session=session)
         return self._api
 
