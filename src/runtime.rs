@@ -21,7 +21,7 @@ use crate::auth::TokenVerifier;
 use crate::broker::{nats, redis};
 use crate::channel::Namespaces;
 use crate::config::{self, Config};
-use crate::server::{self, Env, Port};
+use crate::server::{self, ConnectionRate, Env, Port};
 use crate::shard::id::Lane;
 use crate::shard::id::{ShardId, SHARDS_MAX};
 use crate::shard::inbox::Inbox;
@@ -332,7 +332,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                 let state = Shard::new(id, count, commands, connections, heartbeat);
                 let shard: ShardRef = Rc::new(RefCell::new(state));
                 let port = if internal.is_some() { Port::Main } else { Port::Both };
-                let env = Rc::new(Env { origins: origins.clone(), port, tls: main_tls });
+                let rate = ConnectionRate::share(cfg.client.connection_rate_limit, count);
+                let env = Rc::new(Env { origins: origins.clone(), port, tls: main_tls, rate });
                 let ready = join_meshes(&shard, &env, main_mesh, reply_mesh).await;
                 if let Err(e) = ready {
                     let _ = boot_tx.send(Boot::Failed(id, e));
@@ -394,7 +395,12 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                     }
                 }
                 if let Some(l) = internal_listener {
-                    let env = Rc::new(Env { origins, port: Port::Internal, tls: internal_tls });
+                    let env = Rc::new(Env {
+                        origins,
+                        port: Port::Internal,
+                        tls: internal_tls,
+                        rate: None,
+                    });
                     glommio::spawn_local(server::accept_loop(shard.clone(), env, l)).detach();
                 }
                 let _ = boot_tx.send(Boot::Listening);

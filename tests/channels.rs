@@ -646,3 +646,33 @@ fn cache_recovery_delivers_only_the_latest_publication() {
     assert_eq!(sub["recovered"], true);
     assert_eq!(sub["publications"][0]["data"], json!({"latest": true}));
 }
+
+#[test]
+fn connection_rate_limit_answers_503_beyond_the_rate_and_admits_again_later() {
+    let mut cfg = config();
+    merge(&mut cfg, json!({"client": {"connection_rate_limit": 2}, "runtime": {"shards": 1}}));
+    let server = Server::start(cfg);
+    let (mut admitted, mut refused) = (Vec::new(), 0);
+    for _ in 0..8 {
+        match Client::try_connect(server.port, "/connection/websocket", &[]) {
+            Ok(c) => admitted.push(c),
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // 2 per second with a burst of 2: eight quick attempts cannot all pass.
+    assert!(admitted.len() >= 2 && refused >= 2, "{} admitted, {refused} refused", admitted.len());
+    // The bucket refills: a connection is admitted again.
+    eventually(Duration::from_secs(5), Duration::from_millis(100), || {
+        Client::try_connect(server.port, "/connection/websocket", &[])
+            .map(drop)
+            .map_err(|e| format!("still refused: {e}"))
+    });
+    // The API is not a client connection: never limited.
+    for _ in 0..4 {
+        assert_eq!(server.http().api("publish", json!({"channel": "x", "data": {}})).status, 200);
+    }
+}

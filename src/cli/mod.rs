@@ -338,7 +338,16 @@ pub fn run_tool_with(
         Command::Version => writeln!(out, "{}", version_line())?,
         Command::Genconfig { config } => genconfig(config)?,
         Command::Checkconfig { config, strict } => {
-            let loaded = config::load(Some(config), env)?;
+            let loaded = match config::load(Some(config), env) {
+                Err(ConfigError::Refused { keys, warnings }) => {
+                    // Both lists: what is skipped, then (as the error) what is refused.
+                    for warning in &warnings {
+                        writeln!(out, "warning: {warning}")?;
+                    }
+                    return Err(ConfigError::Refused { keys, warnings }.into());
+                }
+                loaded => loaded?,
+            };
             for warning in &loaded.warnings {
                 writeln!(out, "warning: {warning}")?;
             }

@@ -63,6 +63,8 @@ section! {
         user_connection_limit: usize [Plain] = 0,
         /// Max connections per node; 0 = unlimited.
         connection_limit: usize [Plain] = 0,
+        /// New client connections a node accepts per second (HTTP 503 beyond); 0 = unlimited.
+        connection_rate_limit: usize [Plain] = 0,
         /// How often each shard checks its channels' positions against their streams (and
         /// sweeps expired history); spec §6.3.
         channel_position_check_delay: Duration [GoDuration] = Duration::from_secs(40),

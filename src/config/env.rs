@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Number, Value};
 
 use super::channel::ChannelOptions;
-use super::unsupported::unsupported_patterns;
+use super::unsupported::{refusal, unsupported_patterns};
 use super::{Config, ConfigError};
 
 /// Prefixes in increasing priority: a `ROTOR_` variable wins over the `CENTRIFUGO_` one.
@@ -27,6 +27,9 @@ pub(crate) struct Overlay {
     /// `(key path as serde_path_to_error prints it, variable)` for every value set, so a
     /// later type error can name the variable instead of the key.
     pub sources: Vec<(String, String)>,
+    /// Variables that switch on a key Rotor relies on but does not implement yet: the
+    /// variable and what Rotor would fail to do.
+    pub refused: Vec<(String, &'static str)>,
 }
 
 /// Applies matching variables from `env` onto `tree` (a JSON object).
@@ -48,8 +51,11 @@ pub(crate) fn apply(tree: &mut Value, env: &[(String, String)]) -> Result<Overla
 
     let known = known_leaves(&Config::default().to_value());
     let option_leaves = known_leaves(&serialize_options());
-    let unsupported: Vec<String> =
-        unsupported_patterns().iter().filter(|p| !p.contains('*')).map(|p| env_name(p)).collect();
+    let unsupported: Vec<(String, String)> = unsupported_patterns()
+        .into_iter()
+        .filter(|p| !p.contains('*'))
+        .map(|p| (env_name(&p), p))
+        .collect();
 
     // The namespaces array must be in place before per-namespace overrides.
     if let Some((var, value)) = vars.get(NAMESPACES_SUFFIX) {
@@ -74,10 +80,18 @@ pub(crate) fn apply(tree: &mut Value, env: &[(String, String)]) -> Result<Overla
             overlay.sources.push((dotted, var.clone()));
         } else if suffix.starts_with(&format!("{NAMESPACES_SUFFIX}_")) {
             per_namespace.push((suffix, var, value));
-        } else if unsupported.iter().any(|u| suffix == u || suffix.starts_with(&format!("{u}_"))) {
-            overlay.warnings.push(format!(
-                "environment variable {var} is not supported by rotor yet (ignored)"
-            ));
+        } else if let Some((name, dotted)) =
+            unsupported.iter().find(|(u, _)| suffix == u || suffix.starts_with(&format!("{u}_")))
+        {
+            // `UNI_GRPC_ENABLED` is judged as `uni_grpc.enabled`.
+            let below = suffix[name.len()..].to_ascii_lowercase().replace('_', ".");
+            let value = Value::String(value.clone());
+            match refusal(&format!("{dotted}{below}"), &value) {
+                Some(why) => overlay.refused.push((var.clone(), why)),
+                None => overlay.warnings.push(format!(
+                    "environment variable {var} is not supported by rotor yet (ignored)"
+                )),
+            }
         } else {
             overlay.warnings.push(format!("unknown environment variable {var} (ignored)"));
         }

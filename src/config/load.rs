@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::unsupported::{is_unsupported, refused_when_on};
+use super::unsupported::{is_unsupported, refusal};
 use super::{env, Config, ConfigError};
 
 /// File used when no `-c/--config` is given; its absence is not an error.
@@ -105,21 +105,16 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
     })?;
 
     let mut unknown_keys = Vec::new();
+    let mut refused = overlay.refused;
     for segments in ignored {
         let pattern = pattern_of(&segments);
         if is_unsupported(&pattern) {
-            if lookup(&input, &segments).is_some_and(|v| refused_when_on(&pattern, v)) {
-                return Err(ConfigError::Invalid {
-                    key: display_path(&segments),
-                    message: "TLS is not supported by rotor yet: refusing to start rather than \
-                              serve without it"
-                        .to_owned(),
-                });
+            let shown = display_path(&segments);
+            match lookup(&input, &segments).and_then(|v| refusal(&pattern, v)) {
+                Some(why) => refused.push((shown, why)),
+                None => warnings
+                    .push(format!("config key {shown:?} is not supported by rotor yet (ignored)")),
             }
-            warnings.push(format!(
-                "config key {:?} is not supported by rotor yet (ignored)",
-                display_path(&segments)
-            ));
             continue;
         }
         let mut leaves = Vec::new();
@@ -134,6 +129,9 @@ pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, Con
         }
     }
 
+    if !refused.is_empty() {
+        return Err(ConfigError::Refused { keys: refused, warnings });
+    }
     Ok(Loaded { config, warnings, unknown_keys, file })
 }
 

@@ -56,6 +56,16 @@ pub use transport::{
 };
 pub use validate::validate;
 
+fn refused_message(keys: &[(String, &'static str)]) -> String {
+    let each: Vec<String> =
+        keys.iter().map(|(key, why)| format!("{key} (rotor cannot {why} yet)")).collect();
+    format!(
+        "refusing to start rather than run without what these keys switch on: {}; remove them \
+         or switch them off",
+        each.join("; ")
+    )
+}
+
 /// Errors from loading or validating the configuration. Every message names the file,
 /// key path or environment variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +114,16 @@ pub enum ConfigError {
         var: String,
         /// What is wrong with it.
         message: String,
+    },
+    /// Keys (or environment variables) Rotor relies on but does not implement yet are
+    /// switched on: each with what Rotor would fail to do.
+    #[error("{}", refused_message(.keys))]
+    Refused {
+        /// Key or variable, and what Rotor would fail to do.
+        keys: Vec<(String, &'static str)>,
+        /// The warnings of the same load (harmless keys skipped, unknown keys), for
+        /// `checkconfig` to report both lists.
+        warnings: Vec<String>,
     },
     /// A semantic check failed; `key` is the dotted path.
     #[error("invalid config: {key}: {message}")]

@@ -248,18 +248,48 @@ fn unknown_keys_are_reported_with_full_path() {
 
 #[test]
 fn unsupported_centrifugo_keys_warn_but_are_not_unknown() {
+    // Relied-on keys present but off are skipped like harmless ones.
     let loaded = load_text(
         "json",
-        r#"{"uni_grpc": {"enabled": true}, "engine": {"redis": {"replica_client": {"enabled": true}}},
-            "channel": {"namespaces": [{"name": "ab", "subscription_type": "map"}]}}"#,
+        r#"{"uni_grpc": {"enabled": false, "port": 11000}, "usage_stats": {"disabled": true},
+            "engine": {"redis": {"replica_client": {"enabled": true}}},
+            "channel": {"namespaces": [{"name": "ab", "subscription_type": "stream"}]}}"#,
     )
     .unwrap();
     assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
     let unsupported: Vec<_> =
         loaded.warnings.iter().filter(|w| w.contains("not supported by rotor yet")).collect();
-    assert_eq!(unsupported.len(), 3, "{:?}", loaded.warnings);
+    assert_eq!(unsupported.len(), 4, "{:?}", loaded.warnings);
     assert!(unsupported.iter().any(|w| w.contains("\"uni_grpc\"")));
     assert!(unsupported.iter().any(|w| w.contains("engine.redis.replica_client")));
+}
+
+#[test]
+fn relied_on_keys_switched_on_refuse_to_start_naming_every_one() {
+    let err = load_text(
+        "json",
+        r#"{"uni_grpc": {"enabled": true}, "usage_stats": {"disabled": true},
+            "client": {"channel_position_max_time_lag": "5s"},
+            "consumers": [{"name": "a", "enabled": false}, {"name": "b", "enabled": true}],
+            "channel": {"namespaces": [{"name": "ab", "subscription_type": "map"}]}}"#,
+    )
+    .unwrap_err();
+    let ConfigError::Refused { keys, warnings } = &err else { panic!("{err:?}") };
+    let named: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        named,
+        [
+            "channel.namespaces[0].subscription_type",
+            "client.channel_position_max_time_lag",
+            "consumers",
+            "uni_grpc"
+        ],
+        "{err}"
+    );
+    assert!(warnings.iter().any(|w| w.contains("usage_stats")), "{warnings:?}");
+    assert!(err.to_string().contains("uni_grpc (rotor cannot accept unidirectional gRPC"), "{err}");
+    // A zero value is off.
+    load_text("json", r#"{"client": {"channel_position_max_time_lag": "0s"}}"#).unwrap();
 }
 
 #[test]
@@ -433,7 +463,8 @@ fn env_unknown_and_unsupported_variables_warn() {
         None,
         &env(&[
             ("ROTOR_CLIENT_NOPE", "1"),
-            ("CENTRIFUGO_UNI_GRPC_ENABLED", "true"),
+            ("CENTRIFUGO_UNI_GRPC_ENABLED", "false"),
+            ("CENTRIFUGO_GRAPHITE_ENABLED", "true"),
             ("CENTRIFUGO_SSE_ENABLED", "true"),
             ("PATH", "/bin"),
         ]),
@@ -448,7 +479,18 @@ fn env_unknown_and_unsupported_variables_warn() {
         .warnings
         .iter()
         .any(|w| w.contains("CENTRIFUGO_UNI_GRPC_ENABLED is not supported by rotor yet")));
+    assert!(loaded.warnings.iter().any(|w| w.contains("CENTRIFUGO_GRAPHITE_ENABLED")));
     assert!(!loaded.warnings.iter().any(|w| w.contains("PATH")));
+    // Switched on from the environment, a relied-on key refuses as it does from the file.
+    for (var, value) in [
+        ("CENTRIFUGO_UNI_GRPC_ENABLED", "true"),
+        ("ROTOR_CLIENT_CHANNEL_POSITION_MAX_TIME_LAG", "2s"),
+        ("CENTRIFUGO_CONSUMERS", r#"[{"name": "q", "enabled": true}]"#),
+    ] {
+        let err = load(None, &env(&[(var, value)])).unwrap_err();
+        assert!(matches!(&err, ConfigError::Refused { keys, .. } if keys[0].0 == var), "{err:?}");
+    }
+    load(None, &env(&[("CENTRIFUGO_CONSUMERS", r#"[{"name": "q", "enabled": false}]"#)])).unwrap();
 }
 
 fn invalid_key(config: &Config) -> String {

@@ -5,9 +5,10 @@
 //! Owns: nothing but the tasks' own locals. Must not: hold a shard borrow across `.await`, or
 //! decide anything about the protocol (that is `client`'s, through the shard).
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 use futures_lite::io::{AsyncWriteExt, WriteHalf};
@@ -33,6 +34,40 @@ pub struct Env {
     pub port: Port,
     /// The listener's TLS, when it serves TLS.
     pub tls: Option<futures_rustls::TlsAcceptor>,
+    /// This shard's share of `client.connection_rate_limit`.
+    pub rate: Option<RefCell<ConnectionRate>>,
+}
+
+/// A token bucket for new client connections: `client.connection_rate_limit` per second for
+/// the node, as upstream's limiter (burst = one second's worth). Each shard owns an equal
+/// share, so admitting a connection touches no other shard; the listeners spread connections
+/// evenly (`SO_REUSEPORT` or round-robin), so the shares add up to the node's rate.
+pub struct ConnectionRate {
+    per_second: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl ConnectionRate {
+    /// The share of one of `shards` shards of `limit` connections per second (0 = none).
+    pub fn share(limit: usize, shards: usize) -> Option<RefCell<ConnectionRate>> {
+        (limit > 0).then(|| {
+            let per_second = (limit as f64 / shards.max(1) as f64).max(1.0);
+            RefCell::new(ConnectionRate { per_second, tokens: per_second, at: Instant::now() })
+        })
+    }
+
+    /// Takes a token; false when the bucket is empty.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 /// The endpoints a listener serves (`http_server.internal_port`, as upstream splits them).
@@ -193,4 +228,27 @@ pub async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<Soc
         }
     }
     let _ = writer.flush().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::ConnectionRate;
+
+    #[test]
+    fn a_share_admits_its_burst_then_refills_at_its_rate() {
+        // 30 per second over 3 shards: 10 per second here, a burst of 10.
+        let cell = ConnectionRate::share(30, 3).unwrap();
+        let mut rate = cell.borrow_mut();
+        let t0 = Instant::now();
+        assert_eq!((0..15).filter(|_| rate.admit(t0)).count(), 10);
+        assert!(rate.admit(t0 + Duration::from_millis(100)), "a tenth of a second refills one");
+        assert!(!rate.admit(t0 + Duration::from_millis(100)));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..15).filter(|_| rate.admit(later)).count(), 10, "the burst is capped");
+        assert!(ConnectionRate::share(0, 3).is_none());
+        // A limit below the shard count still admits one per second on each shard.
+        assert!(ConnectionRate::share(1, 4).unwrap().borrow_mut().admit(t0));
+    }
 }

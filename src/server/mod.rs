@@ -43,7 +43,7 @@ mod socket;
 mod streaming;
 
 use conn::{closed_then_wait, disconnect, finish_conn, handle_commands, shard_header, write_loop};
-pub use conn::{Env, Port, Reply};
+pub use conn::{ConnectionRate, Env, Port, Reply};
 use socket::{send, Socket};
 
 /// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
@@ -98,6 +98,17 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
             }
             None => None,
         };
+        let new_client = bidi
+            || uni
+            || matches!(
+                streaming::Endpoint::at(&cfg, &head.path),
+                Some((streaming::Endpoint::Stream(_), _))
+            );
+        if clients && new_client && over_rate(&env) {
+            let why = "connection rate limit reached";
+            let _ = send(&mut stream, &error_response(shard_id, 503, why)).await;
+            return;
+        }
         if bidi || uni || tail.is_some() {
             let any = websocket::OriginPolicy::any();
             let origins = if tail.is_some() { &any } else { &env.origins };
@@ -168,6 +179,12 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
             return;
         }
     }
+}
+
+/// Whether a new client connection exceeds this shard's share of
+/// `client.connection_rate_limit` (upstream answers those 503 before the transport starts).
+fn over_rate(env: &Env) -> bool {
+    env.rate.as_ref().is_some_and(|r| !r.borrow_mut().admit(Instant::now()))
 }
 
 /// A JSON error answer that closes the connection.
