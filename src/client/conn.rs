@@ -22,6 +22,7 @@ use crate::client::queue::{Batch, Out, Queue};
 use crate::client::session::Session;
 use crate::metrics::{ClientLabel, FrameType, ShardMetrics};
 use crate::protocol::{Command, Disconnect};
+use crate::transport::deflate::{self, Compressor};
 use crate::transport::{Encoding, Transport};
 
 /// A connection slot on this shard plus a generation, so a stale key never reaches a newer
@@ -79,6 +80,9 @@ pub struct Conn {
     pub ping_sent: u32,
     /// Whether its `connect` named the client app and its version (metric labels).
     pub label: ClientLabel,
+    /// permessage-deflate was negotiated: messages go out compressed
+    /// (`transport::deflate`).
+    pub deflate: bool,
 }
 
 /// What a connection keeps for its proxy calls (spec §9.3).
@@ -111,6 +115,7 @@ impl Conn {
             reading_done: false,
             busy: false,
             proxy: None,
+            deflate: false,
         }
     }
 
@@ -230,12 +235,16 @@ pub struct Conns {
     connected: Arc<AtomicUsize>,
     /// Origin of [`Conns::micros`].
     epoch: Option<Instant>,
+    /// Compresses frames for connections with `deflate`, once per distinct frame.
+    compressor: Compressor,
+    /// Compression of `/connection/websocket` and of `uni_websocket` connections.
+    compression: [deflate::Settings; 2],
 }
 
 impl Conns {
     /// An empty table counting connected clients in `connected` (shared by all shards).
-    pub fn new(connected: Arc<AtomicUsize>) -> Conns {
-        Conns { connected, epoch: Some(Instant::now()), ..Conns::default() }
+    pub fn new(connected: Arc<AtomicUsize>, compression: [deflate::Settings; 2]) -> Conns {
+        Conns { connected, epoch: Some(Instant::now()), compression, ..Conns::default() }
     }
 
     /// Microseconds since this table was made, wrapping every ~71 minutes: four bytes per
@@ -323,8 +332,18 @@ impl Conns {
         (metrics, frame): (&mut ShardMetrics, Option<FrameType>),
         make: impl FnOnce(Encoding) -> Option<Out>,
     ) -> Result<(), Refused> {
-        let conn = self.get_mut(key).filter(|c| c.closing.is_none()).ok_or(Refused::Closed)?;
-        let out = make(conn.encoding()).ok_or(Refused::Unsupported)?;
+        let conn = self.get(key).filter(|c| c.closing.is_none()).ok_or(Refused::Closed)?;
+        let mut out = make(conn.encoding()).ok_or(Refused::Unsupported)?;
+        if conn.deflate {
+            let settings = self.compression[usize::from(conn.transport.unidirectional())];
+            if let Out::Data { frame, header } = &out {
+                let compressed = self.compressor.compress(frame, usize::from(*header), settings);
+                if let Some((frame, header)) = compressed {
+                    out = Out::Data { frame, header };
+                }
+            }
+        }
+        let conn = self.get_mut(key).ok_or(Refused::Closed)?;
         if conn.queue.bytes() + out.len() > max {
             return Err(Refused::Overflow);
         }

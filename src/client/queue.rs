@@ -180,8 +180,11 @@ impl Queue {
         let mut run: Vec<(Bytes, u8)> = Vec::new();
         for out in self.items.drain(..) {
             match out {
-                Out::Data { frame, header } => run.push((frame, header)),
-                Out::Control(b) => {
+                // A compressed message (RSV1) cannot share a frame: it goes as it is.
+                Out::Data { frame, header } if frame.first().is_none_or(|b| b & 0x40 == 0) => {
+                    run.push((frame, header));
+                }
+                Out::Data { frame: b, .. } | Out::Control(b) => {
                     flush_run(&mut run, &mut buf);
                     buf.extend_from_slice(&b);
                 }

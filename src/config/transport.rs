@@ -29,8 +29,14 @@ section! {
         read_buffer_size: usize [Plain] = 0,
         /// Socket write buffer; 0 = implementation default.
         write_buffer_size: usize [Plain] = 0,
-        /// permessage-deflate.
+        /// permessage-deflate (no context takeover) for clients that offer it.
         compression: bool [Plain] = false,
+        /// zlib level of compressed messages, 1 (fastest) to 9.
+        compression_level: i64 [Plain] = 1,
+        /// Messages of at most this many bytes go uncompressed; 0 = compress all.
+        compression_min_size: usize [Plain] = 0,
+        /// Largest inbound message once inflated; 0 = 10 × `message_size_limit`.
+        decompressed_message_size_limit: usize [Plain] = 0,
     }
 }
 
@@ -98,6 +104,12 @@ section! {
         join_push_messages: bool [Plain] = false,
         /// Close with the close frame only, without a `disconnect` push first.
         disable_disconnect_push: bool [Plain] = false,
+        /// permessage-deflate (no context takeover) for clients that offer it.
+        compression: bool [Plain] = false,
+        /// zlib level of compressed messages, 1 (fastest) to 9.
+        compression_level: i64 [Plain] = 1,
+        /// Messages of at most this many bytes go uncompressed; 0 = compress all.
+        compression_min_size: usize [Plain] = 0,
     }
 }
 

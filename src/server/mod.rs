@@ -32,6 +32,7 @@ use crate::shard::id::ShardId;
 use crate::shard::mesh;
 use crate::shard::msg::{Frame, ShardMsg};
 use crate::shard::{shutdown_signal, ShardRef};
+use crate::transport::deflate::{self, Inflater};
 use crate::transport::websocket::{self, Wire};
 use crate::transport::Transport;
 
@@ -113,7 +114,15 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
             let any = websocket::OriginPolicy::any();
             let origins = if tail.is_some() { &any } else { &env.origins };
             match websocket::check_upgrade(&head, origins) {
-                Ok(up) => {
+                Ok(mut up) => {
+                    let compression = if uni {
+                        cfg.uni_websocket.compression
+                    } else {
+                        bidi && cfg.websocket.compression
+                    };
+                    if compression {
+                        up.deflate = deflate::negotiate(&head);
+                    }
                     let transport = if uni || tail.is_some() {
                         Transport::UniWebSocket { join: cfg.uni_websocket.join_push_messages }
                     } else {
@@ -323,11 +332,20 @@ async fn serve_websocket(shard: ShardRef, mut stream: Socket, ws: WsOpen) {
     let _ = stream.tcp().set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
     // Unidirectional WebSocket is JSON only.
     let key = shard.borrow_mut().open_conn(transport, up.protobuf && !uni, forwarded);
-    let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
     let size_limit =
         if uni { cfg.uni_websocket.message_size_limit } else { cfg.websocket.message_size_limit };
     let mut read = ReadState::default();
+    if up.deflate.is_some() {
+        if let Some(c) = shard.borrow_mut().conns().get_mut(key) {
+            c.deflate = true;
+        }
+        let configured = if uni { 0 } else { cfg.websocket.decompressed_message_size_limit };
+        let inflated = if configured == 0 { size_limit.saturating_mul(10) } else { configured };
+        let limits = deflate::Limits { wire: size_limit, inflated };
+        read.deflate = Some((Inflater::default(), limits));
+    }
+    let (reader, writer) = futures_lite::io::split(stream);
+    let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
     if let Some(text) = connect {
         read.connect_sent = true;
         uni_connect(&shard, key, text.as_bytes()).await;
@@ -346,6 +364,29 @@ struct ReadState {
     /// A uni WebSocket client's connect request arrived (in the URL or its first message);
     /// later messages are ignored.
     connect_sent: bool,
+    /// permessage-deflate: the wire bytes go through the inflater before tungstenite.
+    deflate: Option<(Inflater, deflate::Limits)>,
+}
+
+impl ReadState {
+    /// Appends bytes read from the socket to what tungstenite parses (inflating compressed
+    /// messages first); an error is the close the connection gets.
+    fn take_in(
+        &mut self,
+        raw: &mut Vec<u8>,
+        input: &mut Vec<u8>,
+        bytes: &[u8],
+    ) -> Result<(), Disconnect> {
+        let Some((inflater, limits)) = &mut self.deflate else {
+            input.extend_from_slice(bytes);
+            return Ok(());
+        };
+        raw.extend_from_slice(bytes);
+        inflater.feed(raw, input, *limits).map_err(|e| match e {
+            deflate::InflateError::TooBig => CLOSE_MESSAGE_TOO_BIG,
+            deflate::InflateError::Invalid => CLOSE_PROTOCOL_ERROR,
+        })
+    }
 }
 
 /// Handles a unidirectional client's connect request; one that does not decode closes the
@@ -370,21 +411,29 @@ async fn read_loop(
     mut state: ReadState,
 ) {
     let uni = shard.borrow_mut().conns().get(key).is_some_and(|c| c.transport.unidirectional());
+    // With deflate the inflater holds the wire to message_size_limit; tungstenite sees
+    // messages inflated, up to decompressed_message_size_limit.
+    let parsed_limit = state.deflate.as_ref().map_or(message_size_limit, |(_, l)| l.inflated);
     let mut ctx = websocket::context(
-        message_size_limit,
+        parsed_limit,
         if read_buffer_size == 0 { WS_PARSE_CHUNK } else { read_buffer_size },
     );
-    let mut input = leftover;
+    let mut raw = Vec::new();
+    let mut input = Vec::new();
+    let mut fatal = false;
+    if let Err(close) = state.take_in(&mut raw, &mut input, &leftover) {
+        disconnect(shard, key, close);
+        fatal = true;
+    }
     let mut output = Vec::new();
     // Idle connections wait on a small inline buffer; a heap buffer is used only while a read
     // fills the small one (a burst or a large message) and is dropped again afterwards.
     let mut small = [0u8; WS_IDLE_READ];
     let mut big: Vec<u8> = Vec::new();
-    let mut stop_commands = false;
-    // Set after tungstenite reported a fatal frame error: its parser state is then undefined
-    // (feeding it more bytes can trip its internal assertions), so the rest of the stream is
-    // only drained until the client closes or the close wait ends.
-    let mut fatal = false;
+    let mut stop_commands = fatal;
+    // Set after tungstenite (or the inflater) reported a fatal frame error: its parser state is
+    // then undefined (feeding it more bytes can trip its internal assertions), so the rest of
+    // the stream is only drained until the client closes or the close wait ends.
     loop {
         if fatal {
             input.clear();
@@ -469,6 +518,9 @@ async fn read_loop(
             // Idle connections keep no input buffer; the next read allocates a fitting one.
             input = Vec::new();
         }
+        if raw.is_empty() && raw.capacity() > 0 {
+            raw = Vec::new();
+        }
         let buf: &mut [u8] = if big.is_empty() { &mut small } else { &mut big };
         let read = or(async { Some(reader.read(buf).await) }, async {
             closed_then_wait(shard, key).await;
@@ -479,16 +531,20 @@ async fn read_loop(
             Some(Ok(n)) if n > 0 => n,
             _ => return,
         };
+        let read = if big.is_empty() { &small[..n] } else { &big[..n] };
+        if !fatal {
+            if let Err(close) = state.take_in(&mut raw, &mut input, read) {
+                disconnect(shard, key, close);
+                stop_commands = true;
+                fatal = true;
+            }
+        }
         if big.is_empty() {
-            input.extend_from_slice(&small[..n]);
             if n == WS_IDLE_READ {
                 big = vec![0u8; WS_BURST_READ];
             }
-        } else {
-            input.extend_from_slice(&big[..n]);
-            if n < WS_IDLE_READ {
-                big = Vec::new();
-            }
+        } else if n < WS_IDLE_READ {
+            big = Vec::new();
         }
     }
 }

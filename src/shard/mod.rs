@@ -59,7 +59,7 @@ use crate::shard::engine::Engine;
 use crate::shard::id::{Lane, RequestId, ShardId};
 use crate::shard::mesh::Mesh;
 use crate::shard::msg::{Answer, Call, Cast, Frame, ShardCounts, ShardMsg};
-use crate::transport::Transport;
+use crate::transport::{deflate, Transport};
 
 /// The shard state shared by the tasks of one executor.
 pub type ShardRef = Rc<RefCell<Shard>>;
@@ -107,6 +107,15 @@ pub struct Shard {
     next_presence_refresh: Instant,
 }
 
+/// The compression settings of `/connection/websocket` and `uni_websocket`.
+fn compression(cfg: &crate::config::Config) -> [deflate::Settings; 2] {
+    let (bidi, uni) = (&cfg.websocket, &cfg.uni_websocket);
+    [
+        deflate::Settings::new(bidi.compression_level, bidi.compression_min_size),
+        deflate::Settings::new(uni.compression_level, uni.compression_min_size),
+    ]
+}
+
 impl Shard {
     /// Shard `id` of `count`, with no connections. `connected` counts connected clients across
     /// the process; `heartbeat` is the watchdog's view of this shard.
@@ -119,9 +128,10 @@ impl Shard {
     ) -> Self {
         let now = env.clock.now();
         let first_sweep = now + env.cfg.client.channel_position_check_delay;
+        let compression = compression(&env.cfg);
         Shard {
             env,
-            conns: Conns::new(connected),
+            conns: Conns::new(connected, compression),
             flights: Flights::default(),
             hub: Hub::default(),
             mesh: Mesh::new(id, count),

@@ -6,6 +6,7 @@
 //! and add their own framing when a connection's queue is flushed ([`stream`]). So a shard
 //! encodes a publication at most once per encoding, whatever mix of transports listens.
 
+pub mod deflate;
 pub mod stream;
 pub mod websocket;
 
@@ -83,3 +84,6 @@ impl Encoding {
         }
     }
 }
+
+#[cfg(test)]
+mod deflate_tests;

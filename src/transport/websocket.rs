@@ -106,6 +106,8 @@ pub struct Upgrade {
     pub frame_ping_pong: bool,
     /// The client speaks Protobuf (`centrifuge-protobuf` subprotocol or `?format=protobuf`).
     pub protobuf: bool,
+    /// The `Sec-WebSocket-Extensions` answer when permessage-deflate is on and negotiated.
+    pub deflate: Option<&'static str>,
 }
 
 /// Validates an upgrade request (RFC 6455 §4.2.1) and the origin policy.
@@ -140,6 +142,7 @@ pub fn check_upgrade(head: &Head, origins: &OriginPolicy) -> Result<Upgrade, Upg
         subprotocol,
         frame_ping_pong: head.query_param("cf_ws_frame_ping_pong").as_deref() == Some("true"),
         protobuf,
+        deflate: None,
     })
 }
 
@@ -153,6 +156,11 @@ pub fn switching_protocols(up: &Upgrade, shard: usize) -> Vec<u8> {
     if let Some(p) = up.subprotocol {
         out.push_str("Sec-WebSocket-Protocol: ");
         out.push_str(p);
+        out.push_str("\r\n");
+    }
+    if let Some(e) = up.deflate {
+        out.push_str("Sec-WebSocket-Extensions: ");
+        out.push_str(e);
         out.push_str("\r\n");
     }
     out.push_str("\r\n");
