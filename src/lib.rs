@@ -57,12 +57,15 @@
 //!    [`hub::fanout::deliver`] encodes the push once per encoding its subscribers need
 //!    ([`hub::encode::event_out`]; patches once per publication in a channel with delta
 //!    subscribers, [`hub::delta`]), builds the whole unmasked WebSocket frame once, and queues
-//!    that shared frame on every subscriber (`Conns::enqueue_as`), each queue bounded by
-//!    `client.queue_max_size` (a refusal closes with 3008 slow, after the loop).
+//!    that shared frame on every subscriber (`Conns::enqueue_as`; a connection that
+//!    negotiated permessage-deflate gets the frame compressed, once per shard,
+//!    [`transport::deflate::Compressor`]), each queue bounded by `client.queue_max_size` (a
+//!    refusal closes with 3008 slow, after the loop).
 //! 5. Queuing wakes the connection's writer (`server::conn::write_loop`). The pump handles
 //!    every frame already in a lane before yielding, so writers run once per burst: a writer
 //!    takes its whole queue (`Conn::take_batch`) and writes it with a single call. On WebSocket
-//!    consecutive frames merge into one frame (newline-joined JSON); HTTP-streaming and SSE
+//!    consecutive frames merge into one frame (newline-joined JSON; compressed frames go as
+//!    they are); HTTP-streaming and SSE
 //!    connections frame the payloads as lines or events ([`transport::stream`]).
 //!
 //! # Life of a subscribe with recovery
