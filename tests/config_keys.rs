@@ -112,10 +112,7 @@ fn relied_on_keys_switched_on_refuse_to_start_naming_the_key() {
             json!({"channel": {"without_namespace": {"subscribe_stream_proxy_enabled": true}}}),
             "channel.without_namespace.subscribe_stream_proxy_enabled",
         ),
-        (
-            json!({"uni_sse": {"connect_code_to_http_response": true}}),
-            "uni_sse.connect_code_to_http_response",
-        ),
+        (json!({"broker": {"nats": {"raw_mode": {"enabled": true}}}}), "broker.nats.raw_mode"),
     ];
     for (i, (patch, key)) in cases.into_iter().enumerate() {
         let mut cfg = base_config();

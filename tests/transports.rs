@@ -395,6 +395,58 @@ fn uni_http_stream_turns_a_connect_error_into_a_disconnect_push() {
 }
 
 #[test]
+fn connect_code_to_http_response_answers_a_refused_connect_in_http() {
+    let mut cfg = config();
+    let map = json!({"enabled": true, "transforms": [
+        {"code": 109, "to": {"status_code": 401, "body": "token expired"}},
+        {"code": 3500, "to": {"status_code": 403}}
+    ]});
+    merge(
+        &mut cfg,
+        json!({
+            "uni_sse": {"connect_code_to_http_response": map.clone()},
+            "uni_http_stream": {"connect_code_to_http_response": map}
+        }),
+    );
+    let server = Server::start(cfg);
+    let expired = json!({"token": token_with(json!({"sub": "ann", "exp": now() - 10}))});
+    let forged = json!({"token": format!("{}x", token("ann"))});
+    for path in ["/connection/uni_http_stream", "/connection/uni_sse"] {
+        // An error code listed with a body: that status and body.
+        let r = server.http().post(path, &[], &expired.to_string());
+        assert_eq!((r.status, r.body.as_slice()), (401, &b"token expired"[..]), "{path}");
+        // A disconnect code listed without a body: its reason.
+        let r = server.http().post(path, &[], &forged.to_string());
+        assert_eq!((r.status, r.body.as_slice()), (403, &b"invalid token"[..]), "{path}");
+        // A code not listed (101, no token at all): 500.
+        let r = server.http().post(path, &[], "{}");
+        assert_eq!((r.status, r.body.as_slice()), (500, &b"Internal Server Error"[..]), "{path}");
+    }
+    // Accepted: the stream starts as usual, with the connect push first.
+    let body = json!({"token": token("ann")}).to_string();
+    let mut s = Stream::post(server.port, "/connection/uni_http_stream", &[], body.as_bytes());
+    assert_eq!(s.status, 200);
+    assert!(s.line().unwrap()["connect"]["client"].is_string());
+    // Validation names the key.
+    let mut bad = config();
+    let zero = json!({"enabled": true, "transforms": [{"code": 0, "to": {"status_code": 400}}]});
+    merge(&mut bad, json!({"uni_sse": {"connect_code_to_http_response": zero}}));
+    let path = std::env::temp_dir().join(format!("rotor-cc2h-{}.json", std::process::id()));
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .args(["checkconfig", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("uni_sse.connect_code_to_http_response.transforms[0].code"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
 fn uni_http_stream_delivers_server_side_subscriptions() {
     let server = Server::start(config());
     let tok = token_with(json!({"sub": "fay", "exp": now() + 3600, "channels": ["a", "b"]}));

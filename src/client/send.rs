@@ -92,10 +92,30 @@ impl Clients<'_> {
                 self.push(key, "", &push);
             }
             ReplyBody::Error(e) => {
-                let d = self.uni_connect_error(e.code);
+                let d = if self.connect_answered_by_http(key) {
+                    // The stream has not started: the error itself becomes the HTTP answer
+                    // (`server::streaming`), never a disconnect the client would see.
+                    let code = u16::try_from(e.code).unwrap_or(u16::MAX);
+                    Disconnect { code, reason: e.message.clone() }
+                } else {
+                    self.uni_connect_error(e.code)
+                };
                 self.disconnect(key, d);
             }
             _ => {}
+        }
+    }
+
+    /// Whether this connection's connect is answered in HTTP when refused
+    /// (`connect_code_to_http_response` of uni SSE and uni HTTP-stream).
+    fn connect_answered_by_http(&self, key: ConnKey) -> bool {
+        let cfg = &self.env.cfg;
+        match self.conns.get(key).map(|c| c.transport) {
+            Some(Transport::UniSse) => cfg.uni_sse.connect_code_to_http_response.enabled,
+            Some(Transport::UniHttpStream) => {
+                cfg.uni_http_stream.connect_code_to_http_response.enabled
+            }
+            _ => false,
         }
     }
 

@@ -52,7 +52,8 @@ pub use server::{
 };
 pub use tls::Tls;
 pub use transport::{
-    Emulation, HttpStream, Init, Sse, UniHttpStream, UniSse, UniWebSocket, WebSocket,
+    ConnectCodeToHttp, ConnectHttpResponse, ConnectHttpTransform, Emulation, HttpStream, Init, Sse,
+    UniHttpStream, UniSse, UniWebSocket, WebSocket,
 };
 pub use validate::validate;
 

@@ -68,16 +68,63 @@ stream_section!(
     Sse,
     "/connection/sse"
 );
-stream_section!(
+section! {
     /// `uni_sse.*`.
-    UniSse,
-    "/connection/uni_sse"
-);
-stream_section!(
+    pub struct UniSse {
+        /// Serve the endpoint.
+        enabled: bool [Plain] = false,
+        /// Endpoint path.
+        handler_prefix: String [Plain] = "/connection/uni_sse".to_owned(),
+        /// Largest connect request body (413 above).
+        max_request_body_size: usize [Plain] = 65_536,
+        /// Answer a refused connect with an HTTP status instead of a stream.
+        connect_code_to_http_response: ConnectCodeToHttp [Plain] = ConnectCodeToHttp::default(),
+    }
+}
+
+section! {
     /// `uni_http_stream.*`.
-    UniHttpStream,
-    "/connection/uni_http_stream"
-);
+    pub struct UniHttpStream {
+        /// Serve the endpoint.
+        enabled: bool [Plain] = false,
+        /// Endpoint path.
+        handler_prefix: String [Plain] = "/connection/uni_http_stream".to_owned(),
+        /// Largest connect request body (413 above).
+        max_request_body_size: usize [Plain] = 65_536,
+        /// Answer a refused connect with an HTTP status instead of a stream.
+        connect_code_to_http_response: ConnectCodeToHttp [Plain] = ConnectCodeToHttp::default(),
+    }
+}
+
+section! {
+    /// `<uni transport>.connect_code_to_http_response`: the connect runs before the response
+    /// starts, and a refusal becomes an HTTP answer instead of a disconnect on the stream.
+    pub struct ConnectCodeToHttp {
+        /// Connect first, answer refusals with HTTP.
+        enabled: bool [Plain] = false,
+        /// Error or disconnect code → status and body (500 for codes not listed).
+        transforms: Vec<ConnectHttpTransform> [Plain] = Vec::new(),
+    }
+}
+
+/// One `connect_code_to_http_response.transforms[]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectHttpTransform {
+    /// Connect error code (or disconnect code) to match.
+    pub code: u32,
+    /// The HTTP answer.
+    pub to: ConnectHttpResponse,
+}
+
+/// Target of a [`ConnectHttpTransform`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectHttpResponse {
+    /// HTTP status.
+    pub status_code: u16,
+    /// Body; empty = the error message (or disconnect reason).
+    #[serde(default)]
+    pub body: String,
+}
 
 section! {
     /// `emulation.*` (on whenever `http_stream` or `sse` is).

@@ -81,14 +81,6 @@ const KEYS: &[(&str, Kind)] = &[
     ("uni_websocket.write_buffer_size", Harmless),
     ("uni_websocket.use_write_buffer_pool", Harmless),
     ("uni_websocket.disable_closing_handshake", Harmless),
-    (
-        "uni_sse.connect_code_to_http_response",
-        Relied(On::Set, "answer a refused connect with its HTTP status"),
-    ),
-    (
-        "uni_http_stream.connect_code_to_http_response",
-        Relied(On::Set, "answer a refused connect with its HTTP status"),
-    ),
     ("admin.web_path", Harmless), // Rotor serves its own embedded UI
     ("admin.web_proxy_address", Harmless),
     ("prometheus.instrument_http_handlers", Harmless),

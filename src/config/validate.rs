@@ -51,6 +51,20 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
         return Err(invalid("websocket.message_size_limit", "must be greater than 0"));
     }
     check_token("client.token", &client.token)?;
+    for (key, map) in [
+        ("uni_sse", &config.uni_sse.connect_code_to_http_response),
+        ("uni_http_stream", &config.uni_http_stream.connect_code_to_http_response),
+    ] {
+        for (i, t) in map.transforms.iter().enumerate() {
+            let at = format!("{key}.connect_code_to_http_response.transforms[{i}]");
+            if t.code == 0 {
+                return Err(invalid(format!("{at}.code"), "must be set"));
+            }
+            if !(100..=599).contains(&t.to.status_code) {
+                return Err(invalid(format!("{at}.to.status_code"), "must be an HTTP status"));
+            }
+        }
+    }
     if client.subscription_token.enabled {
         check_token("client.subscription_token", &client.subscription_token.token)?;
     }

@@ -6,6 +6,7 @@
 //! `transport::stream`'s; command handling is `client`'s.
 
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -18,9 +19,9 @@ use super::conn::{finish_conn, handle_commands, shard_header, write_loop, Env, R
 use super::socket::{send, Socket};
 use crate::broker::control;
 use crate::client::conn::ConnKey;
-use crate::config::Config;
+use crate::config::{Config, ConnectCodeToHttp};
 use crate::http::{self, Head};
-use crate::protocol::{decode_commands, json, pb, Command, Request};
+use crate::protocol::{codes, decode_commands, json, pb, Command, Disconnect, Request};
 use crate::shard::id::ShardId;
 use crate::shard::msg::{Answer, Call};
 use crate::shard::{PendingAnswer, ShardRef};
@@ -222,20 +223,61 @@ async fn forward(
 
 /// Serves a streaming connection until either side ends it.
 pub async fn serve(shard: ShardRef, mut stream: Socket, open: Open) {
-    let shard_id = shard.borrow().id();
+    let (shard_id, cfg) = {
+        let s = shard.borrow();
+        (s.id(), Arc::clone(s.cfg()))
+    };
+    let by_http = match open.transport {
+        Transport::UniSse => Some(&cfg.uni_sse.connect_code_to_http_response),
+        Transport::UniHttpStream => Some(&cfg.uni_http_stream.connect_code_to_http_response),
+        _ => None,
+    }
+    .filter(|map| map.enabled);
+    let key = shard.borrow_mut().open_conn(open.transport, open.protobuf, open.forwarded);
+    let mut commands = Some(open.commands);
+    if let Some(map) = by_http {
+        // Connect before the response starts: a refusal is answered in HTTP (its frames stay
+        // queued with no writer and go away with the connection).
+        let connect = commands.take().unwrap_or_default();
+        Box::pin(handle_commands(&shard, key, connect, open.bytes)).await;
+        let refused = match shard.borrow_mut().conns().get(key) {
+            Some(c) => c.closing.clone(),
+            None => Some(codes::DISCONNECT_SERVER_ERROR),
+        };
+        if let Some(d) = refused {
+            shard.borrow_mut().with_clients(|c| c.remove_conn(key));
+            let (status, body) = http_answer(map, &d);
+            let mut extra = shard_header(shard_id).to_vec();
+            extra.extend(open.cors.iter().map(|(k, v)| (*k, v.as_str())));
+            let resp = http::response(status, "text/plain; charset=utf-8", &extra, &body, false);
+            let _ = send(&mut stream, &resp).await;
+            return;
+        }
+    }
     let head =
         stream::response_head(open.transport, open.protobuf, &shard_header(shard_id), &open.cors);
     if send(&mut stream, &head).await.is_err() {
+        shard.borrow_mut().with_clients(|c| c.remove_conn(key));
         return;
     }
     let _ = stream.tcp().set_read_timeout(None);
     let _ = stream.tcp().set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
-    let key = shard.borrow_mut().open_conn(open.transport, open.protobuf, open.forwarded);
     let (reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
-    Box::pin(handle_commands(&shard, key, open.commands, open.bytes)).await;
+    if let Some(commands) = commands {
+        Box::pin(handle_commands(&shard, key, commands, open.bytes)).await;
+    }
     command_loop(&shard, key, reader).await;
     finish_conn(&shard, key, writer_task).await;
+}
+
+/// The HTTP answer to a refused connect: the transform for its code, else 500 (as upstream).
+fn http_answer(map: &ConnectCodeToHttp, refused: &Disconnect) -> (u16, Vec<u8>) {
+    match map.transforms.iter().find(|t| t.code == u32::from(refused.code)) {
+        Some(t) if t.to.body.is_empty() => (t.to.status_code, refused.reason.as_bytes().to_vec()),
+        Some(t) => (t.to.status_code, t.to.body.as_bytes().to_vec()),
+        None => (500, b"Internal Server Error".to_vec()),
+    }
 }
 
 /// Runs the commands `/emulation` brings, in order, until the connection closes or the client
