@@ -24,11 +24,8 @@ const UNSUPPORTED_KEYS: &[&str] = &[
     "http_server.tls_autocert",
     "http_server.http3",
     "http_server.h2c_external",
-    "broker.nats.tls",
     "broker.nats.allow_wildcards",
     "broker.nats.raw_mode",
-    "engine.redis.tls",
-    "engine.redis.sentinel_tls",
     "engine.redis.replica_client",
     "engine.redis.force_resp2",
     "engine.redis.presence_hash_field_ttl",
@@ -74,12 +71,7 @@ const UNSUPPORTED_CHANNEL_OPTIONS: &[&str] = &[
 /// Unsupported keys an operator relies on for security: switched on (`true`, or an object
 /// with `enabled: true`), Rotor refuses to start instead of ignoring them, since serving
 /// cleartext on a port the operator believes is TLS fails open.
-const REFUSED_WHEN_ON: &[&str] = &[
-    "http_server.tls_autocert",
-    "engine.redis.tls",
-    "engine.redis.sentinel_tls",
-    "broker.nats.tls",
-];
+const REFUSED_WHEN_ON: &[&str] = &["http_server.tls_autocert"];
 
 /// Whether an unsupported key's `value` switches on something Rotor must not ignore.
 pub(super) fn refused_when_on(pattern: &str, value: &serde_json::Value) -> bool {
