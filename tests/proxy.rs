@@ -14,7 +14,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{eventually, free_port, merge, wait_for_port, Client, Event, Http, Server};
+use common::{
+    eventually, free_port, make_certificates, merge, wait_for_port, Client, Event, Http, Server,
+};
 use serde_json::{json, Value};
 
 /// The recording backend; stopped by PID on drop.
@@ -572,48 +574,6 @@ fn connects_waiting_on_a_slow_backend_do_not_delay_publications_on_their_shard()
         let reply = c.next_json();
         assert!(reply["connect"]["client"].is_string(), "{reply}");
     }
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI in
-/// `dir`: (ca.pem, cert.pem, key.pem).
-fn make_certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rotor test CA"],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &["-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
-    ]
-    .concat());
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
-        .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    [dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem")]
 }
 
 #[test]

@@ -557,3 +557,45 @@ pub fn wait_for_port(port: u16, what: &str) {
             .map_err(|_| format!("{what} did not start"))
     });
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI in
+/// `dir`: (ca.pem, cert.pem, key.pem).
+pub fn make_certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rotor test CA"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &["-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+    ]
+    .concat());
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+        .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    [dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem")]
+}
