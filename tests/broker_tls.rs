@@ -154,6 +154,48 @@ fn redis_with_a_wrong_ca_is_never_used_and_publishing_fails() {
     assert_eq!(r["error"]["code"], 100, "{r}");
 }
 
+/// `rediss+sentinel://`: the Sentinel is asked over TLS (`sentinel_tls`), and the master it
+/// names is reached over TLS too (`tls`).
+#[test]
+fn a_rediss_sentinel_url_reaches_the_master_over_tls() {
+    let certs = Certs::make("sentinel-tls");
+    let (master, master_tls) = redis_tls(&certs);
+    let tls_args = |port: u16| {
+        format!(
+            "tls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients no\ntls-replication yes\n",
+            path(&certs.cert),
+            path(&certs.key),
+            path(&certs.ca)
+        )
+    };
+    let sentinel_tls = free_port();
+    let sentinel = RedisServer::start_with(|port, dir| {
+        let conf = dir.join("sentinel.conf");
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\n{}sentinel monitor main 127.0.0.1 {master_tls} 1\n",
+            dir.display(),
+            tls_args(sentinel_tls)
+        );
+        std::fs::write(&conf, text).unwrap();
+        vec![conf.display().to_string(), "--sentinel".to_owned()]
+    });
+    wait_for_port(sentinel_tls, "the Sentinel's TLS port");
+    let ca = path(&certs.ca);
+    let object = json!({
+        "address": format!("rediss+sentinel://127.0.0.1:{sentinel_tls}?sentinel_master_name=main"),
+        "tls": {"server_ca_pem": ca}, "sentinel_tls": {"server_ca_pem": ca}
+    });
+    let a = node("a", json!({"engine": {"type": "redis", "redis": object.clone()}}));
+    let b = node("b", json!({"engine": {"type": "redis", "redis": object}}));
+    publication_crosses(&a, &b);
+    let clients = master.command(&["CLIENT", "LIST"]);
+    let laddr = format!("laddr=127.0.0.1:{master_tls}");
+    let on_tls = clients.lines().filter(|l| l.contains(&laddr) && !l.contains("name=sentinel"));
+    assert!(on_tls.count() >= 4, "both nodes' links use the master's TLS port: {clients}");
+    drop(sentinel);
+}
+
 /// A `nats-server` with TLS required, owned by one test and stopped by PID on drop.
 struct Nats {
     child: Child,
