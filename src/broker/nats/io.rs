@@ -4,7 +4,8 @@
 //!
 //! The task shares only the NATS protocol state with the shard's engine; what its reads bring
 //! for channels (events, control messages, confirmed subscriptions) goes through the shard's
-//! inbox. Must not: resend a publish after a failure.
+//! inbox. Must not: resend a publish after a failure, or go on in cleartext when TLS is
+//! configured or the server requires it.
 
 use std::cell::RefCell;
 use std::rc::Rc;

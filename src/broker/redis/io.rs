@@ -1,5 +1,6 @@
 //! The sockets of the Redis engine: per shard, one task keeps the command connection and one the
-//! PUB/SUB connection alive, reconnecting with capped exponential backoff.
+//! PUB/SUB connection alive, reconnecting with capped exponential backoff. A socket is plain
+//! TCP or TLS as the address says (`broker::socket`); the code here is the same for both.
 //!
 //! Each task connects, authenticates, selects the database and (command link) loads the scripts
 //! before marking its link up; from then on a writer flushes whatever the shard queued, in one

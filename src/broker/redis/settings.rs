@@ -1,12 +1,15 @@
 //! The Redis engine's settings, read once from `engine.redis` and shared by every shard:
 //! addresses (plain, Sentinel or Cluster seeds), credentials, timeouts and the name layout.
 //!
-//! Owns: parsing and checking what the configuration says (`Address::parse` is also what
-//! `config::validate` runs, so a bad address is refused before anything starts).
+//! Owns: combining what the configuration says (the addresses, each parsed by `address`; the
+//! TLS objects, built once here into rustls configs every shard shares). `config::validate`
+//! runs `Settings::from_section` too, so a bad address or TLS object is refused, naming its
+//! key, before anything starts.
 //!
 //! Must not: reach the network. Whatever only a server can tell (a Sentinel's master, a
-//! cluster's masters and slots) is found later, on the shards (`io`, `topology`), so these
-//! settings stay the same for every shard and every reconnect.
+//! cluster's masters and slots, whether a single address is a cluster node) is found later,
+//! on the shards (`io`, `topology`), so these settings stay the same for every reconnect; a
+//! shard that finds a cluster behind a plain address uses their `as_cluster` copy.
 
 use std::time::Duration;
 
@@ -114,7 +117,10 @@ impl Settings {
         let mut probe = Vec::new();
         let (mut connect_timeout, mut io_timeout) = (cfg.connect_timeout, cfg.io_timeout);
         let several = forms.len() > 1;
-        for (form, timeouts) in forms {
+        // As upstream: cluster_address, then sentinel_address, win over address, which is
+        // then only checked.
+        let explicit = !cfg.cluster_address.is_empty() || !cfg.sentinel_address.is_empty();
+        for (form, timeouts) in forms.into_iter().filter(|_| !explicit) {
             if several && timeouts != Timeouts::default() {
                 return Err(format!(
                     "{path}.address: connect_timeout/io_timeout in an address need a single address"
@@ -257,6 +263,11 @@ mod tests {
         cfg.address = vec!["h1:6379".to_owned(), "h2:6379".to_owned()];
         let s = Settings::from_config(&cfg).unwrap();
         assert!(s.addresses.len() == 2 && s.probe.is_empty(), "shards are not probed");
+        // cluster_address wins over address, as upstream.
+        cfg.address = vec!["redis+sentinel://s:1?sentinel_master_name=m".to_owned()];
+        cfg.cluster_address = vec!["c:7000".to_owned()];
+        let s = Settings::from_config(&cfg).unwrap();
+        assert!(s.sentinel.is_none() && s.cluster.len() == 1 && s.probe.is_empty());
     }
 
     #[test]

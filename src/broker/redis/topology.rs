@@ -48,7 +48,8 @@ impl Topology {
     /// The configured addresses or, with cluster seeds, the cluster's masters and slot map
     /// from the first seed that answers. A single configured server is asked too, and used
     /// as a cluster seed if it is a cluster node (upstream's client detects clusters so); if
-    /// it cannot be asked now, it is used as one server. Runs on a shard's executor.
+    /// it cannot be asked now (down, or a TLS handshake that fails), it is used as one server
+    /// and a cluster would answer `MOVED`, which `io` logs. Runs on a shard's executor.
     pub async fn discover(settings: &Settings) -> Result<Topology, String> {
         if settings.cluster.is_empty() {
             if !settings.probe.is_empty() {
