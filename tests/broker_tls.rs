@@ -275,3 +275,64 @@ fn nats_tls_with_a_wrong_ca_or_without_tls_never_connects() {
         assert_eq!(r["error"]["code"], 100, "{r}");
     }
 }
+
+/// A TLS object that cannot be used stops the start (and `checkconfig`), naming its key.
+#[test]
+fn an_unusable_tls_object_stops_the_start_naming_its_key() {
+    let dir = Certs::make("tls-keys");
+    let not_pem = dir.dir.join("not.pem");
+    std::fs::write(&not_pem, "no certificate here").unwrap();
+    let cases = [
+        (
+            json!({"engine": {"type": "redis", "redis": {"address": "rediss://127.0.0.1:1",
+                "tls": {"server_ca_pem": path(&not_pem)}}}}),
+            "engine.redis.tls.server_ca_pem",
+        ),
+        (
+            json!({"engine": {"type": "redis", "redis": {
+                "address": "redis+sentinel://127.0.0.1:1?sentinel_master_name=m",
+                "sentinel_tls": {"enabled": true, "cert_pem": path(&dir.cert)}}}}),
+            "engine.redis.sentinel_tls.cert_pem",
+        ),
+        (
+            json!({"broker": {"enabled": true, "type": "nats", "nats": {"url": "tls://127.0.0.1:1",
+                "tls": {"server_ca_pem": "/nonexistent/ca.pem"}}}}),
+            "broker.nats.tls.server_ca_pem",
+        ),
+    ];
+    for (n, (patch, key)) in cases.into_iter().enumerate() {
+        let mut cfg = base_config();
+        merge(&mut cfg, patch);
+        let file = dir.dir.join(format!("config-{n}.json"));
+        std::fs::write(&file, cfg.to_string()).unwrap();
+        for args in [&["checkconfig", "-c"][..], &["-c"][..]] {
+            let child = Command::new(env!("CARGO_BIN_EXE_rotor"))
+                .args(args)
+                .arg(&file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Killed and reaped however the test ends: a server that did start must not
+            // outlive it.
+            let mut child = Reaped(child);
+            let status = eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+                child.0.try_wait().unwrap().ok_or(format!("{args:?} {key}: still running"))
+            });
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr)
+                .unwrap();
+            assert!(!status.success() && stderr.contains(key), "{args:?} {key}: {stderr}");
+        }
+    }
+}
+
+/// A child process killed and reaped on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
