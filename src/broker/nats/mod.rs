@@ -423,8 +423,9 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Op>, ParseError> {
             return Ok(Some(Op::Msg { sid, payload }));
         }
         "INFO" => {
+            // Only the TLS flags matter here; an INFO that is not JSON offers no TLS.
             let info: serde_json::Value =
-                serde_json::from_str(line[4..].trim()).map_err(|_| ParseError(line.clone()))?;
+                serde_json::from_str(line[4..].trim()).unwrap_or_default();
             let flag = |name: &str| info.get(name).and_then(serde_json::Value::as_bool);
             let tls_required = flag("tls_required").unwrap_or(false);
             Op::Info {

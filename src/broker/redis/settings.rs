@@ -129,7 +129,10 @@ impl Settings {
             connect_timeout = timeouts.connect.unwrap_or(connect_timeout);
             io_timeout = timeouts.io.unwrap_or(io_timeout);
             let only = |what: &str| {
-                format!("{path}.address: a {what} address must be the only address (rotor does not shard over several deployments)")
+                format!(
+                    "{path}.address: a {what} address must be the only address \
+                     (rotor does not shard over several deployments)"
+                )
             };
             match form {
                 Form::Server(mut seeds) => {

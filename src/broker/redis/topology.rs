@@ -1,7 +1,8 @@
 //! Which Redis servers a shard talks to: the configured addresses, or, with
 //! `engine.redis.cluster_address`, a `redis+cluster://` address or a single address that
-//! answers `CLUSTER SLOTS` (cluster auto-detection), a Redis Cluster's masters and which of them keeps each of the
-//! 16384 hash slots, read with `CLUSTER SLOTS` from the first seed that answers.
+//! answers `CLUSTER SLOTS` (cluster auto-detection), a Redis Cluster's masters and which of
+//! them keeps each of the 16384 hash slots, read with `CLUSTER SLOTS` from the first seed
+//! that answers.
 //!
 //! Every shard reads the topology itself, on its own executor, when it starts and before its
 //! links connect; the result belongs to that shard's engine. A shard that cannot read it fails
@@ -60,7 +61,9 @@ impl Topology {
                     }
                     Err(e) if e.contains("not a cluster") => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot ask redis whether it is a cluster; using it as one server");
+                        let why =
+                            "cannot ask redis whether it is a cluster; using it as one server";
+                        tracing::warn!(error = %e, "{why}");
                     }
                 }
             }
