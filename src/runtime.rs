@@ -264,9 +264,10 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         crate::proxy::Proxies::from_config(&cfg).map_err(|e| RunError::Config(e.to_string()))?,
     );
     let redis = match engines.redis {
-        Some((_, section)) => {
+        Some((path, section)) => {
             // A cluster's masters and slots are read by each shard as it starts (start_redis).
-            let settings = redis::Settings::from_config(section).map_err(RunError::Config)?;
+            let settings =
+                redis::Settings::from_section(path, section).map_err(RunError::Config)?;
             let roles = (engines.broker == config::BrokerKind::Redis, engines.redis_presence);
             Some((Arc::new(settings), roles))
         }
@@ -451,6 +452,7 @@ async fn start_redis(
     presence: bool,
 ) -> Result<(), String> {
     let topology = redis::Topology::discover(&settings).await?;
+    let settings = topology.settings(settings);
     let addresses = topology.addresses.clone();
     let engine = redis::Redis::new(Arc::clone(&settings), topology, broker, presence);
     let inbox = Rc::new(Inbox::default());

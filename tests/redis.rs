@@ -411,17 +411,34 @@ fn a_sentinel_failover_is_followed_and_history_survives_it() {
 
 #[test]
 fn a_redis_cluster_of_three_masters_keeps_each_channel_in_one_slot() {
-    cluster_round_trip(false);
+    cluster_round_trip(false, |nodes| json!({"cluster_address": [nodes[1].clone()]}));
 }
 
 #[test]
 fn sharded_pubsub_keeps_channel_messages_on_their_slots_master() {
-    cluster_round_trip(true);
+    cluster_round_trip(true, |nodes| json!({"cluster_address": [nodes[1].clone()]}));
 }
 
-/// Two nodes on a 3-master cluster: publications cross nodes, each channel's keys (and, with
-/// sharded PUB/SUB, its subscription) live on the master of its slot.
-fn cluster_round_trip(sharded: bool) {
+/// A plain address that is a cluster node is used as a cluster seed (upstream's client detects
+/// it), sharded PUB/SUB included.
+#[test]
+fn a_plain_address_of_a_cluster_node_is_used_as_a_cluster() {
+    cluster_round_trip(true, |nodes| json!({"address": format!("redis://{}", nodes[2])}));
+}
+
+/// Upstream's cluster URL: `redis+cluster://seed?addr=seed2`.
+#[test]
+fn a_redis_cluster_url_names_the_seeds() {
+    cluster_round_trip(
+        false,
+        |nodes| json!({"address": format!("redis+cluster://{}?addr={}", nodes[0], nodes[1])}),
+    );
+}
+
+/// Two nodes on a 3-master cluster, reached as `redis` (the Redis object, from the nodes'
+/// addresses) says: publications cross nodes, each channel's keys (and, with sharded PUB/SUB,
+/// its subscription) live on the master of its slot.
+fn cluster_round_trip(sharded: bool, redis: impl Fn(&[String]) -> Value) {
     let masters: Vec<Redis> = (0..3)
         .map(|_| {
             Redis::start_with(|_, dir| {
@@ -451,12 +468,13 @@ fn cluster_round_trip(sharded: bool) {
     });
     let start = |name: &str| {
         let mut cfg = base_config();
+        let mut object = redis(&nodes);
+        merge(&mut object, json!({"sharded_pubsub": sharded}));
         merge(
             &mut cfg,
             json!({
                 "node": {"name": name},
-                "engine": {"type": "redis", "redis": {
-                    "cluster_address": [nodes[1].clone()], "sharded_pubsub": sharded}},
+                "engine": {"type": "redis", "redis": object},
                 "channel": {"namespaces": [{"name": "hist", "allow_subscribe_for_client": true,
                     "history_size": 10, "history_ttl": "60s", "force_recovery": true}]}
             }),

@@ -26,6 +26,7 @@ pub mod control;
 pub mod memory;
 pub mod nats;
 pub mod redis;
+pub mod socket;
 pub mod stream;
 
 use std::collections::VecDeque;

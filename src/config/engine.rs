@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::codec::{self, GoDuration, OneOrMany, Plain, Section, SectionVisitor};
 use super::section::section;
+use super::tls::Tls;
 
 section! {
     /// `engine.*`.
@@ -49,6 +50,8 @@ section! {
         dial_timeout: Duration [GoDuration] = Duration::from_secs(1),
         /// Time a write may take.
         write_timeout: Duration [GoDuration] = Duration::from_secs(1),
+        /// TLS to the NATS server (a `tls://` URL turns it on too).
+        tls: Tls [Plain] = Tls::default(),
     }
 }
 
@@ -67,8 +70,11 @@ section! {
 section! {
     /// A Redis object (`engine.redis`): where Redis is and how its keys are named.
     pub struct Redis {
-        /// `redis://[user:password@]host:port[/db]` or `host:port`; several entries shard
-        /// channels over several Redis servers. One bare string is accepted too.
+        /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS) or `host:port`; several
+        /// entries shard channels over several Redis servers. One entry may instead be
+        /// `redis+cluster://host:port?addr=host2:port2` (cluster seeds) or
+        /// `redis+sentinel://host:port?sentinel_master_name=m&addr=…` (Sentinels), with
+        /// `rediss+` variants for TLS. One bare string is accepted too.
         address: Vec<String> [OneOrMany] = vec!["redis://127.0.0.1:6379".to_owned()],
         /// Key and PUB/SUB channel prefix, shared with Centrifugo nodes on the same Redis.
         prefix: String [Plain] = "centrifugo".to_owned(),
@@ -106,5 +112,9 @@ section! {
         history_use_lists: bool [Plain] = false,
         /// How long a presence entry lives without refresh.
         presence_ttl: Duration [GoDuration] = Duration::from_secs(60),
+        /// TLS to the Redis servers (a `rediss://` address turns it on for that address).
+        tls: Tls [Plain] = Tls::default(),
+        /// TLS to the Sentinels.
+        sentinel_tls: Tls [Plain] = Tls::default(),
     }
 }

@@ -31,7 +31,6 @@ enum Kind {
 
 use Kind::{Harmless, Relied};
 
-const TLS: &str = "connect over TLS";
 const SUBSCRIPTIONS: &str = "serve this kind of subscription";
 
 /// Top-level sections and keys inside implemented sections (dotted; `*` = any array index).
@@ -52,11 +51,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("http_server.tls_autocert", Relied(On::Enabled, "serve TLS with ACME certificates")),
     ("http_server.http3", Harmless), // clients keep using HTTP/1.1
     ("http_server.h2c_external", Harmless),
-    ("broker.nats.tls", Relied(On::Enabled, TLS)),
     ("broker.nats.allow_wildcards", Relied(On::Set, "deliver to wildcard subscriptions")),
     ("broker.nats.raw_mode", Relied(On::Enabled, "exchange raw NATS messages")),
-    ("engine.redis.tls", Relied(On::Enabled, TLS)),
-    ("engine.redis.sentinel_tls", Relied(On::Enabled, TLS)),
     ("engine.redis.replica_client", Harmless), // reads go to the master
     ("engine.redis.force_resp2", Harmless),
     (

@@ -101,7 +101,13 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if engines.broker == super::BrokerKind::Nats {
         if let Err(e) = crate::broker::nats::Settings::from_config(&config.broker.nats) {
-            return Err(invalid("broker.nats.url", e));
+            // TLS errors name their key; the rest is about the URL.
+            return Err(match e.split_once(": ") {
+                Some((key, message)) if key.starts_with("broker.nats.tls.") => {
+                    invalid(key, message)
+                }
+                _ => invalid("broker.nats.url", e),
+            });
         }
         if config.broker.nats.prefix.is_empty() {
             return Err(invalid("broker.nats.prefix", "must not be empty"));
@@ -304,7 +310,7 @@ fn check_redis(path: &str, redis: &Redis) -> Result<(), ConfigError> {
         return Err(invalid(format!("{path}.address"), "needs at least one address"));
     }
     for (i, a) in redis.address.iter().enumerate() {
-        if let Err(e) = crate::broker::redis::Address::parse(a, redis) {
+        if let Err(e) = crate::broker::redis::Form::parse(a, redis) {
             return Err(invalid(format!("{path}.address[{i}]"), e));
         }
     }
@@ -338,6 +344,14 @@ fn check_redis(path: &str, redis: &Redis) -> Result<(), ConfigError> {
     }
     if redis.prefix.is_empty() {
         return Err(invalid(format!("{path}.prefix"), "must not be empty"));
+    }
+    // How the addresses combine, and the TLS objects (errors name their full key).
+    if let Err(e) = crate::broker::redis::Settings::from_section(path, redis) {
+        let (key, message) = match e.split_once(": ") {
+            Some((key, message)) if key.starts_with(path) => (key, message),
+            _ => (path, e.as_str()),
+        };
+        return Err(invalid(key.to_owned(), message.to_owned()));
     }
     Ok(())
 }

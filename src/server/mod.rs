@@ -74,7 +74,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_read_timeout(Some(HTTP_IDLE));
     let shard_id = shard.borrow().id();
-    let Some(mut stream) = Socket::accept(tcp, env.tls.as_ref()).await else { return };
+    let Some(mut stream) = socket::accept(tcp, env.tls.as_ref()).await else { return };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         let head = match read_head(&mut stream, &mut buf).await {

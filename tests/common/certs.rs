@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct Pki {
     pub dir: PathBuf,
@@ -18,7 +19,9 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 impl Pki {
     pub fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("rotor-pki-{tag}-{}", std::process::id()));
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("rotor-pki-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         openssl(
@@ -91,9 +94,10 @@ impl Pki {
         (self.dir.join(cert), self.dir.join(key))
     }
 
-    /// A server certificate for `localhost` and 127.0.0.1.
+    /// A server certificate for `localhost` and 127.0.0.1 (client use too: a Redis Sentinel
+    /// presents its own when it dials the master).
     pub fn server(&self, name: &str) -> (PathBuf, PathBuf) {
-        self.issue(name, "DNS:localhost,IP:127.0.0.1", "serverAuth")
+        self.issue(name, "DNS:localhost,IP:127.0.0.1", "serverAuth,clientAuth")
     }
 
     /// A client certificate.

@@ -4,10 +4,10 @@
 //!
 //! The task shares only the NATS protocol state with the shard's engine; what its reads bring
 //! for channels (events, control messages, confirmed subscriptions) goes through the shard's
-//! inbox. Must not: resend a publish after a failure.
+//! inbox. Must not: resend a publish after a failure, or go on in cleartext when TLS is
+//! configured or the server requires it.
 
 use std::cell::RefCell;
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_lite::future::or;
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{parse, Incoming, Nats, Op, Settings};
+use crate::broker::socket::{self, Socket};
 use crate::broker::Event;
 use crate::shard::inbox::Inbox;
 
@@ -79,7 +79,7 @@ pub async fn run(ctx: LinkCtx, settings: Arc<Settings>) {
     }
 }
 
-async fn read_op(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Op, String> {
+async fn read_op<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> Result<Op, String> {
     loop {
         if let Some(op) = parse(buf).map_err(|e| e.to_string())? {
             return Ok(op);
@@ -94,28 +94,35 @@ async fn read_op(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Op, Strin
     }
 }
 
-/// Connects and handshakes; returns the stream and any bytes read past the handshake.
-async fn connect(s: &Settings) -> Result<(TcpStream, BytesMut), String> {
-    let addr = (s.host.as_str(), s.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {}: {e}", s.host))?
-        .next()
-        .ok_or_else(|| format!("{} resolves to nothing", s.host))?;
-    let mut stream =
-        glommio::timer::timeout(s.dial_timeout, async { TcpStream::connect(addr).await })
-            .await
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+/// Connects and handshakes; returns the stream and any bytes read past the handshake. The
+/// server's `INFO` comes in cleartext; with TLS the session starts right after it, before
+/// `CONNECT` (the default NATS flow; a server in `handshake_first` mode is not supported).
+async fn connect(s: &Settings) -> Result<(Socket, BytesMut), String> {
+    let mut tcp = socket::connect_tcp(&s.host, s.port, s.dial_timeout).await?;
     let handshake = async {
         let mut buf = BytesMut::with_capacity(16 << 10);
-        loop {
-            if read_op(&mut stream, &mut buf).await? == Op::Info {
-                break;
+        let (tls_required, tls_available) = loop {
+            if let Op::Info { tls_required, tls_available } = read_op(&mut tcp, &mut buf).await? {
+                break (tls_required, tls_available);
             }
-        }
+        };
+        let mut stream = match &s.tls {
+            Some(tls) if tls_available => {
+                if !buf.is_empty() {
+                    return Err("the server sent more than INFO before the TLS handshake".into());
+                }
+                tls.handshake(tcp, &s.host).await?
+            }
+            Some(_) => return Err("the server does not offer TLS".to_owned()),
+            None if tls_required => {
+                return Err("the server requires TLS (use a tls:// URL or broker.nats.tls)".into())
+            }
+            None => Socket::Plain(tcp),
+        };
         let mut connect = serde_json::json!({
             "verbose": false, "pedantic": false, "lang": "rust", "protocol": 1,
             "version": crate::client::SERVER_VERSION, "name": format!("rotor {}", crate::node::get().name),
+            "tls_required": s.tls.is_some(),
         });
         if !s.user.is_empty() {
             connect["user"] = s.user.clone().into();
@@ -123,24 +130,24 @@ async fn connect(s: &Settings) -> Result<(TcpStream, BytesMut), String> {
         }
         let hello = format!("CONNECT {connect}\r\nPING\r\n");
         stream.write_all(hello.as_bytes()).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         loop {
             match read_op(&mut stream, &mut buf).await? {
-                Op::Pong => return Ok(buf),
+                Op::Pong => return Ok((stream, buf)),
                 Op::Err(e) => return Err(format!("handshake: {e}")),
                 _ => {}
             }
         }
     };
-    let buf = glommio::timer::timeout(s.dial_timeout.max(Duration::from_secs(1)) * 2, async {
+    glommio::timer::timeout(s.dial_timeout.max(Duration::from_secs(1)) * 2, async {
         Ok(handshake.await)
     })
     .await
-    .map_err(|e| format!("handshake: {e}"))??;
-    Ok((stream, buf))
+    .map_err(|e| format!("handshake: {e}"))?
 }
 
 /// Runs a connected link until it breaks; returns why.
-async fn serve(ctx: &LinkCtx, s: &Settings, stream: TcpStream, mut buf: BytesMut) -> String {
+async fn serve(ctx: &LinkCtx, s: &Settings, stream: Socket, mut buf: BytesMut) -> String {
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let read = async {
         loop {
@@ -206,7 +213,7 @@ fn operation(ctx: &LinkCtx, op: Op) {
         },
         Op::Ping => return n.ping(),
         Op::Pong => Input::Confirmed(n.pong()),
-        Op::Info | Op::Ok | Op::Err(_) => return,
+        Op::Info { .. } | Op::Ok | Op::Err(_) => return,
     };
     drop(n);
     ctx.inbox.push(input);

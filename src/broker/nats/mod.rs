@@ -45,15 +45,20 @@ pub struct Settings {
     pub dial_timeout: Duration,
     /// Time a write may take.
     pub write_timeout: Duration,
+    /// TLS (`tls://` URL or `broker.nats.tls.enabled`): the connection is upgraded after the
+    /// server's `INFO`, as NATS clients do.
+    pub tls: Option<crate::broker::socket::ClientTls>,
 }
 
 impl Settings {
-    /// Parses `broker.nats` (`url`: `nats://[user:password@]host[:port]`).
+    /// Parses `broker.nats` (`url`: `nats://[user:password@]host[:port]` or `tls://…`, and the
+    /// TLS object, whose errors name their key: `broker.nats.tls.server_ca_pem: …`).
     pub fn from_config(cfg: &crate::config::Nats) -> Result<Settings, String> {
-        let rest = cfg
-            .url
-            .strip_prefix("nats://")
-            .ok_or_else(|| format!("{:?}: only nats:// URLs are supported", cfg.url))?;
+        let (rest, tls_url) = match cfg.url.split_once("://") {
+            Some(("nats", rest)) => (rest, false),
+            Some(("tls", rest)) => (rest, true),
+            _ => return Err(format!("{:?}: only nats:// and tls:// URLs are supported", cfg.url)),
+        };
         let (auth, hostport) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
             None => (None, rest),
@@ -70,7 +75,13 @@ impl Settings {
         if host.is_empty() {
             return Err(format!("{:?}: no host", cfg.url));
         }
+        let tls = if tls_url || cfg.tls.enabled {
+            Some(crate::broker::socket::ClientTls::new("broker.nats.tls", &cfg.tls)?)
+        } else {
+            None
+        };
         Ok(Settings {
+            tls,
             host: host.to_owned(),
             port,
             user,
@@ -352,8 +363,13 @@ impl Nats {
 /// A protocol operation from the server.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `INFO {...}`.
-    Info,
+    /// `INFO {...}`, with what it says about TLS.
+    Info {
+        /// The server accepts only TLS connections.
+        tls_required: bool,
+        /// The server accepts TLS connections.
+        tls_available: bool,
+    },
     /// `MSG <subject> <sid> [reply] <n>` and its payload.
     Msg {
         /// Subject id.
@@ -406,7 +422,17 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Op>, ParseError> {
             buf.advance(2);
             return Ok(Some(Op::Msg { sid, payload }));
         }
-        "INFO" => Op::Info,
+        "INFO" => {
+            // Only the TLS flags matter here; an INFO that is not JSON offers no TLS.
+            let info: serde_json::Value =
+                serde_json::from_str(line[4..].trim()).unwrap_or_default();
+            let flag = |name: &str| info.get(name).and_then(serde_json::Value::as_bool);
+            let tls_required = flag("tls_required").unwrap_or(false);
+            Op::Info {
+                tls_required,
+                tls_available: tls_required || flag("tls_available") == Some(true),
+            }
+        }
         "PING" => Op::Ping,
         "PONG" => Op::Pong,
         "+OK" => Op::Ok,
@@ -536,7 +562,17 @@ mod tests {
             (s.host.as_str(), s.port, s.user.as_str(), s.password.as_str()),
             ("10.1.1.1", 4333, "u", "p")
         );
+        assert!(s.tls.is_none());
         cfg.url = "tls://x:1".into();
+        let s = Settings::from_config(&cfg).unwrap();
+        assert!(s.tls.is_some() && s.port == 1, "tls:// means TLS");
+        cfg.url = "nats://x:1".into();
+        cfg.tls.enabled = true;
+        assert!(Settings::from_config(&cfg).unwrap().tls.is_some());
+        cfg.tls.server_ca_pem = "/nonexistent/ca.pem".into();
+        let e = Settings::from_config(&cfg).unwrap_err();
+        assert!(e.starts_with("broker.nats.tls.server_ca_pem: "), "{e}");
+        cfg.url = "http://x:1".into();
         assert!(Settings::from_config(&cfg).is_err());
     }
 
@@ -544,7 +580,11 @@ mod tests {
     fn operations_parse_across_partial_reads() {
         let mut buf =
             BytesMut::from(&b"INFO {\"server_id\":\"x\"}\r\nPING\r\nMSG a.b 7 5\r\nhel"[..]);
-        assert_eq!(parse(&mut buf), Ok(Some(Op::Info)));
+        let info = Op::Info { tls_required: false, tls_available: false };
+        assert_eq!(parse(&mut buf), Ok(Some(info)));
+        let mut tls = BytesMut::from(&b"INFO {\"tls_required\":true}\r\n"[..]);
+        let info = Op::Info { tls_required: true, tls_available: true };
+        assert_eq!(parse(&mut tls), Ok(Some(info)));
         assert_eq!(parse(&mut buf), Ok(Some(Op::Ping)));
         assert_eq!(parse(&mut buf), Ok(None));
         buf.extend_from_slice(b"lo\r\nMSG a.b 7 r.x 0\r\n\r\n-ERR 'Stale Connection'\r\n");

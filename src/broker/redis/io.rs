@@ -1,5 +1,6 @@
 //! The sockets of the Redis engine: per shard, one task keeps the command connection and one the
-//! PUB/SUB connection alive, reconnecting with capped exponential backoff.
+//! PUB/SUB connection alive, reconnecting with capped exponential backoff. A socket is plain
+//! TCP or TLS as the address says (`broker::socket`); the code here is the same for both.
 //!
 //! Each task connects, authenticates, selects the database and (command link) loads the scripts
 //! before marking its link up; from then on a writer flushes whatever the shard queued, in one
@@ -14,7 +15,6 @@
 //! retry a command (a retried publish could be applied twice).
 
 use std::cell::RefCell;
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
@@ -22,14 +22,15 @@ use std::task::Poll;
 use bytes::BytesMut;
 use futures_lite::future::or;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, WriteHalf};
-use glommio::net::TcpStream;
 use redis_protocol::resp2::types::BytesFrame;
 
+use super::address::Address;
 use super::link::{encode_command, encode_setup, Then};
 use super::reply::string_of;
 use super::scripts;
-use super::settings::{Address, Sentinel, Settings};
+use super::settings::{Sentinel, Settings};
 use super::Server;
+use crate::broker::socket::{self, ClientTls, Socket};
 use crate::broker::ReplyTo;
 use crate::shard::inbox::Inbox;
 
@@ -152,7 +153,7 @@ async fn connect(
     settings: &Settings,
     a: &Address,
     load_scripts: bool,
-) -> Result<(TcpStream, Vec<String>), String> {
+) -> Result<(Socket, Vec<String>), String> {
     let (host, port) = match &settings.sentinel {
         Some(s) => master_of(s, settings).await?,
         None => (a.host.clone(), a.port),
@@ -166,8 +167,9 @@ async fn connect(
             commands.push(vec![b"SCRIPT", b"LOAD", src.as_bytes()]);
         }
     }
+    let tls = settings.tls_of(a);
     let (stream, replies) =
-        open(settings, &host, port, a, &settings.client_name, &commands).await?;
+        open(settings, (&host, port, tls), a, &settings.client_name, &commands).await?;
     let mut replies = replies.into_iter();
     if settings.sentinel.is_some() {
         let role = match replies.next() {
@@ -193,7 +195,8 @@ async fn master_of(sentinel: &Sentinel, settings: &Settings) -> Result<(String, 
     for a in &sentinel.addresses {
         let ask: Vec<&[u8]> =
             vec![b"SENTINEL", b"get-master-addr-by-name", sentinel.master_name.as_bytes()];
-        match open(settings, &a.host, a.port, a, &sentinel.client_name, &[ask]).await {
+        let tls = sentinel.tls.as_ref().filter(|_| a.tls);
+        match open(settings, (&a.host, a.port, tls), a, &sentinel.client_name, &[ask]).await {
             Ok((_, replies)) => match replies.first() {
                 Some(BytesFrame::Array(parts)) if parts.len() == 2 => {
                     let host = string_of(&parts[0]);
@@ -216,27 +219,19 @@ async fn master_of(sentinel: &Sentinel, settings: &Settings) -> Result<(String, 
     Err(last)
 }
 
-/// Opens a connection: AUTH, SELECT and CLIENT SETNAME as `auth` and `client_name` ask, then
-/// `commands`, all pipelined. Fails on a setup error; returns the replies to `commands`.
-/// Also what cluster discovery (`topology`) reads `CLUSTER SLOTS` with.
+/// Opens a connection to `host:port` (over TLS when given): AUTH, SELECT and CLIENT SETNAME
+/// as `auth` and `client_name` ask, then `commands`, all pipelined. Fails on a setup error;
+/// returns the replies to `commands`. Also what cluster discovery (`topology`) reads
+/// `CLUSTER SLOTS` with.
 pub(super) async fn open(
     settings: &Settings,
-    host: &str,
-    port: u16,
+    (host, port, tls): (&str, u16, Option<&ClientTls>),
     auth: &Address,
     client_name: &str,
     commands: &[Vec<&[u8]>],
-) -> Result<(TcpStream, Vec<BytesFrame>), String> {
-    let addr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to nothing"))?;
-    let mut stream =
-        glommio::timer::timeout(settings.connect_timeout, async { TcpStream::connect(addr).await })
-            .await
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+) -> Result<(Socket, Vec<BytesFrame>), String> {
+    let mut stream = socket::connect(host, port, settings.connect_timeout, tls).await?;
+    let addr = format!("{host}:{port}");
     let mut out = BytesMut::new();
     let setup = encode_setup(&mut out, auth, client_name);
     for c in commands {
@@ -294,7 +289,7 @@ impl<R: AsyncRead + Unpin> Frames<R> {
 }
 
 /// Runs a connected link until it breaks; returns why.
-async fn serve(ctx: &LinkCtx, settings: &Settings, stream: TcpStream, role: Role) -> String {
+async fn serve(ctx: &LinkCtx, settings: &Settings, stream: Socket, role: Role) -> String {
     let (reader, writer) = futures_lite::io::split(stream);
     let mut frames = Frames::new(reader);
     let read = async {
@@ -353,7 +348,7 @@ async fn serve(ctx: &LinkCtx, settings: &Settings, stream: TcpStream, role: Role
 }
 
 /// Writes whatever the shard queued on this link, once per wake-up.
-async fn write_loop(ctx: &LinkCtx, mut writer: WriteHalf<TcpStream>, role: Role) -> String {
+async fn write_loop(ctx: &LinkCtx, mut writer: WriteHalf<Socket>, role: Role) -> String {
     loop {
         let batch = std::future::poll_fn(|cx| {
             let mut server = ctx.server.borrow_mut();

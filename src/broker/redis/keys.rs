@@ -26,6 +26,11 @@ impl Keys {
         Keys { prefix: prefix.to_owned(), cluster }
     }
 
+    /// The same names in a Redis Cluster (hash-tagged).
+    pub fn in_cluster(&self) -> Keys {
+        Keys { prefix: self.prefix.clone(), cluster: true }
+    }
+
     /// The PUB/SUB channel that carries a channel's publications and join/leave events.
     pub fn client_channel(&self, channel: &str) -> String {
         format!("{}.client.{}", self.prefix, self.tagged(channel))

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use redis_protocol::resp2::types::BorrowedFrame;
 
+use super::address::Address;
 use super::reply::Parse;
-use super::settings::Address;
 use crate::broker::ReplyTo;
 
 /// What to do with the reply to one command.

@@ -8,7 +8,8 @@
 //! presence, control messages) and serves the [`Broker`](crate::broker::Broker) calls of the
 //! home shard with them; its children own the rest:
 //!
-//! - `settings`: what `engine.redis` says ([`Settings`], [`Address`], [`Sentinel`]);
+//! - `address`: one `address` entry and its URL forms ([`Address`], [`Form`]);
+//! - `settings`: what `engine.redis` says ([`Settings`], [`Sentinel`]);
 //! - `keys`: the key and PUB/SUB channel names shared with Centrifugo, and which server keeps
 //!   a channel ([`Keys`], [`server_index`]);
 //! - `topology`: the servers, and in a Redis Cluster its slot map, read by each shard at start;
@@ -23,6 +24,7 @@
 //! exactly as it does for the memory engine), or wait: a command on a link that is down fails at
 //! once, so a publish is never accepted and then lost.
 
+mod address;
 pub mod io;
 mod keys;
 mod link;
@@ -44,12 +46,13 @@ use crate::broker::{Gate, Outbox, PublishCall, Reply, ReplyTo, SubscribeCall};
 use crate::protocol::{protobuf, ClientInfo, Publication};
 use crate::shard::id::ShardId;
 
+pub use address::{Address, Form};
 pub use keys::{server_index, Keys};
 pub use link::{encode_command, encode_setup, Link, Then};
 pub use pubsub::{PubSub, SubEntry};
 pub use reply::{answer, parse_message, Incoming, Parse, RedisError};
 pub use scripts::Script;
-pub use settings::{Address, Sentinel, Settings};
+pub use settings::{Sentinel, Settings};
 pub use topology::Topology;
 
 /// How long an idempotency key's result is kept (spec §6.7).

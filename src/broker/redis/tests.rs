@@ -13,6 +13,7 @@ fn settings() -> Settings {
     Settings {
         addresses: vec![Address::parse("127.0.0.1:6379", &crate::config::Redis::default()).unwrap()],
         cluster: Vec::new(),
+        probe: Vec::new(),
         keys: Keys::new("centrifugo", false),
         connect_timeout: Duration::from_secs(1),
         io_timeout: Duration::from_secs(4),
@@ -20,6 +21,8 @@ fn settings() -> Settings {
         presence_ttl: Duration::from_secs(60),
         sentinel: None,
         sharded: false,
+        sharded_pubsub: false,
+        tls: None,
     }
 }
 

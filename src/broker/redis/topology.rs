@@ -1,6 +1,8 @@
 //! Which Redis servers a shard talks to: the configured addresses, or, with
-//! `engine.redis.cluster_address`, a Redis Cluster's masters and which of them keeps each of the
-//! 16384 hash slots, read with `CLUSTER SLOTS` from the first seed that answers.
+//! `engine.redis.cluster_address`, a `redis+cluster://` address or a single address that
+//! answers `CLUSTER SLOTS` (cluster auto-detection), a Redis Cluster's masters and which of
+//! them keeps each of the 16384 hash slots, read with `CLUSTER SLOTS` from the first seed
+//! that answers.
 //!
 //! Every shard reads the topology itself, on its own executor, when it starts and before its
 //! links connect; the result belongs to that shard's engine. A shard that cannot read it fails
@@ -15,11 +17,14 @@
 //! follow a topology change after start (`MOVED`/`ASK` are only logged by `io`; a resharded
 //! cluster needs a restart).
 
+use std::sync::Arc;
+
 use redis_protocol::resp2::types::BytesFrame;
 
+use super::address::Address;
 use super::io;
 use super::reply::{string_of, u64_of};
-use super::settings::{Address, Settings};
+use super::settings::Settings;
 
 /// Hash slots in a Redis Cluster.
 const SLOTS: usize = 16384;
@@ -42,29 +47,64 @@ impl Topology {
     }
 
     /// The configured addresses or, with cluster seeds, the cluster's masters and slot map
-    /// from the first seed that answers. Runs on a shard's executor.
+    /// from the first seed that answers. A single configured server is asked too, and used
+    /// as a cluster seed if it is a cluster node (upstream's client detects clusters so); if
+    /// it cannot be asked now (down, or a TLS handshake that fails), it is used as one server
+    /// and a cluster would answer `MOVED`, which `io` logs. Runs on a shard's executor.
     pub async fn discover(settings: &Settings) -> Result<Topology, String> {
         if settings.cluster.is_empty() {
+            if !settings.probe.is_empty() {
+                match read_slots(settings, &settings.probe).await {
+                    Ok(topology) => {
+                        tracing::info!("the redis address is a Redis Cluster node: cluster mode");
+                        return Ok(topology);
+                    }
+                    Err(e) if e.contains("not a cluster") => {}
+                    Err(e) => {
+                        let why =
+                            "cannot ask redis whether it is a cluster; using it as one server";
+                        tracing::warn!(error = %e, "{why}");
+                    }
+                }
+            }
             return Ok(Topology::configured(settings));
         }
-        let mut last = "no cluster_address".to_owned();
-        for seed in &settings.cluster {
-            let ask: Vec<&[u8]> = vec![b"CLUSTER", b"SLOTS"];
-            // No CLIENT SETNAME: this connection closes right after the reply.
-            let read = match io::open(settings, &seed.host, seed.port, seed, "", &[ask]).await {
-                Ok((_, replies)) => match replies.first() {
-                    Some(reply) => from_cluster_slots(seed, reply),
-                    None => Err("no reply to CLUSTER SLOTS".to_owned()),
-                },
-                Err(e) => Err(e),
-            };
-            match read {
-                Ok(topology) => return Ok(topology),
-                Err(e) => last = format!("{}:{}: {e}", seed.host, seed.port),
-            }
-        }
-        Err(format!("engine.redis.cluster_address: cannot read the cluster's slots ({last})"))
+        read_slots(settings, &settings.cluster).await.map_err(|e| {
+            format!("engine.redis.cluster_address: cannot read the cluster's slots ({e})")
+        })
     }
+
+    /// The settings the engine of this topology uses: cluster names when a configured
+    /// server turned out to be a cluster node, else `settings` itself.
+    pub fn settings(&self, settings: Arc<Settings>) -> Arc<Settings> {
+        if self.slots.is_some() && settings.cluster.is_empty() {
+            Arc::new(settings.as_cluster())
+        } else {
+            settings
+        }
+    }
+}
+
+/// `CLUSTER SLOTS` from the first seed that answers it.
+async fn read_slots(settings: &Settings, seeds: &[Address]) -> Result<Topology, String> {
+    let mut last = "no seed".to_owned();
+    for seed in seeds {
+        let ask: Vec<&[u8]> = vec![b"CLUSTER", b"SLOTS"];
+        let tls = settings.tls_of(seed);
+        // No CLIENT SETNAME: this connection closes right after the reply.
+        let read = match io::open(settings, (&seed.host, seed.port, tls), seed, "", &[ask]).await {
+            Ok((_, replies)) => match replies.first() {
+                Some(reply) => from_cluster_slots(seed, reply),
+                None => Err("no reply to CLUSTER SLOTS".to_owned()),
+            },
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(topology) => return Ok(topology),
+            Err(e) => last = format!("{}:{}: {e}", seed.host, seed.port),
+        }
+    }
+    Err(last)
 }
 
 /// Reads a `CLUSTER SLOTS` reply (`[[start, end, [host, port, …], replicas…], …]`) asked of

@@ -4,9 +4,9 @@
 //! provider, the one the JWKS fetcher uses too.
 //!
 //! Owns: reading PEM values (text, base64 of text, or a file, in upstream's order), the
-//! certificate a listener presents now, and the client configs. Must not: touch sockets
-//! (the TLS streams are `futures-rustls`'s, driven by the tasks that own the sockets), or
-//! accept a setting it cannot honour: a bad PEM value is an error naming its key.
+//! certificate a listener presents now, the client configs, and the stream type both sides
+//! use (`Socket`). Must not: connect, accept or handshake (the tasks that own the sockets
+//! do), or accept a setting it cannot honour: a bad PEM value is an error naming its key.
 
 use std::sync::{Arc, RwLock};
 
@@ -25,6 +25,9 @@ use futures_rustls::rustls::{
 use futures_rustls::TlsAcceptor;
 
 use crate::config::Tls;
+
+mod socket;
+pub use socket::Socket;
 
 /// A TLS object that cannot be used: the key inside the object at fault, and why.
 #[derive(Debug, thiserror::Error)]
