@@ -57,19 +57,24 @@ fn harmless() -> (Value, Vec<&'static str>) {
     (patch, keys)
 }
 
+/// Rotor on `config` with both output streams piped.
+fn spawn(config: &std::path::Path) -> std::process::Child {
+    Command::new(ROTOR)
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn harmless_keys_are_skipped_with_one_warning_each_and_the_server_serves() {
     let (patch, keys) = harmless();
     let mut cfg = base_config();
     merge(&mut cfg, patch);
     let path = write_config("harmless", &cfg);
-    let mut child = Command::new(ROTOR)
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&path);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.starts_with("rotor listening on ") {
@@ -85,10 +90,7 @@ fn harmless_keys_are_skipped_with_one_warning_each_and_the_server_serves() {
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(child.wait().unwrap().success(), "{stderr}");
     for key in keys {
-        let warned = stderr
-            .lines()
-            .filter(|l| l.contains(&format!("\\\"{key}\\\"")) || l.contains(&format!("\"{key}\"")))
-            .count();
+        let warned = stderr.lines().filter(|l| l.contains(&format!("\"{key}\""))).count();
         assert_eq!(warned, 1, "{key} warned {warned} times:\n{stderr}");
     }
     let _ = std::fs::remove_file(path);
@@ -118,13 +120,7 @@ fn relied_on_keys_switched_on_refuse_to_start_naming_the_key() {
         let mut cfg = base_config();
         merge(&mut cfg, patch);
         let path = write_config(&format!("relied-{i}"), &cfg);
-        let mut child = Command::new(ROTOR)
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(&path);
         let status = eventually(Duration::from_secs(10), Duration::from_millis(20), || {
             child.try_wait().unwrap().ok_or_else(|| format!("{key}: rotor is still running"))
         });

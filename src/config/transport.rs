@@ -41,9 +41,9 @@ section! {
 }
 
 /// Declares the section of an HTTP streaming transport: `enabled`, `handler_prefix` (with
-/// the transport's default path) and `max_request_body_size`.
+/// the transport's default path) and `max_request_body_size`, then any fields of its own.
 macro_rules! stream_section {
-    ($(#[$meta:meta])* $name:ident, $path:literal) => {
+    ($(#[$meta:meta])* $name:ident, $path:literal $(, $($own:tt)*)?) => {
         section! {
             $(#[$meta])*
             pub struct $name {
@@ -53,6 +53,7 @@ macro_rules! stream_section {
                 handler_prefix: String [Plain] = $path.to_owned(),
                 /// Largest connect request body (413 above).
                 max_request_body_size: usize [Plain] = 65_536,
+                $($($own)*)?
             }
         }
     };
@@ -68,33 +69,20 @@ stream_section!(
     Sse,
     "/connection/sse"
 );
-section! {
+stream_section!(
     /// `uni_sse.*`.
-    pub struct UniSse {
-        /// Serve the endpoint.
-        enabled: bool [Plain] = false,
-        /// Endpoint path.
-        handler_prefix: String [Plain] = "/connection/uni_sse".to_owned(),
-        /// Largest connect request body (413 above).
-        max_request_body_size: usize [Plain] = 65_536,
-        /// Answer a refused connect with an HTTP status instead of a stream.
-        connect_code_to_http_response: ConnectCodeToHttp [Plain] = ConnectCodeToHttp::default(),
-    }
-}
-
-section! {
+    UniSse,
+    "/connection/uni_sse",
+    /// Answer a refused connect with an HTTP status instead of a stream.
+    connect_code_to_http_response: ConnectCodeToHttp [Plain] = ConnectCodeToHttp::default(),
+);
+stream_section!(
     /// `uni_http_stream.*`.
-    pub struct UniHttpStream {
-        /// Serve the endpoint.
-        enabled: bool [Plain] = false,
-        /// Endpoint path.
-        handler_prefix: String [Plain] = "/connection/uni_http_stream".to_owned(),
-        /// Largest connect request body (413 above).
-        max_request_body_size: usize [Plain] = 65_536,
-        /// Answer a refused connect with an HTTP status instead of a stream.
-        connect_code_to_http_response: ConnectCodeToHttp [Plain] = ConnectCodeToHttp::default(),
-    }
-}
+    UniHttpStream,
+    "/connection/uni_http_stream",
+    /// Answer a refused connect with an HTTP status instead of a stream.
+    connect_code_to_http_response: ConnectCodeToHttp [Plain] = ConnectCodeToHttp::default(),
+);
 
 section! {
     /// `<uni transport>.connect_code_to_http_response`: the connect runs before the response

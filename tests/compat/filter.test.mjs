@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
-import { WAIT_MS, sleep, startRotor, waitEvent } from './harness.mjs';
+import { startRotor, waitEvent, waitUntil } from './harness.mjs';
 
 describe('tags filter', () => {
   let server;
@@ -28,14 +28,6 @@ describe('tags filter', () => {
   async function publish(n, kind) {
     const res = await server.api('publish', { channel: 'tf:news', data: { n }, tags: { kind } });
     assert.equal(res.status, 200, JSON.stringify(res.body));
-  }
-
-  async function until(cond, label) {
-    const deadline = Date.now() + WAIT_MS;
-    while (!cond()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
-      await sleep(10);
-    }
   }
 
   test('only matching publications arrive, live and recovered', async () => {
@@ -69,7 +61,7 @@ describe('tags filter', () => {
       await publish(1, 'a');
       await publish(2, 'b');
       await publish(3, 'c');
-      await until(() => got.length === 2, 'two matching publications');
+      await waitUntil(() => got.length === 2, 'two matching publications');
 
       const again = waitEvent(sub, 'subscribed');
       const away = waitEvent(c, 'connecting');
@@ -82,7 +74,7 @@ describe('tags filter', () => {
       assert.equal(ctx.recovered, true);
       // A last matching one marks the end: everything before it has arrived.
       await publish(6, 'a');
-      await until(() => got.includes(6), 'the last publication');
+      await waitUntil(() => got.includes(6), 'the last publication');
       assert.deepStrictEqual(got, [1, 3, 5, 6]);
     } finally {
       c.disconnect();

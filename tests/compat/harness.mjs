@@ -289,6 +289,15 @@ export function waitEvent(emitter, event, pred = () => true, ms = WAIT_MS) {
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Polls `cond` every 10 ms until it is true or `ms` passed. */
+export async function waitUntil(cond, label, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${label}`);
+    await sleep(10);
+  }
+}
+
 /**
  * A protocol-level client over `ws` for checks the SDK cannot express (it refuses some
  * misuse locally). Splits frames on '\n' (one frame may carry several replies) and

@@ -18,17 +18,9 @@ import {
   sleep,
   startRotor,
   waitEvent,
+  waitUntil,
   withTimeout,
 } from './harness.mjs';
-
-/** Polls `cond` every 10 ms until it is true or WAIT_MS passed. */
-async function waitUntil(cond, label, ms = WAIT_MS) {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${label}`);
-    await sleep(10);
-  }
-}
 
 // Everything a test opens is closed after it, pass or fail.
 const clients = [];
