@@ -26,12 +26,18 @@ struct Raw {
 impl Raw {
     /// Upgrades with a permessage-deflate offer; returns the client and the answer's head.
     fn connect(port: u16) -> (Raw, String) {
+        Raw::connect_to(port, "/connection/websocket")
+    }
+
+    fn connect_to(port: u16, path: &str) -> (Raw, String) {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let req = "GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
-                   Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                   Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        );
         stream.write_all(req.as_bytes()).unwrap();
         let mut raw = Raw { stream, buf: Vec::new() };
         let end = loop {
@@ -119,8 +125,40 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn server() -> Server {
     let mut cfg = base_config();
-    merge(&mut cfg, json!({"websocket": {"compression": true}}));
+    merge(
+        &mut cfg,
+        json!({
+            "websocket": {"compression": true},
+            "uni_websocket": {"enabled": true, "compression": true, "compression_min_size": 64}
+        }),
+    );
     Server::start(cfg)
+}
+
+#[test]
+fn uni_websocket_compresses_what_is_over_its_min_size() {
+    let server = server();
+    let (mut c, head) = Raw::connect_to(server.port, "/connection/uni_websocket");
+    assert!(head.contains("Sec-WebSocket-Extensions: permessage-deflate"), "{head}");
+    // Subscribed to `news` server-side by its token.
+    let tok = token_with(json!({"sub": "uni", "exp": now() + 3600, "channels": ["news"]}));
+    c.send(false, 1, json!({"token": tok}).to_string().as_bytes());
+    let (b0, payload) = c.frame();
+    let connect: Value = if b0 & 0x40 != 0 {
+        serde_json::from_slice(&inflate(&payload)).unwrap()
+    } else {
+        serde_json::from_slice(&payload).unwrap()
+    };
+    assert!(connect["connect"]["subs"]["news"].is_object(), "{connect}");
+    // A push of a few bytes stays plain; a large one goes compressed.
+    api_publish(&server, "news", json!({"small": 1}));
+    let (b0, payload) = c.frame();
+    assert_eq!(b0 & 0x40, 0, "under compression_min_size: plain");
+    assert!(String::from_utf8_lossy(&payload).contains("small"));
+    api_publish(&server, "news", json!({"large": "y".repeat(500)}));
+    let (b0, payload) = c.frame();
+    assert_eq!(b0 & 0x40, 0x40, "over compression_min_size: compressed");
+    assert!(String::from_utf8_lossy(&inflate(&payload)).contains("yyyy"));
 }
 
 #[test]
