@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixListener;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -163,6 +164,24 @@ fn reserve_port(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), RunEr
     Ok((sock, local))
 }
 
+/// Claims TCP `port` for this process among Rotor processes. The shards share their listening
+/// port through `SO_REUSEPORT`, which would also let a second Rotor bind it and silently take
+/// half the clients; a Linux abstract Unix socket named after the port is held instead for
+/// the process's life, so a second Rotor fails here ("address already in use"). The kernel
+/// drops it when the process ends, however it ends. Per network namespace, like the port.
+fn claim_port(port: u16) -> Result<UnixListener, RunError> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("rotor/tcp-port/{port}");
+    let claim = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .and_then(|at| UnixListener::bind_addr(&at));
+    claim.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => RunError::Io(format!(
+            "port {port}: address already in use (another rotor listens on it)"
+        )),
+        _ => RunError::Io(format!("port {port}: cannot claim it: {e}")),
+    })
+}
+
 /// A running server: its address and how to stop it.
 pub struct Running {
     /// Address every shard listens on.
@@ -173,6 +192,8 @@ pub struct Running {
     pub heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
     /// The listeners' TLS (main, then internal when it has its own), for `reload_tls`.
     tls: Vec<(&'static str, Arc<ServerTls>)>,
+    /// The ports this process claimed (`claim_port`), held while it runs.
+    _claims: Vec<UnixListener>,
     controls: Vec<ControlTx>,
     handles: Vec<glommio::ExecutorJoinHandle<()>>,
 }
@@ -294,6 +315,13 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
     // first; with round-robin placement and port 0 the bound port is not known yet.
     crate::node::init(&cfg.node.name, addr.port());
     let internal = internal_addr(&cfg, addr)?;
+    let mut ports: Vec<u16> = [Some(addr.port()), internal.map(|i| i.port())]
+        .into_iter()
+        .flatten()
+        .filter(|port| *port != 0)
+        .collect();
+    ports.dedup();
+    let claims = ports.into_iter().map(claim_port).collect::<Result<Vec<_>, _>>()?;
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let pin = cfg.runtime.pin_cpus && count <= cpus;
     let cfg = Arc::new(cfg);
@@ -425,7 +453,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         match boot_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Boot::Listening) => {}
             Ok(Boot::Failed(id, e)) => {
-                let running = Running { addr, internal, heartbeats, tls, controls, handles };
+                let running =
+                    Running { addr, internal, heartbeats, tls, _claims: claims, controls, handles };
                 running.request_shutdown();
                 return Err(RunError::Io(format!("shard {id}: {e}")));
             }
@@ -438,7 +467,7 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
         }
     }
     drop(reservation);
-    Ok(Running { addr, internal, heartbeats, tls, controls, handles })
+    Ok(Running { addr, internal, heartbeats, tls, _claims: claims, controls, handles })
 }
 
 /// Reads the shard's Redis topology (a cluster's masters and slots), connects its links

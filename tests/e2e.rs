@@ -620,3 +620,33 @@ fn connect_includes_server_time_when_asked() {
     let time = reply["connect"]["time"].as_i64().expect("time in the connect result");
     assert!((now_ms - time).abs() < 60_000, "{time} vs {now_ms}");
 }
+
+#[test]
+fn a_second_rotor_on_a_busy_port_refuses_to_start() {
+    let port = free_port();
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"http_server": {"port": port}}));
+    let first = Server::start(cfg.clone());
+    assert_eq!(first.port, port);
+    let path = std::env::temp_dir().join(format!("rotor-second-{}.json", std::process::id()));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("address already in use"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    // The first one still serves, alone.
+    let mut http = first.http();
+    assert_eq!(http.raw(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    // Once it is gone, the port is free again.
+    drop(first);
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"http_server": {"port": port}}));
+    let again = Server::start(cfg);
+    assert_eq!(again.port, port);
+}
