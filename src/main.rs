@@ -118,9 +118,6 @@ fn serve(args: &cli::ServeArgs) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    for k in &loaded.unknown_keys {
-        tracing::warn!("unknown configuration key: {k}");
-    }
     if loaded.file.is_none() {
         embedded_defaults(&mut cfg);
     }

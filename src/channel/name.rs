@@ -154,6 +154,11 @@ impl Namespaces {
         if channel.is_empty() || (self.max_length > 0 && channel.len() > self.max_length) {
             return Err(ChannelError::BadRequest);
         }
+        // Control characters (NUL first of all) are never part of a name anyone can type,
+        // and would travel unescaped into logs, Redis keys and NATS subjects.
+        if channel.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(ChannelError::BadRequest);
+        }
         let (private, rest) = match channel.strip_prefix(self.private_prefix.as_str()) {
             Some(rest) => (true, rest),
             None => (false, channel),

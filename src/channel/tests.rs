@@ -77,12 +77,13 @@ fn unknown_namespace_is_102() {
 }
 
 #[test]
-fn too_long_empty_or_non_ascii_names_are_107() {
+fn too_long_empty_non_ascii_or_control_character_names_are_107() {
     let t = table();
     let max = "a".repeat(255);
     assert!(t.resolve(&max).is_ok());
     let long = "a".repeat(256);
-    for channel in [long.as_str(), "", "café", "chat:é", "\u{1F600}"] {
+    for channel in [long.as_str(), "", "café", "chat:é", "\u{1F600}", "a\0b", "chat:\n", "x\x7f"]
+    {
         let err = t.resolve(channel).unwrap_err();
         assert_eq!((err, err.code()), (ChannelError::BadRequest, 107), "{channel:?}");
     }

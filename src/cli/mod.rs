@@ -129,7 +129,8 @@ pub enum Command {
         /// Config file (must exist).
         #[arg(short = 'c', long = "config", default_value = config::DEFAULT_CONFIG_FILE)]
         config: PathBuf,
-        /// Also fail on unknown keys.
+        /// Kept for Centrifugo's command line: unknown keys fail the check either way (a
+        /// typo in a security key must not pass CI).
         #[arg(short = 's', long = "strict")]
         strict: bool,
     },
@@ -250,7 +251,7 @@ pub enum CliError {
     /// Signing failed.
     #[error("cannot sign token: {0}")]
     Sign(String),
-    /// `checkconfig --strict` found unknown keys.
+    /// `checkconfig` found unknown keys.
     #[error("unknown config keys: {}", .0.join(", "))]
     UnknownKeys(Vec<String>),
     /// `checktoken`/`checksubtoken` rejected the token.
@@ -337,7 +338,7 @@ pub fn run_tool_with(
     match cmd {
         Command::Version => writeln!(out, "{}", version_line())?,
         Command::Genconfig { config } => genconfig(config)?,
-        Command::Checkconfig { config, strict } => {
+        Command::Checkconfig { config, .. } => {
             let loaded = match config::load(Some(config), env) {
                 Err(ConfigError::Refused { keys, warnings }) => {
                     // Both lists: what is skipped, then (as the error) what is refused.
@@ -352,7 +353,7 @@ pub fn run_tool_with(
                 writeln!(out, "warning: {warning}")?;
             }
             config::validate(&loaded.config)?;
-            if *strict && !loaded.unknown_keys.is_empty() {
+            if !loaded.unknown_keys.is_empty() {
                 return Err(CliError::UnknownKeys(loaded.unknown_keys));
             }
         }

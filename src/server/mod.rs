@@ -139,9 +139,11 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
                     glommio::spawn_local(serve_websocket(shard, stream, ws)).detach();
                 }
                 Err(e) => {
-                    let _ =
-                        send(&mut stream, &error_response(shard_id, e.status(), &e.to_string()))
-                            .await;
+                    let body = http::json_error_body(&e.to_string());
+                    let mut extra = shard_header(shard_id).to_vec();
+                    extra.extend_from_slice(e.headers());
+                    let resp = http::response(e.status(), "application/json", &extra, &body, false);
+                    let _ = send(&mut stream, &resp).await;
                 }
             }
             return;

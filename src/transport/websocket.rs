@@ -11,6 +11,7 @@
 
 use std::io::{self, Read, Write};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use globset::{GlobBuilder, GlobMatcher};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
@@ -80,6 +81,9 @@ pub enum UpgradeError {
     /// Not a valid RFC 6455 upgrade request.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// A `Sec-WebSocket-Version` other than 13 (answered with the version we speak).
+    #[error("unsupported Sec-WebSocket-Version")]
+    Version,
     /// `Origin` not allowed by `client.allowed_origins`.
     #[error("request origin is not authorized")]
     Forbidden,
@@ -89,8 +93,16 @@ impl UpgradeError {
     /// HTTP status for this refusal.
     pub fn status(&self) -> u16 {
         match self {
-            UpgradeError::BadRequest(_) => 400,
+            UpgradeError::BadRequest(_) | UpgradeError::Version => 400,
             UpgradeError::Forbidden => 403,
+        }
+    }
+
+    /// Headers the refusal carries (RFC 6455 §4.4: the versions the server speaks).
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            UpgradeError::Version => &[("Sec-WebSocket-Version", "13")],
+            _ => &[],
         }
     }
 }
@@ -122,9 +134,14 @@ pub fn check_upgrade(head: &Head, origins: &OriginPolicy) -> Result<Upgrade, Upg
         return Err(UpgradeError::BadRequest("missing Connection: upgrade"));
     }
     if head.header("sec-websocket-version") != Some(b"13") {
-        return Err(UpgradeError::BadRequest("unsupported Sec-WebSocket-Version"));
+        return Err(UpgradeError::Version);
     }
     let key = head.header("sec-websocket-key").ok_or(UpgradeError::BadRequest("missing key"))?;
+    // RFC 6455 §4.2.1: a base64-encoded 16-byte nonce.
+    let nonce = base64::engine::general_purpose::STANDARD.decode(key.trim_ascii());
+    if nonce.map_or(true, |n| n.len() != 16) {
+        return Err(UpgradeError::BadRequest("Sec-WebSocket-Key is not a 16-byte base64 nonce"));
+    }
     if !origins.allows(head.header_str("origin")) {
         return Err(UpgradeError::Forbidden);
     }
@@ -296,6 +313,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(up.subprotocol, Some("centrifuge-json"));
+    }
+
+    #[test]
+    fn a_bad_version_or_nonce_is_refused_with_400() {
+        let text = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        let old = parse_head(text.as_bytes()).unwrap().unwrap().0;
+        let err = check_upgrade(&old, &OriginPolicy::default()).unwrap_err();
+        assert_eq!((err.status(), err.headers()), (400, &[("Sec-WebSocket-Version", "13")][..]));
+        for key in ["x", "dGhlIHNhbXBsZQ==", "dGhlIHNhbXBsZSBub25jZSBsb25nZXI=", "%%%%"] {
+            let text = format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+            );
+            let h = parse_head(text.as_bytes()).unwrap().unwrap().0;
+            let err = check_upgrade(&h, &OriginPolicy::default()).unwrap_err();
+            assert_eq!((err.status(), err.headers()), (400, &[][..]), "{key}");
+        }
     }
 
     #[test]
