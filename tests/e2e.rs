@@ -650,3 +650,68 @@ fn a_second_rotor_on_a_busy_port_refuses_to_start() {
     let again = Server::start(cfg);
     assert_eq!(again.port, port);
 }
+
+#[test]
+fn at_the_open_files_limit_accept_backs_off_with_one_log_line_and_recovers() {
+    use std::io::{BufRead, BufReader};
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"runtime": {"shards": 1}}));
+    let path = std::env::temp_dir().join(format!("rotor-emfile-{}.json", std::process::id()));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let script =
+        format!("ulimit -n 96 && exec {} -c {}", env!("CARGO_BIN_EXE_rotor"), path.display());
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("rotor listening on ") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "rotor exited before listening");
+    }
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // Hold more idle connections than the process has files for.
+    let held: Vec<_> =
+        (0..120).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    // The first failure is logged...
+    while !rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no failure logged")
+        .contains("accept failed")
+    {}
+    let mut failures = 1;
+    // ...and retries within the next second add no line (the server keeps retrying meanwhile).
+    let quiet_until = std::time::Instant::now() + Duration::from_secs(1);
+    while let Some(left) = quiet_until.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("accept failed") => failures += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(failures, 1, "one line per backoff window");
+    // Once connections close, new clients get in again.
+    drop(held);
+    eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+        let mut c =
+            Client::try_connect(port, "/connection/websocket", &[]).map_err(|e| e.to_string())?;
+        c.command(json!({"connect": {"token": token("back")}}));
+        match c.next_event() {
+            Event::Json(v) if v["connect"].is_object() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(path);
+}

@@ -68,6 +68,11 @@ const CLOSE_PROTOCOL_ERROR: Disconnect =
     Disconnect { code: 1002, reason: Cow::Borrowed("protocol error") };
 /// Timer task resolution.
 const TIMER_TICK: Duration = Duration::from_millis(250);
+/// First and longest wait after a failed accept (EMFILE: connections must close first).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// At most one accept-failure log line per this long.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves one accepted TCP connection: HTTP requests until it upgrades to WebSocket or closes.
 pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
@@ -575,6 +580,11 @@ where
     A: FnMut() -> F,
     F: Future<Output = glommio::Result<T, ()>>,
 {
+    // Failures (EMFILE above all) are logged once per ACCEPT_LOG_EVERY with how many there
+    // were, not once each: at the fd limit a line per retry would flood the log.
+    let mut failed: u64 = 0;
+    let mut logged: Option<Instant> = None;
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let accepted = or(async { Some(accept().await) }, async {
             shutdown_signal(shard).await;
@@ -583,10 +593,19 @@ where
         .await;
         match accepted {
             None => return,
-            Some(Ok(stream)) => serve(stream),
+            Some(Ok(stream)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                serve(stream);
+            }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed");
-                sleep(Duration::from_millis(20)).await;
+                failed += 1;
+                if logged.is_none_or(|at| at.elapsed() >= ACCEPT_LOG_EVERY) {
+                    tracing::warn!(error = %e, failures = failed, "accept failed; backing off");
+                    logged = Some(Instant::now());
+                    failed = 0;
+                }
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
     }
