@@ -38,6 +38,9 @@ pub enum HttpError {
     /// A transfer coding we do not implement.
     #[error("transfer coding not implemented")]
     NotImplemented,
+    /// The request head (or body) did not arrive in time.
+    #[error("request timeout")]
+    Timeout,
 }
 
 impl HttpError {
@@ -48,6 +51,7 @@ impl HttpError {
             HttpError::HeadTooLarge => 431,
             HttpError::BodyTooLarge => 413,
             HttpError::NotImplemented => 501,
+            HttpError::Timeout => 408,
         }
     }
 }

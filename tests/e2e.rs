@@ -715,3 +715,35 @@ fn at_the_open_files_limit_accept_backs_off_with_one_log_line_and_recovers() {
     let _ = child.wait();
     let _ = std::fs::remove_file(path);
 }
+
+#[test]
+fn a_request_head_trickled_byte_by_byte_is_cut_with_408() {
+    use std::io::{Read, Write};
+    let server = Server::start(base_config());
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(900))).unwrap();
+    let started = std::time::Instant::now();
+    slow.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    let mut answer = Vec::new();
+    // One header byte a second, as a slowloris client sends (bounded: 20 bytes).
+    for byte in b"X-Slow: aaaaaaaaaaaaaaaaa".iter().take(20) {
+        let mut chunk = [0u8; 512];
+        match slow.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+        if !answer.is_empty() || slow.write_all(&[*byte]).is_err() {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "cut after {took:?}");
+    // A prompt client is served meanwhile and after.
+    let mut http = server.http();
+    assert_eq!(http.raw(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+}

@@ -47,8 +47,10 @@ use conn::{closed_then_wait, disconnect, finish_conn, handle_commands, shard_hea
 pub use conn::{ConnectionRate, Env, Port, Reply};
 use socket::{send, Socket};
 
-/// Idle time allowed between HTTP requests on a keep-alive connection (and for a slow head).
+/// Idle time allowed between HTTP requests on a keep-alive connection.
 const HTTP_IDLE: Duration = Duration::from_secs(60);
+/// Time a request head may take from its first byte to its last.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP API request body.
 pub const API_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Inline read buffer of an idle WebSocket connection (most client frames fit).
@@ -259,7 +261,11 @@ async fn read_more(stream: &mut Socket, buf: &mut Vec<u8>, room: usize) -> usize
     n
 }
 
+/// Reads a request head. Between requests a connection may idle (`HTTP_IDLE`, the socket's
+/// read timeout); once a request's first byte is in, its whole head must follow within
+/// `HEAD_TIMEOUT`, so a head trickled a byte at a time cannot hold the connection.
 async fn read_head(stream: &mut Socket, buf: &mut Vec<u8>) -> Result<Option<Head>, HttpError> {
+    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
     loop {
         if !buf.is_empty() {
             if let Some((head, used)) = http::parse_head(buf)? {
@@ -267,9 +273,22 @@ async fn read_head(stream: &mut Socket, buf: &mut Vec<u8>) -> Result<Option<Head
                 return Ok(Some(head));
             }
         }
-        if read_more(stream, buf, 2048).await == 0 {
+        let read = match deadline {
+            None => read_more(stream, buf, 2048).await,
+            Some(at) => {
+                let timer = async {
+                    sleep(at.saturating_duration_since(Instant::now())).await;
+                    None
+                };
+                or(async { Some(read_more(stream, buf, 2048).await) }, timer)
+                    .await
+                    .ok_or(HttpError::Timeout)?
+            }
+        };
+        if read == 0 {
             return Ok(None);
         }
+        deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
     }
 }
 
