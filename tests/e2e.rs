@@ -747,3 +747,47 @@ fn a_request_head_trickled_byte_by_byte_is_cut_with_408() {
     let mut http = server.http();
     assert_eq!(http.raw(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
 }
+
+#[test]
+fn api_requests_without_the_key_are_refused_before_their_body_is_read() {
+    use std::io::{Read, Write};
+    let server = Server::start(base_config());
+    let ask = |head: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Only the head: the 8 MB body it announces never comes.
+        s.write_all(head.as_bytes()).unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = s.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    };
+    let big = "Content-Length: 8000000\r\n\r\n";
+    let no_key = ask(&format!("POST /api/publish HTTP/1.1\r\nHost: x\r\n{big}"));
+    assert!(no_key.starts_with("HTTP/1.1 401"), "{no_key}");
+    let wrong_key =
+        ask(&format!("POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: nope\r\n{big}"));
+    assert!(wrong_key.starts_with("HTTP/1.1 401"), "{wrong_key}");
+    let get =
+        ask(&format!("GET /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\n{big}"));
+    assert!(get.starts_with("HTTP/1.1 405"), "{get}");
+    // A client that sends a large body right away still reads its answer (no reset).
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("POST /api/publish HTTP/1.1\r\nHost: x\r\n{big}").as_bytes()).unwrap();
+    s.write_all(&vec![b'x'; 512 * 1024]).unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = s.read(&mut answer).unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 401"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // Anything that is not the API or a client transport takes small bodies only.
+    let other = ask(&format!("POST /nowhere HTTP/1.1\r\nHost: x\r\n{big}"));
+    assert!(other.starts_with("HTTP/1.1 413"), "{other}");
+    // With the key the API takes its body as before, and a keyless request without a body
+    // keeps its connection.
+    let mut http = server.http();
+    assert_eq!(http.post("/api/info", &[], "").status, 401);
+    assert_eq!(http.api("publish", json!({"channel": "a", "data": {"x": 1}})).status, 200);
+}

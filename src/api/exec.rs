@@ -47,14 +47,23 @@ pub fn authorized(head: &Head, key: &str, insecure: bool) -> bool {
     head.query_param("api_key").is_some_and(|q| matches(q.as_bytes()))
 }
 
+/// The answer to an API request decided by its head alone (wrong method, missing or wrong
+/// key), before any of its body is read; `None` when the body is wanted.
+pub fn handle_head(cfg: &crate::config::Config, head: &Head) -> Option<Response> {
+    if head.method != "POST" {
+        return Some(Response::MethodNotAllowed);
+    }
+    if !authorized(head, &cfg.http_api.key, cfg.http_api.insecure) {
+        return Some(Response::Unauthorized);
+    }
+    None
+}
+
 /// Handles `POST {prefix}` (legacy) and `POST {prefix}/<method>`.
 pub async fn handle_http(shard: &ShardRef, head: &Head, method: &str, body: Vec<u8>) -> Response {
     let cfg = Arc::clone(shard.borrow().cfg());
-    if head.method != "POST" {
-        return Response::MethodNotAllowed;
-    }
-    if !authorized(head, &cfg.http_api.key, cfg.http_api.insecure) {
-        return Response::Unauthorized;
+    if let Some(refused) = handle_head(&cfg, head) {
+        return refused;
     }
     if method.is_empty() {
         if shard.borrow().shutting_down() {

@@ -8,4 +8,4 @@ pub mod query;
 pub mod response;
 pub mod types;
 
-pub use exec::handle_http;
+pub use exec::{handle_head, handle_http};

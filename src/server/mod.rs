@@ -25,6 +25,7 @@ use tungstenite::Message;
 use crate::api;
 use crate::client::conn::ConnKey;
 use crate::client::queue::Out;
+use crate::config::Config;
 use crate::http::{self, BodyKind, ChunkedDecoder, Head, HttpError};
 use crate::protocol::{codes, json, protobuf, Command, Disconnect};
 use crate::shard::id::Lane;
@@ -53,6 +54,14 @@ const HTTP_IDLE: Duration = Duration::from_secs(60);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP API request body.
 pub const API_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Largest body of any other request (admin UI calls; the rest take none).
+const OTHER_BODY_MAX_BYTES: usize = 64 * 1024;
+/// Largest body read and dropped after an answer given on the head alone, so the connection
+/// stays usable (Go's net/http drops up to 256 KiB too).
+const DISCARD_MAX_BYTES: usize = 256 * 1024;
+/// What a closing connection drains at most, and for how long (`linger`).
+const LINGER_MAX_BYTES: usize = 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(1);
 /// Inline read buffer of an idle WebSocket connection (most client frames fit).
 const WS_IDLE_READ: usize = 256;
 /// Heap read buffer used while a connection streams more than `WS_IDLE_READ` per read.
@@ -155,14 +164,49 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
             }
             return;
         }
+        let endpoint = streaming::Endpoint::at(&cfg, &head.path).filter(|_| clients);
+        let limit = match endpoint {
+            Some((_, limit)) => limit,
+            None => match admit_body(&cfg, env.port, &head) {
+                Ok(limit) => limit,
+                Err(reply) => {
+                    // Answered from the head alone. A small body is read and dropped so the
+                    // connection can carry the next request (as Go's net/http does); a large
+                    // one is not read: the connection closes after the answer.
+                    let small = match head.body {
+                        BodyKind::Empty => true,
+                        BodyKind::Length(n) => n <= DISCARD_MAX_BYTES,
+                        BodyKind::Chunked => false,
+                    };
+                    let keep_alive = small
+                        && head.keep_alive()
+                        && discard(&mut stream, &mut buf, &head).await.is_ok();
+                    let mut extra = shard_header(shard_id).to_vec();
+                    extra.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
+                    let resp = http::response(
+                        reply.status,
+                        reply.content_type,
+                        &extra,
+                        &reply.body,
+                        keep_alive,
+                    );
+                    if send(&mut stream, &resp).await.is_err() {
+                        return;
+                    }
+                    if !keep_alive {
+                        linger(&mut stream).await;
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
         if head.body != BodyKind::Empty
             && head.header_has_token("expect", "100-continue")
             && buf.is_empty()
         {
             let _ = send(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        let endpoint = streaming::Endpoint::at(&cfg, &head.path).filter(|_| clients);
-        let limit = endpoint.map_or(API_BODY_MAX_BYTES, |(_, limit)| limit);
         let body = match read_body(&mut stream, &mut buf, &head, limit).await {
             Ok(b) => b,
             Err(e) => {
@@ -227,6 +271,76 @@ fn http_reply(response: api::response::Response) -> Reply {
     }
 }
 
+/// The API method path of a request the HTTP API serves on this port (`""` for the legacy
+/// route), as `route` tries the routes: operator endpoints first.
+fn api_path<'h>(cfg: &Config, port: Port, head: &'h Head) -> Option<&'h str> {
+    if (port.ops() && ops::serves(cfg, &head.path))
+        || cfg.http_api.disabled
+        || !port.internal(cfg.http_api.external)
+    {
+        return None;
+    }
+    let prefix = cfg.http_api.handler_prefix.trim_end_matches('/');
+    let rest = head.path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then(|| rest.trim_start_matches('/'))
+}
+
+/// Reads and drops the body `head` announces (at most `DISCARD_MAX_BYTES`, checked by the
+/// caller), within `HEAD_TIMEOUT`.
+async fn discard(stream: &mut Socket, buf: &mut Vec<u8>, head: &Head) -> Result<(), HttpError> {
+    let BodyKind::Length(n) = head.body else { return Ok(()) };
+    let read = async {
+        let mut left = n;
+        loop {
+            let here = left.min(buf.len());
+            buf.drain(..here);
+            left -= here;
+            if left == 0 {
+                return Ok(());
+            }
+            if read_more(stream, buf, left.min(16 * 1024)).await == 0 {
+                return Err(HttpError::BadRequest("body shorter than Content-Length"));
+            }
+        }
+    };
+    or(read, async {
+        sleep(HEAD_TIMEOUT).await;
+        Err(HttpError::Timeout)
+    })
+    .await
+}
+
+/// Before closing a connection whose client may still be sending (a body we did not read),
+/// reads and drops what arrives for a moment: closing with unread bytes makes the kernel
+/// reset the connection, and the client could lose the answer just written.
+async fn linger(stream: &mut Socket) {
+    let _ = stream.tcp().shutdown(std::net::Shutdown::Write).await;
+    let mut scratch = vec![0u8; 16 * 1024];
+    let drain = async {
+        let mut total = 0;
+        while total < LINGER_MAX_BYTES {
+            match stream.read(&mut scratch).await {
+                Ok(n) if n > 0 => total += n,
+                _ => return,
+            }
+        }
+    };
+    or(drain, sleep(LINGER_TIME)).await;
+}
+
+/// How large a body this request may send, decided on the head before any of it is read:
+/// the API's limit only for a request the API would take (POST with the key), a small one
+/// for the rest; an API request it would refuse is answered now, its body never read.
+fn admit_body(cfg: &Config, port: Port, head: &Head) -> Result<usize, Reply> {
+    if api_path(cfg, port, head).is_none() {
+        return Ok(OTHER_BODY_MAX_BYTES);
+    }
+    match api::handle_head(cfg, head) {
+        Some(refused) => Err(http_reply(refused)),
+        None => Ok(API_BODY_MAX_BYTES),
+    }
+}
+
 async fn route(shard: &ShardRef, port: Port, head: &Head, body: Vec<u8>) -> Reply {
     let cfg = Arc::clone(shard.borrow().cfg());
     if port.ops() {
@@ -234,13 +348,8 @@ async fn route(shard: &ShardRef, port: Port, head: &Head, body: Vec<u8>) -> Repl
             return reply;
         }
     }
-    if !cfg.http_api.disabled && port.internal(cfg.http_api.external) {
-        let prefix = cfg.http_api.handler_prefix.trim_end_matches('/');
-        if head.path == prefix || head.path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
-        {
-            let method = head.path[prefix.len()..].trim_start_matches('/');
-            return http_reply(api::handle_http(shard, head, method, body).await);
-        }
+    if let Some(method) = api_path(&cfg, port, head) {
+        return http_reply(api::handle_http(shard, head, method, body).await);
     }
     // Last: with the default empty prefix the admin UI takes every path left.
     if cfg.admin.enabled && port.internal(cfg.admin.external) {

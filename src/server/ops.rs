@@ -18,6 +18,14 @@ use crate::shard::msg::{Answer, Call};
 use crate::shard::{PendingAnswer, ShardRef};
 
 /// The answer of an operator endpoint at `head.path`, if it is one.
+/// Whether `path` is one of these endpoints (they take no body).
+pub fn serves(cfg: &Config, path: &str) -> bool {
+    let health = cfg.health.handler_prefix.trim_end_matches('/');
+    (cfg.prometheus.enabled && path == cfg.prometheus.handler_prefix)
+        || (cfg.health.enabled
+            && (path == cfg.health.handler_prefix || path.strip_prefix(health) == Some("/ready")))
+}
+
 pub async fn route(shard: &ShardRef, cfg: &Arc<Config>, head: &Head) -> Option<Reply> {
     if cfg.prometheus.enabled && head.path == cfg.prometheus.handler_prefix {
         return Some(match scrape(shard).await {
