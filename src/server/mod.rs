@@ -1,5 +1,6 @@
-//! Socket loops of one shard: accepting (and TLS, `socket`), HTTP/1.1 keep-alive, the WebSocket reader (bidi and
-//! uni), the HTTP streaming transports (`streaming`), what every connection task shares
+//! Socket loops of one shard: accepting (and TLS, `socket`), HTTP/1.1 keep-alive (reading
+//! requests within their limits: `request`), the WebSocket reader (bidi and uni), the HTTP
+//! streaming transports (`streaming`), what every connection task shares
 //! (`conn`: commands in order, the writer, the end of a connection), the operator endpoints
 //! (`ops`: metrics, health) and the admin UI (`admin`), which of them each listener serves
 //! (`Port`: main and internal), the timer task, and the tasks that drain each peer's lane into
@@ -25,8 +26,7 @@ use tungstenite::Message;
 use crate::api;
 use crate::client::conn::ConnKey;
 use crate::client::queue::Out;
-use crate::config::Config;
-use crate::http::{self, BodyKind, ChunkedDecoder, Head, HttpError};
+use crate::http::{self, BodyKind, Head};
 use crate::protocol::{codes, json, protobuf, Command, Disconnect};
 use crate::shard::id::Lane;
 use crate::shard::id::ShardId;
@@ -41,27 +41,19 @@ mod admin;
 mod conn;
 pub mod ops;
 pub mod proxy;
+mod request;
 mod socket;
 mod streaming;
 
 use conn::{closed_then_wait, disconnect, finish_conn, handle_commands, shard_header, write_loop};
 pub use conn::{ConnectionRate, Env, Port, Reply};
+use request::{
+    admit_body, api_path, discard, http_reply, linger, read_body, read_head, DISCARD_MAX_BYTES,
+};
 use socket::{send, Socket};
 
 /// Idle time allowed between HTTP requests on a keep-alive connection.
 const HTTP_IDLE: Duration = Duration::from_secs(60);
-/// Time a request head may take from its first byte to its last.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest HTTP API request body.
-pub const API_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
-/// Largest body of any other request (admin UI calls; the rest take none).
-const OTHER_BODY_MAX_BYTES: usize = 64 * 1024;
-/// Largest body read and dropped after an answer given on the head alone, so the connection
-/// stays usable (Go's net/http drops up to 256 KiB too).
-const DISCARD_MAX_BYTES: usize = 256 * 1024;
-/// What a closing connection drains at most, and for how long (`linger`).
-const LINGER_MAX_BYTES: usize = 1024 * 1024;
-const LINGER_TIME: Duration = Duration::from_secs(1);
 /// Inline read buffer of an idle WebSocket connection (most client frames fit).
 const WS_IDLE_READ: usize = 256;
 /// Heap read buffer used while a connection streams more than `WS_IDLE_READ` per read.
@@ -255,92 +247,6 @@ fn error_response(shard_id: ShardId, status: u16, message: &str) -> Vec<u8> {
     http::response(status, "application/json", &shard_header(shard_id), &body, false)
 }
 
-/// An API response as HTTP.
-fn http_reply(response: api::response::Response) -> Reply {
-    use api::response::Response;
-    match response {
-        Response::Json(status, body) => Reply::json(status, body),
-        Response::Unauthorized => {
-            Reply { status: 401, content_type: "", headers: Vec::new(), body: Vec::new() }
-        }
-        Response::MethodNotAllowed => {
-            let mut r = Reply::json(405, http::json_error_body("method not allowed"));
-            r.headers.push(("Allow", "POST".to_string()));
-            r
-        }
-    }
-}
-
-/// The API method path of a request the HTTP API serves on this port (`""` for the legacy
-/// route), as `route` tries the routes: operator endpoints first.
-fn api_path<'h>(cfg: &Config, port: Port, head: &'h Head) -> Option<&'h str> {
-    if (port.ops() && ops::serves(cfg, &head.path))
-        || cfg.http_api.disabled
-        || !port.internal(cfg.http_api.external)
-    {
-        return None;
-    }
-    let prefix = cfg.http_api.handler_prefix.trim_end_matches('/');
-    let rest = head.path.strip_prefix(prefix)?;
-    (rest.is_empty() || rest.starts_with('/')).then(|| rest.trim_start_matches('/'))
-}
-
-/// Reads and drops the body `head` announces (at most `DISCARD_MAX_BYTES`, checked by the
-/// caller), within `HEAD_TIMEOUT`.
-async fn discard(stream: &mut Socket, buf: &mut Vec<u8>, head: &Head) -> Result<(), HttpError> {
-    let BodyKind::Length(n) = head.body else { return Ok(()) };
-    let read = async {
-        let mut left = n;
-        loop {
-            let here = left.min(buf.len());
-            buf.drain(..here);
-            left -= here;
-            if left == 0 {
-                return Ok(());
-            }
-            if read_more(stream, buf, left.min(16 * 1024)).await == 0 {
-                return Err(HttpError::BadRequest("body shorter than Content-Length"));
-            }
-        }
-    };
-    or(read, async {
-        sleep(HEAD_TIMEOUT).await;
-        Err(HttpError::Timeout)
-    })
-    .await
-}
-
-/// Before closing a connection whose client may still be sending (a body we did not read),
-/// reads and drops what arrives for a moment: closing with unread bytes makes the kernel
-/// reset the connection, and the client could lose the answer just written.
-async fn linger(stream: &mut Socket) {
-    let _ = stream.tcp().shutdown(std::net::Shutdown::Write).await;
-    let mut scratch = vec![0u8; 16 * 1024];
-    let drain = async {
-        let mut total = 0;
-        while total < LINGER_MAX_BYTES {
-            match stream.read(&mut scratch).await {
-                Ok(n) if n > 0 => total += n,
-                _ => return,
-            }
-        }
-    };
-    or(drain, sleep(LINGER_TIME)).await;
-}
-
-/// How large a body this request may send, decided on the head before any of it is read:
-/// the API's limit only for a request the API would take (POST with the key), a small one
-/// for the rest; an API request it would refuse is answered now, its body never read.
-fn admit_body(cfg: &Config, port: Port, head: &Head) -> Result<usize, Reply> {
-    if api_path(cfg, port, head).is_none() {
-        return Ok(OTHER_BODY_MAX_BYTES);
-    }
-    match api::handle_head(cfg, head) {
-        Some(refused) => Err(http_reply(refused)),
-        None => Ok(API_BODY_MAX_BYTES),
-    }
-}
-
 async fn route(shard: &ShardRef, port: Port, head: &Head, body: Vec<u8>) -> Reply {
     let cfg = Arc::clone(shard.borrow().cfg());
     if port.ops() {
@@ -358,83 +264,6 @@ async fn route(shard: &ShardRef, port: Port, head: &Head, body: Vec<u8>) -> Repl
         }
     }
     Reply::json(404, http::json_error_body("not found"))
-}
-
-/// Reads more bytes straight into `buf`'s spare room (no scratch array in the future: every
-/// connection task would carry it for its whole life). Returns 0 at EOF or on error.
-async fn read_more(stream: &mut Socket, buf: &mut Vec<u8>, room: usize) -> usize {
-    let len = buf.len();
-    buf.resize(len + room, 0);
-    let n = stream.read(&mut buf[len..]).await.unwrap_or(0);
-    buf.truncate(len + n);
-    n
-}
-
-/// Reads a request head. Between requests a connection may idle (`HTTP_IDLE`, the socket's
-/// read timeout); once a request's first byte is in, its whole head must follow within
-/// `HEAD_TIMEOUT`, so a head trickled a byte at a time cannot hold the connection.
-async fn read_head(stream: &mut Socket, buf: &mut Vec<u8>) -> Result<Option<Head>, HttpError> {
-    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
-    loop {
-        if !buf.is_empty() {
-            if let Some((head, used)) = http::parse_head(buf)? {
-                buf.drain(..used);
-                return Ok(Some(head));
-            }
-        }
-        let read = match deadline {
-            None => read_more(stream, buf, 2048).await,
-            Some(at) => {
-                let timer = async {
-                    sleep(at.saturating_duration_since(Instant::now())).await;
-                    None
-                };
-                or(async { Some(read_more(stream, buf, 2048).await) }, timer)
-                    .await
-                    .ok_or(HttpError::Timeout)?
-            }
-        };
-        if read == 0 {
-            return Ok(None);
-        }
-        deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
-    }
-}
-
-async fn read_body(
-    stream: &mut Socket,
-    buf: &mut Vec<u8>,
-    head: &Head,
-    limit: usize,
-) -> Result<Vec<u8>, HttpError> {
-    match head.body {
-        BodyKind::Empty => Ok(Vec::new()),
-        BodyKind::Length(n) => {
-            if n > limit {
-                return Err(HttpError::BodyTooLarge);
-            }
-            while buf.len() < n {
-                let room = (n - buf.len()).min(64 * 1024);
-                if read_more(stream, buf, room).await == 0 {
-                    return Err(HttpError::BadRequest("body shorter than Content-Length"));
-                }
-            }
-            Ok(buf.drain(..n).collect())
-        }
-        BodyKind::Chunked => {
-            let mut dec = ChunkedDecoder::default();
-            loop {
-                let used = dec.feed(buf, limit)?;
-                buf.drain(..used);
-                if dec.finished() {
-                    return Ok(dec.into_body());
-                }
-                if read_more(stream, buf, 8192).await == 0 {
-                    return Err(HttpError::BadRequest("truncated chunked body"));
-                }
-            }
-        }
-    }
 }
 
 /// A WebSocket connection about to start.
