@@ -12,10 +12,11 @@ cd "$(dirname "$0")/.."
 
 cargo build -j 2 -p rotor -p rotor-loadtest || { echo "0 passed, 1 failed"; exit 1; }
 
-LT=target/debug/rotor-loadtest
+T="${CARGO_TARGET_DIR:-target}"
+LT="$T/debug/rotor-loadtest"
 OUT="${LOADTEST_SMOKE_OUT:-target/loadtest-smoke}"
 mkdir -p "$OUT"
-COMMON=(--rotor-bin target/debug/rotor --shards 2 --assert-sane --max-runtime 60)
+COMMON=(--rotor-bin "$T/debug/rotor" --shards 2 --assert-sane --max-runtime 60)
 
 passed=0
 failed=0
@@ -38,6 +39,9 @@ run broadcast-protobuf --scenario broadcast --protobuf --connections 200 --durat
 run broadcast-uni-sse --scenario broadcast --uni-sse --connections 200 --duration 3 --rate 50
 # Three nodes on one redis-server (Debian package redis-server, started by the harness).
 run broadcast-3-nodes --scenario broadcast --nodes 3 --connections 300 --duration 3 --rate 50
+# TLS client port and permessage-deflate, through the raw WebSocket client (needs openssl).
+run broadcast-tls-deflate --scenario broadcast --tls --ws-compression --payload-kind app-json \
+  --payload-bytes 2000 --connections 200 --duration 3 --rate 50
 run fanout-many --scenario fanout-many --connections 200 --channels 10 --duration 3 --rate 50
 run connect-storm --scenario connect-storm --connections 200
 run connect-storm-proxy --scenario connect-storm --connect-proxy --connections 200

@@ -78,6 +78,16 @@ pub enum Scenario {
     SlowConsumer,
 }
 
+/// Publication payload content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PayloadKind {
+    /// `{"ts":…,"seq":…,"pad":"xxx…"}` of exactly `--payload-bytes`.
+    Padded,
+    /// A realistic order-list JSON message of up to `--payload-bytes`.
+    AppJson,
+}
+
 /// Baseline to run back to back with the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -125,6 +135,11 @@ pub struct RunArgs {
     /// Payload size in bytes (JSON object with the send timestamp, padded).
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
+    /// What the payload is: `padded` (the timestamp object padded with `x` to
+    /// `--payload-bytes`) or `app-json` (an order-list JSON message of up to `--payload-bytes`
+    /// that compresses like application data).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Padded)]
+    pub payload_kind: PayloadKind,
     /// Concurrent publisher connections (each its own thread and keep-alive connection).
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
@@ -211,6 +226,20 @@ pub struct RunArgs {
     /// `channels` claim) instead of WebSocket.
     #[arg(long)]
     pub uni_sse: bool,
+    /// Rotor serves its client port over TLS (a throwaway CA and server certificate made with
+    /// the `openssl` CLI); clients verify against that CA with full handshakes (no resumption)
+    /// and speak through the raw WebSocket client. The HTTP API stays cleartext on an
+    /// internal port.
+    #[arg(long)]
+    pub tls: bool,
+    /// Rotor runs with `websocket.compression: true`; clients offer permessage-deflate (no
+    /// context takeover) and inflate compressed frames (raw WebSocket client).
+    #[arg(long)]
+    pub ws_compression: bool,
+    /// WebSocket clients use the raw client (as `--tls` and `--ws-compression` do) instead of
+    /// tungstenite, for a baseline with the same client code.
+    #[arg(long)]
+    pub raw_ws: bool,
     /// API key of the server at `--addr`.
     #[arg(long, default_value = "")]
     pub api_key: String,
@@ -241,6 +270,11 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// WebSocket clients use the raw client.
+    pub fn raw_client(&self) -> bool {
+        self.tls || self.ws_compression || self.raw_ws
+    }
+
     /// Workers to use.
     pub fn worker_count(&self) -> usize {
         // Every node gets at least one worker of its own.

@@ -15,7 +15,7 @@ use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 use crate::adapter::{channel_name, Flavor, ProtocolSpec, Publisher};
-use crate::cli::{RunArgs, Scenario, TargetKind};
+use crate::cli::{PayloadKind, RunArgs, Scenario, TargetKind};
 use crate::error::{Context, Error, Result};
 use crate::hist::{self, Percentiles};
 use crate::procfs;
@@ -28,6 +28,9 @@ use crate::target::{self, External, RotorOptions, Target};
 pub fn main(args: &RunArgs) -> Result<()> {
     validate(args)?;
     let started = Instant::now();
+    // One CA and server certificate for the whole run (removed at the end).
+    let certs = if args.tls { Some(crate::certs::generate()?) } else { None };
+    let certs = certs.as_ref();
     let mut runs = Vec::new();
     // Baselines first (in the order given, each once, never the target itself), target last.
     let mut baselines: Vec<TargetKind> = Vec::new();
@@ -37,9 +40,9 @@ pub fn main(args: &RunArgs) -> Result<()> {
         }
     }
     for kind in baselines {
-        runs.push(run_target(args, kind, started)?);
+        runs.push(run_target(args, kind, started, certs)?);
     }
-    runs.push(run_target(args, args.target, started)?);
+    runs.push(run_target(args, args.target, started, certs)?);
     let result = report::RunResult::new(args, runs);
     println!("{}", result.markdown());
     if let Some(path) = &args.out {
@@ -88,6 +91,18 @@ fn validate(args: &RunArgs) -> Result<()> {
             "{per_worker} connections per worker exceed one process's file limit; raise --workers"
         )));
     }
+    let started_rotor =
+        args.target == TargetKind::Rotor && args.addr.is_none() && args.compare.is_empty();
+    if (args.tls || args.ws_compression) && !started_rotor {
+        return Err(Error::Args(
+            "--tls and --ws-compression need a Rotor the harness starts, without --compare".into(),
+        ));
+    }
+    if args.raw_client() && args.uni_sse {
+        return Err(Error::Args(
+            "--tls/--ws-compression/--raw-ws are for WebSocket clients".into(),
+        ));
+    }
     if args.source_base != 0 && usize::from(args.source_base) + args.worker_count() > 255 {
         return Err(Error::Args("too many workers for 127.0.0.x source addresses".into()));
     }
@@ -125,7 +140,11 @@ fn with_affinity<T>(cpus: &[usize], f: impl FnOnce() -> Result<T>) -> Result<T> 
     r
 }
 
-fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
+fn start_target(
+    args: &RunArgs,
+    kind: TargetKind,
+    certs: Option<&crate::certs::Certs>,
+) -> Result<Box<dyn Target>> {
     let exe = std::env::current_exe().context("locating own executable")?;
     with_affinity(&args.server_cpus.0, || -> Result<Box<dyn Target>> {
         Ok(match kind {
@@ -157,6 +176,8 @@ fn start_target(args: &RunArgs, kind: TargetKind) -> Result<Box<dyn Target>> {
                         connect_proxy: args.connect_proxy.then(|| exe.clone()),
                         tags_filters: args.tags_filters,
                         tag_publications: args.tag_publications,
+                        tls: certs.map(|c| (c.cert.clone(), c.key.clone())),
+                        ws_compression: args.ws_compression,
                     };
                     if args.nodes > 1 {
                         Box::new(target::start_cluster(&opts, args.nodes, &args.redis_bin)?)
@@ -194,9 +215,14 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-fn run_target(args: &RunArgs, kind: TargetKind, started: Instant) -> Result<Metrics> {
+fn run_target(
+    args: &RunArgs,
+    kind: TargetKind,
+    started: Instant,
+    certs: Option<&crate::certs::Certs>,
+) -> Result<Metrics> {
     let deadline = started + Duration::from_secs(args.max_runtime);
-    let mut server = start_target(args, kind)?;
+    let mut server = start_target(args, kind, certs)?;
     eprintln!(
         "== {} ({}) at {}, pid {:?}: {:?}, {} connections, {} workers",
         server.name(),
@@ -213,7 +239,8 @@ fn run_target(args: &RunArgs, kind: TargetKind, started: Instant) -> Result<Metr
     );
     std::thread::sleep(Duration::from_millis(300));
     let mut m = Metrics::new(server.name(), args);
-    let result = scenario(args, server.as_mut(), &mut m, deadline);
+    let ca = certs.map(|c| c.ca_pem.as_str());
+    let result = scenario(args, server.as_mut(), &mut m, deadline, ca);
     m.server_log = server.warnings();
     server.stop()?;
     result?;
@@ -225,6 +252,7 @@ fn scenario(
     server: &mut dyn Target,
     m: &mut Metrics,
     deadline: Instant,
+    tls_ca_pem: Option<&str>,
 ) -> Result<()> {
     let pids = server.pids();
     let pids = pids.as_slice();
@@ -236,7 +264,7 @@ fn scenario(
         .then(|| ((1.0 / args.slow_fraction).round() as usize).max(1));
     let channels = if args.scenario == Scenario::FanoutMany { args.channels.max(1) } else { 1 };
     let mut workers = with_affinity(&args.client_cpus.0, || {
-        Workers::spawn(args, &server.addrs(), server.protocol(), channels, slow_every)
+        Workers::spawn(args, &server.addrs(), server.protocol(), channels, slow_every, tls_ca_pem)
     })?;
     let storm = args.scenario == Scenario::ConnectStorm;
     let cpu0 = sample(pids);
@@ -514,6 +542,11 @@ fn fill_delivery(
         m.bad_frames += r.bad_frames;
     }
     let deliveries: u64 = reports.iter().map(|r| r.deliveries + r.slow_deliveries).sum();
+    let wire: u64 = reports.iter().map(|r| r.wire_rx_bytes).sum();
+    if wire > 0 {
+        m.wire_rx_bytes = Some(wire);
+        m.wire_bytes_per_delivery = (deliveries > 0).then(|| wire as f64 / deliveries as f64);
+    }
     m.publishes = Some(phase.sent);
     m.publish_errors = Some(phase.errors);
     m.publish_skipped = Some(phase.skipped);
@@ -608,7 +641,14 @@ fn publish_phase(
                         }
                         let ch = (tick as usize) % channels;
                         let t = crate::clock::now_ns();
-                        let body = crate::payload::build(t, tick, args.payload_bytes);
+                        let body = match args.payload_kind {
+                            PayloadKind::Padded => {
+                                crate::payload::build(t, tick, args.payload_bytes)
+                            }
+                            PayloadKind::AppJson => {
+                                crate::payload::build_app_json(t, tick, args.payload_bytes)
+                            }
+                        };
                         match publisher.publish(&channel_name(ch, channels), &body) {
                             Ok(()) => {
                                 st.sent += 1;
@@ -709,6 +749,7 @@ impl Workers {
         protocol: ProtocolSpec,
         channels: usize,
         slow_every: Option<usize>,
+        tls_ca_pem: Option<&str>,
     ) -> Result<Self> {
         let exe = std::env::current_exe().context("locating own executable")?;
         let w = args.worker_count();
@@ -736,6 +777,9 @@ impl Workers {
                 slow_every,
                 slow_rcvbuf: slow_every.map(|_| 4096),
                 max_lifetime_s: args.max_runtime,
+                raw_ws: args.raw_client(),
+                tls_ca_pem: tls_ca_pem.map(str::to_owned),
+                ws_compression: args.ws_compression,
             };
             first += count;
             let mut child = Process::new(&exe)

@@ -7,12 +7,14 @@
 //! `loadtest/README.md` for the scenarios and how to run them.
 //!
 //! Modules: [`cli`] (options), [`coordinator`] (scenarios), [`worker`] (client processes),
-//! [`raw_server`] (the physical floor), [`target`] (servers under test), [`adapter`] (wire
-//! protocols and publishers), [`proto`] (coordinator↔worker JSON lines), [`procfs`]
+//! [`rawws`] (their raw WebSocket client: TLS, permessage-deflate), [`raw_server`] (the
+//! physical floor), [`target`] (servers under test), [`certs`] (throwaway TLS certificates),
+//! [`adapter`] (wire protocols and publishers), [`proto`] (coordinator↔worker JSON lines), [`procfs`]
 //! (CPU/RSS), [`hist`] (HDR histograms), [`payload`], [`clock`], [`report`] (JSON and
 //! Markdown), [`plots`] (SVG), [`error`].
 
 mod adapter;
+mod certs;
 mod cli;
 mod clock;
 mod coordinator;
@@ -24,6 +26,7 @@ mod procfs;
 mod proto;
 mod proxy_backend;
 mod raw_server;
+mod rawws;
 mod report;
 mod target;
 mod worker;

@@ -35,6 +35,15 @@ pub struct WorkerSpec {
     pub slow_every: Option<usize>,
     /// `SO_RCVBUF` for slow consumer candidates (small, so the server sees back-pressure soon).
     pub slow_rcvbuf: Option<usize>,
+    /// WebSocket clients use the raw client (`crate::rawws`).
+    #[serde(default)]
+    pub raw_ws: bool,
+    /// TLS to the server, verified against this CA (PEM); implies the raw client.
+    #[serde(default)]
+    pub tls_ca_pem: Option<String>,
+    /// Offer permessage-deflate; implies the raw client.
+    #[serde(default)]
+    pub ws_compression: bool,
     /// The worker exits by itself after this many seconds.
     pub max_lifetime_s: u64,
 }
@@ -115,4 +124,8 @@ pub struct WorkerReport {
     pub open: usize,
     /// Frames that could not be understood.
     pub bad_frames: u64,
+    /// Bytes the clients read from their TCP sockets (TLS records included; counted by
+    /// the raw WebSocket client only, else 0).
+    #[serde(default)]
+    pub wire_rx_bytes: u64,
 }

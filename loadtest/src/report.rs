@@ -100,6 +100,11 @@ pub struct Metrics {
     pub server_cpu_us_stat: Option<u64>,
     /// Server CPU per delivered message.
     pub cpu_us_per_delivery: Option<f64>,
+    /// Bytes the clients read from their sockets over the phase (raw WebSocket client only;
+    /// TLS records and frame headers included).
+    pub wire_rx_bytes: Option<u64>,
+    /// `wire_rx_bytes` per delivered message.
+    pub wire_bytes_per_delivery: Option<f64>,
     /// Server CPU use over the phase, percent of one core.
     pub server_cpu_percent: Option<f64>,
     /// Slow-consumer results.
@@ -219,6 +224,9 @@ pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
                 m.cpu_us_per_delivery.filter(|c| *c > 0.0).map(|c| 1e6 / c),
             ));
             f.push(("server CPU (% of one core)", m.server_cpu_percent));
+            if m.wire_bytes_per_delivery.is_some() {
+                f.push(("wire bytes per delivery (client side)", m.wire_bytes_per_delivery));
+            }
             if m.helper_cpu_us.is_some() {
                 let phase_s = m.publish_rate.zip(m.publishes).map(|(r, n)| n as f64 / r.max(1e-9));
                 f.push((
@@ -267,6 +275,7 @@ const RATIO_FIGURES: &[&str] = &[
     "latency p99.9 (ms)",
     "deliveries/s",
     "connect+subscribe per second",
+    "wire bytes per delivery (client side)",
 ];
 
 impl RunResult {

@@ -76,6 +76,8 @@ pub struct Spawned {
     /// The PID to measure when it is not the child's own (a server run under a wrapper).
     measured: Option<u32>,
     addr: SocketAddr,
+    /// Where the publisher posts when not `addr` (Rotor's cleartext internal port in TLS runs).
+    api_addr: Option<SocketAddr>,
     protocol: ProtocolSpec,
     log: Arc<Mutex<ServerLog>>,
     _stdin: Option<ChildStdin>,
@@ -85,7 +87,7 @@ pub struct Spawned {
 }
 
 /// A directory removed on drop.
-struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -108,6 +110,9 @@ impl Target for Spawned {
     }
     fn protocol(&self) -> ProtocolSpec {
         self.protocol.clone()
+    }
+    fn publisher(&self) -> Box<dyn Publisher> {
+        self.protocol.publisher(self.api_addr.unwrap_or(self.addr))
     }
     fn warnings(&self) -> ServerLog {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
@@ -298,6 +303,11 @@ pub struct RotorOptions {
     pub tags_filters: usize,
     /// Publications carry a tag even without filters (`--tag-publications`).
     pub tag_publications: bool,
+    /// Serve the client port over TLS with this certificate and key file (`--tls`); the HTTP
+    /// API then moves to a cleartext internal port.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `websocket.compression` (`--ws-compression`).
+    pub ws_compression: bool,
 }
 
 fn random_token(bytes: usize) -> Result<String> {
@@ -310,7 +320,8 @@ fn random_token(bytes: usize) -> Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf))
 }
 
-fn temp_dir(tag: &str) -> Result<TempDir> {
+/// A fresh directory under the system temp dir, removed when the result drops.
+pub fn temp_dir(tag: &str) -> Result<TempDir> {
     let dir = std::env::temp_dir().join(format!("rotor-loadtest-{tag}-{}", random_token(6)?));
     std::fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
     Ok(TempDir(dir))
@@ -331,6 +342,7 @@ pub fn rotor_config(opts: &RotorOptions, secret: &str, api_key: &str) -> serde_j
         "channel": {"without_namespace": {"allow_subscribe_for_client": true, "allow_tags_filter": true}},
         "runtime": {"shards": opts.shards, "pin_cpus": false},
         "shutdown": {"timeout": "5s"},
+        "websocket": {"compression": opts.ws_compression},
     })
 }
 
@@ -359,6 +371,21 @@ fn start_rotor_node(
     if let (Some(base), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
         base.extend(extra);
     }
+    let api_addr = match &opts.tls {
+        Some((cert, key)) => {
+            let port = free_port()?;
+            config["http_server"]["tls"] = serde_json::json!({
+                "enabled": true,
+                "cert_pem": cert.display().to_string(),
+                "key_pem": key.display().to_string(),
+            });
+            config["http_server"]["tls_external"] = true.into();
+            config["http_server"]["internal_address"] = "127.0.0.1".into();
+            config["http_server"]["internal_port"] = port.into();
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        }
+        None => None,
+    };
     let helper = match &opts.connect_proxy {
         Some(self_exe) => {
             let backend = start_proxy_backend(self_exe)?;
@@ -382,6 +409,7 @@ fn start_rotor_node(
         child: Some(child),
         measured: None,
         addr,
+        api_addr,
         protocol: ProtocolSpec::centrifugo(
             opts.flavor,
             // Through the connect proxy clients send no token.
@@ -419,6 +447,7 @@ fn start_own(
         child: Some(child),
         measured: None,
         addr,
+        api_addr: None,
         protocol: ProtocolSpec::CentrifugoJson {
             ws_path: ws_path.into(),
             hmac_secret: None,
@@ -499,6 +528,9 @@ impl Target for Cluster {
     }
     fn protocol(&self) -> ProtocolSpec {
         self.nodes[0].protocol()
+    }
+    fn publisher(&self) -> Box<dyn Publisher> {
+        self.nodes[0].publisher()
     }
     fn warnings(&self) -> ServerLog {
         let mut all = ServerLog::default();
@@ -632,6 +664,7 @@ pub fn start_nats(bin: &Path, max_seconds: u64) -> Result<Spawned> {
         child: Some(child),
         measured: Some(measured),
         addr,
+        api_addr: None,
         protocol: ProtocolSpec::NatsWs {
             publish_addr: SocketAddr::from(([127, 0, 0, 1], client_port)),
         },
@@ -711,6 +744,7 @@ pub fn start_socketio(node: &Path, dir: &Path, max_seconds: u64) -> Result<Spawn
         child: Some(child),
         measured: None,
         addr,
+        api_addr: None,
         protocol: ProtocolSpec::SocketIo,
         log,
         _stdin: stdin,

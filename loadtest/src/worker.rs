@@ -24,6 +24,7 @@ use crate::adapter::{channel_name, ClientProtocol, Frame, Inbound, Session};
 use crate::error::{Context, Error, Result};
 use crate::hist;
 use crate::proto::{Command, ConnectReport, Event, WorkerReport, WorkerSpec};
+use crate::rawws::{self, RawWs, WIRE_RX};
 
 fn message(frame: Frame) -> Message {
     match frame {
@@ -105,12 +106,19 @@ struct Ctx {
     protocol: Box<dyn ClientProtocol>,
     stats: RefCell<Stats>,
     mode: watch::Sender<Mode>,
+    /// TLS client setup when the spec asks for TLS.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 async fn run(spec: WorkerSpec, mut rx: mpsc::UnboundedReceiver<Option<Command>>) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(spec.max_lifetime_s);
     let (mode, _) = watch::channel(Mode::Normal);
+    let tls = match &spec.tls_ca_pem {
+        Some(pem) => Some(rawws::tls_connector(pem).map_err(Error::Args)?),
+        None => None,
+    };
     let ctx = Rc::new(Ctx {
+        tls,
         protocol: spec.protocol.client(),
         stats: RefCell::new(Stats {
             hist: hist::new(),
@@ -160,6 +168,11 @@ fn report(ctx: &Ctx, reset: bool) -> Result<WorkerReport> {
         closes: s.closes.clone(),
         open: s.open,
         bad_frames: s.bad_frames,
+        wire_rx_bytes: if reset {
+            WIRE_RX.swap(0, std::sync::atomic::Ordering::Relaxed)
+        } else {
+            WIRE_RX.load(std::sync::atomic::Ordering::Relaxed)
+        },
     };
     if reset {
         s.hist.reset();
@@ -264,6 +277,8 @@ async fn tcp_connect(spec: &WorkerSpec, client: usize) -> std::io::Result<TcpStr
 enum Link {
     Ws(Box<WebSocketStream<TcpStream>>),
     Sse(Box<SseStream>),
+    /// The raw client (TLS, permessage-deflate, or `--raw-ws`).
+    Raw(Box<RawWs>),
 }
 
 /// What a link produced next.
@@ -290,6 +305,11 @@ impl Link {
                 Some(Err(e)) => Incoming::Closed(reason("error", e)),
                 None => Incoming::Closed("eof".to_owned()),
             },
+            Link::Raw(ws) => match ws.next().await {
+                rawws::Event::Data(d) => Incoming::Data(d),
+                rawws::Event::Control => Incoming::Control,
+                rawws::Event::Closed(why) => Incoming::Closed(why),
+            },
             Link::Sse(s) => match s.next_event().await {
                 Ok(Some(event)) => Incoming::Data(event),
                 Ok(None) => Incoming::Closed("eof".to_owned()),
@@ -302,6 +322,10 @@ impl Link {
     async fn send(&mut self, frame: Frame) -> std::result::Result<(), String> {
         match self {
             Link::Ws(ws) => ws.send(message(frame)).await.map_err(|e| reason("send", e)),
+            Link::Raw(ws) => match frame {
+                Frame::Text(t) => ws.send(0x1, t.as_bytes()).await,
+                Frame::Binary(b) => ws.send(0x2, &b).await,
+            },
             Link::Sse(_) => Ok(()),
         }
     }
@@ -403,6 +427,24 @@ async fn open(ctx: &Ctx, client: usize) -> std::result::Result<(Link, Session), 
     let mut link = match request {
         Some((path, body)) => {
             Link::Sse(Box::new(SseStream::open(stream, spec.addr, &path, &body).await?))
+        }
+        None if spec.raw_ws || spec.ws_compression || ctx.tls.is_some() => {
+            let io: Box<dyn rawws::Io> = match &ctx.tls {
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::IpAddress(spec.addr.ip().into());
+                    let s = tls
+                        .connect(name, rawws::Counted(stream))
+                        .await
+                        .map_err(|e| reason("tls", e))?;
+                    Box::new(s)
+                }
+                None => Box::new(rawws::Counted(stream)),
+            };
+            let host = spec.addr.to_string();
+            let ws = RawWs::connect(io, &host, ctx.protocol.ws_path(), spec.ws_compression)
+                .await
+                .map_err(|e| reason("upgrade", e))?;
+            Link::Raw(Box::new(ws))
         }
         None => {
             let url = format!("ws://{}{}", spec.addr, ctx.protocol.ws_path());
