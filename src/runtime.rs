@@ -627,6 +627,19 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     if cfg.admin.enabled && cfg.admin.insecure {
         tracing::warn!("INSECURE admin mode enabled, make sure you understand risks");
     }
+    let tokens = [
+        ("client.token", &cfg.client.token),
+        ("client.subscription_token", &cfg.client.subscription_token.token),
+    ];
+    for (key, t) in tokens {
+        if t.insecure_skip_jwks_endpoint_safety_check && t.jwks_public_endpoint.contains("{{") {
+            tracing::warn!(
+                key,
+                "JWKS endpoint template safety check skipped: a forged token may choose where keys \
+                 are fetched from; list the allowed values in the regex group instead (INSECURE)"
+            );
+        }
+    }
     let node_name = cfg.node.name.clone();
     let pid_file = cfg.pid_file.clone();
     let running = start(cfg)?;

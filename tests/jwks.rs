@@ -93,3 +93,35 @@ fn tokens_verify_with_keys_fetched_from_the_jwks_endpoint() {
     assert_eq!(e.expect_close(), (3500, "invalid token".to_owned()));
     assert!(hits.load(Ordering::SeqCst) <= 2);
 }
+
+#[test]
+fn a_jwks_template_fed_by_a_free_form_regex_group_refuses_to_start() {
+    // The CVE-2026-32301 setup: a forged token's `iss` would choose the port keys come from.
+    let token = json!({
+        "jwks_public_endpoint": "http://127.0.0.1:{{port}}/jwks",
+        "issuer_regex": "^(?P<port>[0-9]+)$"
+    });
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"token": token}}));
+    let path = std::env::temp_dir().join(format!("rotor-jwks-unsafe-{}.json", std::process::id()));
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("client.token.issuer_regex"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    // An explicit list of tenants is accepted.
+    let safe = json!({
+        "jwks_public_endpoint": "http://127.0.0.1:1/{{tenant}}/jwks",
+        "issuer_regex": "^(?P<tenant>acme|globex)$"
+    });
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"token": safe}}));
+    let server = Server::start(cfg);
+    assert!(server.port > 0);
+    let _ = std::fs::remove_file(path);
+}

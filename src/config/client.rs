@@ -145,6 +145,10 @@ section! {
         issuer_regex: String [Plain] = String::new(),
         /// Claim holding the user id instead of `sub`.
         user_id_claim: String [Plain] = String::new(),
+        /// Accept `issuer_regex`/`audience_regex` groups that are not explicit lists of
+        /// values in `jwks_public_endpoint` placeholders (INSECURE: a forged token then
+        /// chooses where keys are fetched from; upstream's temporary escape hatch).
+        insecure_skip_jwks_endpoint_safety_check: bool [Plain] = false,
     }
 }
 

@@ -18,6 +18,7 @@ mod codec;
 pub mod duration;
 mod engine;
 mod env;
+mod jwks_safety;
 mod load;
 mod proxy;
 mod section;

@@ -677,7 +677,13 @@ fn jwks_endpoint_must_be_http_or_https() {
     c.client.token.jwks_public_endpoint = "https://keys.example/{{tenant}}/jwks".into();
     // Every placeholder needs a named group to fill it.
     assert_eq!(invalid_key(&c), "client.token.jwks_public_endpoint");
+    // Filled from an unverified claim: only an explicit list of values (upstream 6.7).
     c.client.token.issuer_regex = "^https://idp/(?P<tenant>[a-z]+)$".into();
+    assert_eq!(invalid_key(&c), "client.token.issuer_regex");
+    c.client.token.insecure_skip_jwks_endpoint_safety_check = true;
+    validate(&c).unwrap();
+    c.client.token.insecure_skip_jwks_endpoint_safety_check = false;
+    c.client.token.issuer_regex = "^https://idp/(?P<tenant>acme|globex)$".into();
     validate(&c).unwrap();
     c.client.token.jwks_public_endpoint = "https://keys.example/{{ tenant }}/{{region}}".into();
     assert_eq!(invalid_key(&c), "client.token.jwks_public_endpoint");

@@ -188,11 +188,18 @@ fn check_token(base: &str, token: &Token) -> Result<(), ConfigError> {
             ),
         ));
     }
+    if let Err((pattern, message)) =
+        super::jwks_safety::check(endpoint, &token.issuer_regex, &token.audience_regex)
+    {
+        if !token.insecure_skip_jwks_endpoint_safety_check {
+            return Err(invalid(key(pattern), message));
+        }
+    }
     Ok(())
 }
 
 /// Names inside `{{...}}`, spaces trimmed, as the JWKS verifier fills them.
-fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+pub(super) fn placeholders(template: &str) -> impl Iterator<Item = &str> {
     template
         .split("{{")
         .skip(1)
