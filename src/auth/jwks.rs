@@ -448,6 +448,10 @@ impl Jwks {
             }
             if !entries.contains_key(url) {
                 make_room(&mut entries);
+                // Every remembered URL has a fetch in flight: no new one until one ends.
+                if entries.len() >= MAX_URLS {
+                    return None;
+                }
             }
             let signal = Arc::new(Signal::default());
             entries.entry(url.to_owned()).or_default().in_flight = Some(Arc::clone(&signal));

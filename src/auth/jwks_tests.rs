@@ -494,3 +494,19 @@ fn the_fetch_future_can_be_awaited_on_any_executor_thread() {
     fn portable<T: std::future::Future<Output = ()> + Send + Unpin + 'static>() {}
     portable::<KeysFetch>();
 }
+
+#[test]
+fn no_url_beyond_the_cap_is_fetched_while_every_remembered_one_is_in_flight() {
+    // A key server that never answers keeps the first fetch busy; the rest wait queued.
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hung.local_addr().unwrap().port();
+    let jwks = jwks::Jwks::new(jwks::Template::parse("http://x/{{t}}"), TEST_TIMINGS);
+    let url = |i: usize| format!("http://127.0.0.1:{port}/{i}");
+    for i in 0..1024 {
+        assert!(jwks.fetch(&url(i), "kid").is_some(), "url {i}");
+    }
+    // The 1025th distinct URL is not fetched (nothing to wait for: the token is invalid).
+    assert!(jwks.fetch(&url(1024), "kid").is_none());
+    assert!(matches!(jwks.lookup(&url(1024), "kid"), jwks::Lookup::Pending));
+    drop(hung);
+}
