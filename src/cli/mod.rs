@@ -123,6 +123,10 @@ pub enum Command {
         /// Output file; the extension picks JSON, YAML or TOML.
         #[arg(short = 'c', long = "config", default_value = config::DEFAULT_CONFIG_FILE)]
         config: PathBuf,
+        /// Make the file readable by this group (mode 0640 instead of 0600), e.g. the
+        /// service's `rotor` group when root writes /etc/rotor/config.json.
+        #[arg(long = "group")]
+        group: Option<String>,
     },
     /// Load and validate a config file.
     Checkconfig {
@@ -216,6 +220,9 @@ pub enum CliError {
     /// Loading or validating the config failed.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `genconfig --group` names a group this system does not have.
+    #[error("group {0:?} does not exist")]
+    UnknownGroup(String),
     /// `genconfig`/`defaultconfig` would overwrite a file.
     #[error("{path}: file already exists, refusing to overwrite")]
     Exists {
@@ -337,7 +344,7 @@ pub fn run_tool_with(
 ) -> Result<(), CliError> {
     match cmd {
         Command::Version => writeln!(out, "{}", version_line())?,
-        Command::Genconfig { config } => genconfig(config)?,
+        Command::Genconfig { config, group } => genconfig(config, group.as_deref())?,
         Command::Checkconfig { config, .. } => {
             let loaded = match config::load(Some(config), env) {
                 Err(ConfigError::Refused { keys, warnings }) => {
@@ -397,7 +404,9 @@ pub fn run_tool_with(
 }
 
 /// `genconfig`: the §8.4 minimal config with fresh random secrets, mode 0600.
-fn genconfig(path: &Path) -> Result<(), CliError> {
+fn genconfig(path: &Path, group: Option<&str>) -> Result<(), CliError> {
+    // Resolved first: a group that does not exist leaves no file behind.
+    let gid = group.map(group_id).transpose()?;
     let minimal = json!({
         "client": {
             "token": {"hmac_secret_key": random_secret(SECRET_BYTES)},
@@ -411,7 +420,26 @@ fn genconfig(path: &Path) -> Result<(), CliError> {
         "http_api": {"key": random_secret(SECRET_BYTES)},
     });
     let text = render(path, &minimal)?;
-    write_new_file(path, &text, 0o600)
+    write_new_file(path, &text, if gid.is_some() { 0o640 } else { 0o600 })?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|source| CliError::Write { path: path.to_path_buf(), source })?;
+    }
+    Ok(())
+}
+
+/// The id of group `name`, from /etc/group.
+fn group_id(name: &str) -> Result<u32, CliError> {
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    groups
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let (group, _, gid) = (fields.next()?, fields.next()?, fields.next()?);
+            (group == name).then(|| gid.parse().ok()).flatten()
+        })
+        .next()
+        .ok_or_else(|| CliError::UnknownGroup(name.to_owned()))
 }
 
 /// `n` random bytes, base64url without padding.

@@ -140,7 +140,7 @@ fn genconfig_writes_loadable_config_with_random_secrets_and_refuses_overwrite() 
     use std::os::unix::fs::PermissionsExt;
     for ext in ["json", "yaml", "toml"] {
         let path = temp_path(ext);
-        let cmd = Command::Genconfig { config: path.clone() };
+        let cmd = Command::Genconfig { config: path.clone(), group: None };
         run(&cmd, &[]).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -164,6 +164,36 @@ fn genconfig_writes_loadable_config_with_random_secrets_and_refuses_overwrite() 
         assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
         std::fs::remove_file(&path).unwrap();
     }
+}
+
+#[test]
+fn genconfig_group_makes_the_file_readable_by_that_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // The test's own group (any user may give a file it owns to its own group).
+    let probe = temp_path("probe");
+    std::fs::write(&probe, "").unwrap();
+    let gid = std::fs::metadata(&probe).unwrap().gid();
+    std::fs::remove_file(&probe).unwrap();
+    let groups = std::fs::read_to_string("/etc/group").unwrap();
+    let name = groups
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2) == Some(&gid.to_string().as_str())).then(|| f[0].to_owned())
+        })
+        .expect("the test's group is in /etc/group");
+    let path = temp_path("json");
+    run(&Command::Genconfig { config: path.clone(), group: Some(name) }, &[]).unwrap();
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o640, gid));
+    std::fs::remove_file(&path).unwrap();
+    let err = run(
+        &Command::Genconfig { config: path.clone(), group: Some("no-such-group-x".into()) },
+        &[],
+    )
+    .unwrap_err();
+    assert!(matches!(err, CliError::UnknownGroup(_)), "{err}");
+    assert!(!path.exists(), "nothing written for an unknown group");
 }
 
 #[test]
