@@ -424,7 +424,8 @@ fn scenario(
                 slow_clients: slow_n,
                 baseline,
                 during,
-                p99_change_percent: (baseline.p99_us > 0)
+                // Without samples in both phases there is no change to speak of.
+                p99_change_percent: (baseline.count > 0 && during.count > 0 && baseline.p99_us > 0)
                     .then(|| (during.p99_us as f64 / baseline.p99_us as f64 - 1.0) * 100.0),
                 healthy_deliveries,
                 healthy_expected: b.sent * healthy,

@@ -37,6 +37,42 @@ pub struct SlowMetrics {
     pub rss_growth_kb: Option<i64>,
 }
 
+impl SlowMetrics {
+    /// What happened to the healthy clients, in words (the table's figures alone once read
+    /// "p99 change -100%" when every healthy client had been cut and none had a latency).
+    pub fn verdict(&self, target: &str) -> String {
+        let healthy_pct = (self.healthy_expected > 0)
+            .then(|| self.healthy_deliveries as f64 * 100.0 / self.healthy_expected as f64);
+        let slow = format!(
+            "{target}: {} slow clients, {} cut by the server ({} with close 3008).",
+            self.slow_clients, self.slow_disconnected_any, self.slow_disconnected_3008
+        );
+        let unharmed = self.healthy_closed == 0 && healthy_pct.is_some_and(|p| p >= 99.9);
+        let p99 = match self.p99_change_percent {
+            Some(change) => format!(
+                "their p99 went from {:.2} ms to {:.2} ms ({change:+.0}%)",
+                self.baseline.p99_us as f64 / 1000.0,
+                self.during.p99_us as f64 / 1000.0
+            ),
+            None => "no latency was measured for them in the slow phase".to_owned(),
+        };
+        let got = healthy_pct.map_or("–".to_owned(), |p| format!("{p:.1}%"));
+        if unharmed {
+            format!(
+                "{slow} Healthy clients were isolated: none lost its connection, they received \
+                 {got} of what was published, and {p99}."
+            )
+        } else {
+            format!(
+                "{slow} Healthy clients were NOT isolated: {} lost their connection and they \
+                 received {got} of what was published; {p99}. This load is more than the \
+                 machine carries: lower --rate or --payload-bytes.",
+                self.healthy_closed
+            )
+        }
+    }
+}
+
 /// Everything measured for one target in one run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Metrics {
@@ -405,6 +441,11 @@ impl RunResult {
             }
             out.push('\n');
         }
+        for r in &self.runs {
+            if let Some(slow) = &r.slow {
+                out.push_str(&format!("\n{}\n", slow.verdict(&r.target)));
+            }
+        }
         for r in self.runs.iter().filter(|r| !r.per_node.is_empty()) {
             out.push_str(&format!(
                 "\n{} per node (node 0 takes the publishes):\n\n| node | clients | deliveries/s | latency p50 (ms) | p99 (ms) |\n|---:|---:|---:|---:|---:|\n",
@@ -467,5 +508,38 @@ mod tests {
         assert_eq!(fmt(12.34), "12.3");
         assert_eq!(fmt(1.234), "1.23");
         assert_eq!(fmt(0.01234), "0.0123");
+    }
+
+    fn percentiles(count: u64, p99_us: u64) -> Percentiles {
+        Percentiles { count, p99_us, ..Percentiles::default() }
+    }
+
+    #[test]
+    fn the_slow_consumer_verdict_says_whether_healthy_clients_were_isolated() {
+        let isolated = SlowMetrics {
+            slow_clients: 20,
+            baseline: percentiles(1000, 1200),
+            during: percentiles(1000, 1300),
+            p99_change_percent: Some(8.3),
+            healthy_deliveries: 99_000,
+            healthy_expected: 99_000,
+            slow_disconnected_3008: 20,
+            slow_disconnected_any: 20,
+            ..SlowMetrics::default()
+        };
+        let text = isolated.verdict("rotor");
+        assert!(text.contains("were isolated") && text.contains("+8%"), "{text}");
+        assert!(text.contains("20 cut by the server (20 with close 3008)"), "{text}");
+        // Every healthy client cut: no latency to compare, said in words.
+        let cut = SlowMetrics {
+            during: percentiles(0, 0),
+            p99_change_percent: None,
+            healthy_deliveries: 0,
+            healthy_closed: 1980,
+            ..isolated
+        };
+        let text = cut.verdict("rotor");
+        assert!(text.contains("NOT isolated: 1980 lost their connection"), "{text}");
+        assert!(text.contains("no latency was measured") && !text.contains("-100%"), "{text}");
     }
 }
