@@ -628,14 +628,7 @@ fn a_second_rotor_on_a_busy_port_refuses_to_start() {
     merge(&mut cfg, json!({"http_server": {"port": port}}));
     let first = Server::start(cfg.clone());
     assert_eq!(first.port, port);
-    let path = std::env::temp_dir().join(format!("rotor-second-{}.json", std::process::id()));
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
+    let out = run_refused(&cfg);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("address already in use"), "{stderr}");

@@ -103,13 +103,7 @@ fn a_jwks_template_fed_by_a_free_form_regex_group_refuses_to_start() {
     });
     let mut cfg = base_config();
     merge(&mut cfg, json!({"client": {"token": token}}));
-    let path = std::env::temp_dir().join(format!("rotor-jwks-unsafe-{}.json", std::process::id()));
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rotor"))
-        .arg("-c")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = run_refused(&cfg);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("client.token.issuer_regex"), "{stderr}");
@@ -123,5 +117,4 @@ fn a_jwks_template_fed_by_a_free_form_regex_group_refuses_to_start() {
     merge(&mut cfg, json!({"client": {"token": safe}}));
     let server = Server::start(cfg);
     assert!(server.port > 0);
-    let _ = std::fs::remove_file(path);
 }

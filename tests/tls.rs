@@ -314,9 +314,7 @@ fn a_certificate_that_does_not_load_refuses_to_start_naming_the_key() {
     for (tls, key) in cases {
         let mut cfg = base_config();
         merge(&mut cfg, json!({"http_server": {"tls": tls}}));
-        let path = pki.dir.join("config.json");
-        std::fs::write(&path, cfg.to_string()).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_rotor")).arg("-c").arg(&path).output().unwrap();
+        let out = run_refused(&cfg);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "started with {tls}");
         assert!(stderr.contains(key), "{key} not named: {stderr}");

@@ -136,6 +136,16 @@ impl Drop for Server {
     }
 }
 
+/// Runs rotor on `config` expecting it to refuse to start: its exit and output.
+pub fn run_refused(config: &Value) -> std::process::Output {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let path = std::env::temp_dir().join(format!("rotor-refused-{}-{n}.json", std::process::id()));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rotor")).arg("-c").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    out
+}
+
 /// A connection token for `user` (expires in an hour).
 pub fn token(user: &str) -> String {
     token_with(json!({"sub": user, "exp": now() + 3600}))
