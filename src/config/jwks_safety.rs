@@ -15,7 +15,7 @@ pub(super) type Unsafe = (&'static str, String);
 /// Checks the groups of `issuer_regex` and `audience_regex` that fill the template's
 /// placeholders.
 pub(super) fn check(endpoint: &str, issuer: &str, audience: &str) -> Result<(), Unsafe> {
-    let names: Vec<&str> = super::validate::placeholders(endpoint).collect();
+    let names: Vec<&str> = placeholders(endpoint).collect();
     if names.is_empty() {
         return Ok(());
     }
@@ -49,6 +49,15 @@ pub(super) fn check(endpoint: &str, issuer: &str, audience: &str) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Names inside `{{...}}`, spaces trimmed, as the JWKS verifier fills them.
+pub(super) fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|after| after.split_once("}}"))
+        .map(|(name, _)| name.trim())
 }
 
 /// Every named group with the tree it matches.

@@ -180,7 +180,9 @@ fn check_token(base: &str, token: &Token) -> Result<(), ConfigError> {
         .filter_map(|pattern| regex::Regex::new(pattern).ok())
         .flat_map(|re| re.capture_names().flatten().map(str::to_owned).collect::<Vec<_>>())
         .collect();
-    if let Some(name) = placeholders(endpoint).find(|name| !groups.iter().any(|g| g == name)) {
+    if let Some(name) =
+        super::jwks_safety::placeholders(endpoint).find(|name| !groups.iter().any(|g| g == name))
+    {
         return Err(invalid(
             key("jwks_public_endpoint"),
             format!(
@@ -196,15 +198,6 @@ fn check_token(base: &str, token: &Token) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// Names inside `{{...}}`, spaces trimmed, as the JWKS verifier fills them.
-pub(super) fn placeholders(template: &str) -> impl Iterator<Item = &str> {
-    template
-        .split("{{")
-        .skip(1)
-        .filter_map(|after| after.split_once("}}"))
-        .map(|(name, _)| name.trim())
 }
 
 /// Empty means "not configured". Go RE2 syntax is (nearly) a subset of what `regex` accepts.
