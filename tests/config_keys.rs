@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -75,13 +75,7 @@ fn harmless_keys_are_skipped_with_one_warning_each_and_the_server_serves() {
     merge(&mut cfg, patch);
     let path = write_config("harmless", &cfg);
     let mut child = spawn(&path);
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("rotor listening on ") {
-        line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "rotor exited before listening");
-    }
-    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let port = listening_port(&mut child);
     let mut http = Http::connect(port);
     assert_eq!(http.raw(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
     assert_eq!(http.api("publish", json!({"channel": "a", "data": {}})).status, 200);

@@ -659,13 +659,7 @@ fn at_the_open_files_limit_accept_backs_off_with_one_log_line_and_recovers() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.starts_with("rotor listening on ") {
-        line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "rotor exited before listening");
-    }
-    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let port = listening_port(&mut child);
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {

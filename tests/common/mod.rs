@@ -77,22 +77,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn rotor");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("rotor listening on ") {
-                    let _ = tx.send(addr.to_string());
-                    break;
-                }
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let addr =
-            rx.recv_timeout(Duration::from_secs(20)).expect("rotor did not report listening");
-        let port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        let port = listening_port(&mut child);
         Server { child: Some(child), port, config: path }
     }
 
@@ -134,6 +119,25 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_file(&self.config);
     }
+}
+
+/// The port a rotor child (its stdout piped) reports in its "rotor listening on" line. Its
+/// stdout keeps being drained afterwards, so the server never blocks on a full pipe.
+pub fn listening_port(child: &mut Child) -> u16 {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("rotor listening on ") {
+                let _ = tx.send(addr.to_string());
+                break;
+            }
+        }
+        for _ in lines {}
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("rotor did not report listening");
+    addr.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 /// Runs rotor on `config` expecting it to refuse to start: its exit and output.
