@@ -41,6 +41,9 @@ pub enum HttpError {
     /// The request head (or body) did not arrive in time.
     #[error("request timeout")]
     Timeout,
+    /// The shard's budget for request bodies being read is spent (`runtime.http_body_budget`).
+    #[error("server busy: too many request bodies in flight")]
+    Busy,
 }
 
 impl HttpError {
@@ -52,6 +55,7 @@ impl HttpError {
             HttpError::BodyTooLarge => 413,
             HttpError::NotImplemented => 501,
             HttpError::Timeout => 408,
+            HttpError::Busy => 503,
         }
     }
 }
@@ -295,6 +299,11 @@ impl ChunkedDecoder {
     }
 
     /// The decoded body.
+    /// Body bytes decoded so far.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     pub fn into_body(self) -> Vec<u8> {
         self.body
     }

@@ -23,6 +23,7 @@ use crate::auth::TokenVerifier;
 use crate::broker::{nats, redis};
 use crate::channel::Namespaces;
 use crate::config::{self, Config};
+use crate::server::admission::Admission;
 use crate::server::{self, ConnectionRate, Env, Port};
 use crate::shard::id::Lane;
 use crate::shard::id::{ShardId, SHARDS_MAX};
@@ -270,7 +271,13 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                 let shard: ShardRef = Rc::new(RefCell::new(state));
                 let port = if internal.is_some() { Port::Main } else { Port::Both };
                 let rate = ConnectionRate::share(cfg.client.connection_rate_limit, count);
-                let env = Rc::new(Env { origins: origins.clone(), port, tls: main_tls, rate });
+                let env = Rc::new(Env {
+                    origins: origins.clone(),
+                    port,
+                    tls: main_tls,
+                    rate,
+                    admission: Admission::new(&cfg),
+                });
                 let ready = join_meshes(&shard, &env, main_mesh, reply_mesh).await;
                 if let Err(e) = ready {
                     let _ = boot_tx.send(Boot::Failed(id, e));
@@ -337,6 +344,8 @@ pub fn start(cfg: Config) -> Result<Running, RunError> {
                         port: Port::Internal,
                         tls: internal_tls,
                         rate: None,
+                        // Its own counts: a flood on the public port leaves the API room.
+                        admission: Admission::new(&cfg),
                     });
                     glommio::spawn_local(server::accept_loop(shard.clone(), env, l)).detach();
                 }

@@ -108,6 +108,18 @@ fn a_jwks_template_fed_by_a_free_form_regex_group_refuses_to_start() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("client.token.issuer_regex"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    // A list of ports is explicit, but a value that is part of the address (not a whole host
+    // label, path segment or query value) is refused too, naming the endpoint.
+    let port_list = json!({
+        "jwks_public_endpoint": "http://127.0.0.1:{{port}}/jwks",
+        "issuer_regex": "^(?P<port>8080|8081)$"
+    });
+    let mut cfg = base_config();
+    merge(&mut cfg, json!({"client": {"token": port_list}}));
+    let out = run_refused(&cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("client.token.jwks_public_endpoint"), "{stderr}");
     // An explicit list of tenants is accepted.
     let safe = json!({
         "jwks_public_endpoint": "http://127.0.0.1:1/{{tenant}}/jwks",

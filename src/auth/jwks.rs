@@ -2,10 +2,10 @@
 //!
 //! Owns: the endpoint URL template (`{{name}}` placeholders), the per-URL key cache
 //! (keys live 1 h; a failed or useless fetch is retried only after a short backoff),
-//! the background fetch thread and its completion signal, and decoding JWKs (RSA, EC
-//! P-256/P-384, OKP Ed25519) into verification keys.
+//! each fetch's completion signal, and decoding JWKs (RSA, EC P-256/P-384, OKP Ed25519)
+//! into verification keys.
 //! Must not: do network I/O or wait on anything on the caller's thread (callers are
-//! glommio shard threads; every fetch runs on the dedicated `rotor-jwks` std thread),
+//! glommio shard threads; every fetch runs on a `rotor-jwks` thread of `jwks_fetch`),
 //! decide whether a token is valid beyond "this key verifies this signature", or read
 //! claims (the verifier hands in the rendered URL).
 
@@ -13,13 +13,15 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr as _;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use super::jwks_fetch::{Fetcher, Limits, Pool, Refused};
 
 /// Upper bound on a JWKS document; real ones are a few kilobytes.
 const MAX_DOCUMENT_BYTES: u64 = 1 << 20;
@@ -55,8 +57,8 @@ enum FetchError {
     Http(#[from] ureq::Error),
     #[error("not a JWKS document: {0}")]
     Format(#[from] serde_json::Error),
-    #[error("fetch thread unavailable: {0}")]
-    Thread(String),
+    #[error("not fetched: {0}")]
+    Refused(#[from] Refused),
 }
 
 impl FetchError {
@@ -403,8 +405,8 @@ fn make_room(entries: &mut HashMap<String, Entry>) {
 pub(crate) struct Jwks {
     template: Template,
     cache: Arc<Cache>,
-    /// Started on the first fetch; stops when this value is dropped.
-    worker: Mutex<Option<mpsc::Sender<String>>>,
+    /// Its threads stop when this value is dropped.
+    pool: Pool<Downloader>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -414,12 +416,15 @@ impl std::fmt::Debug for Jwks {
 }
 
 impl Jwks {
-    pub(crate) fn new(template: Template, timings: Timings) -> Self {
-        Jwks {
-            template,
-            cache: Arc::new(Cache { timings, entries: Mutex::new(HashMap::new()) }),
-            worker: Mutex::new(None),
-        }
+    pub(crate) fn new(template: Template, timings: Timings, limits: Limits) -> Self {
+        let cache = Arc::new(Cache { timings, entries: Mutex::new(HashMap::new()) });
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timings.request_timeout))
+            .user_agent("rotor")
+            .build();
+        let agent = ureq::Agent::new_with_config(config);
+        let pool = Pool::new(Downloader { cache: Arc::clone(&cache), agent }, limits);
+        Jwks { template, cache, pool }
     }
 
     pub(crate) fn template(&self) -> &Template {
@@ -457,45 +462,28 @@ impl Jwks {
             entries.entry(url.to_owned()).or_default().in_flight = Some(Arc::clone(&signal));
             signal
         };
-        if let Err(e) = self.send(url) {
-            self.cache.complete(url, Err(e));
-        }
+        self.pool.submit(url);
         Some(KeysFetch { signal, slot: None })
-    }
-
-    fn send(&self, url: &str) -> Result<(), FetchError> {
-        let mut worker = lock(&self.worker);
-        if let Some(jobs) = worker.as_ref() {
-            if jobs.send(url.to_owned()).is_ok() {
-                return Ok(());
-            }
-        }
-        // First use, or the thread is gone (it only ends by panicking): start one.
-        let (jobs, queue) = mpsc::channel();
-        let cache = Arc::clone(&self.cache);
-        std::thread::Builder::new()
-            .name("rotor-jwks".into())
-            .spawn(move || run_worker(&cache, &queue))
-            .map_err(|e| FetchError::Thread(e.to_string()))?;
-        jobs.send(url.to_owned()).map_err(|e| FetchError::Thread(e.to_string()))?;
-        *worker = Some(jobs);
-        Ok(())
     }
 }
 
-/// One fetch at a time: there is one key server per configured endpoint, and each
-/// fetch takes at most two request timeouts.
-fn run_worker(cache: &Cache, queue: &mpsc::Receiver<String>) {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(cache.timings.request_timeout))
-        .user_agent("rotor")
-        .build();
-    let agent = ureq::Agent::new_with_config(config);
-    while let Ok(url) = queue.recv() {
-        let result = download(&agent, &url)
-            .or_else(|e| if e.is_transient() { download(&agent, &url) } else { Err(e) })
+/// What the fetch threads run: download a key set (one retry for a transient failure), parse
+/// it, and record the outcome in the cache, which wakes the waiting clients.
+struct Downloader {
+    cache: Arc<Cache>,
+    agent: ureq::Agent,
+}
+
+impl Fetcher for Downloader {
+    fn fetch(&self, url: &str) {
+        let result = download(&self.agent, url)
+            .or_else(|e| if e.is_transient() { download(&self.agent, url) } else { Err(e) })
             .and_then(|body| parse_key_set(&body));
-        cache.complete(&url, result);
+        self.cache.complete(url, result);
+    }
+
+    fn refuse(&self, url: &str, why: Refused) {
+        self.cache.complete(url, Err(why.into()));
     }
 }
 

@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::json;
 
 use super::jwks::Timings;
+use super::jwks_fetch::Limits;
 use super::test_keys::{
     EC_JWK_X, EC_JWK_Y, EC_PRIVATE_PEM, ED25519_JWK_X, ED25519_PRIVATE_PEM, RSA_JWK_E, RSA_JWK_N,
     RSA_PRIVATE_PEM,
@@ -500,7 +501,9 @@ fn no_url_beyond_the_cap_is_fetched_while_every_remembered_one_is_in_flight() {
     // A key server that never answers keeps the first fetch busy; the rest wait queued.
     let hung = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = hung.local_addr().unwrap().port();
-    let jwks = jwks::Jwks::new(jwks::Template::parse("http://x/{{t}}"), TEST_TIMINGS);
+    // A queue long and patient enough that every fetch stays in flight.
+    let limits = Limits { queued: 2048, queue_deadline: Duration::from_secs(60), ..Limits::SPEC };
+    let jwks = jwks::Jwks::new(jwks::Template::parse("http://x/{{t}}"), TEST_TIMINGS, limits);
     let url = |i: usize| format!("http://127.0.0.1:{port}/{i}");
     for i in 0..1024 {
         assert!(jwks.fetch(&url(i), "kid").is_some(), "url {i}");
@@ -509,4 +512,41 @@ fn no_url_beyond_the_cap_is_fetched_while_every_remembered_one_is_in_flight() {
     assert!(jwks.fetch(&url(1024), "kid").is_none());
     assert!(matches!(jwks.lookup(&url(1024), "kid"), jwks::Lookup::Pending));
     drop(hung);
+}
+
+#[test]
+fn a_key_server_that_never_answers_does_not_hold_up_other_hosts() {
+    let hung = JwksServer::start();
+    for path in ["/a", "/b", "/c", "/d"] {
+        hung.route(path, Reply::Hang);
+    }
+    let good = JwksServer::start();
+    good.route("/jwks", key_set(&[rsa_jwk("k")]));
+    let cfg = config::Token {
+        issuer_regex: r"^(?P<port>[0-9]+)/(?P<path>[a-z]+)$".into(),
+        ..endpoint_cfg("http://127.0.0.1:{{port}}/{{path}}".into())
+    };
+    // Long request timeouts: the hung host's fetches stay in flight for the whole test.
+    let timings = Timings { request_timeout: Duration::from_secs(5), ..TEST_TIMINGS };
+    let v = TokenVerifier::new(&cfg, false).unwrap().with_jwks_timings(timings);
+    let token = |port: u16, path: &str| {
+        sign(Algorithm::RS256, Some("k"), &json!({"sub": "u", "iss": format!("{port}/{path}")}))
+    };
+    // Forged tokens naming four paths on the hung host: fetches start (two run, two queue).
+    let forged: Vec<String> =
+        ["a", "b", "c", "d"].iter().map(|p| token(hung.addr.port(), p)).collect();
+    let pending: Vec<KeysFetch> = forged
+        .iter()
+        .map(|jwt| {
+            assert_eq!(v.verify_connection(jwt, NOW), Err(TokenError::KeysPending));
+            v.fetch_keys(jwt).expect("a fetch starts")
+        })
+        .collect();
+    // A real tenant on another host is served meanwhile.
+    assert_eq!(connect(&v, &token(good.addr.port(), "jwks")).unwrap().user, "u");
+    for jwt in &forged {
+        assert_eq!(v.verify_connection(jwt, NOW), Err(TokenError::KeysPending), "still in flight");
+    }
+    assert!(hung.requests().len() <= 2, "at most two fetches per host: {:?}", hung.requests());
+    drop(pending);
 }

@@ -17,6 +17,7 @@
 
 mod claims;
 mod jwks;
+mod jwks_fetch;
 #[cfg(test)]
 mod test_keys;
 
@@ -445,7 +446,7 @@ fn jwks_source(
             "placeholder {{{{{var}}}}} is not a named group of issuer_regex or audience_regex"
         ));
     }
-    Ok(jwks::Jwks::new(template, jwks::Timings::SPEC))
+    Ok(jwks::Jwks::new(template, jwks::Timings::SPEC, jwks_fetch::Limits::SPEC))
 }
 
 /// A token split into its three segments, with the header decoded.
@@ -521,7 +522,9 @@ impl TokenVerifier {
     /// Same verifier with its own, empty JWKS cache using `timings`.
     fn with_jwks_timings(mut self, timings: jwks::Timings) -> Self {
         if let Some(source) = &self.jwks {
-            self.jwks = Some(Arc::new(jwks::Jwks::new(source.template().clone(), timings)));
+            let template = source.template().clone();
+            let limits = jwks_fetch::Limits::SPEC;
+            self.jwks = Some(Arc::new(jwks::Jwks::new(template, timings, limits)));
         }
         self
     }

@@ -48,6 +48,17 @@ pub(super) fn check(endpoint: &str, issuer: &str, audience: &str) -> Result<(), 
             }
         }
     }
+    // After upstream's rule, so a free-form group is reported as upstream reports it.
+    if let Some(name) = misplaced(endpoint) {
+        return Err((
+            "jwks_public_endpoint",
+            format!(
+                "placeholder {{{{{name}}}}} must fill a whole host label, path segment or query \
+                 value (e.g. https://{{{{tenant}}}}.idp.example/keys or \
+                 https://idp.example/{{{{tenant}}}}/keys)"
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -58,6 +69,43 @@ pub(super) fn placeholders(template: &str) -> impl Iterator<Item = &str> {
         .skip(1)
         .filter_map(|after| after.split_once("}}"))
         .map(|(name, _)| name.trim())
+}
+
+/// The first placeholder that is not a whole host label (`://` or `.` before it, `.`, `:` or
+/// `/` after), a whole path segment (`/` before, `/`, `?`, `#` or the end after) or a whole
+/// query value (`=` before, `&`, `#` or the end after). Anywhere else (the scheme, userinfo,
+/// port, or part of a label or segment) a value would combine with the text around it into
+/// something the operator did not write.
+fn misplaced(template: &str) -> Option<&str> {
+    let authority_start = template.find("://").map_or(0, |i| i + 3);
+    let authority_end = template[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(template.len(), |i| authority_start + i);
+    let query_start = template.find('?').unwrap_or(template.len());
+    let mut from = 0;
+    while let Some(open) = template[from..].find("{{").map(|i| from + i) {
+        let close = template[open + 2..].find("}}").map(|i| open + 2 + i)?;
+        let name = template[open + 2..close].trim();
+        let before = &template[..open];
+        let after = &template[close + 2..];
+        let whole = if open < authority_start {
+            false // the scheme
+        } else if open < authority_end {
+            let in_port_or_userinfo = template[authority_start..open].contains([':', '@']);
+            (open == authority_start || before.ends_with('.'))
+                && !in_port_or_userinfo
+                && (after.is_empty() || after.starts_with(['.', ':', '/', '?', '#']))
+        } else if open < query_start {
+            before.ends_with('/') && (after.is_empty() || after.starts_with(['/', '?', '#']))
+        } else {
+            before.ends_with('=') && (after.is_empty() || after.starts_with(['&', '#']))
+        };
+        if !whole {
+            return Some(name);
+        }
+        from = close + 2;
+    }
+    None
 }
 
 /// Every named group with the tree it matches.
@@ -136,5 +184,32 @@ mod tests {
         assert_eq!(err.0, "audience_regex");
         // Without placeholders any pattern goes.
         assert_eq!(check("https://auth.example/keys", r"(?P<tenant>.+)", ""), Ok(()));
+    }
+
+    #[test]
+    fn placeholders_fill_whole_labels_segments_or_query_values_only() {
+        let list = r"(?P<t>acme|globex)";
+        for fine in [
+            "https://{{t}}.idp.example/keys",
+            "https://{{t}}/keys",
+            "https://idp.{{t}}.example:8443/keys",
+            "https://idp.example/{{t}}/keys",
+            "https://idp.example/keys/{{ t }}",
+            "https://idp.example/keys?tenant={{t}}&v=1",
+        ] {
+            assert_eq!(check(fine, list, ""), Ok(()), "{fine}");
+        }
+        for wrong in [
+            "https://idp.example:{{t}}/keys",
+            "https://{{t}}@idp.example/keys",
+            "{{t}}://idp.example/keys",
+            "https://idp-{{t}}.example/keys",
+            "https://idp.example/keys-{{t}}",
+            "https://idp.example/{{t}}.json",
+            "https://idp.example/keys?{{t}}",
+        ] {
+            let err = check(wrong, list, "").unwrap_err();
+            assert_eq!(err.0, "jwks_public_endpoint", "{wrong}");
+        }
     }
 }

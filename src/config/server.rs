@@ -189,6 +189,15 @@ section! {
         /// polls (one per idle connection) from the ring, so a deep ring keeps cancellations
         /// cheap with many connections (see tuning.md).
         ring_depth: usize [Plain] = 4096,
+        /// Connections per shard and listener still in the HTTP stage (accepted, not yet a
+        /// client transport); past it a new connection gets 503. 0 = no cap (see tuning.md).
+        http_stage_connections: usize [Plain] = 4096,
+        /// Bytes of request bodies one shard holds at once per listener while reading them; a
+        /// body that would overdraw it gets 503. 0 = no cap (see tuning.md).
+        http_body_budget: usize [Plain] = 64 * 1024 * 1024,
+        /// Time a request head may take from its first byte (a new connection's: from
+        /// accept) to its last; a slower one gets 408.
+        http_head_timeout: Duration [GoDuration] = Duration::from_secs(10),
     }
 }
 

@@ -119,6 +119,9 @@ pub fn validate(config: &Config) -> Result<(), ConfigError> {
     if config.runtime.lane_capacity == 0 {
         return Err(invalid("runtime.lane_capacity", "must be greater than 0"));
     }
+    if config.runtime.http_head_timeout.is_zero() {
+        return Err(invalid("runtime.http_head_timeout", "must be greater than 0"));
+    }
 
     let channel = &config.channel;
     check_data_format("channel.publication_data_format", &channel.publication_data_format)?;

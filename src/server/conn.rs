@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use futures_lite::future::or;
 use futures_lite::io::{AsyncWriteExt, WriteHalf};
 use glommio::timer::sleep;
 
+use super::admission::Admission;
 use super::socket::{send, Socket};
 use crate::client::conn::ConnKey;
 use crate::client::queue::Batch;
@@ -36,6 +38,8 @@ pub struct Env {
     pub tls: Option<futures_rustls::TlsAcceptor>,
     /// This shard's share of `client.connection_rate_limit`.
     pub rate: Option<RefCell<ConnectionRate>>,
+    /// This listener's HTTP-stage caps on this shard.
+    pub admission: Rc<Admission>,
 }
 
 /// A token bucket for new client connections: `client.connection_rate_limit` per second for

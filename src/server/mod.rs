@@ -26,7 +26,7 @@ use tungstenite::Message;
 use crate::api;
 use crate::client::conn::ConnKey;
 use crate::client::queue::Out;
-use crate::http::{self, BodyKind, Head};
+use crate::http::{self, BodyKind, Head, HttpError};
 use crate::protocol::{codes, json, protobuf, Command, Disconnect};
 use crate::shard::id::Lane;
 use crate::shard::id::ShardId;
@@ -38,6 +38,7 @@ use crate::transport::websocket::{self, Wire};
 use crate::transport::Transport;
 
 mod admin;
+pub mod admission;
 mod conn;
 pub mod ops;
 pub mod proxy;
@@ -78,14 +79,24 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves one accepted TCP connection: HTTP requests until it upgrades to WebSocket or closes.
-pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
+pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, mut tcp: TcpStream) {
+    let shard_id = shard.borrow().id();
+    // Held until this function returns: the connection closed, or its client transport runs in
+    // a task of its own.
+    let Some(_slot) = env.admission.enter() else {
+        refuse_full(shard_id, &env, &mut tcp).await;
+        return;
+    };
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_read_timeout(Some(HTTP_IDLE));
-    let shard_id = shard.borrow().id();
+    let head_timeout = shard.borrow().cfg().runtime.http_head_timeout;
     let Some(mut stream) = socket::accept(tcp, env.tls.as_ref()).await else { return };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut first = true;
     loop {
-        let head = match read_head(&mut stream, &mut buf).await {
+        let head = read_head(&mut stream, &mut buf, head_timeout, first, &env.admission).await;
+        first = false;
+        let head = match head {
             Ok(Some(h)) => h,
             Ok(None) => return,
             Err(e) => {
@@ -172,7 +183,7 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
                     };
                     let keep_alive = small
                         && head.keep_alive()
-                        && discard(&mut stream, &mut buf, &head).await.is_ok();
+                        && discard(&mut stream, &mut buf, &head, head_timeout).await.is_ok();
                     let mut extra = shard_header(shard_id).to_vec();
                     extra.extend(reply.headers.iter().map(|(k, v)| (*k, v.as_str())));
                     let resp = http::response(
@@ -199,11 +210,18 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
         {
             let _ = send(&mut stream, b"HTTP/1.1 100 Continue\r\n\r\n").await;
         }
-        let body = match read_body(&mut stream, &mut buf, &head, limit).await {
-            Ok(b) => b,
+        let (body, _lease) = match read_body(&mut stream, &mut buf, &head, limit, &env.admission)
+            .await
+        {
+            Ok(read) => read,
             Err(e) => {
                 let _ =
                     send(&mut stream, &error_response(shard_id, e.status(), &e.to_string())).await;
+                if matches!(e, HttpError::Busy | HttpError::BodyTooLarge) {
+                    // The body is still coming: drain a moment so the answer is not lost to
+                    // a reset.
+                    linger(&mut stream).await;
+                }
                 return;
             }
         };
@@ -233,6 +251,19 @@ pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, tcp: TcpStream) {
             return;
         }
     }
+}
+
+/// Turns away a connection the shard's HTTP stage has no room for
+/// (`runtime.http_stage_connections`): a cleartext client reads 503; a TLS one is closed
+/// before the handshake, whose CPU is what an overloaded shard must not spend.
+async fn refuse_full(shard_id: ShardId, env: &Env, tcp: &mut TcpStream) {
+    if env.tls.is_none() {
+        let why = "too many connections in the HTTP stage";
+        let _ =
+            futures_lite::io::AsyncWriteExt::write_all(tcp, &error_response(shard_id, 503, why))
+                .await;
+    }
+    tracing::debug!("HTTP stage full; connection refused");
 }
 
 /// Whether a new client connection exceeds this shard's share of

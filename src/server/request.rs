@@ -5,12 +5,14 @@
 //! Owns: these limits and the read buffers' growth. Must not: route (the caller does, with
 //! `api_path` to find the API) or decide anything about a request's content.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 use futures_lite::io::AsyncReadExt;
 use glommio::timer::sleep;
 
+use super::admission::{Admission, BodyLease};
 use super::conn::{Port, Reply};
 use super::ops;
 use super::socket::Socket;
@@ -18,8 +20,6 @@ use crate::api;
 use crate::config::Config;
 use crate::http::{self, BodyKind, ChunkedDecoder, Head, HttpError};
 
-/// Time a request head may take from its first byte to its last.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP API request body.
 const API_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Largest body of any other request (admin UI calls; the rest take none).
@@ -30,6 +30,10 @@ pub(super) const DISCARD_MAX_BYTES: usize = 256 * 1024;
 /// What a closing connection drains at most, and for how long (`linger`).
 const LINGER_MAX_BYTES: usize = 1024 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(1);
+/// How often an idle keep-alive connection checks whether its shard's HTTP stage is crowded.
+const CROWDED_CHECK: Duration = Duration::from_secs(1);
+/// Bytes read at a time from a chunked body.
+const CHUNKED_READ: usize = 8192;
 
 /// An API response as HTTP.
 pub(super) fn http_reply(response: api::response::Response) -> Reply {
@@ -62,11 +66,12 @@ pub(super) fn api_path<'h>(cfg: &Config, port: Port, head: &'h Head) -> Option<&
 }
 
 /// Reads and drops the body `head` announces (at most `DISCARD_MAX_BYTES`, checked by the
-/// caller), within `HEAD_TIMEOUT`.
+/// caller), within `timeout` (the head's).
 pub(super) async fn discard(
     stream: &mut Socket,
     buf: &mut Vec<u8>,
     head: &Head,
+    timeout: Duration,
 ) -> Result<(), HttpError> {
     let BodyKind::Length(n) = head.body else { return Ok(()) };
     let read = async {
@@ -84,7 +89,7 @@ pub(super) async fn discard(
         }
     };
     or(read, async {
-        sleep(HEAD_TIMEOUT).await;
+        sleep(timeout).await;
         Err(HttpError::Timeout)
     })
     .await
@@ -133,12 +138,19 @@ pub(super) async fn read_more(stream: &mut Socket, buf: &mut Vec<u8>, room: usiz
 
 /// Reads a request head. Between requests a connection may idle (`HTTP_IDLE`, the socket's
 /// read timeout); once a request's first byte is in, its whole head must follow within
-/// `HEAD_TIMEOUT`, so a head trickled a byte at a time cannot hold the connection.
+/// `timeout` (`runtime.http_head_timeout`), so a head trickled a byte at a time cannot hold
+/// the connection. A new connection's first head (`first`) is timed from the accept: a client
+/// that connects says what it wants at once. An idle keep-alive connection gives its place up
+/// (returns `Ok(None)`) when the shard's HTTP stage is crowded, so idle connections cannot keep
+/// new clients out.
 pub(super) async fn read_head(
     stream: &mut Socket,
     buf: &mut Vec<u8>,
+    timeout: Duration,
+    first: bool,
+    admission: &Admission,
 ) -> Result<Option<Head>, HttpError> {
-    let mut deadline = (!buf.is_empty()).then(|| Instant::now() + HEAD_TIMEOUT);
+    let mut deadline = (first || !buf.is_empty()).then(|| Instant::now() + timeout);
     loop {
         if !buf.is_empty() {
             if let Some((head, used)) = http::parse_head(buf)? {
@@ -147,7 +159,15 @@ pub(super) async fn read_head(
             }
         }
         let read = match deadline {
-            None => read_more(stream, buf, 2048).await,
+            None => {
+                let crowded = async {
+                    while !admission.crowded() {
+                        sleep(CROWDED_CHECK).await;
+                    }
+                    0
+                };
+                or(read_more(stream, buf, 2048), crowded).await
+            }
             Some(at) => {
                 let timer = async {
                     sleep(at.saturating_duration_since(Instant::now())).await;
@@ -161,39 +181,48 @@ pub(super) async fn read_head(
         if read == 0 {
             return Ok(None);
         }
-        deadline.get_or_insert_with(|| Instant::now() + HEAD_TIMEOUT);
+        deadline.get_or_insert_with(|| Instant::now() + timeout);
     }
 }
 
+/// Reads the body `head` announces, up to `limit` bytes, holding a lease on the shard's body
+/// budget for as long as the body lives (the caller keeps the lease until it has answered).
 pub(super) async fn read_body(
     stream: &mut Socket,
     buf: &mut Vec<u8>,
     head: &Head,
     limit: usize,
-) -> Result<Vec<u8>, HttpError> {
+    admission: &Rc<Admission>,
+) -> Result<(Vec<u8>, Option<BodyLease>), HttpError> {
     match head.body {
-        BodyKind::Empty => Ok(Vec::new()),
+        BodyKind::Empty => Ok((Vec::new(), None)),
         BodyKind::Length(n) => {
             if n > limit {
                 return Err(HttpError::BodyTooLarge);
             }
+            let lease = admission.lease(n).ok_or(HttpError::Busy)?;
             while buf.len() < n {
                 let room = (n - buf.len()).min(64 * 1024);
                 if read_more(stream, buf, room).await == 0 {
                     return Err(HttpError::BadRequest("body shorter than Content-Length"));
                 }
             }
-            Ok(buf.drain(..n).collect())
+            Ok((buf.drain(..n).collect(), Some(lease)))
         }
         BodyKind::Chunked => {
+            let mut lease = admission.lease(0).ok_or(HttpError::Busy)?;
             let mut dec = ChunkedDecoder::default();
             loop {
                 let used = dec.feed(buf, limit)?;
                 buf.drain(..used);
                 if dec.finished() {
-                    return Ok(dec.into_body());
+                    return Ok((dec.into_body(), Some(lease)));
                 }
-                if read_more(stream, buf, 8192).await == 0 {
+                // What the body holds, plus the read about to land in `buf`.
+                if !lease.grow_to(dec.body_len() + buf.len() + CHUNKED_READ) {
+                    return Err(HttpError::Busy);
+                }
+                if read_more(stream, buf, CHUNKED_READ).await == 0 {
                     return Err(HttpError::BadRequest("truncated chunked body"));
                 }
             }

@@ -358,6 +358,11 @@ impl Http {
         Http { stream, buf: Vec::new() }
     }
 
+    /// The connection itself (to watch it being closed).
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
     pub fn raw(&mut self, bytes: &[u8]) -> Response {
         self.stream.write_all(bytes).unwrap();
         self.read_response()
