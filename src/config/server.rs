@@ -191,7 +191,7 @@ section! {
         ring_depth: usize [Plain] = 4096,
         /// Connections per shard and listener still in the HTTP stage (accepted, not yet a
         /// client transport); past it a new connection gets 503. 0 = no cap (see tuning.md).
-        http_stage_connections: usize [Plain] = 4096,
+        http_stage_connections: usize [Plain] = 1024,
         /// Bytes of request bodies one shard holds at once per listener while reading them; a
         /// body that would overdraw it gets 503. 0 = no cap (see tuning.md).
         http_body_budget: usize [Plain] = 64 * 1024 * 1024,
