@@ -239,6 +239,9 @@ pub struct Conns {
     compressor: Compressor,
     /// Compression of `/connection/websocket` and of `uni_websocket` connections.
     compression: [deflate::Settings; 2],
+    /// Connected connections by user, so that an API operation on a user costs O(that user's
+    /// connections), not O(the shard's).
+    users: HashMap<Arc<str>, Vec<ConnKey>>,
 }
 
 impl Conns {
@@ -282,10 +285,36 @@ impl Conns {
             self.sessions.remove(&e.session);
         }
         let conn = self.slab.remove(usize::try_from(key.slot).ok()?);
-        if matches!(conn.state, State::Connected(_)) {
+        if let State::Connected(session) = &conn.state {
             self.connected.fetch_sub(1, Ordering::Relaxed);
+            if let Some(keys) = self.users.get_mut(&session.user) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    self.users.remove(&session.user);
+                }
+            }
         }
         Some(conn)
+    }
+
+    /// Makes a connection connected with `session`, indexed under its user; false when the
+    /// connection is gone.
+    pub fn set_connected(&mut self, key: ConnKey, session: Session) -> bool {
+        let Some(conn) = self.get_mut(key) else { return false };
+        let user = Arc::clone(&session.user);
+        conn.state = State::Connected(session);
+        self.users.entry(user).or_default().push(key);
+        true
+    }
+
+    /// Keys of the connected connections of `user` on this shard.
+    pub fn of_user(&self, user: &str) -> &[ConnKey] {
+        self.users.get(user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Users with a connected connection on this shard.
+    pub fn users(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.users.keys()
     }
 
     /// Every connection with its key.

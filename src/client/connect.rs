@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::auth::{self, Expiry, SubscribeOverrides, TokenError};
 use crate::broker::control::{ConnFilter, ConnsOp};
 use crate::channel::{self, Subject};
-use crate::client::conn::{ConnKey, State};
+use crate::client::conn::ConnKey;
 use crate::client::emulation::session_id;
 use crate::client::recovery::Settled;
 use crate::client::recovery::{PendingSub, SubReply};
@@ -385,8 +385,10 @@ impl Clients<'_> {
             server_refresh,
             refreshing: false,
         };
-        let Some(conn) = self.conns.get_mut(key) else { return Step::Stop };
-        conn.state = State::Connected(session);
+        if !self.conns.set_connected(key, session) {
+            return Step::Stop;
+        }
+        let Some(conn) = self.conns.get(key) else { return Step::Stop };
         let (t, label) = (TransportLabel::from(transport) as usize, conn.label.0 as usize);
         self.metrics.connections_accepted[t][label] += 1;
         self.metrics.action("add_client");

@@ -25,19 +25,23 @@ impl Clients<'_> {
         }
     }
 
-    /// Live local connections matching `filter`.
+    /// Live local connections matching `filter`: the user's connections only are looked at.
     fn matching(&self, filter: &ConnFilter) -> Vec<ConnKey> {
+        // WebSocket connections have no session id, so a session filter matches none of them.
+        if !filter.session.is_empty() {
+            return Vec::new();
+        }
         self.conns
+            .of_user(&filter.user)
             .iter()
-            .filter_map(|(key, c)| {
-                let s = c.session()?;
-                let hit = c.closing.is_none()
-                    && *s.user == *filter.user
-                    && (filter.client.is_empty() || s.client.to_string() == filter.client)
-                    // WebSocket connections have no session id, so a session filter matches
-                    // none of them.
-                    && filter.session.is_empty();
-                hit.then_some(key)
+            .copied()
+            .filter(|key| {
+                self.conns.get(*key).is_some_and(|c| {
+                    c.closing.is_none()
+                        && c.session().is_some_and(|s| {
+                            filter.client.is_empty() || s.client.to_string() == filter.client
+                        })
+                })
             })
             .collect()
     }

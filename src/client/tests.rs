@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::conn::{ConnKey, State};
+use super::conn::ConnKey;
 use super::queue::Batch;
 use super::session::{Session, Sub, SubFlags};
 use super::Env;
@@ -25,8 +25,8 @@ fn test_shard(queue_max_size: usize) -> Shard {
 /// A connected client subscribed to `channel` in its session.
 fn connected(shard: &mut Shard, channel: &Arc<str>) -> ConnKey {
     let key = shard.open_conn(Transport::WebSocket { native_ping: false }, false, Vec::new());
-    if let Some(c) = shard.conns().get_mut(key) {
-        c.state = State::Connected(Session {
+    {
+        let session = Session {
             client: uuid::Uuid::from_u128(1),
             user: Arc::from("u"),
             conn_info: None,
@@ -36,7 +36,8 @@ fn connected(shard: &mut Shard, channel: &Arc<str>) -> ConnKey {
             token_channels: 0,
             server_refresh: false,
             refreshing: false,
-        });
+        };
+        shard.conns().set_connected(key, session);
     }
     key
 }
@@ -73,4 +74,34 @@ fn subscribe_completion_joins_the_hub_after_the_reply() {
         panic!()
     };
     assert_eq!(&frame[2..], br#"{"id":7,"subscribe":{}}"#);
+}
+
+#[test]
+fn connections_are_indexed_by_user_until_removed() {
+    let mut shard = test_shard(1 << 20);
+    let mut open = |user: &str| {
+        let key = shard.open_conn(Transport::WebSocket { native_ping: false }, false, Vec::new());
+        let session = Session {
+            client: uuid::Uuid::new_v4(),
+            user: Arc::from(user),
+            conn_info: None,
+            subs: Vec::new(),
+            expire_at: None,
+            counted: false,
+            token_channels: 0,
+            server_refresh: false,
+            refreshing: false,
+        };
+        assert!(shard.conns().set_connected(key, session));
+        key
+    };
+    let (a1, a2, b) = (open("alice"), open("alice"), open("bob"));
+    assert_eq!(shard.conns().of_user("alice"), [a1, a2]);
+    assert_eq!(shard.conns().of_user("bob"), [b]);
+    assert!(shard.conns().of_user("carol").is_empty());
+    shard.conns().remove(a1);
+    assert_eq!(shard.conns().of_user("alice"), [a2]);
+    shard.conns().remove(a2);
+    shard.conns().remove(b);
+    assert_eq!(shard.conns().users().count(), 0, "no user outlives its connections");
 }

@@ -460,11 +460,10 @@ impl Shard {
                 let label = c.label.0 as usize;
                 s.inflight[TransportLabel::from(c.transport) as usize][label] += 1;
                 s.subscriptions[label] += session.subs.len() as u64;
-                s.users.push(Arc::clone(&session.user));
             }
         }
+        s.users = self.conns.users().cloned().collect();
         s.users.sort_unstable();
-        s.users.dedup();
         s
     }
 

@@ -26,7 +26,7 @@ use super::msg::{Call, Frame};
 use super::{PendingAnswer, Shard, ShardRef};
 use crate::broker::stream::HistoryPolicy;
 use crate::broker::PublishCall;
-use crate::client::conn::{ConnKey, State};
+use crate::client::conn::ConnKey;
 use crate::client::queue::Batch;
 use crate::client::session::Session;
 use crate::client::Step;
@@ -157,8 +157,8 @@ impl Sim {
             false,
             Vec::new(),
         );
-        if let Some(c) = s.conns().get_mut(key) {
-            c.state = State::Connected(Session {
+        {
+            let session = Session {
                 client: uuid::Uuid::from_u128(client as u128),
                 user: Arc::from("u"),
                 conn_info: None,
@@ -168,7 +168,8 @@ impl Sim {
                 token_channels: 0,
                 server_refresh: false,
                 refreshing: false,
-            });
+            };
+            s.conns().set_connected(key, session);
         }
         (shard, key)
     }
