@@ -81,6 +81,10 @@ pub enum UpgradeError {
     /// Not a valid RFC 6455 upgrade request.
     #[error("{0}")]
     BadRequest(&'static str),
+    /// A well-formed upgrade with a method other than GET: 405, as Centrifugo's upgrader
+    /// (gorilla/websocket) answers it, with the `Allow` header RFC 9110 requires.
+    #[error("websocket upgrade needs GET")]
+    Method,
     /// A `Sec-WebSocket-Version` other than 13 (answered with the version we speak).
     #[error("unsupported Sec-WebSocket-Version")]
     Version,
@@ -95,6 +99,7 @@ impl UpgradeError {
         match self {
             UpgradeError::BadRequest(_) | UpgradeError::Version => 400,
             UpgradeError::Forbidden => 403,
+            UpgradeError::Method => 405,
         }
     }
 
@@ -102,6 +107,7 @@ impl UpgradeError {
     pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
         match self {
             UpgradeError::Version => &[("Sec-WebSocket-Version", "13")],
+            UpgradeError::Method => &[("Allow", "GET")],
             _ => &[],
         }
     }
@@ -124,14 +130,16 @@ pub struct Upgrade {
 
 /// Validates an upgrade request (RFC 6455 §4.2.1) and the origin policy.
 pub fn check_upgrade(head: &Head, origins: &OriginPolicy) -> Result<Upgrade, UpgradeError> {
-    if head.method != "GET" {
-        return Err(UpgradeError::BadRequest("websocket upgrade needs GET"));
-    }
+    // The order of gorilla/websocket's checks: not an upgrade at all is 400 whatever the
+    // method; an upgrade with the wrong method is 405.
     if !head.header_has_token("upgrade", "websocket") {
         return Err(UpgradeError::BadRequest("missing Upgrade: websocket"));
     }
     if !head.header_has_token("connection", "upgrade") {
         return Err(UpgradeError::BadRequest("missing Connection: upgrade"));
+    }
+    if head.method != "GET" {
+        return Err(UpgradeError::Method);
     }
     if head.header("sec-websocket-version") != Some(b"13") {
         return Err(UpgradeError::Version);
@@ -347,6 +355,16 @@ mod tests {
         let up = check_upgrade(&h, &OriginPolicy::default()).unwrap();
         assert!(up.protobuf && up.subprotocol.is_none());
         assert!(!check_upgrade(&head(""), &OriginPolicy::default()).unwrap().protobuf);
+    }
+
+    #[test]
+    fn an_upgrade_with_another_method_is_405_and_a_non_upgrade_post_400() {
+        let mut h = head("");
+        h.method = "POST".into();
+        let err = check_upgrade(&h, &OriginPolicy::default()).unwrap_err();
+        assert_eq!((err.status(), err.headers()), (405, &[("Allow", "GET")][..]));
+        h.headers.retain(|(n, _)| n != "upgrade");
+        assert_eq!(check_upgrade(&h, &OriginPolicy::default()).unwrap_err().status(), 400);
     }
 
     #[test]
