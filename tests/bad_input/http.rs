@@ -72,6 +72,16 @@ fn bad_http_requests_are_refused_with_their_status() {
             "one answer only: {answer}"
         );
     });
+    cat.case("head not finished within runtime.http_head_timeout", |cat| {
+        let mut s = TcpStream::connect(("127.0.0.1", cat.server.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+        assert!(answer.ends_with(r#"{"error":"request timeout"}"#), "{answer}");
+    });
     cat.case("chunked body with a bad chunk size", |cat| {
         let req = publish_head("Transfer-Encoding: chunked\r\n") + "zz\r\n{}\r\n0\r\n\r\n";
         refused(cat, req.as_bytes(), 400, "bad request: bad chunk size");

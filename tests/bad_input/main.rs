@@ -68,6 +68,7 @@
 //! | | API body over 8 MiB | 413 |
 //! | | `Content-Length` not a number / two different ones | 400 |
 //! | | `Content-Length` with `Transfer-Encoding` (smuggling) | 400 |
+//! | | head not finished within `runtime.http_head_timeout` | 408 |
 //! | | chunked body with a bad chunk size | 400 |
 //! | | `Transfer-Encoding: gzip` | 501 |
 //! | | HTTP/1.1 without `Host` / garbage request line | 400 |
@@ -124,13 +125,14 @@ const HEALTHY: &str = "chat:healthy";
 
 /// One shard; `chat` allows subscribe, publish by subscribers, and history and presence
 /// queries although both features are off (so those queries fail with 108, not 103); `ro`
-/// allows subscribe only; tokens must carry `AUD` and `ISS`.
+/// allows subscribe only; tokens must carry `AUD` and `ISS`; a request head must arrive within
+/// 1 s.
 pub fn config() -> Value {
     let mut cfg = base_config();
     merge(
         &mut cfg,
         json!({
-            "runtime": {"shards": 1},
+            "runtime": {"shards": 1, "http_head_timeout": "1s"},
             "client": {
                 "allowed_origins": [GOOD_ORIGIN],
                 "token": {"audience": AUD, "issuer": ISS}
