@@ -59,8 +59,13 @@ pub enum Command {
         /// Clear counters after reporting.
         reset: bool,
     },
-    /// Slow consumer candidates stop reading their sockets.
-    SlowStart,
+    /// Slow consumer candidates stop reading their sockets; with `resume_after_ms` they read
+    /// again by themselves that much later (while publishing goes on), to see how the server
+    /// closed them.
+    SlowStart {
+        /// When to read again, milliseconds after this command (`None`: on `SlowResume`).
+        resume_after_ms: Option<u64>,
+    },
     /// Slow consumer candidates read again (to observe their close frames).
     SlowResume,
     /// Close everything and exit.

@@ -143,7 +143,16 @@ async fn run(spec: WorkerSpec, mut rx: mpsc::UnboundedReceiver<Option<Command>>)
                 }
                 Some(Command::Connect) => {}
                 Some(Command::Report { reset }) => emit(&Event::Report(report(&ctx, reset)?)),
-                Some(Command::SlowStart) => { ctx.mode.send_replace(Mode::Slow); }
+                Some(Command::SlowStart { resume_after_ms }) => {
+                    ctx.mode.send_replace(Mode::Slow);
+                    if let Some(ms) = resume_after_ms {
+                        let ctx = Rc::clone(&ctx);
+                        tokio::task::spawn_local(async move {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            ctx.mode.send_replace(Mode::Normal);
+                        });
+                    }
+                }
                 Some(Command::SlowResume) => { ctx.mode.send_replace(Mode::Normal); }
                 Some(Command::Shutdown) | None => break,
             },
