@@ -157,6 +157,10 @@ pub struct RunArgs {
     /// the close frame, so a client cut during the stall and reading within that sees 3008.
     #[arg(long, default_value_t = 4.0)]
     pub slow_stall: f64,
+    /// slow-consumer: how many times the slow clients stall (each cut client is connected
+    /// again before the next); phases without and with stalled readers alternate.
+    #[arg(long, default_value_t = 3)]
+    pub slow_cycles: usize,
     /// Soak: seconds between samples of server RSS, open fds and deliveries.
     #[arg(long, default_value_t = 60.0)]
     pub sample_every: f64,

@@ -258,15 +258,16 @@ fn scenario(
     let before = sample(pids);
     let tcp_before = procfs::tcp_mem_kb();
     m.rss_before_kb = before.map(|s| s.rss_kb);
-    let slow_every = (args.scenario == Scenario::SlowConsumer)
-        .then(|| ((1.0 / args.slow_fraction).round() as usize).max(1));
+    let slow = (args.scenario == Scenario::SlowConsumer).then(|| {
+        ((args.connections as f64 * args.slow_fraction).round() as usize).clamp(1, args.connections)
+    });
     let channels = if matches!(args.scenario, Scenario::FanoutMany | Scenario::Soak) {
         args.channels.max(1)
     } else {
         1
     };
     let mut workers = with_affinity(&args.client_cpus.0, || {
-        Workers::spawn(args, &server.addrs(), server.protocol(), channels, slow_every, tls_ca_pem)
+        Workers::spawn(args, &server.addrs(), server.protocol(), channels, slow, tls_ca_pem)
     })?;
     let storm = args.scenario == Scenario::ConnectStorm;
     let cpu0 = sample(pids);
@@ -363,8 +364,8 @@ fn scenario(
         Scenario::SlowConsumer => {
             let after = sample(pids);
             record_memory(m, before, after, tcp_before, connected.ok);
-            let slow_every = slow_every.unwrap_or(1);
-            crate::slow::run(args, server, m, &mut workers, connected.ok, slow_every, deadline)?;
+            let slow_n = slow.unwrap_or(1);
+            crate::slow::run(args, server, m, &mut workers, connected.ok, slow_n, deadline)?;
         }
         Scenario::Soak => {
             let after = sample(pids);

@@ -17,15 +17,18 @@ pub struct SlowMetrics {
     pub slow_clients: usize,
     /// How long they stopped reading, seconds.
     pub stall_seconds: f64,
-    /// Healthy clients' latency without slow readers: phases A and C together.
+    /// Stall cycles.
+    pub cycles: usize,
+    /// Healthy clients' latency without stalled readers: every such phase together.
     pub baseline: Percentiles,
-    /// Healthy clients' latency in phase A (before), everybody reading.
-    pub before: Percentiles,
-    /// Healthy clients' latency in phase B, while the slow ones did not read.
+    /// Healthy clients' latency while slow ones stalled: every such phase together.
     pub during: Percentiles,
-    /// Healthy clients' latency in phase C (after), the cut slow clients gone.
-    pub after: Percentiles,
-    /// p99 change of healthy clients, B against the baseline, percent.
+    /// The healthy p99 of each phase without stalled readers, ms, in order.
+    pub baseline_p99_ms: Vec<f64>,
+    /// The healthy p99 of each phase with stalled readers, ms, in order.
+    pub during_p99_ms: Vec<f64>,
+    /// p99 change of healthy clients with stalled readers: the median over cycles of each
+    /// such phase against the two phases without around it, percent.
     pub p99_change_percent: Option<f64>,
     /// Deliveries to healthy clients during the slow phase.
     pub healthy_deliveries: u64,
@@ -39,7 +42,7 @@ pub struct SlowMetrics {
     pub slow_closed_other: u64,
     /// Healthy clients that lost their connection.
     pub healthy_closed: u64,
-    /// Server RSS change across the slow phase, KiB.
+    /// Largest server RSS change across a phase with stalled readers, KiB.
     pub rss_growth_kb: Option<i64>,
 }
 
@@ -54,9 +57,11 @@ impl SlowMetrics {
         let healthy_pct = (self.healthy_expected > 0)
             .then(|| self.healthy_deliveries as f64 * 100.0 / self.healthy_expected as f64);
         let mut slow = format!(
-            "{target}: {} slow clients stopped reading for {} s; the server cut {} of them,              {} with close 3008 (slow)",
+            "{target}: {} slow clients stopped reading for {} s in each of {} cycles; the \
+             server cut them {} times, {} with close 3008 (slow)",
             self.slow_clients,
             self.stall_seconds,
+            self.cycles,
             self.slow_disconnected_any,
             self.slow_disconnected_3008
         );
@@ -68,13 +73,16 @@ impl SlowMetrics {
         }
         slow.push('.');
         let ms = |p: &Percentiles| p.p99_us as f64 / 1000.0;
+        let list = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
         let p99 = match self.p99_change_percent {
             Some(change) => format!(
-                "their p99 was {:.2} ms with slow readers against {:.2} ms without them                  ({change:+.0}%; {:.2} ms before, {:.2} ms after)",
+                "their p99 moved by {change:+.0}% with stalled readers (median over the \
+                 cycles of each such phase against the two without around it; phase by phase \
+                 {} ms without, {} ms with); pooled, {:.2} ms with against {:.2} ms without",
+                list(&self.baseline_p99_ms),
+                list(&self.during_p99_ms),
                 ms(&self.during),
-                ms(&self.baseline),
-                ms(&self.before),
-                ms(&self.after)
+                ms(&self.baseline)
             ),
             None => "no latency was measured for them in the slow phase".to_owned(),
         };
@@ -83,15 +91,20 @@ impl SlowMetrics {
         let within = self.p99_change_percent.is_some_and(|c| c.abs() <= ISOLATION_P99_PERCENT);
         if delivered && within {
             format!(
-                "{slow} Healthy clients kept receiving, isolated: none lost its connection,                  they got {got} of what was published, and {p99}, within                  ±{ISOLATION_P99_PERCENT:.0}%."
+                "{slow} Healthy clients kept receiving, isolated: none lost its connection, \
+                 they got {got} of what was published, and {p99}, within \
+                 ±{ISOLATION_P99_PERCENT:.0}%."
             )
         } else if delivered {
             format!(
-                "{slow} Healthy clients kept receiving everything ({got}, none lost its                  connection) but were slowed down: {p99}, beyond ±{ISOLATION_P99_PERCENT:.0}%."
+                "{slow} Healthy clients kept receiving everything ({got}, none lost its \
+                 connection) but their tail moved: {p99}, beyond ±{ISOLATION_P99_PERCENT:.0}%."
             )
         } else {
             format!(
-                "{slow} Healthy clients were NOT isolated: {} lost their connection and they                  received {got} of what was published; {p99}. This load is more than the                  machine carries: lower --rate or --payload-bytes.",
+                "{slow} Healthy clients were NOT isolated: {} lost their connection and they \
+                 received {got} of what was published; {p99}. This load is more than the \
+                 machine carries: lower --rate or --payload-bytes.",
                 self.healthy_closed
             )
         }
@@ -327,10 +340,8 @@ pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
             if let Some(s) = &m.slow {
                 f.push(("slow clients", Some(s.slow_clients as f64)));
                 f.push(("healthy p99 without slow readers (ms)", Some(ms(s.baseline.p99_us))));
-                f.push(("… before (ms)", Some(ms(s.before.p99_us))));
-                f.push(("… after (ms)", Some(ms(s.after.p99_us))));
                 f.push(("healthy p99 with slow clients (ms)", Some(ms(s.during.p99_us))));
-                f.push(("healthy p99 change (%)", s.p99_change_percent));
+                f.push(("healthy p99 change, median of paired phases (%)", s.p99_change_percent));
                 f.push((
                     "healthy delivered / expected in slow phase (%)",
                     (s.healthy_expected > 0)
@@ -421,7 +432,7 @@ impl RunResult {
                     if m.deliveries.unwrap_or(0) == 0 {
                         bad(format!("deliveries {:?} not > 0", m.deliveries));
                     }
-                    if !m.soak.as_ref().is_some_and(|s| s.samples.len() >= 2) {
+                    if m.soak.as_ref().is_none_or(|s| s.samples.len() < 2) {
                         bad("fewer than two soak samples".into());
                     }
                 }
@@ -582,6 +593,7 @@ mod tests {
         let isolated = SlowMetrics {
             slow_clients: 20,
             stall_seconds: 4.0,
+            cycles: 1,
             baseline: percentiles(1000, 1200),
             during: percentiles(1000, 1300),
             p99_change_percent: Some(8.3),
@@ -593,11 +605,11 @@ mod tests {
         };
         let text = isolated.verdict("rotor");
         assert!(text.contains("kept receiving, isolated") && text.contains("+8%"), "{text}");
-        assert!(text.contains("cut 20 of them, 20 with close 3008"), "{text}");
+        assert!(text.contains("cut them 20 times, 20 with close 3008"), "{text}");
         // Everything delivered, but the tail moved more than the bound.
         let slowed = SlowMetrics { p99_change_percent: Some(46.0), ..isolated.clone() };
         let text = slowed.verdict("rotor");
-        assert!(text.contains("slowed down") && text.contains("+46%"), "{text}");
+        assert!(text.contains("tail moved") && text.contains("+46%"), "{text}");
         // Every healthy client cut: no latency to compare, said in words.
         let cut = SlowMetrics {
             during: percentiles(0, 0),

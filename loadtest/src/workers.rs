@@ -16,6 +16,28 @@ use crate::error::{Context, Error, Result};
 use crate::hist;
 use crate::proto::{Command, ConnectReport, Event, WorkerReport, WorkerSpec};
 
+/// The clients of each worker: (first index, count). `slow` clients (indices below it) get
+/// a worker of their own, so reading their backlog when they resume does not delay the
+/// healthy clients whose latency is measured; the rest are spread over `workers`.
+fn client_ranges(n: usize, workers: usize, slow: Option<usize>) -> Vec<(usize, usize)> {
+    let slow = slow.unwrap_or(0).min(n);
+    let mut out = Vec::new();
+    if slow > 0 {
+        out.push((0, slow));
+    }
+    let rest = n - slow;
+    let w = workers.max(1);
+    let mut first = slow;
+    for k in 0..w {
+        let count = rest / w + usize::from(k < rest % w);
+        if count > 0 || out.is_empty() {
+            out.push((first, count));
+        }
+        first += count;
+    }
+    out
+}
+
 /// Merged connect outcome of all workers.
 pub struct Connected {
     pub ok: usize,
@@ -42,17 +64,16 @@ impl Workers {
         addrs: &[std::net::SocketAddr],
         protocol: ProtocolSpec,
         channels: usize,
-        slow_every: Option<usize>,
+        slow: Option<usize>,
         tls_ca_pem: Option<&str>,
     ) -> Result<Self> {
         let exe = std::env::current_exe().context("locating own executable")?;
-        let w = args.worker_count();
+        let ranges = client_ranges(args.connections, args.worker_count(), slow);
+        let w = ranges.len();
         let (tx, rx) = mpsc::channel();
         let mut me = Workers { children: Vec::new(), stdins: Vec::new(), rx };
         let storm = args.scenario == Scenario::ConnectStorm;
-        let mut first = 0;
-        for k in 0..w {
-            let count = args.connections / w + usize::from(k < args.connections % w);
+        for (k, (first, count)) in ranges.into_iter().enumerate() {
             let spec = WorkerSpec {
                 worker: k,
                 addr: addrs[k % addrs.len()],
@@ -68,14 +89,13 @@ impl Workers {
                     args.connect_concurrency
                 },
                 connect_timeout_ms: args.connect_timeout_ms,
-                slow_every,
-                slow_rcvbuf: slow_every.map(|_| 4096),
+                slow_below: slow,
+                slow_rcvbuf: slow.map(|_| 4096),
                 max_lifetime_s: args.max_runtime,
                 raw_ws: args.raw_client(),
                 tls_ca_pem: tls_ca_pem.map(str::to_owned),
                 ws_compression: args.ws_compression,
             };
-            first += count;
             let mut child = Process::new(&exe)
                 .arg("worker")
                 .stdin(Stdio::piped())
@@ -177,6 +197,26 @@ impl Workers {
         Ok(out)
     }
 
+    /// Asks worker `k` to open again the clients whose connections ended; returns how many
+    /// it opened.
+    pub fn reconnect(&mut self, k: usize, deadline: Instant) -> Result<usize> {
+        let line = serde_json::to_string(&Command::Reconnect).context("encoding command")?;
+        let stdin = self
+            .stdins
+            .get_mut(k)
+            .ok_or_else(|| Error::Worker { worker: k, msg: "no such worker".into() })?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| Error::Worker { worker: k, msg: format!("sending command: {e}") })?;
+        let until = (Instant::now() + Duration::from_secs(30)).min(deadline);
+        loop {
+            match self.next(until)? {
+                (j, Event::Connected(r)) if j == k => return Ok(r.ok),
+                (_, other) => log_event(&other),
+            }
+        }
+    }
+
     pub fn report(&mut self, reset: bool, deadline: Instant) -> Result<Vec<WorkerReport>> {
         self.send_all(&Command::Report { reset })?;
         let until = (Instant::now() + Duration::from_secs(30)).min(deadline);
@@ -223,5 +263,18 @@ impl Drop for Workers {
 fn log_event(ev: &Event) {
     if let Event::Log { msg } = ev {
         eprintln!("{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_ranges;
+
+    #[test]
+    fn slow_clients_get_a_worker_of_their_own() {
+        assert_eq!(client_ranges(10, 2, None), vec![(0, 5), (5, 5)]);
+        assert_eq!(client_ranges(10, 2, Some(3)), vec![(0, 3), (3, 4), (7, 3)]);
+        assert_eq!(client_ranges(10, 1, Some(10)), vec![(0, 10)]);
+        assert_eq!(client_ranges(3, 5, None), vec![(0, 1), (1, 1), (2, 1)]);
     }
 }
