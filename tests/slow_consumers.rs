@@ -121,7 +121,7 @@ fn a_slow_reader_that_reads_again_after_the_write_timeout_gets_3008_and_one_that
     let pid = server.pid();
     let fds_before = fds(pid);
     let mut again = small_window_client(&server, "again", "chat:flood");
-    let mut never = small_window_client(&server, "never", "chat:flood");
+    let never = small_window_client(&server, "never", "chat:flood");
     // Neither reads now. Publish until the server has cut both (bounded in count and time).
     let payload = "x".repeat(32 * 1024);
     let started = Instant::now();
