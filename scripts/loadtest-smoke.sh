@@ -45,9 +45,10 @@ run broadcast-tls-deflate --scenario broadcast --tls --ws-compression --payload-
 run fanout-many --scenario fanout-many --connections 200 --channels 10 --duration 3 --rate 50
 run connect-storm --scenario connect-storm --connections 200
 run connect-storm-proxy --scenario connect-storm --connect-proxy --connections 200
-# Large payloads so the slow clients overflow the kernel buffers within the phase.
-run slow-consumer --scenario slow-consumer --connections 50 --slow-fraction 0.1 --duration 3 \
-  --rate 100 --payload-bytes 16000 --queue-max-size 65536
+# Large payloads so the slow clients overflow the kernel buffers within the stall; one cycle.
+run slow-consumer --scenario slow-consumer --connections 50 --slow-fraction 0.1 --duration 4 \
+  --slow-stall 3 --slow-cycles 1 --rate 100 --payload-bytes 16000 --queue-max-size 65536
+run soak --scenario soak --connections 200 --channels 20 --rate 20 --duration 6 --sample-every 2
 
 # Peer targets: nats-server (Debian package) and the socket.io 4 server (npm ci in loadtest/peers).
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ] && [ "$(id -u)" -eq 0 ]; then

@@ -74,8 +74,11 @@ pub enum Scenario {
     FanoutMany,
     /// Open N connections as fast as possible; connect+subscribe per second.
     ConnectStorm,
-    /// Broadcast with a fraction of clients that stop reading, against a baseline phase.
+    /// Broadcast with a fraction of clients that stop reading, against phases without them.
     SlowConsumer,
+    /// Hold N subscribed connections (pings on) with publishes at `--rate` over `--channels`
+    /// for `--duration` s, sampling server RSS and fds every `--sample-every` s.
+    Soak,
 }
 
 /// Publication payload content.
@@ -149,9 +152,18 @@ pub struct RunArgs {
     /// Fraction of slow clients for slow-consumer.
     #[arg(long, default_value_t = 0.01)]
     pub slow_fraction: f64,
-    /// Seconds slow clients stay stopped after the slow phase before reading again.
-    #[arg(long, default_value_t = 3.0)]
-    pub slow_grace: f64,
+    /// Seconds slow clients stop reading at the start of the slow phase before they read
+    /// again (at most `--duration`). Rotor keeps the socket of a client it cut up to 5 s for
+    /// the close frame, so a client cut during the stall and reading within that sees 3008.
+    #[arg(long, default_value_t = 4.0)]
+    pub slow_stall: f64,
+    /// slow-consumer: how many times the slow clients stall (each cut client is connected
+    /// again before the next); phases without and with stalled readers alternate.
+    #[arg(long, default_value_t = 3)]
+    pub slow_cycles: usize,
+    /// Soak: seconds between samples of server RSS, open fds and deliveries.
+    #[arg(long, default_value_t = 60.0)]
+    pub sample_every: f64,
     /// Rotor authenticates connects through its connect proxy instead of tokens: clients send
     /// no token and a local backend (this binary's `proxy-backend`, reported as the helper
     /// process) answers every connect.

@@ -4,10 +4,7 @@
 //! count and time; the run ends by itself within `--max-runtime`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::net::Ipv4Addr;
-use std::process::{Child, ChildStdin, Command as Process, Stdio};
-use std::sync::mpsc;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,10 +16,11 @@ use crate::cli::{PayloadKind, RunArgs, Scenario, TargetKind};
 use crate::error::{Context, Error, Result};
 use crate::hist::{self, Percentiles};
 use crate::procfs;
-use crate::proto::{Command, ConnectReport, Event, WorkerReport, WorkerSpec};
+use crate::proto::WorkerReport;
 use crate::report::NodeFigures;
-use crate::report::{self, Metrics, SlowMetrics};
+use crate::report::{self, Metrics};
 use crate::target::{self, External, RotorOptions, Target};
+use crate::workers::Workers;
 
 /// Entry point of a coordinator run.
 pub fn main(args: &RunArgs) -> Result<()> {
@@ -109,7 +107,7 @@ fn validate(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     if !std::io::stdout().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -191,7 +189,7 @@ fn start_target(
 }
 
 /// CPU and memory of a server made of `pids` (summed over several nodes).
-fn sample(pids: &[u32]) -> Option<procfs::Sample> {
+pub(crate) fn sample(pids: &[u32]) -> Option<procfs::Sample> {
     let mut total: Option<procfs::Sample> = None;
     for &p in pids {
         let one = procfs::sample(p).ok()?;
@@ -203,15 +201,15 @@ fn sample(pids: &[u32]) -> Option<procfs::Sample> {
     total
 }
 
-fn cpu_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64> {
+pub(crate) fn cpu_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64> {
     Some(b?.cpu_us.saturating_sub(a?.cpu_us))
 }
 
-fn stat_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64> {
+pub(crate) fn stat_delta(a: Option<procfs::Sample>, b: Option<procfs::Sample>) -> Option<u64> {
     Some(b?.stat_cpu_us.saturating_sub(a?.stat_cpu_us))
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
@@ -260,11 +258,16 @@ fn scenario(
     let before = sample(pids);
     let tcp_before = procfs::tcp_mem_kb();
     m.rss_before_kb = before.map(|s| s.rss_kb);
-    let slow_every = (args.scenario == Scenario::SlowConsumer)
-        .then(|| ((1.0 / args.slow_fraction).round() as usize).max(1));
-    let channels = if args.scenario == Scenario::FanoutMany { args.channels.max(1) } else { 1 };
+    let slow = (args.scenario == Scenario::SlowConsumer).then(|| {
+        ((args.connections as f64 * args.slow_fraction).round() as usize).clamp(1, args.connections)
+    });
+    let channels = if matches!(args.scenario, Scenario::FanoutMany | Scenario::Soak) {
+        args.channels.max(1)
+    } else {
+        1
+    };
     let mut workers = with_affinity(&args.client_cpus.0, || {
-        Workers::spawn(args, &server.addrs(), server.protocol(), channels, slow_every, tls_ca_pem)
+        Workers::spawn(args, &server.addrs(), server.protocol(), channels, slow, tls_ca_pem)
     })?;
     let storm = args.scenario == Scenario::ConnectStorm;
     let cpu0 = sample(pids);
@@ -361,96 +364,13 @@ fn scenario(
         Scenario::SlowConsumer => {
             let after = sample(pids);
             record_memory(m, before, after, tcp_before, connected.ok);
-            let mut publisher: Vec<Box<dyn Publisher>> =
-                (0..args.publishers.max(1)).map(|_| server.publisher()).collect();
-            let slow_n = (0..args.connections).filter(|i| i % slow_every.unwrap_or(1) == 0).count();
-            let warm = publish_phase(
-                &mut publisher,
-                args,
-                1,
-                args.rate.min(1000.0) * 0.5,
-                0.5,
-                deadline,
-                "warm-up",
-            )?;
-            drain(&mut workers, warm.sent * connected.ok as u64, Duration::from_secs(3), deadline)?;
-            workers.report(true, deadline)?;
-            // Phase A: everybody reads.
-            let c0 = sample(pids);
-            let a = publish_phase(
-                &mut publisher,
-                args,
-                1,
-                args.rate,
-                args.duration,
-                deadline,
-                "baseline",
-            )?;
-            let ra = drain(
-                &mut workers,
-                a.sent * connected.ok as u64,
-                Duration::from_secs(5),
-                deadline,
-            )?;
-            let c1 = sample(pids);
-            fill_delivery(m, &ra, &a, a.sent * connected.ok as u64, cpu_delta(c0, c1))?;
-            m.server_cpu_us_stat = stat_delta(c0, c1);
-            let baseline = merged_latency(&ra)?;
-            workers.report(true, deadline)?;
-            // Phase B: slow clients stop reading.
-            workers.send_all(&Command::SlowStart)?;
-            let rss_b0 = sample(pids);
-            let b = publish_phase(
-                &mut publisher,
-                args,
-                1,
-                args.rate,
-                args.duration,
-                deadline,
-                "slow phase",
-            )?;
-            let healthy = connected.ok.saturating_sub(slow_n) as u64;
-            let rb = drain(&mut workers, b.sent * healthy, Duration::from_secs(5), deadline)?;
-            let during = merged_latency(&rb)?;
-            let rss_b1 = sample(pids);
-            std::thread::sleep(Duration::from_secs_f64(args.slow_grace.clamp(0.0, 60.0)));
-            workers.send_all(&Command::SlowResume)?;
-            std::thread::sleep(Duration::from_secs(2));
-            let rc = workers.report(false, deadline)?;
-            let closes = merge_closes(&rc);
-            let slow_3008 = closes.get("slow:3008").copied().unwrap_or(0);
-            let healthy_deliveries: u64 = rb.iter().map(|r| r.deliveries).sum();
-            m.slow = Some(SlowMetrics {
-                slow_clients: slow_n,
-                baseline,
-                during,
-                // Without samples in both phases there is no change to speak of.
-                p99_change_percent: (baseline.count > 0 && during.count > 0 && baseline.p99_us > 0)
-                    .then(|| (during.p99_us as f64 / baseline.p99_us as f64 - 1.0) * 100.0),
-                healthy_deliveries,
-                healthy_expected: b.sent * healthy,
-                slow_disconnected_3008: slow_3008,
-                slow_disconnected_any: closes
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("slow:") && !k.ends_with("worker-exit"))
-                    .map(|(_, v)| *v)
-                    .sum(),
-                slow_closed_other: closes
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("slow:") && *k != "slow:3008")
-                    .map(|(_, v)| *v)
-                    .sum(),
-                healthy_closed: closes
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("ok:"))
-                    .map(|(_, v)| *v)
-                    .sum(),
-                rss_growth_kb: match (rss_b0, rss_b1) {
-                    (Some(x), Some(y)) => Some(y.rss_kb as i64 - x.rss_kb as i64),
-                    _ => None,
-                },
-            });
-            m.closes = closes;
+            let slow_n = slow.unwrap_or(1);
+            crate::slow::run(args, server, m, &mut workers, connected.ok, slow_n, deadline)?;
+        }
+        Scenario::Soak => {
+            let after = sample(pids);
+            record_memory(m, before, after, tcp_before, connected.ok);
+            crate::soak::run(args, server, m, &mut workers, connected.ok, channels, deadline)?;
         }
     }
     workers.shutdown();
@@ -474,7 +394,7 @@ fn record_memory(
 }
 
 /// Subscribers per channel, scaled by the share of clients that connected.
-fn subscribers_per_channel(n: usize, channels: usize, connected: usize) -> Vec<f64> {
+pub(crate) fn subscribers_per_channel(n: usize, channels: usize, connected: usize) -> Vec<f64> {
     let mut v = vec![0.0; channels];
     for i in 0..n {
         v[i % channels] += 1.0;
@@ -483,11 +403,11 @@ fn subscribers_per_channel(n: usize, channels: usize, connected: usize) -> Vec<f
     v.iter().map(|x| x * scale).collect()
 }
 
-fn expected(per_channel: &[u64], subs: &[f64]) -> u64 {
+pub(crate) fn expected(per_channel: &[u64], subs: &[f64]) -> u64 {
     per_channel.iter().zip(subs).map(|(p, s)| *p as f64 * s).sum::<f64>().round() as u64
 }
 
-fn merged_latency(reports: &[WorkerReport]) -> Result<Percentiles> {
+pub(crate) fn merged_latency(reports: &[WorkerReport]) -> Result<Percentiles> {
     let mut h = hist::new();
     for r in reports {
         hist::merge(&mut h, &hist::decode(&r.latency_hist)?)?;
@@ -516,7 +436,7 @@ fn per_node(reports: &[WorkerReport], pids: &[u32], seconds: f64) -> Result<Vec<
     Ok(out)
 }
 
-fn merge_closes(reports: &[WorkerReport]) -> BTreeMap<String, u64> {
+pub(crate) fn merge_closes(reports: &[WorkerReport]) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for r in reports {
         for (k, v) in &r.closes {
@@ -526,7 +446,7 @@ fn merge_closes(reports: &[WorkerReport]) -> BTreeMap<String, u64> {
     out
 }
 
-fn fill_delivery(
+pub(crate) fn fill_delivery(
     m: &mut Metrics,
     reports: &[WorkerReport],
     phase: &PhaseStats,
@@ -574,14 +494,14 @@ fn fill_delivery(
 }
 
 /// Result of one publish phase.
-struct PhaseStats {
-    sent: u64,
-    errors: u64,
-    per_channel: Vec<u64>,
-    elapsed: Duration,
+pub(crate) struct PhaseStats {
+    pub(crate) sent: u64,
+    pub(crate) errors: u64,
+    pub(crate) per_channel: Vec<u64>,
+    pub(crate) elapsed: Duration,
     start_ns: u64,
     api_latency: hdrhistogram::Histogram<u64>,
-    skipped: u64,
+    pub(crate) skipped: u64,
 }
 
 impl PhaseStats {
@@ -602,7 +522,7 @@ impl PhaseStats {
 /// past `duration + 2 s` (or the run deadline). Tick `i` is due at `i / rate` and is sent by
 /// publisher `i % K` (each its own keep-alive connection and thread), so a slow API answer
 /// does not hold back the schedule; ticks more than a second late are skipped, not bunched.
-fn publish_phase(
+pub(crate) fn publish_phase(
     publishers: &mut [Box<dyn Publisher>],
     args: &RunArgs,
     channels: usize,
@@ -700,7 +620,7 @@ fn publish_phase(
 
 /// Polls the workers until `want` deliveries arrived or counts stop moving for a second;
 /// returns the last reports (counters not reset).
-fn drain(
+pub(crate) fn drain(
     workers: &mut Workers,
     want: u64,
     limit: Duration,
@@ -720,215 +640,5 @@ fn drain(
         if got >= want || Instant::now() >= until || still.elapsed() >= Duration::from_secs(1) {
             return Ok(reports);
         }
-    }
-}
-
-/// Merged connect outcome of all workers.
-struct Connected {
-    ok: usize,
-    failed: usize,
-    errors: BTreeMap<String, u64>,
-    latency: hdrhistogram::Histogram<u64>,
-}
-
-enum Msg {
-    Event(Event),
-    Gone,
-}
-
-/// The worker processes of one target run.
-struct Workers {
-    children: Vec<Child>,
-    stdins: Vec<ChildStdin>,
-    rx: mpsc::Receiver<(usize, Msg)>,
-}
-
-impl Workers {
-    fn spawn(
-        args: &RunArgs,
-        addrs: &[std::net::SocketAddr],
-        protocol: ProtocolSpec,
-        channels: usize,
-        slow_every: Option<usize>,
-        tls_ca_pem: Option<&str>,
-    ) -> Result<Self> {
-        let exe = std::env::current_exe().context("locating own executable")?;
-        let w = args.worker_count();
-        let (tx, rx) = mpsc::channel();
-        let mut me = Workers { children: Vec::new(), stdins: Vec::new(), rx };
-        let storm = args.scenario == Scenario::ConnectStorm;
-        let mut first = 0;
-        for k in 0..w {
-            let count = args.connections / w + usize::from(k < args.connections % w);
-            let spec = WorkerSpec {
-                worker: k,
-                addr: addrs[k % addrs.len()],
-                source_ip: (args.source_base != 0)
-                    .then(|| Ipv4Addr::new(127, 0, 0, args.source_base.saturating_add(k as u8))),
-                first_client: first,
-                clients: count,
-                protocol: protocol.clone(),
-                channels,
-                connect_concurrency: if storm {
-                    args.storm_concurrency
-                } else {
-                    args.connect_concurrency
-                },
-                connect_timeout_ms: args.connect_timeout_ms,
-                slow_every,
-                slow_rcvbuf: slow_every.map(|_| 4096),
-                max_lifetime_s: args.max_runtime,
-                raw_ws: args.raw_client(),
-                tls_ca_pem: tls_ca_pem.map(str::to_owned),
-                ws_compression: args.ws_compression,
-            };
-            first += count;
-            let mut child = Process::new(&exe)
-                .arg("worker")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .context("spawning a worker")?;
-            let mut stdin = child
-                .stdin
-                .take()
-                .ok_or_else(|| Error::Worker { worker: k, msg: "no stdin".into() })?;
-            let stdout = child
-                .stdout
-                .take()
-                .ok_or_else(|| Error::Worker { worker: k, msg: "no stdout".into() })?;
-            let line = serde_json::to_string(&spec).context("encoding worker spec")?;
-            writeln!(stdin, "{line}").context("sending worker spec")?;
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    match serde_json::from_str::<Event>(&line) {
-                        Ok(ev) => {
-                            if tx.send((k, Msg::Event(ev))).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => eprintln!("worker {k}: {line}"),
-                    }
-                }
-                let _ = tx.send((k, Msg::Gone));
-            });
-            me.children.push(child);
-            me.stdins.push(stdin);
-        }
-        let until = Instant::now() + Duration::from_secs(20);
-        let mut ready = vec![false; w];
-        while ready.iter().any(|r| !r) {
-            match me.next(until)? {
-                (k, Event::Ready { .. }) => ready[k] = true,
-                (_, other) => log_event(&other),
-            }
-        }
-        Ok(me)
-    }
-
-    /// Next event from any worker before `until`.
-    fn next(&mut self, until: Instant) -> Result<(usize, Event)> {
-        let left = until.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok((k, Msg::Event(ev))) => Ok((k, ev)),
-            Ok((k, Msg::Gone)) => {
-                Err(Error::Worker { worker: k, msg: "exited unexpectedly".into() })
-            }
-            Err(_) => Err(Error::Timeout("waiting for workers".into())),
-        }
-    }
-
-    fn send_all(&mut self, cmd: &Command) -> Result<()> {
-        let line = serde_json::to_string(cmd).context("encoding command")?;
-        for (k, stdin) in self.stdins.iter_mut().enumerate() {
-            writeln!(stdin, "{line}")
-                .and_then(|()| stdin.flush())
-                .map_err(|e| Error::Worker { worker: k, msg: format!("sending command: {e}") })?;
-        }
-        Ok(())
-    }
-
-    fn connect(&mut self, n: usize, deadline: Instant) -> Result<Connected> {
-        self.send_all(&Command::Connect)?;
-        let bar = progress(n as u64, "connecting");
-        let w = self.children.len();
-        let mut done = vec![0usize; w];
-        let mut reports: Vec<Option<ConnectReport>> = vec![None; w];
-        while reports.iter().any(Option::is_none) {
-            match self.next(deadline)? {
-                (k, Event::Progress { done: d }) => {
-                    done[k] = d;
-                    bar.set_position(done.iter().sum::<usize>() as u64);
-                }
-                (k, Event::Connected(r)) => {
-                    done[k] = r.ok + r.failed;
-                    bar.set_position(done.iter().sum::<usize>() as u64);
-                    reports[k] = Some(r);
-                }
-                (_, other) => log_event(&other),
-            }
-        }
-        bar.finish_and_clear();
-        let mut out = Connected { ok: 0, failed: 0, errors: BTreeMap::new(), latency: hist::new() };
-        for r in reports.into_iter().flatten() {
-            out.ok += r.ok;
-            out.failed += r.failed;
-            for (e, c) in r.errors {
-                *out.errors.entry(e).or_default() += c;
-            }
-            hist::merge(&mut out.latency, &hist::decode(&r.latency_hist)?)?;
-        }
-        Ok(out)
-    }
-
-    fn report(&mut self, reset: bool, deadline: Instant) -> Result<Vec<WorkerReport>> {
-        self.send_all(&Command::Report { reset })?;
-        let until = (Instant::now() + Duration::from_secs(30)).min(deadline);
-        let mut reports: Vec<Option<WorkerReport>> = vec![None; self.children.len()];
-        while reports.iter().any(Option::is_none) {
-            match self.next(until)? {
-                (k, Event::Report(r)) => reports[k] = Some(r),
-                (_, other) => log_event(&other),
-            }
-        }
-        Ok(reports.into_iter().flatten().collect())
-    }
-
-    /// Asks every worker to exit, waits a little, then kills (by its own PID) whoever remains.
-    fn shutdown(&mut self) {
-        let _ = self.send_all(&Command::Shutdown);
-        self.stdins.clear();
-        let until = Instant::now() + Duration::from_secs(10);
-        for child in &mut self.children {
-            while Instant::now() < until {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if !matches!(child.try_wait(), Ok(Some(_))) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        self.children.clear();
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn log_event(ev: &Event) {
-    if let Event::Log { msg } = ev {
-        eprintln!("{msg}");
     }
 }

@@ -6,7 +6,9 @@
 //! timestamp in every payload, and measures the server from outside through procfs. See
 //! `loadtest/README.md` for the scenarios and how to run them.
 //!
-//! Modules: [`cli`] (options), [`coordinator`] (scenarios), [`worker`] (client processes),
+//! Modules: [`cli`] (options), [`coordinator`] (scenarios), [`slow`] (the slow-consumer
+//! scenario), [`soak`] (the soak scenario), [`workers`] (the worker processes seen from the
+//! coordinator), [`worker`] (client processes),
 //! [`rawws`] (their raw WebSocket client: TLS, permessage-deflate), [`raw_server`] (the
 //! physical floor), [`target`] (servers under test), [`certs`] (throwaway TLS certificates),
 //! [`adapter`] (wire protocols and publishers), [`proto`] (coordinator↔worker JSON lines), [`procfs`]
@@ -28,8 +30,11 @@ mod proxy_backend;
 mod raw_server;
 mod rawws;
 mod report;
+mod slow;
+mod soak;
 mod target;
 mod worker;
+mod workers;
 
 use clap::Parser;
 

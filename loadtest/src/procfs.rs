@@ -94,6 +94,11 @@ pub fn schedstat_ns(pid: u32) -> Option<u64> {
     any.then_some(total)
 }
 
+/// Open file descriptors of `pid` (entries of `/proc/<pid>/fd`).
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// Kernel TCP buffer memory in KiB (`TCP: … mem <pages>` of `/proc/net/sockstat`, 4 KiB pages),
 /// host-wide: on loopback it covers both ends.
 pub fn tcp_mem_kb() -> Option<u64> {
@@ -137,5 +142,6 @@ mod tests {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kb > 0);
         assert!(schedstat_ns(std::process::id()).unwrap() > 0);
+        assert!(fd_count(std::process::id()).unwrap() >= 3, "stdin, stdout, stderr at least");
     }
 }

@@ -31,8 +31,9 @@ pub struct WorkerSpec {
     pub connect_concurrency: usize,
     /// Bound on one connect+subscribe.
     pub connect_timeout_ms: u64,
-    /// Client `i` is a slow consumer candidate when `i % slow_every == 0`.
-    pub slow_every: Option<usize>,
+    /// Clients with a global index below this are slow consumer candidates (the coordinator
+    /// gives them a worker of their own).
+    pub slow_below: Option<usize>,
     /// `SO_RCVBUF` for slow consumer candidates (small, so the server sees back-pressure soon).
     pub slow_rcvbuf: Option<usize>,
     /// WebSocket clients use the raw client (`crate::rawws`).
@@ -59,8 +60,16 @@ pub enum Command {
         /// Clear counters after reporting.
         reset: bool,
     },
-    /// Slow consumer candidates stop reading their sockets.
-    SlowStart,
+    /// Open again the clients whose connections ended (slow consumers the server cut); answer
+    /// with [`Event::Connected`] for them.
+    Reconnect,
+    /// Slow consumer candidates stop reading their sockets; with `resume_after_ms` they read
+    /// again by themselves that much later (while publishing goes on), to see how the server
+    /// closed them.
+    SlowStart {
+        /// When to read again, milliseconds after this command (`None`: on `SlowResume`).
+        resume_after_ms: Option<u64>,
+    },
     /// Slow consumer candidates read again (to observe their close frames).
     SlowResume,
     /// Close everything and exit.

@@ -10,16 +10,25 @@ use crate::cli::{RunArgs, Scenario};
 use crate::hist::Percentiles;
 use crate::target::ServerLog;
 
-/// Slow-consumer specifics.
+/// Slow-consumer specifics (see `crate::slow` for the phases).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SlowMetrics {
     /// Clients that stopped reading.
     pub slow_clients: usize,
-    /// Healthy clients' latency with everybody reading.
+    /// How long they stopped reading, seconds.
+    pub stall_seconds: f64,
+    /// Stall cycles.
+    pub cycles: usize,
+    /// Healthy clients' latency without stalled readers: every such phase together.
     pub baseline: Percentiles,
-    /// Healthy clients' latency while the slow ones did not read.
+    /// Healthy clients' latency while slow ones stalled: every such phase together.
     pub during: Percentiles,
-    /// p99 change of healthy clients, percent.
+    /// The healthy p99 of each phase without stalled readers, ms, in order.
+    pub baseline_p99_ms: Vec<f64>,
+    /// The healthy p99 of each phase with stalled readers, ms, in order.
+    pub during_p99_ms: Vec<f64>,
+    /// p99 change of healthy clients with stalled readers: the median over cycles of each
+    /// such phase against the two phases without around it, percent.
     pub p99_change_percent: Option<f64>,
     /// Deliveries to healthy clients during the slow phase.
     pub healthy_deliveries: u64,
@@ -33,34 +42,63 @@ pub struct SlowMetrics {
     pub slow_closed_other: u64,
     /// Healthy clients that lost their connection.
     pub healthy_closed: u64,
-    /// Server RSS change across the slow phase, KiB.
+    /// Largest server RSS change across a phase with stalled readers, KiB.
     pub rss_growth_kb: Option<i64>,
 }
 
+/// How far the healthy clients' p99 may move with slow readers and still count as isolated.
+pub const ISOLATION_P99_PERCENT: f64 = 10.0;
+
 impl SlowMetrics {
-    /// What happened to the healthy clients, in words (the table's figures alone once read
-    /// "p99 change -100%" when every healthy client had been cut and none had a latency).
+    /// What happened to the slow and the healthy clients, in words (the table's figures alone
+    /// once read "p99 change -100%" when every healthy client had been cut and none had a
+    /// latency).
     pub fn verdict(&self, target: &str) -> String {
         let healthy_pct = (self.healthy_expected > 0)
             .then(|| self.healthy_deliveries as f64 * 100.0 / self.healthy_expected as f64);
-        let slow = format!(
-            "{target}: {} slow clients, {} cut by the server ({} with close 3008).",
-            self.slow_clients, self.slow_disconnected_any, self.slow_disconnected_3008
+        let mut slow = format!(
+            "{target}: {} slow clients stopped reading for {} s in each of {} cycles; the \
+             server cut them {} times, {} with close 3008 (slow)",
+            self.slow_clients,
+            self.stall_seconds,
+            self.cycles,
+            self.slow_disconnected_any,
+            self.slow_disconnected_3008
         );
-        let unharmed = self.healthy_closed == 0 && healthy_pct.is_some_and(|p| p >= 99.9);
+        if self.slow_closed_other > 0 {
+            slow.push_str(&format!(
+                ", {} without it (no close frame or another code)",
+                self.slow_closed_other
+            ));
+        }
+        slow.push('.');
+        let ms = |p: &Percentiles| p.p99_us as f64 / 1000.0;
+        let list = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
         let p99 = match self.p99_change_percent {
             Some(change) => format!(
-                "their p99 went from {:.2} ms to {:.2} ms ({change:+.0}%)",
-                self.baseline.p99_us as f64 / 1000.0,
-                self.during.p99_us as f64 / 1000.0
+                "their p99 moved by {change:+.0}% with stalled readers (median over the \
+                 cycles of each such phase against the two without around it; phase by phase \
+                 {} ms without, {} ms with); pooled, {:.2} ms with against {:.2} ms without",
+                list(&self.baseline_p99_ms),
+                list(&self.during_p99_ms),
+                ms(&self.during),
+                ms(&self.baseline)
             ),
             None => "no latency was measured for them in the slow phase".to_owned(),
         };
         let got = healthy_pct.map_or("–".to_owned(), |p| format!("{p:.1}%"));
-        if unharmed {
+        let delivered = self.healthy_closed == 0 && healthy_pct.is_some_and(|p| p >= 99.9);
+        let within = self.p99_change_percent.is_some_and(|c| c.abs() <= ISOLATION_P99_PERCENT);
+        if delivered && within {
             format!(
-                "{slow} Healthy clients were isolated: none lost its connection, they received \
-                 {got} of what was published, and {p99}."
+                "{slow} Healthy clients kept receiving, isolated: none lost its connection, \
+                 they got {got} of what was published, and {p99}, within \
+                 ±{ISOLATION_P99_PERCENT:.0}%."
+            )
+        } else if delivered {
+            format!(
+                "{slow} Healthy clients kept receiving everything ({got}, none lost its \
+                 connection) but their tail moved: {p99}, beyond ±{ISOLATION_P99_PERCENT:.0}%."
             )
         } else {
             format!(
@@ -145,6 +183,8 @@ pub struct Metrics {
     pub server_cpu_percent: Option<f64>,
     /// Slow-consumer results.
     pub slow: Option<SlowMetrics>,
+    /// Soak results.
+    pub soak: Option<crate::soak::SoakMetrics>,
     /// How client connections ended.
     pub closes: BTreeMap<String, u64>,
     /// Frames the clients did not understand.
@@ -241,6 +281,29 @@ pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
             f.push(("server CPU per connect (µs)", m.cpu_us_per_connect));
             f.push(("server RSS per conn (KB)", m.rss_per_conn_kb));
         }
+        Scenario::Soak => {
+            let ends = m.soak.as_ref().and_then(|s| s.ends());
+            let mib = |kb: u64| kb as f64 / 1024.0;
+            f.push(("server RSS per conn (KB)", m.rss_per_conn_kb));
+            f.push(("steady state from (s)", ends.map(|(a, _)| a.t_s)));
+            f.push(("server RSS at steady start (MiB)", ends.map(|(a, _)| mib(a.rss_kb))));
+            f.push(("server RSS at end (MiB)", ends.map(|(_, b)| mib(b.rss_kb))));
+            f.push(("RSS growth (%)", m.soak.as_ref().and_then(|s| s.rss_growth_percent)));
+            f.push(("server fds at steady start", ends.map(|(a, _)| a.fds as f64)));
+            f.push(("server fds at end", ends.map(|(_, b)| b.fds as f64)));
+            f.push(("fd growth (%)", m.soak.as_ref().and_then(|s| s.fd_growth_percent)));
+            f.push(("publishes/s achieved", m.publish_rate));
+            f.push(("deliveries/s", m.deliveries_per_sec));
+            f.push((
+                "delivered / expected (%)",
+                match (m.deliveries, m.expected_deliveries) {
+                    (Some(d), Some(e)) if e > 0 => Some(d as f64 * 100.0 / e as f64),
+                    _ => None,
+                },
+            ));
+            f.extend(lat(m.latency));
+            f.push(("server CPU (% of one core)", m.server_cpu_percent));
+        }
         Scenario::Broadcast | Scenario::FanoutMany | Scenario::SlowConsumer => {
             f.push(("server RSS per conn (KB)", m.rss_per_conn_kb));
             f.push(("publishes/s achieved", m.publish_rate));
@@ -276,9 +339,9 @@ pub fn figures(scenario: Scenario, m: &Metrics) -> Vec<Figure> {
             }
             if let Some(s) = &m.slow {
                 f.push(("slow clients", Some(s.slow_clients as f64)));
-                f.push(("healthy p99 baseline (ms)", Some(ms(s.baseline.p99_us))));
+                f.push(("healthy p99 without slow readers (ms)", Some(ms(s.baseline.p99_us))));
                 f.push(("healthy p99 with slow clients (ms)", Some(ms(s.during.p99_us))));
-                f.push(("healthy p99 change (%)", s.p99_change_percent));
+                f.push(("healthy p99 change, median of paired phases (%)", s.p99_change_percent));
                 f.push((
                     "healthy delivered / expected in slow phase (%)",
                     (s.healthy_expected > 0)
@@ -365,6 +428,14 @@ impl RunResult {
                         bad(format!("connect rate {:?} is not > 0", m.connect_rate));
                     }
                 }
+                Scenario::Soak => {
+                    if m.deliveries.unwrap_or(0) == 0 {
+                        bad(format!("deliveries {:?} not > 0", m.deliveries));
+                    }
+                    if m.soak.as_ref().is_none_or(|s| s.samples.len() < 2) {
+                        bad("fewer than two soak samples".into());
+                    }
+                }
                 Scenario::Broadcast | Scenario::FanoutMany | Scenario::SlowConsumer => {
                     if m.deliveries.unwrap_or(0) == 0 {
                         bad(format!("deliveries {:?} not > 0", m.deliveries));
@@ -445,6 +516,9 @@ impl RunResult {
             if let Some(slow) = &r.slow {
                 out.push_str(&format!("\n{}\n", slow.verdict(&r.target)));
             }
+            if let Some(soak) = &r.soak {
+                out.push_str(&soak.markdown(&r.target));
+            }
         }
         for r in self.runs.iter().filter(|r| !r.per_node.is_empty()) {
             out.push_str(&format!(
@@ -518,6 +592,8 @@ mod tests {
     fn the_slow_consumer_verdict_says_whether_healthy_clients_were_isolated() {
         let isolated = SlowMetrics {
             slow_clients: 20,
+            stall_seconds: 4.0,
+            cycles: 1,
             baseline: percentiles(1000, 1200),
             during: percentiles(1000, 1300),
             p99_change_percent: Some(8.3),
@@ -528,18 +604,25 @@ mod tests {
             ..SlowMetrics::default()
         };
         let text = isolated.verdict("rotor");
-        assert!(text.contains("were isolated") && text.contains("+8%"), "{text}");
-        assert!(text.contains("20 cut by the server (20 with close 3008)"), "{text}");
+        assert!(text.contains("kept receiving, isolated") && text.contains("+8%"), "{text}");
+        assert!(text.contains("cut them 20 times, 20 with close 3008"), "{text}");
+        // Everything delivered, but the tail moved more than the bound.
+        let slowed = SlowMetrics { p99_change_percent: Some(46.0), ..isolated.clone() };
+        let text = slowed.verdict("rotor");
+        assert!(text.contains("tail moved") && text.contains("+46%"), "{text}");
         // Every healthy client cut: no latency to compare, said in words.
         let cut = SlowMetrics {
             during: percentiles(0, 0),
             p99_change_percent: None,
             healthy_deliveries: 0,
             healthy_closed: 1980,
+            slow_disconnected_3008: 0,
+            slow_closed_other: 20,
             ..isolated
         };
         let text = cut.verdict("rotor");
         assert!(text.contains("NOT isolated: 1980 lost their connection"), "{text}");
         assert!(text.contains("no latency was measured") && !text.contains("-100%"), "{text}");
+        assert!(text.contains("20 without it"), "{text}");
     }
 }

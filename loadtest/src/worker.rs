@@ -99,6 +99,8 @@ struct Stats {
     closes: BTreeMap<String, u64>,
     open: usize,
     bad_frames: u64,
+    /// Clients whose connection ended, to open again on `Reconnect`.
+    ended: Vec<usize>,
 }
 
 struct Ctx {
@@ -128,6 +130,7 @@ async fn run(spec: WorkerSpec, mut rx: mpsc::UnboundedReceiver<Option<Command>>)
             closes: BTreeMap::new(),
             open: 0,
             bad_frames: 0,
+            ended: Vec::new(),
         }),
         mode,
         spec,
@@ -139,11 +142,26 @@ async fn run(spec: WorkerSpec, mut rx: mpsc::UnboundedReceiver<Option<Command>>)
             cmd = rx.recv() => match cmd.flatten() {
                 Some(Command::Connect) if !connecting => {
                     connecting = true;
-                    tokio::task::spawn_local(connect_all(Rc::clone(&ctx)));
+                    let first = ctx.spec.first_client;
+                    let clients = (first..first + ctx.spec.clients).collect();
+                    tokio::task::spawn_local(connect_all(Rc::clone(&ctx), clients));
                 }
                 Some(Command::Connect) => {}
+                Some(Command::Reconnect) => {
+                    let ended = std::mem::take(&mut ctx.stats.borrow_mut().ended);
+                    tokio::task::spawn_local(connect_all(Rc::clone(&ctx), ended));
+                }
                 Some(Command::Report { reset }) => emit(&Event::Report(report(&ctx, reset)?)),
-                Some(Command::SlowStart) => { ctx.mode.send_replace(Mode::Slow); }
+                Some(Command::SlowStart { resume_after_ms }) => {
+                    ctx.mode.send_replace(Mode::Slow);
+                    if let Some(ms) = resume_after_ms {
+                        let ctx = Rc::clone(&ctx);
+                        tokio::task::spawn_local(async move {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            ctx.mode.send_replace(Mode::Normal);
+                        });
+                    }
+                }
                 Some(Command::SlowResume) => { ctx.mode.send_replace(Mode::Normal); }
                 Some(Command::Shutdown) | None => break,
             },
@@ -188,14 +206,15 @@ enum Opened {
     Failed(String),
 }
 
-async fn connect_all(ctx: Rc<Ctx>) {
+/// Opens `clients` (global indices), reports how that went, and reads them until they end.
+async fn connect_all(ctx: Rc<Ctx>, clients: Vec<usize>) {
+    let total = clients.len();
     let started = Instant::now();
     let sem = Rc::new(Semaphore::new(ctx.spec.connect_concurrency.max(1)));
     let (tx, mut rx) = mpsc::unbounded_channel::<std::result::Result<Duration, String>>();
-    for k in 0..ctx.spec.clients {
+    for client in clients {
         let (ctx, sem, tx) = (Rc::clone(&ctx), Rc::clone(&sem), tx.clone());
         tokio::task::spawn_local(async move {
-            let client = ctx.spec.first_client + k;
             let opened = {
                 let Ok(_permit) = sem.acquire().await else { return };
                 let t0 = Instant::now();
@@ -211,7 +230,9 @@ async fn connect_all(ctx: Rc<Ctx>) {
                     let _ = tx.send(Ok(took));
                     ctx.stats.borrow_mut().open += 1;
                     read_loop(&ctx, client, ws, session).await;
-                    ctx.stats.borrow_mut().open -= 1;
+                    let mut s = ctx.stats.borrow_mut();
+                    s.open -= 1;
+                    s.ended.push(client);
                 }
                 Opened::Failed(e) => {
                     let _ = tx.send(Err(e));
@@ -238,7 +259,7 @@ async fn connect_all(ctx: Rc<Ctx>) {
             },
             _ = tick.tick() => emit(&Event::Progress { done: rep.ok + rep.failed }),
         }
-        if rep.ok + rep.failed == ctx.spec.clients {
+        if rep.ok + rep.failed == total {
             break;
         }
     }
@@ -248,7 +269,7 @@ async fn connect_all(ctx: Rc<Ctx>) {
 }
 
 fn is_slow(spec: &WorkerSpec, client: usize) -> bool {
-    spec.slow_every.is_some_and(|e| e > 0 && client % e == 0)
+    spec.slow_below.is_some_and(|n| client < n)
 }
 
 /// Short, countable failure reason.

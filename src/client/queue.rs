@@ -106,9 +106,10 @@ impl Queue {
         self.items.push_back(out);
     }
 
-    /// Drops everything queued.
+    /// Drops everything queued, capacity included: only a closing connection clears its queue,
+    /// and one cut for being slow may have grown it to `client.queue_max_size` worth of items.
     pub fn clear(&mut self) {
-        self.items.clear();
+        self.items = VecDeque::new();
         self.bytes = 0;
     }
 

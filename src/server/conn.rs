@@ -5,18 +5,20 @@
 //! Owns: nothing but the tasks' own locals. Must not: hold a shard borrow across `.await`, or
 //! decide anything about the protocol (that is `client`'s, through the shard).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
+use std::io;
+use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_lite::future::or;
+use futures_lite::future::{or, poll_once};
 use futures_lite::io::{AsyncWriteExt, WriteHalf};
 use glommio::timer::sleep;
 
 use super::admission::Admission;
-use super::socket::{send, Socket};
+use super::socket::Socket;
 use crate::client::conn::ConnKey;
 use crate::client::queue::Batch;
 use crate::client::Step;
@@ -205,7 +207,24 @@ pub fn disconnect(shard: &ShardRef, key: ConnKey, d: Disconnect) {
     shard.borrow_mut().with_clients(|c| c.disconnect(key, d));
 }
 
-pub async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<Socket>) {
+/// Writes a connection's queue to its socket until the connection ends.
+///
+/// `stall` is the write timeout (`websocket.write_timeout`; `None`: none): a socket that takes
+/// no byte for that long belongs to a peer that is gone or stuck, and the connection is
+/// aborted without a close frame (3009), as upstream's write deadline does. The exception is a
+/// connection the server is already closing (3008 slow above all): its last frames — the rest
+/// of the batch a full socket holds up, then the close frame — may wait for the client up to
+/// [`CLOSE_WAIT`] more, so a client that stopped reading for a moment and reads again learns
+/// why it was cut. The linger is bounded twice: here, and by [`finish_conn`], which drops this
+/// task [`CLOSE_WAIT`] after the reader ended. The task only awaits, so a stuck socket never
+/// blocks the shard.
+pub async fn write_loop(
+    shard: ShardRef,
+    key: ConnKey,
+    mut writer: WriteHalf<Socket>,
+    stall: Option<Duration>,
+) {
+    let mut limit = WriteLimit { stall, linger: None };
     loop {
         let batch = poll_fn(|cx| {
             let mut s = shard.borrow_mut();
@@ -221,17 +240,98 @@ pub async fn write_loop(shard: ShardRef, key: ConnKey, mut writer: WriteHalf<Soc
         })
         .await;
         let Some(batch) = batch else { break };
-        let result = match &batch {
-            Batch::One(b) => send(&mut writer, b).await,
-            Batch::Many(v) => send(&mut writer, v).await,
+        let bytes: &[u8] = match &batch {
+            Batch::One(b) => b,
+            Batch::Many(v) => v,
         };
-        if result.is_err() {
-            // Write failed or timed out (`websocket.write_timeout`): the peer is gone or stuck.
+        if limit.send(&shard, key, &mut writer, bytes).await.is_err() {
+            // Write failed or stalled past its limit: the peer is gone or stuck.
             shard.borrow_mut().with_clients(|c| c.abort(key, codes::DISCONNECT_WRITE_ERROR));
-            break;
+            return;
         }
     }
-    let _ = writer.flush().await;
+    // Whatever TLS still buffers, under the same limit.
+    let _ = limit.send(&shard, key, &mut writer, &[]).await;
+}
+
+/// How long a connection's writes may stall (see [`write_loop`]).
+struct WriteLimit {
+    /// The write timeout.
+    stall: Option<Duration>,
+    /// Set once a write stalled while the server was closing the connection: until when its
+    /// last frames may still leave.
+    linger: Option<Instant>,
+}
+
+impl WriteLimit {
+    /// Writes `bytes` and flushes them. Fails with `TimedOut` when the socket took nothing for
+    /// `stall`, unless the connection is closing and its linger has not run out.
+    async fn send(
+        &mut self,
+        shard: &ShardRef,
+        key: ConnKey,
+        writer: &mut WriteHalf<Socket>,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let progress = Cell::new(Instant::now());
+        let mut write = pin!(write_counting(writer, bytes, &progress));
+        // Nearly every write completes at once: no timer for those.
+        if let Some(done) = poll_once(write.as_mut()).await {
+            return done;
+        }
+        let Some(stall) = self.stall else { return write.await };
+        let linger = &mut self.linger;
+        or(write, async {
+            loop {
+                let now = Instant::now();
+                let mut until = progress.get() + stall;
+                if until <= now {
+                    match lingering(shard, key, linger, now).filter(|t| *t > now) {
+                        Some(t) => until = t,
+                        None => return Err(io::Error::from(io::ErrorKind::TimedOut)),
+                    }
+                }
+                sleep(until - now).await;
+            }
+        })
+        .await
+    }
+}
+
+/// Until when a stalled write of a connection the server is closing may go on; `None` for a
+/// connection that is not closing.
+fn lingering(
+    shard: &ShardRef,
+    key: ConnKey,
+    linger: &mut Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    if linger.is_none() {
+        let closing = shard.borrow_mut().conns().get(key).is_some_and(|c| c.closing.is_some());
+        if closing {
+            *linger = Some(now + CLOSE_WAIT);
+        }
+    }
+    *linger
+}
+
+/// Writes all of `bytes` and flushes them (TLS buffers), noting in `progress` when the socket
+/// last took bytes.
+async fn write_counting(
+    writer: &mut WriteHalf<Socket>,
+    bytes: &[u8],
+    progress: &Cell<Instant>,
+) -> io::Result<()> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = writer.write(rest).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        rest = &rest[n..];
+        progress.set(Instant::now());
+    }
+    writer.flush().await
 }
 
 #[cfg(test)]

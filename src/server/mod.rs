@@ -324,7 +324,8 @@ async fn serve_websocket(shard: ShardRef, mut stream: Socket, ws: WsOpen) {
     let uni = transport.unidirectional();
     let write_timeout =
         if uni { cfg.uni_websocket.write_timeout } else { cfg.websocket.write_timeout };
-    let _ = stream.tcp().set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
+    // The writer applies the write timeout itself (it lets a closing connection linger).
+    let stall = (!write_timeout.is_zero()).then_some(write_timeout);
     // Unidirectional WebSocket is JSON only.
     let key = shard.borrow_mut().open_conn(transport, up.protobuf && !uni, forwarded);
     let size_limit =
@@ -340,7 +341,7 @@ async fn serve_websocket(shard: ShardRef, mut stream: Socket, ws: WsOpen) {
         read.deflate = Some((Inflater::default(), limits));
     }
     let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
+    let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer, stall));
     if let Some(text) = connect {
         read.connect_sent = true;
         uni_connect(&shard, key, text.as_bytes()).await;

@@ -261,9 +261,9 @@ pub async fn serve(shard: ShardRef, mut stream: Socket, open: Open) {
         return;
     }
     let _ = stream.tcp().set_read_timeout(None);
-    let _ = stream.tcp().set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
     let (reader, writer) = futures_lite::io::split(stream);
-    let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer));
+    let stall = Some(STREAM_WRITE_TIMEOUT);
+    let writer_task = glommio::spawn_local(write_loop(shard.clone(), key, writer, stall));
     if let Some(commands) = commands {
         Box::pin(handle_commands(&shard, key, commands, open.bytes)).await;
     }
