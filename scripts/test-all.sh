@@ -14,6 +14,11 @@ cargo build
 cargo test
 # Benchmarks must keep compiling (they run by hand: see README).
 cargo bench --no-run
+# The fuzz targets (fuzz/README.md): fmt for their crate, then every target for 10 s on
+# top of its committed seeds, built unoptimised (a clean build is most of the time); a crash
+# fails the run.
+(cd fuzz && cargo fmt -- --check)
+FUZZ_PROFILE=smoke bash fuzz/run.sh --all --seconds 10
 # The load-test harness: fmt/clippy for its crate, then a short run of every scenario.
 cargo clippy -p rotor-loadtest --all-targets -- -D warnings
 cargo test -p rotor-loadtest

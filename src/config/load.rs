@@ -58,23 +58,38 @@ pub struct Loaded {
 /// An explicit path that does not exist is an error. `env` is the process environment as
 /// `(name, value)` pairs; only `ROTOR_*` and `CENTRIFUGO_*` are looked at.
 pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
-    let mut warnings = Vec::new();
     let default_path = Path::new(DEFAULT_CONFIG_FILE);
     let file_path = path.unwrap_or(default_path);
-    let (mut tree, file) = match std::fs::read_to_string(file_path) {
-        Ok(text) => (parse_file_text(file_path, &text)?, Some(file_path.to_path_buf())),
+    match std::fs::read_to_string(file_path) {
+        Ok(text) => load_text(file_path, &text, env),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             if path.is_some() {
                 return Err(ConfigError::NotFound { path: file_path.to_path_buf() });
             }
-            warnings.push(format!(
+            let warning = format!(
                 "config file {DEFAULT_CONFIG_FILE} not found; using defaults, environment and flags"
-            ));
-            (Value::Object(Map::new()), None)
+            );
+            from_tree(Value::Object(Map::new()), None, vec![warning], env)
         }
-        Err(source) => return Err(ConfigError::Read { path: file_path.to_path_buf(), source }),
-    };
+        Err(source) => Err(ConfigError::Read { path: file_path.to_path_buf(), source }),
+    }
+}
 
+/// [`load`] of a config file's contents already read: `path` names the file (its extension
+/// the format) in messages and in [`Loaded::file`]. Nothing is read from the disk.
+pub fn load_text(path: &Path, text: &str, env: &[(String, String)]) -> Result<Loaded, ConfigError> {
+    let tree = parse_file_text(path, text)?;
+    from_tree(tree, Some(path.to_path_buf()), Vec::new(), env)
+}
+
+/// The rest of [`load`] once the file is a value tree: the environment overlay, the
+/// deserialization and the report of unknown and unsupported keys.
+fn from_tree(
+    mut tree: Value,
+    file: Option<PathBuf>,
+    mut warnings: Vec<String>,
+    env: &[(String, String)],
+) -> Result<Loaded, ConfigError> {
     let overlay = env::apply(&mut tree, env)?;
     warnings.extend(overlay.warnings);
 

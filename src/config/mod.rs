@@ -42,7 +42,7 @@ pub use client::{
 };
 pub use engine::{Broker, Engine, Nats, PresenceManager, Redis};
 pub use env::parse_go_bool;
-pub use load::{load, parse_file_text, Format, Loaded, DEFAULT_CONFIG_FILE};
+pub use load::{load, load_text, parse_file_text, Format, Loaded, DEFAULT_CONFIG_FILE};
 pub use proxy::{
     ChannelProxies, ClientProxies, NamedProxy, Proxy, ProxyGrpc, ProxyHttp, StatusTransform,
     SwitchedProxy, TransformDisconnect, TransformError,

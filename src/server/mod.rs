@@ -78,6 +78,41 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// At most one accept-failure log line per this long.
 const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The decisions a connection takes on a parsed request head before it reads a body, for the
+/// fuzz targets in `fuzz/` (which have no socket). Not an API: each function only forwards.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use super::{admin, request, streaming, Port, Reply};
+    use crate::config::Config;
+    use crate::http::Head;
+
+    /// How large a body the request may send, or the answer it gets on its head alone.
+    pub fn admit_body(cfg: &Config, port: Port, head: &Head) -> Result<usize, Reply> {
+        request::admit_body(cfg, port, head)
+    }
+
+    /// The HTTP API method path the request addresses on this port, if any.
+    pub fn api_path<'h>(cfg: &Config, port: Port, head: &'h Head) -> Option<&'h str> {
+        request::api_path(cfg, port, head)
+    }
+
+    /// An admin tail request: its channel, or the status and reason it is refused with.
+    pub fn tail_request(
+        cfg: &Config,
+        port: Port,
+        head: &Head,
+    ) -> Option<Result<Arc<str>, (u16, &'static str)>> {
+        admin::tail_request(cfg, port, head)
+    }
+
+    /// The body limit of the streaming or emulation endpoint at the request's path, if any.
+    pub fn stream_endpoint_limit(cfg: &Config, head: &Head) -> Option<usize> {
+        streaming::Endpoint::at(cfg, &head.path).map(|(_, limit)| limit)
+    }
+}
+
 /// Serves one accepted TCP connection: HTTP requests until it upgrades to WebSocket or closes.
 pub async fn serve_connection(shard: ShardRef, env: Rc<Env>, mut tcp: TcpStream) {
     let shard_id = shard.borrow().id();

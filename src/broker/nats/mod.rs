@@ -414,7 +414,12 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Op>, ParseError> {
             };
             let sid: u64 = sid.parse().map_err(|_| ParseError(line.clone()))?;
             let n: usize = n.parse().map_err(|_| ParseError(line.clone()))?;
-            if buf.len() < end + 2 + n + 2 {
+            // The size comes from the server: one near usize::MAX must not wrap the sum (it
+            // would then pass the check, and `split_to` would panic).
+            let Some(total) = n.checked_add(end + 4) else {
+                return Err(ParseError(line));
+            };
+            if buf.len() < total {
                 return Ok(None);
             }
             buf.advance(end + 2);
@@ -597,6 +602,15 @@ mod tests {
         assert!(buf.is_empty());
         let mut bad = BytesMut::from(&b"HELLO\r\n"[..]);
         assert!(parse(&mut bad).is_err());
+    }
+
+    #[test]
+    fn a_payload_size_near_usize_max_is_an_error_not_a_panic() {
+        // Found by fuzz/ (nats_protocol): `end + 2 + n + 2` overflowed.
+        let mut buf = BytesMut::from(&b"MSG a 1 18446744073709551615\r\n"[..]);
+        assert!(parse(&mut buf).is_err());
+        let mut buf = BytesMut::from(&b"MSG a 1 r 18446744073709551612\r\nxy"[..]);
+        assert!(parse(&mut buf).is_err());
     }
 
     #[test]

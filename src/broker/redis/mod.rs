@@ -50,10 +50,10 @@ pub use address::{Address, Form};
 pub use keys::{server_index, Keys};
 pub use link::{encode_command, encode_setup, Link, Then};
 pub use pubsub::{PubSub, SubEntry};
-pub use reply::{answer, parse_message, Incoming, Parse, RedisError};
+pub use reply::{answer, incoming, parse_message, Incoming, Parse, RedisError};
 pub use scripts::Script;
 pub use settings::{Sentinel, Settings};
-pub use topology::Topology;
+pub use topology::{from_cluster_slots, Topology};
 
 /// How long an idempotency key's result is kept (spec §6.7).
 const IDEMPOTENCY_TTL_SECS: u64 = 300;
